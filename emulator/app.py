@@ -1,0 +1,265 @@
+"""Routes: DashScope's task API, the OSS objects, and the /_emulator/ knobs and counters."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import oss
+from .clock import china_time, epoch_millis, parse_compact
+from .eventbridge import USER_API_KEY_PREFIX
+from .tasks import ApiError, Task, invalid
+
+if TYPE_CHECKING:
+    from .server import Emulator
+
+MAX_LIST_WINDOW = 24 * 3600
+
+
+def build_app(emulator: Emulator) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/api/v1/services/aigc/video-generation/video-synthesis", create, methods=["POST"]),
+            Route("/api/v1/tasks", list_tasks),
+            Route("/api/v1/tasks/", list_tasks),
+            Route("/api/v1/tasks/{task_id}", read_task),
+            Route("/api/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
+            Route("/oss/{name}", video),
+            Route("/_emulator/config", config, methods=["GET", "POST"]),
+            Route("/_emulator/stats", stats),
+            Route("/_emulator/reset", reset, methods=["POST"]),
+            Route("/_emulator/tasks", all_tasks),
+            Route("/_emulator/tasks/{task_id}/expire", expire, methods=["POST"]),
+        ],
+        exception_handlers={ApiError: api_error},
+    )
+    app.state.emulator = emulator
+    return app
+
+
+def _emulator(request: Request) -> Emulator:
+    return request.app.state.emulator
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    body = {"code": exc.code, "message": exc.message, "request_id": str(uuid.uuid4())}
+    return JSONResponse(body, exc.status)
+
+
+def _api_key(request: Request) -> str:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "InvalidApiKey", "Invalid API-key provided.")
+    return key.strip()
+
+
+async def create(request: Request) -> Response:
+    emulator = _emulator(request)
+    emulator.stats.creates += 1
+    api_key = _api_key(request)
+    if request.headers.get("x-dashscope-async", "").lower() != "enable":
+        raise ApiError(403, "AccessDenied", "current user api does not support synchronous calls")
+    if emulator.config.create_errors:
+        injected = emulator.config.create_errors.pop(0)
+        raise ApiError(int(injected.get("status", 500)), injected.get("code", "InternalError"), injected.get("message", ""))
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise invalid("The request body is not valid JSON.") from None
+    request_id = str(uuid.uuid4())
+    task = emulator.tasks.create(body, api_key, request_id)
+    if emulator.config.early_events:
+        await task.settled.wait()
+    return JSONResponse({"output": {"task_status": "PENDING", "task_id": task.id}, "request_id": request_id})
+
+
+async def read_task(request: Request) -> Response:
+    emulator = _emulator(request)
+    _api_key(request)
+    task_id = request.path_params["task_id"]
+    emulator.stats.reads += 1
+    emulator.stats.reads_by_task[task_id] = emulator.stats.reads_by_task.get(task_id, 0) + 1
+    emulator.tasks.admit_query()
+    task = emulator.tasks.by_id.get(task_id)
+    body: dict[str, Any] = {"request_id": str(uuid.uuid4())}
+    if task is None:
+        body["output"] = {"task_id": task_id, "task_status": "UNKNOWN"}
+        return JSONResponse(body)
+    body["output"] = _output(task)
+    if body["output"]["task_status"] == "SUCCEEDED":
+        body["usage"] = _usage(task)
+    return JSONResponse(body)
+
+
+def _output(task: Task) -> dict[str, Any]:
+    status = task.visible_status()
+    output: dict[str, Any] = {"task_id": task.id, "task_status": status}
+    if status == "UNKNOWN":
+        return output
+    output["submit_time"] = china_time(task.submit_time)
+    if task.scheduled_time is not None:
+        output["scheduled_time"] = china_time(task.scheduled_time)
+    if task.end_time is not None:
+        output["end_time"] = china_time(task.end_time)
+    if status == "SUCCEEDED":
+        output["orig_prompt"] = task.prompt
+        if task.prompt_extend:
+            output["actual_prompt"] = task.prompt
+        output["video_url"] = task.video_url
+    elif status == "FAILED":
+        output["code"], output["message"] = task.code, task.message
+    return output
+
+
+def _usage(task: Task) -> dict[str, Any]:
+    if task.model.startswith("wan2.6"):
+        short_side = min(int(side) for side in task.size.split("*"))
+        return {
+            "duration": task.duration,
+            "size": task.size,
+            "SR": short_side,
+            "input_video_duration": 0,
+            "output_video_duration": task.duration,
+            "video_count": 1,
+        }
+    return {"video_duration": task.duration, "video_ratio": task.size, "video_count": 1}
+
+
+async def list_tasks(request: Request) -> Response:
+    emulator = _emulator(request)
+    _api_key(request)
+    emulator.stats.lists += 1
+    emulator.tasks.admit_query()
+    params = request.query_params
+    try:
+        end = parse_compact(params["end_time"]) if params.get("end_time") else time.time()
+        start = parse_compact(params["start_time"]) if params.get("start_time") else end - MAX_LIST_WINDOW
+        page_no, page_size = int(params.get("page_no", 1)), int(params.get("page_size", 10))
+    except ValueError:
+        raise invalid("start_time and end_time are YYYYMMDDhhmmss; page_no and page_size are integers") from None
+    if not 0 <= end - start <= MAX_LIST_WINDOW:
+        raise invalid("The time window from start_time to end_time must be at most 24 hours.")
+    if page_no < 1 or not 1 <= page_size <= 100:
+        raise invalid("page_no must be at least 1 and page_size from 1 to 100")
+    found = [
+        task
+        for task in sorted(emulator.tasks.by_id.values(), key=lambda task: task.submit_time, reverse=True)
+        if start <= task.submit_time <= end
+        and params.get("model_name") in (None, "", task.model)
+        and params.get("status") in (None, "", task.visible_status())
+    ]
+    page = found[(page_no - 1) * page_size : page_no * page_size]
+    return JSONResponse(
+        {
+            "total": len(found),
+            "total_page": math.ceil(len(found) / page_size),
+            "page_no": page_no,
+            "page_size": page_size,
+            "request_id": str(uuid.uuid4()),
+            "data": [_listed(task, emulator.config.region) for task in page],
+        }
+    )
+
+
+def _listed(task: Task, region: str) -> dict[str, Any]:
+    return {
+        "task_id": task.id,
+        "status": task.visible_status(),
+        "model_name": task.model,
+        "region": region,
+        "request_id": task.request_id,
+        "api_key_id": task.api_key_id,
+        "gmt_create": epoch_millis(task.submit_time),
+        "start_time": epoch_millis(task.scheduled_time),
+        "end_time": epoch_millis(task.end_time),
+        "user_api_unique_key": USER_API_KEY_PREFIX + task.model,
+    }
+
+
+async def cancel_task(request: Request) -> Response:
+    emulator = _emulator(request)
+    _api_key(request)
+    emulator.stats.cancels += 1
+    emulator.tasks.admit_query()
+    emulator.tasks.cancel(request.path_params["task_id"])
+    return JSONResponse({"request_id": str(uuid.uuid4())})
+
+
+async def video(request: Request) -> Response:
+    emulator = _emulator(request)
+    emulator.stats.video_requests += 1
+    name = request.path_params["name"]
+    refusal = emulator.bucket.refuse(name, request)
+    if refusal is not None:
+        return refusal
+    task = emulator.tasks.by_id.get(name.removesuffix(".mp4"))
+    if task is None or task.video is None:
+        return oss.error(404, "NoSuchKey", "The specified key does not exist.")
+    if task.visible_status() == "UNKNOWN":
+        return oss.expired(int(time.time()))
+    data = emulator.videos.body(task.video)
+    return oss.serve(request, task.video, data, emulator.config, emulator.stats)
+
+
+async def config(request: Request) -> Response:
+    emulator = _emulator(request)
+    if request.method == "POST":
+        try:
+            emulator.config.update(json.loads(await request.body() or b"{}"))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        emulator.tasks.reschedule()
+    return JSONResponse(emulator.config.knobs())
+
+
+async def stats(request: Request) -> Response:
+    emulator = _emulator(request)
+    return JSONResponse({**emulator.stats.as_dict(), "running_now": emulator.tasks.running_now()})
+
+
+async def reset(request: Request) -> Response:
+    emulator = _emulator(request)
+    emulator.reset_stats()
+    return await stats(request)
+
+
+async def all_tasks(request: Request) -> Response:
+    tasks = _emulator(request).tasks.by_id.values()
+    return JSONResponse({"tasks": [_inspected(task) for task in tasks]})
+
+
+def _inspected(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": task.id,
+        "status": task.visible_status(),
+        "model": task.model,
+        "prompt": task.prompt,
+        "negative_prompt": task.negative_prompt,
+        "size": task.size,
+        "duration": task.duration,
+        "seed": task.seed,
+        "request_id": task.request_id,
+        "submit_time": task.submit_time,
+        "scheduled_time": task.scheduled_time,
+        "end_time": task.end_time,
+        "code": task.code,
+        "message": task.message,
+        "video_url": task.video_url,
+        "expired": task.expired,
+    }
+
+
+async def expire(request: Request) -> Response:
+    task = _emulator(request).tasks.expire(request.path_params["task_id"])
+    if task is None:
+        return JSONResponse({"error": "no such task"}, 404)
+    return JSONResponse(_inspected(task))

@@ -1,0 +1,79 @@
+"""Settings of the emulator; the fault knobs among them can be changed while it runs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Knobs settable through POST /_emulator/config, with the JSON types each accepts.
+KNOBS: dict[str, tuple[type, ...]] = {
+    "render_seconds": (int, float),
+    "url_ttl_seconds": (int, float),
+    "duplicate_events": (int,),
+    "event_delay_seconds": (int, float),
+    "early_events": (bool,),
+    "drop_events": (bool,),
+    "fail_marker": (str,),
+    "block_marker": (str,),
+    "create_errors": (list,),
+    "break_downloads": (int,),
+    "break_after_bytes": (int, type(None)),
+    "ignore_range": (bool,),
+    "push_retry_delays": (list, type(None)),
+    "push_timeout_seconds": (int, float),
+    "enforce_limits": (bool,),
+    "limits": (dict,),
+    "query_qps": (int,),
+    "webhook_targets": (list,),
+}
+
+
+@dataclass
+class EmulatorConfig:
+    render_seconds: float = 20.0
+    url_ttl_seconds: float = 24 * 3600
+    # Extra copies of each push, with the same event id: delivery is at least once.
+    duplicate_events: int = 0
+    event_delay_seconds: float = 0.0
+    # The task ends and its event is delivered before the create call answers.
+    early_events: bool = False
+    drop_events: bool = False
+    fail_marker: str = "[fail]"
+    block_marker: str = "[blocked]"
+    # Consumed one per create call: [{"status": 429, "code": "Throttling", "message": "..."}].
+    create_errors: list[dict[str, Any]] = field(default_factory=list)
+    break_downloads: int = 0
+    break_after_bytes: int | None = None  # None: half the file
+    ignore_range: bool = False
+    # None: EventBridge's BACKOFF_RETRY, three retries each a random 10-20 s after the last.
+    push_retry_delays: list[float] | None = None
+    push_timeout_seconds: float = 5.0
+    enforce_limits: bool = True
+    limits: dict[str, dict[str, int]] = field(default_factory=dict)  # {model: {"rps": n, "running": n}}
+    query_qps: int = 20
+    webhook_targets: list[dict[str, Any]] = field(default_factory=list)  # [{"url", "token", "body"}]
+    # Not knobs: fixed for the life of the emulator.
+    public_base_url: str | None = None
+    cache_dir: str | None = None
+    region: str = "cn-beijing"
+    account_id: str = "1234567890123456"
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Check every change before applying any, so a bad request leaves the settings as they were."""
+        for name, value in changes.items():
+            if name not in KNOBS:
+                raise ValueError(f"unknown setting {name!r}; settings: {', '.join(KNOBS)}")
+            accepted = KNOBS[name]
+            if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+                kinds = " or ".join("null" if kind is type(None) else kind.__name__ for kind in accepted)
+                raise ValueError(f"{name} must be {kinds}")
+        for target in changes.get("webhook_targets", []):
+            if not isinstance(target, dict) or not target.get("url"):
+                raise ValueError("webhook_targets items need a url")
+            if target.get("body", "original") not in ("original", "data"):
+                raise ValueError("webhook_targets body must be 'original' or 'data'")
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+    def knobs(self) -> dict[str, Any]:
+        return {name: value for name, value in asdict(self).items() if name in KNOBS}

@@ -1,0 +1,155 @@
+"""EventBridge's part: the completion CloudEvent, the targets it is pushed to, and the retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+
+from .clock import china_time, utc_iso
+from .config import EmulatorConfig
+from .stats import Stats
+
+if TYPE_CHECKING:
+    from .tasks import Task
+
+logger = logging.getLogger("emulator.eventbridge")
+
+USER_API_KEY_PREFIX = "apikey:v1:aigc:video-generation:video-synthesis:"
+TAG = "AsyncTaskFinish"
+
+
+def build_event(task: Task, config: EmulatorConfig) -> dict[str, Any]:
+    """The documented example's fields, in its order; a fresh id per event (copies keep it)."""
+    now = time.time()
+    end = task.end_time or now
+    return {
+        "datacontenttype": "application/json;charset=utf-8",
+        "aliyunaccountid": config.account_id,
+        "aliyunpublishtime": utc_iso(now),
+        "data": {
+            "start_time": china_time(task.scheduled_time or task.submit_time, millis=False),
+            "user_api_unique_key": USER_API_KEY_PREFIX + task.model,
+            "task_status": task.status,
+            "contain_result": False,
+            "end_time": china_time(end, millis=False),
+            "task_id": task.id,
+            "region": config.region,
+            "request_id": task.request_id,
+            "api_key_id": task.api_key_id,
+        },
+        "aliyunoriginalaccountid": config.account_id,
+        "specversion": "1.0",
+        "aliyuneventbusname": "default",
+        "id": str(uuid.uuid4()),
+        "source": "acs.dashscope",
+        "time": utc_iso(end),
+        "aliyunregionid": config.region,
+        "type": "dashscope:System:AsyncTaskFinish",
+    }
+
+
+class Target(Protocol):
+    async def deliver(self, event: dict[str, Any]) -> bool:
+        """One attempt; True when the target took the event."""
+        ...
+
+
+class HttpTarget:
+    """An EventBridge HTTP target with Token authentication; body "original" (whole event) or "data"."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        body_mode: str = "original",
+        timeout: float = 5.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if body_mode not in ("original", "data"):
+            raise ValueError("body_mode must be 'original' or 'data'")
+        self.url, self.token, self.body_mode, self.timeout = url, token, body_mode, timeout
+        self._client = client
+
+    async def deliver(self, event: dict[str, Any]) -> bool:
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        body = event if self.body_mode == "original" else event["data"]
+        headers = {"content-type": "application/json;charset=utf-8"}
+        if self.token:
+            headers["x-eventbridge-signature-token"] = self.token
+        content = json.dumps(body, ensure_ascii=False).encode()
+        try:
+            response = await self._client.post(self.url, content=content, headers=headers, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            logger.info("push to %s failed: %r", self.url, exc)
+            return False
+        return response.is_success
+
+
+class RocketMQTarget:
+    """An `acs.rocketmq` target as recommended: Body ORIGINAL, Keys the task id, Tag AsyncTaskFinish."""
+
+    def __init__(self, double: Any, topic: str = "dashscope-events") -> None:
+        self.double, self.topic = double, topic
+
+    async def deliver(self, event: dict[str, Any]) -> bool:
+        body = json.dumps(event, ensure_ascii=False).encode()
+        keys = [event["data"]["task_id"]]
+        try:
+            await asyncio.to_thread(self.double.publish, self.topic, body, keys=keys, tag=TAG)
+        except Exception as exc:
+            logger.info("publish to %s failed: %r", self.topic, exc)
+            return False
+        return True
+
+
+class EventBus:
+    """Pushes each event to the webhook targets of the settings plus any added ones."""
+
+    def __init__(self, config: EmulatorConfig, stats: Stats) -> None:
+        self.config, self.stats = config, stats
+        self.extra_targets: list[Target] = []
+        self._client = httpx.AsyncClient()
+
+    def targets(self) -> list[Target]:
+        webhooks: list[Target] = [
+            HttpTarget(
+                t["url"], t.get("token"), t.get("body", "original"), self.config.push_timeout_seconds, self._client
+            )
+            for t in self.config.webhook_targets
+        ]
+        return webhooks + self.extra_targets
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        """Returns once every copy has been taken or its retries are spent."""
+        if self.config.drop_events:
+            return
+        self.stats.events_published += 1
+        copies = 1 + max(0, self.config.duplicate_events)
+        await asyncio.gather(*(self._push(target, event) for target in self.targets() for _ in range(copies)))
+
+    async def _push(self, target: Target, event: dict[str, Any]) -> None:
+        delays = self.config.push_retry_delays
+        if delays is None:
+            delays = [random.uniform(10, 20) for _ in range(3)]
+        await asyncio.sleep(self.config.event_delay_seconds)
+        for delay in [0.0, *delays]:
+            await asyncio.sleep(delay)
+            self.stats.push_attempts += 1
+            try:
+                if await target.deliver(event):
+                    return
+            except Exception:
+                logger.exception("target %r raised", target)
+            self.stats.push_failures += 1
+        logger.warning("gave up pushing event %s of task %s", event["id"], event["data"]["task_id"])
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

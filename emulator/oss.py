@@ -1,0 +1,132 @@
+"""The OSS side: signed, expiring video URLs and answering them as OSS does (ETag, Range, XML errors)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import time
+import uuid
+from email.utils import formatdate
+from html import escape
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .clock import utc_iso
+from .config import EmulatorConfig
+from .stats import Stats
+from .video import Video
+
+BUCKET = "dashscope-result-emulator"
+ACCESS_KEY_ID = "LTAI5tEmulatorVideoKey"
+
+
+class Bucket:
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._secret = secret or os.urandom(32)
+
+    def url(self, base_url: str, name: str, ttl: float) -> str:
+        expires = int(time.time() + ttl)
+        query = urlencode({"Expires": expires, "OSSAccessKeyId": ACCESS_KEY_ID, "Signature": self._sign(name, expires)})
+        return f"{base_url}/oss/{name}?{query}"
+
+    def refuse(self, name: str, request: Request) -> Response | None:
+        """The 403 OSS gives a URL that is unsigned, badly signed or past its Expires; else None."""
+        params = request.query_params
+        expires, signature = params.get("Expires", ""), params.get("Signature", "")
+        if params.get("OSSAccessKeyId", ACCESS_KEY_ID) != ACCESS_KEY_ID:
+            return error(403, "InvalidAccessKeyId", "The OSS Access Key Id you provided does not exist in our records.")
+        if not expires.isdigit() or not signature:
+            return error(403, "AccessDenied", "You do not have read permission on this object.")
+        if not hmac.compare_digest(signature, self._sign(name, int(expires))):
+            return error(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+            )
+        if int(expires) < time.time():
+            return expired(int(expires))
+        return None
+
+    def _sign(self, name: str, expires: int) -> str:
+        # OSS's V1 query signature; always over GET, so HEAD on the same URL is accepted too.
+        text = f"GET\n\n\n{expires}\n/{BUCKET}/{name}"
+        return base64.b64encode(hmac.new(self._secret, text.encode(), hashlib.sha1).digest()).decode()
+
+
+def error(status: int, code: str, message: str, extra: dict[str, str] | None = None) -> Response:
+    request_id = uuid.uuid4().hex[:24].upper()
+    fields = {"Code": code, "Message": message, "RequestId": request_id, "HostId": f"{BUCKET}.emulator", **(extra or {})}
+    lines = "".join(f"  <{key}>{escape(value)}</{key}>\n" for key, value in fields.items())
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n{lines}</Error>\n'
+    return Response(body, status, headers={"x-oss-request-id": request_id}, media_type="application/xml")
+
+
+def expired(expires: int) -> Response:
+    extra = {"Expires": utc_iso(expires), "ServerTime": utc_iso(time.time())}
+    return error(403, "AccessDenied", "Request has expired.", extra)
+
+
+def serve(request: Request, video: Video, data: bytes, config: EmulatorConfig, stats: Stats) -> Response:
+    headers = {
+        "accept-ranges": "bytes",
+        "etag": video.etag,
+        "last-modified": formatdate(video.last_modified, usegmt=True),
+        "x-oss-request-id": uuid.uuid4().hex[:24].upper(),
+        "x-oss-object-type": "Normal",
+    }
+    total = len(data)
+    span = None if config.ignore_range else _span(request, video, headers["last-modified"], total)
+    if span == (total, total):
+        headers["content-range"] = f"bytes */{total}"
+        return Response(b"", 416, headers)
+    start, end = span or (0, total)
+    status = 206 if span else 200
+    if span:
+        headers["content-range"] = f"bytes {start}-{end - 1}/{total}"
+    headers["content-length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(b"", status, headers, media_type="video/mp4")
+    if config.break_downloads > 0:
+        config.break_downloads -= 1
+        stats.downloads_broken += 1
+        cut = config.break_after_bytes if config.break_after_bytes is not None else (end - start) // 2
+        return HangUp(data[start : start + min(cut, end - start - 1)], status, headers, media_type="video/mp4")
+    return Response(data[start:end], status, headers, media_type="video/mp4")
+
+
+def _span(request: Request, video: Video, last_modified: str, total: int) -> tuple[int, int] | None:
+    """The single byte range asked for as (start, end); (total, total) when it cannot be met.
+
+    OSS answers the whole object for anything it does not take as one valid range, and so does this.
+    """
+    header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if not header or (if_range is not None and if_range not in (video.etag, last_modified)):
+        return None
+    unit, _, spec = header.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or "," in spec or not dash:
+        return None
+    try:
+        if not first:
+            suffix = int(last)
+            return (max(0, total - suffix), total) if suffix > 0 else (total, total)
+        start, end = int(first), int(last) + 1 if last else total
+    except ValueError:
+        return None
+    if start >= total:
+        return (total, total)
+    return (start, min(end, total)) if end > start else None
+
+
+class HangUp(Response):
+    """Promises the whole body, sends the first bytes, then drops the connection: a broken download."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})

@@ -1,0 +1,656 @@
+"""A RocketMQ 5 test double: an in-process `apache.rocketmq.v2.MessagingService`.
+
+It speaks enough of the gRPC protocol for Apache's Python client (`rocketmq-python-client`): its
+`Producer`, `SimpleConsumer` and `PushConsumer` run against it unchanged. It stands in for an
+ApsaraMQ for RocketMQ 5.x endpoint in tests and benchmarks; it is not a broker (one queue per topic,
+nothing persisted, no ordering for FIFO groups, delayed messages are delivered at once).
+
+Run alone with `python -m emulator.rocketmq --port 8081`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import ipaddress
+import signal
+import threading
+import time
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from rocketmq.grpc_protocol import definition_pb2 as pb
+from rocketmq.grpc_protocol import service_pb2 as rpc
+from rocketmq.grpc_protocol import service_pb2_grpc
+
+Code = pb.Code
+
+MAX_BODY_SIZE = 4 * 1024 * 1024
+RECEIVE_BATCH_SIZE = 32
+# Used when a receive names none: the PushConsumer takes its long polling timeout from our settings
+# and sends no invisible duration (it asks for auto-renewal, which the double does not do).
+LONG_POLLING_TIMEOUT = 20.0
+INVISIBLE_DURATION = 30.0
+# Answer a long poll this long before the client's own deadline, or it reports DEADLINE_EXCEEDED.
+POLL_RESERVE = 0.2
+# Every parked long poll and every telemetry stream holds one of these threads.
+MAX_WORKERS = 128
+ACCEPTED_TYPES = [
+    pb.MessageType.NORMAL,
+    pb.MessageType.FIFO,
+    pb.MessageType.DELAY,
+    pb.MessageType.TRANSACTION,
+]
+
+TagFilter = Callable[[str | None], bool]
+
+
+@dataclass(eq=False)
+class Record:
+    topic: str
+    message_id: str
+    body: bytes
+    tag: str | None = None
+    keys: list[str] = field(default_factory=list)
+    properties: dict[str, str] = field(default_factory=dict)
+    born_timestamp: float = field(default_factory=time.time)
+    born_host: str = ""
+    message_type: int = pb.MessageType.NORMAL
+    message_group: str | None = None
+    encoding: int = pb.Encoding.IDENTITY
+    offset: int = -1
+    store_timestamp: float = 0.0
+
+
+@dataclass(eq=False)
+class Lease:
+    """One delivery of a record; its receipt handle is valid until acked, changed or expired."""
+
+    record: Record
+    attempt: int
+    handle: str
+    deadline: float  # time.monotonic()
+    invisible: float
+
+
+@dataclass(eq=False)
+class Progress:
+    """What one consumer group has taken from one topic."""
+
+    cursor: int = 0  # offset of the first record never delivered to the group
+    leases: dict[str, Lease] = field(default_factory=dict)  # by receipt handle
+    timers: list[tuple[float, str]] = field(default_factory=list)  # heap of (deadline, handle)
+    expired: deque[Lease] = field(default_factory=deque)  # visible again, awaiting redelivery
+
+
+class Store:
+    """Topics, per-group progress and counters, all behind one condition variable."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._topics: dict[str, list[Record]] = {}
+        self._progress: dict[tuple[str, str], Progress] = {}  # by (group, topic)
+        self._half: dict[str, Record] = {}  # transactional messages awaiting commit, by transaction id
+        self._counts = dict.fromkeys(
+            ("sent", "received", "acked", "redelivered", "changed_invisible", "dead_lettered"), 0
+        )
+        self._polling = 0
+        self.closed = False
+
+    def topic(self, name: str) -> None:
+        with self._cond:
+            self._topics.setdefault(name, [])
+
+    def add(self, record: Record) -> None:
+        with self._cond:
+            self._counts["sent"] += 1
+            self._append(record)
+
+    def hold(self, record: Record) -> str:
+        transaction_id = uuid.uuid4().hex
+        with self._cond:
+            self._counts["sent"] += 1
+            self._half[transaction_id] = record
+        return transaction_id
+
+    def end_transaction(self, transaction_id: str, commit: bool) -> bool:
+        with self._cond:
+            record = self._half.pop(transaction_id, None)
+            if record is not None and commit:
+                self._append(record)
+            return record is not None
+
+    def receive(
+        self,
+        group: str,
+        topic: str,
+        accepts: TagFilter,
+        batch_size: int,
+        invisible: float,
+        poll: float,
+        active: Callable[[], bool],
+    ) -> list[Lease]:
+        give_up = time.monotonic() + poll
+        with self._cond:
+            progress = self._group(group, topic)
+            while True:
+                leases = self._take(progress, topic, accepts, batch_size, invisible)
+                now = time.monotonic()
+                if leases or self.closed or not active() or now >= give_up:
+                    return leases
+                timeout = give_up - now
+                if progress.timers:
+                    # Nobody notifies when a lease runs out: wake up for it.
+                    timeout = min(timeout, progress.timers[0][0] - now)
+                self._polling += 1
+                try:
+                    self._cond.wait(max(timeout, 0.001))
+                finally:
+                    self._polling -= 1
+
+    def ack(self, group: str, topic: str, handle: str, message_id: str) -> bool:
+        with self._cond:
+            lease = self._live_lease(group, topic, handle, message_id)
+            if lease is None:
+                return False
+            self._counts["acked"] += 1
+            return True
+
+    def change_invisible(
+        self, group: str, topic: str, handle: str, message_id: str, invisible: float
+    ) -> str | None:
+        with self._cond:
+            old = self._live_lease(group, topic, handle, message_id)
+            if old is None:
+                return None
+            self._counts["changed_invisible"] += 1
+            lease = self._lease(self._group(group, topic), old.record, old.attempt, invisible)
+            # A shorter duration may end before a parked poll means to look again.
+            self._cond.notify_all()
+            return lease.handle
+
+    def dead_letter(self, group: str, topic: str, handle: str, message_id: str) -> bool:
+        with self._cond:
+            lease = self._live_lease(group, topic, handle, message_id)
+            if lease is None:
+                return False
+            self._counts["dead_lettered"] += 1
+            old = lease.record
+            self._append(
+                Record(
+                    topic=f"%DLQ%{group}",
+                    message_id=old.message_id,
+                    body=old.body,
+                    tag=old.tag,
+                    keys=old.keys,
+                    properties=old.properties,
+                    born_timestamp=old.born_timestamp,
+                    born_host=old.born_host,
+                    encoding=old.encoding,
+                )
+            )
+            return True
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            now = time.monotonic()
+            groups: dict[str, dict[str, dict[str, int]]] = {name: {} for name in self._topics}
+            for (group, name), progress in self._progress.items():
+                self._expire(progress, now)
+                groups[name][group] = {
+                    "depth": len(progress.expired) + len(self._topics[name]) - progress.cursor,
+                    "inflight": len(progress.leases),
+                }
+            topics = {
+                name: {
+                    "stored": len(self._topics[name]),
+                    # A topic is as deep as its slowest group; a new group would start from its beginning.
+                    "depth": max((g["depth"] for g in by_group.values()), default=len(self._topics[name])),
+                    "inflight": sum(g["inflight"] for g in by_group.values()),
+                    "groups": by_group,
+                }
+                for name, by_group in groups.items()
+            }
+            return {**self._counts, "polling": self._polling, "topics": topics}
+
+    def _append(self, record: Record) -> None:
+        records = self._topics.setdefault(record.topic, [])
+        record.offset = len(records)
+        record.store_timestamp = time.time()
+        records.append(record)
+        self._cond.notify_all()
+
+    def _group(self, group: str, topic: str) -> Progress:
+        self._topics.setdefault(topic, [])
+        return self._progress.setdefault((group, topic), Progress())
+
+    def _take(
+        self, progress: Progress, topic: str, accepts: TagFilter, batch_size: int, invisible: float
+    ) -> list[Lease]:
+        self._expire(progress, time.monotonic())
+        leases = []
+        while progress.expired and len(leases) < batch_size:
+            old = progress.expired.popleft()
+            leases.append(self._lease(progress, old.record, old.attempt + 1, invisible))
+            self._counts["redelivered"] += 1
+        records = self._topics[topic]
+        while progress.cursor < len(records) and len(leases) < batch_size:
+            record = records[progress.cursor]
+            # Records the group's filter skips are consumed for that group, as on a broker.
+            progress.cursor += 1
+            if accepts(record.tag):
+                leases.append(self._lease(progress, record, 1, invisible))
+        self._counts["received"] += len(leases)
+        return leases
+
+    def _lease(self, progress: Progress, record: Record, attempt: int, invisible: float) -> Lease:
+        lease = Lease(record, attempt, uuid.uuid4().hex, time.monotonic() + invisible, invisible)
+        progress.leases[lease.handle] = lease
+        heapq.heappush(progress.timers, (lease.deadline, lease.handle))
+        return lease
+
+    def _expire(self, progress: Progress, now: float) -> None:
+        while progress.timers and progress.timers[0][0] <= now:
+            _, handle = heapq.heappop(progress.timers)
+            # Acked or changed leases left their timer behind: they are no longer in `leases`.
+            lease = progress.leases.pop(handle, None)
+            if lease is not None:
+                progress.expired.append(lease)
+
+    def _live_lease(self, group: str, topic: str, handle: str, message_id: str) -> Lease | None:
+        """Pop the lease a handle names, if the handle is the newest one and has not expired."""
+        progress = self._progress.get((group, topic))
+        if progress is None:
+            return None
+        self._expire(progress, time.monotonic())
+        lease = progress.leases.get(handle)
+        if lease is None or lease.record.message_id != (message_id or lease.record.message_id):
+            return None
+        return progress.leases.pop(handle)
+
+
+class Servicer(service_pb2_grpc.MessagingServiceServicer):
+    def __init__(self, store: Store, endpoints: pb.Endpoints) -> None:
+        self._store = store
+        self._endpoints = endpoints
+
+    def QueryRoute(self, request: rpc.QueryRouteRequest, context: grpc.ServicerContext) -> Any:
+        self._store.topic(request.topic.name)
+        queue = self._queue(request.topic, request.endpoints)
+        return rpc.QueryRouteResponse(status=_status(Code.OK), message_queues=[queue])
+
+    def QueryAssignment(self, request: rpc.QueryAssignmentRequest, context: grpc.ServicerContext) -> Any:
+        self._store.topic(request.topic.name)
+        assignment = pb.Assignment(message_queue=self._queue(request.topic, request.endpoints))
+        return rpc.QueryAssignmentResponse(status=_status(Code.OK), assignments=[assignment])
+
+    def Heartbeat(self, request: rpc.HeartbeatRequest, context: grpc.ServicerContext) -> Any:
+        return rpc.HeartbeatResponse(status=_status(Code.OK))
+
+    def NotifyClientTermination(
+        self, request: rpc.NotifyClientTerminationRequest, context: grpc.ServicerContext
+    ) -> Any:
+        return rpc.NotifyClientTerminationResponse(status=_status(Code.OK))
+
+    def Telemetry(
+        self, request_iterator: Iterator[rpc.TelemetryCommand], context: grpc.ServicerContext
+    ) -> Any:
+        # Clients block in startup() until their settings are answered; the stream then stays open.
+        try:
+            for command in request_iterator:
+                if command.HasField("settings"):
+                    yield rpc.TelemetryCommand(status=_status(Code.OK), settings=_settings(command.settings))
+        except grpc.RpcError:
+            pass  # the client went away
+
+    def SendMessage(self, request: rpc.SendMessageRequest, context: grpc.ServicerContext) -> Any:
+        entries = []
+        for message in request.messages:
+            record = _record(message)
+            if not record.body:
+                entries.append(rpc.SendResultEntry(status=_status(Code.MESSAGE_BODY_EMPTY)))
+            elif len(record.body) > MAX_BODY_SIZE:
+                entries.append(rpc.SendResultEntry(status=_status(Code.MESSAGE_BODY_TOO_LARGE)))
+            elif record.message_type == pb.MessageType.TRANSACTION:
+                transaction_id = self._store.hold(record)
+                entries.append(
+                    rpc.SendResultEntry(
+                        status=_status(Code.OK), message_id=record.message_id, transaction_id=transaction_id
+                    )
+                )
+            else:
+                self._store.add(record)
+                entries.append(
+                    rpc.SendResultEntry(
+                        status=_status(Code.OK), message_id=record.message_id, offset=record.offset
+                    )
+                )
+        return rpc.SendMessageResponse(status=_overall(entries), entries=entries)
+
+    def EndTransaction(self, request: rpc.EndTransactionRequest, context: grpc.ServicerContext) -> Any:
+        commit = request.resolution == pb.TransactionResolution.COMMIT
+        if self._store.end_transaction(request.transaction_id, commit):
+            return rpc.EndTransactionResponse(status=_status(Code.OK))
+        return rpc.EndTransactionResponse(status=_status(Code.INVALID_TRANSACTION_ID))
+
+    def ReceiveMessage(self, request: rpc.ReceiveMessageRequest, context: grpc.ServicerContext) -> Any:
+        accepts = _tag_filter(request.filter_expression)
+        if accepts is None:
+            yield rpc.ReceiveMessageResponse(
+                status=_status(Code.UNSUPPORTED, "only TAG filters are supported")
+            )
+            return
+        poll = LONG_POLLING_TIMEOUT
+        if request.HasField("long_polling_timeout"):
+            poll = _seconds(request.long_polling_timeout)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            poll = min(poll, remaining - POLL_RESERVE)
+        invisible = INVISIBLE_DURATION
+        if request.HasField("invisible_duration"):
+            invisible = _seconds(request.invisible_duration)
+        # A cancelled call must not stay parked until its poll runs out.
+        context.add_callback(self._store.wake)
+        leases = self._store.receive(
+            request.group.name,
+            request.message_queue.topic.name,
+            accepts,
+            request.batch_size or RECEIVE_BATCH_SIZE,
+            invisible,
+            poll,
+            context.is_active,
+        )
+        if not leases:
+            yield rpc.ReceiveMessageResponse(status=_status(Code.MESSAGE_NOT_FOUND, "no new message"))
+            return
+        # The client reads the whole stream first, then looks for the status among the responses.
+        yield rpc.ReceiveMessageResponse(status=_status(Code.OK))
+        yield rpc.ReceiveMessageResponse(delivery_timestamp=_timestamp(time.time()))
+        namespace = request.message_queue.topic.resource_namespace
+        for lease in leases:
+            yield rpc.ReceiveMessageResponse(message=_delivery(lease, namespace))
+
+    def AckMessage(self, request: rpc.AckMessageRequest, context: grpc.ServicerContext) -> Any:
+        entries = []
+        for entry in request.entries:
+            acked = self._store.ack(
+                request.group.name, request.topic.name, entry.receipt_handle, entry.message_id
+            )
+            status = (
+                _status(Code.OK)
+                if acked
+                else _status(Code.INVALID_RECEIPT_HANDLE, "receipt handle is invalid")
+            )
+            entries.append(
+                rpc.AckMessageResultEntry(
+                    message_id=entry.message_id, receipt_handle=entry.receipt_handle, status=status
+                )
+            )
+        return rpc.AckMessageResponse(status=_overall(entries), entries=entries)
+
+    def ChangeInvisibleDuration(
+        self, request: rpc.ChangeInvisibleDurationRequest, context: grpc.ServicerContext
+    ) -> Any:
+        handle = self._store.change_invisible(
+            request.group.name,
+            request.topic.name,
+            request.receipt_handle,
+            request.message_id,
+            _seconds(request.invisible_duration),
+        )
+        if handle is None:
+            status = _status(Code.INVALID_RECEIPT_HANDLE, "receipt handle is invalid")
+            return rpc.ChangeInvisibleDurationResponse(status=status)
+        return rpc.ChangeInvisibleDurationResponse(status=_status(Code.OK), receipt_handle=handle)
+
+    def ForwardMessageToDeadLetterQueue(
+        self, request: rpc.ForwardMessageToDeadLetterQueueRequest, context: grpc.ServicerContext
+    ) -> Any:
+        if self._store.dead_letter(
+            request.group.name, request.topic.name, request.receipt_handle, request.message_id
+        ):
+            return rpc.ForwardMessageToDeadLetterQueueResponse(status=_status(Code.OK))
+        status = _status(Code.INVALID_RECEIPT_HANDLE, "receipt handle is invalid")
+        return rpc.ForwardMessageToDeadLetterQueueResponse(status=status)
+
+    def _queue(self, topic: pb.Resource, endpoints: pb.Endpoints) -> pb.MessageQueue:
+        # Point clients back at the address they dialled: it works behind port mappings and 0.0.0.0.
+        broker = pb.Broker(
+            name="rocketmq-double", id=0, endpoints=endpoints if endpoints.addresses else self._endpoints
+        )
+        return pb.MessageQueue(
+            topic=topic,
+            id=0,
+            permission=pb.Permission.READ_WRITE,
+            broker=broker,
+            accept_message_types=ACCEPTED_TYPES,
+        )
+
+
+class RocketMQDouble:
+    """A RocketMQ 5 endpoint in this process: gRPC on `host:port`, served by a thread pool."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8081) -> None:
+        self.host = host
+        self.port = port  # 0 picks a free port; start() stores the one bound
+        self._store = Store()
+        self._server: grpc.Server | None = None
+
+    @property
+    def endpoints(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> None:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rocketmq-double"),
+            # gRPC sets SO_REUSEPORT by default: a second double on the same port would silently share it.
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self.port = server.add_insecure_port(f"{self.host}:{self.port}")
+        servicer = Servicer(self._store, _endpoints(self.host, self.port))
+        service_pb2_grpc.add_MessagingServiceServicer_to_server(servicer, server)
+        self._store.closed = False
+        server.start()
+        self._server = server
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._store.close()  # parked long polls answer at once
+        self._server.stop(grace=0.5).wait()
+        self._server = None
+
+    def publish(
+        self,
+        topic: str,
+        body: bytes,
+        keys: list[str] | None = None,
+        tag: str | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> str:
+        """Store a message as if a producer had sent it; return its message id."""
+        record = Record(
+            topic=topic,
+            message_id=_message_id(),
+            body=bytes(body),
+            tag=tag,
+            keys=list(keys or []),
+            properties=dict(properties or {}),
+            born_host=self.host,
+        )
+        self._store.add(record)
+        return record.message_id
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since start, plus per topic (and per group) the backlog and the un-acked deliveries.
+
+        A topic's `depth` is the backlog of its slowest group, or all its messages before any group reads it.
+        """
+        return self._store.stats()
+
+
+def _record(message: pb.Message) -> Record:
+    props = message.system_properties
+    born = props.born_timestamp.ToNanoseconds() / 1e9 if props.HasField("born_timestamp") else time.time()
+    return Record(
+        topic=message.topic.name,
+        message_id=props.message_id or _message_id(),
+        body=message.body,
+        tag=props.tag or None,
+        keys=list(props.keys),
+        properties=dict(message.user_properties),
+        born_timestamp=born,
+        born_host=props.born_host,
+        message_type=props.message_type or pb.MessageType.NORMAL,
+        message_group=props.message_group if props.HasField("message_group") else None,
+        encoding=props.body_encoding or pb.Encoding.IDENTITY,
+    )
+
+
+def _delivery(lease: Lease, namespace: str) -> pb.Message:
+    record = lease.record
+    props = pb.SystemProperties(
+        message_id=record.message_id,
+        keys=record.keys,
+        # The client marks a message without a digest it knows as corrupted.
+        body_digest=pb.Digest(type=pb.DigestType.CRC32, checksum=f"{zlib.crc32(record.body):08X}"),
+        body_encoding=record.encoding,
+        message_type=record.message_type,
+        born_timestamp=_timestamp(record.born_timestamp),
+        born_host=record.born_host,
+        store_timestamp=_timestamp(record.store_timestamp),
+        store_host="rocketmq-double",
+        receipt_handle=lease.handle,
+        queue_id=0,
+        queue_offset=record.offset,
+        invisible_duration=_duration(lease.invisible),
+        delivery_attempt=lease.attempt,
+    )
+    if record.tag is not None:
+        props.tag = record.tag
+    if record.message_group is not None:
+        props.message_group = record.message_group
+    return pb.Message(
+        topic=pb.Resource(name=record.topic, resource_namespace=namespace),
+        user_properties=record.properties,
+        system_properties=props,
+        body=record.body,
+    )
+
+
+def _settings(asked: pb.Settings) -> pb.Settings:
+    settings = pb.Settings(
+        client_type=asked.client_type,
+        access_point=asked.access_point,
+        request_timeout=asked.request_timeout,
+        # Metrics on would make the client export OpenTelemetry data to an endpoint we would have to name.
+        metric=pb.Metric(on=False),
+    )
+    if asked.HasField("publishing"):
+        settings.publishing.CopyFrom(asked.publishing)
+        settings.publishing.max_body_size = MAX_BODY_SIZE
+        settings.publishing.validate_message_type = True
+        settings.backoff_policy.max_attempts = 3
+        backoff = settings.backoff_policy.exponential_backoff
+        backoff.initial.CopyFrom(_duration(0.01))
+        backoff.max.CopyFrom(_duration(1))
+        backoff.multiplier = 2
+    elif asked.HasField("subscription"):
+        subscription = settings.subscription
+        subscription.CopyFrom(asked.subscription)
+        subscription.fifo = False
+        subscription.receive_batch_size = RECEIVE_BATCH_SIZE
+        if not asked.subscription.HasField("long_polling_timeout"):
+            subscription.long_polling_timeout.CopyFrom(_duration(LONG_POLLING_TIMEOUT))
+        # A PushConsumer waits this long before a message its listener failed comes back.
+        settings.backoff_policy.max_attempts = 16
+        settings.backoff_policy.customized_backoff.next.append(_duration(1))
+    return settings
+
+
+def _tag_filter(expression: pb.FilterExpression) -> TagFilter | None:
+    if expression.type == pb.FilterType.SQL:
+        return None
+    text = expression.expression.strip()
+    if text in ("", "*"):
+        return lambda tag: True
+    tags = {tag.strip() for tag in text.split("||")}
+    return lambda tag: tag in tags
+
+
+def _overall(entries: list[Any]) -> pb.Status:
+    codes = {entry.status.code for entry in entries}
+    if len(codes) == 1:
+        return _status(codes.pop())
+    return _status(Code.MULTIPLE_RESULTS if codes else Code.OK)
+
+
+def _status(code: int, message: str = "") -> pb.Status:
+    return pb.Status(code=code, message=message or Code.Name(code))
+
+
+def _endpoints(host: str, port: int) -> pb.Endpoints:
+    try:
+        version = ipaddress.ip_address(host).version
+        scheme = pb.AddressScheme.IPv4 if version == 4 else pb.AddressScheme.IPv6
+    except ValueError:
+        scheme = pb.AddressScheme.DOMAIN_NAME
+    return pb.Endpoints(scheme=scheme, addresses=[pb.Address(host=host, port=port)])
+
+
+def _message_id() -> str:
+    # The client's own ids are 34 upper-case hex digits starting with the version "01".
+    return f"01{uuid.uuid4().hex.upper()}"
+
+
+def _seconds(duration: Duration) -> float:
+    return duration.seconds + duration.nanos / 1e9
+
+
+def _duration(seconds: float) -> Duration:
+    duration = Duration()
+    duration.FromNanoseconds(int(seconds * 1e9))
+    return duration
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    timestamp = Timestamp()
+    timestamp.FromNanoseconds(int(seconds * 1e9))
+    return timestamp
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m emulator.rocketmq", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081, help="0 picks a free port")
+    args = parser.parse_args(argv)
+
+    double = RocketMQDouble(args.host, args.port)
+    double.start()
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    print(f"rocketmq double listening on {double.endpoints}", flush=True)
+    stopping.wait()
+    double.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Counters tests and benchmarks read through GET /_emulator/stats."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Stats:
+    creates: int = 0  # every create call that reached the endpoint
+    creates_throttled: int = 0  # answered 429 by the per-model submit rate
+    reads: int = 0
+    reads_by_task: dict[str, int] = field(default_factory=dict)
+    lists: int = 0
+    cancels: int = 0
+    max_running_seen: dict[str, int] = field(default_factory=dict)
+    events_published: int = 0  # events, not copies or attempts
+    push_attempts: int = 0
+    push_failures: int = 0
+    video_requests: int = 0
+    downloads_broken: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)

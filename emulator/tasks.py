@@ -1,0 +1,259 @@
+"""Tasks: what a create call is allowed to ask, the per-account limits, and the life of a task."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, ModelRules
+
+from .config import EmulatorConfig
+from .eventbridge import EventBus, build_event
+from .stats import Stats
+from .video import Video, VideoStore
+
+logger = logging.getLogger("emulator.tasks")
+
+TASK_LIFETIME = 24 * 3600  # after this a task reads as UNKNOWN
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELED"})
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def throttled() -> ApiError:
+    return ApiError(429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(400, "InvalidParameter", message)
+
+
+@dataclass(eq=False)
+class Task:
+    id: str
+    model: str
+    prompt: str
+    size: str
+    duration: int
+    api_key: str
+    request_id: str
+    negative_prompt: str | None = None
+    seed: int | None = None
+    prompt_extend: bool = True
+    status: str = "PENDING"
+    submit_time: float = field(default_factory=time.time)
+    scheduled_time: float | None = None
+    end_time: float | None = None
+    code: str | None = None
+    message: str | None = None
+    video: Video | None = None
+    video_url: str | None = None
+    expired: bool = False
+    # Set once the completion event has been handed to every target (after any retries).
+    settled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def api_key_id(self) -> str:
+        # DashScope names keys by a small number; any stable one will do.
+        return str(int(hashlib.sha256(self.api_key.encode()).hexdigest()[:8], 16) % 100000)
+
+    def visible_status(self, now: float | None = None) -> str:
+        if self.expired or (now or time.time()) - self.submit_time > TASK_LIFETIME:
+            return "UNKNOWN"
+        return self.status
+
+
+class RateWindow:
+    """Admissions in the last second, as a sliding window."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque()
+
+    def admit(self, limit: float, now: float) -> bool:
+        while self._times and now - self._times[0] >= 1.0:
+            self._times.popleft()
+        if len(self._times) >= limit:
+            return False
+        self._times.append(now)
+        return True
+
+
+class Tasks:
+    """The registry and the scheduler: FIFO per model, at most the model's running limit at once."""
+
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        stats: Stats,
+        videos: VideoStore,
+        bus: EventBus,
+        sign: Callable[[Task], str],
+    ) -> None:
+        self.config, self.stats, self.videos, self.bus, self.sign = config, stats, videos, bus, sign
+        self.by_id: dict[str, Task] = {}
+        self._queues: dict[str, deque[Task]] = defaultdict(deque)
+        self._running: dict[str, set[str]] = defaultdict(set)
+        self._submits: dict[str, RateWindow] = defaultdict(RateWindow)
+        self._queries = RateWindow()
+        self._workers: set[asyncio.Task[None]] = set()
+
+    def running_now(self) -> dict[str, int]:
+        return {model: len(ids) for model, ids in self._running.items() if ids}
+
+    def _limit(self, model: str, name: str, default: int) -> float:
+        if not self.config.enforce_limits:
+            return math.inf
+        return self.config.limits.get(model, {}).get(name, default)
+
+    def admit_query(self) -> None:
+        """Reads, lists and cancels share one per-account rate."""
+        limit = self.config.query_qps if self.config.enforce_limits else math.inf
+        if not self._queries.admit(limit, time.monotonic()):
+            raise throttled()
+
+    def create(self, body: Any, api_key: str, request_id: str) -> Task:
+        if not isinstance(body, dict):
+            raise invalid("The request body must be a JSON object.")
+        model = body.get("model")
+        if not model or not isinstance(model, str):
+            raise invalid("Field required: model")
+        rules = MODELS.get(model)
+        if rules is None:
+            raise ApiError(404, "ModelNotFound", "Model not exist.")
+        if not self._submits[model].admit(self._limit(model, "rps", rules.submit_rps), time.monotonic()):
+            self.stats.creates_throttled += 1
+            raise throttled()
+        task = Task(id=str(uuid.uuid4()), model=model, api_key=api_key, request_id=request_id, **_parameters(body, rules))
+        marker = self.config.block_marker
+        if marker and (marker in task.prompt or marker in (task.negative_prompt or "")):
+            raise ApiError(400, "DataInspectionFailed", "Input data may contain inappropriate content.")
+        self.by_id[task.id] = task
+        self._queues[model].append(task)
+        self._schedule(model)
+        return task
+
+    def cancel(self, task_id: str) -> None:
+        task = self.by_id.get(task_id)
+        if task is None or task.visible_status() != "PENDING":
+            raise ApiError(
+                400, "UnsupportedOperation", "Failed to cancel the task, please confirm if the task is in PENDING status."
+            )
+        self._queues[task.model].remove(task)
+        self._end(task, "CANCELED")
+        self._spawn(self._announce(task))
+
+    def expire(self, task_id: str) -> Task | None:
+        task = self.by_id.get(task_id)
+        if task is not None:
+            task.expired = True
+            if task in self._queues[task.model]:
+                self._queues[task.model].remove(task)
+        return task
+
+    def reschedule(self) -> None:
+        """After the limits change, start whatever now fits."""
+        for model in list(self._queues):
+            self._schedule(model)
+
+    async def close(self) -> None:
+        for worker in list(self._workers):
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    def _schedule(self, model: str) -> None:
+        queue, running = self._queues[model], self._running[model]
+        while queue and len(running) < self._limit(model, "running", MODELS[model].max_running):
+            task = queue.popleft()
+            task.status, task.scheduled_time = "RUNNING", time.time()
+            running.add(task.id)
+            seen = self.stats.max_running_seen
+            seen[model] = max(seen.get(model, 0), len(running))
+            self._spawn(self._run(task))
+
+    async def _run(self, task: Task) -> None:
+        fail = bool(self.config.fail_marker) and self.config.fail_marker in task.prompt
+        # Rendering starts with the task, so the file usually exists by the time the task is due to end.
+        render = None if fail else asyncio.ensure_future(self.videos.get(task.size, task.prompt, task.duration))
+        try:
+            await asyncio.sleep(self.config.render_seconds)
+            if render is None:
+                self._end(task, "FAILED", "InternalError.Algo", "The algorithm failed to generate the video.")
+            else:
+                task.video = await render
+                task.video_url = self.sign(task)
+                self._end(task, "SUCCEEDED")
+        except Exception:
+            logger.exception("rendering task %s failed", task.id)
+            self._end(task, "FAILED", "InternalError", "An internal error occurred while rendering the video.")
+        finally:
+            if render is not None and not render.done():
+                render.cancel()
+        await self._announce(task)
+
+    def _end(self, task: Task, status: str, code: str | None = None, message: str | None = None) -> None:
+        task.status, task.end_time, task.code, task.message = status, time.time(), code, message
+        running = self._running[task.model]
+        if task.id in running:
+            running.discard(task.id)
+            self._schedule(task.model)
+
+    async def _announce(self, task: Task) -> None:
+        try:
+            await self.bus.publish(build_event(task, self.config))
+        finally:
+            task.settled.set()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        worker = asyncio.ensure_future(work)
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+
+
+def _parameters(body: dict[str, Any], rules: ModelRules) -> dict[str, Any]:
+    """The task's fields from a create body, checked as DashScope checks them."""
+    given, params = body.get("input"), body.get("parameters") or {}
+    if not isinstance(given, dict):
+        raise invalid("Field required: input")
+    if not isinstance(params, dict):
+        raise invalid("parameters must be an object")
+    prompt = given.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise invalid("Field required: input.prompt")
+    negative = given.get("negative_prompt")
+    if negative is not None and (not isinstance(negative, str) or len(negative) > NEGATIVE_PROMPT_MAX):
+        raise invalid(f"input.negative_prompt must be a string of at most {NEGATIVE_PROMPT_MAX} characters")
+    size = params.get("size", rules.default_size)
+    if size not in rules.sizes:
+        raise invalid(f"parameters.size {size!r} is not supported by {rules.name}; allowed: {', '.join(rules.sizes)}")
+    duration = params.get("duration", rules.default_duration)
+    if not _is_int(duration) or duration not in rules.durations:
+        allowed = ", ".join(map(str, rules.durations))
+        raise invalid(f"parameters.duration {duration!r} is not supported by {rules.name}; allowed: {allowed}")
+    seed = params.get("seed")
+    if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):
+        raise invalid(f"parameters.seed must be an integer from 0 to {SEED_MAX}")
+    return {
+        # Longer prompts are cut, not refused.
+        "prompt": prompt[: rules.prompt_max],
+        "negative_prompt": negative,
+        "size": size,
+        "duration": duration,
+        "seed": seed,
+        "prompt_extend": params.get("prompt_extend", True) is not False,
+    }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,1 @@
+"""wanhook: DashScope Wan text-to-video without polling."""

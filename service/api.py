@@ -1,0 +1,165 @@
+"""The client API: tasks, their video and their live state changes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+
+from .dashscope import DashScopeError
+from .responses import ApiError, read_json
+from .runtime import Runtime
+from .store import public_task
+from .types import STATUSES, Status
+from .validation import check_task
+
+TASK_BODY_LIMIT = 64 * 1024
+KEEPALIVE_SECONDS = 15.0
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def owner(request: Request) -> str:
+    """The caller's identity: a digest of its bearer token ("" when the API is open)."""
+    tokens = runtime(request).settings.api_tokens
+    if not tokens:
+        return ""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    # Compare against every token, always, so timing does not tell which one nearly matched.
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(given.encode(), token.encode())
+    if scheme.lower() != "bearer" or not matched:
+        raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return hashlib.sha256(given.encode()).hexdigest()[:16]
+
+
+async def load_task(request: Request) -> dict[str, str]:
+    """The stored task named in the path, if the caller may see it (another owner's task is 404)."""
+    caller = owner(request)
+    task_id = request.path_params["task_id"]
+    raw = await runtime(request).store.raw(task_id)
+    if raw is None or raw.get("owner", "") != caller:
+        raise ApiError(404, "task_not_found", f"no task {task_id!r}")
+    return raw
+
+
+async def create_task(request: Request) -> Response:
+    caller = owner(request)
+    rt = runtime(request)
+    fields = check_task(await read_json(request, TASK_BODY_LIMIT),
+                        allow_private_callbacks=rt.settings.callback_allow_private)
+    fields["owner"] = caller
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= 200:
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters")
+    scoped_key = f"{caller}:{key}" if key else None
+    task_id = await rt.store.create(fields, scoped_key)
+    task = await rt.store.get(task_id)
+    return JSONResponse(task, status_code=202, headers={"Location": f"/v1/tasks/{task_id}"})
+
+
+async def get_task(request: Request) -> Response:
+    return JSONResponse(public_task(await load_task(request)))
+
+
+async def list_tasks(request: Request) -> Response:
+    caller = owner(request)
+    status = request.query_params.get("status")
+    if status is not None and status not in STATUSES:
+        raise ApiError(422, "invalid_field", f"status: expected one of {', '.join(STATUSES)}", field="status")
+    raw_limit = request.query_params.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        raise ApiError(422, "invalid_field", "limit: must be an integer from 1 to 100", field="limit")
+    limit = int(raw_limit)
+    cursor = request.query_params.get("cursor") or None
+    tasks: list[dict[str, Any]] = []
+    store = runtime(request).store
+    # Another owner's tasks are skipped; keep paging until the page is full or the index ends.
+    while len(tasks) < limit:
+        page, cursor = await store.list(status, limit, cursor)
+        tasks += [public_task(raw) for raw in page if raw.get("owner", "") == caller]
+        if cursor is None:
+            break
+    return JSONResponse({"tasks": tasks[:limit], "next_cursor": cursor})
+
+
+async def cancel_task(request: Request) -> Response:
+    raw = await load_task(request)
+    rt = runtime(request)
+    task_id = raw["id"]
+    if raw["status"] == Status.QUEUED and await rt.store.transition(task_id, "canceled"):
+        return JSONResponse(await rt.store.get(task_id))
+    raw = await rt.store.raw(task_id) or raw
+    if raw["status"] == Status.SUBMITTED and raw.get("ds_task_id"):
+        try:
+            await rt.dashscope.cancel_task(raw["ds_task_id"])
+        except DashScopeError as exc:
+            if exc.retryable:
+                raise ApiError(503, "dashscope_unavailable", f"DashScope could not be reached to cancel: {exc.code}") from None
+            raise ApiError(409, "too_late", f"DashScope refused to cancel the task ({exc.code}): "
+                           "it is no longer PENDING") from None
+        await rt.store.transition(task_id, "canceled", ds_status="CANCELED")
+        return JSONResponse(await rt.store.get(task_id))
+    if raw["status"] == Status.CANCELED:
+        return JSONResponse(public_task(raw))
+    raise ApiError(409, "too_late", f"the task is {raw['status']}: it can no longer be canceled")
+
+
+async def get_video(request: Request) -> Response:
+    raw = await load_task(request)
+    if raw["status"] != Status.READY or not raw.get("video"):
+        raise ApiError(409, "not_ready", f"the task is {raw['status']}: no video yet")
+    path = Path(json.loads(raw["video"])["path"])
+    if not path.exists():
+        raise ApiError(410, "video_gone", "the stored video file is missing from the data directory")
+    return FileResponse(path, media_type="video/mp4", filename=f"{raw['id']}.mp4",
+                        content_disposition_type="inline")
+
+
+async def task_events(request: Request) -> Response:
+    """Server-Sent Events: the current state, then every change, resumable with Last-Event-ID."""
+    raw = await load_task(request)
+    store = runtime(request).store
+    task_id = raw["id"]
+    resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+
+    async def stream() -> AsyncIterator[str]:
+        if resume:
+            after = resume
+        else:
+            # The change stream's position first, then the task: a change in between is sent twice,
+            # never missed.
+            after = await store.latest_change(task_id)
+            task = await store.get(task_id)
+            yield _sse(after, task)
+            if task is None or Status(task["status"]).terminal:
+                return
+        while True:
+            changes = await store.changes(task_id, after, int(KEEPALIVE_SECONDS * 1000))
+            if not changes:
+                yield ": keep-alive\n\n"
+                continue
+            task = await store.get(task_id)
+            for entry_id, change in changes:
+                after = entry_id
+                snapshot = dict(task or {}, status=change["status"], updated_at=change.get("at"))
+                yield _sse(entry_id, snapshot)
+                if Status(change["status"]).terminal:
+                    return
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _sse(entry_id: str, task: dict[str, Any] | None) -> str:
+    return f"id: {entry_id}\nevent: task.{(task or {}).get('status')}\ndata: {json.dumps(task)}\n\n"

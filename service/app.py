@@ -1,0 +1,109 @@
+"""The Starlette application: routes, error handling and the process's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from . import api, metrics, webhook
+from .config import Settings
+from .openapi import DOCUMENT
+from .responses import ApiError, error_response
+from .runtime import Runtime
+
+log = logging.getLogger("wanhook.app")
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    await request.app.state.runtime.redis.ping()
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics_text(request: Request) -> Response:
+    return PlainTextResponse(await metrics.render(request.app.state.runtime.store),
+                             media_type="text/plain; version=0.0.4")
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(DOCUMENT)
+
+
+async def on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+
+
+async def on_redis_error(request: Request, exc: Exception) -> Response:
+    # 503 makes EventBridge (and well-behaved clients) retry once Redis is back.
+    log.warning("Redis unavailable: %s", type(exc).__name__)
+    return error_response(ApiError(503, "redis_unavailable", "the task store (Redis) is unavailable; retry later",
+                                   headers={"Retry-After": "5"}))
+
+
+ROUTES = [
+    Route("/v1/tasks", api.create_task, methods=["POST"]),
+    Route("/v1/tasks", api.list_tasks, methods=["GET"]),
+    Route("/v1/tasks/{task_id}", api.get_task, methods=["GET"]),
+    Route("/v1/tasks/{task_id}/cancel", api.cancel_task, methods=["POST"]),
+    Route("/v1/tasks/{task_id}/video", api.get_video, methods=["GET", "HEAD"]),
+    Route("/v1/tasks/{task_id}/events", api.task_events, methods=["GET"]),
+    Route("/v1/events/dashscope", webhook.receive_event, methods=["POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics_text, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]
+
+
+def create_app(settings: Settings | None = None, *, workers: bool = True,
+               runtime: Runtime | None = None) -> Starlette:
+    """The app; with ``workers`` it also runs the submission and download workers in this process.
+
+    A ready ``runtime`` can be passed in (the demo shares one between the app and other parts).
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own = runtime is None
+        rt = runtime or await Runtime.open(settings or Settings.from_env())
+        app.state.runtime = rt
+        stop = asyncio.Event()
+        worker = asyncio.create_task(rt.run_workers(stop)) if workers else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker is not None:
+                await worker
+            if own:
+                await rt.close()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={ApiError: on_api_error, HTTPException: on_http_error, RedisError: on_redis_error},
+    )
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory service.app:app_from_env`` (several uvicorn workers)."""
+    return create_app(Settings.from_env())

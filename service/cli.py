@@ -1,0 +1,193 @@
+"""``wanhook``: the command line of the contract."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError, Settings
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=os.environ.get("WANHOOK_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    # httpx logs full URLs, signed query strings included.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = Settings.from_env()
+    if not settings.api_tokens and not _is_loopback(args.host):
+        raise ConfigError(f"refusing to serve the API unauthenticated on {args.host}: "
+                          "set WANHOOK_API_TOKENS or bind to 127.0.0.1")
+    app = create_app(settings, workers=not args.no_workers)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+async def _until_signalled(run: object) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run(stop)  # type: ignore[operator]
+
+
+def worker(args: argparse.Namespace) -> int:
+    from .runtime import Runtime
+
+    async def run(stop: asyncio.Event) -> None:
+        runtime = await Runtime.open(Settings.from_env())
+        try:
+            await runtime.run_workers(stop)
+        finally:
+            await runtime.close()
+
+    asyncio.run(_until_signalled(run))
+    return 0
+
+
+def consume(args: argparse.Namespace) -> int:
+    from consumers.rocketmq import run_consumer
+
+    return run_consumer(Settings.from_env())
+
+
+def submit(args: argparse.Namespace) -> int:
+    from . import client
+
+    body: dict = {"prompt": args.prompt, "model": args.model}
+    for name in ("size", "negative_prompt", "seed", "duration"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    if args.callback_url:
+        body["callback"] = {"url": args.callback_url}
+    token = os.environ.get("WANHOOK_API_TOKEN")
+    task = client.submit(args.server, body, token)
+    if not args.wait:
+        print(json.dumps(task, indent=2))
+        return 0
+    final = client.wait(args.server, task, token)
+    if final.get("status") == "ready":
+        print(final["video"]["path"])
+        return 0
+    error = final.get("error") or {}
+    print(f"task {final.get('id')} ended {final.get('status')}: {error.get('code', '')} {error.get('message', '')}",
+          file=sys.stderr)
+    return 1
+
+
+def status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from . import client
+
+    task = client.get(args.server, args.id, os.environ.get("WANHOOK_API_TOKEN"))
+    if args.json:
+        print(json.dumps(task, indent=2))
+    else:
+        Console().print(client.table(task))
+    return 0
+
+
+def emulator(args: argparse.Namespace) -> int:
+    from emulator.cli import run
+
+    return run(args)
+
+
+def demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.prompt, via=args.via)
+
+
+def parser() -> argparse.ArgumentParser:
+    from .models import DEFAULT_MODEL
+
+    root = argparse.ArgumentParser(prog="wanhook", description="DashScope Wan text-to-video without polling.")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    command = commands.add_parser("serve", help="HTTP API and EventBridge webhook receiver (and the workers)")
+    command.add_argument("--host", default="127.0.0.1")
+    command.add_argument("--port", type=int, default=8000)
+    command.add_argument("--no-workers", action="store_true", help="run the workers apart (wanhook worker)")
+    command.set_defaults(handler=serve)
+
+    command = commands.add_parser("worker", help="submission and download workers only")
+    command.set_defaults(handler=worker)
+
+    command = commands.add_parser("consume", help="RocketMQ 5.x consumer of completion events")
+    command.set_defaults(handler=consume)
+
+    command = commands.add_parser("submit", help="submit a task (and follow it with --wait)")
+    command.add_argument("prompt")
+    command.add_argument("--model", default=DEFAULT_MODEL)
+    command.add_argument("--size", help="W*H, e.g. 832*480")
+    command.add_argument("--negative-prompt", dest="negative_prompt")
+    command.add_argument("--seed", type=int)
+    command.add_argument("--duration", type=int)
+    command.add_argument("--callback-url")
+    command.add_argument("--wait", action="store_true", help="follow the task live until it ends")
+    command.add_argument("--server", default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER))
+    command.set_defaults(handler=submit)
+
+    command = commands.add_parser("status", help="print a task")
+    command.add_argument("id")
+    command.add_argument("--json", action="store_true", help="the task as JSON")
+    command.add_argument("--server", default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER))
+    command.set_defaults(handler=status)
+
+    from emulator.cli import add_arguments
+
+    command = commands.add_parser("emulator", help="local stand-in for DashScope, EventBridge and OSS")
+    add_arguments(command)
+    command.set_defaults(handler=emulator)
+
+    command = commands.add_parser("demo", help="the whole flow offline, in one process")
+    command.add_argument("prompt", nargs="?", default="a paper boat drifting on a calm lake at dawn")
+    command.add_argument("--via", choices=["webhook", "rocketmq"], default="webhook")
+    command.set_defaults(handler=demo)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging()
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one clear line, not a traceback
+        from .client import ClientError
+
+        if isinstance(exc, (ConfigError, ClientError)):
+            print(f"wanhook {args.command}: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Settings, read once from the environment (the contract's variables plus a few tuning knobs)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
+
+
+class ConfigError(ValueError):
+    """A setting has a value wanhook cannot use."""
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_key: str | None = None
+    dashscope_base_url: str = DEFAULT_BASE_URL
+    redis_url: str | None = None
+    data_dir: Path = Path("wanhook-data")
+    eventbridge_token: str | None = None
+    api_tokens: tuple[str, ...] = ()
+    callback_secret: str | None = None
+    video_hosts: tuple[str, ...] = ("*.aliyuncs.com",)
+    callback_allow_private: bool = False
+    rocketmq: Mapping[str, str] = field(default_factory=dict)
+    # Tuning knobs (not in the contract; documented in the README).
+    download_concurrency: int = 4
+    submit_concurrency: int = 2
+    claim_idle_seconds: float = 30.0
+    download_attempts: int = 8
+    dashscope_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        rocketmq = {
+            key.removeprefix("WANHOOK_ROCKETMQ_").lower(): value
+            for key, value in env.items()
+            if key.startswith("WANHOOK_ROCKETMQ_") and value
+        }
+        return cls(
+            api_key=env.get("DASHSCOPE_API_KEY") or None,
+            dashscope_base_url=(env.get("DASHSCOPE_HTTP_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
+            redis_url=env.get("WANHOOK_REDIS_URL") or None,
+            data_dir=Path(env.get("WANHOOK_DATA_DIR") or "wanhook-data"),
+            eventbridge_token=env.get("WANHOOK_EVENTBRIDGE_TOKEN") or None,
+            api_tokens=_split(env.get("WANHOOK_API_TOKENS")),
+            callback_secret=env.get("WANHOOK_CALLBACK_SECRET") or None,
+            video_hosts=_split(env.get("WANHOOK_VIDEO_HOSTS", "*.aliyuncs.com")),
+            callback_allow_private=env.get("WANHOOK_CALLBACK_ALLOW_PRIVATE", "0") == "1",
+            rocketmq=rocketmq,
+            download_concurrency=int(_number(env, "WANHOOK_DOWNLOAD_CONCURRENCY", 4)),
+            submit_concurrency=int(_number(env, "WANHOOK_SUBMIT_CONCURRENCY", 2)),
+            claim_idle_seconds=_number(env, "WANHOOK_CLAIM_IDLE_SECONDS", 30.0),
+            download_attempts=int(_number(env, "WANHOOK_DOWNLOAD_ATTEMPTS", 8)),
+            dashscope_timeout=_number(env, "WANHOOK_DASHSCOPE_TIMEOUT", 30.0),
+        )
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.data_dir / "videos"

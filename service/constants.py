@@ -1,0 +1,41 @@
+"""Every Redis key wanhook uses, in one place: the whole data model on one screen.
+
+All keys share the hash tag ``{wanhook}`` so that the Lua scripts, which touch several keys at once,
+run unchanged on a Redis Cluster (one slot).
+"""
+
+PREFIX = "{wanhook}"
+
+# hash per task: the fields of the public task plus internal ones (video URL, download validators).
+TASK = PREFIX + ":task:"
+# stream per task: one entry per state change; the SSE endpoint reads it and resumes by entry id.
+TASK_CHANGES = PREFIX + ":changes:"
+# sorted sets (all scores 0) whose members are "<created ms, 13 digits>:<task id>", for cursor paging.
+TASKS_ALL = PREFIX + ":tasks"
+TASKS_BY_STATUS = PREFIX + ":tasks:"  # + status
+# string: DashScope task id -> wanhook task id.
+DASHSCOPE_TASK = PREFIX + ":ds:"
+# string: a completion event that arrived before the create call returned its DashScope task id.
+EARLY_EVENT = PREFIX + ":early:"
+# string per CloudEvent (source + id), with a TTL: at-least-once delivery made harmless.
+EVENT_SEEN = PREFIX + ":seen:"
+# stream: every completion event received, whatever its outcome (audit and replay).
+EVENT_LOG = PREFIX + ":events"
+# string: Idempotency-Key of POST /v1/tasks -> task id.
+IDEMPOTENCY = PREFIX + ":idem:"
+# job streams, each read by a consumer group of workers.
+SUBMIT_JOBS = PREFIX + ":jobs:submit"
+DOWNLOAD_JOBS = PREFIX + ":jobs:download"
+SUBMIT_GROUP = "submitters"
+DOWNLOAD_GROUP = "downloaders"
+# stream: messages a transport gave up on (RocketMQ after too many deliveries), with the reason.
+DEAD_LETTERS = PREFIX + ":dead-letters"
+# hash: counters (events by outcome, downloads, ...), read by /metrics.
+COUNTERS = PREFIX + ":counters"
+# string: the whsec_ secret that signs outgoing callbacks when none is configured.
+CALLBACK_SECRET = PREFIX + ":callback-secret"
+
+EVENT_SEEN_TTL_SECONDS = 7 * 24 * 3600
+EARLY_EVENT_TTL_SECONDS = 24 * 3600
+EVENT_LOG_MAXLEN = 100_000
+TASK_CHANGES_MAXLEN = 1_000

@@ -1,0 +1,132 @@
+"""An async client for DashScope's video-synthesis and task APIs.
+
+Errors are a small hierarchy: every failure is a ``DashScopeError`` whose ``retryable`` says whether
+trying again later can help (throttling, server errors, network trouble) or not (the request itself
+was refused).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+CREATE_PATH = "/services/aigc/video-generation/video-synthesis"
+
+
+class DashScopeError(Exception):
+    retryable = False
+
+    def __init__(self, code: str, message: str, *, status_code: int | None = None,
+                 request_id: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status_code = status_code
+        self.request_id = request_id
+
+
+class RequestRejected(DashScopeError):
+    """DashScope refused the request itself (bad parameter, moderation, key, access, quota)."""
+
+
+class Throttled(DashScopeError):
+    """429 that clears by itself: back off and try again."""
+
+    retryable = True
+
+
+class ServerError(DashScopeError):
+    """5xx: DashScope's side; bounded retries."""
+
+    retryable = True
+
+
+class Unreachable(DashScopeError):
+    """No usable answer: connection error, timeout or a body that is not DashScope's JSON.
+
+    Whether the request took effect is unknown, which matters for a create.
+    """
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class CreatedTask:
+    task_id: str
+    task_status: str
+    request_id: str | None
+
+
+def error_from_response(response: httpx.Response) -> DashScopeError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return Unreachable("InvalidResponse", f"HTTP {response.status_code} with a body that is not JSON",
+                           status_code=response.status_code)
+    code = str(body.get("code") or f"HTTP{response.status_code}")
+    message = str(body.get("message") or response.reason_phrase)
+    kwargs: dict[str, Any] = {"status_code": response.status_code, "request_id": body.get("request_id")}
+    if response.status_code == 429 and code != "Throttling.AllocationQuota":
+        return Throttled(code, message, **kwargs)
+    if response.status_code >= 500:
+        return ServerError(code, message, **kwargs)
+    return RequestRejected(code, message, **kwargs)
+
+
+class DashScopeClient:
+    def __init__(self, api_key: str | None, base_url: str, *, timeout: float = 30.0,
+                 workspace: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {api_key or ''}"}
+        if workspace:
+            headers["X-DashScope-WorkSpace"] = workspace
+        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
+                                       follow_redirects=False)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise Unreachable("Timeout", f"{method} {path} timed out") from exc
+        except httpx.HTTPError as exc:
+            raise Unreachable("ConnectionError", f"{method} {path}: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise error_from_response(response)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise Unreachable("InvalidResponse", f"{method} {path} answered 200 with a body that is not JSON")
+        return body
+
+    async def create_task(self, model: str, input: dict[str, Any], parameters: dict[str, Any]) -> CreatedTask:
+        body = await self._request(
+            "POST", CREATE_PATH, json={"model": model, "input": input, "parameters": parameters},
+            headers={"X-DashScope-Async": "enable"},
+        )
+        output = body.get("output") or {}
+        if not output.get("task_id"):
+            raise Unreachable("InvalidResponse", "create answered without output.task_id")
+        return CreatedTask(output["task_id"], output.get("task_status", "PENDING"), body.get("request_id"))
+
+    async def get_task(self, task_id: str) -> dict[str, Any]:
+        """The task's ``output`` (status, video_url or code/message), with ``request_id`` added."""
+        body = await self._request("GET", f"/tasks/{task_id}")
+        output = dict(body.get("output") or {})
+        output.setdefault("task_id", task_id)
+        output.setdefault("task_status", "UNKNOWN")
+        output["request_id"] = body.get("request_id")
+        return output
+
+    async def list_tasks(self, **params: Any) -> dict[str, Any]:
+        return await self._request("GET", "/tasks/", params={k: v for k, v in params.items() if v is not None})
+
+    async def cancel_task(self, task_id: str) -> None:
+        await self._request("POST", f"/tasks/{task_id}/cancel")

@@ -1,0 +1,280 @@
+"""Downloader: stores a finished task's video before its signed URL dies.
+
+The video streams into ``<id>.mp4.part`` while its sha256 is computed; a broken transfer resumes with
+``Range``/``If-Range`` (from zero when the server ignores Range); the file is fsynced and renamed
+into place, and only then is the task ``ready`` and the job acknowledged. The part file is locked
+(flock) by the worker writing it, so a worker that takes over a job from a stalled one cannot write
+into the same file at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from .config import Settings
+from .dashscope import DashScopeClient, DashScopeError
+from .jobs import Job, JobQueue, work
+from .redact import redact_url
+from .store import TaskStore
+
+log = logging.getLogger("wanhook.download")
+
+CHUNK = 1 << 20
+PROGRESS_INTERVAL = 0.5
+
+
+class DownloadError(Exception):
+    """A failure that ends the task; ``code`` and ``message`` become its error."""
+
+    def __init__(self, code: str, message: str, status: str = "failed") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class TransientError(Exception):
+    """Worth another attempt (connection broken, 5xx, timeout)."""
+
+
+class URLExpired(Exception):
+    """The video host refused the signed URL (403/404): it has expired or was revoked."""
+
+
+def host_allowed(url: str, patterns: tuple[str, ...]) -> bool:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    return any(fnmatch(host, pattern.lower()) for pattern in patterns)
+
+
+def sha256_of(path: Path, limit: int | None = None) -> Any:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        remaining = limit
+        while chunk := file.read(CHUNK if remaining is None else min(CHUNK, remaining)):
+            digest.update(chunk)
+            if remaining is not None:
+                remaining -= len(chunk)
+    return digest
+
+
+class Downloader:
+    def __init__(self, store: TaskStore, client: DashScopeClient, queue: JobQueue, settings: Settings) -> None:
+        self.store = store
+        self.client = client
+        self.queue = queue
+        self.settings = settings
+        self.videos = settings.videos_dir
+        self.http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(30.0, connect=10.0))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def run(self, stop: asyncio.Event, concurrency: int = 4) -> None:
+        self.videos.mkdir(parents=True, exist_ok=True)
+        await work(self.queue, self.process, stop, concurrency, log)
+
+    async def process(self, job: Job) -> None:
+        task = await self.store.raw(job.task_id)
+        if not task or task["status"] != "downloading":
+            await self.queue.ack(job)
+            return
+        try:
+            async with self._holding(job) as lost:
+                video = await self._fetch(task, lost)
+        except DownloadError as exc:
+            log.warning("task %s: %s: %s", job.task_id, exc.code, exc.message)
+            await self.store.transition(job.task_id, exc.status, error={"code": exc.code, "message": exc.message})
+            await self.store.count(f"downloads_{exc.status}")
+        except JobLost:
+            log.info("task %s: another worker took the download over", job.task_id)
+            return
+        else:
+            if await self.store.transition(job.task_id, "ready", video=video):
+                await self.store.count("downloads_completed")
+                await self.store.count("download_bytes", video["bytes"])
+        await self.queue.ack(job)
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, job: Job) -> AsyncIterator[asyncio.Event]:
+        """Keeps the job ours while working on it; the work is cancelled if another worker took it."""
+        lost = asyncio.Event()
+        current = asyncio.current_task()
+        assert current is not None
+
+        async def keep() -> None:
+            while True:
+                await asyncio.sleep(self.queue.claim_idle_ms / 3000)
+                if not await self.queue.hold(job):
+                    lost.set()
+                    current.cancel()
+                    return
+
+        keeper = asyncio.create_task(keep())
+        try:
+            yield lost
+        except asyncio.CancelledError:
+            if lost.is_set():
+                raise JobLost() from None
+            raise
+        finally:
+            keeper.cancel()
+
+    async def _fetch(self, task: dict[str, str], lost: asyncio.Event) -> dict[str, Any]:
+        task_id = task["id"]
+        final = self.videos / f"{task_id}.mp4"
+        part = self.videos / f"{task_id}.mp4.part"
+        expected = int(task.get("dl_total") or 0)
+        if final.exists() and expected and final.stat().st_size == expected:
+            # Renamed into place by a worker that died before recording it.
+            return self._video(task_id, final, sha256_of(final).hexdigest())
+
+        url = task.get("video_url") or await self._read_url(task, None)
+        refreshed = False
+        attempts = 0
+        with open(part, "ab+") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise JobLost() from None
+            while True:
+                if not host_allowed(url, self.settings.video_hosts):
+                    raise DownloadError("VideoHostNotAllowed",
+                                        f"video host {urlsplit(url).hostname!r} is not in WANHOOK_VIDEO_HOSTS")
+                try:
+                    digest = await self._transfer(task, url, file)
+                    break
+                except URLExpired:
+                    if refreshed:
+                        raise DownloadError("VideoURLExpired", "the video URL was refused (expired) even after "
+                                            "reading the task again", status="expired") from None
+                    url, refreshed = await self._read_url(task, url), True
+                except TransientError as exc:
+                    attempts += 1
+                    if attempts >= self.settings.download_attempts:
+                        raise DownloadError("DownloadFailed", f"gave up after {attempts} attempts: {exc}") from None
+                    await self.store.count("download_retries")
+                    log.info("task %s: %s; resuming (attempt %d)", task_id, exc, attempts + 1)
+                    await asyncio.sleep(min(0.2 * 2**attempts, 30.0))
+            await asyncio.to_thread(os.fsync, file.fileno())
+            os.replace(part, final)
+        _fsync_dir(self.videos)
+        return self._video(task_id, final, digest)
+
+    def _video(self, task_id: str, path: Path, sha256: str) -> dict[str, Any]:
+        return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256,
+                "url": f"/v1/tasks/{task_id}/video"}
+
+    async def _read_url(self, task: dict[str, str], stale_url: str | None) -> str:
+        """One read of the DashScope task for its (fresh) video URL."""
+        try:
+            output = await self.client.get_task(task["ds_task_id"])
+        except DashScopeError as exc:
+            if exc.retryable:
+                raise TransientError(f"reading the DashScope task: {exc.code}") from None
+            raise DownloadError(exc.code, exc.message) from None
+        await self.store.count("dashscope_reads_download")
+        status = output.get("task_status")
+        url = output.get("video_url")
+        if status == "SUCCEEDED" and isinstance(url, str) and url and url != stale_url:
+            await self.store.set_fields(task["id"], video_url=url)
+            return url
+        if status == "UNKNOWN" or (status == "SUCCEEDED" and url == stale_url):
+            raise DownloadError("VideoURLExpired", "the video URL expired before the video was stored",
+                                status="expired")
+        raise DownloadError(str(output.get("code") or "NoVideo"),
+                            str(output.get("message") or f"DashScope task is {status} without a video URL"))
+
+    async def _transfer(self, task: dict[str, str], url: str, file: IO[bytes]) -> str:
+        """Append the rest of the video to ``file``; returns the whole file's sha256."""
+        task_id = task["id"]
+        offset = file.seek(0, os.SEEK_END)
+        headers = {}
+        validator = task.get("dl_etag")
+        if offset and validator:
+            headers = {"Range": f"bytes={offset}-", "If-Range": validator}
+        else:
+            offset = 0
+            file.truncate(0)
+        try:
+            async with self.http.stream("GET", url, headers=headers) as response:
+                if response.status_code in (403, 404, 410):
+                    raise URLExpired()
+                if response.status_code == 206:
+                    if _range_start(response) != offset:
+                        file.truncate(0)
+                        raise TransientError("video host answered a range that does not continue the file")
+                    total = _range_total(response)
+                elif response.status_code == 200:
+                    offset, total = 0, _content_length(response)
+                    file.truncate(0)
+                else:
+                    raise TransientError(f"video host answered HTTP {response.status_code}")
+                file.seek(offset)
+                digest = sha256_of(Path(file.name), offset) if offset else hashlib.sha256()
+                validator = response.headers.get("etag") or response.headers.get("last-modified")
+                if validator != task.get("dl_etag") or str(total or "") != task.get("dl_total"):
+                    await self.store.set_fields(task_id, dl_etag=validator or "", dl_total=total or "")
+                    task.update(dl_etag=validator or "", dl_total=str(total or ""))
+                written = offset
+                last_report = time.monotonic()
+                async for chunk in response.aiter_raw(CHUNK):
+                    file.write(chunk)
+                    digest.update(chunk)
+                    written += len(chunk)
+                    if time.monotonic() - last_report >= PROGRESS_INTERVAL:
+                        last_report = time.monotonic()
+                        await self.store.set_fields(task_id, dl_bytes=written)
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            file.flush()
+            raise TransientError(f"transfer broken: {type(exc).__name__}") from None
+        file.flush()
+        if total is not None and written != total:
+            raise TransientError(f"transfer ended at {written} of {total} bytes")
+        log.info("task %s: stored %d bytes from %s", task_id, written, redact_url(url))
+        return digest.hexdigest()
+
+
+class JobLost(Exception):
+    """Another worker holds the job (it took it over, or holds the part file's lock)."""
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length")
+    return int(value) if value and value.isdigit() else None
+
+
+def _range_start(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-range", "")  # bytes 100-199/1000
+    try:
+        return int(value.split(" ", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _range_total(response: httpx.Response) -> int | None:
+    total = response.headers.get("content-range", "").rpartition("/")[2]
+    return int(total) if total.isdigit() else None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,113 @@
+"""DashScope's task-completion CloudEvent, parsed leniently but never guessed.
+
+Both transports (the EventBridge HTTP target and the RocketMQ target) hand the raw body here, so
+there is exactly one parser. It accepts the whole CloudEvent (Body ORIGINAL) or its ``data`` object
+alone (Body ``$.data``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+SOURCE = "acs.dashscope"
+TYPE = "dashscope:System:AsyncTaskFinish"
+STATUSES = frozenset({"PENDING", "RUNNING", "SUSPENDED", "SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN"})
+
+
+class InvalidEvent(ValueError):
+    """The body is not JSON, or not a completion event in either accepted form."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CompletionEvent:
+    source: str
+    id: str
+    type: str
+    task_id: str  # DashScope's task id
+    task_status: str
+    model: str | None
+    video_url: str | None  # only when the event carries the result (contain_result: true)
+    code: str | None
+    message: str | None
+
+    @property
+    def foreign(self) -> bool:
+        """Another product's event (or another kind of DashScope task) on the same rule."""
+        return self.source != SOURCE or self.type != TYPE
+
+
+def _model_of(unique_key: Any) -> str | None:
+    # apikey:v1:<group>:<task>:<function>:<model>
+    if not isinstance(unique_key, str) or ":" not in unique_key:
+        return None
+    return unique_key.rsplit(":", 1)[1] or None
+
+
+def _is_video_synthesis(unique_key: Any) -> bool:
+    return not isinstance(unique_key, str) or "video-synthesis" in unique_key or "video-generation" in unique_key
+
+
+def parse(body: bytes) -> CompletionEvent:
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidEvent("invalid_json", "the body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidEvent("invalid_event", "the body must be a JSON object")
+
+    if "data" in document and ("specversion" in document or "source" in document):
+        data = document["data"]
+        if not isinstance(data, dict):
+            raise InvalidEvent("invalid_event", "the CloudEvent's data must be an object")
+        source, event_id, event_type = document.get("source"), document.get("id"), document.get("type")
+        if not isinstance(source, str) or not isinstance(event_id, str) or not source or not event_id:
+            raise InvalidEvent("invalid_event", "a CloudEvent needs string 'source' and 'id'")
+        if not isinstance(event_type, str):
+            raise InvalidEvent("invalid_event", "a CloudEvent needs a string 'type'")
+    elif "task_id" in document and "task_status" in document:
+        data, source, event_type, event_id = document, SOURCE, TYPE, ""
+    else:
+        raise InvalidEvent("invalid_event",
+                           "expected a CloudEvent with 'source', 'id' and 'data', or its data with "
+                           "'task_id' and 'task_status'")
+
+    unique_key = data.get("user_api_unique_key")
+    if source == SOURCE and event_type == TYPE and not _is_video_synthesis(unique_key):
+        event_type = f"{TYPE}#other"  # another DashScope product on the same rule: foreign
+
+    task_id, status = data.get("task_id"), data.get("task_status")
+    foreign = source != SOURCE or event_type != TYPE
+    if not foreign:
+        if not isinstance(task_id, str) or not task_id:
+            raise InvalidEvent("invalid_event", "data.task_id must be a non-empty string")
+        if status not in STATUSES:
+            raise InvalidEvent("invalid_event", f"data.task_status must be one of {', '.join(sorted(STATUSES))}")
+    if not event_id:
+        # The $.data form carries no event id: one task reaches one status once, which is what
+        # at-least-once redelivery repeats.
+        key = f"{task_id}|{status}|{data.get('request_id')}|{data.get('end_time')}"
+        event_id = "data-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    video_url = code = message = None
+    result = data.get("output_result")
+    if data.get("contain_result") is True and isinstance(result, dict):
+        output = result.get("output") if isinstance(result.get("output"), dict) else result
+        video_url = output.get("video_url") if isinstance(output.get("video_url"), str) else None
+        code, message = output.get("code"), output.get("message")
+    code = code or data.get("code")
+    message = message or data.get("message")
+    return CompletionEvent(
+        source=source, id=event_id, type=event_type,
+        task_id=task_id if isinstance(task_id, str) else "",
+        task_status=status if isinstance(status, str) else "",
+        model=_model_of(unique_key), video_url=video_url,
+        code=str(code) if code else None, message=str(message) if message else None,
+    )

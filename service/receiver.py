@@ -1,0 +1,22 @@
+"""The one path every completion event takes, whichever transport brought it."""
+
+from __future__ import annotations
+
+import logging
+
+from . import events
+from .events import CompletionEvent
+from .store import TaskStore
+from .types import Outcome
+
+log = logging.getLogger("wanhook.events")
+
+
+async def receive(store: TaskStore, body: bytes) -> tuple[Outcome, CompletionEvent]:
+    """Parse, record durably and apply one event. Raises ``events.InvalidEvent`` for a malformed body
+    and Redis' errors when the event could not be recorded (the transport must then not acknowledge)."""
+    event = events.parse(body)
+    outcome, task_id = await store.ingest(event, body)
+    log.info("event %s (%s %s) for DashScope task %s: %s", event.id, event.source, event.task_status,
+             event.task_id or "-", outcome.value, extra={"task_id": task_id, "event_id": event.id})
+    return outcome, event
