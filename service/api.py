@@ -105,7 +105,8 @@ async def cancel_task(request: Request) -> Response:
             await rt.dashscope.cancel_task(raw["ds_task_id"])
         except DashScopeError as exc:
             if exc.retryable:
-                raise ApiError(503, "dashscope_unavailable", f"DashScope could not be reached to cancel: {exc.code}") from None
+                raise ApiError(503, "dashscope_unavailable",
+                               f"DashScope could not be reached to cancel: {exc.code}") from None
             raise ApiError(409, "too_late", f"DashScope refused to cancel the task ({exc.code}): "
                            "it is no longer PENDING") from None
         await rt.store.transition(task_id, "canceled", ds_status="CANCELED")

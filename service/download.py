@@ -197,6 +197,9 @@ class Downloader:
         if status == "UNKNOWN" or (status == "SUCCEEDED" and url == stale_url):
             raise DownloadError("VideoURLExpired", "the video URL expired before the video was stored",
                                 status="expired")
+        if status in ("PENDING", "RUNNING", "SUSPENDED"):
+            # The event said SUCCEEDED; a read that lags behind it is retried, not believed.
+            raise TransientError(f"DashScope still reports the task {status}")
         raise DownloadError(str(output.get("code") or "NoVideo"),
                             str(output.get("message") or f"DashScope task is {status} without a video URL"))
 
