@@ -70,7 +70,9 @@ async def create(request: Request) -> Response:
         raise ApiError(403, "AccessDenied", "current user api does not support synchronous calls")
     if emulator.config.create_errors:
         injected = emulator.config.create_errors.pop(0)
-        raise ApiError(int(injected.get("status", 500)), injected.get("code", "InternalError"), injected.get("message", ""))
+        raise ApiError(
+            int(injected.get("status", 500)), injected.get("code", "InternalError"), injected.get("message", "")
+        )
     try:
         body = json.loads(await request.body())
     except ValueError:

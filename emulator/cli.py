@@ -73,7 +73,7 @@ async def _serve(args: argparse.Namespace) -> int:
             raise RuntimeError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
         where = f"emulator listening on {emulator.base_url} (DashScope API {emulator.api_base_url}"
         if double is not None:
-            where += f"; RocketMQ {args.host}:{args.rocketmq_port}, topic {args.rocketmq_topic}"
+            where += f"; RocketMQ {args.host}:{double.port}, topic {args.rocketmq_topic}"
         print(where + ")", flush=True)
         await stopping.wait()
     finally:

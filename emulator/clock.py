@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
 
@@ -16,7 +16,7 @@ def china_time(timestamp: float, millis: bool = True) -> str:
 
 def utc_iso(timestamp: float) -> str:
     """`2023-10-25T01:45:16.993Z`."""
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    moment = datetime.fromtimestamp(timestamp, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

@@ -60,7 +60,13 @@ class Bucket:
 
 def error(status: int, code: str, message: str, extra: dict[str, str] | None = None) -> Response:
     request_id = uuid.uuid4().hex[:24].upper()
-    fields = {"Code": code, "Message": message, "RequestId": request_id, "HostId": f"{BUCKET}.emulator", **(extra or {})}
+    fields = {
+        "Code": code,
+        "Message": message,
+        "RequestId": request_id,
+        "HostId": f"{BUCKET}.emulator",
+        **(extra or {}),
+    }
     lines = "".join(f"  <{key}>{escape(value)}</{key}>\n" for key, value in fields.items())
     body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n{lines}</Error>\n'
     return Response(body, status, headers={"x-oss-request-id": request_id}, media_type="application/xml")

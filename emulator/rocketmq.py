@@ -596,9 +596,10 @@ def _tag_filter(expression: pb.FilterExpression) -> TagFilter | None:
 
 
 def _overall(entries: list[Any]) -> pb.Status:
+    # The client only reads the overall status, so a lone entry's failure must show there.
     codes = {entry.status.code for entry in entries}
     if len(codes) == 1:
-        return _status(codes.pop())
+        return entries[0].status
     return _status(Code.MULTIPLE_RESULTS if codes else Code.OK)
 
 

@@ -46,7 +46,7 @@ class Emulator:
         self.bus.extra_targets.append(target)
 
     def reset_stats(self) -> None:
-        self.stats.__init__()  # type: ignore[misc]
+        self.stats.clear()
         self.stats.max_running_seen.update(self.tasks.running_now())
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:

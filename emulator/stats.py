@@ -20,5 +20,8 @@ class Stats:
     video_requests: int = 0
     downloads_broken: int = 0
 
+    def clear(self) -> None:
+        self.__dict__.update(Stats().__dict__)
+
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -135,7 +135,9 @@ class Tasks:
         if not self._submits[model].admit(self._limit(model, "rps", rules.submit_rps), time.monotonic()):
             self.stats.creates_throttled += 1
             raise throttled()
-        task = Task(id=str(uuid.uuid4()), model=model, api_key=api_key, request_id=request_id, **_parameters(body, rules))
+        task = Task(
+            id=str(uuid.uuid4()), model=model, api_key=api_key, request_id=request_id, **_parameters(body, rules)
+        )
         marker = self.config.block_marker
         if marker and (marker in task.prompt or marker in (task.negative_prompt or "")):
             raise ApiError(400, "DataInspectionFailed", "Input data may contain inappropriate content.")
@@ -148,7 +150,9 @@ class Tasks:
         task = self.by_id.get(task_id)
         if task is None or task.visible_status() != "PENDING":
             raise ApiError(
-                400, "UnsupportedOperation", "Failed to cancel the task, please confirm if the task is in PENDING status."
+                400,
+                "UnsupportedOperation",
+                "Failed to cancel the task, please confirm if the task is in PENDING status.",
             )
         self._queues[task.model].remove(task)
         self._end(task, "CANCELED")

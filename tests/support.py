@@ -61,10 +61,9 @@ class Process:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Process:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
-                                     start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
+                                         start_new_session=True)
         return self
 
     @property

@@ -105,7 +105,8 @@ def test_reordered_events_never_move_a_task_backwards(stack: Stack) -> None:
     stack.emulator.configure(drop_events=True)
     created = stack.create("ordering")
     ds_id = stack.wait_status(created["id"], "submitted")["dashscope"]["task_id"]
-    wait_for(lambda: httpx.get(f"{stack.emulator.api}/tasks/{ds_id}", headers={"Authorization": "Bearer k"}).json()["output"]["task_status"] == "SUCCEEDED",
+    dashscope = httpx.Client(base_url=stack.emulator.api, headers={"Authorization": "Bearer k"})
+    wait_for(lambda: dashscope.get(f"/tasks/{ds_id}").json()["output"]["task_status"] == "SUCCEEDED",
              30, what="the render to finish")
 
     def event(status: str, event_id: str) -> dict:
