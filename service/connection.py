@@ -44,7 +44,9 @@ def redis_url(settings: Settings) -> str:
 
 async def connect(settings: Settings, **kwargs: Any) -> Redis:
     url = redis_url(settings)
-    redis = Redis.from_url(url, health_check_interval=30, socket_keepalive=True, **kwargs)
+    # Blocking reads (XREAD of the SSE endpoint, up to 15 s) must fit inside the socket timeout.
+    options = {"socket_timeout": 30.0, "socket_connect_timeout": 5.0, "health_check_interval": 30, **kwargs}
+    redis = Redis.from_url(url, **options)
     version = (await redis.info("server"))["redis_version"]
     if tuple(int(part) for part in str(version).split(".")[:2]) < MIN_VERSION:
         await redis.aclose()
