@@ -60,6 +60,8 @@ class EmulatorConfig:
 
     def update(self, changes: dict[str, Any]) -> None:
         """Check every change before applying any, so a bad request leaves the settings as they were."""
+        if not isinstance(changes, dict):
+            raise ValueError("settings must be a JSON object")
         for name, value in changes.items():
             if name not in KNOBS:
                 raise ValueError(f"unknown setting {name!r}; settings: {', '.join(KNOBS)}")
@@ -67,6 +69,11 @@ class EmulatorConfig:
             if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
                 kinds = " or ".join("null" if kind is type(None) else kind.__name__ for kind in accepted)
                 raise ValueError(f"{name} must be {kinds}")
+        for limit in changes.get("limits", {}).values():
+            if not isinstance(limit, dict) or not all(isinstance(n, int) for n in limit.values()):
+                raise ValueError('limits are {model: {"rps": n, "running": n}}')
+        if not all(isinstance(error, dict) for error in changes.get("create_errors", [])):
+            raise ValueError('create_errors items are {"status", "code", "message"}')
         for target in changes.get("webhook_targets", []):
             if not isinstance(target, dict) or not target.get("url"):
                 raise ValueError("webhook_targets items need a url")

@@ -11,6 +11,7 @@ Run alone with `python -m emulator.rocketmq --port 8081`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import ipaddress
 import signal
@@ -183,20 +184,7 @@ class Store:
             if lease is None:
                 return False
             self._counts["dead_lettered"] += 1
-            old = lease.record
-            self._append(
-                Record(
-                    topic=f"%DLQ%{group}",
-                    message_id=old.message_id,
-                    body=old.body,
-                    tag=old.tag,
-                    keys=old.keys,
-                    properties=old.properties,
-                    born_timestamp=old.born_timestamp,
-                    born_host=old.born_host,
-                    encoding=old.encoding,
-                )
-            )
+            self._append(dataclasses.replace(lease.record, topic=f"%DLQ%{group}"))
             return True
 
     def wake(self) -> None:
@@ -281,7 +269,7 @@ class Store:
             return None
         self._expire(progress, time.monotonic())
         lease = progress.leases.get(handle)
-        if lease is None or lease.record.message_id != (message_id or lease.record.message_id):
+        if lease is None or (message_id and message_id != lease.record.message_id):
             return None
         return progress.leases.pop(handle)
 
@@ -393,11 +381,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
             acked = self._store.ack(
                 request.group.name, request.topic.name, entry.receipt_handle, entry.message_id
             )
-            status = (
-                _status(Code.OK)
-                if acked
-                else _status(Code.INVALID_RECEIPT_HANDLE, "receipt handle is invalid")
-            )
+            status = _status(Code.OK) if acked else _invalid_handle()
             entries.append(
                 rpc.AckMessageResultEntry(
                     message_id=entry.message_id, receipt_handle=entry.receipt_handle, status=status
@@ -416,8 +400,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
             _seconds(request.invisible_duration),
         )
         if handle is None:
-            status = _status(Code.INVALID_RECEIPT_HANDLE, "receipt handle is invalid")
-            return rpc.ChangeInvisibleDurationResponse(status=status)
+            return rpc.ChangeInvisibleDurationResponse(status=_invalid_handle())
         return rpc.ChangeInvisibleDurationResponse(status=_status(Code.OK), receipt_handle=handle)
 
     def ForwardMessageToDeadLetterQueue(
@@ -427,8 +410,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
             request.group.name, request.topic.name, request.receipt_handle, request.message_id
         ):
             return rpc.ForwardMessageToDeadLetterQueueResponse(status=_status(Code.OK))
-        status = _status(Code.INVALID_RECEIPT_HANDLE, "receipt handle is invalid")
-        return rpc.ForwardMessageToDeadLetterQueueResponse(status=status)
+        return rpc.ForwardMessageToDeadLetterQueueResponse(status=_invalid_handle())
 
     def _queue(self, topic: pb.Resource, endpoints: pb.Endpoints) -> pb.MessageQueue:
         # Point clients back at the address they dialled: it works behind port mappings and 0.0.0.0.
@@ -452,21 +434,23 @@ class RocketMQDouble:
         self.port = port  # 0 picks a free port; start() stores the one bound
         self._store = Store()
         self._server: grpc.Server | None = None
+        self._workers: futures.ThreadPoolExecutor | None = None
 
     @property
     def endpoints(self) -> str:
         return f"{self.host}:{self.port}"
 
     def start(self) -> None:
+        self._workers = futures.ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="rocketmq-double")
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rocketmq-double"),
+            self._workers,
             # gRPC sets SO_REUSEPORT by default: a second double on the same port would silently share it.
             options=[("grpc.so_reuseport", 0)],
         )
         self.port = server.add_insecure_port(f"{self.host}:{self.port}")
         servicer = Servicer(self._store, _endpoints(self.host, self.port))
         service_pb2_grpc.add_MessagingServiceServicer_to_server(servicer, server)
-        self._store.closed = False
+        self._store.closed = False  # a restarted double keeps its messages
         server.start()
         self._server = server
 
@@ -476,6 +460,8 @@ class RocketMQDouble:
         self._store.close()  # parked long polls answer at once
         self._server.stop(grace=0.5).wait()
         self._server = None
+        if self._workers is not None:
+            self._workers.shutdown(wait=False)
 
     def publish(
         self,
@@ -499,7 +485,7 @@ class RocketMQDouble:
         return record.message_id
 
     def stats(self) -> dict[str, Any]:
-        """Counters since start, plus per topic (and per group) the backlog and the un-acked deliveries.
+        """Counters since the double was made; per topic and group, the backlog and un-acked deliveries.
 
         A topic's `depth` is the backlog of its slowest group, or all its messages before any group reads it.
         """
@@ -605,6 +591,11 @@ def _overall(entries: list[Any]) -> pb.Status:
 
 def _status(code: int, message: str = "") -> pb.Status:
     return pb.Status(code=code, message=message or Code.Name(code))
+
+
+def _invalid_handle() -> pb.Status:
+    # The latest handle of a delivery is the only valid one, and only until its invisible time ends.
+    return _status(Code.INVALID_RECEIPT_HANDLE, "receipt handle is stale, expired or unknown")
 
 
 def _endpoints(host: str, port: int) -> pb.Endpoints:

@@ -67,10 +67,10 @@ class Emulator:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
+        await self.tasks.close()
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             await self._serving
-        await self.tasks.close()
         await self.bus.aclose()
         self.videos.close()
 

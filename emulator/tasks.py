@@ -175,6 +175,8 @@ class Tasks:
         for worker in list(self._workers):
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        for task in self.by_id.values():
+            task.settled.set()  # lets create calls waiting for early events answer before the server stops
 
     def _schedule(self, model: str) -> None:
         queue, running = self._queues[model], self._running[model]

@@ -84,8 +84,9 @@ async def _demo(prompt: str, via: str, console: Console) -> int:
             console.print(f"[red]task ended {final['status']}: {error.get('code')} {error.get('message')}[/]")
             return 1
         video = final["video"]
+        reads = emulator.stats.reads_by_task.get(final["dashscope"]["task_id"])
         console.print(f"[green]stored[/] {video['bytes']:,} bytes, sha256 {video['sha256'][:16]}…, "
-                      f"DashScope reads for this task: {emulator.stats.reads_by_task.get(final['dashscope']['task_id'])}")
+                      f"DashScope reads for this task: {reads}")
         print(Path(video["path"]).resolve())
         return 0
     finally:

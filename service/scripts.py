@@ -108,9 +108,12 @@ return result
 INGEST = COMMON + """
 local source, event_id, ds_id, status, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local video_url, code, message, foreign = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+-- Reads before writes: a script that fails half-way keeps what it already wrote, so nothing is
+-- written until every read has succeeded.
+local seen_key = prefix .. ':seen:' .. source .. ':' .. event_id
 local outcome
 local task_id = ''
-if not redis.call('SET', prefix .. ':seen:' .. source .. ':' .. event_id, '1', 'NX', 'EX', ARGV[11]) then
+if redis.call('EXISTS', seen_key) == 1 then
   outcome = 'duplicate'
 elseif foreign == '1' then
   outcome = 'ignored'
@@ -127,6 +130,7 @@ else
     outcome = 'stale'
   end
 end
+if outcome ~= 'duplicate' then redis.call('SET', seen_key, '1', 'EX', ARGV[11]) end
 redis.call('XADD', prefix .. ':events', 'MAXLEN', '~', ARGV[13], '*', 'source', source, 'id', event_id,
   'ds_task_id', ds_id, 'status', status, 'task', task_id, 'outcome', outcome, 'body', ARGV[14])
 redis.call('HINCRBY', prefix .. ':counters', 'events_' .. outcome, 1)

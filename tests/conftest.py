@@ -58,7 +58,7 @@ def redis_url(redis_server: RedisServer) -> str:
 class Stack:
     """The emulator and a wanhook server (with its workers) wired to each other, on loopback."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    def __init__(self, tmp_path: Path, redis_url: str, processes: list[Process], *emulator_args: str) -> None:
         self.tmp_path = tmp_path
         self.redis_url = redis_url
         self.processes = processes
@@ -66,8 +66,8 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.webhook = self.url + "/v1/events/dashscope"
         self.data_dir = tmp_path / "data"
-        self.emulator = Emulator(tmp_path, "--render-seconds", "0.3", "--webhook-url", self.webhook,
-                                 "--webhook-token", TOKEN)
+        self.emulator = Emulator(tmp_path, "--render-seconds", "0.3", *(emulator_args or (
+            "--webhook-url", self.webhook, "--webhook-token", TOKEN)))
         self.env = {
             "WANHOOK_REDIS_URL": redis_url,
             "DASHSCOPE_HTTP_BASE_URL": self.emulator.api,
@@ -94,6 +94,17 @@ class Stack:
     def worker(self, name: str = "worker", env: dict[str, str] | None = None) -> Wanhook:
         process = Wanhook(self.tmp_path, {**self.env, **(env or {})}, name="worker", port=free_port())
         process.name = name
+        self.processes.append(process.start())
+        return process
+
+    def consume(self, endpoints: str, topic: str, name: str = "consume", **settings: str) -> Wanhook:
+        """A ``wanhook consume`` process of the consumer group "wanhook"."""
+        env = {"WANHOOK_ROCKETMQ_ENDPOINTS": endpoints, "WANHOOK_ROCKETMQ_TOPIC": topic,
+               "WANHOOK_ROCKETMQ_GROUP": "wanhook", "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS": "2",
+               "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "1",
+               **{f"WANHOOK_ROCKETMQ_{key.upper()}": value for key, value in settings.items()}}
+        process = Wanhook(self.tmp_path, {**self.env, **env}, name="consume", port=free_port())
+        process.name = f"{name}-{process.port}"
         self.processes.append(process.start())
         return process
 

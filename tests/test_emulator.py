@@ -163,35 +163,38 @@ def client(receiver: Receiver) -> Iterator[Client]:
     assert process.wait(15) == 0
 
 
+def default_knobs(receiver: Receiver) -> dict[str, Any]:
+    return {
+        "render_seconds": 0.2,
+        "url_ttl_seconds": 3600,
+        "duplicate_events": 0,
+        "event_delay_seconds": 0,
+        "early_events": False,
+        "drop_events": False,
+        "create_errors": [],
+        "break_downloads": 0,
+        "break_after_bytes": None,
+        "ignore_range": False,
+        "push_retry_delays": [0.05, 0.05, 0.05],
+        "enforce_limits": True,
+        "limits": UNLIMITED,
+        "query_qps": 1000,
+        "webhook_targets": [{"url": receiver.url, "token": TOKEN, "body": "original"}],
+    }
+
+
 @pytest.fixture(autouse=True)
 def defaults(request: pytest.FixtureRequest) -> None:
-    if "client" not in request.fixturenames:
-        return
-    client: Client = request.getfixturevalue("client")
-    receiver: Receiver = request.getfixturevalue("receiver")
-    receiver.refuse_next = 0
-    client.knobs(
-        render_seconds=0.2,
-        url_ttl_seconds=3600,
-        duplicate_events=0,
-        event_delay_seconds=0,
-        early_events=False,
-        drop_events=False,
-        create_errors=[],
-        break_downloads=0,
-        break_after_bytes=None,
-        ignore_range=False,
-        push_retry_delays=[0.05, 0.05, 0.05],
-        enforce_limits=True,
-        limits=UNLIMITED,
-        query_qps=1000,
-        webhook_targets=[{"url": receiver.url, "token": TOKEN, "body": "original"}],
-    )
+    if "client" in request.fixturenames:
+        receiver: Receiver = request.getfixturevalue("receiver")
+        receiver.refuse_next = 0
+        request.getfixturevalue("client").knobs(**default_knobs(receiver))
 
 
 @pytest.fixture(scope="module")
-def finished(client: Client) -> dict[str, Any]:
+def finished(client: Client, receiver: Receiver) -> dict[str, Any]:
     """One SUCCEEDED task and its video, shared by the download tests."""
+    client.knobs(**default_knobs(receiver))  # made before the per-test defaults apply
     task_id = client.submit()
     body = client.wait(task_id)
     response = httpx.get(body["output"]["video_url"])
