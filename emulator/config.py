@@ -19,6 +19,7 @@ KNOBS: dict[str, tuple[type, ...]] = {
     "break_downloads": (int,),
     "break_after_bytes": (int, type(None)),
     "ignore_range": (bool,),
+    "video_bytes_per_second": (int, float),
     "push_retry_delays": (list, type(None)),
     "push_timeout_seconds": (int, float),
     "enforce_limits": (bool,),
@@ -45,6 +46,7 @@ class EmulatorConfig:
     break_downloads: int = 0
     break_after_bytes: int | None = None  # None: half the file
     ignore_range: bool = False
+    video_bytes_per_second: float = 0  # 0: as fast as loopback goes
     # None: EventBridge's BACKOFF_RETRY, three retries each a random 10-20 s after the last.
     push_retry_delays: list[float] | None = None
     push_timeout_seconds: float = 5.0

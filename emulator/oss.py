@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -10,6 +11,7 @@ import time
 import uuid
 from email.utils import formatdate
 from html import escape
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -102,6 +104,9 @@ def serve(request: Request, video: Video, data: bytes, config: EmulatorConfig, s
         stats.downloads_broken += 1
         cut = config.break_after_bytes if config.break_after_bytes is not None else (end - start) // 2
         return HangUp(data[start : start + min(cut, end - start - 1)], status, headers, media_type="video/mp4")
+    if config.video_bytes_per_second:
+        return Trickle(data[start:end], status, headers, media_type="video/mp4",
+                       rate=config.video_bytes_per_second)
     return Response(data[start:end], status, headers, media_type="video/mp4")
 
 
@@ -128,6 +133,22 @@ def _span(request: Request, video: Video, last_modified: str, total: int) -> tup
     if start >= total:
         return (total, total)
     return (start, min(end, total)) if end > start else None
+
+
+class Trickle(Response):
+    """Sends the body at a fixed rate: a slow link, so a download can be interrupted while it runs."""
+
+    def __init__(self, *args: Any, rate: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rate = rate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        chunk = max(1, int(self.rate / 20))
+        for offset in range(0, len(self.body), chunk):
+            await send({"type": "http.response.body", "body": self.body[offset : offset + chunk], "more_body": True})
+            await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class HangUp(Response):

@@ -211,6 +211,7 @@ class Downloader:
         validator = task.get("dl_etag")
         if offset and validator:
             headers = {"Range": f"bytes={offset}-", "If-Range": validator}
+            log.info("task %s: resuming at byte %d", task_id, offset)
         else:
             offset = 0
             file.truncate(0)
