@@ -44,8 +44,10 @@ def redis_url(settings: Settings) -> str:
 
 async def connect(settings: Settings, **kwargs: Any) -> Redis:
     url = redis_url(settings)
-    # Blocking reads (XREAD of the SSE endpoint, up to 15 s) must fit inside the socket timeout.
-    options = {"socket_timeout": 30.0, "socket_connect_timeout": 5.0, "health_check_interval": 30, **kwargs}
+    # Blocking reads (XREAD of the SSE endpoint, up to 15 s) must fit inside the socket timeout, and
+    # every open event stream holds a connection while it waits.
+    options = {"socket_timeout": 30.0, "socket_connect_timeout": 5.0, "health_check_interval": 30,
+               "max_connections": 1000, **kwargs}
     redis = Redis.from_url(url, **options)
     version = (await redis.info("server"))["redis_version"]
     if tuple(int(part) for part in str(version).split(".")[:2]) < MIN_VERSION:

@@ -231,19 +231,22 @@ class Downloader:
                     raise TransientError(f"video host answered HTTP {response.status_code}")
                 file.seek(offset)
                 digest = sha256_of(Path(file.name), offset) if offset else hashlib.sha256()
-                validator = response.headers.get("etag") or response.headers.get("last-modified")
-                if validator != task.get("dl_etag") or str(total or "") != task.get("dl_total"):
-                    await self.store.set_fields(task_id, dl_etag=validator or "", dl_total=total or "")
-                    task.update(dl_etag=validator or "", dl_total=str(total or ""))
+                validator = response.headers.get("etag") or response.headers.get("last-modified") or ""
                 written = offset
-                last_report = time.monotonic()
+                last_report = 0.0
                 async for chunk in response.aiter_raw(CHUNK):
                     file.write(chunk)
                     digest.update(chunk)
                     written += len(chunk)
-                    if time.monotonic() - last_report >= PROGRESS_INTERVAL:
-                        last_report = time.monotonic()
-                        await self.store.set_fields(task_id, dl_bytes=written)
+                    now = time.monotonic()
+                    if now - last_report >= PROGRESS_INTERVAL:
+                        # Progress, throttled; the first report also keeps what a resume needs.
+                        fields: dict[str, Any] = {"dl_bytes": written}
+                        if not last_report:
+                            fields.update(dl_etag=validator, dl_total=total or "", first_byte_at=f"{time.time():.4f}")
+                            task.update(dl_etag=validator, dl_total=str(total or ""))
+                        last_report = now
+                        await self.store.set_fields(task_id, **fields)
         except (httpx.TransportError, httpx.DecodingError) as exc:
             file.flush()
             raise TransientError(f"transfer broken: {type(exc).__name__}") from None
