@@ -1,6 +1,6 @@
 -- wrk: POST a distinct completion CloudEvent per request, each for one of N known DashScope tasks.
 local counter = 0
-local thread_id = 0
+
 local tasks = tonumber(os.getenv("BENCH_TASKS") or "1000")
 local token = os.getenv("BENCH_TOKEN") or ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -81,6 +82,9 @@ async def create(request: Request) -> Response:
     task = emulator.tasks.create(body, api_key, request_id)
     if emulator.config.early_events:
         await task.settled.wait()
+    if emulator.config.create_answer_delay_seconds:
+        # The task exists; its answer is late (a client that gave up cannot tell whether it landed).
+        await asyncio.sleep(emulator.config.create_answer_delay_seconds)
     return JSONResponse({"output": {"task_status": "PENDING", "task_id": task.id}, "request_id": request_id})
 
 

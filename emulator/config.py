@@ -16,6 +16,7 @@ KNOBS: dict[str, tuple[type, ...]] = {
     "fail_marker": (str,),
     "block_marker": (str,),
     "create_errors": (list,),
+    "create_answer_delay_seconds": (int, float),
     "break_downloads": (int,),
     "break_after_bytes": (int, type(None)),
     "ignore_range": (bool,),
@@ -43,6 +44,7 @@ class EmulatorConfig:
     block_marker: str = "[blocked]"
     # Consumed one per create call: [{"status": 429, "code": "Throttling", "message": "..."}].
     create_errors: list[dict[str, Any]] = field(default_factory=list)
+    create_answer_delay_seconds: float = 0.0
     break_downloads: int = 0
     break_after_bytes: int | None = None  # None: half the file
     ignore_range: bool = False

@@ -46,6 +46,11 @@ class Settings:
     claim_idle_seconds: float = 30.0
     download_attempts: int = 8
     dashscope_timeout: float = 30.0
+    limits: str = ""  # WANHOOK_LIMITS: model=rps/running,... over the spec's table
+    reserve_seconds: float = 60.0
+    sweep_after_seconds: float = 900.0
+    sweep_interval_seconds: float = 60.0
+    dashscope_qps: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +76,11 @@ class Settings:
             claim_idle_seconds=_number(env, "WANHOOK_CLAIM_IDLE_SECONDS", 30.0),
             download_attempts=int(_number(env, "WANHOOK_DOWNLOAD_ATTEMPTS", 8)),
             dashscope_timeout=_number(env, "WANHOOK_DASHSCOPE_TIMEOUT", 30.0),
+            limits=env.get("WANHOOK_LIMITS", ""),
+            reserve_seconds=_number(env, "WANHOOK_RESERVE_SECONDS", 60.0),
+            sweep_after_seconds=_number(env, "WANHOOK_SWEEP_AFTER_SECONDS", 900.0),
+            sweep_interval_seconds=_number(env, "WANHOOK_SWEEP_INTERVAL_SECONDS", 60.0),
+            dashscope_qps=int(_number(env, "WANHOOK_DASHSCOPE_QPS", 20)),
         )
 
     @property

@@ -23,10 +23,25 @@ EVENT_SEEN = PREFIX + ":seen:"
 EVENT_LOG = PREFIX + ":events"
 # string: Idempotency-Key of POST /v1/tasks -> task id.
 IDEMPOTENCY = PREFIX + ":idem:"
-# job streams, each read by a consumer group of workers.
-SUBMIT_JOBS = PREFIX + ":jobs:submit"
+# Admission (quota.py): a queued task waits in a list per model and submitter (API token digest); the
+# submitters with waiting tasks take turns through the rotation list of the model.
+QUEUE = PREFIX + ":queue:"  # + model + ":" + owner
+ROTATION = PREFIX + ":rotation:"  # + model
+# sorted set per model: task id -> lease expiry (ms, Redis clock) of the DashScope slot it holds.
+SLOTS = PREFIX + ":slots:"  # + model
+# sorted sets: sliding windows of submissions per model, and of reads for the whole account.
+SUBMIT_RATE = PREFIX + ":rate:submit:"  # + model
+READ_RATE = PREFIX + ":rate:reads"
+# string with a TTL: DashScope throttled or failed a create; the model waits this long.
+PAUSE = PREFIX + ":pause:"  # + model
+# list: a slot was given back or a task queued; a dispatcher blocked on it wakes up and admits.
+WAKE = PREFIX + ":wake"
+# sorted set: submitted task id -> when the sweeper reads it if no completion event came (ms).
+SWEEP = PREFIX + ":sweep"
+# string with a TTL: which process runs the sweeper.
+SWEEPER_LEADER = PREFIX + ":sweeper"
+# job stream, read by the consumer group of download workers.
 DOWNLOAD_JOBS = PREFIX + ":jobs:download"
-SUBMIT_GROUP = "submitters"
 DOWNLOAD_GROUP = "downloaders"
 # stream: messages a transport gave up on (RocketMQ after too many deliveries), with the reason.
 DEAD_LETTERS = PREFIX + ":dead-letters"

@@ -80,6 +80,7 @@ def error_from_response(response: httpx.Response) -> DashScopeError:
 class DashScopeClient:
     def __init__(self, api_key: str | None, base_url: str, *, timeout: float = 30.0,
                  workspace: str | None = None) -> None:
+        self.timeout = timeout
         headers = {"Authorization": f"Bearer {api_key or ''}"}
         if workspace:
             headers["X-DashScope-WorkSpace"] = workspace

@@ -27,6 +27,7 @@ import httpx
 from .config import Settings
 from .dashscope import DashScopeClient, DashScopeError
 from .jobs import Job, JobQueue, work
+from .quota import ReadLimiter
 from .redact import redact_url
 from .store import TaskStore
 
@@ -74,10 +75,12 @@ def sha256_of(path: Path, limit: int | None = None) -> Any:
 
 
 class Downloader:
-    def __init__(self, store: TaskStore, client: DashScopeClient, queue: JobQueue, settings: Settings) -> None:
+    def __init__(self, store: TaskStore, client: DashScopeClient, queue: JobQueue, reads: ReadLimiter,
+                 settings: Settings) -> None:
         self.store = store
         self.client = client
         self.queue = queue
+        self.reads = reads
         self.settings = settings
         self.videos = settings.videos_dir
         self.http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(30.0, connect=10.0))
@@ -182,6 +185,7 @@ class Downloader:
 
     async def _read_url(self, task: dict[str, str], stale_url: str | None) -> str:
         """One read of the DashScope task for its (fresh) video URL."""
+        await self.reads.acquire()
         try:
             output = await self.client.get_task(task["ds_task_id"])
         except DashScopeError as exc:

@@ -14,7 +14,6 @@ async def render(store: TaskStore) -> str:
     lines.append("# TYPE wanhook_tasks gauge")
     for status, count in (await store.status_counts()).items():
         lines.append(f'wanhook_tasks{{status="{status}"}} {count}')
-    lines.append("# TYPE wanhook_queue_depth gauge")
-    for name, stream in (("submit", keys.SUBMIT_JOBS), ("download", keys.DOWNLOAD_JOBS)):
-        lines.append(f'wanhook_queue_depth{{queue="{name}"}} {await store.redis.xlen(stream)}')
+    lines += ["# TYPE wanhook_download_queue_depth gauge",
+              f"wanhook_download_queue_depth {await store.redis.xlen(keys.DOWNLOAD_JOBS)}"]
     return "\n".join(lines) + "\n"

@@ -15,8 +15,10 @@ from .connection import connect
 from .dashscope import DashScopeClient
 from .download import Downloader
 from .jobs import JobQueue
+from .quota import Admission, ReadLimiter, parse_limits
 from .store import TaskStore
-from .submission import Submitter
+from .submission import Dispatcher, Submitter
+from .sweeper import Sweeper
 
 
 def consumer_name() -> str:
@@ -31,6 +33,11 @@ class Runtime:
         self.dashscope = DashScopeClient(settings.api_key, settings.dashscope_base_url,
                                          timeout=settings.dashscope_timeout)
         self.consumer = consumer_name()
+        self.limits = parse_limits(settings.limits)
+        self.reads = ReadLimiter(redis, settings.dashscope_qps)
+        # A submitted task keeps its slot until its event; should the event be lost, until the sweeper
+        # has had time to read the task.
+        self.slot_lease_seconds = settings.sweep_after_seconds + 3 * settings.sweep_interval_seconds
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -44,14 +51,22 @@ class Runtime:
         return JobQueue(self.redis, stream, group, self.consumer, claim_idle=self.settings.claim_idle_seconds)
 
     async def run_workers(self, stop: asyncio.Event) -> None:
-        """Submission and download workers until ``stop`` is set."""
-        submitter = Submitter(self.store, self.dashscope, self.queue(keys.SUBMIT_JOBS, keys.SUBMIT_GROUP))
+        """Submission, download and sweeper workers until ``stop`` is set."""
+        settings = self.settings
+        admission = Admission(self.redis, self.limits, settings.reserve_seconds)
+        submitter = Submitter(self.store, self.dashscope, admission, self.reads,
+                              slot_lease_seconds=self.slot_lease_seconds,
+                              sweep_after_seconds=settings.sweep_after_seconds)
         downloader = Downloader(self.store, self.dashscope, self.queue(keys.DOWNLOAD_JOBS, keys.DOWNLOAD_GROUP),
-                                self.settings)
+                                self.reads, settings)
+        sweeper = Sweeper(self.store, self.dashscope, self.reads, self.consumer,
+                          after_seconds=settings.sweep_after_seconds, interval_seconds=settings.sweep_interval_seconds,
+                          slot_lease_seconds=self.slot_lease_seconds)
         try:
             await asyncio.gather(
-                submitter.run(stop, self.settings.submit_concurrency),
-                downloader.run(stop, self.settings.download_concurrency),
+                Dispatcher(self.redis, admission, submitter).run(stop),
+                downloader.run(stop, settings.download_concurrency),
+                sweeper.run(stop),
             )
         finally:
             await downloader.aclose()

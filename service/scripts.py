@@ -10,12 +10,41 @@ COMMON = """
 local prefix = ARGV[1]
 local RANK = {queued = 0, submitted = 1, downloading = 2, ready = 3, failed = 3, canceled = 3, expired = 3}
 
+local function wake()
+  redis.call('RPUSH', prefix .. ':wake', '1')
+  redis.call('LTRIM', prefix .. ':wake', -16, -1)
+end
+
+-- A queued task waits in its submitter's queue of its model; submitters take turns (round robin).
+local function enqueue(id, model, owner, at_head)
+  local queue = prefix .. ':queue:' .. model .. ':' .. owner
+  local rotation = prefix .. ':rotation:' .. model
+  if at_head then redis.call('LPUSH', queue, id) else redis.call('RPUSH', queue, id) end
+  if not redis.call('LPOS', rotation, owner) then
+    if at_head then redis.call('LPUSH', rotation, owner) else redis.call('RPUSH', rotation, owner) end
+  end
+end
+
+local function dequeue(id, model, owner)
+  local queue = prefix .. ':queue:' .. model .. ':' .. owner
+  redis.call('LREM', queue, 0, id)
+  if redis.call('LLEN', queue) == 0 then redis.call('LREM', prefix .. ':rotation:' .. model, 0, owner) end
+end
+
 local function transition(id, to, now, fields)
   local key = prefix .. ':task:' .. id
   local current = redis.call('HGET', key, 'status')
   if not current then return 'missing' end
   if RANK[to] <= RANK[current] then return 'stale' end
-  local member = redis.call('HGET', key, 'created_ms') .. ':' .. id
+  local created, model, owner = unpack(redis.call('HMGET', key, 'created_ms', 'model', 'owner'))
+  local member = created .. ':' .. id
+  if current == 'queued' or current == 'submitted' then
+    -- Leaving the queue, or DashScope: give back the place, the slot (the next task may go) and the
+    -- sweeper's watch.
+    if current == 'queued' then dequeue(id, model, owner or '') end
+    if redis.call('ZREM', prefix .. ':slots:' .. model, id) == 1 then wake() end
+    redis.call('ZREM', prefix .. ':sweep', id)
+  end
   redis.call('ZREM', prefix .. ':tasks:' .. current, member)
   redis.call('ZADD', prefix .. ':tasks:' .. to, 0, member)
   redis.call('HSET', key, 'status', to, 'updated_at', now, unpack(fields))
@@ -70,7 +99,9 @@ redis.call('HSET', prefix .. ':task:' .. id, 'id', id, 'status', 'queued', 'crea
 redis.call('ZADD', prefix .. ':tasks', 0, member)
 redis.call('ZADD', prefix .. ':tasks:queued', 0, member)
 redis.call('XADD', prefix .. ':changes:' .. id, 'MAXLEN', '~', 1000, '*', 'status', 'queued', 'at', now)
-redis.call('XADD', prefix .. ':jobs:submit', '*', 'task', id)
+local task = redis.call('HMGET', prefix .. ':task:' .. id, 'model', 'owner')
+enqueue(id, task[1], task[2] or '', false)
+wake()
 redis.call('HINCRBY', prefix .. ':counters', 'tasks_created', 1)
 return id
 """
@@ -84,13 +115,24 @@ if result == 'ok' then redis.call('HINCRBY', prefix .. ':counters', 'transitions
 return result
 """
 
-# DashScope accepted the task. An event that raced ahead of this answer is applied now.
-# ARGV: prefix, id, DashScope task id, DashScope status, request id, now
+# DashScope accepted the task: it holds a slot of its model until its completion event, and the
+# sweeper watches it from its deadline on. An event that raced ahead of this answer is applied now.
+# ARGV: prefix, id, DashScope task id, DashScope status, request id, now, slot lease ms, sweep after ms,
+#       adopt (1: the task was found by listing, and must not be another wanhook task's)
 MARK_SUBMITTED = COMMON + """
 local id, ds_id, now = ARGV[2], ARGV[3], ARGV[6]
+local ds_key = prefix .. ':ds:' .. ds_id
+if ARGV[9] == '1' and redis.call('EXISTS', ds_key) == 1 then return 'taken' end
 local result = transition(id, 'submitted', now, {'ds_task_id', ds_id, 'ds_status', ARGV[4], 'ds_request_id', ARGV[5]})
-redis.call('SET', prefix .. ':ds:' .. ds_id, id)
-if result == 'ok' then redis.call('HINCRBY', prefix .. ':counters', 'transitions_submitted', 1) end
+redis.call('SET', ds_key, id)
+if result == 'ok' then
+  local clock = redis.call('TIME')
+  local ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
+  local model = redis.call('HGET', prefix .. ':task:' .. id, 'model')
+  redis.call('ZADD', prefix .. ':slots:' .. model, ms + tonumber(ARGV[7]), id)
+  redis.call('ZADD', prefix .. ':sweep', ms + tonumber(ARGV[8]), id)
+  redis.call('HINCRBY', prefix .. ':counters', 'transitions_submitted', 1)
+end
 local early_key = prefix .. ':early:' .. ds_id
 local early = redis.call('GET', early_key)
 if early then
@@ -144,4 +186,83 @@ local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #pending == 0 or pending[1][2] ~= ARGV[2] then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
+"""
+
+
+# Which queued task of a model may go to DashScope now, if any. Both of DashScope's per-model limits
+# are kept here, for every process at once, on Redis' clock: tasks running (slots, each a lease that
+# expires so a dead process cannot leak one) and submissions per second (a sliding window).
+# ARGV: prefix, model, submissions per window, running, window ms, reservation lease ms
+# Returns {task id, 0} or {'', ms to wait (-1: until woken)}.
+ADMIT = COMMON + """
+local model, rate, running, window, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+  tonumber(ARGV[6])
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local slots = prefix .. ':slots:' .. model
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', slots, '-inf', now)) do
+  -- A lease ran out: its holder died before DashScope answered (or its events were lost for longer
+  -- than the sweeper allows). A task still queued goes back to the head of its queue.
+  redis.call('ZREM', slots, id)
+  local task = redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'owner')
+  if task[1] == 'queued' then enqueue(id, model, task[2] or '', true) end
+  redis.call('HINCRBY', prefix .. ':counters', 'slots_recovered', 1)
+end
+local paused = redis.call('PTTL', prefix .. ':pause:' .. model)
+if paused > 0 then return {'', paused} end
+local rotation = prefix .. ':rotation:' .. model
+if redis.call('LLEN', rotation) == 0 then return {'', -1} end
+if redis.call('ZCARD', slots) >= running then
+  local first = redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')
+  return {'', math.max(1, tonumber(first[2]) - now)}
+end
+local rate_key = prefix .. ':rate:submit:' .. model
+redis.call('ZREMRANGEBYSCORE', rate_key, '-inf', now - window)
+if redis.call('ZCARD', rate_key) >= rate then
+  local oldest = redis.call('ZRANGE', rate_key, 0, 0, 'WITHSCORES')
+  return {'', math.max(1, tonumber(oldest[2]) + window - now)}
+end
+while true do
+  local owner = redis.call('LPOP', rotation)
+  if not owner then return {'', -1} end
+  local queue = prefix .. ':queue:' .. model .. ':' .. owner
+  local id = redis.call('LPOP', queue)
+  if redis.call('LLEN', queue) > 0 then redis.call('RPUSH', rotation, owner) end
+  if id and redis.call('HGET', prefix .. ':task:' .. id, 'status') == 'queued' then
+    redis.call('ZADD', slots, now + lease, id)
+    redis.call('ZADD', rate_key, now, id)
+    redis.call('PEXPIRE', rate_key, window * 2)
+    return {id, 0}
+  end
+end
+"""
+
+# The create call did not go through (throttled, DashScope failing): the task goes back to the head of
+# its queue, gives back its slot, and the model pauses before anything else is sent.
+# ARGV: prefix, id, pause ms
+REQUEUE = COMMON + """
+local id = ARGV[2]
+local task = redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'model', 'owner')
+if task[1] ~= 'queued' then return 0 end
+redis.call('ZREM', prefix .. ':slots:' .. task[2], id)
+enqueue(id, task[2], task[3] or '', true)
+redis.call('SET', prefix .. ':pause:' .. task[2], '1', 'PX', ARGV[3])
+wake()
+return 1
+"""
+
+# DashScope's account-wide query limit (reads, lists and cancels), shared by every process.
+# KEYS: the window's key; ARGV: limit per window, window ms. Returns 0 (go) or ms to wait.
+TAKE_TOKEN = """
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + window - now)
+end
+redis.call('ZADD', KEYS[1], now, clock[1] .. clock[2] .. math.random())
+redis.call('PEXPIRE', KEYS[1], window * 2)
+return 0
 """

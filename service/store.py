@@ -106,10 +106,13 @@ class TaskStore:
         result = await self._transition(args=[keys.PREFIX, task_id, to, now_iso(), *_flatten(fields)])
         return _text(result) == "ok"
 
-    async def mark_submitted(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None) -> bool:
-        result = await self._mark_submitted(
-            args=[keys.PREFIX, task_id, ds_task_id, ds_status, request_id or "", now_iso()])
-        return _text(result) == "ok"
+    async def mark_submitted(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None, *,
+                             slot_lease_ms: int, sweep_after_ms: int, adopt: bool = False) -> str:
+        """Record DashScope's task: "ok", "stale" (the task moved on meanwhile, e.g. canceled) or
+        "taken" (``adopt`` and another wanhook task already owns that DashScope task)."""
+        result = await self._mark_submitted(args=[keys.PREFIX, task_id, ds_task_id, ds_status, request_id or "",
+                                                  now_iso(), slot_lease_ms, sweep_after_ms, "1" if adopt else "0"])
+        return _text(result)
 
     async def set_fields(self, task_id: str, **fields: Any) -> None:
         """Internal, non-state fields (download validators, progress); never the status."""

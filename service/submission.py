@@ -1,6 +1,13 @@
-"""Submitter: turns a queued task into a DashScope task.
+"""Getting queued tasks to DashScope within its quotas.
 
-This is the seam where admission control sits: a job here is a task allowed to go to DashScope now.
+The ``Dispatcher`` admits tasks (``quota.Admission``) and hands each to the ``Submitter``. It runs
+when something changes (a task queued, a slot given back by a completion event) and otherwise
+sleeps until the next moment a quota frees on its own (the rate window slides, a lease expires),
+blocked on the Redis wake-up list: no timer re-checks anything.
+
+A create call whose answer was lost (timeout, connection reset, a process killed mid-call) may still
+have landed. Before such a task is submitted again, DashScope's task list for the minutes around the
+attempt is read, and a task of that model that no wanhook task owns is taken as this one's.
 """
 
 from __future__ import annotations
@@ -9,14 +16,24 @@ import asyncio
 import json
 import logging
 import random
+import time
+from datetime import datetime, timedelta, timezone
 
-from .dashscope import DashScopeClient, DashScopeError
-from .jobs import Job, JobQueue, work
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from . import constants as keys
+from .dashscope import DashScopeClient, DashScopeError, RequestRejected, Unreachable
+from .models import MODELS
+from .quota import Admission, ReadLimiter
 from .store import TaskStore
 
 log = logging.getLogger("wanhook.submission")
 
 MAX_BACKOFF = 60.0
+MAX_IDLE = 15.0  # a dispatcher's longest block; below the Redis socket timeout
+CHINA = timezone(timedelta(hours=8))  # the list API's times are Beijing time
+LANDED_SLACK = 2.0  # seconds of clock difference allowed around an attempt
 
 
 def dashscope_request(task: dict[str, str]) -> tuple[dict, dict]:
@@ -28,40 +45,135 @@ def dashscope_request(task: dict[str, str]) -> tuple[dict, dict]:
 
 
 class Submitter:
-    def __init__(self, store: TaskStore, client: DashScopeClient, queue: JobQueue) -> None:
+    def __init__(self, store: TaskStore, client: DashScopeClient, admission: Admission, reads: ReadLimiter,
+                 *, slot_lease_seconds: float, sweep_after_seconds: float) -> None:
         self.store = store
         self.client = client
-        self.queue = queue
+        self.admission = admission
+        self.reads = reads
+        self.slot_lease_ms = int(slot_lease_seconds * 1000)
+        self.sweep_after_ms = int(sweep_after_seconds * 1000)
+        self.backoff: dict[str, float] = {}
 
-    async def run(self, stop: asyncio.Event, concurrency: int = 2) -> None:
-        await work(self.queue, self.submit, stop, concurrency, log)
-
-    async def submit(self, job: Job) -> None:
-        task = await self.store.raw(job.task_id)
+    async def submit(self, task_id: str) -> None:
+        """Create the admitted task at DashScope; it holds a slot reservation meanwhile."""
+        task = await self.store.raw(task_id)
         if not task or task["status"] != "queued":
-            await self.queue.ack(job)
             return
+        if task.get("submit_attempt_at") and await self._adopt_landed(task):
+            return
+        await self.store.set_fields(task_id, submit_attempt_at=f"{time.time():.3f}")
         task_input, parameters = dashscope_request(task)
-        delay = 1.0
-        while True:
-            try:
-                created = await self.client.create_task(task["model"], task_input, parameters)
-                break
-            except DashScopeError as exc:
-                if not exc.retryable:
-                    await self.store.transition(job.task_id, "failed", error={"code": exc.code, "message": exc.message})
-                    await self.queue.ack(job)
-                    log.info("task %s refused by DashScope: %s", job.task_id, exc.code)
-                    return
-                log.warning("create for task %s: %s; retrying in %.1fs", job.task_id, exc.code, delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, MAX_BACKOFF)
-                if not await self.queue.hold(job):
-                    return  # another worker took the job over
-        if not await self.store.mark_submitted(job.task_id, created.task_id, created.task_status, created.request_id):
+        try:
+            created = await self.client.create_task(task["model"], task_input, parameters)
+        except RequestRejected as exc:
+            await self.store.transition(task_id, "failed", error={"code": exc.code, "message": exc.message})
+            log.info("task %s refused by DashScope: %s", task_id, exc.code)
+            return
+        except DashScopeError as exc:
+            if isinstance(exc, Unreachable) and await self._adopt_landed(task):
+                return
+            await self._retry_later(task, exc)
+            return
+        self.backoff.pop(task["model"], None)
+        await self._record(task_id, created.task_id, created.task_status, created.request_id, adopt=False)
+
+    async def _record(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None,
+                      adopt: bool) -> bool:
+        result = await self.store.mark_submitted(task_id, ds_task_id, ds_status, request_id,
+                                                 slot_lease_ms=self.slot_lease_ms,
+                                                 sweep_after_ms=self.sweep_after_ms, adopt=adopt)
+        if result == "stale":
             # Canceled while the create call was in flight: cancel it at DashScope too.
             try:
-                await self.client.cancel_task(created.task_id)
+                await self.client.cancel_task(ds_task_id)
             except DashScopeError as exc:
-                log.warning("could not cancel DashScope task of canceled task %s: %s", job.task_id, exc.code)
-        await self.queue.ack(job)
+                log.warning("could not cancel DashScope task of canceled task %s: %s", task_id, exc.code)
+        return result != "taken"
+
+    async def _retry_later(self, task: dict[str, str], exc: DashScopeError) -> None:
+        model = task["model"]
+        delay = min(self.backoff.get(model, 0.5) * 2, MAX_BACKOFF)
+        self.backoff[model] = delay
+        pause = delay * random.uniform(0.5, 1.0)  # jitter: processes sharing the account do not retry in step
+        log.warning("create for task %s: %s %s; back in the queue, %s pauses %.1fs", task["id"], exc.code,
+                    exc.message, model, pause)
+        await self.store.count("submissions_retried")
+        await self.admission.requeue(task["id"], pause)
+
+    async def _adopt_landed(self, task: dict[str, str]) -> bool:
+        """Whether an earlier create call of this task landed after all (and it is now recorded)."""
+        attempt = float(task["submit_attempt_at"])
+        # A create that landed was created while its call could still answer: between the attempt and
+        # the client's timeout.
+        earliest, latest = attempt - LANDED_SLACK, attempt + self.client.timeout + LANDED_SLACK
+        try:
+            await self.reads.acquire()
+            listing = await self.client.list_tasks(
+                start_time=datetime.fromtimestamp(earliest - 1, CHINA).strftime("%Y%m%d%H%M%S"),
+                end_time=datetime.fromtimestamp(latest + 1, CHINA).strftime("%Y%m%d%H%M%S"),
+                model_name=task["model"], page_no=1, page_size=100)
+        except DashScopeError as exc:
+            log.warning("task %s: cannot tell whether its create landed (%s); not submitting it yet", task["id"],
+                        exc.code)
+            await self._retry_later(task, exc)
+            return True
+        created = [(float(item.get("gmt_create") or 0) / 1000, item) for item in listing.get("data") or []]
+        candidates = [item for at, item in sorted(created, key=lambda pair: abs(pair[0] - attempt))
+                      if earliest <= at <= latest]
+        for item in candidates:
+            ds_id = item.get("task_id")
+            if ds_id and await self._record(task["id"], ds_id, str(item.get("status") or "PENDING"),
+                                            item.get("request_id"), adopt=True):
+                log.info("task %s: its earlier create had landed as DashScope task %s", task["id"], ds_id)
+                await self.store.count("submissions_adopted")
+                return True
+        return False
+
+
+class Dispatcher:
+    def __init__(self, redis: Redis, admission: Admission, submitter: Submitter) -> None:
+        self.redis = redis
+        self.admission = admission
+        self.submitter = submitter
+
+    async def run(self, stop: asyncio.Event) -> None:
+        running: set[asyncio.Task] = set()
+        stopping = asyncio.ensure_future(stop.wait())
+        while not stop.is_set():
+            try:
+                wait = await self._admit_all(running)
+                woken = asyncio.ensure_future(self.redis.blpop([keys.WAKE], timeout=min(wait, MAX_IDLE)))
+                await asyncio.wait({woken, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not woken.done():
+                    woken.cancel()  # redis-py drops the connection of a cancelled command
+                    break
+                woken.result()
+            except RedisError as exc:
+                log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)
+        stopping.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def _admit_all(self, running: set[asyncio.Task]) -> float:
+        """Submit every task the quotas allow now; returns the seconds until a quota frees by itself."""
+        wait = MAX_IDLE
+        for model in MODELS:
+            while True:
+                task_id, wait_ms = await self.admission.admit(model)
+                if task_id is None:
+                    if wait_ms >= 0:
+                        wait = min(wait, wait_ms / 1000)
+                    break
+                job = asyncio.create_task(self._submit(task_id))
+                running.add(job)
+                job.add_done_callback(running.discard)
+        return max(wait, 0.001)
+
+    async def _submit(self, task_id: str) -> None:
+        try:
+            await self.submitter.submit(task_id)
+        except Exception:
+            # The reservation expires and the task goes back to the head of its queue.
+            log.exception("submission of task %s failed", task_id)
+

@@ -1,0 +1,114 @@
+"""The safety net for lost completion events.
+
+EventBridge's default policy retries a push three times, and wanhook itself may be down while events
+are pushed. A task still ``submitted`` past its deadline (``WANHOOK_SWEEP_AFTER_SECONDS``, well past
+DashScope's usual render time) is read from DashScope once, and what the read says is applied as if
+its event had come. One process at a time sweeps (a leader lease in Redis), on a slow schedule; a
+task is never read again within its deadline, so while events flow the sweeper reads nothing. What
+it recovers is counted (``sweeper_recovered``): it measures event loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from . import constants as keys
+from .dashscope import DashScopeClient, DashScopeError
+from .events import SOURCE, TYPE, CompletionEvent
+from .quota import ReadLimiter
+from .redact import redact_url
+from .store import TaskStore
+from .types import Outcome
+
+log = logging.getLogger("wanhook.sweeper")
+
+FINAL = ("SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")
+BATCH = 100
+
+
+class Sweeper:
+    def __init__(self, store: TaskStore, client: DashScopeClient, reads: ReadLimiter, consumer: str, *,
+                 after_seconds: float, interval_seconds: float, slot_lease_seconds: float) -> None:
+        self.store = store
+        self.redis: Redis = store.redis
+        self.client = client
+        self.reads = reads
+        self.consumer = consumer
+        self.after_ms = int(after_seconds * 1000)
+        self.interval = interval_seconds
+        self.slot_lease_ms = int(slot_lease_seconds * 1000)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                if await self._lead():
+                    await self.sweep()
+            except RedisError as exc:
+                log.warning("Redis unavailable (%s); sweeping later", type(exc).__name__)
+            try:
+                await asyncio.wait_for(stop.wait(), self.interval)
+            except TimeoutError:
+                pass
+
+    async def _lead(self) -> bool:
+        ttl = int(self.interval * 3000)
+        if await self.redis.set(keys.SWEEPER_LEADER, self.consumer, nx=True, px=ttl):
+            return True
+        if (await self.redis.get(keys.SWEEPER_LEADER) or b"").decode() == self.consumer:
+            await self.redis.pexpire(keys.SWEEPER_LEADER, ttl)
+            return True
+        return False
+
+    async def _now_ms(self) -> int:
+        seconds, micros = await self.redis.time()
+        return seconds * 1000 + micros // 1000
+
+    async def sweep(self) -> int:
+        """Read every task past its deadline once; returns how many were recovered."""
+        recovered = 0
+        due = await self.redis.zrangebyscore(keys.SWEEP, "-inf", await self._now_ms(), start=0, num=BATCH)
+        for member in due:
+            task_id = member.decode() if isinstance(member, bytes) else member
+            if await self._check(task_id):
+                recovered += 1
+        return recovered
+
+    async def _check(self, task_id: str) -> bool:
+        task = await self.store.raw(task_id)
+        if not task or task["status"] != "submitted" or not task.get("ds_task_id"):
+            await self.redis.zrem(keys.SWEEP, task_id)
+            return False
+        await self.reads.acquire()
+        try:
+            output = await self.client.get_task(task["ds_task_id"])
+        except DashScopeError as exc:
+            log.warning("sweeper could not read task %s: %s", task_id, exc.code)
+            return False
+        finally:
+            await self.store.count("dashscope_reads_sweeper")
+        status = output.get("task_status")
+        if status not in FINAL:
+            # Still rendering: look again one deadline later, and keep its slot meanwhile.
+            now = await self._now_ms()
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(keys.SWEEP, {task_id: now + self.after_ms}, xx=True)
+                pipe.zadd(keys.SLOTS + task["model"], {task_id: now + self.slot_lease_ms}, xx=True)
+                await pipe.execute()
+            return False
+        video_url = output.get("video_url") if isinstance(output.get("video_url"), str) else None
+        event = CompletionEvent(source=SOURCE, id=f"sweeper-{task['ds_task_id']}-{status}", type=TYPE,
+                                task_id=task["ds_task_id"], task_status=str(status), model=task.get("model"),
+                                video_url=video_url, code=output.get("code"), message=output.get("message"))
+        record = dict(output, video_url=redact_url(video_url) if video_url else None, read_by="sweeper")
+        outcome, _ = await self.store.ingest(event, json.dumps(record).encode())
+        if outcome is Outcome.APPLIED:
+            await self.store.count("sweeper_recovered")
+            log.warning("task %s: no completion event came; DashScope says %s (recovered by the sweeper)",
+                        task_id, status)
+            return True
+        return False
