@@ -136,8 +136,7 @@ def bench_event_to_download(tmp: Path, smoke: bool, log: Callable[[str], None]) 
     processes: list[Process] = [redis, emulator]
     try:
         emulator.configure(drop_events=True, enforce_limits=False)
-        server = Wanhook(tmp, env_for(redis, tmp, emulator, WANHOOK_DOWNLOAD_CONCURRENCY="16",
-                                      WANHOOK_SUBMIT_CONCURRENCY="8")).start()
+        server = Wanhook(tmp, env_for(redis, tmp, emulator, WANHOOK_DOWNLOAD_CONCURRENCY="16")).start()
         processes.append(server)
         client = httpx.Client(base_url=server.url, timeout=30)
         ids = [client.post("/v1/tasks", json={"prompt": "benchmark", "size": "832*480"}).json()["id"]

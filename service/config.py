@@ -42,7 +42,6 @@ class Settings:
     rocketmq: Mapping[str, str] = field(default_factory=dict)
     # Tuning knobs (not in the contract; documented in the README).
     download_concurrency: int = 4
-    submit_concurrency: int = 2
     claim_idle_seconds: float = 30.0
     download_attempts: int = 8
     dashscope_timeout: float = 30.0
@@ -72,7 +71,6 @@ class Settings:
             callback_allow_private=env.get("WANHOOK_CALLBACK_ALLOW_PRIVATE", "0") == "1",
             rocketmq=rocketmq,
             download_concurrency=int(_number(env, "WANHOOK_DOWNLOAD_CONCURRENCY", 4)),
-            submit_concurrency=int(_number(env, "WANHOOK_SUBMIT_CONCURRENCY", 2)),
             claim_idle_seconds=_number(env, "WANHOOK_CLAIM_IDLE_SECONDS", 30.0),
             download_attempts=int(_number(env, "WANHOOK_DOWNLOAD_ATTEMPTS", 8)),
             dashscope_timeout=_number(env, "WANHOOK_DASHSCOPE_TIMEOUT", 30.0),
