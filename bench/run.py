@@ -130,13 +130,16 @@ def bench_ingest(tmp: Path, smoke: bool, log: Callable[[str], None]) -> Result:
 def bench_event_to_download(tmp: Path, smoke: bool, log: Callable[[str], None]) -> Result:
     """Time from a push's arrival to the first byte of the video written, over many tasks pushed at a
     steady rate; against the time to the first byte of the same video fetched directly (the floor)."""
-    count, rate = (10, 20.0) if smoke else (500, 25.0)
+    # Below the account's 20 reads/s: each download starts with one read, and wanhook keeps that quota.
+    count, rate = (10, 15.0) if smoke else (500, 15.0)
     redis = RedisServer(tmp / "redis").start()
     emulator = Emulator(tmp, "--render-seconds", "0").start()
     processes: list[Process] = [redis, emulator]
     try:
         emulator.configure(drop_events=True, enforce_limits=False)
-        server = Wanhook(tmp, env_for(redis, tmp, emulator, WANHOOK_DOWNLOAD_CONCURRENCY="16")).start()
+        # Quotas are another benchmark's subject: here every task is at DashScope before the first push.
+        server = Wanhook(tmp, env_for(redis, tmp, emulator, WANHOOK_DOWNLOAD_CONCURRENCY="16",
+                                      WANHOOK_LIMITS="wan2.2-t2v-plus=1000/1000")).start()
         processes.append(server)
         client = httpx.Client(base_url=server.url, timeout=30)
         ids = [client.post("/v1/tasks", json={"prompt": "benchmark", "size": "832*480"}).json()["id"]

@@ -238,7 +238,7 @@ class Downloader:
                 validator = response.headers.get("etag") or response.headers.get("last-modified") or ""
                 written = offset
                 last_report = 0.0
-                async for chunk in response.aiter_raw(CHUNK):
+                async for chunk in response.aiter_raw():
                     file.write(chunk)
                     digest.update(chunk)
                     written += len(chunk)
