@@ -26,6 +26,9 @@ test: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+bench: $(VENV)/.test
+	$(BIN)/python -m bench.run
+
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
 
