@@ -212,7 +212,7 @@ async def video(request: Request) -> Response:
         return oss.error(404, "NoSuchKey", "The specified key does not exist.")
     if task.visible_status() == "UNKNOWN":
         return oss.expired(int(time.time()))
-    data = emulator.videos.body(task.video)
+    data = None if task.video.length > oss.IN_MEMORY_MAX else emulator.videos.body(task.video)
     return oss.serve(request, task.video, data, emulator.config, emulator.stats)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Knobs settable through POST /_emulator/config, with the JSON types each accepts.
 KNOBS: dict[str, tuple[type, ...]] = {
     "render_seconds": (int, float),
+    "render_seconds_max": (int, float, type(None)),
     "url_ttl_seconds": (int, float),
     "duplicate_events": (int,),
     "event_delay_seconds": (int, float),
@@ -21,6 +23,7 @@ KNOBS: dict[str, tuple[type, ...]] = {
     "break_after_bytes": (int, type(None)),
     "ignore_range": (bool,),
     "video_bytes_per_second": (int, float),
+    "video_pad_bytes": (int,),
     "push_retry_delays": (list, type(None)),
     "push_timeout_seconds": (int, float),
     "enforce_limits": (bool,),
@@ -33,6 +36,9 @@ KNOBS: dict[str, tuple[type, ...]] = {
 @dataclass
 class EmulatorConfig:
     render_seconds: float = 20.0
+    # When set, a task renders for a time between render_seconds and this, drawn from its prompt: random
+    # over prompts, yet two clients sending the same prompts get the same render times.
+    render_seconds_max: float | None = None
     url_ttl_seconds: float = 24 * 3600
     # Extra copies of each push, with the same event id: delivery is at least once.
     duplicate_events: int = 0
@@ -49,6 +55,8 @@ class EmulatorConfig:
     break_after_bytes: int | None = None  # None: half the file
     ignore_range: bool = False
     video_bytes_per_second: float = 0  # 0: as fast as loopback goes
+    # Videos smaller than this are padded up to it (an MP4 "free" box) and streamed from disk: large downloads.
+    video_pad_bytes: int = 0
     # None: EventBridge's BACKOFF_RETRY, three retries each a random 10-20 s after the last.
     push_retry_delays: list[float] | None = None
     push_timeout_seconds: float = 5.0
@@ -73,6 +81,8 @@ class EmulatorConfig:
             if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
                 kinds = " or ".join("null" if kind is type(None) else kind.__name__ for kind in accepted)
                 raise ValueError(f"{name} must be {kinds}")
+        if changes.get("video_pad_bytes", 0) < 0:
+            raise ValueError("video_pad_bytes must be at least 0")
         for limit in changes.get("limits", {}).values():
             if not isinstance(limit, dict) or not all(isinstance(n, int) for n in limit.values()):
                 raise ValueError('limits are {model: {"rps": n, "running": n}}')
@@ -85,6 +95,13 @@ class EmulatorConfig:
                 raise ValueError("webhook_targets body must be 'original' or 'data'")
         for name, value in changes.items():
             setattr(self, name, value)
+
+    def render_time(self, prompt: str) -> float:
+        low, high = self.render_seconds, self.render_seconds_max
+        if high is None or high <= low:
+            return low
+        fraction = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2**64
+        return low + fraction * (high - low)
 
     def knobs(self) -> dict[str, Any]:
         return {name: value for name, value in asdict(self).items() if name in KNOBS}

@@ -11,6 +11,7 @@ import time
 import uuid
 from email.utils import formatdate
 from html import escape
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,6 +26,9 @@ from .video import Video
 
 BUCKET = "dashscope-result-emulator"
 ACCESS_KEY_ID = "LTAI5tEmulatorVideoKey"
+# Objects larger than this are streamed from disk instead of being held in memory.
+IN_MEMORY_MAX = 32 << 20
+FILE_CHUNK = 1 << 20
 
 
 class Bucket:
@@ -79,7 +83,8 @@ def expired(expires: int) -> Response:
     return error(403, "AccessDenied", "Request has expired.", extra)
 
 
-def serve(request: Request, video: Video, data: bytes, config: EmulatorConfig, stats: Stats) -> Response:
+def serve(request: Request, video: Video, data: bytes | None, config: EmulatorConfig, stats: Stats) -> Response:
+    """Answer a GET or HEAD of the object; ``data`` is its body in memory, or None to stream it from disk."""
     headers = {
         "accept-ranges": "bytes",
         "etag": video.etag,
@@ -87,7 +92,7 @@ def serve(request: Request, video: Video, data: bytes, config: EmulatorConfig, s
         "x-oss-request-id": uuid.uuid4().hex[:24].upper(),
         "x-oss-object-type": "Normal",
     }
-    total = len(data)
+    total = video.length if data is None else len(data)
     span = None if config.ignore_range else _span(request, video, headers["last-modified"], total)
     if span == (total, total):
         headers["content-range"] = f"bytes */{total}"
@@ -103,7 +108,11 @@ def serve(request: Request, video: Video, data: bytes, config: EmulatorConfig, s
         config.break_downloads -= 1
         stats.downloads_broken += 1
         cut = config.break_after_bytes if config.break_after_bytes is not None else (end - start) // 2
+        if data is None:
+            return FileSlice(video.path, start, start + min(cut, end - start - 1), status, headers, hang_up=True)
         return HangUp(data[start : start + min(cut, end - start - 1)], status, headers, media_type="video/mp4")
+    if data is None:
+        return FileSlice(video.path, start, end, status, headers, rate=config.video_bytes_per_second)
     if config.video_bytes_per_second:
         return Trickle(data[start:end], status, headers, media_type="video/mp4",
                        rate=config.video_bytes_per_second)
@@ -157,3 +166,33 @@ class HangUp(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body, "more_body": True})
+
+
+class FileSlice(Response):
+    """Streams bytes [start, end) of a file in chunks, so a large object never sits in memory whole.
+
+    ``rate`` paces it as Trickle does; ``hang_up`` drops the connection after the slice, as HangUp does.
+    """
+
+    def __init__(self, path: Path, start: int, end: int, status: int, headers: dict[str, str], *,
+                 rate: float = 0, hang_up: bool = False) -> None:
+        super().__init__(None, status, headers, media_type="video/mp4")
+        self.path, self.start, self.end, self.rate, self.hang_up = path, start, end, rate, hang_up
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        chunk = max(1, int(self.rate / 20)) if self.rate else FILE_CHUNK
+        with open(self.path, "rb") as file:
+            file.seek(self.start)
+            position = self.start
+            while position < self.end:
+                # Read on a thread: a cold file must not stall the other requests the emulator serves.
+                data = await asyncio.to_thread(file.read, min(chunk, self.end - position))
+                if not data:
+                    break
+                position += len(data)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                if self.rate:
+                    await asyncio.sleep(0.05)
+        if not self.hang_up:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -191,9 +191,10 @@ class Tasks:
     async def _run(self, task: Task) -> None:
         fail = bool(self.config.fail_marker) and self.config.fail_marker in task.prompt
         # Rendering starts with the task, so the file usually exists by the time the task is due to end.
-        render = None if fail else asyncio.ensure_future(self.videos.get(task.size, task.prompt, task.duration))
+        render = None if fail else asyncio.ensure_future(
+            self.videos.get(task.size, task.prompt, task.duration, pad_to=self.config.video_pad_bytes))
         try:
-            await asyncio.sleep(self.config.render_seconds)
+            await asyncio.sleep(self.config.render_time(task.prompt))
             if render is None:
                 self._end(task, "FAILED", "InternalError.Algo", "The algorithm failed to generate the video.")
             else:

@@ -1,13 +1,18 @@
-"""The videos tasks produce: rendered once per (size, prompt, duration) and kept on disk and in memory."""
+"""The videos tasks produce: rendered once per (size, prompt, duration) and kept on disk and in memory.
+
+Padded copies (large downloads) are kept on disk only.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
+import struct
 import tempfile
 import textwrap
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +26,7 @@ from service.models import parse_size
 FPS = 30
 # Part of the cache key, so a change to the picture never serves stale files from an old cache.
 RENDER_VERSION = "1"
+PAD_HEADER = 16  # a "free" box with a 64-bit size
 DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "wanhook-emulator-videos"
 
 
@@ -50,12 +56,19 @@ class VideoStore:
         self._rendering: dict[str, asyncio.Future[Video]] = {}
         self._bodies: OrderedDict[str, bytes] = OrderedDict()
 
-    async def get(self, size: str, prompt: str, seconds: int) -> Video:
+    async def get(self, size: str, prompt: str, seconds: int, pad_to: int = 0) -> Video:
+        """The video; with ``pad_to``, a copy padded up to that many bytes (see ``pad``)."""
         key = cache_key(size, prompt, seconds)
+        video = await self._once(key, lambda: self._make(key, size, prompt, seconds))
+        if pad_to < video.length + PAD_HEADER:
+            return video
+        return await self._once(f"{key}-{pad_to}", lambda: self._pad(video, pad_to))
+
+    async def _once(self, key: str, make: Callable[[], Awaitable[Video]]) -> Video:
         if key in self._videos:
             return self._videos[key]
         if key not in self._rendering:
-            future = asyncio.ensure_future(self._make(key, size, prompt, seconds))
+            future = asyncio.ensure_future(make())
             future.add_done_callback(lambda _: self._rendering.pop(key, None))
             self._rendering[key] = future
         # Shielded: one waiter giving up must not cancel the render others wait for.
@@ -81,6 +94,15 @@ class VideoStore:
         self._remember(key, data)
         return video
 
+    async def _pad(self, video: Video, size: int) -> Video:
+        key = f"{video.key}-{size}"
+        path = self.dir / f"{key}.mp4"
+        loop = asyncio.get_running_loop()
+        etag = await loop.run_in_executor(self._executor, pad, video.path, path, size)
+        padded = Video(key, path, size, etag, path.stat().st_mtime)
+        self._videos[key] = padded
+        return padded
+
     def _remember(self, key: str, data: bytes) -> None:
         self._bodies[key] = data
         while sum(map(len, self._bodies.values())) > self.memory_bytes and len(self._bodies) > 1:
@@ -95,6 +117,27 @@ def _load_or_render(path: Path, size: str, prompt: str, seconds: int) -> bytes:
         render(partial, width, height, seconds, prompt)
         os.replace(partial, path)
     return path.read_bytes()
+
+
+def pad(source: Path, path: Path, size: int) -> str:
+    """``source`` followed by an MP4 "free" box up to ``size`` bytes (players skip it); returns the ETag.
+
+    The box's zeros are left as a hole in a sparse file, so a 1 GiB video costs no disk for them.
+    """
+    if not path.exists():
+        data = source.read_bytes()
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.part")
+        with open(partial, "wb") as file:
+            file.write(data)
+            # The 64-bit form of a box header (size 1, then the real size) fits any length.
+            file.write(struct.pack(">I4sQ", 1, b"free", size - len(data)))
+            file.truncate(size)
+        os.replace(partial, path)
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return f'"{digest.hexdigest().upper()}"'
 
 
 def render(path: Path, width: int, height: int, seconds: int, text: str) -> None:

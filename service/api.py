@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
+from . import callbacks
 from .dashscope import DashScopeError
 from .responses import ApiError, read_json
 from .runtime import Runtime
@@ -33,6 +34,10 @@ def owner(request: Request) -> str:
     if not tokens:
         return ""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if not given and request.method in ("GET", "HEAD") and "access_token" in request.query_params:
+        # A browser cannot put a header on an EventSource or a <video>: reads may carry the token in
+        # the query (RFC 6750, section 2.3). Writes never may, so a leaked URL cannot create or cancel.
+        scheme, given = "bearer", request.query_params["access_token"]
     # Compare against every token, always, so timing does not tell which one nearly matched.
     matched = False
     for token in tokens:
@@ -69,7 +74,21 @@ async def create_task(request: Request) -> Response:
 
 
 async def get_task(request: Request) -> Response:
-    return JSONResponse(public_task(await load_task(request)))
+    raw = await load_task(request)
+    task = public_task(raw)
+    if raw.get("callback"):
+        task["callbacks"] = await callbacks.deliveries(runtime(request).redis, raw["id"])
+    return JSONResponse(task)
+
+
+async def replay_callbacks(request: Request) -> Response:
+    """Send the task's dead-lettered callback deliveries again."""
+    raw = await load_task(request)
+    if not raw.get("callback"):
+        raise ApiError(409, "no_callback", "the task has no callback settings")
+    replayed = await callbacks.replay(runtime(request).redis, raw["id"])
+    return JSONResponse({"replayed": replayed,
+                         "callbacks": await callbacks.deliveries(runtime(request).redis, raw["id"])})
 
 
 async def list_tasks(request: Request) -> Response:
@@ -138,10 +157,12 @@ async def task_events(request: Request) -> Response:
         if resume:
             after = resume
         else:
-            # The change stream's position first, then the task: a change in between is sent twice,
-            # never missed.
-            after = await store.latest_change(task_id)
+            # The change stream's position first, then the task, shown in the state of that position:
+            # a change in between follows as the next event.
+            after, change = await store.latest_change(task_id)
             task = await store.get(task_id)
+            if task is not None and change:
+                task.update(status=change["status"], updated_at=change.get("at"))
             yield _sse(after, task)
             if task is None or Status(task["status"]).terminal:
                 return
@@ -154,6 +175,11 @@ async def task_events(request: Request) -> Response:
             for entry_id, change in changes:
                 after = entry_id
                 snapshot = dict(task or {}, status=change["status"], updated_at=change.get("at"))
+                if "bytes" in change:
+                    snapshot["progress"] = {"bytes": int(change["bytes"]), "total": int(change["total"] or 0) or None}
+                    yield _sse(entry_id, snapshot, "task.progress")
+                    continue
+                snapshot.pop("progress", None)
                 yield _sse(entry_id, snapshot)
                 if Status(change["status"]).terminal:
                     return
@@ -162,5 +188,6 @@ async def task_events(request: Request) -> Response:
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
-def _sse(entry_id: str, task: dict[str, Any] | None) -> str:
-    return f"id: {entry_id}\nevent: task.{(task or {}).get('status')}\ndata: {json.dumps(task)}\n\n"
+def _sse(entry_id: str, task: dict[str, Any] | None, event: str | None = None) -> str:
+    event = event or f"task.{(task or {}).get('status')}"
+    return f"id: {entry_id}\nevent: {event}\ndata: {json.dumps(task)}\n\n"

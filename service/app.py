@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import api, metrics, webhook
+from . import api, dashboard, metrics, webhook
 from .config import Settings
 from .openapi import DOCUMENT
 from .responses import ApiError, error_response
@@ -64,6 +64,7 @@ ROUTES = [
     Route("/v1/tasks", api.list_tasks, methods=["GET"]),
     Route("/v1/tasks/{task_id}", api.get_task, methods=["GET"]),
     Route("/v1/tasks/{task_id}/cancel", api.cancel_task, methods=["POST"]),
+    Route("/v1/tasks/{task_id}/callbacks/replay", api.replay_callbacks, methods=["POST"]),
     Route("/v1/tasks/{task_id}/video", api.get_video, methods=["GET", "HEAD"]),
     Route("/v1/tasks/{task_id}/events", api.task_events, methods=["GET"]),
     Route("/v1/events/dashscope", webhook.receive_event, methods=["POST"]),
@@ -71,6 +72,7 @@ ROUTES = [
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_text, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    *dashboard.ROUTES,
 ]
 
 

@@ -121,7 +121,7 @@ def emulator(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.prompt, via=args.via)
+    return run_demo(args.prompt, via=args.via, serve=args.serve)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -169,7 +169,17 @@ def parser() -> argparse.ArgumentParser:
     command = commands.add_parser("demo", help="the whole flow offline, in one process")
     command.add_argument("prompt", nargs="?", default="a paper boat drifting on a calm lake at dawn")
     command.add_argument("--via", choices=["webhook", "rocketmq"], default="webhook")
+    command.add_argument("--serve", action="store_true",
+                         help="print the dashboard's URL and keep serving until interrupted")
     command.set_defaults(handler=demo)
+
+    from . import eventbridge
+
+    command = commands.add_parser("eventbridge", help="Alibaba Cloud EventBridge set-up")
+    actions = command.add_subparsers(dest="action", required=True, metavar="ACTION")
+    action = actions.add_parser("setup", help="create or update the rule and target of deploy/eventbridge/")
+    eventbridge.add_arguments(action)
+    action.set_defaults(handler=eventbridge.run)
     return root
 
 

@@ -50,6 +50,7 @@ class Settings:
     sweep_after_seconds: float = 900.0
     sweep_interval_seconds: float = 60.0
     dashscope_qps: int = 20
+    callback_schedule: str = ""  # WANHOOK_CALLBACK_SCHEDULE: seconds before each attempt, comma-separated
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +80,7 @@ class Settings:
             sweep_after_seconds=_number(env, "WANHOOK_SWEEP_AFTER_SECONDS", 900.0),
             sweep_interval_seconds=_number(env, "WANHOOK_SWEEP_INTERVAL_SECONDS", 60.0),
             dashscope_qps=int(_number(env, "WANHOOK_DASHSCOPE_QPS", 20)),
+            callback_schedule=env.get("WANHOOK_CALLBACK_SCHEDULE", ""),
         )
 
     @property

@@ -43,6 +43,12 @@ SWEEPER_LEADER = PREFIX + ":sweeper"
 # job stream, read by the consumer group of download workers.
 DOWNLOAD_JOBS = PREFIX + ":jobs:download"
 DOWNLOAD_GROUP = "downloaders"
+# Callbacks to submitters (callbacks.py): a hash per task (webhook id -> delivery JSON), the due times of
+# deliveries (ms; score 0: at once), the frozen body of each delivery, and the senders' wake-up list.
+DELIVERIES = PREFIX + ":deliveries:"  # + task id
+CALLBACKS_DUE = PREFIX + ":callbacks:due"
+CALLBACK_BODY = PREFIX + ":callback-body:"  # + webhook id
+CALLBACKS_WAKE = PREFIX + ":callbacks:wake"
 # stream: messages a transport gave up on (RocketMQ after too many deliveries), with the reason.
 DEAD_LETTERS = PREFIX + ":dead-letters"
 # hash: counters (events by outcome, downloads, ...), read by /metrics.

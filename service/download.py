@@ -245,12 +245,12 @@ class Downloader:
                     now = time.monotonic()
                     if now - last_report >= PROGRESS_INTERVAL:
                         # Progress, throttled; the first report also keeps what a resume needs.
-                        fields: dict[str, Any] = {"dl_bytes": written}
+                        fields: dict[str, Any] = {}
                         if not last_report:
                             fields.update(dl_etag=validator, dl_total=total or "", first_byte_at=f"{time.time():.4f}")
                             task.update(dl_etag=validator, dl_total=str(total or ""))
                         last_report = now
-                        await self.store.set_fields(task_id, **fields)
+                        await self.store.progress(task_id, written, total, **fields)
         except (httpx.TransportError, httpx.DecodingError) as exc:
             file.flush()
             raise TransientError(f"transfer broken: {type(exc).__name__}") from None

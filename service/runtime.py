@@ -9,6 +9,7 @@ import uuid
 
 from redis.asyncio import Redis
 
+from . import callbacks
 from . import constants as keys
 from .config import Settings
 from .connection import connect
@@ -62,11 +63,15 @@ class Runtime:
         sweeper = Sweeper(self.store, self.dashscope, self.reads, self.consumer,
                           after_seconds=settings.sweep_after_seconds, interval_seconds=settings.sweep_interval_seconds,
                           slot_lease_seconds=self.slot_lease_seconds)
+        notifier = callbacks.Notifier(self.store, await callbacks.secret(self.redis, settings.callback_secret),
+                                      callbacks.parse_schedule(settings.callback_schedule))
         try:
             await asyncio.gather(
                 Dispatcher(self.redis, admission, submitter).run(stop),
                 downloader.run(stop, settings.download_concurrency),
                 sweeper.run(stop),
+                notifier.run(stop),
             )
         finally:
             await downloader.aclose()
+            await notifier.aclose()

@@ -31,6 +31,24 @@ local function dequeue(id, model, owner)
   if redis.call('LLEN', queue) == 0 then redis.call('LREM', prefix .. ':rotation:' .. model, 0, owner) end
 end
 
+-- The outbox: a callback the submitter asked for is recorded in the same step as the state change,
+-- so a crash between the two cannot lose it. Its webhook id is stable across retries.
+local function outbox(id, to, now)
+  local callback = redis.call('HGET', prefix .. ':task:' .. id, 'callback')
+  if not callback then return end
+  local event = 'task.' .. to
+  for _, wanted in ipairs(cjson.decode(callback).events or {}) do
+    if wanted == event then
+      local webhook_id = 'msg_' .. id .. '_' .. to
+      redis.call('HSET', prefix .. ':deliveries:' .. id, webhook_id,
+        cjson.encode({event = event, status = 'pending', attempts = 0, created_at = now}))
+      redis.call('ZADD', prefix .. ':callbacks:due', 0, webhook_id)
+      redis.call('RPUSH', prefix .. ':callbacks:wake', '1')
+      redis.call('LTRIM', prefix .. ':callbacks:wake', -16, -1)
+    end
+  end
+end
+
 local function transition(id, to, now, fields)
   local key = prefix .. ':task:' .. id
   local current = redis.call('HGET', key, 'status')
@@ -49,6 +67,7 @@ local function transition(id, to, now, fields)
   redis.call('ZADD', prefix .. ':tasks:' .. to, 0, member)
   redis.call('HSET', key, 'status', to, 'updated_at', now, unpack(fields))
   redis.call('XADD', prefix .. ':changes:' .. id, 'MAXLEN', '~', 1000, '*', 'status', to, 'at', now)
+  outbox(id, to, now)
   return 'ok'
 end
 
@@ -101,6 +120,7 @@ redis.call('ZADD', prefix .. ':tasks:queued', 0, member)
 redis.call('XADD', prefix .. ':changes:' .. id, 'MAXLEN', '~', 1000, '*', 'status', 'queued', 'at', now)
 local task = redis.call('HMGET', prefix .. ':task:' .. id, 'model', 'owner')
 enqueue(id, task[1], task[2] or '', false)
+outbox(id, 'queued', now)
 wake()
 redis.call('HINCRBY', prefix .. ':counters', 'tasks_created', 1)
 return id
@@ -265,4 +285,39 @@ end
 redis.call('ZADD', KEYS[1], now, clock[1] .. clock[2] .. math.random())
 redis.call('PEXPIRE', KEYS[1], window * 2)
 return 0
+"""
+
+
+# Callback deliveries that are due, each leased to this sender for a while (a sender that dies gives
+# them back when the lease ends). ARGV: prefix, how many, lease ms.
+# Returns {webhook ids..., ms until the next one is due (-1: none)}.
+CLAIM_CALLBACKS = """
+local prefix = ARGV[1]
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local due_key = prefix .. ':callbacks:due'
+local due = redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, webhook_id in ipairs(due) do
+  redis.call('ZADD', due_key, now + tonumber(ARGV[3]), webhook_id)
+end
+local next_one = redis.call('ZRANGE', due_key, 0, 0, 'WITHSCORES')
+local wait = -1
+if #next_one > 0 then wait = math.max(1, tonumber(next_one[2]) - now) end
+due[#due + 1] = wait
+return due
+"""
+
+# Record an attempt's outcome and schedule the next (delay_ms >= 0) or none (-1).
+# ARGV: prefix, task id, webhook id, delivery JSON, delay ms
+SETTLE_CALLBACK = """
+local prefix = ARGV[1]
+redis.call('HSET', prefix .. ':deliveries:' .. ARGV[2], ARGV[3], ARGV[4])
+local delay = tonumber(ARGV[5])
+if delay < 0 then
+  redis.call('ZREM', prefix .. ':callbacks:due', ARGV[3])
+else
+  local clock = redis.call('TIME')
+  redis.call('ZADD', prefix .. ':callbacks:due', clock[1] * 1000 + math.floor(clock[2] / 1000) + delay, ARGV[3])
+end
+return 1
 """

@@ -118,6 +118,16 @@ class TaskStore:
         """Internal, non-state fields (download validators, progress); never the status."""
         await self.redis.hset(keys.TASK + task_id, mapping=dict(zip(*[iter(_flatten(fields))] * 2, strict=True)))
 
+    async def progress(self, task_id: str, written: int, total: int | None, **fields: Any) -> None:
+        """Download progress: on the task, and on its change stream for live followers."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.TASK + task_id, mapping=dict(zip(*[iter(_flatten({"dl_bytes": written, **fields}))] * 2,
+                                                          strict=True)))
+            pipe.xadd(keys.TASK_CHANGES + task_id, {"status": "downloading", "at": now_iso(), "bytes": written,
+                                                     "total": total or ""},
+                      maxlen=keys.TASK_CHANGES_MAXLEN, approximate=True)
+            await pipe.execute()
+
     async def ingest(self, event: CompletionEvent, body: bytes) -> tuple[Outcome, str | None]:
         """Record one completion event durably and apply it, atomically. Returns the outcome and task id."""
         outcome, task_id = await self._ingest(args=[
@@ -140,9 +150,13 @@ class TaskStore:
             counts = await pipe.execute()
         return dict(zip(STATUSES, counts, strict=True))
 
-    async def latest_change(self, task_id: str) -> str:
-        latest = await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=1)
-        return _text(latest[0][0]) if latest else "0-0"
+    async def latest_change(self, task_id: str) -> tuple[str, dict[str, str]]:
+        """The newest state change (stream id and fields); progress entries are skipped."""
+        for entry_id, fields in await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=50):
+            change = {_text(k): _text(v) for k, v in fields.items()}
+            if "bytes" not in change:
+                return _text(entry_id), change
+        return "0-0", {}
 
     async def changes(self, task_id: str, after: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
         """State changes after the stream id ``after``, waiting up to ``block_ms`` for the first."""

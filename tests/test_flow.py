@@ -86,8 +86,9 @@ def test_duplicate_and_body_only_events(stack: Stack) -> None:
         {"url": stack.webhook, "token": TOKEN, "body": "data"}])
     task = stack.wait_status(stack.create("duplicates")["id"], "ready")
     outcomes = wait_for(lambda: (o := [e["outcome"] for _, e in stack.redis.xrange("{wanhook}:events")])
-                        and len(o) == 3 and o, 30, what="three deliveries")
-    assert sorted(outcomes) == ["applied", "duplicate", "duplicate"]
+                        and len(o) >= 3 and o, 30, what="three deliveries")
+    # (A push slower than the emulator's timeout is retried: more copies, still one applied.)
+    assert outcomes.count("applied") == 1 and set(outcomes) == {"applied", "duplicate"}
     assert stack.emulator.stats()["reads_by_task"] == {task["dashscope"]["task_id"]: 1}
     assert stack.redis.xlen("{wanhook}:jobs:download") == 0
 

@@ -1,0 +1,197 @@
+"""The dashboard: a page at ``/`` that shows tasks move through their states as the events arrive.
+
+The page is plain HTML, CSS and JavaScript from ``static/``. Without JavaScript it still lists the
+latest tasks (when the API is open) with their videos and errors, rendered here.
+
+Two JSON endpoints serve it: ``GET /v1/stats`` (tasks per state, DashScope slots per model against
+the quota) and ``GET /v1/stream?tasks=a,b``, one Server-Sent Events stream for several tasks. A browser
+keeps at most six HTTP/1.1 connections per host, so one ``/v1/tasks/{id}/events`` stream per task
+would stall the page's own requests (the form, the videos) once five tasks were in flight.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from . import api
+from . import constants as keys
+from .models import DEFAULT_MODEL, MODELS, TIERS
+from .responses import ApiError
+from .store import public_task
+from .types import Status
+
+STATIC = Path(__file__).parent / "static"
+PAGE = Template((STATIC / "index.html").read_text(encoding="utf-8"))
+STREAM_MAX_TASKS = 100
+KEEPALIVE_MS = 15_000
+FALLBACK_TASKS = 20
+
+# The page loads nothing from anywhere else; the policy makes the browser hold it to that.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                               "frame-ancestors 'none'; form-action 'self'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def page_config(request: Request) -> dict[str, Any]:
+    """What the page's script needs: each model's sizes, durations and prompt limit, and whether to ask for a token."""
+    limits = api.runtime(request).limits
+    return {
+        "auth": bool(api.runtime(request).settings.api_tokens),
+        "default_model": DEFAULT_MODEL,
+        "models": [{
+            "name": rules.name,
+            "default_size": rules.default_size,
+            "tiers": {tier: list(TIERS[tier]) for tier in rules.tiers},
+            "durations": list(rules.durations),
+            "default_duration": rules.default_duration,
+            "prompt_max": rules.prompt_max,
+            "running_limit": limits[rules.name].running,
+        } for rules in MODELS.values()],
+    }
+
+
+async def page(request: Request) -> Response:
+    rt = api.runtime(request)
+    config = page_config(request)
+    if config["auth"]:
+        counts: dict[str, int] = {}
+        items = ('<li class="placeholder">This server requires an API token. The page asks for it once '
+                 'JavaScript runs; without JavaScript, use the API: <code>curl -H "Authorization: Bearer '
+                 '&lt;token&gt;" /v1/tasks</code>.</li>')
+    else:
+        counts = await rt.store.status_counts()
+        tasks, _ = await rt.store.list(None, FALLBACK_TASKS, None)
+        items = "".join(_task_item(public_task(raw)) for raw in tasks if raw.get("owner", "") == "")
+        items = items or '<li class="placeholder">No tasks yet.</li>'
+    body = PAGE.substitute(
+        config=json.dumps(config).replace("<", "\\u003c"),
+        queued=counts.get("queued", "–"),
+        submitted=counts.get("submitted", "–"),
+        downloading=counts.get("downloading", "–"),
+        ready=counts.get("ready", "–"),
+        failed=(counts["failed"] + counts["expired"]) if counts else "–",
+        model_options="".join(f'<option value="{name}"{" selected" if name == DEFAULT_MODEL else ""}>{name}</option>'
+                              for name in MODELS),
+        tasks=items,
+    )
+    return HTMLResponse(body, headers=PAGE_HEADERS)
+
+
+def _task_item(task: dict[str, Any]) -> str:
+    """One task as the page shows it before (or without) its script."""
+    e = html.escape
+    status = task["status"]
+    size = (task.get("parameters") or {}).get("size", "")
+    meta = " · ".join(part for part in (e(task.get("model") or ""), e(size.replace("*", "×")),
+                                        e(task.get("created_at") or "")) if part)
+    body = ""
+    if status == Status.READY and task.get("video"):
+        url = e(task["video"]["url"])
+        body = (f'<video controls preload="metadata" src="{url}"></video>'
+                f'<p><a href="{url}" download>Download the MP4</a> ({task["video"]["bytes"]:,} bytes)</p>')
+    elif task.get("error"):
+        error = task["error"]
+        body = f'<p class="error"><strong>{e(error.get("code") or "")}</strong> {e(error.get("message") or "")}</p>'
+    return (f'<li class="task" data-status="{e(status)}"><article><header class="task-head">'
+            f'<span class="badge">{e(status)}</span><h3 class="prompt">{e(task.get("prompt") or "")}</h3></header>'
+            f'<p class="meta">{meta}</p>{body}</article></li>')
+
+
+async def stats(request: Request) -> Response:
+    """Tasks per state (the whole account, as in /metrics) and DashScope slots in use per model."""
+    api.owner(request)
+    rt = api.runtime(request)
+    counts = await rt.store.status_counts()
+    seconds, micros = await rt.redis.time()
+    now_ms = seconds * 1000 + micros // 1000
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        for model in rt.limits:
+            # A lease that ran out is no longer a task at DashScope, though admission has yet to drop it.
+            pipe.zcount(keys.SLOTS + model, f"({now_ms}", "+inf")
+        running = await pipe.execute()
+    models = {model: {"running": count, "limit": limit.running, "rps": limit.rps}
+              for (model, limit), count in zip(rt.limits.items(), running, strict=True)}
+    return JSONResponse({"tasks": counts, "models": models})
+
+
+async def stream(request: Request) -> Response:
+    """Server-Sent Events for several tasks: each one's current state, then its changes, as
+    ``/v1/tasks/{id}/events`` sends them. Tasks unknown to the caller are left out; the stream ends when
+    every task it follows has reached a terminal state. A reconnection starts again from the current
+    states, so it needs no Last-Event-ID."""
+    caller = api.owner(request)
+    ids = list(dict.fromkeys(part for part in request.query_params.get("tasks", "").split(",") if part))
+    if not ids or len(ids) > STREAM_MAX_TASKS or any(len(task_id) > 64 for task_id in ids):
+        raise ApiError(422, "invalid_field", f"tasks: 1 to {STREAM_MAX_TASKS} comma-separated task ids",
+                       field="tasks")
+    rt = api.runtime(request)
+    store = rt.store
+
+    async def events() -> AsyncIterator[str]:
+        # Each change stream's position before its task: a change in between is sent twice, never missed.
+        after = {task_id: await store.latest_change(task_id) for task_id in ids}
+        for task_id in ids:
+            raw = await store.raw(task_id)
+            if raw is None or raw.get("owner", "") != caller:
+                del after[task_id]
+                continue
+            task = public_task(raw)
+            yield _event(task)
+            if Status(task["status"]).terminal:
+                del after[task_id]
+        while after:
+            reply = await rt.redis.xread({keys.TASK_CHANGES + task_id: position for task_id, position in after.items()},
+                                         block=KEEPALIVE_MS, count=100)
+            if not reply:
+                yield ": keep-alive\n\n"
+                continue
+            for key, entries in reply:
+                task_id = _text(key).removeprefix(keys.TASK_CHANGES)
+                task = await store.get(task_id) or {}
+                for entry_id, fields in entries:
+                    change = {_text(name): _text(value) for name, value in fields.items()}
+                    after[task_id] = _text(entry_id)
+                    snapshot = dict(task, status=change["status"], updated_at=change.get("at"))
+                    if change.get("bytes"):
+                        snapshot["progress"] = {"bytes": int(change["bytes"]), "total": int(change.get("total") or 0)
+                                                or None}
+                        yield _event(snapshot, "task.progress")
+                        continue
+                    snapshot.pop("progress", None)
+                    yield _event(snapshot)
+                    if Status(change["status"]).terminal:
+                        del after[task_id]
+                        break
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _event(task: dict[str, Any], name: str | None = None) -> str:
+    return f"event: {name or 'task.' + task['status']}\ndata: {json.dumps(task)}\n\n"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+ROUTES: list = [
+    Route("/", page, methods=["GET", "HEAD"]),
+    Route("/v1/stats", stats, methods=["GET"]),
+    Route("/v1/stream", stream, methods=["GET"]),
+    Mount("/static", StaticFiles(directory=STATIC / "assets"), name="static"),
+]
