@@ -31,6 +31,7 @@ T = TypeVar("T")
 class Load:
     tool: str
     rate: float  # responses per second
+    answered: int
     errors: int = 0  # non-2xx answers and broken connections
     latencies_ms: list[float] = field(default_factory=list)
     p50_ms: float = 0.0
@@ -69,7 +70,7 @@ def wrk(url: str, duration: float, connections: int, tasks: int) -> Load:
     rate = float(_find(r"Requests/sec:\s+([\d.]+)", out) or 0)
     errors = int(_find(r"Non-2xx or 3xx responses:\s+(\d+)", out) or 0)
     errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    load = Load("wrk", rate, errors)
+    load = Load("wrk", rate, int(_find(r"(\d+) requests in", out) or 0), errors)
     load.p50_ms = _ms(_find(r"\s50%\s+([\d.]+\w+)", out) or "0us")
     load.p99_ms = _ms(_find(r"\s99%\s+([\d.]+\w+)", out) or "0us")
     return load
@@ -148,7 +149,7 @@ async def paced(url: str, requests: Sequence[bytes], rate: float, connections: i
     elapsed = time.perf_counter() - start
     for _, writer in streams:
         writer.close()
-    return Load("paced", len(latencies) / elapsed, errors, latencies)
+    return Load("paced", len(latencies) / elapsed, len(latencies), errors, latencies)
 
 
 async def saturate(url: str, requests: Sequence[bytes], duration: float, connections: int = 32) -> Load:
@@ -178,7 +179,7 @@ async def saturate(url: str, requests: Sequence[bytes], duration: float, connect
     elapsed = time.perf_counter() - start
     for _, writer in streams:
         writer.close()
-    return Load("python", len(latencies) / elapsed, errors, latencies)
+    return Load("python", len(latencies) / elapsed, len(latencies), errors, latencies)
 
 
 def highest_rate(url: str, duration: float, connections: int, tasks: int) -> Load:

@@ -69,11 +69,11 @@ async def create(request: Request) -> Response:
     api_key = _api_key(request)
     if request.headers.get("x-dashscope-async", "").lower() != "enable":
         raise ApiError(403, "AccessDenied", "current user api does not support synchronous calls")
-    if emulator.config.create_errors:
-        injected = emulator.config.create_errors.pop(0)
-        raise ApiError(
-            int(injected.get("status", 500)), injected.get("code", "InternalError"), injected.get("message", "")
-        )
+    fault = emulator.config.create_errors.pop(0) if emulator.config.create_errors else None
+    if fault is not None and _faulty(fault) and not fault.get("land"):
+        answer = await _injected(fault)  # nothing is created
+        if answer is not None:
+            return answer
     try:
         body = json.loads(await request.body())
     except ValueError:
@@ -85,7 +85,28 @@ async def create(request: Request) -> Response:
     if emulator.config.create_answer_delay_seconds:
         # The task exists; its answer is late (a client that gave up cannot tell whether it landed).
         await asyncio.sleep(emulator.config.create_answer_delay_seconds)
+    if fault is not None:
+        # The task exists; its answer is late, broken or an error all the same.
+        answer = await _injected(fault)
+        if answer is not None:
+            return answer
     return JSONResponse({"output": {"task_status": "PENDING", "task_id": task.id}, "request_id": request_id})
+
+
+def _faulty(fault: dict[str, Any]) -> bool:
+    """Whether an injected fault answers with an error or a raw body (else: DashScope's answer, late)."""
+    return bool(fault.keys() & {"status", "code", "message", "body"})
+
+
+async def _injected(fault: dict[str, Any]) -> Response | None:
+    """The fault's answer after its delay; None when it only delays DashScope's own answer."""
+    await asyncio.sleep(float(fault.get("delay_seconds", 0)))
+    status = int(fault.get("status", 500))
+    if "body" in fault:
+        return Response(fault["body"], status, media_type=fault.get("content_type", "text/html"))
+    if _faulty(fault):
+        raise ApiError(status, fault.get("code", "InternalError"), fault.get("message", ""))
+    return None
 
 
 async def read_task(request: Request) -> Response:
@@ -95,6 +116,10 @@ async def read_task(request: Request) -> Response:
     emulator.stats.reads += 1
     emulator.stats.reads_by_task[task_id] = emulator.stats.reads_by_task.get(task_id, 0) + 1
     emulator.tasks.admit_query()
+    if emulator.config.read_errors:
+        answer = await _injected(emulator.config.read_errors.pop(0))
+        if answer is not None:
+            return answer
     task = emulator.tasks.by_id.get(task_id)
     body: dict[str, Any] = {"request_id": str(uuid.uuid4())}
     if task is None:

@@ -18,6 +18,7 @@ KNOBS: dict[str, tuple[type, ...]] = {
     "fail_marker": (str,),
     "block_marker": (str,),
     "create_errors": (list,),
+    "read_errors": (list,),
     "create_answer_delay_seconds": (int, float),
     "break_downloads": (int,),
     "break_after_bytes": (int, type(None)),
@@ -31,6 +32,9 @@ KNOBS: dict[str, tuple[type, ...]] = {
     "query_qps": (int,),
     "webhook_targets": (list,),
 }
+
+# What an item of create_errors or read_errors may say (see EmulatorConfig.create_errors).
+FAULT_FIELDS = frozenset({"status", "code", "message", "body", "content_type", "delay_seconds", "land"})
 
 
 @dataclass
@@ -48,8 +52,15 @@ class EmulatorConfig:
     drop_events: bool = False
     fail_marker: str = "[fail]"
     block_marker: str = "[blocked]"
-    # Consumed one per create call: [{"status": 429, "code": "Throttling", "message": "..."}].
+    # Faults consumed one per create call, in order. An item is DashScope's JSON error
+    # ({"status": 429, "code": "Throttling", "message": "..."}; status 500 when left out), or a raw
+    # body instead of JSON ({"status": 502, "body": "<html>...", "content_type": "text/html"}: a proxy's
+    # page, or garbage with status 200). "delay_seconds" holds the request that long first: a hang,
+    # to a client whose timeout is shorter. "land": true creates the task before the fault answers (the
+    # create took effect, its answer is lost); an item with only a delay lands and answers late.
     create_errors: list[dict[str, Any]] = field(default_factory=list)
+    # The same faults, consumed one per task read (GET /tasks/{id}); "land" does not apply.
+    read_errors: list[dict[str, Any]] = field(default_factory=list)
     create_answer_delay_seconds: float = 0.0
     break_downloads: int = 0
     break_after_bytes: int | None = None  # None: half the file
@@ -86,8 +97,15 @@ class EmulatorConfig:
         for limit in changes.get("limits", {}).values():
             if not isinstance(limit, dict) or not all(isinstance(n, int) for n in limit.values()):
                 raise ValueError('limits are {model: {"rps": n, "running": n}}')
-        if not all(isinstance(error, dict) for error in changes.get("create_errors", [])):
-            raise ValueError('create_errors items are {"status", "code", "message"}')
+        for name in ("create_errors", "read_errors"):
+            for fault in changes.get(name, []):
+                if not isinstance(fault, dict) or set(fault) - FAULT_FIELDS:
+                    raise ValueError(f"{name} items are objects with some of {', '.join(sorted(FAULT_FIELDS))}")
+                delay = fault.get("delay_seconds", 0)
+                if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+                    raise ValueError(f"{name}: delay_seconds must be a number of at least 0")
+                if not isinstance(fault.get("body", ""), str):
+                    raise ValueError(f"{name}: body must be a string")
         for target in changes.get("webhook_targets", []):
             if not isinstance(target, dict) or not target.get("url"):
                 raise ValueError("webhook_targets items need a url")

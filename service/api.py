@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from . import callbacks
+from . import constants as keys
 from .dashscope import DashScopeError
 from .responses import ApiError, read_json
 from .runtime import Runtime
@@ -48,9 +49,20 @@ def owner(request: Request) -> str:
     return hashlib.sha256(given.encode()).hexdigest()[:16]
 
 
+async def authorize(request: Request) -> str:
+    """The caller (``owner``), within its request rate: ``WANHOOK_RATE_LIMIT`` requests a second."""
+    caller = owner(request)
+    rt = runtime(request)
+    wait_ms = await rt.request_limiter.take(keys.API_RATE + (caller or "-"), rt.settings.rate_limit)
+    if wait_ms:
+        raise ApiError(429, "rate_limited", f"over {rt.settings.rate_limit} requests a second; retry later",
+                       headers={"Retry-After": str(max(1, round(wait_ms / 1000)))})
+    return caller
+
+
 async def load_task(request: Request) -> dict[str, str]:
     """The stored task named in the path, if the caller may see it (another owner's task is 404)."""
-    caller = owner(request)
+    caller = await authorize(request)
     task_id = request.path_params["task_id"]
     raw = await runtime(request).store.raw(task_id)
     if raw is None or raw.get("owner", "") != caller:
@@ -59,11 +71,16 @@ async def load_task(request: Request) -> dict[str, str]:
 
 
 async def create_task(request: Request) -> Response:
-    caller = owner(request)
+    caller = await authorize(request)
     rt = runtime(request)
     fields = check_task(await read_json(request, TASK_BODY_LIMIT),
                         allow_private_callbacks=rt.settings.callback_allow_private)
     fields["owner"] = caller
+    queued = await rt.store.queued_by(caller)
+    if queued >= rt.settings.max_queued_per_token:
+        raise ApiError(429, "too_many_queued", f"{queued} tasks of this token are already queued "
+                       f"(WANHOOK_MAX_QUEUED_PER_TOKEN is {rt.settings.max_queued_per_token})",
+                       headers={"Retry-After": "60"})
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 200:
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters")
@@ -92,7 +109,7 @@ async def replay_callbacks(request: Request) -> Response:
 
 
 async def list_tasks(request: Request) -> Response:
-    caller = owner(request)
+    caller = await authorize(request)
     status = request.query_params.get("status")
     if status is not None and status not in STATUSES:
         raise ApiError(422, "invalid_field", f"status: expected one of {', '.join(STATUSES)}", field="status")

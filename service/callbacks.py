@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from standardwebhooks.webhooks import Webhook
 
 from . import constants as keys
-from . import scripts
+from . import outbound, scripts
 from .redact import redact_url
 from .store import TaskStore, now_iso
 
@@ -91,8 +91,9 @@ async def replay(redis: Redis, task_id: str) -> int:
 
 class Notifier:
     def __init__(self, store: TaskStore, secret: str, schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
-                 concurrency: int = 8) -> None:
+                 concurrency: int = 8, allow_private: bool = False) -> None:
         self.store = store
+        self.allow_private = allow_private
         self.redis = store.redis
         self.signer = Webhook(secret)
         self.schedule = schedule
@@ -146,9 +147,12 @@ class Notifier:
                    "user-agent": "wanhook"}
         wait: float | None = None
         try:
+            await outbound.check(url, allow_private=self.allow_private)
             response = await self.http.post(url, content=body.encode(), headers=headers)
             outcome, status_code = f"HTTP {response.status_code}", response.status_code
             wait = retry_after(response)
+        except outbound.DestinationRefused as exc:
+            outcome, status_code = f"refused: {exc}", None
         except httpx.TimeoutException:
             outcome, status_code = "timeout", None
         except httpx.HTTPError as exc:

@@ -50,6 +50,10 @@ class Settings:
     sweep_after_seconds: float = 900.0
     sweep_interval_seconds: float = 60.0
     dashscope_qps: int = 20
+    rate_limit: int = 100
+    max_queued_per_token: int = 10_000
+    max_video_bytes: int = 4 << 30
+    min_free_bytes: int = 1 << 30
     callback_schedule: str = ""  # WANHOOK_CALLBACK_SCHEDULE: seconds before each attempt, comma-separated
 
     @classmethod
@@ -81,6 +85,10 @@ class Settings:
             sweep_interval_seconds=_number(env, "WANHOOK_SWEEP_INTERVAL_SECONDS", 60.0),
             dashscope_qps=int(_number(env, "WANHOOK_DASHSCOPE_QPS", 20)),
             callback_schedule=env.get("WANHOOK_CALLBACK_SCHEDULE", ""),
+            rate_limit=int(_number(env, "WANHOOK_RATE_LIMIT", 100)),
+            max_queued_per_token=int(_number(env, "WANHOOK_MAX_QUEUED_PER_TOKEN", 10_000)),
+            max_video_bytes=int(_number(env, "WANHOOK_MAX_VIDEO_BYTES", 4 << 30)),
+            min_free_bytes=int(_number(env, "WANHOOK_MIN_FREE_BYTES", 1 << 30)),
         )
 
     @property

@@ -32,6 +32,7 @@ SLOTS = PREFIX + ":slots:"  # + model
 # sorted sets: sliding windows of submissions per model, and of reads for the whole account.
 SUBMIT_RATE = PREFIX + ":rate:submit:"  # + model
 READ_RATE = PREFIX + ":rate:reads"
+API_RATE = PREFIX + ":rate:api:"  # + owner: client API requests per token
 # string with a TTL: DashScope throttled or failed a create; the model waits this long.
 PAUSE = PREFIX + ":pause:"  # + model
 # list: a slot was given back or a task queued; a dispatcher blocked on it wakes up and admits.

@@ -18,6 +18,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -143,7 +144,7 @@ async def stream(request: Request) -> Response:
 
     async def events() -> AsyncIterator[str]:
         # Each change stream's position before its task: a change in between is sent twice, never missed.
-        after = {task_id: await store.latest_change(task_id) for task_id in ids}
+        after = {task_id: await _position(rt.redis, task_id) for task_id in ids}
         for task_id in ids:
             raw = await store.raw(task_id)
             if raw is None or raw.get("owner", "") != caller:
@@ -179,6 +180,12 @@ async def stream(request: Request) -> Response:
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+async def _position(redis: Redis, task_id: str) -> str:
+    """The id of the newest entry in the task's change stream ("0-0" when it has none)."""
+    newest = await redis.xrevrange(keys.TASK_CHANGES + task_id, count=1)
+    return _text(newest[0][0]) if newest else "0-0"
 
 
 def _event(task: dict[str, Any], name: str | None = None) -> str:

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator
 from fnmatch import fnmatch
@@ -24,6 +25,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from . import constants as keys
+from . import outbound
 from .config import Settings
 from .dashscope import DashScopeClient, DashScopeError
 from .jobs import Job, JobQueue, work
@@ -107,7 +110,16 @@ class Downloader:
         except JobLost:
             log.info("task %s: another worker took the download over", job.task_id)
             return
+        except InsufficientStorage as exc:
+            # Not the video's fault: keep the job (it is taken up again after WANHOOK_CLAIM_IDLE_SECONDS)
+            # and say why on the task meanwhile.
+            log.error("task %s: %s", job.task_id, exc)
+            await self.store.set_fields(job.task_id, error={"code": "InsufficientStorage", "message": str(exc)})
+            await self.store.count("downloads_deferred_disk_full")
+            return
         else:
+            if task.get("error"):  # a disk-full wait that is over
+                await self.store.redis.hdel(keys.TASK + job.task_id, "error")
             if await self.store.transition(job.task_id, "ready", video=video):
                 await self.store.count("downloads_completed")
                 await self.store.count("download_bytes", video["bytes"])
@@ -160,6 +172,10 @@ class Downloader:
                     raise DownloadError("VideoHostNotAllowed",
                                         f"video host {urlsplit(url).hostname!r} is not in WANHOOK_VIDEO_HOSTS")
                 try:
+                    await outbound.check(url, explicit_hosts=self.settings.video_hosts)
+                except outbound.DestinationRefused as exc:
+                    raise DownloadError("VideoHostNotAllowed", str(exc)) from None
+                try:
                     digest = await self._transfer(task, url, file)
                     break
                 except URLExpired:
@@ -178,6 +194,16 @@ class Downloader:
             os.replace(part, final)
         _fsync_dir(self.videos)
         return self._video(task_id, final, digest)
+
+    def _check_room(self, total: int | None, offset: int) -> None:
+        """Refuse a video that is too large, or that would leave less than the floor free on disk."""
+        if total is not None and total > self.settings.max_video_bytes:
+            raise DownloadError("VideoTooLarge", f"the video is {total} bytes, over WANHOOK_MAX_VIDEO_BYTES "
+                                f"({self.settings.max_video_bytes})")
+        free = shutil.disk_usage(self.videos).free
+        if free - ((total or 0) - offset) < self.settings.min_free_bytes:
+            raise InsufficientStorage(f"{free} bytes free; the video needs {(total or 0) - offset} and "
+                                      f"WANHOOK_MIN_FREE_BYTES keeps {self.settings.min_free_bytes} free")
 
     def _video(self, task_id: str, path: Path, sha256: str) -> dict[str, Any]:
         return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256,
@@ -233,6 +259,7 @@ class Downloader:
                     file.truncate(0)
                 else:
                     raise TransientError(f"video host answered HTTP {response.status_code}")
+                self._check_room(total, offset)
                 file.seek(offset)
                 digest = sha256_of(Path(file.name), offset) if offset else hashlib.sha256()
                 validator = response.headers.get("etag") or response.headers.get("last-modified") or ""
@@ -242,6 +269,9 @@ class Downloader:
                     file.write(chunk)
                     digest.update(chunk)
                     written += len(chunk)
+                    if written > self.settings.max_video_bytes:
+                        raise DownloadError("VideoTooLarge", f"the video is over WANHOOK_MAX_VIDEO_BYTES "
+                                            f"({self.settings.max_video_bytes} bytes)")
                     now = time.monotonic()
                     if now - last_report >= PROGRESS_INTERVAL:
                         # Progress, throttled; the first report also keeps what a resume needs.
@@ -259,6 +289,10 @@ class Downloader:
             raise TransientError(f"transfer ended at {written} of {total} bytes")
         log.info("task %s: stored %d bytes from %s", task_id, written, redact_url(url))
         return digest.hexdigest()
+
+
+class InsufficientStorage(Exception):
+    """The disk is too full for this video now; the download waits rather than fail."""
 
 
 class JobLost(Exception):

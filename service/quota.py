@@ -63,13 +63,24 @@ class Admission:
         await self._requeue(args=[keys.PREFIX, task_id, int(pause_seconds * 1000)])
 
 
-class ReadLimiter:
-    """DashScope's queries per second (reads, lists, cancels), shared through Redis."""
+class RateLimiter:
+    """Sliding windows, one per key, shared through Redis."""
 
-    def __init__(self, redis: Redis, per_second: int) -> None:
-        self.per_second = per_second
+    def __init__(self, redis: Redis) -> None:
         self._take = redis.register_script(scripts.TAKE_TOKEN)
 
+    async def take(self, key: str, per_window: int, window_ms: int = 1000) -> int:
+        """0 when one more may go now (and it is counted), else the ms until one may."""
+        return int(await self._take(keys=[key], args=[per_window, window_ms]))
+
+
+class ReadLimiter:
+    """DashScope's queries per second (reads, lists, cancels) for the whole account."""
+
+    def __init__(self, limiter: RateLimiter, per_second: int) -> None:
+        self.limiter = limiter
+        self.per_second = per_second
+
     async def acquire(self) -> None:
-        while wait := int(await self._take(keys=[keys.READ_RATE], args=[self.per_second, RATE_WINDOW_MS])):
+        while wait := await self.limiter.take(keys.READ_RATE, self.per_second, RATE_WINDOW_MS):
             await asyncio.sleep(wait / 1000)

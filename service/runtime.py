@@ -16,7 +16,7 @@ from .connection import connect
 from .dashscope import DashScopeClient
 from .download import Downloader
 from .jobs import JobQueue
-from .quota import Admission, ReadLimiter, parse_limits
+from .quota import Admission, RateLimiter, ReadLimiter, parse_limits
 from .store import TaskStore
 from .submission import Dispatcher, Submitter
 from .sweeper import Sweeper
@@ -35,7 +35,8 @@ class Runtime:
                                          timeout=settings.dashscope_timeout)
         self.consumer = consumer_name()
         self.limits = parse_limits(settings.limits)
-        self.reads = ReadLimiter(redis, settings.dashscope_qps)
+        self.request_limiter = RateLimiter(redis)
+        self.reads = ReadLimiter(self.request_limiter, settings.dashscope_qps)
         # A submitted task keeps its slot until its event; should the event be lost, until the sweeper
         # has had time to read the task.
         self.slot_lease_seconds = settings.sweep_after_seconds + 3 * settings.sweep_interval_seconds
@@ -64,7 +65,8 @@ class Runtime:
                           after_seconds=settings.sweep_after_seconds, interval_seconds=settings.sweep_interval_seconds,
                           slot_lease_seconds=self.slot_lease_seconds)
         notifier = callbacks.Notifier(self.store, await callbacks.secret(self.redis, settings.callback_secret),
-                                      callbacks.parse_schedule(settings.callback_schedule))
+                                      callbacks.parse_schedule(settings.callback_schedule),
+                                      allow_private=settings.callback_allow_private)
         try:
             await asyncio.gather(
                 Dispatcher(self.redis, admission, submitter).run(stop),

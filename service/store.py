@@ -150,6 +150,15 @@ class TaskStore:
             counts = await pipe.execute()
         return dict(zip(STATUSES, counts, strict=True))
 
+    async def queued_by(self, owner: str) -> int:
+        """How many tasks of this submitter wait in the queues, all models together."""
+        from .models import MODELS
+
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for model in MODELS:
+                pipe.llen(keys.QUEUE + model + ":" + owner)
+            return sum(await pipe.execute())
+
     async def latest_change(self, task_id: str) -> tuple[str, dict[str, str]]:
         """The newest state change (stream id and fields); progress entries are skipped."""
         for entry_id, fields in await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=50):

@@ -142,11 +142,13 @@ def test_refused_submission_fails_with_dashscope_code(stack: Stack) -> None:
 def test_sse_stream_follows_the_task(stack: Stack) -> None:
     stack.emulator.configure(render_seconds=1)
     created = stack.create("stream me")
-    states = []
+    states, name = [], ""
     with httpx.stream("GET", f"{stack.url}/v1/tasks/{created['id']}/events", timeout=60) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
-            if line.startswith("data: "):
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: ") and name != "task.progress":
                 states.append(json.loads(line[6:])["status"])
     assert states[-1] == "ready"
     assert states[1:] == ["submitted", "downloading", "ready"][-len(states) + 1:]

@@ -1,0 +1,156 @@
+"""4. Download: a 1 GiB video from the emulator over loopback, stored by wanhook against ``curl -o``.
+
+Workload: the emulator pads one rendered video to 1 GiB (an MP4 "free" box) and streams it from disk.
+A task is created, rendered, and its completion event pushed; a separate ``wanhook worker`` process
+(the server runs with --no-workers) reads the task once, streams the video into its part file while
+computing its sha256, fsyncs it and renames it into place. Its rate is the size over the time from
+the push to the task being ``ready``. The baseline is ``curl -s -o`` of the same object in the same
+run (no hash, no fsync). Both run twice, alternately; each side's best run counts. The worker's peak
+RSS (VmHWM) is read after a 64 MiB download and again after the 1 GiB ones: it must not grow with
+the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+from redis import Redis
+
+from tests.support import Emulator, RedisServer, Wanhook, wait_for
+
+from .common import SIZE, TOKEN, Context, Result, emulator_tasks, env_for, figure, iso_seconds, push, running
+
+MB = 1_000_000
+MIB = 1 << 20
+RATE_GOAL = 0.7
+RSS_GOAL_MIB = 100.0
+
+
+def bench_download(ctx: Context) -> Result:
+    small, big, rounds = (2 * MIB, 16 * MIB, 1) if ctx.smoke else (64 * MIB, 1024 * MIB, 2)
+    ctx.log(f"download: {big // MIB} MiB from the emulator over loopback, wanhook worker vs curl -o, best of "
+            f"{rounds}; the worker's peak RSS after {small // MIB} MiB and after {big // MIB} MiB")
+    redis = RedisServer(ctx.tmp / "redis").start()
+    emulator = Emulator(ctx.tmp, "--render-seconds", "0").start()
+    with running(redis, emulator) as processes:
+        emulator.configure(drop_events=True, enforce_limits=False)
+        env = env_for(redis, ctx.tmp, emulator, WANHOOK_DOWNLOAD_CONCURRENCY="1")
+        server = Wanhook(ctx.tmp, env, "--no-workers").start()
+        processes.append(server)
+        worker = Wanhook(ctx.tmp, env, name="worker").start()
+        processes.append(worker)
+        bench = Downloads(ctx, emulator, server, Redis.from_url(redis.url, decode_responses=True))
+        bench.store(small, "download benchmark, small")
+        rss_small = peak_rss_mib(worker)
+        curl_times, wanhook_times = [], []
+        for _ in range(rounds):
+            task = bench.create(big, "download benchmark")
+            curl_times.append(bench.curl(task, verify=not curl_times))
+            wanhook_times.append(bench.complete(task, verify=not wanhook_times))
+        rss_big = peak_rss_mib(worker)
+        assert worker.alive, "the worker died during the download"
+    wanhook_rate, curl_rate = big / min(wanhook_times) / MB, big / min(curl_times) / MB
+    ctx.log(f"  wanhook: {wanhook_rate:,.0f} MB/s (runs: {', '.join(f'{t:.2f} s' for t in wanhook_times)}); "
+            f"curl -o: {curl_rate:,.0f} MB/s (runs: {', '.join(f'{t:.2f} s' for t in curl_times)}); "
+            f"curl + fsync: {big / min(bench.curl_fsync_times) / MB:,.0f} MB/s")
+    ctx.log(f"  worker peak RSS: {rss_small:.1f} MiB after {small // MIB} MiB, {rss_big:.1f} MiB after "
+            f"{big // MIB} MiB; curl: {bench.curl_rss_mib:.1f} MiB")
+    return {
+        "download_mb_per_s": figure(
+            f"download of a {big // MIB} MiB video with sha256 + fsync, MB/s", wanhook_rate, "MB/s", curl_rate,
+            "curl -o, same object", goal=f">= {RATE_GOAL} x curl", met=wanhook_rate >= RATE_GOAL * curl_rate),
+        "download_peak_rss_mib": figure(
+            f"download worker peak RSS during {big // MIB} MiB", rss_big, "MiB", rss_small,
+            f"same worker after {small // MIB} MiB", higher_is_better=False, goal=f"< {RSS_GOAL_MIB:.0f} MiB",
+            met=rss_big < RSS_GOAL_MIB),
+    }
+
+
+class Downloads:
+    def __init__(self, ctx: Context, emulator: Emulator, server: Wanhook, redis: Redis) -> None:
+        self.ctx, self.emulator, self.redis = ctx, emulator, redis
+        self.client = httpx.Client(base_url=server.url, timeout=60)
+        self.hook = httpx.Client(base_url=server.url, timeout=60,
+                                 headers={"x-eventbridge-signature-token": TOKEN})
+        self.curl_fsync_times: list[float] = []
+        self.curl_rss_mib = 0.0
+        self.object_sha256: str | None = None  # as curl received it
+
+    def create(self, size: int, prompt: str) -> dict:
+        """A task whose video is padded to ``size``, rendered and waiting for its completion event."""
+        self.emulator.configure(video_pad_bytes=size)
+        task_id = self.client.post("/v1/tasks", json={"prompt": prompt, "size": SIZE}).json()["id"]
+        task = wait_for(lambda: self._submitted(task_id), 60, 0.05, what="the task at DashScope")
+        ds_id = task["dashscope"]["task_id"]
+        done = wait_for(lambda: next((t for t in emulator_tasks(self.emulator)
+                                      if t["task_id"] == ds_id and t["status"] == "SUCCEEDED"), None),
+                        300, 0.2, what="the padded video")
+        return {**task, "video_url": done["video_url"]}
+
+    def _submitted(self, task_id: str) -> dict | None:
+        task = self.client.get(f"/v1/tasks/{task_id}").json()
+        return task if task["status"] == "submitted" else None
+
+    def complete(self, task: dict, verify: bool = False) -> float:
+        """Push the task's event; seconds until it is ready (its video stored, hashed, fsynced)."""
+        sent = time.time()
+        push(self.hook, task)
+        done = wait_for(lambda: self._ready(task["id"]), 600, 0.1, what="the video stored")
+        seconds = iso_seconds(self.redis.hget("{wanhook}:task:" + task["id"], "updated_at") or "") - sent
+        path = Path(done["video"]["path"])
+        if verify:
+            stored = sha256_file(path)
+            assert done["video"]["sha256"] == stored, "the recorded sha256 is not the stored file's"
+            assert self.object_sha256 in (None, stored), "the stored video differs from what curl received"
+        path.unlink()
+        return seconds
+
+    def store(self, size: int, prompt: str) -> float:
+        return self.complete(self.create(size, prompt))
+
+    def _ready(self, task_id: str) -> dict | None:
+        task = self.client.get(f"/v1/tasks/{task_id}").json()
+        if task["status"] in ("failed", "expired"):
+            raise AssertionError(f"download failed: {task['error']}")
+        return task if task["status"] == "ready" else None
+
+    def curl(self, task: dict, verify: bool = False) -> float:
+        """``curl -s -o`` of the task's video; seconds. Also notes curl + fsync, and curl's peak RSS."""
+        target = self.ctx.tmp / "curl.mp4"
+        started = time.perf_counter()
+        process = subprocess.Popen(["curl", "-s", "-f", "-o", str(target), task["video_url"]])
+        # wait4, not wait: it also gives this one child's resource usage (its peak RSS).
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        assert process.returncode == 0, f"curl failed with {process.returncode}"
+        with open(target, "rb") as file:
+            os.fsync(file.fileno())
+        self.curl_fsync_times.append(time.perf_counter() - started)
+        self.curl_rss_mib = max(self.curl_rss_mib, usage.ru_maxrss / 1024)
+        if verify:
+            self.object_sha256 = sha256_file(target)
+        target.unlink()
+        return seconds
+
+
+def peak_rss_mib(process: Wanhook) -> float:
+    """The process's high-water mark of resident memory (VmHWM), in MiB."""
+    assert process.proc is not None
+    for line in Path(f"/proc/{process.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()

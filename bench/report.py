@@ -1,0 +1,81 @@
+"""The results as a Markdown table (printed, and kept in the README), and the latency chart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def number(value: float, unit: str) -> str:
+    if unit in ("429s", "reads/s"):
+        text = f"{value:,.2f}".rstrip("0").rstrip(".") if value < 100 else f"{value:,.0f}"
+    elif abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.2f}"
+    return f"{text} {unit}"
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    lines = ["| figure | wanhook | baseline | ratio | goal |", "|---|---|---|---|---|"]
+    for row in results.values():
+        ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:,.2f}"
+        goal = row.get("goal") or ""
+        if goal and row.get("met") is not None:
+            goal += ": **met**" if row["met"] else ": **not met**"
+        baseline = f"{row['against']}: {number(row['baseline'], row['unit'])}"
+        lines.append(f"| {row['label']} | {number(row['value'], row['unit'])} | {baseline} | {ratio} | {goal} |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, text: str) -> bool:
+    """Replace what stands between the bench markers, and nothing else; False when the markers are missing."""
+    content = readme.read_text()
+    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(content):
+        return False
+    readme.write_text(pattern.sub(lambda _: f"{START}\n{text}\n{END}", content, count=1))
+    return True
+
+
+def chart(samples: dict[str, list[float]], path: Path) -> bool:
+    """One panel per measurement (the part of each key before ":"), a cumulative distribution per series.
+
+    Returns False when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display: write the file only
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    panels: dict[str, dict[str, list[float]]] = {}
+    for key, values in samples.items():
+        if values:
+            panel, _, series = key.partition(": ")
+            panels.setdefault(panel, {})[series or panel] = values
+    if not panels:
+        return False
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for axis, (title, series) in zip(axes[0], panels.items(), strict=True):
+        for name, values in series.items():
+            ordered = sorted(values)
+            fractions = [(n + 1) / len(ordered) for n in range(len(ordered))]
+            axis.step(ordered, fractions, where="post", label=f"{name} (n={len(ordered)})")
+        axis.set_xscale("log")
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("milliseconds (log scale)")
+        axis.set_ylabel("fraction of requests or tasks")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8, loc="lower right")
+    figure.suptitle("wanhook latency distributions against their baselines (same run)", fontsize=11)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True

@@ -1,0 +1,225 @@
+"""EventBridge's v2 signature on HTTP pushes (RSA-SHA256), checked when ``WANHOOK_EVENTBRIDGE_VERIFY=signature``.
+
+EventBridge signs, with Alibaba's private key and SHA-256, the bytes
+
+    <target URL> \\n
+    x-eventbridge-signature-timestamp: <value> \\n
+    x-eventbridge-hash-method: <value> \\n
+    x-eventbridge-signature-version: <value> \\n
+    x-eventbridge-signature-url: <value> \\n
+    x-eventbridge-signature-token: <value> \\n     (only when the push carries a token)
+    <raw body>
+
+and names the certificate holding the public key in ``x-eventbridge-signature-url``. The certificate is
+trusted for where it comes from (an https URL on ``<region>-eventbridge.oss-accelerate.aliyuncs.com``), as
+Alibaba's own SDK trusts it, not for its chain or its dates.
+
+Receivers in the wild disagree on two details, so both readings of each are accepted:
+- a newline after the body: Alibaba's SDK string builder appends one, the documented formula shows none;
+- the timestamp in milliseconds or in seconds. It is signed as sent; only the 60 s window reads its unit.
+
+A valid signature proves that EventBridge sent the push, not that your account's rule did: any account can
+point an HTTP target at this URL. The token (checked as before, and inside the signed string) proves that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import time
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from starlette.requests import Request
+
+from . import outbound
+from .config import Settings
+from .responses import ApiError
+
+log = logging.getLogger("wanhook.signature")
+
+SIGNATURE = "x-eventbridge-signature-v2"
+TIMESTAMP = "x-eventbridge-signature-timestamp"
+HASH_METHOD = "x-eventbridge-hash-method"
+VERSION = "x-eventbridge-signature-version"
+CERT_URL = "x-eventbridge-signature-url"
+TOKEN = "x-eventbridge-signature-token"
+# The signed header lines, in the signed order; the token's only when the push has one.
+SIGNED_HEADERS = (TIMESTAMP, HASH_METHOD, VERSION, CERT_URL, TOKEN)
+REQUIRED_HEADERS = (SIGNATURE, TIMESTAMP, HASH_METHOD, VERSION, CERT_URL)
+
+WINDOW_SECONDS = 60.0
+# Above this a timestamp is read as milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
+MILLIS_ABOVE = 10**11
+CERT_MAX_BYTES = 64 * 1024
+CERT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+# Certificates are few (one per region and rotation); the bound keeps forged URLs from filling memory.
+CACHE_SIZE = 16
+CERT_HOST_LABEL = "[a-z0-9-]+"
+
+_keys: dict[str, rsa.RSAPublicKey] = {}
+_loading: dict[str, asyncio.Future[rsa.RSAPublicKey]] = {}
+
+
+def refuse(message: str) -> ApiError:
+    return ApiError(401, "invalid_signature", message)
+
+
+def string_to_sign(url: str, headers: Mapping[str, str], body: bytes, *, trailing_newline: bool = False) -> bytes:
+    """The bytes EventBridge signs for a push of ``body`` to ``url`` carrying ``headers`` (lower-case names)."""
+    lines = [url.encode()]
+    # Header values travel as bytes; Starlette hands them over decoded as latin-1, which this undoes.
+    lines += [f"{name}: ".encode() + headers[name].encode("latin-1") for name in SIGNED_HEADERS if name in headers]
+    return b"\n".join(lines) + b"\n" + body + (b"\n" if trailing_newline else b"")
+
+
+def timestamp_seconds(raw: str) -> float:
+    """A signature timestamp in seconds since the epoch, whether it was sent in milliseconds or seconds."""
+    if not re.fullmatch(r"[0-9]{1,16}", raw):
+        raise ValueError(f"not a timestamp: {raw!r}")
+    value = int(raw)
+    return value / 1000 if value >= MILLIS_ABOVE else float(value)
+
+
+def _host_pattern(pattern: str) -> re.Pattern[str]:
+    # "*" stands for part of one DNS label, never a dot: "*-eventbridge.oss-accelerate.aliyuncs.com" is
+    # ^[a-z0-9-]+-eventbridge\.oss-accelerate\.aliyuncs\.com$ and cannot match "a.evil-eventbridge...".
+    return re.compile("".join(CERT_HOST_LABEL if part == "*" else re.escape(part)
+                              for part in re.split(r"(\*)", pattern.lower())))
+
+
+def check_certificate_url(url: str, patterns: tuple[str, ...]) -> None:
+    """Refuses a certificate URL that is not https on a host of ``patterns``.
+
+    A host named literally in ``patterns`` (no ``*``) may also be reached over http and on any port: that is
+    how tests point wanhook at a local certificate. Patterns never allow either.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise refuse("the certificate URL (x-eventbridge-signature-url) is not a URL") from None
+    host = (parts.hostname or "").lower()
+    literal = host in {pattern.lower() for pattern in patterns if "*" not in pattern}
+    if parts.username is not None or parts.password is not None:
+        raise refuse("the certificate URL (x-eventbridge-signature-url) must not carry credentials")
+    if not (parts.scheme == "https" or (literal and parts.scheme == "http")):
+        raise refuse("the certificate URL (x-eventbridge-signature-url) is not https")
+    if not literal and (port is not None or not any(_host_pattern(p).fullmatch(host) for p in patterns)):
+        raise refuse(f"the certificate URL (x-eventbridge-signature-url) is not on an EventBridge certificate host "
+                     f"({', '.join(patterns)}): {host or 'no host'}")
+
+
+def load_public_key(pem: bytes) -> rsa.RSAPublicKey:
+    """The RSA key of a PEM X.509 certificate or of a PEM public key."""
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in pem:
+            key = x509.load_pem_x509_certificate(pem).public_key()
+        else:
+            key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise refuse("the certificate at x-eventbridge-signature-url is not a PEM certificate or public key") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise refuse("the certificate at x-eventbridge-signature-url holds no RSA key")
+    return key
+
+
+async def _fetch(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
+    try:
+        await outbound.check(url, explicit_hosts=hosts)
+    except outbound.DestinationRefused as exc:
+        raise refuse(f"the certificate URL (x-eventbridge-signature-url) is refused: {exc}") from None
+    try:
+        async with httpx.AsyncClient(follow_redirects=False, timeout=CERT_TIMEOUT) as client:
+            async with client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    # The URL passed the host check yet names no certificate: the push is not EventBridge's.
+                    raise refuse(f"the certificate URL (x-eventbridge-signature-url) answered {response.status_code}")
+                pem = bytearray()
+                async for chunk in response.aiter_bytes():
+                    pem += chunk
+                    if len(pem) > CERT_MAX_BYTES:
+                        raise refuse(f"the certificate at x-eventbridge-signature-url is over {CERT_MAX_BYTES} bytes")
+    except httpx.HTTPError as exc:
+        # Not the sender's fault: 503 makes EventBridge push again later.
+        log.warning("cannot fetch the EventBridge certificate %s: %r", url, exc)
+        raise ApiError(503, "certificate_unavailable", "the EventBridge certificate cannot be fetched; retry later",
+                       headers={"Retry-After": "5"}) from None
+    key = load_public_key(bytes(pem))
+    while len(_keys) >= CACHE_SIZE:
+        del _keys[next(iter(_keys))]
+    _keys[url] = key
+    return key
+
+
+def _fetched(url: str, done: asyncio.Future[rsa.RSAPublicKey]) -> None:
+    _loading.pop(url, None)
+    if not done.cancelled():
+        done.exception()  # retrieved here, so a fetch whose waiters all left is not reported as unhandled
+
+
+async def public_key(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
+    """The key of the certificate at ``url``, fetched once per process; concurrent first pushes share one fetch."""
+    key = _keys.get(url)
+    if key is not None:
+        return key
+    loading = _loading.get(url)
+    if loading is None:
+        loading = _loading[url] = asyncio.ensure_future(_fetch(url, hosts))
+        loading.add_done_callback(lambda done: _fetched(url, done))
+    # Shielded: a push whose connection drops must not cancel the fetch the others wait for.
+    return await asyncio.shield(loading)
+
+
+def received_url(request: Request) -> str:
+    """The URL the push was sent to as this process saw it: scheme, Host header, path and query."""
+    return str(request.url.replace(fragment=""))
+
+
+def _verifies(key: rsa.RSAPublicKey, signature: bytes, data: bytes) -> bool:
+    try:
+        key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
+async def verify_signature(request: Request, body: bytes, settings: Settings, now: float | None = None) -> None:
+    """Raises ApiError (401 ``invalid_signature``) unless the push carries EventBridge's valid v2 signature."""
+    headers = request.headers
+    missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
+    if missing:
+        raise refuse(f"missing signature header(s): {', '.join(missing)}")
+    if headers[HASH_METHOD].upper() != "SHA256":
+        raise refuse(f"unsupported {HASH_METHOD}: {headers[HASH_METHOD]!r} (only SHA256)")
+    if headers[VERSION] != "1.0":
+        raise refuse(f"unsupported {VERSION}: {headers[VERSION]!r} (only 1.0)")
+    try:
+        signed_at = timestamp_seconds(headers[TIMESTAMP])
+    except ValueError:
+        raise refuse(f"{TIMESTAMP} is not a number of seconds or milliseconds") from None
+    skew = (time.time() if now is None else now) - signed_at
+    if abs(skew) > WINDOW_SECONDS:
+        raise refuse(f"stale signature: {TIMESTAMP} is {abs(skew):.0f} s {'old' if skew > 0 else 'ahead'}, "
+                     f"outside the {WINDOW_SECONDS:.0f} s window")
+    try:
+        signature = base64.b64decode(headers[SIGNATURE], validate=True)
+    except (binascii.Error, ValueError):
+        raise refuse(f"{SIGNATURE} is not base64") from None
+    cert_url = headers[CERT_URL]
+    check_certificate_url(cert_url, settings.eventbridge_cert_hosts)
+    key = await public_key(cert_url, settings.eventbridge_cert_hosts)
+    url = settings.eventbridge_url or received_url(request)
+    signed = {name: headers[name] for name in SIGNED_HEADERS if name in headers}
+    if not any(_verifies(key, signature, string_to_sign(url, signed, body, trailing_newline=newline))
+               for newline in (False, True)):
+        raise refuse(f"the signature does not match the push to {url} (behind a proxy, set WANHOOK_EVENTBRIDGE_URL "
+                     "to the URL the EventBridge target posts to)")

@@ -1,0 +1,433 @@
+"""The deployment files in deploy/ are valid for their tools and agree with wanhook and with each other.
+
+No container engine or cluster runs here, so each file is checked the way its tool would read it: Kubernetes
+manifests against the API's JSON schemas (kubernetes-validate, bundled, strict), the compose file against the
+Compose Specification's schema (bundled with check-jsonschema), the Dockerfile through a parser, the systemd units
+with systemd's own verifier where it is installed. Every command they run is parsed by wanhook's own CLI.
+"""
+
+from __future__ import annotations
+
+import configparser
+import http.server
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+from kubernetes_validate.utils import latest_version
+
+from service.app import ROUTES
+from service.cli import parser
+
+from .support import ROOT, free_port
+
+DEPLOY = ROOT / "deploy"
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+COMPOSE = DEPLOY / "compose.yaml"
+KUBERNETES = DEPLOY / "kubernetes"
+SYSTEMD = DEPLOY / "systemd"
+# The oldest Kubernetes the manifests are meant for, and the newest whose schemas the validator bundles.
+KUBERNETES_VERSIONS = ("1.29.0", latest_version())
+# Applied by hand when wanted, so not listed in kustomization.yaml.
+OPTIONAL_MANIFESTS = {"consume.yaml", "redis.yaml", "secret.example.yaml"}
+# A registry image pinned to a release: name:1.2.3..., optionally @sha256:<digest>.
+PINNED = re.compile(r"^[\w.\-/]+:\d+\.\d+\.\d+[\w.\-]*(@sha256:[0-9a-f]{64})?$")
+ROUTE_PATHS = {route.path for route in ROUTES}
+
+
+def wanhook_command(argv: list[str]) -> Any:
+    """``argv`` (after the program name) as wanhook parses it; fails the test on anything it would refuse."""
+    try:
+        return parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"wanhook refuses the arguments {argv}")
+
+
+def command_name(argv: list[str]) -> str:
+    return wanhook_command(argv).handler.__name__
+
+
+def known_variables() -> set[str]:
+    """Variable names the README documents (its shorthand `_TOPIC` after WANHOOK_ROCKETMQ_ENDPOINTS included)."""
+    names: set[str] = set()
+    for line in (ROOT / "README.md").read_text().splitlines():
+        names.update(re.findall(r"`((?:WANHOOK|DASHSCOPE)_[A-Z0-9_]+)`", line))
+        if "WANHOOK_ROCKETMQ_" in line:
+            names.update("WANHOOK_ROCKETMQ" + short for short in re.findall(r"`(_[A-Z0-9_]+)`", line))
+    return names
+
+
+# --- the image ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dockerfile() -> DockerfileParser:
+    return DockerfileParser(path=str(DOCKERFILE))
+
+
+def instructions(dockerfile: DockerfileParser, name: str, stage: int = -1) -> list[str]:
+    """The values of one instruction in one build stage (the last, the runtime image, by default)."""
+    stages: list[list[dict[str, Any]]] = []
+    for item in dockerfile.structure:
+        if item["instruction"] == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(item)
+    return [item["value"] for item in stages[stage] if item["instruction"] == name]
+
+
+def test_image_is_multi_stage_from_pinned_bases(dockerfile: DockerfileParser) -> None:
+    assert dockerfile.is_multistage
+    bases = dockerfile.parent_images
+    assert len(bases) >= 2
+    for base in bases:
+        assert PINNED.match(base), f"{base} is not pinned to a release"
+    python = re.match(r"python:(\d+)\.(\d+)\.", bases[-1])
+    assert python and (int(python[1]), int(python[2])) >= (3, 11)
+    # The runtime stage takes only the built environment from the build stage, not its compiler.
+    assert any(value.startswith("--from=build ") for value in instructions(dockerfile, "COPY"))
+    assert not any("build-essential" in value for value in instructions(dockerfile, "RUN"))
+
+
+def test_image_runs_as_a_numeric_non_root_user(dockerfile: DockerfileParser) -> None:
+    [user] = instructions(dockerfile, "USER")
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0  # numeric, so Kubernetes can check runAsNonRoot
+
+
+def test_image_copies_what_the_repository_has(dockerfile: DockerfileParser) -> None:
+    ignored = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
+    for value in instructions(dockerfile, "COPY", stage=0):
+        *sources, _ = shlex.split(value)
+        for source in sources:
+            assert (ROOT / source).exists(), source
+            assert source.rstrip("/").split("/")[0] not in ignored, f"{source} is excluded from the build context"
+    assert {".venv", ".git", "wanhook-data"} <= set(ignored)
+
+
+def test_image_installs_extras_the_project_defines(dockerfile: DockerfileParser) -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    [arg] = [value for value in instructions(dockerfile, "ARG", stage=0) if value.startswith("EXTRAS=")]
+    for extra in arg.removeprefix("EXTRAS=").split(","):
+        assert extra in extras, f"pyproject.toml has no extra {extra!r}"
+
+
+def test_image_command_is_wanhook_serve_on_the_exposed_port(dockerfile: DockerfileParser) -> None:
+    [entrypoint] = instructions(dockerfile, "ENTRYPOINT")
+    [cmd] = instructions(dockerfile, "CMD")
+    program, *prefix = json.loads(entrypoint)
+    assert program == "wanhook"
+    args = wanhook_command([*prefix, *json.loads(cmd)])
+    assert args.handler.__name__ == "serve"
+    assert args.host == "0.0.0.0"
+    [exposed] = instructions(dockerfile, "EXPOSE")
+    assert exposed == str(args.port)
+    env = " ".join(instructions(dockerfile, "ENV"))
+    assert "PATH=/opt/wanhook/bin:" in env  # where the build stage's venv puts the wanhook script
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:  # noqa: N802 (the handler's name is fixed by http.server)
+        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def health_server() -> Iterator[tuple[int, type[Health]]]:
+    handler = type("Handler", (Health,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_healthcheck_is_python_on_healthz_and_fails_when_unhealthy(
+        dockerfile: DockerfileParser, health_server: tuple[int, type[Health]]) -> None:
+    [healthcheck] = instructions(dockerfile, "HEALTHCHECK")
+    # The slim base has neither curl nor wget, and the runtime stage installs nothing.
+    assert not any(tool in value for value in instructions(dockerfile, "RUN") for tool in ("curl", "wget", "apt-get"))
+    assert "curl" not in healthcheck and "wget" not in healthcheck
+    program, *argv = json.loads(healthcheck.split("CMD", 1)[1])
+    assert program == "python"
+    [cmd] = instructions(dockerfile, "CMD")
+    serve_port = wanhook_command(json.loads(cmd)).port
+    url = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", " ".join(argv))
+    assert url and int(url[1]) == serve_port and url[2] == "/healthz" and url[2] in ROUTE_PATHS
+    # Run it as the container would, against a stand-in for serve on a free port.
+    port, handler = health_server
+    local = [arg.replace(f"127.0.0.1:{serve_port}", f"127.0.0.1:{port}") for arg in argv]
+    assert subprocess.run([sys.executable, *local], capture_output=True, timeout=30).returncode == 0
+    handler.status = 500
+    assert subprocess.run([sys.executable, *local], capture_output=True, timeout=30).returncode != 0
+
+
+# --- compose -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def check_compose_schema(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+                           str(path)], capture_output=True, text=True, timeout=60)
+
+
+def test_compose_file_matches_the_compose_specification(compose: dict[str, Any], tmp_path: Path) -> None:
+    result = check_compose_schema(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The check has teeth: a misspelt key fails it.
+    broken = yaml.safe_load(COMPOSE.read_text())
+    broken["services"]["worker"]["restart_policy"] = "always"
+    (tmp_path / "compose.yaml").write_text(yaml.safe_dump(broken))
+    assert check_compose_schema(tmp_path / "compose.yaml").returncode != 0
+
+
+def test_compose_services_share_redis_and_the_data_volume(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    wanhook = {name: service for name, service in services.items() if service.get("image", "").startswith("wanhook")}
+    assert {command_name(service["command"]) for service in wanhook.values()} == {"serve", "worker", "consume"}
+    assert len({service["environment"]["WANHOOK_REDIS_URL"] for service in wanhook.values()}) == 1
+    redis_host = re.match(r"redis://([^:/]+)", wanhook["serve"]["environment"]["WANHOOK_REDIS_URL"])
+    assert redis_host and redis_host[1] in services
+    for name in ("serve", "worker"):
+        data_dir = wanhook[name]["environment"]["WANHOOK_DATA_DIR"]
+        assert f"videos:{data_dir}" in wanhook[name]["volumes"], name
+        assert (ROOT / wanhook[name]["build"]["dockerfile"]).exists()
+        assert wanhook[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    serve = wanhook_command(wanhook["serve"]["command"])
+    assert serve.no_workers and any(port.endswith(f":{serve.port}") for port in wanhook["serve"]["ports"])
+    assert wanhook["worker"]["healthcheck"] == {"disable": True}  # no HTTP server to check
+    assert wanhook["consume"]["profiles"] == ["rocketmq"]
+
+
+def test_compose_redis_keeps_what_wanhook_acknowledged(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert PINNED.match(redis["image"])
+    options = dict(zip(redis["command"][1::2], redis["command"][2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] in {"everysec", "always"}
+    assert options["--maxmemory-policy"] == "noeviction"
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    assert "ports" not in redis  # reachable from the wanhook containers only
+
+
+# --- Kubernetes --------------------------------------------------------------------------------------------------
+
+def manifests() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            found += [(path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return found
+
+
+def of_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for _, doc in manifests() if doc["kind"] == kind}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_kubernetes_manifests_match_the_api_schemas(version: str) -> None:
+    for name, doc in manifests():
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{name}: {doc['kind']} {doc['metadata']['name']}: {error.message} at {list(error.path)}")
+
+
+def test_kubernetes_validation_has_teeth() -> None:
+    deployment = of_kind("Deployment")["wanhook-serve"]
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["pth"] = "/healthz"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_kustomization_lists_the_manifests() -> None:
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    present = {path.name for path in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed <= present
+    assert present - listed == OPTIONAL_MANIFESTS
+    images = {container["image"] for deployment in of_kind("Deployment").values()
+              for container in deployment["spec"]["template"]["spec"]["containers"]}
+    assert images == {image["name"] for image in kustomization["images"]}
+
+
+def containers() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    for name, deployment in of_kind("Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            yield name, pod, container
+
+
+def test_deployments_run_serve_worker_and_consume() -> None:
+    commands = {name: command_name(container["args"]) for name, _, container in containers()}
+    assert commands == {"wanhook-serve": "serve", "wanhook-worker": "worker", "wanhook-consume": "consume"}
+    serve = wanhook_command(next(c["args"] for name, _, c in containers() if name == "wanhook-serve"))
+    assert serve.no_workers and serve.host == "0.0.0.0"
+
+
+def test_every_container_has_requests_a_memory_limit_and_no_root() -> None:
+    [user] = instructions(DockerfileParser(path=str(DOCKERFILE)), "USER")
+    for name, pod, container in [*containers(), *stateful_containers()]:
+        resources = container["resources"]
+        assert {"cpu", "memory"} <= set(resources["requests"]), name
+        assert "memory" in resources["limits"], name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+        if container["image"] == "wanhook":
+            assert str(pod["securityContext"]["runAsUser"]) == user.split(":")[0], name
+            # The root filesystem is read-only; /tmp (HOME in the image) is the writable scratch space.
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+            assert "/tmp" in {mount["mountPath"] for mount in container["volumeMounts"]}, name
+
+
+def stateful_containers() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    for name, statefulset in of_kind("StatefulSet").items():
+        pod = statefulset["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            assert PINNED.match(container["image"]), container["image"]
+            yield name, pod, container
+
+
+def test_serve_is_probed_on_healthz_and_readyz() -> None:
+    [(_, _, serve)] = [item for item in containers() if item[0] == "wanhook-serve"]
+    ports = {port["name"]: port["containerPort"] for port in serve["ports"]}
+    assert ports["http"] == wanhook_command(serve["args"]).port
+    assert serve["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert serve["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert {"/healthz", "/readyz", "/metrics"} <= ROUTE_PATHS
+    service = of_kind("Service")["wanhook"]
+    serve_labels = of_kind("Deployment")["wanhook-serve"]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= serve_labels.items()
+    assert {port["targetPort"] for port in service["spec"]["ports"]} <= set(ports)
+
+
+def test_serve_and_workers_share_settings_redis_and_a_read_write_many_volume() -> None:
+    config = of_kind("ConfigMap")["wanhook-config"]["data"]
+    secret = of_kind("Secret")["wanhook-secrets"]["stringData"]
+    assert "WANHOOK_REDIS_URL" in secret and "WANHOOK_DATA_DIR" in config
+    [claim] = of_kind("PersistentVolumeClaim").values()
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for name, pod, container in containers():
+        sources = {next(iter(source.values()))["name"] for source in container["envFrom"]}
+        assert {"wanhook-config", "wanhook-secrets"} <= sources, name
+        if name == "wanhook-consume":
+            continue  # it records events in Redis and writes no files
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+        data = volumes[mounts[config["WANHOOK_DATA_DIR"]]]
+        assert data["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"], name
+
+
+def test_disruption_budgets_and_autoscalers_point_at_the_deployments() -> None:
+    deployments = of_kind("Deployment")
+    for budget in of_kind("PodDisruptionBudget").values():
+        selector = budget["spec"]["selector"]["matchLabels"]
+        matching = [name for name, deployment in deployments.items()
+                    if selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()]
+        assert len(matching) == 1, budget["metadata"]["name"]
+        # A budget that keeps every replica up would block node drains for good.
+        keep = budget["spec"].get("minAvailable", 0)
+        assert keep < deployments[matching[0]]["spec"]["replicas"]
+    autoscalers = of_kind("HorizontalPodAutoscaler")
+    for autoscaler in autoscalers.values():
+        assert autoscaler["spec"]["scaleTargetRef"]["name"] in deployments
+    [metric] = autoscalers["wanhook-worker"]["spec"]["metrics"]
+    assert autoscalers["wanhook-worker"]["spec"]["scaleTargetRef"]["name"] == "wanhook-worker"
+    assert metric["external"]["metric"]["name"] == "wanhook_download_queue_depth"
+    assert "wanhook_download_queue_depth" in (ROOT / "service" / "metrics.py").read_text()
+
+
+def test_optional_redis_is_configured_for_nothing_lost() -> None:
+    config = of_kind("ConfigMap")["wanhook-redis"]["data"]["redis.conf"]
+    settings = dict(line.split(None, 1) for line in config.splitlines() if line and not line.startswith("#"))
+    assert settings["appendonly"] == "yes"
+    assert settings["appendfsync"] in {"everysec", "always"}
+    assert settings["maxmemory-policy"] == "noeviction"
+
+
+# --- systemd -----------------------------------------------------------------------------------------------------
+
+def unit(path: Path) -> configparser.ConfigParser:
+    # systemd allows repeated keys (Environment=); strict=False keeps the parser from refusing them.
+    config = configparser.ConfigParser(strict=False, interpolation=None)
+    config.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+    config.read_string(path.read_text())
+    return config
+
+
+UNITS = sorted(SYSTEMD.glob("*.service"))
+
+
+@pytest.mark.parametrize("path", UNITS, ids=[path.name for path in UNITS])
+def test_systemd_units_run_wanhook_as_its_own_user(path: Path) -> None:
+    config = unit(path)
+    assert {"Unit", "Service", "Install"} <= set(config.sections())
+    service = config["Service"]
+    program, *argv = shlex.split(service["ExecStart"])
+    assert program == "/opt/wanhook/bin/wanhook"
+    assert command_name(argv) in path.name
+    assert service["User"] not in {"root", "0"}
+    assert service["EnvironmentFile"] == "/etc/wanhook/wanhook.env"
+    data_dir = "/var/lib/" + service["StateDirectory"]
+    assert f"WANHOOK_DATA_DIR={data_dir}" in path.read_text()
+    assert service["WorkingDirectory"] == data_dir
+    assert config["Install"]["WantedBy"] == "multi-user.target"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    # systemd-analyze checks that ExecStart's program exists: point it at this checkout's wanhook script.
+    script = Path(sys.executable).parent / "wanhook"
+    assert script.exists()
+    names = []
+    for path in UNITS:
+        text = path.read_text().replace("/opt/wanhook/bin/wanhook", str(script))
+        text = text.replace("EnvironmentFile=/", "EnvironmentFile=-/")  # the file exists only once installed
+        (tmp_path / path.name).write_text(text)
+        names.append(path.name.replace("@.service", "@1.service"))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *names], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    ours = [line for line in result.stderr.splitlines() if any(path.name.split("@")[0] in line for path in UNITS)]
+    assert result.returncode == 0 and not ours, result.stderr
+
+
+# --- across the files --------------------------------------------------------------------------------------------
+
+def test_every_variable_set_in_deploy_is_documented(compose: dict[str, Any]) -> None:
+    used: set[str] = set()
+    for service in compose["services"].values():
+        used |= set(service.get("environment", {}))
+    for _, doc in manifests():
+        if doc["kind"] in {"ConfigMap", "Secret"} and doc["metadata"]["name"].startswith("wanhook-") \
+                and doc["metadata"]["name"] != "wanhook-redis":
+            used |= set(doc.get("data") or {}) | set(doc.get("stringData") or {})
+    for _, _, container in containers():
+        used |= {variable["name"] for variable in container.get("env", [])}
+    for line in (SYSTEMD / "wanhook.env.example").read_text().splitlines():
+        name = line.lstrip("#").split("=", 1)[0]
+        if "=" in line and re.fullmatch(r"[A-Z0-9_]+", name):
+            used.add(name)
+    unknown = {name for name in used if name.startswith(("WANHOOK_", "DASHSCOPE_"))} - known_variables()
+    assert not unknown, f"not in the README's configuration table: {sorted(unknown)}"
