@@ -60,7 +60,7 @@ def bench_event_to_download(ctx: Context) -> Result:
         reads = emulator.stats()["reads"]
         direct = direct_first_bytes(emulator, [t["dashscope"]["task_id"] for t in tasks[:50]])
     ctx.samples["push to first byte: wanhook"] = latencies
-    ctx.samples["read + first byte, direct"] = direct
+    ctx.samples["push to first byte: direct DashScope read + first byte"] = direct
     p50, p99 = median(latencies), percentile(latencies, 99)
     ctx.log(f"  wanhook: median {p50:.1f} ms, p99 {p99:.1f} ms, {reads / count:.2f} DashScope reads per task; "
             f"direct read + first byte: median {median(direct):.1f} ms, p99 {percentile(direct, 99):.1f} ms")

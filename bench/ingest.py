@@ -34,7 +34,7 @@ def bench_ingest(ctx: Context) -> Result:
     duration, connections = (1.0, 8) if ctx.smoke else (10.0, 32)
     rate, paced_seconds = (200.0, 1.0) if ctx.smoke else (1000.0, 10.0)
     # More tasks than the fastest run sends events, so none of them finds its task already moved on.
-    tasks = 6000 if ctx.smoke else 100_000
+    tasks = 5000 if ctx.smoke else 100_000
     tool = "wrk -t2" if have_wrk() else "the Python generator (wrk is not installed)"
     ctx.log(f"ingest: {tasks} tasks seeded; {tool} -c{connections} for {duration:.0f} s; then {rate:.0f} events/s "
             f"paced for {paced_seconds:.0f} s")

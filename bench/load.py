@@ -138,11 +138,14 @@ async def paced(url: str, requests: Sequence[bytes], rate: float, connections: i
 
     workers = [asyncio.create_task(worker(*pair)) for pair in streams]
     start = time.perf_counter()
-    for n in range(len(requests)):
-        at = start + n / rate
-        if (delay := at - time.perf_counter()) > 0:
-            await asyncio.sleep(delay)
-        due.put_nowait(at)
+    n = 0
+    while n < len(requests):
+        # Never early (a timer may fire up to a millisecond before its time); late is charged to latency.
+        now = time.perf_counter()
+        while n < len(requests) and start + n / rate <= now:
+            due.put_nowait(start + n / rate)
+            n += 1
+        await asyncio.sleep(max(0.001, start + n / rate - now))
     for _ in workers:
         due.put_nowait(None)
     await asyncio.gather(*workers)

@@ -26,7 +26,7 @@ STORED_GOAL_BYTES = 2048
 
 
 def bench_scale(ctx: Context) -> Result:
-    count = 40 if ctx.smoke else 500
+    count = 20 if ctx.smoke else 500
     ctx.log(f"scale: Redis memory of {count} tasks, queued and then through their whole life")
     store = RedisServer(ctx.tmp / "redis").start()
     emulator = Emulator(ctx.tmp, "--render-seconds", "0").start()

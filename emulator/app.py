@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from . import oss
 from .clock import china_time, epoch_millis, parse_compact
-from .eventbridge import USER_API_KEY_PREFIX
+from .eventbridge import CERT_PATH, USER_API_KEY_PREFIX
 from .tasks import ApiError, Task, invalid
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ def build_app(emulator: Emulator) -> Starlette:
             Route("/api/v1/tasks/{task_id}", read_task),
             Route("/api/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
             Route("/oss/{name}", video),
+            Route(CERT_PATH, certificate),
             Route("/_emulator/config", config, methods=["GET", "POST"]),
             Route("/_emulator/stats", stats),
             Route("/_emulator/reset", reset, methods=["POST"]),
@@ -43,6 +44,8 @@ def build_app(emulator: Emulator) -> Starlette:
         exception_handlers={ApiError: api_error},
     )
     app.state.emulator = emulator
+    # Signed pushes name the certificate this app serves, at the address the emulator listens on once started.
+    emulator.bus.signer.certificate_url = lambda: emulator.base_url + CERT_PATH
     return app
 
 
@@ -239,6 +242,11 @@ async def video(request: Request) -> Response:
         return oss.expired(int(time.time()))
     data = None if task.video.length > oss.IN_MEMORY_MAX else emulator.videos.body(task.video)
     return oss.serve(request, task.video, data, emulator.config, emulator.stats)
+
+
+async def certificate(request: Request) -> Response:
+    """The certificate of the key that signs the HTTP pushes, as EventBridge serves its own from OSS."""
+    return Response(_emulator(request).bus.signer.certificate_pem, media_type="application/x-pem-file")
 
 
 async def config(request: Request) -> Response:

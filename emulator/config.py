@@ -6,6 +6,11 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# How the HTTP pushes' v2 signature reads, one of the forms receivers in the wild expect: "plain" (timestamp in
+# milliseconds, nothing after the body), "trailing-newline" (a newline after the body, as Alibaba's SDK builds
+# the string) or "seconds" (the timestamp in seconds).
+SIGNATURE_VARIANTS = ("plain", "trailing-newline", "seconds")
+
 # Knobs settable through POST /_emulator/config, with the JSON types each accepts.
 KNOBS: dict[str, tuple[type, ...]] = {
     "render_seconds": (int, float),
@@ -31,6 +36,11 @@ KNOBS: dict[str, tuple[type, ...]] = {
     "limits": (dict,),
     "query_qps": (int,),
     "webhook_targets": (list,),
+    "signature_variant": (str,),
+    "signature_tamper": (bool,),
+    "signature_skew_seconds": (int, float),
+    "signature_cert_url": (str, type(None)),
+    "signature_target_url": (str, type(None)),
 }
 
 # What an item of create_errors or read_errors may say (see EmulatorConfig.create_errors).
@@ -75,6 +85,13 @@ class EmulatorConfig:
     limits: dict[str, dict[str, int]] = field(default_factory=dict)  # {model: {"rps": n, "running": n}}
     query_qps: int = 20
     webhook_targets: list[dict[str, Any]] = field(default_factory=list)  # [{"url", "token", "body"}]
+    # Every HTTP push is signed as EventBridge signs (v2, RSA-SHA256) with the emulator's own key; its
+    # certificate is served at /_emulator/eventbridge/cert.pem. These bend the signature for tests:
+    signature_variant: str = "plain"  # one of SIGNATURE_VARIANTS
+    signature_tamper: bool = False  # the body sent differs (by a trailing space) from the body signed
+    signature_skew_seconds: float = 0.0  # added to the signature timestamp: beyond +-60 it is stale
+    signature_cert_url: str | None = None  # named in x-eventbridge-signature-url instead of the served one
+    signature_target_url: str | None = None  # signed instead of the target's URL (a proxy in front of it)
     # Not knobs: fixed for the life of the emulator.
     public_base_url: str | None = None
     cache_dir: str | None = None
@@ -111,6 +128,8 @@ class EmulatorConfig:
                 raise ValueError("webhook_targets items need a url")
             if target.get("body", "original") not in ("original", "data"):
                 raise ValueError("webhook_targets body must be 'original' or 'data'")
+        if changes.get("signature_variant", "plain") not in SIGNATURE_VARIANTS:
+            raise ValueError(f"signature_variant must be one of {', '.join(SIGNATURE_VARIANTS)}")
         for name, value in changes.items():
             setattr(self, name, value)
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
 import json
 import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 
 from .clock import china_time, utc_iso
 from .config import EmulatorConfig
@@ -23,6 +30,8 @@ logger = logging.getLogger("emulator.eventbridge")
 
 USER_API_KEY_PREFIX = "apikey:v1:aigc:video-generation:video-synthesis:"
 TAG = "AsyncTaskFinish"
+CERT_PATH = "/_emulator/eventbridge/cert.pem"
+TOKEN_HEADER = "x-eventbridge-signature-token"
 
 
 def build_event(task: Task, config: EmulatorConfig) -> dict[str, Any]:
@@ -55,6 +64,55 @@ def build_event(task: Task, config: EmulatorConfig) -> dict[str, Any]:
     }
 
 
+class Signer:
+    """EventBridge's v2 push signature (RSA-SHA256), made with the emulator's own key and self-signed certificate.
+
+    The signed string is the target URL, a newline, the lines ``name: value`` of the timestamp, hash method,
+    version, certificate URL and (when the push has one) token headers joined by newlines, a newline, and the
+    body. The config's signature knobs bend it so that tests can cover each form a receiver must accept.
+    """
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "emulated EventBridge push signing")])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .sign(self.key, hashes.SHA256())
+        )
+        self.certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
+        # Where the certificate is served; the app sets it, since only it knows the emulator's address.
+        self.certificate_url: Callable[[], str] = lambda: CERT_PATH
+
+    def sign(self, url: str, body: bytes, token: str | None) -> tuple[dict[str, str], bytes]:
+        """The signature headers of a push of ``body`` to ``url``, and the body to send."""
+        config = self.config
+        signed_at = time.time() + config.signature_skew_seconds
+        headers = {
+            "x-eventbridge-signature-timestamp": str(int(signed_at if config.signature_variant == "seconds"
+                                                         else signed_at * 1000)),
+            "x-eventbridge-hash-method": "SHA256",
+            "x-eventbridge-signature-version": "1.0",
+            "x-eventbridge-signature-url": config.signature_cert_url or self.certificate_url(),
+        }
+        if token:
+            headers[TOKEN_HEADER] = token
+        lines = [config.signature_target_url or url, *(f"{name}: {value}" for name, value in headers.items())]
+        data = "\n".join(lines).encode() + b"\n" + body
+        if config.signature_variant == "trailing-newline":
+            data += b"\n"
+        signature = self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        headers["x-eventbridge-signature-v2"] = base64.b64encode(signature).decode()
+        return headers, (body + b" " if config.signature_tamper else body)
+
+
 class Target(Protocol):
     async def deliver(self, event: dict[str, Any]) -> bool:
         """One attempt; True when the target took the event."""
@@ -62,7 +120,10 @@ class Target(Protocol):
 
 
 class HttpTarget:
-    """An EventBridge HTTP target with Token authentication; body "original" (whole event) or "data"."""
+    """An EventBridge HTTP target with Token authentication; body "original" (whole event) or "data".
+
+    With a signer, every push also carries EventBridge's v2 signature headers.
+    """
 
     def __init__(
         self,
@@ -71,11 +132,13 @@ class HttpTarget:
         body_mode: str = "original",
         timeout: float = 5.0,
         client: httpx.AsyncClient | None = None,
+        signer: Signer | None = None,
     ) -> None:
         if body_mode not in ("original", "data"):
             raise ValueError("body_mode must be 'original' or 'data'")
         self.url, self.token, self.body_mode, self.timeout = url, token, body_mode, timeout
         self._client = client
+        self.signer = signer
 
     async def deliver(self, event: dict[str, Any]) -> bool:
         if self._client is None:
@@ -83,8 +146,11 @@ class HttpTarget:
         body = event if self.body_mode == "original" else event["data"]
         headers = {"content-type": "application/json;charset=utf-8"}
         if self.token:
-            headers["x-eventbridge-signature-token"] = self.token
+            headers[TOKEN_HEADER] = self.token
         content = json.dumps(body, ensure_ascii=False).encode()
+        if self.signer is not None:
+            signed, content = self.signer.sign(self.url, content, self.token)
+            headers.update(signed)
         try:
             response = await self._client.post(self.url, content=content, headers=headers, timeout=self.timeout)
         except httpx.HTTPError as exc:
@@ -117,11 +183,13 @@ class EventBus:
         self.config, self.stats = config, stats
         self.extra_targets: list[Target] = []
         self._client = httpx.AsyncClient()
+        self.signer = Signer(config)
 
     def targets(self) -> list[Target]:
         webhooks: list[Target] = [
             HttpTarget(
-                t["url"], t.get("token"), t.get("body", "original"), self.config.push_timeout_seconds, self._client
+                t["url"], t.get("token"), t.get("body", "original"), self.config.push_timeout_seconds, self._client,
+                self.signer,
             )
             for t in self.config.webhook_targets
         ]

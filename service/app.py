@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import api, dashboard, metrics, webhook
+from . import api, dashboard, logs, metrics, webhook
 from .config import Settings
 from .openapi import DOCUMENT
 from .responses import ApiError, error_response
@@ -76,6 +80,32 @@ ROUTES = [
 ]
 
 
+class RequestIds:
+    """Every request gets an id (the caller's ``X-Request-ID`` when it is sane), echoed in the answer
+    and carried by every log line written while handling it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        value = given if 0 < len(given) <= 128 and given.isprintable() and given.isascii() else uuid.uuid4().hex
+        token = logs.request_id.set(value)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("x-request-id", value)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logs.request_id.reset(token)
+
+
 def create_app(settings: Settings | None = None, *, workers: bool = True,
                runtime: Runtime | None = None) -> Starlette:
     """The app; with ``workers`` it also runs the submission and download workers in this process.
@@ -102,6 +132,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True,
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=[Middleware(RequestIds)],
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_error, RedisError: on_redis_error},
     )
 

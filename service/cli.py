@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import ipaddress
 import json
-import logging
 import os
 import signal
 import sys
@@ -27,10 +26,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=os.environ.get("WANHOOK_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
-    # httpx logs full URLs, signed query strings included.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from .logs import setup
+
+    setup(os.environ.get("WANHOOK_LOG_LEVEL", "INFO"), os.environ.get("WANHOOK_LOG_FORMAT", "json"))
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
+# Where EventBridge keeps its signing certificates: https://<region>-eventbridge.oss-accelerate.aliyuncs.com/...
+DEFAULT_CERT_HOST = "*-eventbridge.oss-accelerate.aliyuncs.com"
 
 
 class ConfigError(ValueError):
@@ -28,6 +30,14 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """The variable's value among ``choices``; unset or empty is the first."""
+    raw = env.get(name) or choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     api_key: str | None = None
@@ -35,6 +45,11 @@ class Settings:
     redis_url: str | None = None
     data_dir: Path = Path("wanhook-data")
     eventbridge_token: str | None = None
+    # WANHOOK_EVENTBRIDGE_VERIFY: "token" (the token alone, when set) or "signature" (EventBridge's v2 RSA
+    # signature, and the token too when set); see service/signature.py.
+    eventbridge_verify: str = "token"
+    eventbridge_url: str | None = None  # the URL the target posts to, when a proxy makes the received one differ
+    eventbridge_cert_hosts: tuple[str, ...] = (DEFAULT_CERT_HOST,)
     api_tokens: tuple[str, ...] = ()
     callback_secret: str | None = None
     video_hosts: tuple[str, ...] = ("*.aliyuncs.com",)
@@ -70,6 +85,9 @@ class Settings:
             redis_url=env.get("WANHOOK_REDIS_URL") or None,
             data_dir=Path(env.get("WANHOOK_DATA_DIR") or "wanhook-data"),
             eventbridge_token=env.get("WANHOOK_EVENTBRIDGE_TOKEN") or None,
+            eventbridge_verify=_choice(env, "WANHOOK_EVENTBRIDGE_VERIFY", ("token", "signature")),
+            eventbridge_url=env.get("WANHOOK_EVENTBRIDGE_URL") or None,
+            eventbridge_cert_hosts=_split(env.get("WANHOOK_EVENTBRIDGE_CERT_HOSTS", DEFAULT_CERT_HOST)),
             api_tokens=_split(env.get("WANHOOK_API_TOKENS")),
             callback_secret=env.get("WANHOOK_CALLBACK_SECRET") or None,
             video_hosts=_split(env.get("WANHOOK_VIDEO_HOSTS", "*.aliyuncs.com")),

@@ -7,6 +7,7 @@ was refused).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +80,9 @@ def error_from_response(response: httpx.Response) -> DashScopeError:
 
 class DashScopeClient:
     def __init__(self, api_key: str | None, base_url: str, *, timeout: float = 30.0,
-                 workspace: str | None = None) -> None:
+                 workspace: str | None = None,
+                 on_call: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+        self.on_call = on_call  # (endpoint, status or error) after every call, for metrics
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {api_key or ''}"}
         if workspace:
@@ -91,12 +94,17 @@ class DashScopeClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        endpoint = ("create" if path == CREATE_PATH else "cancel" if path.endswith("/cancel")
+                    else "list" if path == "/tasks/" else "read")
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
+            await self._record(endpoint, "timeout")
             raise Unreachable("Timeout", f"{method} {path} timed out") from exc
         except httpx.HTTPError as exc:
+            await self._record(endpoint, "connection_error")
             raise Unreachable("ConnectionError", f"{method} {path}: {type(exc).__name__}") from exc
+        await self._record(endpoint, str(response.status_code))
         if response.status_code != 200:
             raise error_from_response(response)
         try:
@@ -106,6 +114,13 @@ class DashScopeClient:
         if not isinstance(body, dict):
             raise Unreachable("InvalidResponse", f"{method} {path} answered 200 with a body that is not JSON")
         return body
+
+    async def _record(self, endpoint: str, status: str) -> None:
+        if self.on_call is not None:
+            try:
+                await self.on_call(endpoint, status)
+            except Exception:  # metrics must never fail a call
+                pass
 
     async def create_task(self, model: str, input: dict[str, Any], parameters: dict[str, Any]) -> CreatedTask:
         body = await self._request(

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import constants as keys
-from . import outbound
+from . import metrics, outbound
 from .config import Settings
 from .dashscope import DashScopeClient, DashScopeError
 from .jobs import Job, JobQueue, work
@@ -100,6 +100,7 @@ class Downloader:
         if not task or task["status"] != "downloading":
             await self.queue.ack(job)
             return
+        started = time.monotonic()
         try:
             async with self._holding(job) as lost:
                 video = await self._fetch(task, lost)
@@ -123,6 +124,7 @@ class Downloader:
             if await self.store.transition(job.task_id, "ready", video=video):
                 await self.store.count("downloads_completed")
                 await self.store.count("download_bytes", video["bytes"])
+                await metrics.observe_download(self.store, time.monotonic() - started)
         await self.queue.ack(job)
 
     @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from . import scripts
+from . import logs, scripts
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ async def work(queue: JobQueue, handle: Callable[[Job], Awaitable[None]], stop: 
     running: set[asyncio.Task] = set()
 
     async def guarded(job: Job) -> None:
+        logs.task_id.set(job.task_id)  # this coroutine runs in its own task: the id stays with the job
         try:
             await handle(job)
         except Exception:

@@ -32,7 +32,7 @@ class Runtime:
         self.redis = redis
         self.store = TaskStore(redis)
         self.dashscope = DashScopeClient(settings.api_key, settings.dashscope_base_url,
-                                         timeout=settings.dashscope_timeout)
+                                         timeout=settings.dashscope_timeout, on_call=self._count_call)
         self.consumer = consumer_name()
         self.limits = parse_limits(settings.limits)
         self.request_limiter = RateLimiter(redis)
@@ -40,6 +40,9 @@ class Runtime:
         # A submitted task keeps its slot until its event; should the event be lost, until the sweeper
         # has had time to read the task.
         self.slot_lease_seconds = settings.sweep_after_seconds + 3 * settings.sweep_interval_seconds
+
+    async def _count_call(self, endpoint: str, status: str) -> None:
+        await self.store.count(f"dashscope_calls|endpoint={endpoint}|status={status}")
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:

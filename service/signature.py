@@ -138,16 +138,16 @@ async def _fetch(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
     except outbound.DestinationRefused as exc:
         raise refuse(f"the certificate URL (x-eventbridge-signature-url) is refused: {exc}") from None
     try:
-        async with httpx.AsyncClient(follow_redirects=False, timeout=CERT_TIMEOUT) as client:
-            async with client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    # The URL passed the host check yet names no certificate: the push is not EventBridge's.
-                    raise refuse(f"the certificate URL (x-eventbridge-signature-url) answered {response.status_code}")
-                pem = bytearray()
-                async for chunk in response.aiter_bytes():
-                    pem += chunk
-                    if len(pem) > CERT_MAX_BYTES:
-                        raise refuse(f"the certificate at x-eventbridge-signature-url is over {CERT_MAX_BYTES} bytes")
+        async with (httpx.AsyncClient(follow_redirects=False, timeout=CERT_TIMEOUT) as client,
+                    client.stream("GET", url) as response):
+            if response.status_code != 200:
+                # The URL passed the host check yet names no certificate: the push is not EventBridge's.
+                raise refuse(f"the certificate URL (x-eventbridge-signature-url) answered {response.status_code}")
+            pem = bytearray()
+            async for chunk in response.aiter_bytes():
+                pem += chunk
+                if len(pem) > CERT_MAX_BYTES:
+                    raise refuse(f"the certificate at x-eventbridge-signature-url is over {CERT_MAX_BYTES} bytes")
     except httpx.HTTPError as exc:
         # Not the sender's fault: 503 makes EventBridge push again later.
         log.warning("cannot fetch the EventBridge certificate %s: %r", url, exc)
@@ -194,6 +194,15 @@ def _verifies(key: rsa.RSAPublicKey, signature: bytes, data: bytes) -> bool:
 
 async def verify_signature(request: Request, body: bytes, settings: Settings, now: float | None = None) -> None:
     """Raises ApiError (401 ``invalid_signature``) unless the push carries EventBridge's valid v2 signature."""
+    try:
+        await _verify(request, body, settings, time.time() if now is None else now)
+    except ApiError as exc:
+        # EventBridge's console shows that a push failed, not why: the reason is here.
+        log.info("EventBridge push refused (%s): %s", exc.code, exc.message)
+        raise
+
+
+async def _verify(request: Request, body: bytes, settings: Settings, now: float) -> None:
     headers = request.headers
     missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
     if missing:
@@ -206,7 +215,7 @@ async def verify_signature(request: Request, body: bytes, settings: Settings, no
         signed_at = timestamp_seconds(headers[TIMESTAMP])
     except ValueError:
         raise refuse(f"{TIMESTAMP} is not a number of seconds or milliseconds") from None
-    skew = (time.time() if now is None else now) - signed_at
+    skew = now - signed_at
     if abs(skew) > WINDOW_SECONDS:
         raise refuse(f"stale signature: {TIMESTAMP} is {abs(skew):.0f} s {'old' if skew > 0 else 'ahead'}, "
                      f"outside the {WINDOW_SECONDS:.0f} s window")

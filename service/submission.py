@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from . import constants as keys
+from . import logs
 from .dashscope import DashScopeClient, DashScopeError, RequestRejected, Unreachable
 from .models import MODELS
 from .quota import Admission, ReadLimiter
@@ -171,6 +172,7 @@ class Dispatcher:
         return max(wait, 0.001)
 
     async def _submit(self, task_id: str) -> None:
+        logs.task_id.set(task_id)
         try:
             await self.submitter.submit(task_id)
         except Exception:

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from .events import InvalidEvent
 from .receiver import receive
 from .responses import ApiError, read_body, require_json
+from .signature import verify_signature
 
 # EventBridge's own limit on an event.
 EVENT_BODY_LIMIT = 256 * 1024
@@ -33,6 +34,9 @@ async def receive_event(request: Request) -> Response:
     check_token(request, runtime.settings.eventbridge_token)
     require_json(request)
     body = await read_body(request, EVENT_BODY_LIMIT)
+    if runtime.settings.eventbridge_verify == "signature":
+        # Over the raw bytes, before anything reads them as an event.
+        await verify_signature(request, body, runtime.settings)
     try:
         outcome, event = await receive(runtime.store, body)
     except InvalidEvent as exc:

@@ -51,7 +51,7 @@ def test_task_to_stored_video(stack: Stack) -> None:
     log = stack.redis.xrange("{wanhook}:events")
     assert [entry["outcome"] for _, entry in log] == ["applied"]
     metrics = stack.http.get("/metrics").text
-    assert "wanhook_events_applied_total 1" in metrics
+    assert 'wanhook_events_total{outcome="applied"} 1' in metrics
     assert 'wanhook_tasks{status="ready"} 1' in metrics
 
 
