@@ -10,7 +10,6 @@ from typing import Any
 
 from .config import EmulatorConfig
 from .eventbridge import RocketMQTarget
-from .server import Emulator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     targets = [{"url": args.webhook_url, "token": args.webhook_token, "body": args.webhook_body}]
     config = EmulatorConfig(render_seconds=args.render_seconds, webhook_targets=targets if args.webhook_url else [])
+    from .server import Emulator  # needs the `emulator` extra (PyAV)
+
     emulator = Emulator(config)
     double: Any = None
     stopping = asyncio.Event()

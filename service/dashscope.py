@@ -127,15 +127,20 @@ class DashScopeClient:
             "POST", CREATE_PATH, json={"model": model, "input": input, "parameters": parameters},
             headers={"X-DashScope-Async": "enable"},
         )
-        output = body.get("output") or {}
-        if not output.get("task_id"):
+        output = body.get("output")
+        # Anything but DashScope's shape is an answer that cannot be used (as if none had come), not a crash.
+        if not isinstance(output, dict) or not isinstance(output.get("task_id"), str) or not output["task_id"]:
             raise Unreachable("InvalidResponse", "create answered without output.task_id")
-        return CreatedTask(output["task_id"], output.get("task_status", "PENDING"), body.get("request_id"))
+        status, request_id = output.get("task_status"), body.get("request_id")
+        return CreatedTask(output["task_id"], status if isinstance(status, str) else "PENDING",
+                           request_id if isinstance(request_id, str) else None)
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         """The task's ``output`` (status, video_url or code/message), with ``request_id`` added."""
         body = await self._request("GET", f"/tasks/{task_id}")
-        output = dict(body.get("output") or {})
+        if not isinstance(body.get("output"), dict):
+            raise Unreachable("InvalidResponse", f"GET /tasks/{task_id} answered without an output object")
+        output = dict(body["output"])
         output.setdefault("task_id", task_id)
         output.setdefault("task_status", "UNKNOWN")
         output["request_id"] = body.get("request_id")

@@ -161,7 +161,8 @@ class Downloader:
             # Renamed into place by a worker that died before recording it.
             return self._video(task_id, final, sha256_of(final).hexdigest())
 
-        url = task.get("video_url") or await self._read_url(task, None)
+        url: str | None = task.get("video_url") or None
+        stale: str | None = None  # a URL the video host refused
         refreshed = False
         attempts = 0
         with open(part, "ab+") as file:
@@ -170,6 +171,15 @@ class Downloader:
             except BlockingIOError:
                 raise JobLost() from None
             while True:
+                try:
+                    # Inside the attempts: a read that fails (5xx, timeout, not JSON) is retried within
+                    # WANHOOK_DOWNLOAD_ATTEMPTS like a broken transfer, instead of leaving the job to be
+                    # taken over and read again without end.
+                    if url is None:
+                        url = await self._read_url(task, stale)
+                except TransientError as exc:
+                    attempts = await self._after_failure(task_id, attempts, exc)
+                    continue
                 if not host_allowed(url, self.settings.video_hosts):
                     raise DownloadError("VideoHostNotAllowed",
                                         f"video host {urlsplit(url).hostname!r} is not in WANHOOK_VIDEO_HOSTS")
@@ -184,16 +194,12 @@ class Downloader:
                     if refreshed:
                         raise DownloadError("VideoURLExpired", "the video URL was refused (expired) even after "
                                             "reading the task again", status="expired") from None
-                    url, refreshed = await self._read_url(task, url), True
+                    stale, url, refreshed = url, None, True
                 except TransientError as exc:
-                    attempts += 1
-                    if attempts >= self.settings.download_attempts:
-                        raise DownloadError("DownloadFailed", f"gave up after {attempts} attempts: {exc}") from None
-                    await self.store.count("download_retries")
-                    log.info("task %s: %s; resuming (attempt %d)", task_id, exc, attempts + 1)
-                    await asyncio.sleep(min(0.2 * 2**attempts, 30.0))
+                    attempts = await self._after_failure(task_id, attempts, exc)
             await asyncio.to_thread(os.fsync, file.fileno())
             os.replace(part, final)
+            await self.store.count("download_transfers_completed")  # a whole video fetched and in place
         _fsync_dir(self.videos)
         return self._video(task_id, final, digest)
 
@@ -206,6 +212,16 @@ class Downloader:
         if free - ((total or 0) - offset) < self.settings.min_free_bytes:
             raise InsufficientStorage(f"{free} bytes free; the video needs {(total or 0) - offset} and "
                                       f"WANHOOK_MIN_FREE_BYTES keeps {self.settings.min_free_bytes} free")
+
+    async def _after_failure(self, task_id: str, attempts: int, exc: TransientError) -> int:
+        """Count a failed attempt and wait before the next; the task fails once the attempts are spent."""
+        attempts += 1
+        if attempts >= self.settings.download_attempts:
+            raise DownloadError("DownloadFailed", f"gave up after {attempts} attempts: {exc}") from None
+        await self.store.count("download_retries")
+        log.info("task %s: %s; trying again (attempt %d)", task_id, exc, attempts + 1)
+        await asyncio.sleep(min(0.2 * 2**attempts, 30.0))
+        return attempts
 
     def _video(self, task_id: str, path: Path, sha256: str) -> dict[str, Any]:
         return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256,

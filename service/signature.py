@@ -111,11 +111,13 @@ def check_certificate_url(url: str, patterns: tuple[str, ...]) -> None:
     literal = host in {pattern.lower() for pattern in patterns if "*" not in pattern}
     if parts.username is not None or parts.password is not None:
         raise refuse("the certificate URL (x-eventbridge-signature-url) must not carry credentials")
-    if not (parts.scheme == "https" or (literal and parts.scheme == "http")):
-        raise refuse("the certificate URL (x-eventbridge-signature-url) is not https")
-    if not literal and (port is not None or not any(_host_pattern(p).fullmatch(host) for p in patterns)):
+    if not literal and not any(_host_pattern(pattern).fullmatch(host) for pattern in patterns):
         raise refuse(f"the certificate URL (x-eventbridge-signature-url) is not on an EventBridge certificate host "
                      f"({', '.join(patterns)}): {host or 'no host'}")
+    if not (parts.scheme == "https" or (literal and parts.scheme == "http")):
+        raise refuse("the certificate URL (x-eventbridge-signature-url) is not https")
+    if port is not None and not literal:
+        raise refuse("the certificate URL (x-eventbridge-signature-url) must not name a port")
 
 
 def load_public_key(pem: bytes) -> rsa.RSAPublicKey:
@@ -184,12 +186,17 @@ def received_url(request: Request) -> str:
     return str(request.url.replace(fragment=""))
 
 
-def _verifies(key: rsa.RSAPublicKey, signature: bytes, data: bytes) -> bool:
-    try:
-        key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature:
-        return False
-    return True
+def signature_matches(key: rsa.RSAPublicKey, signature: bytes, url: str, headers: Mapping[str, str],
+                      body: bytes) -> bool:
+    """Whether ``signature`` signs the push in either accepted form: with or without a newline after the body."""
+    for trailing_newline in (False, True):
+        try:
+            key.verify(signature, string_to_sign(url, headers, body, trailing_newline=trailing_newline),
+                       padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            continue
+        return True
+    return False
 
 
 async def verify_signature(request: Request, body: bytes, settings: Settings, now: float | None = None) -> None:
@@ -217,7 +224,7 @@ async def _verify(request: Request, body: bytes, settings: Settings, now: float)
         raise refuse(f"{TIMESTAMP} is not a number of seconds or milliseconds") from None
     skew = now - signed_at
     if abs(skew) > WINDOW_SECONDS:
-        raise refuse(f"stale signature: {TIMESTAMP} is {abs(skew):.0f} s {'old' if skew > 0 else 'ahead'}, "
+        raise refuse(f"stale timestamp: {TIMESTAMP} is {abs(skew):.0f} s {'old' if skew > 0 else 'ahead'}, "
                      f"outside the {WINDOW_SECONDS:.0f} s window")
     try:
         signature = base64.b64decode(headers[SIGNATURE], validate=True)
@@ -228,7 +235,6 @@ async def _verify(request: Request, body: bytes, settings: Settings, now: float)
     key = await public_key(cert_url, settings.eventbridge_cert_hosts)
     url = settings.eventbridge_url or received_url(request)
     signed = {name: headers[name] for name in SIGNED_HEADERS if name in headers}
-    if not any(_verifies(key, signature, string_to_sign(url, signed, body, trailing_newline=newline))
-               for newline in (False, True)):
+    if not signature_matches(key, signature, url, signed, body):
         raise refuse(f"the signature does not match the push to {url} (behind a proxy, set WANHOOK_EVENTBRIDGE_URL "
                      "to the URL the EventBridge target posts to)")

@@ -63,7 +63,10 @@ class Submitter:
             return
         if task.get("submit_attempt_at") and await self._adopt_landed(task):
             return
-        await self.store.set_fields(task_id, submit_attempt_at=f"{time.time():.3f}")
+        # On the task in hand too: a lost answer is looked for around this attempt (not a former one, nor
+        # none at all: the first attempt's task had no such field, and looking raised KeyError).
+        task["submit_attempt_at"] = f"{time.time():.3f}"
+        await self.store.set_fields(task_id, submit_attempt_at=task["submit_attempt_at"])
         task_input, parameters = dashscope_request(task)
         try:
             created = await self.client.create_task(task["model"], task_input, parameters)
@@ -81,9 +84,22 @@ class Submitter:
 
     async def _record(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None,
                       adopt: bool) -> bool:
-        result = await self.store.mark_submitted(task_id, ds_task_id, ds_status, request_id,
-                                                 slot_lease_ms=self.slot_lease_ms,
-                                                 sweep_after_ms=self.sweep_after_ms, adopt=adopt)
+        delay = 0.25
+        while True:
+            try:
+                result = await self.store.mark_submitted(task_id, ds_task_id, ds_status, request_id,
+                                                         slot_lease_ms=self.slot_lease_ms,
+                                                         sweep_after_ms=self.sweep_after_ms, adopt=adopt)
+                break
+            except RedisError as exc:
+                # DashScope has the task and only this process knows its id: keep trying while Redis is
+                # away rather than leave it to the slower listing after the reservation expires.
+                if delay > 30:
+                    raise
+                log.warning("recording DashScope task %s: Redis unavailable (%s); retrying", ds_task_id,
+                            type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay *= 2
         if result == "stale":
             # Canceled while the create call was in flight: cancel it at DashScope too.
             try:

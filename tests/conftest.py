@@ -58,7 +58,8 @@ def redis_url(redis_server: RedisServer) -> str:
 class Stack:
     """The emulator and a wanhook server (with its workers) wired to each other, on loopback."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, processes: list[Process], *emulator_args: str) -> None:
+    def __init__(self, tmp_path: Path, redis_url: str, processes: list[Process], *emulator_args: str,
+                 webhook: bool = True) -> None:
         self.tmp_path = tmp_path
         self.redis_url = redis_url
         self.processes = processes
@@ -66,8 +67,8 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.webhook = self.url + "/v1/events/dashscope"
         self.data_dir = tmp_path / "data"
-        self.emulator = Emulator(tmp_path, "--render-seconds", "0.3", *(emulator_args or (
-            "--webhook-url", self.webhook, "--webhook-token", TOKEN)))
+        pushes = ("--webhook-url", self.webhook, "--webhook-token", TOKEN) if webhook else ()
+        self.emulator = Emulator(tmp_path, "--render-seconds", "0.3", *pushes, *emulator_args)
         self.env = {
             "WANHOOK_REDIS_URL": redis_url,
             "DASHSCOPE_HTTP_BASE_URL": self.emulator.api,

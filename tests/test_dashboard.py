@@ -58,7 +58,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
 
 @pytest.fixture
 def page(browser: WebDriver) -> Iterator[WebDriver]:
-    browser.set_window_size(*DESKTOP)
+    browser.get("about:blank")
+    set_viewport(browser, *DESKTOP)
     browser.get_log("performance")  # start each test with an empty request log
     yield browser
     browser.get("about:blank")
@@ -75,10 +76,21 @@ def dash_stack(tmp_path: Path, redis_url: str, processes: list[Process]) -> Iter
     stack.redis.close()
 
 
-def shot(driver: WebDriver, folder: Path, name: str) -> Path:
+def shot(driver: WebDriver, folder: Path, name: str, scroll_to: str | None = None) -> Path:
+    """A screenshot of the page from its top (or from the element ``scroll_to``)."""
+    driver.execute_script("document.activeElement.blur();"
+                          "const target = arguments[0] && document.querySelector(arguments[0]);"
+                          "if (target) target.scrollIntoView(); else window.scrollTo(0, 0);", scroll_to)
     path = folder / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+def set_viewport(driver: WebDriver, width: int, height: int) -> None:
+    """Size the window so that the page itself gets ``width`` x ``height`` pixels."""
+    driver.set_window_size(width, height)
+    inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    driver.set_window_size(2 * width - inner[0], 2 * height - inner[1])
 
 
 def card(driver: WebDriver, task_id: str) -> Any:
@@ -168,7 +180,7 @@ def test_submit_watch_play_and_fail(dash_stack: Stack, page: WebDriver, tmp_path
     # Download progress arrives through the stream while the video is fetched.
     wait_card(page, task_id, "downloading")
     label = wait_for(lambda: (text := item.find_element(By.CSS_SELECTOR, ".progress-label").text)
-                     and " of " in text and text, 15, what="download progress")
+                     and re.search(r"\(([3-9]\d)%\)", text) and text, 15, what="download progress past 30%")
     assert re.search(r"Downloading: [\d.]+ KB of [\d.]+ (KB|MB) \(\d+%\)", label), label
     shot(page, tmp_path, "03-downloading")
 
@@ -210,10 +222,11 @@ def test_submit_watch_play_and_fail(dash_stack: Stack, page: WebDriver, tmp_path
     assert page.execute_script("return window.notReloaded") is True
 
     # Phone width: nothing wider than the screen.
-    page.set_window_size(390, 844)
+    set_viewport(page, 390, 844)
     wait_for(lambda: page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth"), 5,
              what="the page to fit a phone-width screen")
     shot(page, tmp_path, "06-phone")
+    shot(page, tmp_path, "07-phone-tasks", scroll_to="#tasks-heading")
 
     # Nothing was fetched from anywhere but the service.
     urls = requested_urls(page)

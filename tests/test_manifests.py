@@ -386,10 +386,27 @@ def test_disruption_budgets_and_autoscalers_point_at_the_deployments() -> None:
     autoscalers = of_kind("HorizontalPodAutoscaler")
     for autoscaler in autoscalers.values():
         assert autoscaler["spec"]["scaleTargetRef"]["name"] in deployments
-    [metric] = autoscalers["wanhook-worker"]["spec"]["metrics"]
     assert autoscalers["wanhook-worker"]["spec"]["scaleTargetRef"]["name"] == "wanhook-worker"
-    assert metric["external"]["metric"]["name"] == "wanhook_download_queue_depth"
-    assert "wanhook_download_queue_depth" in (ROOT / "service" / "metrics.py").read_text()
+
+
+async def test_workers_scale_on_a_series_that_metrics_exposes(redis_url: str) -> None:
+    from redis.asyncio import Redis
+
+    from service.metrics import render
+    from service.store import TaskStore
+
+    client = Redis.from_url(redis_url)
+    try:
+        text = await render(TaskStore(client))
+    finally:
+        await client.aclose()
+    samples = [re.match(r"^(\w+)(?:\{(.*)\})? ", line) for line in text.splitlines() if not line.startswith("#")]
+    series = {(match[1], frozenset(re.findall(r'(\w+)="([^"]*)"', match[2] or ""))) for match in samples if match}
+    [metric] = of_kind("HorizontalPodAutoscaler")["wanhook-worker"]["spec"]["metrics"]
+    wanted = metric["external"]["metric"]
+    labels = set(wanted.get("selector", {}).get("matchLabels", {}).items())
+    assert any(name == wanted["name"] and labels <= found for name, found in series), \
+        f"/metrics has no {wanted['name']} with {labels}"
 
 
 def test_optional_redis_is_configured_for_nothing_lost() -> None:

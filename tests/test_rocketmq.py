@@ -62,7 +62,7 @@ def outcomes(stack: Stack) -> list[str]:
 def test_emulator_to_topic_to_stored_video(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
     port = free_port()
     stack = Stack(tmp_path, redis_url, processes, "--rocketmq", "--rocketmq-port", str(port),
-                  "--rocketmq-topic", TOPIC).start()
+                  "--rocketmq-topic", TOPIC, webhook=False).start()
     stack.consume(f"127.0.0.1:{port}", TOPIC)
     task = stack.wait_status(stack.create("over the topic")["id"], "ready")
     assert task["video"]["bytes"] > 0

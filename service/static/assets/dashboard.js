@@ -216,21 +216,26 @@
     renderCallbacks(item, task);
   }
 
+  // Which states a task went through, from what it carries: a DashScope task id means it was
+  // submitted, DashScope's SUCCEEDED that its video was downloaded (or tried).
+  function passed(task, step) {
+    const ds = task.dashscope || {};
+    if (step === "queued") return true;
+    if (step === "submitted") return Boolean(ds.task_id) || ["submitted", "downloading", "ready"].includes(task.status);
+    if (step === "downloading") return ds.status === "SUCCEEDED" || ["downloading", "ready"].includes(task.status);
+    return TERMINAL.has(task.status);
+  }
+
   function renderSteps(item, task, times) {
-    const last = task.status === "ready" ? 3 : Math.min(RANK[task.status], 2);
+    if (!times.queued) times.queued = task.created_at;
     for (const step of item.querySelectorAll(".steps li")) {
-      const index = STEPS.indexOf(step.dataset.step);
-      const done = index <= last && (task.status === "ready" || index < 3);
+      const name = step.dataset.step === "ready" && TERMINAL.has(task.status) ? task.status : step.dataset.step;
+      const done = passed(task, step.dataset.step);
+      // The last step names how the task ended.
+      step.firstChild.textContent = name;
       step.classList.toggle("done", done);
-      step.classList.toggle("current", step.dataset.step === task.status);
-      step.querySelector("time").textContent = done ? clock(times[step.dataset.step]) : "";
-    }
-    const end = item.querySelector(".steps li[data-step='ready']");
-    // A task that ended otherwise shows how in the last step.
-    end.firstChild.textContent = TERMINAL.has(task.status) ? task.status : "ready";
-    if (TERMINAL.has(task.status) && task.status !== "ready") {
-      end.classList.add("done", "current");
-      end.querySelector("time").textContent = clock(times[task.status]);
+      step.classList.toggle("current", name === task.status);
+      step.querySelector("time").textContent = done ? clock(times[name]) : "";
     }
   }
 
@@ -514,6 +519,13 @@
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
   });
   form.addEventListener("submit", submit);
+  // A page kept in the back-forward cache would otherwise hold its stream open on the server.
+  window.addEventListener("pagehide", () => {
+    if (source) source.close();
+    source = null;
+    followed = new Set();
+  });
+  window.addEventListener("pageshow", (event) => { if (event.persisted) load(); });
   fillModel();
   setConnection("idle", "Connecting…");
   load();

@@ -1,0 +1,108 @@
+"""Faults through real processes: Redis going away and coming back, and processes killed at random."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from .conftest import Stack
+from .support import Process, RedisServer, free_port, wait_for
+
+
+def own_redis(tmp_path: Path, processes: list[Process], port: int | None = None) -> RedisServer:
+    server = RedisServer(tmp_path / "redis-data", port).start()
+    processes.append(server)
+    return server
+
+
+def test_redis_unreachable_then_back(tmp_path: Path, processes: list[Process]) -> None:
+    server = own_redis(tmp_path, processes)
+    stack = Stack(tmp_path, server.url, processes).start()
+    stack.emulator.configure(render_seconds=3, push_retry_delays=[1, 2, 4, 8])
+    before = stack.create("accepted before the outage")
+    stack.wait_status(before["id"], "submitted")
+    server.kill()
+
+    assert stack.http.get("/healthz").status_code == 200  # alive, but not ready
+    ready = stack.http.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["error"]["code"] == "redis_unavailable"
+    push = stack.push({"specversion": "1.0", "id": "during", "source": "acs.dashscope",
+                       "type": "dashscope:System:AsyncTaskFinish", "data": {"task_id": "x", "task_status": "FAILED"}})
+    assert push.status_code == 503 and push.headers["retry-after"]  # so EventBridge retries
+    assert stack.http.post("/v1/tasks", json={"prompt": "p", "size": "832*480"}).status_code == 503
+
+    restarted = RedisServer(tmp_path / "redis-data", server.port).start()  # same port, same AOF
+    processes.append(restarted)
+    wait_for(lambda: stack.http.get("/readyz").status_code == 200, 30, what="readiness")
+    # The render finished during the outage; the emulator's retried push lands now.
+    task = stack.wait_status(before["id"], "ready", timeout=60)
+    assert task["video"]["sha256"] == hashlib.sha256(Path(task["video"]["path"]).read_bytes()).hexdigest()
+    after = stack.wait_status(stack.create("accepted after")["id"], "ready")
+    assert after["video"]
+
+
+def test_redis_restarted_mid_run_loses_nothing(tmp_path: Path, processes: list[Process]) -> None:
+    server = own_redis(tmp_path, processes)
+    stack = Stack(tmp_path, server.url, processes).start()
+    stack.emulator.configure(render_seconds=1, push_retry_delays=[0.5, 1, 2, 4])
+    ids = [stack.create(f"durable {n}")["id"] for n in range(10)]
+    server.kill()  # SIGKILL: only what the AOF holds survives
+    restarted = RedisServer(tmp_path / "redis-data", server.port).start()
+    processes.append(restarted)
+    for task_id in ids:
+        stack.wait_status(task_id, "ready", timeout=90)
+    assert len(stack.http.get("/v1/tasks", params={"limit": 100}).json()["tasks"]) == 10
+
+
+@pytest.mark.slow
+def test_random_kills_lose_nothing_and_download_nothing_twice(tmp_path: Path, processes: list[Process]) -> None:
+    count, seed = 100, 20261125
+    rng = random.Random(seed)
+    server = own_redis(tmp_path, processes)
+    mq_port = free_port()
+    # Every event goes both ways, as with two EventBridge targets: the webhook and the topic.
+    stack = Stack(tmp_path, server.url, processes, "--rocketmq", "--rocketmq-port", str(mq_port))
+    stack.env.update(WANHOOK_LIMITS="wan2.2-t2v-plus=20/10", WANHOOK_SWEEP_AFTER_SECONDS="20",
+                     WANHOOK_SWEEP_INTERVAL_SECONDS="2", WANHOOK_RESERVE_SECONDS="3")
+    stack.start("--no-workers")
+    stack.emulator.configure(render_seconds=0.5, limits={"wan2.2-t2v-plus": {"rps": 20, "running": 10}},
+                             push_retry_delays=[0.5, 1, 2], video_bytes_per_second=2_000_000)
+    workers = [stack.worker("worker-a"), stack.worker("worker-b")]
+    consumer = stack.consume(f"127.0.0.1:{mq_port}", "dashscope-events")
+    ids = [stack.create(f"survivor {n % 5}")["id"] for n in range(count)]
+
+    kills = {"serve": 0, "worker": 0, "consume": 0}
+    redis_client = redis.Redis.from_url(server.url, decode_responses=True)
+    deadline = time.monotonic() + 240
+    while redis_client.zcard("{wanhook}:tasks:ready") < count and time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.5, 2.0))  # the next kill comes at a random moment
+        victim = rng.choice(list(kills))
+        kills[victim] += 1
+        if victim == "serve":
+            stack.server.kill()
+            stack.server = stack.serve(stack.port, "--no-workers")
+        elif victim == "worker":
+            index = rng.randrange(len(workers))
+            workers[index].kill()
+            workers[index] = stack.worker(f"worker-{kills['worker']}")
+        else:
+            consumer.kill()
+            consumer = stack.consume(f"127.0.0.1:{mq_port}", "dashscope-events", name=f"consume-{kills['consume']}")
+
+    tasks = [stack.wait_status(task_id, "ready", timeout=120) for task_id in ids]
+    for task in tasks:
+        assert task["video"]["sha256"] == hashlib.sha256(Path(task["video"]["path"]).read_bytes()).hexdigest()
+    counters = redis_client.hgetall("{wanhook}:counters")
+    transfers = int(counters.get("download_transfers_completed", 0))
+    assert transfers <= count  # no video fetched whole twice
+    assert not list((stack.data_dir / "videos").glob("*.part"))
+    print(f"\n{count} tasks, kills {kills} ({sum(kills.values())} in all), tasks lost 0, whole transfers "
+          f"{transfers}, duplicate downloads {max(0, transfers - count)}, sweeper recovered "
+          f"{counters.get('sweeper_recovered', 0)}, slots recovered {counters.get('slots_recovered', 0)}")
+    assert httpx.get(stack.url + "/readyz").status_code == 200
