@@ -50,7 +50,9 @@ KNOWN = ("task.downloading", "task.ready", "task.failed", "task.expired", "task.
 class ScaledClock:
     """Stands in for the ``time`` module inside the SDK's wait loop: sleeps shrink by ``factor``.
 
-    It also notes, per thread, when the last sleep ended: the final read starts right then, so the
+    A read between two sleeps takes real time, which in the shrunk schedule would count ``factor``
+    times over; it is taken off the next sleep, so one period is (interval + one round trip) / factor.
+    The clock notes, per thread, when the last sleep ended: the final read starts right then, so the
     part of the delay due to the schedule (which scales) can be told from the read itself (which does not).
     """
 
@@ -62,11 +64,16 @@ class ScaledClock:
         return time.time()
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(seconds / self.factor)
+        spent = time.time() - getattr(self._woke, "at", time.time())
+        time.sleep(max(0.0, seconds / self.factor - spent * (1 - 1 / self.factor)))
         self._woke.at = time.time()
 
     def woke(self) -> float | None:
         return getattr(self._woke, "at", None)
+
+    def restart(self) -> None:
+        """Forget this thread's last wake-up (a pool thread may have waited for another task before)."""
+        self._woke.__dict__.clear()
 
 
 @dataclass
@@ -121,6 +128,7 @@ def run_both(emulator: Emulator, server_url: str, prompts: list[str],
 def sdk_wait(prompt: str, clock: ScaledClock) -> Waited:
     from dashscope import VideoSynthesis
 
+    clock.restart()
     started = time.time()
     response = VideoSynthesis.call(model=MODEL, prompt=prompt, size=SIZE, api_key="sk-bench")
     known = time.time()

@@ -97,8 +97,9 @@ def _task_item(task: dict[str, Any]) -> str:
     e = html.escape
     status = task["status"]
     size = (task.get("parameters") or {}).get("size", "")
+    created = (task.get("created_at") or "").replace("T", " ")[:19]
     meta = " · ".join(part for part in (e(task.get("model") or ""), e(size.replace("*", "×")),
-                                        e(task.get("created_at") or "")) if part)
+                                        f"created {e(created)} UTC" if created else "") if part)
     body = ""
     if status == Status.READY and task.get("video"):
         url = e(task["video"]["url"])

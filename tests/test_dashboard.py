@@ -115,7 +115,7 @@ def newest_card_id(driver: WebDriver) -> str | None:
 
 def open_dashboard(driver: WebDriver, url: str) -> None:
     driver.get(url + "/")
-    wait_for(lambda: driver.find_element(By.ID, "prompt").is_enabled(), 15, what="the page to load its tasks")
+    wait_for(lambda: driver.find_element(By.ID, "prompt").is_displayed(), 15, what="the page to load its tasks")
 
 
 def requested_urls(driver: WebDriver) -> list[str]:
@@ -293,7 +293,7 @@ def test_callback_deliveries_are_shown(dash_stack: Stack, page: WebDriver, tmp_p
         wait_for(delivered, 15, interval=0.3, what="the delivery shown as delivered")
         text = item.find_element(By.CSS_SELECTOR, ".callbacks").text
         assert "task.ready" in text and "1 attempt" in text and "HTTP 204" in text
-        shot(page, tmp_path, "01-callback-delivered")
+        shot(page, tmp_path, "01-callback-delivered", scroll_to=f"#task-{task_id} .callbacks")
     finally:
         server.shutdown()
         server.server_close()
@@ -375,7 +375,7 @@ def test_page_without_javascript(stack: Stack, page: WebDriver, tmp_path: Path) 
         tasks = page.find_element(By.ID, "tasks").text
         assert "a paper boat on a calm lake" in tasks and failed["error"]["code"] in tasks
         assert page.find_element(By.ID, "count-ready").text == "1"
-        assert not page.find_element(By.ID, "prompt").is_enabled()
+        assert not page.find_element(By.ID, "prompt").is_displayed()
         assert "Submitting needs JavaScript" in page.find_element(By.ID, "compose").text
         shot(page, tmp_path, "01-no-javascript")
     finally:

@@ -108,7 +108,7 @@
     // Keep the size across models when the new one offers it; otherwise the smallest, quickest one.
     sizeSelect.value = sizes.includes(previousSize) ? previousSize : sizes[0];
     const previousDuration = Number(durationSelect.value);
-    durationSelect.replaceChildren(...model.durations.map((seconds) => el("option", { value: seconds, text: `${seconds} s` })));
+    durationSelect.replaceChildren(...model.durations.map((seconds) => el("option", { value: seconds, text: `${seconds}\u00a0s` })));
     durationSelect.value = model.durations.includes(previousDuration) ? previousDuration : model.default_duration;
     prompt.maxLength = model.prompt_max;
     countPrompt();
@@ -176,7 +176,7 @@
     item = el("li", { class: "task", id: `task-${task.id}`, "data-id": task.id });
     const heading = el("h3", { class: "prompt", id: `prompt-${task.id}`, text: task.prompt || "" });
     const meta = el("p", { class: "meta" },
-      [model, size && sizeLabel(size), duration ? `${duration} s` : "", `created ${clock(task.created_at)}`]
+      [model, size && sizeLabel(size), duration ? `${duration}\u00a0s` : "", `created ${clock(task.created_at)}`]
         .filter(Boolean).join(" · "), " · ", el("code", { title: task.id, text: task.id.slice(0, 8) }));
     const steps = el("ol", { class: "steps", "aria-label": "States" },
       ...STEPS.map((step) => el("li", { "data-step": step }, step, el("time"))));
@@ -330,7 +330,7 @@
     }
     const duration = el("span", { class: "duration", text: "duration …" });
     player.addEventListener("loadedmetadata", () => {
-      duration.textContent = `${player.duration.toFixed(1)} s`;
+      duration.textContent = `${player.duration.toFixed(1)}\u00a0s`;
       player.dataset.duration = String(player.duration);
     });
     player.addEventListener("error", () => { duration.textContent = "the video could not be loaded"; });
@@ -460,6 +460,8 @@
     $("signin").hidden = false;
     form.hidden = true;
     $("signin-error").textContent = message || "";
+    if (message) $("token").setAttribute("aria-invalid", "true");
+    else $("token").removeAttribute("aria-invalid");
     $("signout").hidden = true;
     setConnection("closed", "Token needed");
     $("token").focus();
@@ -502,7 +504,7 @@
     form.hidden = false;
     $("signout").hidden = !token;
     $("counters-note").hidden = !config.auth;
-    fields.disabled = false;
+    fields.hidden = false;
     tasks.clear();
     cards.clear();
     list.replaceChildren();

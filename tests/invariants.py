@@ -1,0 +1,164 @@
+"""What must hold of wanhook's Redis state at every moment, checked on one atomic snapshot.
+
+Every state change is one Lua script, so between scripts the data model is consistent. The snapshot is
+taken by a Lua script too, so the check is exact even while workers and requests keep changing things.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from service.types import STATUSES, Outcome
+
+PREFIX = "{wanhook}"
+
+# Everything the checks need, read in one step. Task hashes carry user text (prompts), so only the
+# fields that matter leave Redis; the event log's bodies stay there too.
+SNAPSHOT = """
+local prefix = ARGV[1]
+local function text(value) if value == false or value == nil then return '' end return value end
+local function after(key, head) return string.sub(key, #head + 1) end
+local snapshot = {tasks = {}, indexes = {}, queues = {}, rotations = {}, slots = {}, sweep = {}, ds = {},
+  outcomes = {}, jobs = {}}
+for _, key in ipairs(redis.call('KEYS', prefix .. ':task:*')) do
+  local fields = redis.call('HMGET', key, 'id', 'status', 'created_ms', 'model', 'owner', 'ds_task_id')
+  snapshot.tasks[after(key, prefix .. ':task:')] = {id = text(fields[1]), status = text(fields[2]),
+    created_ms = text(fields[3]), model = text(fields[4]), owner = text(fields[5]), ds_task_id = text(fields[6])}
+end
+snapshot.indexes['*'] = redis.call('ZRANGE', prefix .. ':tasks', 0, -1)
+for _, key in ipairs(redis.call('KEYS', prefix .. ':tasks:*')) do
+  snapshot.indexes[after(key, prefix .. ':tasks:')] = redis.call('ZRANGE', key, 0, -1)
+end
+for _, key in ipairs(redis.call('KEYS', prefix .. ':queue:*')) do
+  snapshot.queues[after(key, prefix .. ':queue:')] = redis.call('LRANGE', key, 0, -1)
+end
+for _, key in ipairs(redis.call('KEYS', prefix .. ':rotation:*')) do
+  snapshot.rotations[after(key, prefix .. ':rotation:')] = redis.call('LRANGE', key, 0, -1)
+end
+for _, key in ipairs(redis.call('KEYS', prefix .. ':slots:*')) do
+  snapshot.slots[after(key, prefix .. ':slots:')] = redis.call('ZRANGE', key, 0, -1)
+end
+snapshot.sweep = redis.call('ZRANGE', prefix .. ':sweep', 0, -1)
+for _, key in ipairs(redis.call('KEYS', prefix .. ':ds:*')) do
+  snapshot.ds[after(key, prefix .. ':ds:')] = text(redis.call('GET', key))
+end
+for _, entry in ipairs(redis.call('XRANGE', prefix .. ':events', '-', '+')) do
+  local fields = entry[2]
+  local outcome, task = '', ''
+  for i = 1, #fields, 2 do
+    if fields[i] == 'outcome' then outcome = fields[i + 1] elseif fields[i] == 'task' then task = fields[i + 1] end
+  end
+  snapshot.outcomes[#snapshot.outcomes + 1] = {entry[1], outcome, task}
+end
+if redis.call('EXISTS', prefix .. ':jobs:download') == 1 then
+  for _, entry in ipairs(redis.call('XRANGE', prefix .. ':jobs:download', '-', '+')) do
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'task' then snapshot.jobs[#snapshot.jobs + 1] = fields[i + 1] end
+    end
+  end
+end
+-- cjson writes an empty table as {}; lists stay lists only when they have items, which the checks allow.
+return cjson.encode(snapshot)
+"""
+
+
+def snapshot(client: redis.Redis) -> dict[str, Any]:
+    raw = client.eval(SNAPSHOT, 0, PREFIX)
+    # Ids come from outside (events); bytes that are not UTF-8 are replaced the same way everywhere.
+    state = json.loads(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
+    return {name: (value if value != {} or name in ("tasks", "indexes", "queues", "rotations", "slots", "ds")
+                   else []) for name, value in state.items()}
+
+
+def violations(client: redis.Redis) -> list[str]:
+    """Every broken invariant, described; empty when the state is consistent."""
+    state = snapshot(client)
+    tasks: dict[str, dict[str, str]] = state["tasks"]
+    found: list[str] = []
+    indexes: dict[str, list[str]] = state["indexes"]
+    members_all = set(indexes.get("*") or [])
+    for task_id, task in tasks.items():
+        status = task["status"]
+        if task["id"] != task_id:
+            found.append(f"task {task_id}: its hash says id {task['id']!r}")
+        if status not in STATUSES:
+            found.append(f"task {task_id}: unknown status {status!r}")
+        member = f"{task['created_ms']}:{task_id}"
+        if member not in members_all:
+            found.append(f"task {task_id}: missing from the index of all tasks")
+        listed_in = sorted(name for name, members in indexes.items() if name != "*" and member in members)
+        if listed_in != [status]:
+            found.append(f"task {task_id} ({status}): in the status indexes {listed_in}")
+    for name, members in indexes.items():
+        for member in members or []:
+            task_id = member.split(":", 1)[-1]
+            if task_id not in tasks:
+                found.append(f"index {name!r}: member {member!r} names no task")
+            elif name != "*" and tasks[task_id]["status"] != name:
+                found.append(f"index {name!r}: task {task_id} is {tasks[task_id]['status']}")
+
+    waiting: set[str] = set()
+    for queue, ids in state["queues"].items():
+        model, _, owner = queue.partition(":")
+        for task_id in ids or []:
+            task = tasks.get(task_id)
+            if task is None or task["status"] != "queued":
+                found.append(f"queue {queue!r}: task {task_id} is {task['status'] if task else 'missing'}")
+            elif (task["model"], task["owner"]) != (model, owner):
+                found.append(f"queue {queue!r}: task {task_id} is of {task['model']}/{task['owner']!r}")
+            waiting.add(task_id)
+        if ids and owner not in (state["rotations"].get(model) or []):
+            found.append(f"queue {queue!r} has tasks but its submitter is not in the rotation: never admitted")
+    for model, owners in state["rotations"].items():
+        if len(owners or []) != len(set(owners or [])):
+            found.append(f"rotation {model!r} names a submitter twice: {owners}")
+
+    holding: set[str] = set()
+    for model, ids in state["slots"].items():
+        for task_id in ids or []:
+            task = tasks.get(task_id)
+            if task is None or task["status"] not in ("queued", "submitted"):
+                found.append(f"slot of {model}: task {task_id} is {task['status'] if task else 'missing'}")
+            holding.add(task_id)
+    for task_id in state["sweep"]:
+        task = tasks.get(task_id)
+        if task is None or task["status"] != "submitted":
+            found.append(f"sweeper watch: task {task_id} is {task['status'] if task else 'missing'}")
+    for task_id, task in tasks.items():
+        if task["status"] == "queued" and task_id not in waiting and task_id not in holding:
+            found.append(f"task {task_id} is queued but neither in a queue nor holding a slot: stuck")
+
+    for ds_id, task_id in state["ds"].items():
+        task = tasks.get(task_id)
+        if task is None:
+            found.append(f"DashScope task {ds_id}: mapped to {task_id!r}, which does not exist")
+        elif task["ds_task_id"] != ds_id and not (task["status"] == "canceled" and not task["ds_task_id"]):
+            # The one exception: a task canceled while its create was in flight is canceled at DashScope
+            # when the answer comes, and keeps the mapping so that the late event is stale, not unknown.
+            found.append(f"DashScope task {ds_id}: mapped to task {task_id}, whose DashScope id is "
+                         f"{task['ds_task_id']!r}")
+    for task_id, task in tasks.items():
+        if task["ds_task_id"] and state["ds"].get(task["ds_task_id"]) != task_id:
+            found.append(f"task {task_id}: DashScope id {task['ds_task_id']} is not mapped back to it")
+
+    outcomes = {outcome.value for outcome in Outcome}
+    for entry_id, outcome, task_id in state["outcomes"]:
+        if outcome not in outcomes:
+            found.append(f"event {entry_id}: unknown outcome {outcome!r}")
+        elif outcome in (Outcome.APPLIED, Outcome.STALE) and task_id not in tasks:
+            found.append(f"event {entry_id}: {outcome} for task {task_id!r}, which does not exist")
+
+    jobs = set(state["jobs"])
+    for task_id, task in tasks.items():
+        if task["status"] == "downloading" and task_id not in jobs:
+            found.append(f"task {task_id} is downloading without a download job: stuck")
+    return found
+
+
+def assert_consistent(client: redis.Redis) -> None:
+    found = violations(client)
+    assert not found, "Redis state is inconsistent:\n" + "\n".join(found[:50])
