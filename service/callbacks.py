@@ -82,7 +82,7 @@ async def replay(redis: Redis, task_id: str) -> int:
         if delivery["status"] in ("dead", "gone"):
             webhook_id = delivery.pop("id")
             delivery.update(status="pending", attempts=0, replayed_at=now_iso())
-            await settle(args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), 0])
+            await settle(keys=keys.ROUTE, args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), 0])
             replayed += 1
     if replayed:
         await redis.rpush(keys.CALLBACKS_WAKE, "1")
@@ -109,7 +109,7 @@ class Notifier:
         stopping = asyncio.ensure_future(stop.wait())
         while not stop.is_set():
             try:
-                *due, wait_ms = await self._claim(args=[keys.PREFIX, self.concurrency, LEASE_MS])
+                *due, wait_ms = await self._claim(keys=keys.ROUTE, args=[keys.PREFIX, self.concurrency, LEASE_MS])
                 if due:
                     await asyncio.gather(*(self.deliver(_text(webhook_id)) for webhook_id in due))
                     continue
@@ -170,7 +170,8 @@ class Notifier:
                 timespec="milliseconds").replace("+00:00", "Z")
         if delay < 0:
             delivery.pop("next_attempt_at", None)
-        await self._settle(args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
+        await self._settle(keys=keys.ROUTE,
+                           args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
         await self.store.count(f"callbacks_{delivery['status'] if delay < 0 else 'retried'}")
         log.info("callback %s for task %s to %s: %s (attempt %d, %s)", webhook_id, task_id, redact_url(url),
                  outcome, attempt, delivery["status"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 
@@ -42,14 +43,45 @@ def redis_url(settings: Settings) -> str:
     return "unix://" + embedded_socket(settings.data_dir)
 
 
+def sentinel_client(url: str, options: dict[str, Any]) -> Redis:
+    """``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``: the service's master,
+    found (and found again after a failover) through the sentinels."""
+    from redis.asyncio.sentinel import Sentinel
+
+    parts = urlsplit(url)
+    hosts = []
+    for item in parts.netloc.rpartition("@")[2].split(","):
+        host, _, port = item.rpartition(":")
+        hosts.append((host or item, int(port or 26379)))
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path:
+        raise ConfigError("a redis+sentinel:// URL names the monitored service: redis+sentinel://host:26379/mymaster")
+    password = unquote(parts.password) if parts.password else None
+    options = {**options, "db": int(path[1]) if len(path) > 1 else 0, "password": password}
+    options.pop("health_check_interval", None)
+    sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": 5.0}, **options)
+    return sentinel.master_for(path[0])
+
+
 async def connect(settings: Settings, **kwargs: Any) -> Redis:
+    """A client for the configured Redis: a server, a Sentinel-monitored master (``redis+sentinel://``)
+    or a Cluster (``redis+cluster://host:port``, any node)."""
     url = redis_url(settings)
     # Blocking reads (XREAD of the SSE endpoint, up to 15 s) must fit inside the socket timeout, and
     # every open event stream holds a connection while it waits.
-    options = {"socket_timeout": 30.0, "socket_connect_timeout": 5.0, "health_check_interval": 30,
-               "max_connections": 1000, **kwargs}
-    redis = Redis.from_url(url, **options)
-    version = (await redis.info("server"))["redis_version"]
+    options: dict[str, Any] = {"socket_timeout": 30.0, "socket_connect_timeout": 5.0, "health_check_interval": 30,
+                               "max_connections": 1000, **kwargs}
+    if url.startswith("redis+sentinel://"):
+        redis = sentinel_client(url, options)
+    elif url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from redis.asyncio.cluster import RedisCluster
+
+        options.pop("health_check_interval", None)
+        redis = RedisCluster.from_url(url.replace("+cluster", "", 1), **options)  # type: ignore[assignment]
+    else:
+        redis = Redis.from_url(url, **options)
+    info = await redis.info("server")
+    version = info.get("redis_version") or next(iter(info.values()))["redis_version"]
     if tuple(int(part) for part in str(version).split(".")[:2]) < MIN_VERSION:
         await redis.aclose()
         raise ConfigError(f"Redis {version} is too old: wanhook needs 6.2 or newer (XAUTOCLAIM)")

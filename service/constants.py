@@ -5,6 +5,9 @@ run unchanged on a Redis Cluster (one slot).
 """
 
 PREFIX = "{wanhook}"
+# Scripts name the keys they touch through the prefix; this one declared key sends them to the node
+# that serves the {wanhook} slot on a cluster.
+ROUTE = [PREFIX + ":route"]
 
 # hash per task: the fields of the public task plus internal ones (video URL, download validators).
 TASK = PREFIX + ":task:"

@@ -132,9 +132,9 @@ async def stats(request: Request) -> Response:
 
 async def stream(request: Request) -> Response:
     """Server-Sent Events for several tasks: each one's current state, then its changes, as
-    ``/v1/tasks/{id}/events`` sends them. Tasks unknown to the caller are left out; the stream ends when
-    every task it follows has reached a terminal state. A reconnection starts again from the current
-    states, so it needs no Last-Event-ID."""
+    ``/v1/tasks/{id}/events`` sends them. Tasks unknown to the caller are left out; the stream ends with
+    an ``end`` event once every task it follows has reached a terminal state. A reconnection starts again
+    from the current states, so it needs no Last-Event-ID."""
     caller = api.owner(request)
     ids = list(dict.fromkeys(part for part in request.query_params.get("tasks", "").split(",") if part))
     if not ids or len(ids) > STREAM_MAX_TASKS or any(len(task_id) > 64 for task_id in ids):
@@ -178,6 +178,8 @@ async def stream(request: Request) -> Response:
                     if Status(change["status"]).terminal:
                         del after[task_id]
                         break
+        # Said before closing, so that EventSource does not reconnect to a stream with nothing left.
+        yield "event: end\ndata: {}\n\n"
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

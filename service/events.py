@@ -58,7 +58,7 @@ def _is_video_synthesis(unique_key: Any) -> bool:
 def parse(body: bytes) -> CompletionEvent:
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise InvalidEvent("invalid_json", "the body is not valid JSON") from None
     if not isinstance(document, dict):
         raise InvalidEvent("invalid_event", "the body must be a JSON object")
@@ -88,13 +88,13 @@ def parse(body: bytes) -> CompletionEvent:
     if not foreign:
         if not isinstance(task_id, str) or not task_id:
             raise InvalidEvent("invalid_event", "data.task_id must be a non-empty string")
-        if status not in STATUSES:
+        if not isinstance(status, str) or status not in STATUSES:
             raise InvalidEvent("invalid_event", f"data.task_status must be one of {', '.join(sorted(STATUSES))}")
     if not event_id:
         # The $.data form carries no event id: one task reaches one status once, which is what
         # at-least-once redelivery repeats.
         key = f"{task_id}|{status}|{data.get('request_id')}|{data.get('end_time')}"
-        event_id = "data-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        event_id = "data-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
     video_url = code = message = None
     result = data.get("output_result")
@@ -104,10 +104,30 @@ def parse(body: bytes) -> CompletionEvent:
         code, message = output.get("code"), output.get("message")
     code = code or data.get("code")
     message = message or data.get("message")
-    return CompletionEvent(
+    event = CompletionEvent(
         source=source, id=event_id, type=event_type,
         task_id=task_id if isinstance(task_id, str) else "",
         task_status=status if isinstance(status, str) else "",
         model=_model_of(unique_key), video_url=video_url,
-        code=str(code) if code else None, message=str(message) if message else None,
+        code=_scalar(code), message=_scalar(message),
     )
+    if not all(_encodable(value) for value in vars(event).values()):
+        # JSON can spell a lone surrogate (\ud800); Redis, the logs and every client take UTF-8, which cannot.
+        raise InvalidEvent("invalid_event", "the event's text has a lone surrogate, which is not valid Unicode")
+    return event
+
+
+def _scalar(value: Any) -> str | None:
+    """DashScope's code or message as text; anything but a string or number is not one."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and value:
+        return str(value)
+    return None
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        if isinstance(value, str):
+            value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

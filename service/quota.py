@@ -54,13 +54,13 @@ class Admission:
     async def admit(self, model: str) -> tuple[str | None, int]:
         """A task id holding a fresh slot reservation, or None and how many ms to wait (-1: until woken)."""
         limit = self.limits[model]
-        task_id, wait = await self._admit(args=[keys.PREFIX, model, limit.rps, limit.running, RATE_WINDOW_MS,
-                                                self.reserve_ms])
+        task_id, wait = await self._admit(keys=keys.ROUTE, args=[
+            keys.PREFIX, model, limit.rps, limit.running, RATE_WINDOW_MS, self.reserve_ms])
         task_id = task_id.decode() if isinstance(task_id, bytes) else task_id
         return task_id or None, int(wait)
 
     async def requeue(self, task_id: str, pause_seconds: float) -> None:
-        await self._requeue(args=[keys.PREFIX, task_id, int(pause_seconds * 1000)])
+        await self._requeue(keys=keys.ROUTE, args=[keys.PREFIX, task_id, int(pause_seconds * 1000)])
 
 
 class RateLimiter:

@@ -78,7 +78,7 @@ class TaskStore:
         task_id = uuid.uuid4().hex
         args = [keys.PREFIX, task_id, idempotency_key or "", IDEMPOTENCY_TTL_SECONDS,
                 f"{int(time.time() * 1000):013d}", now_iso(), *_flatten(fields)]
-        return _text(await self._create(args=args))
+        return _text(await self._create(keys=keys.ROUTE, args=args))
 
     async def raw(self, task_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(keys.TASK + task_id)
@@ -103,15 +103,16 @@ class TaskStore:
     async def transition(self, task_id: str, to: str, **fields: Any) -> bool:
         """Move a task forward; False when it is already there or past it (or unknown)."""
         assert to in STATUSES
-        result = await self._transition(args=[keys.PREFIX, task_id, to, now_iso(), *_flatten(fields)])
+        result = await self._transition(keys=keys.ROUTE, args=[keys.PREFIX, task_id, to, now_iso(), *_flatten(fields)])
         return _text(result) == "ok"
 
     async def mark_submitted(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None, *,
                              slot_lease_ms: int, sweep_after_ms: int, adopt: bool = False) -> str:
         """Record DashScope's task: "ok", "stale" (the task moved on meanwhile, e.g. canceled) or
         "taken" (``adopt`` and another wanhook task already owns that DashScope task)."""
-        result = await self._mark_submitted(args=[keys.PREFIX, task_id, ds_task_id, ds_status, request_id or "",
-                                                  now_iso(), slot_lease_ms, sweep_after_ms, "1" if adopt else "0"])
+        result = await self._mark_submitted(keys=keys.ROUTE, args=[
+            keys.PREFIX, task_id, ds_task_id, ds_status, request_id or "", now_iso(), slot_lease_ms, sweep_after_ms,
+            "1" if adopt else "0"])
         return _text(result)
 
     async def set_fields(self, task_id: str, **fields: Any) -> None:
@@ -130,7 +131,7 @@ class TaskStore:
 
     async def ingest(self, event: CompletionEvent, body: bytes) -> tuple[Outcome, str | None]:
         """Record one completion event durably and apply it, atomically. Returns the outcome and task id."""
-        outcome, task_id = await self._ingest(args=[
+        outcome, task_id = await self._ingest(keys=keys.ROUTE, args=[
             keys.PREFIX, event.source, event.id, event.task_id, event.task_status, now_iso(),
             event.video_url or "", event.code or "", event.message or "", "1" if event.foreign else "0",
             keys.EVENT_SEEN_TTL_SECONDS, keys.EARLY_EVENT_TTL_SECONDS, keys.EVENT_LOG_MAXLEN, body,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import redis
 
-from .support import Emulator, Process, RedisServer, Wanhook, free_port, wait_for
+from .support import Emulator, Process, RedisServer, Wanhook, free_port, sync_client, wait_for
 
 TOKEN = "eb-token-for-tests"
 TERMINAL = {"ready", "failed", "canceled", "expired"}
@@ -80,7 +80,7 @@ class Stack:
             "WANHOOK_LOG_LEVEL": "INFO",
         }
         self.http = httpx.Client(base_url=self.url, timeout=30)
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.redis = sync_client(redis_url, decode_responses=True)
 
     def start(self, *extra: str) -> Stack:
         self.processes.append(self.emulator.start())

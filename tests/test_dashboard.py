@@ -319,8 +319,9 @@ def test_with_tokens_the_page_asks_for_one(stack: Stack, page: WebDriver, tmp_pa
              == "ready", 30, what="the token's task to be ready")
     with http.stream("GET", "/v1/stream", params={"tasks": f"{mine['id']},{theirs['id']}",
                                                   "access_token": "token-a"}) as response:
-        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
-    assert [(event["id"], event["status"]) for event in events] == [(mine["id"], "ready")]
+        lines = [line for line in response.iter_lines() if line.startswith(("event: ", "data: "))]
+    assert lines[0] == "event: task.ready" and json.loads(lines[1][6:])["id"] == mine["id"]
+    assert lines[2:] == ["event: end", "data: {}"]  # the other token's task is left out
     # The page itself holds no task: it is served without a token.
     assert http.get("/").status_code == 200
     assert "theirs" not in http.get("/").text

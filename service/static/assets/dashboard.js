@@ -393,13 +393,18 @@
       setConnection("idle", "Live · no task in flight");
       return;
     }
-    // The open stream already carries every task in flight: keep it.
-    if (source && source.readyState !== EventSource.CLOSED && live.every((id) => followed.has(id))) return;
+    // The stream (open, or ended by the server) already covers every task in flight.
+    if (live.every((id) => followed.has(id))) return;
     if (source) source.close();
     followed = new Set(live);
     source = new EventSource(withToken(`/v1/stream?tasks=${live.map(encodeURIComponent).join(",")}`));
     const current = source;
     for (const name of EVENTS) current.addEventListener(`task.${name}`, onEvent);
+    current.addEventListener("end", () => {
+      current.close();
+      if (current === source) source = null;
+      setConnection("idle", "Live · no task in flight");
+    });
     current.addEventListener("open", () => setConnection("live", `Live · following ${followed.size} task${followed.size === 1 ? "" : "s"}`));
     current.addEventListener("error", () => {
       if (current !== source) return;
