@@ -106,6 +106,7 @@ class Downloader:
                 video = await self._fetch(task, lost)
         except DownloadError as exc:
             log.warning("task %s: %s: %s", job.task_id, exc.code, exc.message)
+            (self.videos / f"{job.task_id}.mp4.part").unlink(missing_ok=True)  # the task is over: free the space
             await self.store.transition(job.task_id, exc.status, error={"code": exc.code, "message": exc.message})
             await self.store.count(f"downloads_{exc.status}")
         except JobLost:
