@@ -95,7 +95,7 @@ class Signer:
         """The signature headers of a push of ``body`` to ``url``, and the body to send."""
         config = self.config
         signed_at = time.time() + config.signature_skew_seconds
-        headers = {
+        headers = {  # in the signed order
             "x-eventbridge-signature-timestamp": str(int(signed_at if config.signature_variant == "seconds"
                                                          else signed_at * 1000)),
             "x-eventbridge-hash-method": "SHA256",

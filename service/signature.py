@@ -15,7 +15,8 @@ trusted for where it comes from (an https URL on ``<region>-eventbridge.oss-acce
 Alibaba's own SDK trusts it, not for its chain or its dates.
 
 Receivers in the wild disagree on two details, so both readings of each are accepted:
-- a newline after the body: Alibaba's SDK string builder appends one, the documented formula shows none;
+- a newline after the body: Alibaba's SDK string builder appends one, receivers that follow the documented
+  formula add none;
 - the timestamp in milliseconds or in seconds. It is signed as sent; only the 60 s window reads its unit.
 
 A valid signature proves that EventBridge sent the push, not that your account's rule did: any account can
@@ -42,6 +43,7 @@ from starlette.requests import Request
 
 from . import outbound
 from .config import Settings
+from .redact import redact_url
 from .responses import ApiError
 
 log = logging.getLogger("wanhook.signature")
@@ -152,7 +154,7 @@ async def _fetch(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
                     raise refuse(f"the certificate at x-eventbridge-signature-url is over {CERT_MAX_BYTES} bytes")
     except httpx.HTTPError as exc:
         # Not the sender's fault: 503 makes EventBridge push again later.
-        log.warning("cannot fetch the EventBridge certificate %s: %r", url, exc)
+        log.warning("cannot fetch the EventBridge certificate %s: %r", redact_url(url), exc)
         raise ApiError(503, "certificate_unavailable", "the EventBridge certificate cannot be fetched; retry later",
                        headers={"Retry-After": "5"}) from None
     key = load_public_key(bytes(pem))
@@ -183,7 +185,7 @@ async def public_key(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
 
 def received_url(request: Request) -> str:
     """The URL the push was sent to as this process saw it: scheme, Host header, path and query."""
-    return str(request.url.replace(fragment=""))
+    return str(request.url)
 
 
 def signature_matches(key: rsa.RSAPublicKey, signature: bytes, url: str, headers: Mapping[str, str],

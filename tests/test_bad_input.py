@@ -18,8 +18,8 @@ def snapshot(stack: Stack) -> dict[str, Any]:
     """Everything in Redis but the counters (which count refused requests on purpose)."""
     state = {}
     for key in sorted(stack.redis.keys("*")):
-        if key == "{wanhook}:counters":
-            continue
+        if key == "{wanhook}:counters" or key.startswith("{wanhook}:rate:"):
+            continue  # refused requests are counted, and take from their caller's rate, on purpose
         kind = stack.redis.type(key)
         state[key] = (stack.redis.hgetall(key) if kind == "hash" else stack.redis.xrange(key) if kind == "stream"
                       else stack.redis.zrange(key, 0, -1) if kind == "zset" else stack.redis.get(key))

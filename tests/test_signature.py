@@ -97,14 +97,16 @@ def test_certificate_or_public_key() -> None:
             signature.load_public_key(bad)
 
 
+@pytest.mark.parametrize("token", [TOKEN, None])
 @pytest.mark.parametrize("variant", SIGNATURE_VARIANTS)
-def test_emulator_and_service_agree(variant: str) -> None:
+def test_emulator_and_service_agree(variant: str, token: str | None) -> None:
     """The emulator's signer and wanhook's builder are written apart; each variant's signature verifies."""
     signer = Signer(EmulatorConfig(signature_variant=variant))
     signer.certificate_url = lambda: CERT
     body = json.dumps(EVENT).encode()
-    headers, sent = signer.sign(URL, body, TOKEN)
+    headers, sent = signer.sign(URL, body, token)
     assert sent == body and headers["x-eventbridge-signature-url"] == CERT
+    assert ("x-eventbridge-signature-token" in headers) == (token is not None)
     assert abs(signature.timestamp_seconds(headers["x-eventbridge-signature-timestamp"]) - time.time()) < 5
     key = signature.load_public_key(signer.certificate_pem)
     raw = base64.b64decode(headers["x-eventbridge-signature-v2"])
