@@ -1,25 +1,22 @@
 """Downloader: stores a finished task's video before its signed URL dies.
 
-The video streams into ``<id>.mp4.part`` while its sha256 is computed; a broken transfer resumes with
-``Range``/``If-Range`` (from zero when the server ignores Range); the file is fsynced and renamed
-into place, and only then is the task ``ready`` and the job acknowledged. The part file is locked
-(flock) by the worker writing it, so a worker that takes over a job from a stalled one cannot write
-into the same file at the same time.
+The video streams into its part file (``storage.py``) while its sha256 is computed; a broken transfer
+resumes with ``Range``/``If-Range`` (from zero when the server ignores Range); the part is published
+(fsynced and renamed into place), and only then is the task ``ready`` and the job acknowledged. The
+part file is locked by the worker writing it, so a worker that takes over a job from a stalled one
+cannot write into it at the same time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from fnmatch import fnmatch
-from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -32,11 +29,11 @@ from .dashscope import DashScopeClient, DashScopeError
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
 from .redact import redact_url
+from .storage import LocalStorage, StorageBusy, VideoStorage, sha256_prefix
 from .store import TaskStore
 
 log = logging.getLogger("wanhook.download")
 
-CHUNK = 1 << 20
 PROGRESS_INTERVAL = 0.5
 
 
@@ -66,17 +63,6 @@ def host_allowed(url: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch(host, pattern.lower()) for pattern in patterns)
 
 
-def sha256_of(path: Path, limit: int | None = None) -> Any:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        remaining = limit
-        while chunk := file.read(CHUNK if remaining is None else min(CHUNK, remaining)):
-            digest.update(chunk)
-            if remaining is not None:
-                remaining -= len(chunk)
-    return digest
-
-
 class Downloader:
     def __init__(self, store: TaskStore, client: DashScopeClient, queue: JobQueue, reads: ReadLimiter,
                  settings: Settings) -> None:
@@ -85,14 +71,13 @@ class Downloader:
         self.queue = queue
         self.reads = reads
         self.settings = settings
-        self.videos = settings.videos_dir
+        self.storage: VideoStorage = LocalStorage(settings.videos_dir)
         self.http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(30.0, connect=10.0))
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     async def run(self, stop: asyncio.Event, concurrency: int = 4) -> None:
-        self.videos.mkdir(parents=True, exist_ok=True)
         await work(self.queue, self.process, stop, concurrency, log)
 
     async def process(self, job: Job) -> None:
@@ -106,7 +91,7 @@ class Downloader:
                 video = await self._fetch(task, lost)
         except DownloadError as exc:
             log.warning("task %s: %s: %s", job.task_id, exc.code, exc.message)
-            (self.videos / f"{job.task_id}.mp4.part").unlink(missing_ok=True)  # the task is over: free the space
+            self.storage.discard(job.task_id)  # the task is over: free the space
             await self.store.transition(job.task_id, exc.status, error={"code": exc.code, "message": exc.message})
             await self.store.count(f"downloads_{exc.status}")
         except JobLost:
@@ -155,22 +140,16 @@ class Downloader:
 
     async def _fetch(self, task: dict[str, str], lost: asyncio.Event) -> dict[str, Any]:
         task_id = task["id"]
-        final = self.videos / f"{task_id}.mp4"
-        part = self.videos / f"{task_id}.mp4.part"
         expected = int(task.get("dl_total") or 0)
-        if final.exists() and expected and final.stat().st_size == expected:
-            # Renamed into place by a worker that died before recording it.
-            return self._video(task_id, final, sha256_of(final).hexdigest())
+        if expected and self.storage.stored_size(task_id) == expected:
+            # Published by a worker that died before recording it.
+            return self._video(task_id, self.storage.sha256(task_id))
 
         url: str | None = task.get("video_url") or None
         stale: str | None = None  # a URL the video host refused
         refreshed = False
         attempts = 0
-        with open(part, "ab+") as file:
-            try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise JobLost() from None
+        with self._part(task_id) as file:
             while True:
                 try:
                     # Inside the attempts: a read that fails (5xx, timeout, not JSON) is retried within
@@ -198,18 +177,24 @@ class Downloader:
                     stale, url, refreshed = url, None, True
                 except TransientError as exc:
                     attempts = await self._after_failure(task_id, attempts, exc)
-            await asyncio.to_thread(os.fsync, file.fileno())
-            os.replace(part, final)
-            await self.store.count("download_transfers_completed")  # a whole video fetched and in place
-        _fsync_dir(self.videos)
-        return self._video(task_id, final, digest)
+            await asyncio.to_thread(self.storage.publish, task_id, file)
+        await self.store.count("download_transfers_completed")  # a whole video fetched and in place
+        return self._video(task_id, digest)
+
+    @contextlib.contextmanager
+    def _part(self, task_id: str) -> Iterator[IO[bytes]]:
+        try:
+            with self.storage.open_part(task_id) as file:
+                yield file
+        except StorageBusy:
+            raise JobLost() from None
 
     def _check_room(self, total: int | None, offset: int) -> None:
         """Refuse a video that is too large, or that would leave less than the floor free on disk."""
         if total is not None and total > self.settings.max_video_bytes:
             raise DownloadError("VideoTooLarge", f"the video is {total} bytes, over WANHOOK_MAX_VIDEO_BYTES "
                                 f"({self.settings.max_video_bytes})")
-        free = shutil.disk_usage(self.videos).free
+        free = self.storage.free_bytes()
         if free - ((total or 0) - offset) < self.settings.min_free_bytes:
             raise InsufficientStorage(f"{free} bytes free; the video needs {(total or 0) - offset} and "
                                       f"WANHOOK_MIN_FREE_BYTES keeps {self.settings.min_free_bytes} free")
@@ -224,9 +209,9 @@ class Downloader:
         await asyncio.sleep(min(0.2 * 2**attempts, 30.0))
         return attempts
 
-    def _video(self, task_id: str, path: Path, sha256: str) -> dict[str, Any]:
-        return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256,
-                "url": f"/v1/tasks/{task_id}/video"}
+    def _video(self, task_id: str, sha256: str) -> dict[str, Any]:
+        return {"path": self.storage.location(task_id), "bytes": self.storage.stored_size(task_id),
+                "sha256": sha256, "url": f"/v1/tasks/{task_id}/video"}
 
     async def _read_url(self, task: dict[str, str], stale_url: str | None) -> str:
         """One read of the DashScope task for its (fresh) video URL."""
@@ -280,7 +265,7 @@ class Downloader:
                     raise TransientError(f"video host answered HTTP {response.status_code}")
                 self._check_room(total, offset)
                 file.seek(offset)
-                digest = sha256_of(Path(file.name), offset) if offset else hashlib.sha256()
+                digest = sha256_prefix(file, offset) if offset else hashlib.sha256()
                 validator = response.headers.get("etag") or response.headers.get("last-modified") or ""
                 written = offset
                 last_report = 0.0
@@ -334,11 +319,3 @@ def _range_start(response: httpx.Response) -> int | None:
 def _range_total(response: httpx.Response) -> int | None:
     total = response.headers.get("content-range", "").rpartition("/")[2]
     return int(total) if total.isdigit() else None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,101 @@
+"""Where videos are kept: the one interface the downloader and the video endpoint use.
+
+``LocalStorage`` keeps ``<data dir>/videos/<task id>.mp4``. A video is written to ``<id>.mp4.part``
+(locked, so two workers never write one video), fsynced, and renamed into place. An object store
+would be a second implementation: the part file stays on local disk and ``publish`` uploads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Protocol
+
+CHUNK = 1 << 20
+
+
+class StorageBusy(Exception):
+    """Another worker is writing this video."""
+
+
+class VideoStorage(Protocol):
+    def open_part(self, task_id: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """The video's part file for appending (what it holds so far is resumable), locked while open."""
+        ...
+
+    def publish(self, task_id: str, part: IO[bytes]) -> str:
+        """Make the finished part file the stored video, durably; returns where it is."""
+        ...
+
+    def discard(self, task_id: str) -> None: ...
+
+    def stored_size(self, task_id: str) -> int | None: ...
+
+    def sha256(self, task_id: str) -> str: ...
+
+    def location(self, task_id: str) -> str: ...
+
+    def free_bytes(self) -> int: ...
+
+
+def sha256_prefix(file: IO[bytes], length: int) -> hashlib._Hash:
+    """The running digest of the first ``length`` bytes of ``file``, to resume hashing a part file."""
+    digest = hashlib.sha256()
+    file.seek(0)
+    remaining = length
+    while remaining and (chunk := file.read(min(CHUNK, remaining))):
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest
+
+
+class LocalStorage:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, task_id: str, suffix: str = "") -> Path:
+        return self.directory / f"{task_id}.mp4{suffix}"
+
+    @contextlib.contextmanager
+    def open_part(self, task_id: str) -> Iterator[IO[bytes]]:
+        with open(self._path(task_id, ".part"), "ab+") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StorageBusy(task_id) from None
+            yield file
+
+    def publish(self, task_id: str, part: IO[bytes]) -> str:
+        part.flush()
+        os.fsync(part.fileno())
+        final = self._path(task_id)
+        os.replace(self._path(task_id, ".part"), final)
+        directory = os.open(self.directory, os.O_RDONLY)  # the rename itself must survive a power cut
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return str(final)
+
+    def discard(self, task_id: str) -> None:
+        self._path(task_id, ".part").unlink(missing_ok=True)
+
+    def stored_size(self, task_id: str) -> int | None:
+        path = self._path(task_id)
+        return path.stat().st_size if path.exists() else None
+
+    def sha256(self, task_id: str) -> str:
+        with open(self._path(task_id), "rb") as file:
+            return sha256_prefix(file, self._path(task_id).stat().st_size).hexdigest()
+
+    def location(self, task_id: str) -> str:
+        return str(self._path(task_id))
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.directory).free
