@@ -27,6 +27,7 @@ from standardwebhooks.webhooks import Webhook
 
 from . import constants as keys
 from . import outbound, scripts
+from .jobs import sleep_until_woken
 from .redact import redact_url
 from .store import TaskStore, now_iso
 
@@ -114,12 +115,8 @@ class Notifier:
                     await asyncio.gather(*(self.deliver(_text(webhook_id)) for webhook_id in due))
                     continue
                 timeout = MAX_IDLE if int(wait_ms) < 0 else min(int(wait_ms) / 1000, MAX_IDLE)
-                woken = asyncio.ensure_future(self.redis.blpop([keys.CALLBACKS_WAKE], timeout=max(timeout, 0.001)))
-                await asyncio.wait({woken, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not woken.done():
-                    woken.cancel()
+                if not await sleep_until_woken(self.redis, keys.CALLBACKS_WAKE, timeout, stopping):
                     break
-                woken.result()
             except RedisError as exc:
                 log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)

@@ -6,7 +6,7 @@ latest tasks (when the API is open) with their videos and errors, rendered here.
 Two JSON endpoints serve it: ``GET /v1/stats`` (tasks per state, DashScope slots per model against
 the quota) and ``GET /v1/stream?tasks=a,b``, one Server-Sent Events stream for several tasks. A browser
 keeps at most six HTTP/1.1 connections per host, so one ``/v1/tasks/{id}/events`` stream per task
-would stall the page's own requests (the form, the videos) once five tasks were in flight.
+would stall the page's own requests (the form, the videos) once six tasks were in flight.
 """
 
 from __future__ import annotations
@@ -49,18 +49,14 @@ PAGE_HEADERS = {
 
 def page_config(request: Request) -> dict[str, Any]:
     """What the page's script needs: each model's sizes, durations and prompt limit, and whether to ask for a token."""
-    limits = api.runtime(request).limits
     return {
         "auth": bool(api.runtime(request).settings.api_tokens),
-        "default_model": DEFAULT_MODEL,
         "models": [{
             "name": rules.name,
-            "default_size": rules.default_size,
             "tiers": {tier: list(TIERS[tier]) for tier in rules.tiers},
             "durations": list(rules.durations),
             "default_duration": rules.default_duration,
             "prompt_max": rules.prompt_max,
-            "running_limit": limits[rules.name].running,
         } for rules in MODELS.values()],
     }
 

@@ -108,6 +108,17 @@ async def work(queue: JobQueue, handle: Callable[[Job], Awaitable[None]], stop: 
     await asyncio.gather(*running, return_exceptions=True)
 
 
+async def sleep_until_woken(redis: Redis, wake_key: str, timeout: float, stopping: asyncio.Future) -> bool:
+    """Block on a wake-up list for at most ``timeout`` seconds; False when ``stopping`` came first."""
+    woken = asyncio.ensure_future(redis.blpop([wake_key], timeout=max(timeout, 0.001)))
+    await asyncio.wait({woken, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not woken.done():
+        woken.cancel()  # redis-py drops the connection of a cancelled command
+        return False
+    woken.result()
+    return True
+
+
 def _job(entry_id: bytes | str, fields: dict, deliveries: int = 1) -> Job:
     entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     task = fields.get(b"task") or fields.get("task") or b""

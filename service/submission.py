@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from . import constants as keys
 from . import logs
 from .dashscope import DashScopeClient, DashScopeError, RequestRejected, Unreachable
+from .jobs import sleep_until_woken
 from .models import MODELS
 from .quota import Admission, ReadLimiter
 from .store import TaskStore
@@ -160,12 +161,8 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 wait = await self._admit_all(running)
-                woken = asyncio.ensure_future(self.redis.blpop([keys.WAKE], timeout=min(wait, MAX_IDLE)))
-                await asyncio.wait({woken, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not woken.done():
-                    woken.cancel()  # redis-py drops the connection of a cancelled command
+                if not await sleep_until_woken(self.redis, keys.WAKE, min(wait, MAX_IDLE), stopping):
                     break
-                woken.result()
             except RedisError as exc:
                 log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)

@@ -48,7 +48,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium')}")
     options.add_argument(f"--window-size={DESKTOP[0]},{DESKTOP[1]}")
     # Every request the page makes is logged, so a test can tell that none left the machine.
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     # The explicit driver path keeps selenium-manager from looking for (or downloading) one.
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
@@ -60,7 +60,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
 def page(browser: WebDriver) -> Iterator[WebDriver]:
     browser.get("about:blank")
     set_viewport(browser, *DESKTOP)
-    browser.get_log("performance")  # start each test with an empty request log
+    browser.get_log("performance")  # start each test with empty logs
+    browser.get_log("browser")
     yield browser
     browser.get("about:blank")
 
@@ -228,9 +229,10 @@ def test_submit_watch_play_and_fail(dash_stack: Stack, page: WebDriver, tmp_path
     shot(page, tmp_path, "06-phone")
     shot(page, tmp_path, "07-phone-tasks", scroll_to="#tasks-heading")
 
-    # Nothing was fetched from anywhere but the service.
+    # Nothing was fetched from anywhere but the service, and the script raised no error.
     urls = requested_urls(page)
     assert urls and all(url.startswith(stack.url + "/") or url.startswith(("data:", "blob:")) for url in urls), urls
+    assert [entry for entry in page.get_log("browser") if entry["level"] == "SEVERE"] == []
 
 
 def test_many_tasks_in_flight_share_one_stream(dash_stack: Stack, page: WebDriver, tmp_path: Path) -> None:

@@ -184,7 +184,7 @@
       el("header", { class: "task-head" }, el("span", { class: "badge" }), heading),
       meta, steps, el("div", { class: "state" }), el("section", { class: "callbacks", hidden: true })));
     cards.set(task.id, item);
-    // Newest first: a card goes before the first one created after it.
+    // Newest first: a card goes before the first older one.
     const later = [...list.children].find((other) => {
       const known = tasks.get(other.dataset.id);
       return known && known.created_at < task.created_at;
