@@ -35,7 +35,7 @@ def counter(stack: Stack, name: str) -> int:
 def test_200_tasks_from_3_processes_keep_the_limits(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
     rps, running, render, count = 10, 5, 1.0, 200
     stack = stack_with(tmp_path, redis_url, processes, WANHOOK_LIMITS=f"{MODEL}={rps}/{running}",
-                       WANHOOK_DOWNLOAD_CONCURRENCY="8")
+                       WANHOOK_DOWNLOAD_CONCURRENCY="8", WANHOOK_RATE_LIMIT="100000")
     stack.emulator.configure(render_seconds=render, limits={MODEL: {"rps": rps, "running": running}})
     servers = [stack.server, stack.serve(), stack.serve()]
     clients = [httpx.Client(base_url=server.url, timeout=30) for server in servers]
