@@ -114,6 +114,8 @@ def run_both(emulator: Emulator, server_url: str, prompts: list[str],
     from dashscope.client import base_api
 
     clock = ScaledClock(factor)
+    # The SDK's wait loop sleeps through its module's name ``time``: replacing that name in this process
+    # shrinks its schedule and nothing else. Both are put back afterwards.
     saved = dashscope.base_http_api_url, base_api.time
     dashscope.base_http_api_url, base_api.time = emulator.api, clock  # type: ignore[assignment]
     try:

@@ -43,25 +43,26 @@ def update_readme(readme: Path, text: str) -> bool:
     return True
 
 
-def chart(samples: dict[str, list[float]], path: Path) -> bool:
+def chart(samples: dict[str, list[float]], path: Path) -> str | None:
     """One panel per measurement (the part of each key before ":"), a cumulative distribution per series.
 
-    Returns False when matplotlib is not installed.
+    Returns why no chart was drawn, or None once it is written.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display: write the file only
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
     panels: dict[str, dict[str, list[float]]] = {}
     for key, values in samples.items():
         if values:
             panel, _, series = key.partition(": ")
             panels.setdefault(panel, {})[series or panel] = values
     if not panels:
-        return False
+        return "no latency samples in this run"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display: write the file only
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+    except ImportError:
+        return "matplotlib is not installed"
     figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     for axis, (title, series) in zip(axes[0], panels.items(), strict=True):
         for name, values in series.items():
@@ -69,6 +70,10 @@ def chart(samples: dict[str, list[float]], path: Path) -> bool:
             fractions = [(n + 1) / len(ordered) for n in range(len(ordered))]
             axis.step(ordered, fractions, where="post", label=f"{name} (n={len(ordered)})")
         axis.set_xscale("log")
+        # Plain numbers at 1, 2 and 5 of each decade: matplotlib's own minor labels run into each other.
+        axis.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("milliseconds (log scale)")
         axis.set_ylabel("fraction of requests or tasks")
@@ -78,4 +83,4 @@ def chart(samples: dict[str, list[float]], path: Path) -> bool:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-    return True
+    return None

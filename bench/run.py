@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 from .common import Context, Result
@@ -66,15 +68,19 @@ def main(argv: list[str] | None = None) -> int:
             samples.update(context.samples)
         log(f"  ({name}: {time.monotonic() - started:.0f} s)\n")
     text = table(results)
+    elapsed = time.monotonic() - began
     log(text)
-    log(f"\n{len(results)} figures in {time.monotonic() - began:.0f} s")
+    log(f"\n{len(results)} figures in {elapsed:.0f} s")
     if output:
         output.write_text(json.dumps(results, indent=2) + "\n")
         log(f"wrote {output}")
     if chart_path:
-        log(f"wrote {chart_path}" if chart(samples, chart_path) else "no chart: matplotlib is not installed")
+        missing = chart(samples, chart_path)
+        log(f"no chart: {missing}" if missing else f"wrote {chart_path}")
     if readme:
-        log(f"updated {readme}" if update_readme(readme, text) else f"{readme} has no bench markers")
+        note = (f"Measured by `make bench` on {date.today().isoformat()}, {os.cpu_count()} cores, in "
+                f"{elapsed / 60:.1f} minutes; latency distributions in `bench/latency.png`.")
+        log(f"updated {readme}" if update_readme(readme, f"{text}\n\n{note}") else f"{readme} has no bench markers")
     return 0
 
 

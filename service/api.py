@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
@@ -168,11 +169,27 @@ async def task_events(request: Request) -> Response:
     raw = await load_task(request)
     store = runtime(request).store
     task_id = raw["id"]
-    resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    given = [value for value in (request.headers.get("last-event-id"), request.query_params.get("last_event_id"))
+             if value is not None]
+    if not all(_stream_id(value) for value in given):
+        # Checked before the stream starts: once it has, a Redis error could only break the connection.
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an id this stream sent, e.g. "
+                       "1732536000000-0")
+    resume = given[0] if given else None
 
     async def stream() -> AsyncIterator[str]:
         if resume:
-            after = resume
+            # Status first, then the stream's end: a task that had ended by then has nothing after its end.
+            ended = Status((await store.raw(task_id) or raw)["status"]).terminal
+            newest = await _newest_change(runtime(request).redis, task_id)
+            # An id past the end (never sent, or from a clock ahead) resumes at the end, not at that id,
+            # which would skip whatever comes before it.
+            after = resume if _id_order(resume) < _id_order(newest) else newest
+            if ended and after == newest:
+                # Nothing will follow: the final state once more, so that the client stops instead of
+                # waiting (or reconnecting) for ever.
+                yield _sse(newest, await store.get(task_id))
+                return
         else:
             # The change stream's position first, then the task, shown in the state of that position:
             # a change in between follows as the next event.
@@ -203,6 +220,27 @@ async def task_events(request: Request) -> Response:
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+async def _newest_change(redis: Redis, task_id: str) -> str:
+    """The id of the newest entry of the task's change stream ("0-0" when it has none)."""
+    newest = await redis.xrevrange(keys.TASK_CHANGES + task_id, count=1)
+    if not newest:
+        return "0-0"
+    entry_id = newest[0][0]
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def _id_order(value: str) -> tuple[int, int]:
+    milliseconds, _, sequence = value.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _stream_id(value: str) -> bool:
+    """Whether ``value`` is a Redis stream id (``<ms>-<seq>``, or ``<ms>``), each part a 64-bit number."""
+    parts = value.split("-")
+    return 1 <= len(parts) <= 2 and all(part.isascii() and part.isdigit() and len(part) <= 20 and int(part) < 2**64
+                                        for part in parts)
 
 
 def _sse(entry_id: str, task: dict[str, Any] | None, event: str | None = None) -> str:

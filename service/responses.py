@@ -52,6 +52,12 @@ async def read_json(request: Request, limit: int) -> Any:
     require_json(request)
     body = await read_body(request, limit)
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    try:
+        # JSON can escape a lone surrogate (\ud800); UTF-8, and so Redis, cannot hold one.
+        json.dumps(document, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError):
+        raise ApiError(400, "invalid_json", "the body's text is not valid Unicode (a lone surrogate)") from None
+    return document

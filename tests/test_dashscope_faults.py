@@ -16,10 +16,13 @@ import httpx
 import pytest
 
 from .conftest import Stack
+from .invariants import assert_consistent
 from .support import Process, wait_for
 
-TIMEOUT = 2.0  # WANHOOK_DASHSCOPE_TIMEOUT: short, so that a hang costs little test time
-HANG = 3 * TIMEOUT  # how long a hanging DashScope holds a request
+# WANHOOK_DASHSCOPE_TIMEOUT: short, so that a hang costs little test time, yet far above what a healthy
+# answer takes on a busy machine.
+TIMEOUT = 3.0
+HANG = TIMEOUT + 5.0  # how long a hanging DashScope holds a request
 ATTEMPTS = 5  # WANHOOK_DOWNLOAD_ATTEMPTS
 HTML_502 = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
             "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
@@ -78,14 +81,16 @@ def test_create_server_errors_keep_the_task_queued_with_backoff(faulty: Stack) -
     assert status == "queued" or creates == 4, (status, creates)
     task = faulty.wait_status(task_id, "ready", timeout=60)
     elapsed = time.monotonic() - started
-    # One create per injected error and one that went through: no hot loop, and no duplicate.
+    # One create per injected error and one that went through: no hot loop, and no duplicate. (Were a
+    # healthy call to time out on a slow machine, the list check would adopt its task: still 4.)
     assert faulty.emulator.stats()["creates"] == 4
     assert len(emulator_tasks(faulty)) == 1
-    assert counter(faulty, "submissions_retried") == 3
+    assert counter(faulty, "submissions_retried") >= 3
     # The model paused between the attempts: at least 0.5 + 1 + 2 s (the jittered doubling backoff).
     assert elapsed >= 3.5
     assert task["error"] is None and task["video"]
     assert sum("InternalError" in message for message in warnings_about(faulty, task_id)) == 3
+    assert_consistent(faulty.redis)
 
 
 def test_create_answers_that_are_not_json_are_retried_with_a_clear_error(faulty: Stack) -> None:
@@ -94,12 +99,13 @@ def test_create_answers_that_are_not_json_are_retried_with_a_clear_error(faulty:
     task = faulty.wait_status(task_id, "ready", timeout=60)
     assert faulty.emulator.stats()["creates"] == 4
     assert [t["task_id"] for t in emulator_tasks(faulty)] == [task["dashscope"]["task_id"]]
-    assert counter(faulty, "submissions_retried") == 3
+    assert counter(faulty, "submissions_retried") >= 3
     # Before each retry, DashScope's list was checked for a create that landed after all.
     assert faulty.emulator.stats()["lists"] >= 3
     messages = warnings_about(faulty, task_id)
     assert sum("InvalidResponse" in message for message in messages) == 3, messages
     assert any("502" in message and "not JSON" in message for message in messages), messages
+    assert_consistent(faulty.redis)
 
 
 def test_create_that_landed_with_a_garbled_answer_is_adopted(faulty: Stack) -> None:
@@ -108,6 +114,7 @@ def test_create_that_landed_with_a_garbled_answer_is_adopted(faulty: Stack) -> N
     assert faulty.emulator.stats()["creates"] == 1
     assert [t["task_id"] for t in emulator_tasks(faulty)] == [task["dashscope"]["task_id"]]
     assert counter(faulty, "submissions_adopted") == 1
+    assert_consistent(faulty.redis)
 
 
 @pytest.mark.parametrize("landed", [True, False], ids=["landed", "lost"])
@@ -123,6 +130,7 @@ def test_hanging_create_times_out_then_the_list_decides(faulty: Stack, landed: b
     assert faulty.emulator.stats()["lists"] >= 1
     if not landed:
         assert any("Timeout" in message for message in warnings_about(faulty, task_id))
+    assert_consistent(faulty.redis)
 
 
 # The read after the completion event
@@ -133,9 +141,11 @@ def test_failing_reads_are_retried_and_the_task_ends_ready(faulty: Stack) -> Non
     task_id = faulty.create("read through 500, 502 and a hang")["id"]
     task = faulty.wait_status(task_id, "ready", timeout=60)
     assert task["error"] is None and task["video"]
-    assert reads_of(faulty, task) == 4  # three failed, one answered
-    assert counter(faulty, "download_retries") == 3
+    # Three failed and one answered; a fifth only if a healthy read timed out on a very slow machine.
+    assert 4 <= reads_of(faulty, task) <= ATTEMPTS
+    assert counter(faulty, "download_retries") == reads_of(faulty, task) - 1
     assert_download_settled(faulty)
+    assert_consistent(faulty.redis)
 
 
 def test_reads_failing_every_attempt_fail_the_task_with_a_clear_error(faulty: Stack) -> None:
@@ -151,3 +161,4 @@ def test_reads_failing_every_attempt_fail_the_task_with_a_clear_error(faulty: St
     assert_download_settled(faulty)
     left = httpx.get(faulty.emulator.url + "/_emulator/config", timeout=10).json()["read_errors"]
     assert len(left) == len(faults) - ATTEMPTS
+    assert_consistent(faulty.redis)
