@@ -105,6 +105,7 @@ def wait(server: str, task: dict[str, Any], token: str | None = None, console: C
         for state in follow(server, task["id"], token):
             final = state
             live.update(render(state, started))
+    console.line()  # the live line stays; what follows starts below it
     return final
 
 
