@@ -20,7 +20,7 @@ TASKS_BY_STATUS = PREFIX + ":tasks:"  # + status
 DASHSCOPE_TASK = PREFIX + ":ds:"
 # string: a completion event that arrived before the create call returned its DashScope task id.
 EARLY_EVENT = PREFIX + ":early:"
-# string per CloudEvent (source + id), with a TTL: at-least-once delivery made harmless.
+# string per CloudEvent ("<len(source)>:<source>:<id>"), with a TTL: at-least-once delivery made harmless.
 EVENT_SEEN = PREFIX + ":seen:"
 # stream: every completion event received, whatever its outcome (audit and replay).
 EVENT_LOG = PREFIX + ":events"

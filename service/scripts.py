@@ -172,7 +172,8 @@ local source, event_id, ds_id, status, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5],
 local video_url, code, message, foreign = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 -- Reads before writes: a script that fails half-way keeps what it already wrote, so nothing is
 -- written until every read has succeeded.
-local seen_key = prefix .. ':seen:' .. source .. ':' .. event_id
+-- The source's length first: source 'a:b' with id 'c' and source 'a' with id 'b:c' stay apart.
+local seen_key = prefix .. ':seen:' .. #source .. ':' .. source .. ':' .. event_id
 local outcome
 local task_id = ''
 if redis.call('EXISTS', seen_key) == 1 then
