@@ -253,6 +253,12 @@ class Downloader:
             async with self.http.stream("GET", url, headers=headers) as response:
                 if response.status_code in (403, 404, 410):
                     raise URLExpired()
+                if response.status_code == 416:
+                    # Nothing left to send: a worker died after the last byte but before publishing.
+                    if offset and _range_total(response) == offset:
+                        return sha256_prefix(file, offset).hexdigest()
+                    file.truncate(0)
+                    raise TransientError("video host refused the range; starting over")
                 if response.status_code == 206:
                     if _range_start(response) != offset:
                         file.truncate(0)
