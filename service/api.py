@@ -139,7 +139,8 @@ async def cancel_task(request: Request) -> Response:
     raw = await rt.store.raw(task_id) or raw
     if raw["status"] == Status.SUBMITTED and raw.get("ds_task_id"):
         try:
-            await rt.dashscope.cancel_task(raw["ds_task_id"])
+            async with rt.reads.request():
+                await rt.dashscope.cancel_task(raw["ds_task_id"])
         except DashScopeError as exc:
             if exc.retryable:
                 raise ApiError(503, "dashscope_unavailable",

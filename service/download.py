@@ -215,9 +215,9 @@ class Downloader:
 
     async def _read_url(self, task: dict[str, str], stale_url: str | None) -> str:
         """One read of the DashScope task for its (fresh) video URL."""
-        await self.reads.acquire()
         try:
-            output = await self.client.get_task(task["ds_task_id"])
+            async with self.reads.request():
+                output = await self.client.get_task(task["ds_task_id"])
         except DashScopeError as exc:
             if exc.retryable:
                 raise TransientError(f"reading the DashScope task: {exc.code}") from None

@@ -8,17 +8,23 @@ overridden with ``WANHOOK_LIMITS``.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from . import constants as keys
 from . import scripts
 from .config import ConfigError
 from .models import MODELS
 
-# DashScope counts a second on its own clock, and a request admitted at the end of one of ours can
-# arrive early in its next: a little more than a second keeps every submission inside its quota.
+log = logging.getLogger("wanhook.quota")
+
+# A request counts in its window from its answer (see RESTAMP), which DashScope's count of it cannot
+# follow however long it travelled; the extra 20 ms covers two clocks read to the millisecond.
 RATE_WINDOW_MS = 1020
 
 
@@ -50,6 +56,7 @@ class Admission:
         self.reserve_ms = int(reserve_seconds * 1000)
         self._admit = redis.register_script(scripts.ADMIT)
         self._requeue = redis.register_script(scripts.REQUEUE)
+        self._tokens = RateLimiter(redis)
 
     async def admit(self, model: str) -> tuple[str | None, int]:
         """A task id holding a fresh slot reservation, or None and how many ms to wait (-1: until woken)."""
@@ -62,16 +69,38 @@ class Admission:
     async def requeue(self, task_id: str, pause_seconds: float) -> None:
         await self._requeue(keys=keys.ROUTE, args=[keys.PREFIX, task_id, int(pause_seconds * 1000)])
 
+    @asynccontextmanager
+    async def sending(self, model: str, task_id: str) -> AsyncIterator[None]:
+        """Around an admitted task's create call: its rate token counts from the answer on."""
+        try:
+            yield
+        finally:
+            await self._tokens.restamp(keys.SUBMIT_RATE + model, task_id)
+
 
 class RateLimiter:
     """Sliding windows, one per key, shared through Redis."""
 
     def __init__(self, redis: Redis) -> None:
         self._take = redis.register_script(scripts.TAKE_TOKEN)
+        self._restamp = redis.register_script(scripts.RESTAMP)
 
     async def take(self, key: str, per_window: int, window_ms: int = 1000) -> int:
         """0 when one more may go now (and it is counted), else the ms until one may."""
-        return int(await self._take(keys=[key], args=[per_window, window_ms]))
+        return (await self.token(key, per_window, window_ms))[0]
+
+    async def token(self, key: str, per_window: int, window_ms: int = 1000) -> tuple[int, str]:
+        """(0, the request's member in the window) when one more may go now, else (ms to wait, '')."""
+        wait, member = await self._take(keys=[key], args=[per_window, window_ms])
+        return int(wait), member.decode() if isinstance(member, bytes) else member
+
+    async def restamp(self, key: str, member: str, window_ms: int = RATE_WINDOW_MS) -> None:
+        """The request ``member`` stands for has been answered: it counts from now on."""
+        try:
+            await self._restamp(keys=[key], args=[member, window_ms])
+        except RedisError as exc:
+            # The token keeps its send time: the next request may go a little early, nothing is lost.
+            log.warning("could not move a rate token to its answer (%s)", type(exc).__name__)
 
 
 class ReadLimiter:
@@ -81,6 +110,16 @@ class ReadLimiter:
         self.limiter = limiter
         self.per_second = per_second
 
-    async def acquire(self) -> None:
-        while wait := await self.limiter.take(keys.READ_RATE, self.per_second, RATE_WINDOW_MS):
+    @asynccontextmanager
+    async def request(self) -> AsyncIterator[None]:
+        """Waits for a place in the window, then holds it until one window after the answer."""
+        while True:
+            wait, member = await self.limiter.token(keys.READ_RATE, self.per_second, RATE_WINDOW_MS)
+            if not wait:
+                break
             await asyncio.sleep(wait / 1000)
+        try:
+            yield
+        finally:
+            await self.limiter.restamp(keys.READ_RATE, member)
+

@@ -273,7 +273,8 @@ return 1
 """
 
 # DashScope's account-wide query limit (reads, lists and cancels), shared by every process.
-# KEYS: the window's key; ARGV: limit per window, window ms. Returns 0 (go) or ms to wait.
+# KEYS: the window's key; ARGV: limit per window, window ms.
+# Returns {0, member} (go: the member stands for the request in the window) or {ms to wait, ''}.
 TAKE_TOKEN = """
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
@@ -281,11 +282,23 @@ local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return math.max(1, tonumber(oldest[2]) + window - now)
+  return {math.max(1, tonumber(oldest[2]) + window - now), ''}
 end
-redis.call('ZADD', KEYS[1], now, clock[1] .. clock[2] .. math.random())
+local member = clock[1] .. clock[2] .. math.random()
+redis.call('ZADD', KEYS[1], now, member)
 redis.call('PEXPIRE', KEYS[1], window * 2)
-return 0
+return {0, member}
+"""
+
+# A request has been answered: it counts in its window from now on. DashScope counted it when it
+# arrived, somewhere between the send and the answer; counting from the answer keeps the next one a
+# whole window after it, however long the request travelled. Added again if the window dropped it.
+# KEYS: the window's key; ARGV: member, window ms.
+RESTAMP = """
+local clock = redis.call('TIME')
+redis.call('ZADD', KEYS[1], clock[1] * 1000 + math.floor(clock[2] / 1000), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return 1
 """
 
 

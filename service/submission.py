@@ -70,7 +70,8 @@ class Submitter:
         await self.store.set_fields(task_id, submit_attempt_at=task["submit_attempt_at"])
         task_input, parameters = dashscope_request(task)
         try:
-            created = await self.client.create_task(task["model"], task_input, parameters)
+            async with self.admission.sending(task["model"], task_id):
+                created = await self.client.create_task(task["model"], task_input, parameters)
         except RequestRejected as exc:
             await self.store.transition(task_id, "failed", error={"code": exc.code, "message": exc.message})
             log.info("task %s refused by DashScope: %s", task_id, exc.code)
@@ -104,7 +105,8 @@ class Submitter:
         if result == "stale":
             # Canceled while the create call was in flight: cancel it at DashScope too.
             try:
-                await self.client.cancel_task(ds_task_id)
+                async with self.reads.request():
+                    await self.client.cancel_task(ds_task_id)
             except DashScopeError as exc:
                 log.warning("could not cancel DashScope task of canceled task %s: %s", task_id, exc.code)
         return result != "taken"
@@ -126,11 +128,11 @@ class Submitter:
         # the client's timeout.
         earliest, latest = attempt - LANDED_SLACK, attempt + self.client.timeout + LANDED_SLACK
         try:
-            await self.reads.acquire()
-            listing = await self.client.list_tasks(
-                start_time=datetime.fromtimestamp(earliest - 1, CHINA).strftime("%Y%m%d%H%M%S"),
-                end_time=datetime.fromtimestamp(latest + 1, CHINA).strftime("%Y%m%d%H%M%S"),
-                model_name=task["model"], page_no=1, page_size=100)
+            async with self.reads.request():
+                listing = await self.client.list_tasks(
+                    start_time=datetime.fromtimestamp(earliest - 1, CHINA).strftime("%Y%m%d%H%M%S"),
+                    end_time=datetime.fromtimestamp(latest + 1, CHINA).strftime("%Y%m%d%H%M%S"),
+                    model_name=task["model"], page_no=1, page_size=100)
         except DashScopeError as exc:
             log.warning("task %s: cannot tell whether its create landed (%s); not submitting it yet", task["id"],
                         exc.code)

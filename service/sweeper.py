@@ -83,9 +83,9 @@ class Sweeper:
         if not task or task["status"] != "submitted" or not task.get("ds_task_id"):
             await self.redis.zrem(keys.SWEEP, task_id)
             return False
-        await self.reads.acquire()
         try:
-            output = await self.client.get_task(task["ds_task_id"])
+            async with self.reads.request():
+                output = await self.client.get_task(task["ds_task_id"])
         except DashScopeError as exc:
             log.warning("sweeper could not read task %s: %s", task_id, exc.code)
             return False

@@ -182,3 +182,40 @@ def test_with_events_flowing_the_sweeper_reads_nothing(tmp_path: Path, redis_url
     assert counter(stack, "dashscope_reads_sweeper") == 0
     assert stack.redis.zcard("{wanhook}:sweep") == 0
     assert sorted(stack.emulator.stats()["reads_by_task"].values()) == [1, 1, 1, 1]
+
+
+def test_a_rate_token_counts_from_the_answer_not_the_send(redis_url: str) -> None:
+    """A request that travelled long still keeps the next one a whole window after DashScope saw it."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from service.quota import RATE_WINDOW_MS, RateLimiter
+
+    key = "{wanhook}:rate:test"
+
+    async def scenario() -> tuple[int, int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            limiter = RateLimiter(client)
+            wait, member = await limiter.token(key, 1, RATE_WINDOW_MS)
+            assert wait == 0 and member
+            # Sent 900 ms ago and only answered now: counted from the send, the next could go in ~120 ms.
+            sent_at = int(await client.zscore(key, member)) - 900
+            await client.zadd(key, {member: sent_at})
+            before = await limiter.take(key, 1, RATE_WINDOW_MS)
+            await limiter.restamp(key, member)
+            after = await limiter.take(key, 1, RATE_WINDOW_MS)
+            # One that took longer than a window fell out of it while in flight; its answer puts it back.
+            await client.zadd(key, {member: sent_at - 5000})
+            await client.zremrangebyscore(key, "-inf", sent_at - 1000)
+            await limiter.restamp(key, member)
+            again = await limiter.take(key, 1, RATE_WINDOW_MS)
+            return before, after, again
+        finally:
+            await client.aclose()
+
+    before, after, again = asyncio.run(scenario())
+    assert 0 < before <= 200
+    assert after > RATE_WINDOW_MS - 200
+    assert again > RATE_WINDOW_MS - 200
