@@ -70,6 +70,7 @@ class Settings:
     max_video_bytes: int = 4 << 30
     min_free_bytes: int = 1 << 30
     callback_schedule: str = ""  # WANHOOK_CALLBACK_SCHEDULE: seconds before each attempt, comma-separated
+    changes_retention_seconds: float = 3600.0  # a finished task's change stream, for late SSE resumes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +104,7 @@ class Settings:
             sweep_interval_seconds=_number(env, "WANHOOK_SWEEP_INTERVAL_SECONDS", 60.0),
             dashscope_qps=int(_number(env, "WANHOOK_DASHSCOPE_QPS", 20)),
             callback_schedule=env.get("WANHOOK_CALLBACK_SCHEDULE", ""),
+            changes_retention_seconds=_number(env, "WANHOOK_CHANGES_RETENTION_SECONDS", 3600.0),
             rate_limit=int(_number(env, "WANHOOK_RATE_LIMIT", 100)),
             max_queued_per_token=int(_number(env, "WANHOOK_MAX_QUEUED_PER_TOKEN", 10_000)),
             max_video_bytes=int(_number(env, "WANHOOK_MAX_VIDEO_BYTES", 4 << 30)),

@@ -12,7 +12,10 @@ ROUTE = [PREFIX + ":route"]
 # hash per task: the fields of the public task plus internal ones (video URL, download validators).
 TASK = PREFIX + ":task:"
 # stream per task: one entry per state change; the SSE endpoint reads it and resumes by entry id.
+# Once the task has ended it expires after SETTINGS' changes_ttl_ms (the task's final state stays).
 TASK_CHANGES = PREFIX + ":changes:"
+# hash: settings every process must apply alike inside the scripts (changes_ttl_ms).
+SETTINGS = PREFIX + ":settings"
 # sorted sets (all scores 0) whose members are "<created ms, 13 digits>:<task id>", for cursor paging.
 TASKS_ALL = PREFIX + ":tasks"
 TASKS_BY_STATUS = PREFIX + ":tasks:"  # + status
@@ -64,3 +67,4 @@ EVENT_SEEN_TTL_SECONDS = 7 * 24 * 3600
 EARLY_EVENT_TTL_SECONDS = 24 * 3600
 EVENT_LOG_MAXLEN = 100_000
 TASK_CHANGES_MAXLEN = 1_000
+TASK_CHANGES_TTL_MS = 3600 * 1000  # when SETTINGS has none

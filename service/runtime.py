@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import uuid
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from . import callbacks
 from . import constants as keys
@@ -20,6 +22,8 @@ from .quota import Admission, RateLimiter, ReadLimiter, parse_limits
 from .store import TaskStore
 from .submission import Dispatcher, Submitter
 from .sweeper import Sweeper
+
+log = logging.getLogger("wanhook.runtime")
 
 
 def consumer_name() -> str:
@@ -46,7 +50,14 @@ class Runtime:
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
-        return cls(settings, await connect(settings))
+        runtime = cls(settings, await connect(settings))
+        try:
+            await runtime.redis.hset(keys.SETTINGS, "changes_ttl_ms",
+                                     max(1, int(settings.changes_retention_seconds * 1000)))
+        except RedisError as exc:
+            # The scripts fall back to the default retention; nothing else depends on it.
+            log.warning("could not record the change streams' retention (%s)", type(exc).__name__)
+        return runtime
 
     async def close(self) -> None:
         await self.dashscope.aclose()

@@ -5,9 +5,12 @@ of times events arrive, a script either applies a change whole, with its side ef
 change stream, next job), or leaves everything as it was.
 """
 
+from .constants import TASK_CHANGES_TTL_MS
+
 # Shared by every script: ARGV[1] is the key prefix.
 COMMON = """
 local prefix = ARGV[1]
+local CHANGES_TTL_MS = """ + str(TASK_CHANGES_TTL_MS) + """
 local RANK = {queued = 0, submitted = 1, downloading = 2, ready = 3, failed = 3, canceled = 3, expired = 3}
 
 local function wake()
@@ -66,7 +69,15 @@ local function transition(id, to, now, fields)
   redis.call('ZREM', prefix .. ':tasks:' .. current, member)
   redis.call('ZADD', prefix .. ':tasks:' .. to, 0, member)
   redis.call('HSET', key, 'status', to, 'updated_at', now, unpack(fields))
-  redis.call('XADD', prefix .. ':changes:' .. id, 'MAXLEN', '~', 1000, '*', 'status', to, 'at', now)
+  local changes = prefix .. ':changes:' .. id
+  redis.call('XADD', changes, 'MAXLEN', '~', 1000, '*', 'status', to, 'at', now)
+  if RANK[to] == 3 then
+    -- Ended: what only the way here needed goes, and the change stream (a stream costs some 4 KiB,
+    -- three times the task) stays only as long as a follower may still resume it.
+    redis.call('HDEL', key, 'video_url', 'dl_etag', 'dl_total', 'dl_bytes', 'submit_attempt_at')
+    local ttl = tonumber(redis.call('HGET', prefix .. ':settings', 'changes_ttl_ms') or '')
+    redis.call('PEXPIRE', changes, ttl or CHANGES_TTL_MS)
+  end
   outbox(id, to, now)
   return 'ok'
 end

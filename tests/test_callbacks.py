@@ -139,6 +139,31 @@ def test_event_stream_resumes_without_gaps(notifying: Stack) -> None:
         assert [name for _, name, _ in read_events(response)] == ["task.ready"]
 
 
+def test_a_finished_task_sheds_its_change_stream_and_still_streams_its_end(
+        tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    stack = Stack(tmp_path, redis_url, processes)
+    stack.env.update(WANHOOK_CHANGES_RETENTION_SECONDS="5")
+    stack.start()
+    task = stack.create("a short memory")
+    url = f"{stack.url}/v1/tasks/{task['id']}/events"
+    with httpx.stream("GET", url, timeout=60) as response:
+        followed = read_events(response)
+    assert followed[-1][1] == "task.ready"
+    changes, hash_key = "{wanhook}:changes:" + task["id"], "{wanhook}:task:" + task["id"]
+    assert 0 < stack.redis.pttl(changes) <= 5000
+    # What only the way to ready needed is gone; what the API answers with stays.
+    gone = ("video_url", "dl_etag", "dl_total", "dl_bytes", "submit_attempt_at")
+    assert stack.redis.hmget(hash_key, *gone) == [None] * len(gone)
+    wait_for(lambda: not stack.redis.exists(changes), 30, 0.1, what="the change stream to expire")
+    ready = stack.task(task["id"])
+    assert ready["status"] == "ready" and ready["video"]["sha256"] and ready["dashscope"]["task_id"]
+    with httpx.stream("GET", url, timeout=60) as response:
+        assert [(name, data["status"]) for _, name, data in read_events(response)] == [("task.ready", "ready")]
+    with httpx.stream("GET", url, headers={"Last-Event-ID": followed[0][0]}, timeout=60) as response:
+        assert [(name, data["video"]["sha256"]) for _, name, data in read_events(response)] == [
+            ("task.ready", ready["video"]["sha256"])]
+
+
 def test_both_channels_report_ready_and_how_soon(notifying: Stack) -> None:
     """Measures (and prints) how long a submitter waits to hear of a change, by both channels."""
     delays_callback, delays_stream = [], []
