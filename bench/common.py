@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import Emulator, Process, RedisServer, wait_for
+from tests.support import Emulator, Process, RedisServer, Wanhook, wait_for
 
 TOKEN = "bench-token"
 MODEL = "wan2.2-t2v-plus"
@@ -82,6 +82,9 @@ def running(*processes: Process) -> Iterator[list[Process]]:
     try:
         yield started
     finally:
+        for process in reversed(started):
+            if isinstance(process, (Wanhook, Emulator)):
+                process.terminate()  # side by side; Redis after them
         for process in reversed(started):
             process.stop()
 

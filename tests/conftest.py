@@ -34,6 +34,11 @@ def processes(request: pytest.FixtureRequest) -> Iterator[list[Process]]:
     started: list[Process] = []
     yield started
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    # wanhook's processes and the emulator shut down side by side; Redis, which they use until they
+    # are gone, after them.
+    for process in reversed(started):
+        if isinstance(process, (Wanhook, Emulator)):
+            process.terminate()
     for process in reversed(started):
         process.stop()
         if failed:
@@ -83,14 +88,18 @@ class Stack:
         self.redis = sync_client(redis_url, decode_responses=True)
 
     def start(self, *extra: str) -> Stack:
-        self.processes.append(self.emulator.start())
-        self.server = self.serve(self.port, *extra)
+        # Both start up side by side: neither needs the other until the first task.
+        self.processes.append(self.emulator.launch())
+        self.server = self.serve(self.port, *extra, wait=False)
+        self.emulator.wait_ready()
+        self.server.wait_ready()
         return self
 
-    def serve(self, port: int | None = None, *extra: str, env: dict[str, str] | None = None) -> Wanhook:
+    def serve(self, port: int | None = None, *extra: str, env: dict[str, str] | None = None,
+              wait: bool = True) -> Wanhook:
         process = Wanhook(self.tmp_path, {**self.env, **(env or {})}, *extra, port=port)
-        self.processes.append(process.start())
-        return process
+        self.processes.append(process.launch())
+        return process.wait_ready() if wait else process
 
     def worker(self, name: str = "worker", env: dict[str, str] | None = None) -> Wanhook:
         process = Wanhook(self.tmp_path, {**self.env, **(env or {})}, name="worker", port=free_port())

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -59,12 +59,28 @@ class Process:
         self.log_path = log_dir / f"{name}.log"
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.terminating = False
 
-    def start(self) -> Process:
+    def start(self) -> Self:
+        return self.launch().wait_ready()
+
+    def launch(self) -> Self:
+        """Start the process without waiting for it: several can then start up side by side."""
+        self.terminating = False
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
                                          start_new_session=True)
         return self
+
+    def wait_ready(self) -> Self:
+        return self
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting: several shut down side by side, then ``stop`` waits for each."""
+        if self.alive and not self.terminating:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            self.terminating = True
 
     @property
     def alive(self) -> bool:
@@ -83,8 +99,8 @@ class Process:
     def stop(self, timeout: float = 15.0) -> None:
         if not self.alive:
             return
+        self.terminate()
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -101,8 +117,7 @@ class RedisServer(Process):
         ], directory)
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
-        super().start()
+    def wait_ready(self) -> Self:
         import redis
 
         client = redis.Redis.from_url(self.url)
@@ -129,8 +144,7 @@ class Emulator(Process):
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = self.url + "/api/v1"
 
-    def start(self) -> Emulator:
-        super().start()
+    def wait_ready(self) -> Self:
         wait_for(http_ready(self.url + "/_emulator/stats"), 30, what="the emulator")
         return self
 
@@ -151,8 +165,7 @@ class Wanhook(Process):
         super().__init__(f"{name}-{self.port}", args, log_dir, env)
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Wanhook:
-        super().start()
+    def wait_ready(self) -> Self:
         if self.name.startswith("serve"):
             wait_for(http_ready(self.url + "/healthz"), 30, what=f"wanhook {self.name}")
         return self
@@ -199,7 +212,9 @@ class RedisCluster:
 
     def start(self) -> RedisCluster:
         for node in self.nodes:
-            node.start()
+            node.launch()
+        for node in self.nodes:
+            node.wait_ready()
         subprocess.run([redis_cli(), "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
                         "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
         import redis
