@@ -36,6 +36,7 @@ MAX_BACKOFF = 60.0
 MAX_IDLE = 15.0  # a dispatcher's longest block; below the Redis socket timeout
 CHINA = timezone(timedelta(hours=8))  # the list API's times are Beijing time
 LANDED_SLACK = 2.0  # seconds of clock difference allowed around an attempt
+REDIS_BACK_PAUSE = 0.5  # seconds a model waits after Redis came back, so its processes do not rush in together
 
 
 def dashscope_request(task: dict[str, str]) -> tuple[dict, dict]:
@@ -190,7 +191,25 @@ class Dispatcher:
         logs.task_id.set(task_id)
         try:
             await self.submitter.submit(task_id)
+        except RedisError as exc:
+            log.warning("submission of task %s: Redis unavailable (%s)", task_id, type(exc).__name__)
+            await self._give_back(task_id)
         except Exception:
             # The reservation expires and the task goes back to the head of its queue.
             log.exception("submission of task %s failed", task_id)
+
+    async def _give_back(self, task_id: str) -> None:
+        """Back to the head of its queue as soon as Redis answers, not when its reservation expires.
+
+        Safe whatever the submission got to: a task already recorded as submitted is left alone, and
+        one whose create may have been sent is looked for at DashScope before it is sent again.
+        """
+        delay = 0.25
+        while delay <= 16:
+            await asyncio.sleep(delay)
+            try:
+                await self.admission.requeue(task_id, REDIS_BACK_PAUSE)
+                return
+            except RedisError:
+                delay *= 2
 

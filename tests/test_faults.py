@@ -49,7 +49,11 @@ def test_redis_unreachable_then_back(tmp_path: Path, processes: list[Process]) -
 
 def test_redis_restarted_mid_run_loses_nothing(tmp_path: Path, processes: list[Process]) -> None:
     server = own_redis(tmp_path, processes)
-    stack = Stack(tmp_path, server.url, processes).start()
+    stack = Stack(tmp_path, server.url, processes)
+    # A submission Redis broke off goes back to its queue once Redis answers, not when its reservation
+    # expires: with reservations this long, the deadlines below hold only if that is so.
+    stack.env["WANHOOK_RESERVE_SECONDS"] = "600"
+    stack.start()
     stack.emulator.configure(render_seconds=1, push_retry_delays=[0.5, 1, 2, 4])
     ids = [stack.create(f"durable {n}")["id"] for n in range(10)]
     server.kill()  # SIGKILL: only what the AOF holds survives
