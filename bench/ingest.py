@@ -105,8 +105,7 @@ def _restored(tmp: Path, snapshot: Path, name: str) -> RedisServer:
 def _bare(tmp: Path, duration: float, connections: int, rate: float, seconds: float,
           tasks: int) -> tuple[Load, Load]:
     port = free_port()
-    bare = Process("bare", [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port),
-                            "--log-level", "warning", "--no-access-log"], tmp)
+    bare = Process("bare", [sys.executable, "-m", "bench.bare_app", str(port)], tmp)
     url = f"http://127.0.0.1:{port}"
     with running(bare.start()):
         wait_for(lambda: httpx.post(url + "/v1/events/dashscope", content=b"{}").is_success, 30, what="the bare app")
@@ -128,8 +127,7 @@ def _wanhook(ctx: Context, snapshot: Path, name: str, drive: Callable[[str], Loa
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             processes.append(Process(f"receiver-{name}", [
-                sys.executable, "-m", "uvicorn", "bench.wanhook_app:receiver", "--factory", "--workers", str(workers),
-                "--port", str(port), "--log-level", "warning", "--no-access-log"], tmp, env).start())
+                sys.executable, "-m", "bench.wanhook_app", str(port), str(workers)], tmp, env).start())
             wait_for(lambda: httpx.get(url + "/readyz", timeout=2).is_success, 60, what="the receiver's workers")
             time.sleep(1.0)  # the first worker answers as soon as it is up; give the others time to join
         load = drive(url)

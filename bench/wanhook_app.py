@@ -1,10 +1,21 @@
-"""wanhook's receiver without workers, for ``uvicorn --factory --workers N bench.wanhook_app:receiver``."""
+"""wanhook's receiver without workers, on N uvicorn worker processes.
+
+    python -m bench.wanhook_app PORT WORKERS
+"""
+
+import sys
 
 from starlette.applications import Starlette
 
+from service import server
 from service.app import create_app
 from service.config import Settings
 
 
 def receiver() -> Starlette:
     return create_app(Settings.from_env(), workers=False)
+
+
+if __name__ == "__main__":
+    server.run("bench.wanhook_app:receiver", factory=True, port=int(sys.argv[1]), workers=int(sys.argv[2]),
+               log_level="warning", access_log=False)

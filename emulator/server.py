@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from service import server as http_server
+
 from .app import build_app
 from .config import EmulatorConfig
 from .eventbridge import EventBus, Target
@@ -57,7 +59,7 @@ class Emulator:
         port = sock.getsockname()[1]
         if not self.config.public_base_url:
             self.base_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+        config = http_server.config(self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
         self._server = _Server(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:

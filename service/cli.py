@@ -32,8 +32,7 @@ def setup_logging() -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from . import server
     from .app import create_app
 
     settings = Settings.from_env()
@@ -41,7 +40,7 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"refusing to serve the API unauthenticated on {args.host}: "
                           "set WANHOOK_API_TOKENS or bind to 127.0.0.1")
     app = create_app(settings, workers=not args.no_workers)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import uvicorn
 from rich.console import Console
 
+from . import server as http_server
 from .app import create_app
 from .config import Settings
 from .runtime import Runtime
@@ -83,8 +84,8 @@ async def _demo(prompt: str, via: str, console: Console, serve: bool = False) ->
         background.append(asyncio.create_task(consumer.run(stop)))
     else:
         emulator.add_target(HttpTarget(url + "/v1/events/dashscope", token))
-    server = _Server(uvicorn.Config(create_app(runtime=runtime, workers=True), log_level="warning",
-                                    lifespan="on", access_log=False))
+    server = _Server(http_server.config(create_app(runtime=runtime, workers=True), log_level="warning",
+                                        lifespan="on", access_log=False))
     background.append(asyncio.create_task(server.serve(sockets=[sock])))
     try:
         while not server.started:
