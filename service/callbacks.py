@@ -99,7 +99,7 @@ class Notifier:
         self.signer = Webhook(secret)
         self.schedule = schedule
         self.concurrency = concurrency
-        self.http = httpx.AsyncClient(follow_redirects=False, timeout=TIMEOUT)
+        self.http = outbound.client(allow_private=allow_private, timeout=TIMEOUT)
         self._claim = self.redis.register_script(scripts.CLAIM_CALLBACKS)
         self._settle = self.redis.register_script(scripts.SETTLE_CALLBACK)
 

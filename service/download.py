@@ -79,7 +79,7 @@ class Downloader:
         self.reads = reads
         self.settings = settings
         self.storage: VideoStorage = LocalStorage(settings.videos_dir)
-        self.http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(30.0, connect=10.0))
+        self.http = outbound.client(explicit_hosts=settings.video_hosts, timeout=httpx.Timeout(30.0, connect=10.0))
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -177,6 +177,8 @@ class Downloader:
                 try:
                     digest = await self._transfer(task, url, file)
                     break
+                except outbound.DestinationRefused as exc:  # the name resolved inwards as it was connected
+                    raise DownloadError("VideoHostNotAllowed", str(exc)) from None
                 except URLExpired:
                     if refreshed:
                         raise DownloadError("VideoURLExpired", "the video URL was refused (expired) even after "

@@ -142,7 +142,7 @@ async def _fetch(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
     except outbound.DestinationRefused as exc:
         raise refuse(f"the certificate URL (x-eventbridge-signature-url) is refused: {exc}") from None
     try:
-        async with (httpx.AsyncClient(follow_redirects=False, timeout=CERT_TIMEOUT) as client,
+        async with (outbound.client(explicit_hosts=hosts, timeout=CERT_TIMEOUT) as client,
                     client.stream("GET", url) as response):
             if response.status_code != 200:
                 # The URL passed the host check yet names no certificate: the push is not EventBridge's.
@@ -152,6 +152,8 @@ async def _fetch(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
                 pem += chunk
                 if len(pem) > CERT_MAX_BYTES:
                     raise refuse(f"the certificate at x-eventbridge-signature-url is over {CERT_MAX_BYTES} bytes")
+    except outbound.DestinationRefused as exc:  # the name resolved inwards as it was connected
+        raise refuse(f"the certificate URL (x-eventbridge-signature-url) is refused: {exc}") from None
     except httpx.HTTPError as exc:
         # Not the sender's fault: 503 makes EventBridge push again later.
         log.warning("cannot fetch the EventBridge certificate %s: %r", redact_url(url), exc)
