@@ -1,4 +1,5 @@
-"""uvicorn as wanhook runs it: an answer leaves as soon as it is written.
+"""uvicorn as wanhook runs it: an answer leaves as soon as it is written, and a stop does not wait for
+streams that could run for minutes.
 
 uvicorn sends a response's head and its body in two writes. With Nagle's algorithm on, the body waits
 for the peer's delayed ACK of the head: up to 40 ms on Linux. asyncio's own event loop turns Nagle off
@@ -7,6 +8,12 @@ only on sockets whose protocol number says TCP, and a listening socket made with
 connections it accepts. In the benchmarks that was a 40 ms tail on the emulator's DashScope reads
 (p99 of push to first byte: 55 ms, 15 ms without it). Setting TCP_NODELAY on every accepted
 connection, whatever the loop, takes it away.
+
+A stopping uvicorn lets each response finish, and an event stream (``GET /v1/tasks/{id}/events``)
+finishes only when its task ends: a server with a follower would not stop for minutes. A response of
+unknown length still streaming when the stop comes is ended there (its body closed well-formed, the
+app told its client has gone), and the client resumes with Last-Event-ID on another server.
+Responses of known length (a video) are let finish.
 """
 
 from __future__ import annotations
@@ -27,6 +34,18 @@ class HttpProtocol(HttpToolsProtocol):
             with contextlib.suppress(OSError):  # not TCP (a Unix socket): nothing to turn off
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete and cycle.chunked_encoding:
+            # A response of unknown length (an event stream) is still going: end its body well-formed,
+            # drop whatever the app would still send, wake its wait for the client's disconnect, close.
+            self.transport.write(b"0\r\n\r\n")
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self.transport.close()
+            return
+        super().shutdown()
 
 
 def config(app: Any, **options: Any) -> uvicorn.Config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import time
 from datetime import datetime
@@ -187,3 +188,20 @@ def test_both_channels_report_ready_and_how_soon(notifying: Stack) -> None:
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_stopping_server_ends_its_event_streams(notifying: Stack) -> None:
+    # A stream follows a task for minutes; a server asked to stop must not wait for it (the client
+    # resumes elsewhere with Last-Event-ID).
+    notifying.emulator.configure(render_seconds=600)
+    task = notifying.create("still rendering when the server stops")
+    notifying.wait_status(task["id"], "submitted")
+    with httpx.stream("GET", f"{notifying.url}/v1/tasks/{task['id']}/events", timeout=60) as response:
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))  # the current state
+        server = notifying.server
+        server.terminate()
+        assert server.proc is not None
+        # Long before the render ends, and cleanly (uvicorn re-raises the SIGTERM once it has shut down).
+        assert server.proc.wait(30) in (0, -signal.SIGTERM)
+        assert not [line for line in lines if line.startswith("data: ")]  # it ended, with no made-up event
