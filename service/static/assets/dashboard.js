@@ -21,6 +21,7 @@
   let source = null;
   let followed = new Set();
   let statsPending = null;
+  let statsStale = false; // asked for while a request was on its way, which may have read too early
 
   // --- talking to the API ---------------------------------------------------------------------
 
@@ -430,9 +431,12 @@
 
   // --- counters ----------------------------------------------------------------------------------
 
-  // Several events in a burst make one request.
+  // Several events in a burst make at most two requests: the one on its way, and one after it.
   function refreshStats() {
-    if (statsPending) return;
+    if (statsPending) {
+      statsStale = true;
+      return;
+    }
     statsPending = Promise.resolve().then(async () => {
       try {
         renderStats(await api("/v1/stats"));
@@ -440,6 +444,10 @@
         if (error instanceof Unauthorized) askForToken("The token was refused.");
       } finally {
         statsPending = null;
+        if (statsStale) {
+          statsStale = false;
+          refreshStats();
+        }
       }
     });
   }
