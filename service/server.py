@@ -37,7 +37,11 @@ class HttpProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         cycle = self.cycle
-        if cycle is not None and cycle.response_started and not cycle.response_complete and cycle.chunked_encoding:
+        # getattr: these are uvicorn's own fields; should a release rename them, a stop waits as before.
+        streaming = (cycle is not None and getattr(cycle, "response_started", False)
+                     and not getattr(cycle, "response_complete", True) and getattr(cycle, "chunked_encoding", False)
+                     and hasattr(cycle, "message_event"))
+        if streaming:
             # A response of unknown length (an event stream) is still going: end its body well-formed,
             # drop whatever the app would still send, wake its wait for the client's disconnect, close.
             self.transport.write(b"0\r\n\r\n")
