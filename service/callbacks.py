@@ -144,7 +144,6 @@ class Notifier:
                    "user-agent": "wanhook"}
         wait: float | None = None
         try:
-            await outbound.check(url, allow_private=self.allow_private)
             response = await self.http.post(url, content=body.encode(), headers=headers)
             outcome, status_code = f"HTTP {response.status_code}", response.status_code
             wait = retry_after(response)

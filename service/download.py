@@ -171,13 +171,9 @@ class Downloader:
                     raise DownloadError("VideoHostNotAllowed",
                                         f"video host {urlsplit(url).hostname!r} is not in WANHOOK_VIDEO_HOSTS")
                 try:
-                    await outbound.check(url, explicit_hosts=self.settings.video_hosts)
-                except outbound.DestinationRefused as exc:
-                    raise DownloadError("VideoHostNotAllowed", str(exc)) from None
-                try:
                     digest = await self._transfer(task, url, file)
                     break
-                except outbound.DestinationRefused as exc:  # the name resolved inwards as it was connected
+                except outbound.DestinationRefused as exc:  # the host resolved inwards as it was connected
                     raise DownloadError("VideoHostNotAllowed", str(exc)) from None
                 except URLExpired:
                     if refreshed:

@@ -1,10 +1,10 @@
 """Where wanhook may send requests: never, by accident or by a crafted URL, into its own network.
 
-A video URL or a callback URL is resolved, and refused when any address it resolves to is loopback,
-private, link-local (cloud metadata lives there), or otherwise not global. The clients made here
-(``client``) do this as they connect, and connect to the very address they checked: the name is not
-resolved a second time, so a DNS server cannot answer a public address to the check and an inward
-one to the connection (DNS rebinding). The exceptions are the contract's explicit opt-ins: a host
+The clients made here (``client``) resolve a host as they connect, refuse it when any address it
+resolves to is loopback, private, link-local (cloud metadata lives there), or otherwise not global,
+and connect to the very address they checked: the name is not resolved a second time, so a DNS
+server cannot answer a public address to the check and an inward one to the connection (DNS
+rebinding). The exceptions are the contract's explicit opt-ins: a host
 named literally in ``WANHOOK_VIDEO_HOSTS`` (not by a pattern) for videos, and
 ``WANHOOK_CALLBACK_ALLOW_PRIVATE=1`` for callbacks. Redirects are never followed, so a public host
 cannot bounce a request inward.
@@ -17,7 +17,6 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -49,17 +48,6 @@ async def public_addresses(host: str, port: int) -> list[str]:
     if refused:
         raise DestinationRefused(f"{host} resolves to a non-public address ({', '.join(refused)})")
     return addresses
-
-
-async def check(url: str, *, explicit_hosts: Iterable[str] = (), allow_private: bool = False) -> None:
-    """Refuse ``url`` early, with a clear reason, where a ``client`` would refuse to connect."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
-        raise DestinationRefused("only http and https URLs with a host are allowed")
-    if allow_private or host in _literal_hosts(explicit_hosts):
-        return
-    await public_addresses(host, parts.port or 443)
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -95,7 +83,7 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
 
 
 def client(*, explicit_hosts: Iterable[str] = (), allow_private: bool = False, **options: Any) -> httpx.AsyncClient:
-    """An httpx client that follows no redirects and connects only where ``check`` allows.
+    """An httpx client that follows no redirects and connects only to public addresses (or the opt-ins).
 
     It connects directly: proxies from the environment (HTTPS_PROXY) would resolve names themselves,
     out of reach of the check.
