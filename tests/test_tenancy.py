@@ -4,6 +4,7 @@ parallel creates, an Idempotency-Key names one request, and no URL's password re
 from __future__ import annotations
 
 import hashlib
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from service.store import TaskStore
 from .conftest import Stack
 from .invariants import assert_consistent
 from .receiver import CallbackReceiver
-from .support import Process, wait_for
+from .support import Process, RedisServer, Wanhook, wait_for
 
 MODEL = "wan2.2-t2v-plus"
 
@@ -241,3 +242,22 @@ def test_redact_url_drops_userinfo() -> None:
     assert redact_url("https://user:pass@host:8443/hook?token=1") == "https://<redacted>@host:8443/hook?<redacted>"
     assert redact_url("redis://:hunter2@127.0.0.1:6379/0") == "redis://<redacted>@127.0.0.1:6379/0"
     assert redact_url("https://host/hook") == "https://host/hook"
+
+
+def test_the_redis_password_stays_out_of_the_log(tmp_path: Path, processes: list[Process]) -> None:
+    password = "hunter2-redis-Pa55"
+    server = RedisServer(tmp_path / "redis")
+    server.args += ["--requirepass", password]
+    server.url = f"redis://:{password}@127.0.0.1:{server.port}/0"
+    processes.append(server.start())
+    stack = Stack(tmp_path, server.url, processes).start()
+    stack.wait_status(stack.create("behind a password")["id"], "ready")
+    # A wrong password: serve cannot start, and says why without writing the password it was given.
+    wrong = Wanhook(tmp_path, {**stack.env, "WANHOOK_REDIS_URL": f"redis://:not-{password}@127.0.0.1:{server.port}/0"})
+    processes.append(wrong.launch())
+    assert wrong.proc is not None and wrong.proc.wait(30) != 0
+    for log in (stack.server.log(), wrong.log()):
+        assert password not in log
+    # uvicorn's report of the failed start went through wanhook's handler, its redaction included.
+    failure = [json.loads(line) for line in wrong.log().splitlines() if "AuthenticationError" in line]
+    assert failure and failure[0]["logger"] == "uvicorn.error"
