@@ -67,7 +67,6 @@ def not_public(address: str) -> bool:
     return any(not candidate.is_global or candidate.is_multicast for candidate in candidates)
 
 
-
 def _literal_hosts(names: Iterable[str]) -> frozenset[str]:
     return frozenset(name.lower() for name in names if "*" not in name)
 
