@@ -18,7 +18,7 @@ from . import constants as keys
 from .dashscope import DashScopeError
 from .responses import ApiError, read_json
 from .runtime import Runtime
-from .store import public_task
+from .store import IdempotencyKeyReused, QueueFull, public_task
 from .types import STATUSES, Status
 from .validation import check_task
 
@@ -77,16 +77,21 @@ async def create_task(request: Request) -> Response:
     fields = check_task(await read_json(request, TASK_BODY_LIMIT),
                         allow_private_callbacks=rt.settings.callback_allow_private)
     fields["owner"] = caller
-    queued = await rt.store.queued_by(caller)
-    if queued >= rt.settings.max_queued_per_token:
-        raise ApiError(429, "too_many_queued", f"{queued} tasks of this token are already queued "
-                       f"(WANHOOK_MAX_QUEUED_PER_TOKEN is {rt.settings.max_queued_per_token})",
-                       headers={"Retry-After": "60"})
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 200:
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters")
     scoped_key = f"{caller}:{key}" if key else None
-    task_id = await rt.store.create(fields, scoped_key)
+    limit = rt.settings.max_queued_per_token
+    try:
+        task_id = await rt.store.create(fields, scoped_key, max_queued=limit)
+    except QueueFull as exc:
+        raise ApiError(429, "too_many_queued", f"{exc.queued} tasks of this token are already queued "
+                       f"(WANHOOK_MAX_QUEUED_PER_TOKEN is {limit})", headers={"Retry-After": "60"}) from None
+    except IdempotencyKeyReused as exc:
+        # As payment APIs answer: a key names one request; returning its task for another body would
+        # tell the client its second request was done when it was not.
+        raise ApiError(422, "idempotency_key_reused", f"this Idempotency-Key was first sent with a different "
+                       f"body (it created task {exc.task_id}); use a new key for a new request") from None
     task = await rt.store.get(task_id)
     return JSONResponse(task, status_code=202, headers={"Location": f"/v1/tasks/{task_id}"})
 
@@ -119,15 +124,8 @@ async def list_tasks(request: Request) -> Response:
         raise ApiError(422, "invalid_field", "limit: must be an integer from 1 to 100", field="limit")
     limit = int(raw_limit)
     cursor = request.query_params.get("cursor") or None
-    tasks: list[dict[str, Any]] = []
-    store = runtime(request).store
-    # Another owner's tasks are skipped; keep paging until the page is full or the index ends.
-    while len(tasks) < limit:
-        page, cursor = await store.list(status, limit, cursor)
-        tasks += [public_task(raw) for raw in page if raw.get("owner", "") == caller]
-        if cursor is None:
-            break
-    return JSONResponse({"tasks": tasks[:limit], "next_cursor": cursor})
+    page, cursor = await runtime(request).store.list(caller, status, limit, cursor)
+    return JSONResponse({"tasks": [public_task(raw) for raw in page], "next_cursor": cursor})
 
 
 async def cancel_task(request: Request) -> Response:

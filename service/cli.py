@@ -40,7 +40,9 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"refusing to serve the API unauthenticated on {args.host}: "
                           "set WANHOOK_API_TOKENS or bind to 127.0.0.1")
     app = create_app(settings, workers=not args.no_workers)
-    server.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's own lines (an application's traceback among them) go through wanhook's
+    # handler and its redaction, not a handler of uvicorn's that would print secrets as they come.
+    server.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, log_config=None)
     return 0
 
 
@@ -191,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .client import ClientError
 
         if isinstance(exc, (ConfigError, ClientError)):
-            print(f"wanhook {args.command}: {exc}", file=sys.stderr)
+            from .logs import redact
+
+            print(f"wanhook {args.command}: {redact(str(exc))}", file=sys.stderr)
             return 2
         raise
 

@@ -19,6 +19,12 @@ SETTINGS = PREFIX + ":settings"
 # sorted sets (all scores 0) whose members are "<created ms, 13 digits>:<task id>", for cursor paging.
 TASKS_ALL = PREFIX + ":tasks"
 TASKS_BY_STATUS = PREFIX + ":tasks:"  # + status
+# The same indexes per submitter (API token digest; "" when the API is open), kept by the same scripts,
+# so that listing one token's tasks reads a page of its own, however many tasks the others have.
+# Owner digests are hex, so the owner part never holds a colon. See owner_tasks() below.
+OWNER = PREFIX + ":owner:"  # + owner + ":tasks", or + owner + ":tasks:" + status
+# string: the per-submitter indexes hold every task (tasks stored before they existed were added once).
+OWNER_INDEX_READY = PREFIX + ":owner-index-ready"
 # string: DashScope task id -> wanhook task id.
 DASHSCOPE_TASK = PREFIX + ":ds:"
 # string: a completion event that arrived before the create call returned its DashScope task id.
@@ -27,7 +33,8 @@ EARLY_EVENT = PREFIX + ":early:"
 EVENT_SEEN = PREFIX + ":seen:"
 # stream: every completion event received, whatever its outcome (audit and replay).
 EVENT_LOG = PREFIX + ":events"
-# string: Idempotency-Key of POST /v1/tasks -> task id.
+# string: Idempotency-Key of POST /v1/tasks -> task id. The task's hash keeps the digest of the request
+# (field request_digest), so that the key reused with another body is told apart.
 IDEMPOTENCY = PREFIX + ":idem:"
 # Admission (quota.py): a queued task waits in a list per model and submitter (API token digest); the
 # submitters with waiting tasks take turns through the rotation list of the model.
@@ -68,3 +75,8 @@ EARLY_EVENT_TTL_SECONDS = 24 * 3600
 EVENT_LOG_MAXLEN = 100_000
 TASK_CHANGES_MAXLEN = 1_000
 TASK_CHANGES_TTL_MS = 3600 * 1000  # when SETTINGS has none
+
+
+def owner_tasks(owner: str, status: str | None = None) -> str:
+    """The index of the submitter's tasks (of one status, or all); the scripts build the same names."""
+    return OWNER + owner + (":tasks:" + status if status else ":tasks")

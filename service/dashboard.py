@@ -71,8 +71,8 @@ async def page(request: Request) -> Response:
                  '&lt;token&gt;" /v1/tasks</code>.</li>')
     else:
         counts = await rt.store.status_counts()
-        tasks, _ = await rt.store.list(None, FALLBACK_TASKS, None)
-        items = "".join(_task_item(public_task(raw)) for raw in tasks if raw.get("owner", "") == "")
+        tasks, _ = await rt.store.list("", None, FALLBACK_TASKS, None)  # the open API's tasks: owner ""
+        items = "".join(_task_item(public_task(raw)) for raw in tasks)
         items = items or '<li class="placeholder">No tasks yet.</li>'
     body = PAGE.substitute(
         config=json.dumps(config).replace("<", "\\u003c"),

@@ -23,6 +23,10 @@ SECRETS = [
     (re.compile(r"whsec_[A-Za-z0-9+/=]+"), "whsec_<redacted>"),
     (re.compile(r"\bsk-[A-Za-z0-9-]{6,}"), "sk-<redacted>"),
     (re.compile(r"(?i)(signature[\"']?\s*[:=]\s*[\"']?)[^\s\"',&]+"), r"\1<redacted>"),
+    # Userinfo of any URL (https://user:pass@, redis://:password@), wherever it comes from: an error's
+    # text, a setting. A password may hold a raw "/", so everything up to the "@" goes. Last, because
+    # the rules above stop a URL at a "<".
+    (re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s\"'<>@]*@"), r"\1<redacted>@"),
 ]
 
 

@@ -53,7 +53,13 @@ DOCUMENT: dict[str, Any] = {
                                 "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/TaskRequest"}}}},
-                "responses": {"202": _json(TASK, "the task, queued"), **_client(400, 413, 415, 422)},
+                "responses": {"202": _json(TASK, "the task, queued (or the Idempotency-Key's task)"),
+                              **_client(400, 413, 415, 422),
+                              "422": _json(ERROR, "invalid_body or invalid_field (naming the field); "
+                                                  "idempotency_key_reused: the Idempotency-Key was first sent "
+                                                  "with a different body, and nothing was created"),
+                              "429": _json(ERROR, "rate_limited, or too_many_queued: the token has "
+                                                  "WANHOOK_MAX_QUEUED_PER_TOKEN tasks queued (Retry-After)")},
             },
             "get": {
                 "summary": "List tasks, newest first",

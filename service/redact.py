@@ -1,4 +1,4 @@
-"""Keeping secrets out of logs and errors: signed URLs lose their query string, keys their body."""
+"""Keeping secrets out of logs and errors: URLs lose their userinfo and query string, keys their body."""
 
 from __future__ import annotations
 
@@ -6,9 +6,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 def redact_url(url: str) -> str:
-    """``https://host/path?Expires=..&Signature=..`` -> ``https://host/path?<redacted>``."""
+    """``https://user:pass@host/path?Expires=..&Signature=..`` -> ``https://<redacted>@host/path?<redacted>``.
+
+    The userinfo goes whole, the user name too: it is as often the secret itself (a token as the user,
+    ``redis://:password@``) as a name.
+    """
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(query="<redacted>" if parts.query else "", fragment=""))
+    userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = f"<redacted>@{host}" if at else parts.netloc
+    return urlunsplit(parts._replace(netloc=netloc, query="<redacted>" if parts.query else "", fragment=""))
 
 
 def redact_secret(secret: str | None) -> str:

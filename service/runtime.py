@@ -57,6 +57,14 @@ class Runtime:
         except RedisError as exc:
             # The scripts fall back to the default retention; nothing else depends on it.
             log.warning("could not record the change streams' retention (%s)", type(exc).__name__)
+        try:
+            indexed = await runtime.store.index_owners()
+            if indexed:
+                log.info("added %d tasks stored by an earlier version to their tokens' indexes", indexed)
+        except RedisError as exc:
+            # Listing would miss some older tasks until a process completes it; the next start tries again.
+            log.warning("could not index the earlier tasks by token (%s); retried at the next start",
+                        type(exc).__name__)
         return runtime
 
     async def close(self) -> None:

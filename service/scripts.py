@@ -13,6 +13,13 @@ local prefix = ARGV[1]
 local CHANGES_TTL_MS = """ + str(TASK_CHANGES_TTL_MS) + """
 local RANK = {queued = 0, submitted = 1, downloading = 2, ready = 3, failed = 3, canceled = 3, expired = 3}
 
+-- A submitter's own indexes, as constants.owner_tasks names them: all its tasks, or those of a status.
+local function owner_index(owner, status)
+  local key = prefix .. ':owner:' .. owner .. ':tasks'
+  if status then key = key .. ':' .. status end
+  return key
+end
+
 local function wake()
   redis.call('RPUSH', prefix .. ':wake', '1')
   redis.call('LTRIM', prefix .. ':wake', -16, -1)
@@ -68,6 +75,11 @@ local function transition(id, to, now, fields)
   end
   redis.call('ZREM', prefix .. ':tasks:' .. current, member)
   redis.call('ZADD', prefix .. ':tasks:' .. to, 0, member)
+  redis.call('ZREM', owner_index(owner or '', current), member)
+  redis.call('ZADD', owner_index(owner or '', to), 0, member)
+  -- A task stored before the submitters' indexes existed enters them at its next change, whatever the
+  -- one-time indexing at start-up has reached (adding a member twice changes nothing).
+  redis.call('ZADD', owner_index(owner or ''), 0, member)
   redis.call('HSET', key, 'status', to, 'updated_at', now, unpack(fields))
   local changes = prefix .. ':changes:' .. id
   redis.call('XADD', changes, 'MAXLEN', '~', 1000, '*', 'status', to, 'at', now)
@@ -113,28 +125,82 @@ local function apply(id, status, now, video_url, code, message)
 end
 """
 
-# ARGV: prefix, id, idempotency key ('' for none), idempotency ttl, created_ms, now, field, value, ...
+# A new queued task, unless the Idempotency-Key names an earlier one or the submitter's queues are full:
+# both are decided here, in the same step as the write, so parallel creates cannot slip past either.
+# ARGV: prefix, id, idempotency key ('' for none), idempotency ttl, created_ms, now, request digest ('' for
+#       none), most queued tasks per submitter (-1: no limit), number of models n, model 1 .. model n,
+#       field, value, ...
+# Returns {'created', id}, {'existing', id} (the key's task, created by the same request), {'reused', id}
+# (the key's task was created by another request) or {'full', tasks already queued}.
 CREATE = COMMON + """
-local id, idem_key, idem_ttl, created_ms, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local id, idem_key, idem_ttl, created_ms, now, digest = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local max_queued, models = tonumber(ARGV[8]), tonumber(ARGV[9])
+-- Reads before writes: nothing is written unless the task is created.
 if idem_key ~= '' then
   local existing = redis.call('GET', prefix .. ':idem:' .. idem_key)
-  if existing then return existing end
-  redis.call('SET', prefix .. ':idem:' .. idem_key, id, 'EX', idem_ttl)
+  if existing then
+    local first = redis.call('HGET', prefix .. ':task:' .. existing, 'request_digest')
+    -- A key kept from before digests were stored says nothing about its body: its task, as then.
+    if first and first ~= digest then return {'reused', existing} end
+    return {'existing', existing}
+  end
 end
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+local owner = ''
+for i = 10 + models, #ARGV, 2 do
+  if ARGV[i] == 'owner' then owner = ARGV[i + 1] end
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+end
+if max_queued >= 0 then
+  -- What waits in the submitter's queues, all models together (an admitted task has left its queue).
+  local queued = 0
+  for i = 10, 9 + models do
+    queued = queued + redis.call('LLEN', prefix .. ':queue:' .. ARGV[i] .. ':' .. owner)
+  end
+  if queued >= max_queued then return {'full', queued} end
+end
+if idem_key ~= '' then
+  redis.call('SET', prefix .. ':idem:' .. idem_key, id, 'EX', idem_ttl)
+  fields[#fields + 1] = 'request_digest'
+  fields[#fields + 1] = digest
+end
 local member = created_ms .. ':' .. id
 redis.call('HSET', prefix .. ':task:' .. id, 'id', id, 'status', 'queued', 'created_ms', created_ms,
   'created_at', now, 'updated_at', now, unpack(fields))
 redis.call('ZADD', prefix .. ':tasks', 0, member)
 redis.call('ZADD', prefix .. ':tasks:queued', 0, member)
+redis.call('ZADD', owner_index(owner), 0, member)
+redis.call('ZADD', owner_index(owner, 'queued'), 0, member)
 redis.call('XADD', prefix .. ':changes:' .. id, 'MAXLEN', '~', 1000, '*', 'status', 'queued', 'at', now)
-local task = redis.call('HMGET', prefix .. ':task:' .. id, 'model', 'owner')
-enqueue(id, task[1], task[2] or '', false)
+local model = redis.call('HGET', prefix .. ':task:' .. id, 'model')
+enqueue(id, model, owner, false)
 outbox(id, 'queued', now)
 wake()
 redis.call('HINCRBY', prefix .. ':counters', 'tasks_created', 1)
-return id
+return {'created', id}
+"""
+
+# Tasks stored before the submitters' indexes existed, added to them: one batch of the index of all
+# tasks, after the member ``after`` ('' from the start). Each task goes to the index of the status it
+# has as the batch runs, so a change made meanwhile by ``transition`` is never undone.
+# ARGV: prefix, after, batch size. Returns {the batch's last member ('' once the index is done), tasks read}.
+INDEX_OWNERS = COMMON + """
+local after, count = ARGV[2], tonumber(ARGV[3])
+local start = '-'
+if after ~= '' then start = '(' .. after end
+local members = redis.call('ZRANGEBYLEX', prefix .. ':tasks', start, '+', 'LIMIT', 0, count)
+for _, member in ipairs(members) do
+  local id = string.sub(member, string.find(member, ':', 1, true) + 1)
+  local task = redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'owner')
+  if task[1] then
+    redis.call('ZADD', owner_index(task[2] or ''), 0, member)
+    redis.call('ZADD', owner_index(task[2] or '', task[1]), 0, member)
+  end
+end
+local last = ''
+if #members == count then last = members[#members] end
+return {last, #members}
 """
 
 # ARGV: prefix, id, to, now, field, value, ...

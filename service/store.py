@@ -5,7 +5,9 @@ Every write that changes a task's state goes through one of the Lua scripts in `
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
 import uuid
 from datetime import UTC, datetime
@@ -16,10 +18,39 @@ from redis.asyncio import Redis
 from . import constants as keys
 from . import scripts
 from .events import CompletionEvent
+from .models import MODELS
 from .types import STATUSES, Outcome
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+INDEX_BATCH = 1000
+
+log = logging.getLogger("wanhook.store")
+
+
+class QueueFull(Exception):
+    """The submitter already has as many tasks waiting in the queues as it may."""
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"{queued} tasks queued")
+        self.queued = queued
+
+
+class IdempotencyKeyReused(Exception):
+    """The Idempotency-Key was first sent with another request body; it names that request's task."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"the key belongs to task {task_id}")
+        self.task_id = task_id
+
+
+def request_digest(fields: dict[str, Any]) -> str:
+    """What identifies a create request: the checked fields (defaults filled in), as canonical JSON.
+
+    Two bodies that differ only in key order, spacing or a default spelled out ask for the same task.
+    """
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def now_iso() -> str:
@@ -72,14 +103,46 @@ class TaskStore:
         self._transition = redis.register_script(scripts.TRANSITION)
         self._mark_submitted = redis.register_script(scripts.MARK_SUBMITTED)
         self._ingest = redis.register_script(scripts.INGEST)
+        self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
 
-    async def create(self, fields: dict[str, Any], idempotency_key: str | None = None) -> str:
-        """Store a new queued task and queue its submission; returns its id (the first one's for a repeated key)."""
+    async def create(self, fields: dict[str, Any], idempotency_key: str | None = None, *,
+                     max_queued: int | None = None) -> str:
+        """Store a new queued task and queue its submission; returns its id (the first one's for a repeated key).
+
+        Raises ``IdempotencyKeyReused`` when the key came first with other fields, and ``QueueFull`` when
+        the submitter (``fields["owner"]``) already has ``max_queued`` tasks waiting: both are decided in
+        the same atomic step as the write.
+        """
         task_id = uuid.uuid4().hex
+        digest = request_digest(fields) if idempotency_key else ""
         args = [keys.PREFIX, task_id, idempotency_key or "", IDEMPOTENCY_TTL_SECONDS,
-                f"{int(time.time() * 1000):013d}", now_iso(), *_flatten(fields)]
-        return _text(await self._create(keys=keys.ROUTE, args=args))
+                f"{int(time.time() * 1000):013d}", now_iso(), digest, -1 if max_queued is None else max_queued,
+                len(MODELS), *MODELS, *_flatten(fields)]
+        outcome, value = await self._create(keys=keys.ROUTE, args=args)
+        outcome = _text(outcome)
+        if outcome == "full":
+            raise QueueFull(int(value))
+        if outcome == "reused":
+            raise IdempotencyKeyReused(_text(value))
+        return _text(value)
 
+    async def index_owners(self, batch: int = INDEX_BATCH) -> int:
+        """Add the tasks stored before the submitters' indexes existed to them, once per installation.
+
+        Runs in batches, each one atomic, while the service works: a task that changes meanwhile is put
+        right by its change. The flag is set only when the whole index has been read, so a process
+        stopped half-way leaves the rest to the next one to start. Returns how many tasks were read.
+        """
+        if await self.redis.exists(keys.OWNER_INDEX_READY):
+            return 0
+        after, read = "", 0
+        while True:
+            last, count = await self._index_owners(keys=keys.ROUTE, args=[keys.PREFIX, after, batch])
+            after, read = _text(last), read + int(count)
+            if not after:
+                break
+        await self.redis.set(keys.OWNER_INDEX_READY, "1")
+        return read
     async def raw(self, task_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(keys.TASK + task_id)
         return {_text(k): _text(v) for k, v in raw.items()} or None
@@ -88,9 +151,13 @@ class TaskStore:
         raw = await self.raw(task_id)
         return public_task(raw) if raw else None
 
-    async def list(self, status: str | None, limit: int, cursor: str | None) -> tuple[list[dict[str, str]], str | None]:
-        """Stored tasks, newest first, and the cursor of the next page (None at the end)."""
-        index = keys.TASKS_BY_STATUS + status if status else keys.TASKS_ALL
+    async def list(self, owner: str, status: str | None, limit: int,
+                   cursor: str | None) -> tuple[list[dict[str, str]], str | None]:
+        """The submitter's stored tasks, newest first, and the cursor of the next page (None at the end).
+
+        Read from the submitter's own index: a page costs ``limit`` reads whatever the other submitters hold.
+        """
+        index = keys.owner_tasks(owner, status)
         members = [_text(m) for m in await self.redis.zrevrangebylex(
             index, "(" + cursor if cursor else "+", "-", start=0, num=limit)]
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -150,15 +217,6 @@ class TaskStore:
                 pipe.zcard(keys.TASKS_BY_STATUS + status)
             counts = await pipe.execute()
         return dict(zip(STATUSES, counts, strict=True))
-
-    async def queued_by(self, owner: str) -> int:
-        """How many tasks of this submitter wait in the queues, all models together."""
-        from .models import MODELS
-
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for model in MODELS:
-                pipe.llen(keys.QUEUE + model + ":" + owner)
-            return sum(await pipe.execute())
 
     async def latest_change(self, task_id: str) -> tuple[str, dict[str, str]]:
         """The newest state change (stream id and fields); progress entries are skipped."""

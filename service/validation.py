@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX
+from .outbound import not_public
 from .responses import ApiError
 from .types import CALLBACK_EVENTS, DEFAULT_CALLBACK_EVENTS
 
@@ -53,10 +54,10 @@ def is_private_host(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
         return True
     try:
-        address = ipaddress.ip_address(host)
+        ipaddress.ip_address(host)
     except ValueError:
         return False
-    return not address.is_global
+    return not_public(host)
 
 
 def check_callback(value: Any, allow_private: bool) -> dict[str, Any]:

@@ -21,8 +21,8 @@ SNAPSHOT = """
 local prefix = ARGV[1]
 local function text(value) if value == false or value == nil then return '' end return value end
 local function after(key, head) return string.sub(key, #head + 1) end
-local snapshot = {tasks = {}, indexes = {}, queues = {}, rotations = {}, slots = {}, sweep = {}, ds = {},
-  outcomes = {}, jobs = {}}
+local snapshot = {tasks = {}, indexes = {}, owner_indexes = {}, queues = {}, rotations = {}, slots = {},
+  sweep = {}, ds = {}, outcomes = {}, jobs = {}}
 for _, key in ipairs(redis.call('KEYS', prefix .. ':task:*')) do
   local fields = redis.call('HMGET', key, 'id', 'status', 'created_ms', 'model', 'owner', 'ds_task_id')
   snapshot.tasks[after(key, prefix .. ':task:')] = {id = text(fields[1]), status = text(fields[2]),
@@ -31,6 +31,9 @@ end
 snapshot.indexes['*'] = redis.call('ZRANGE', prefix .. ':tasks', 0, -1)
 for _, key in ipairs(redis.call('KEYS', prefix .. ':tasks:*')) do
   snapshot.indexes[after(key, prefix .. ':tasks:')] = redis.call('ZRANGE', key, 0, -1)
+end
+for _, key in ipairs(redis.call('KEYS', prefix .. ':owner:*')) do
+  snapshot.owner_indexes[after(key, prefix .. ':owner:')] = redis.call('ZRANGE', key, 0, -1)
 end
 for _, key in ipairs(redis.call('KEYS', prefix .. ':queue:*')) do
   snapshot.queues[after(key, prefix .. ':queue:')] = redis.call('LRANGE', key, 0, -1)
@@ -70,8 +73,8 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
     raw = client.eval(SNAPSHOT, 0, PREFIX)
     # Ids come from outside (events); bytes that are not UTF-8 are replaced the same way everywhere.
     state = json.loads(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
-    return {name: (value if value != {} or name in ("tasks", "indexes", "queues", "rotations", "slots", "ds")
-                   else []) for name, value in state.items()}
+    kept = ("tasks", "indexes", "owner_indexes", "queues", "rotations", "slots", "ds")
+    return {name: (value if value != {} or name in kept else []) for name, value in state.items()}
 
 
 def violations(client: redis.Redis) -> list[str]:
@@ -100,6 +103,18 @@ def violations(client: redis.Redis) -> list[str]:
                 found.append(f"index {name!r}: member {member!r} names no task")
             elif name != "*" and tasks[task_id]["status"] != name:
                 found.append(f"index {name!r}: task {task_id} is {tasks[task_id]['status']}")
+
+    # Each submitter's indexes ("<owner>:tasks" and "<owner>:tasks:<status>") hold exactly its tasks.
+    expected: dict[str, set[str]] = {}
+    for task_id, task in tasks.items():
+        member = f"{task['created_ms']}:{task_id}"
+        expected.setdefault(f"{task['owner']}:tasks", set()).add(member)
+        expected.setdefault(f"{task['owner']}:tasks:{task['status']}", set()).add(member)
+    for name in sorted(set(expected) | set(state["owner_indexes"])):
+        held = set(state["owner_indexes"].get(name) or [])
+        if held != expected.get(name, set()):
+            found.append(f"owner index {name!r}: missing {sorted(expected.get(name, set()) - held)[:5]}, "
+                         f"extra {sorted(held - expected.get(name, set()))[:5]}")
 
     waiting: set[str] = set()
     for queue, ids in state["queues"].items():
