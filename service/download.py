@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+from redis.exceptions import RedisError
 
 from . import constants as keys
 from . import metrics, outbound
@@ -171,7 +172,10 @@ class Downloader:
                     await self.store.count("downloads_resumed_disk_room")
         finally:
             renewer.cancel()
-            await self.space.release(task_id)
+            try:
+                await self.space.release(task_id)
+            except RedisError as exc:  # the lease lapses by itself: the outcome of the download stands
+                log.warning("task %s: could not give back the disk reservation (%s)", task_id, type(exc).__name__)
 
     async def _renew(self, task_id: str) -> None:
         """Keep the task's entry in the disk ledger alive (held or waiting) while the download runs."""
