@@ -56,8 +56,9 @@ class Grant:
 
 class DiskSpace:
     def __init__(self, redis: Redis, storage: VideoStorage, directory: Path, *, floor: int,
-                 lease_seconds: float) -> None:
+                 lease_seconds: float, owner: str) -> None:
         self.storage = storage
+        self.owner = owner  # names this process's entries: only it renews or gives them back
         self.floor = floor
         self.lease_ms = max(1000, int(lease_seconds * 1000))
         # The directory's absolute path names its ledger: processes sharing it mount it at the same
@@ -66,7 +67,7 @@ class DiskSpace:
         self.keys = [keys.DISK_HELD + where, keys.DISK_WAITING + where]
         self._reserve = redis.register_script(scripts.RESERVE_DISK)
         self._renew = redis.register_script(scripts.RENEW_DISK)
-        self._redis = redis
+        self._release = redis.register_script(scripts.RELEASE_DISK)
         self._freed = asyncio.Event()  # replaced on each release: every waiter of the process wakes
 
     @property
@@ -77,19 +78,18 @@ class DiskSpace:
         """Reserve ``need`` bytes for the task, or put it in line (keeping ``since_ms``) when they do not fit."""
         free, capacity = await asyncio.to_thread(self.storage.disk_space)
         granted, room, reserved, ahead, since = await self._reserve(
-            keys=self.keys, args=[task_id, need, free, capacity, self.floor, self.lease_ms, since_ms])
+            keys=self.keys, args=[task_id, need, free, capacity, self.floor, self.lease_ms, since_ms, self.owner])
         return Grant(bool(granted), free, int(room), int(reserved), int(ahead), int(since))
 
-    async def renew(self, task_id: str, remaining: int | None = None) -> None:
-        """Keep the task's entry alive; a held one also says how many bytes it has still to write."""
-        await self._renew(keys=self.keys, args=[task_id, -1 if remaining is None else max(0, remaining),
-                                                self.lease_ms])
+    async def renew(self, task_id: str, remaining: int | None = None) -> bool:
+        """Keep the task's entry alive; a held one also says how many bytes it has still to write.
+        False when the ledger has no entry of this process for the task (its lease lapsed)."""
+        return bool(await self._renew(keys=self.keys, args=[
+            task_id, -1 if remaining is None else max(0, remaining), self.lease_ms, self.owner]))
 
     async def release(self, task_id: str) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(self.keys[0], task_id)
-            pipe.hdel(self.keys[1], task_id)
-            await pipe.execute()
+        """Give back the task's reservation, or its place in line."""
+        await self._release(keys=self.keys, args=[task_id, self.owner])
         freed, self._freed = self._freed, asyncio.Event()
         freed.set()
 

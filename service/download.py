@@ -93,7 +93,7 @@ class Downloader:
         self.storage: VideoStorage = LocalStorage(settings.videos_dir)
         # Leases as long as a job's: a dead worker's space comes back by the time its job is taken over.
         self.space = DiskSpace(store.redis, self.storage, settings.videos_dir, floor=settings.min_free_bytes,
-                               lease_seconds=settings.claim_idle_seconds)
+                               lease_seconds=settings.claim_idle_seconds, owner=queue.consumer)
         self.stopping = asyncio.Event()  # set with the worker's stop: downloads waiting for room give up
         self.http = outbound.client(explicit_hosts=settings.video_hosts, timeout=httpx.Timeout(30.0, connect=10.0))
 

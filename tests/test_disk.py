@@ -89,7 +89,8 @@ async def clients(redis_url: str) -> AsyncIterator[list[Redis]]:
 def ledger(clients: list[Redis], redis_url: str, directory: Path, lease_seconds: float = 30.0) -> DiskSpace:
     """One process's view of the ledger of ``directory``, with a Redis connection of its own."""
     clients.append(Redis.from_url(redis_url))
-    return DiskSpace(clients[-1], LocalStorage(directory), directory, floor=1 * MIB, lease_seconds=lease_seconds)
+    return DiskSpace(clients[-1], LocalStorage(directory), directory, floor=1 * MIB, lease_seconds=lease_seconds,
+                     owner=f"process-{len(clients)}")
 
 
 async def test_reservations_count_across_processes_and_the_oldest_waiter_comes_first(
@@ -119,8 +120,8 @@ async def test_reservations_count_across_processes_and_the_oldest_waiter_comes_f
     assert (await two.reserve("second", 4 * MIB)).granted
     fourth = await two.reserve("fourth", 2 * MIB)
     assert not fourth.granted and fourth.room == 1 * MIB and fourth.reserved == 6 * MIB
-    for task_id in ("second", "third", "fourth"):
-        await one.release(task_id)
+    for space, task_id in ((two, "second"), (one, "third"), (two, "fourth")):
+        await space.release(task_id)
     assert [await clients[0].hlen(key) for key in one.keys] == [0, 0]  # nothing held, nobody waiting
 
 
@@ -144,6 +145,13 @@ async def test_the_reservation_of_a_dead_process_lapses(small_disk: Path, redis_
         assert time.monotonic() - started < 5, "the dead process's reservation never lapsed"
         await asyncio.sleep(0.05)
     assert time.monotonic() - started >= 0.5
+    # Its job was taken over: the process that took it holds the task's entry now, and the late one
+    # (back from a stall) can neither renew nor give it back.
+    assert (await alive.reserve("orphan", 1 * MIB)).granted  # 8 free, 6 held, 1 floor: 1 left
+    assert not await dead.renew("orphan", 0)
+    await dead.release("orphan")
+    assert await clients[0].hget(alive.keys[0], "orphan")
+    assert await alive.renew("orphan", 0)
 
 
 async def test_a_waiting_download_proceeds_as_soon_as_room_is_made(small_disk: Path, redis_url: str,
