@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from redis.asyncio import Redis
 
 from . import constants as keys
 from . import scripts
+from .config import Settings
 from .storage import VideoStorage
 
 log = logging.getLogger("wanhook.diskspace")
@@ -37,6 +39,26 @@ ROOM_POLL_SECONDS = 0.25
 def disk_full(exc: OSError) -> bool:
     """The write failed for want of space (or of the quota standing for it)."""
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def check_floor(settings: Settings) -> None:
+    """Warn when the floor looks too small for the embedded Redis' AOF on the videos' disk.
+
+    The AOF is never reserved for: it grows into the floor (``WANHOOK_MIN_FREE_BYTES``). Between two
+    rewrites it grows to twice its rewritten size, and a rewrite writes a new copy beside it, so the
+    floor should hold about twice what it takes now."""
+    if settings.redis_url:
+        return
+    aof = settings.data_dir / "redis"
+    try:
+        if os.stat(aof).st_dev != os.stat(settings.videos_dir).st_dev:
+            return
+        size = sum(path.stat().st_size for path in aof.rglob("*") if path.is_file())
+    except OSError:
+        return
+    if settings.min_free_bytes < 2 * size:
+        log.warning("WANHOOK_MIN_FREE_BYTES (%d) is less than twice the embedded Redis' files on the same disk "
+                    "(%d bytes in %s): the AOF grows into that floor, so raise it", settings.min_free_bytes, size, aof)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from . import constants as keys
 from . import metrics, outbound
 from .config import Settings
 from .dashscope import DashScopeClient, DashScopeError
-from .diskspace import DiskSpace, disk_full
+from .diskspace import DiskSpace, check_floor, disk_full
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
 from .redact import redact_url
@@ -95,6 +95,7 @@ class Downloader:
         self.space = DiskSpace(store.redis, self.storage, settings.videos_dir, floor=settings.min_free_bytes,
                                lease_seconds=settings.claim_idle_seconds, owner=queue.consumer)
         self.stopping = asyncio.Event()  # set with the worker's stop: downloads waiting for room give up
+        check_floor(settings)
         self.http = outbound.client(explicit_hosts=settings.video_hosts, timeout=httpx.Timeout(30.0, connect=10.0))
 
     async def aclose(self) -> None:
