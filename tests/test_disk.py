@@ -275,3 +275,51 @@ def test_a_disk_too_small_for_the_downloads_never_deadlocks(tmp_path: Path, vide
     where = str(videos.absolute())
     assert stack.redis.hlen(keys.DISK_HELD + where) == 0 and stack.redis.hlen(keys.DISK_WAITING + where) == 0
     assert int(stack.redis.hget(keys.COUNTERS, "downloads_completed")) == len(ids)
+
+
+@pytest.fixture
+def tight_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB videos directory, for room for one video at a time."""
+    yield from mount_tmpfs(tmp_path / "data" / "videos", 16 * MIB)
+
+
+def test_a_worker_killed_while_holding_space_does_not_keep_it(tmp_path: Path, tight_disk: Path, redis_url: str,
+                                                              processes: list[Process]) -> None:
+    videos = tight_disk
+    stack = Stack(tmp_path, redis_url, processes)
+    stack.env.update(WANHOOK_MIN_FREE_BYTES=str(1 * MIB))
+    stack.start("--no-workers")
+    stack.emulator.configure(video_pad_bytes=6 * MIB, video_bytes_per_second=1 * MIB)
+    fill(videos / "filler", shutil.disk_usage(videos).free - 8 * MIB)  # room for one 6 MiB video over the floor
+    doomed = stack.worker("worker-doomed")
+    first = stack.create("a kite over the dunes")["id"]
+    wait_for(lambda: parts(videos) and parts(videos)[0].stat().st_size >= 1 * MIB, 60, what="the first download")
+    second = stack.create("a kite over the sea")["id"]
+    wait_for(lambda: waiting_for_room(stack, [second]), 60, what="the second download to wait for room")
+
+    doomed.kill()  # SIGKILL while it holds a reservation and a place in line: neither is given back
+    killed = time.monotonic()
+    stack.emulator.configure(video_bytes_per_second=0)
+    stack.worker("worker-heir")
+    # The jobs are taken over after WANHOOK_CLAIM_IDLE_SECONDS (2 s), by when the dead worker's leases
+    # have lapsed: the heir holds no space for them twice. Whichever goes first (the first resumed from
+    # its part file, or the second, which waited longer, while the first frees its part and waits),
+    # one video is stored and the other waits for room: 2 MiB are left.
+    wait_for(lambda: sum(stack.task(t)["status"] == "ready" for t in (first, second)) == 1, 60,
+             what="one video to be stored")
+    print(f"\nkilled -> first video stored: {time.monotonic() - killed:.2f} s")
+    done = next(t for t in (first, second) if stack.task(t)["status"] == "ready")
+    other = second if done == first else first
+    wait_for(lambda: waiting_for_room(stack, [other]) and not parts(videos), 30,
+             what="the other to wait, holding nothing")
+
+    stored = Path(stack.task(done)["video"]["path"])
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == stack.task(done)["video"]["sha256"]
+    stored.unlink()  # taken away: room for the other
+    task = stack.wait_status(other, "ready", timeout=30)
+    assert task["error"] is None
+    assert hashlib.sha256(Path(task["video"]["path"]).read_bytes()).hexdigest() == task["video"]["sha256"]
+    assert served_sha256(stack, task["dashscope"]["task_id"]) == task["video"]["sha256"]
+    assert not parts(videos)
+    where = str(videos.absolute())
+    assert stack.redis.hlen(keys.DISK_HELD + where) == 0 and stack.redis.hlen(keys.DISK_WAITING + where) == 0
