@@ -177,6 +177,19 @@ async def test_a_waiting_download_proceeds_as_soon_as_room_is_made(small_disk: P
     assert await asyncio.wait_for(stopped, 5) is None
 
 
+def test_a_part_is_given_back_but_never_a_published_video(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "videos")
+    with storage.open_part("kept") as part:
+        part.write(b"x" * 1000)
+        storage.free_part("kept", part)  # the part, still locked: truncated and gone
+        assert not (tmp_path / "videos" / "kept.mp4.part").exists()
+    with storage.open_part("published") as part:
+        part.write(b"y" * 1000)
+        storage.publish("published", part)
+        storage.free_part("published", part)  # the rename happened (an fsync after it failed): keep it
+    assert storage.stored_size("published") == 1000
+
+
 # ---- Through real processes: more videos than the disk holds ---------------------------------------------------
 
 
