@@ -208,8 +208,8 @@ def parts(videos: Path) -> list[Path]:
 
 def served_sha256(stack: Stack, ds_task_id: str) -> str:
     """The sha256 of the video as the emulator serves it now (its URL read from the DashScope API)."""
-    api = httpx.Client(base_url=stack.emulator.api, headers={"Authorization": "Bearer k"}, timeout=30)
-    url = api.get(f"/tasks/{ds_task_id}").json()["output"]["video_url"]
+    with httpx.Client(base_url=stack.emulator.api, headers={"Authorization": "Bearer k"}, timeout=30) as api:
+        url = api.get(f"/tasks/{ds_task_id}").json()["output"]["video_url"]
     return hashlib.sha256(httpx.get(url, timeout=60).content).hexdigest()
 
 
@@ -232,8 +232,12 @@ def test_a_disk_too_small_for_the_downloads_never_deadlocks(tmp_path: Path, vide
     wait_for(lambda: len(waiting_for_room(stack, ids)) == 8, 60, what="every download to wait for room")
     assert all(stack.task(task_id)["status"] == "downloading" for task_id in ids)
     assert not parts(videos)
+    where = str(videos.absolute())
+    line = sorted(stack.redis.hgetall(keys.DISK_WAITING + where).items(),
+                  key=lambda item: (int(item[1].split(":")[1]), item[0]))  # by when each began to wait
+    assert len(line) == 8
 
-    # 2. Room for two: the downloads waiting longest go, one reservation each, and no more.
+    # 2. Room for two: the two downloads waiting longest go, one reservation each, and no more.
     eater.unlink()
     made = time.monotonic()
     wait_for(lambda: len(waiting_for_room(stack, ids)) < 8, 10, interval=0.005, what="a waiting download to resume")
@@ -241,6 +245,7 @@ def test_a_disk_too_small_for_the_downloads_never_deadlocks(tmp_path: Path, vide
     print(f"\nroom made -> first waiting download resumed: {resumed * 1000:.0f} ms")
     wait_for(lambda: len(waiting_for_room(stack, ids)) == 6, 10, what="two downloads to resume")
     in_flight = [task_id for task_id in ids if task_id not in waiting_for_room(stack, ids)]
+    assert sorted(in_flight) == sorted(task_id for task_id, _ in line[:2])
     wait_for(lambda: len(parts(videos)) == 2 and all(p.stat().st_size for p in parts(videos)), 10,
              interval=0.005, what="the two downloads to write")
 
@@ -285,7 +290,6 @@ def test_a_disk_too_small_for_the_downloads_never_deadlocks(tmp_path: Path, vide
     assert len(set(checked.values())) == len(ids)
     assert not parts(videos)
     assert most_parts <= 6  # 39 MiB of room over the floor: six 6 MiB videos at most, never seven
-    where = str(videos.absolute())
     assert stack.redis.hlen(keys.DISK_HELD + where) == 0 and stack.redis.hlen(keys.DISK_WAITING + where) == 0
     assert int(stack.redis.hget(keys.COUNTERS, "downloads_completed")) == len(ids)
 
