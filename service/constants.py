@@ -65,6 +65,12 @@ CALLBACK_BODY = PREFIX + ":callback-body:"  # + webhook id
 CALLBACKS_WAKE = PREFIX + ":callbacks:wake"
 # stream: messages a transport gave up on (RocketMQ after too many deliveries), with the reason.
 DEAD_LETTERS = PREFIX + ":dead-letters"
+# Disk space for downloads (diskspace.py), one ledger per videos directory (+ its absolute path), shared
+# by every process writing into it: hashes task id -> "<bytes still to write>:<lease expiry ms>" of the
+# downloads holding a reservation, and task id -> "<bytes needed>:<waiting since ms>:<lease expiry ms>" of
+# the downloads waiting for room.
+DISK_HELD = PREFIX + ":disk:held:"  # + videos directory
+DISK_WAITING = PREFIX + ":disk:waiting:"  # + videos directory
 # hash: counters (events by outcome, downloads, ...), read by /metrics.
 COUNTERS = PREFIX + ":counters"
 # string: the whsec_ secret that signs outgoing callbacks when none is configured.

@@ -5,12 +5,22 @@ resumes with ``Range``/``If-Range`` (from zero when the server ignores Range); t
 (fsynced and renamed into place), and only then is the task ``ready`` and the job acknowledged. The
 part file is locked by the worker writing it, so a worker that takes over a job from a stalled one
 cannot write into it at the same time.
+
+Disk space is reserved (``diskspace.py``) once the video host has said how large the video is, before
+its bytes are written. The part-file rule: a part file is kept only while its download holds a
+reservation for the rest of it. A download refused its reservation, or that meets a full disk
+(``ENOSPC`` on a write, the fsync or the rename), gives its part file's space back at once and waits
+in line for room, the task showing ``InsufficientStorage``; it starts over from byte zero when its
+turn comes. So a download holds either all the space it still needs or none, and the downloads that
+hold space can always finish: a disk too small for everything in flight lets them through one after
+another instead of leaving each stuck on a partial file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -22,11 +32,13 @@ from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+from redis.exceptions import RedisError
 
 from . import constants as keys
 from . import metrics, outbound
 from .config import Settings
 from .dashscope import DashScopeClient, DashScopeError
+from .diskspace import DiskSpace, check_floor, disk_full
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
 from .redact import redact_url
@@ -79,12 +91,18 @@ class Downloader:
         self.reads = reads
         self.settings = settings
         self.storage: VideoStorage = LocalStorage(settings.videos_dir)
+        # Leases as long as a job's: a dead worker's space comes back by the time its job is taken over.
+        self.space = DiskSpace(store.redis, self.storage, settings.videos_dir, floor=settings.min_free_bytes,
+                               lease_seconds=settings.claim_idle_seconds, owner=queue.consumer)
+        self.stopping = asyncio.Event()  # set with the worker's stop: downloads waiting for room give up
+        check_floor(settings)
         self.http = outbound.client(explicit_hosts=settings.video_hosts, timeout=httpx.Timeout(30.0, connect=10.0))
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     async def run(self, stop: asyncio.Event, concurrency: int = 4) -> None:
+        self.stopping = stop
         await work(self.queue, self.process, stop, concurrency, log)
 
     async def process(self, job: Job) -> None:
@@ -95,7 +113,7 @@ class Downloader:
         started = time.monotonic()
         try:
             async with self._holding(job) as lost:
-                video = await self._fetch(task, lost)
+                video = await self._download(task, lost)
         except DownloadError as exc:
             log.warning("task %s: %s: %s", job.task_id, exc.code, exc.message)
             self.storage.discard(job.task_id)  # the task is over: free the space
@@ -104,12 +122,10 @@ class Downloader:
         except JobLost:
             log.info("task %s: another worker took the download over", job.task_id)
             return
-        except InsufficientStorage as exc:
-            # Not the video's fault: keep the job (it is taken up again after WANHOOK_CLAIM_IDLE_SECONDS)
-            # and say why on the task meanwhile.
-            log.error("task %s: %s", job.task_id, exc)
-            await self.store.set_fields(job.task_id, error={"code": "InsufficientStorage", "message": str(exc)})
-            await self.store.count("downloads_deferred_disk_full")
+        except WaitAbandoned:
+            # The worker stops while the download waits for room: the job stays pending, and another
+            # worker takes it up after WANHOOK_CLAIM_IDLE_SECONDS.
+            log.info("task %s: stopping while waiting for disk space; the job stays pending", job.task_id)
             return
         else:
             if task.get("error"):  # a disk-full wait that is over
@@ -119,6 +135,61 @@ class Downloader:
                 await self.store.count("download_bytes", video["bytes"])
                 await metrics.observe_download(self.store, time.monotonic() - started)
         await self.queue.ack(job)
+
+    async def _download(self, task: dict[str, str], lost: asyncio.Event) -> dict[str, Any]:
+        """Fetch the video, waiting for room on disk as often as the disk is full; the reservation
+        and the task's place in line are given back however this ends."""
+        task_id = task["id"]
+        since_ms = 0  # when the download first waited for room: its place in line, kept across waits
+        full_disk_errors = 0
+        renewer = asyncio.create_task(self._renew(task_id))
+        try:
+            while True:
+                try:
+                    return await self._fetch(task, lost)
+                except InsufficientStorage as exc:
+                    waited = time.monotonic()
+                    # Not the video's fault: the job stays, and the task says why meanwhile.
+                    log.warning("task %s: waiting for disk space: %s", task_id, exc)
+                    await self.store.set_fields(task_id, error={"code": "InsufficientStorage", "message": str(exc)})
+                    await self.store.count("downloads_deferred_disk_full")
+                    if exc.disk_full:
+                        # The disk filled under a reservation (something outside the ledger wrote to
+                        # it). The reservation goes at once; and each time again the download pauses
+                        # longer before it asks for room, so that a disk full for a reason the free space
+                        # does not show (no inodes left) cannot turn into a stream of requests.
+                        await self.space.release(task_id)
+                        full_disk_errors += 1
+                        if full_disk_errors > 1:
+                            await self._pause(min(30.0, 0.25 * 2 ** (full_disk_errors - 1)))
+                    grant = await self.space.wait_for_room(task_id, exc.need, exc.since_ms or since_ms,
+                                                           self.stopping)
+                    if grant is None:
+                        raise WaitAbandoned() from None
+                    since_ms = grant.since_ms
+                    await self.store.redis.hdel(keys.TASK + task_id, "error")
+                    task.pop("error", None)
+                    log.info("task %s: room on disk after %.2f s; downloading", task_id, time.monotonic() - waited)
+                    await self.store.count("downloads_resumed_disk_room")
+        finally:
+            renewer.cancel()
+            try:
+                await self.space.release(task_id)
+            except RedisError as exc:  # the lease lapses by itself: the outcome of the download stands
+                log.warning("task %s: could not give back the disk reservation (%s)", task_id, type(exc).__name__)
+
+    async def _renew(self, task_id: str) -> None:
+        """Keep the task's entry in the disk ledger alive (held or waiting) while the download runs."""
+        while True:
+            await asyncio.sleep(self.space.renew_interval)
+            try:
+                await self.space.renew(task_id)
+            except Exception as exc:  # Redis away for a moment: the lease outlives a few misses
+                log.warning("task %s: could not renew the disk reservation (%s)", task_id, type(exc).__name__)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
 
     @contextlib.asynccontextmanager
     async def _holding(self, job: Job) -> AsyncIterator[asyncio.Event]:
@@ -152,57 +223,84 @@ class Downloader:
             # Published by a worker that died before recording it.
             return self._video(task_id, self.storage.sha256(task_id))
 
+        with self._part(task_id, expected) as file:
+            try:
+                digest = await self._fetch_into(task, file)
+                await asyncio.to_thread(self.storage.publish, task_id, file)
+            except InsufficientStorage:
+                await asyncio.to_thread(self.storage.free_part, task_id, file)
+                raise
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                await asyncio.to_thread(self.storage.free_part, task_id, file)
+                raise InsufficientStorage(f"the disk is full ({os.strerror(exc.errno or errno.ENOSPC)}); the "
+                                          "part file was given back", need=self._expected_size(task),
+                                          disk_full=True) from None
+        await self.store.count("download_transfers_completed")  # a whole video fetched and in place
+        return self._video(task_id, digest)
+
+    async def _fetch_into(self, task: dict[str, str], file: IO[bytes]) -> str:
+        """Read the video URL when needed and transfer the video into ``file``, retrying what is
+        worth it; returns the whole file's sha256."""
+        task_id = task["id"]
         url: str | None = task.get("video_url") or None
         stale: str | None = None  # a URL the video host refused
         refreshed = False
         attempts = 0
-        with self._part(task_id) as file:
-            while True:
-                try:
-                    # Inside the attempts: a read that fails (5xx, timeout, not JSON) is retried within
-                    # WANHOOK_DOWNLOAD_ATTEMPTS like a broken transfer, instead of leaving the job to be
-                    # taken over and read again without end.
-                    if url is None:
-                        url = await self._read_url(task, stale)
-                except TransientError as exc:
-                    attempts = await self._after_failure(task_id, attempts, exc)
-                    continue
-                if not host_allowed(url, self.settings.video_hosts):
-                    raise DownloadError("VideoHostNotAllowed",
-                                        f"video host {urlsplit(url).hostname!r} is not in WANHOOK_VIDEO_HOSTS")
-                try:
-                    digest = await self._transfer(task, url, file)
-                    break
-                except outbound.DestinationRefused as exc:  # the host resolved inwards as it was connected
-                    raise DownloadError("VideoHostNotAllowed", str(exc)) from None
-                except URLExpired:
-                    if refreshed:
-                        raise DownloadError("VideoURLExpired", "the video URL was refused (expired) even after "
-                                            "reading the task again", status="expired") from None
-                    stale, url, refreshed = url, None, True
-                except TransientError as exc:
-                    attempts = await self._after_failure(task_id, attempts, exc)
-            await asyncio.to_thread(self.storage.publish, task_id, file)
-        await self.store.count("download_transfers_completed")  # a whole video fetched and in place
-        return self._video(task_id, digest)
+        while True:
+            try:
+                # Inside the attempts: a read that fails (5xx, timeout, not JSON) is retried within
+                # WANHOOK_DOWNLOAD_ATTEMPTS like a broken transfer, instead of leaving the job to be
+                # taken over and read again without end.
+                if url is None:
+                    url = await self._read_url(task, stale)
+            except TransientError as exc:
+                attempts = await self._after_failure(task_id, attempts, exc)
+                continue
+            if not host_allowed(url, self.settings.video_hosts):
+                raise DownloadError("VideoHostNotAllowed",
+                                    f"video host {urlsplit(url).hostname!r} is not in WANHOOK_VIDEO_HOSTS")
+            try:
+                return await self._transfer(task, url, file)
+            except outbound.DestinationRefused as exc:  # the host resolved inwards as it was connected
+                raise DownloadError("VideoHostNotAllowed", str(exc)) from None
+            except URLExpired:
+                if refreshed:
+                    raise DownloadError("VideoURLExpired", "the video URL was refused (expired) even after "
+                                        "reading the task again", status="expired") from None
+                stale, url, refreshed = url, None, True
+            except TransientError as exc:
+                attempts = await self._after_failure(task_id, attempts, exc)
 
     @contextlib.contextmanager
-    def _part(self, task_id: str) -> Iterator[IO[bytes]]:
+    def _part(self, task_id: str, expected: int) -> Iterator[IO[bytes]]:
         try:
             with self.storage.open_part(task_id) as file:
                 yield file
         except StorageBusy:
             raise JobLost() from None
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            raise InsufficientStorage("the disk is full: no room for a part file",
+                                      need=expected or self.settings.max_video_bytes, disk_full=True) from None
 
-    def _check_room(self, total: int | None, offset: int) -> None:
-        """Refuse a video that is too large, or that would leave less than the floor free on disk."""
+    def _expected_size(self, task: dict[str, str]) -> int:
+        """The bytes a video needs on disk: its size when the host said it, else the size cap."""
+        return int(task.get("dl_total") or 0) or self.settings.max_video_bytes
+
+    async def _reserve(self, task_id: str, total: int | None, offset: int) -> None:
+        """Refuse a video that is too large; reserve the disk space for the rest of one that is not."""
         if total is not None and total > self.settings.max_video_bytes:
             raise DownloadError("VideoTooLarge", f"the video is {total} bytes, over WANHOOK_MAX_VIDEO_BYTES "
                                 f"({self.settings.max_video_bytes})")
-        free = self.storage.free_bytes()
-        if free - ((total or 0) - offset) < self.settings.min_free_bytes:
-            raise InsufficientStorage(f"{free} bytes free; the video needs {(total or 0) - offset} and "
-                                      f"WANHOOK_MIN_FREE_BYTES keeps {self.settings.min_free_bytes} free")
+        size = total if total is not None else self.settings.max_video_bytes
+        grant = await self.space.reserve(task_id, size - offset)
+        if not grant.granted:
+            # Refused: the part file is given back (by the caller), so the whole video is what it waits for.
+            raise InsufficientStorage(grant.explain(size - offset, self.space.floor), need=size,
+                                      since_ms=grant.since_ms)
 
     async def _after_failure(self, task_id: str, attempts: int, exc: TransientError) -> int:
         """Count a failed attempt and wait before the next; the task fails once the attempts are spent."""
@@ -274,14 +372,15 @@ class Downloader:
                     file.truncate(0)
                 else:
                     raise TransientError(f"video host answered HTTP {response.status_code}")
-                self._check_room(total, offset)
+                await self._reserve(task_id, total, offset)
+                size = total if total is not None else self.settings.max_video_bytes
                 file.seek(offset)
                 digest = sha256_prefix(file, offset) if offset else hashlib.sha256()
                 validator = response.headers.get("etag") or response.headers.get("last-modified") or ""
                 written = offset
                 last_report = 0.0
                 async for chunk in response.aiter_raw():
-                    file.write(chunk)
+                    _write_all(file, chunk)
                     digest.update(chunk)
                     written += len(chunk)
                     if written > self.settings.max_video_bytes:
@@ -296,6 +395,9 @@ class Downloader:
                             task.update(dl_etag=validator, dl_total=str(total or ""))
                         last_report = now
                         await self.store.progress(task_id, written, total, **fields)
+                        # What is written is on the disk now, no longer in the reservation: others may use
+                        # the difference. Told after the bytes landed, so the ledger errs on the safe side.
+                        await self.space.renew(task_id, size - written)
         except (httpx.TransportError, httpx.DecodingError) as exc:
             file.flush()
             raise TransientError(f"transfer broken: {type(exc).__name__}") from None
@@ -307,7 +409,20 @@ class Downloader:
 
 
 class InsufficientStorage(Exception):
-    """The disk is too full for this video now; the download waits rather than fail."""
+    """The disk is too full for this video now; the download waits rather than fail.
+
+    ``need`` is what it waits for (its part file is given back, so the whole video), ``since_ms`` its
+    place in line when the ledger gave one, ``disk_full`` whether a write met a full disk."""
+
+    def __init__(self, message: str, *, need: int, since_ms: int = 0, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.need = need
+        self.since_ms = since_ms
+        self.disk_full = disk_full
+
+
+class WaitAbandoned(Exception):
+    """The worker stops while the download waits for room."""
 
 
 class JobLost(Exception):
@@ -330,3 +445,14 @@ def _range_start(response: httpx.Response) -> int | None:
 def _range_total(response: httpx.Response) -> int | None:
     total = response.headers.get("content-range", "").rpartition("/")[2]
     return int(total) if total.isdigit() else None
+
+
+def _write_all(file: IO[bytes], data: bytes) -> None:
+    """Write all of ``data`` to an unbuffered file: a short write (the disk filling up) is followed by
+    another, which then fails with ENOSPC instead of losing bytes silently."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if written is None:  # not for a regular file; stated for the type checker
+            raise BlockingIOError(errno.EAGAIN, "the part file would block")
+        view = view[written:]

@@ -412,3 +412,109 @@ else
 end
 return 1
 """
+
+
+# Reserve disk space for a download in the ledger of its videos directory (diskspace.py), on Redis'
+# clock. Entries are leases: a process that died stops renewing its own, and they lapse here. Each
+# names its owner (the worker's consumer name), so a worker that lost a job to another cannot renew
+# or give back the entry the other has made since; the task's place in line stays with the task.
+# A download is granted its bytes when they fit in the room left: free space (measured by the caller
+# just before) less the floor, less what other reservations have still to write, less what every
+# download waiting longer needs (the oldest waiting one comes first; a need that could never fit the
+# disk keeps no one else waiting). One that already holds at least as much keeps it. A refused
+# download drops any reservation it held and waits in line, keeping its place (its first wait).
+# Held entries read "<bytes still to write>:<expiry ms>:<owner>", waiting ones
+# "<bytes needed>:<waiting since ms>:<expiry ms>:<owner>".
+# KEYS: held, waiting; ARGV: task id, need, free, capacity, floor, lease ms, waiting since ms (0: now), owner
+# Returns {granted (0/1), room left before waiters, reserved by others, needed by those ahead, since ms}.
+RESERVE_DISK = """
+local held_key, waiting_key = KEYS[1], KEYS[2]
+local id, need, free, capacity, floor = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5])
+local lease, since, owner = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local others, mine = 0, nil
+local held = redis.call('HGETALL', held_key)
+for i = 1, #held, 2 do
+  local remaining, expires = string.match(held[i + 1], '^(%d+):(%d+):')
+  if not expires or tonumber(expires) <= now then
+    redis.call('HDEL', held_key, held[i])
+  elseif held[i] == id then
+    mine = tonumber(remaining)
+  else
+    others = others + tonumber(remaining)
+  end
+end
+local waiters = {}
+local waiting = redis.call('HGETALL', waiting_key)
+for i = 1, #waiting, 2 do
+  local wanted, first, expires = string.match(waiting[i + 1], '^(%d+):(%d+):(%d+):')
+  if not expires or tonumber(expires) <= now then
+    redis.call('HDEL', waiting_key, waiting[i])
+  elseif waiting[i] == id then
+    if since == 0 or tonumber(first) < since then since = tonumber(first) end
+  else
+    waiters[#waiters + 1] = {waiting[i], tonumber(wanted), tonumber(first)}
+  end
+end
+if since == 0 then since = now end
+local ahead = 0
+for _, waiter in ipairs(waiters) do
+  local other, wanted, first = waiter[1], waiter[2], waiter[3]
+  if (first < since or (first == since and other < id)) and wanted <= capacity - floor then
+    ahead = ahead + wanted
+  end
+end
+local room = free - others - floor
+if (mine and need <= mine) or room - ahead >= need then
+  redis.call('HSET', held_key, id, string.format('%d:%d:%s', need, now + lease, owner))
+  redis.call('HDEL', waiting_key, id)
+  return {1, room, others, ahead, since}
+end
+redis.call('HDEL', held_key, id)
+redis.call('HSET', waiting_key, id, string.format('%d:%d:%d:%s', need, since, now + lease, owner))
+return {0, room, others, ahead, since}
+"""
+
+# Renew a download's lease in the disk ledger, held or waiting, if the entry is still its owner's; a
+# held one also records the bytes it has still to write (ARGV[2], -1: unchanged). Returns 1 if it
+# held a reservation, 2 if it was waiting, 0 if the ledger has no entry of this owner's for the task.
+# KEYS: held, waiting; ARGV: task id, remaining, lease ms, owner
+RENEW_DISK = """
+local held_key, waiting_key, id, owner = KEYS[1], KEYS[2], ARGV[1], ARGV[4]
+local remaining, lease = tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local entry = redis.call('HGET', held_key, id)
+if entry then
+  local kept, _, holder = string.match(entry, '^(%d+):(%d+):(.*)$')
+  if holder ~= owner then return 0 end
+  if remaining < 0 then remaining = tonumber(kept) end
+  redis.call('HSET', held_key, id, string.format('%d:%d:%s', remaining, now + lease, owner))
+  return 1
+end
+entry = redis.call('HGET', waiting_key, id)
+if entry then
+  local wanted, first, _, holder = string.match(entry, '^(%d+):(%d+):(%d+):(.*)$')
+  if holder ~= owner then return 0 end
+  redis.call('HSET', waiting_key, id, string.format('%d:%d:%d:%s', tonumber(wanted), tonumber(first),
+    now + lease, owner))
+  return 2
+end
+return 0
+"""
+
+# Give back a download's entries in the disk ledger (held and waiting), those of its owner only.
+# KEYS: held, waiting; ARGV: task id, owner
+RELEASE_DISK = """
+local released = 0
+for _, key in ipairs(KEYS) do
+  local entry = redis.call('HGET', key, ARGV[1])
+  if entry and string.match(entry, ':([^:]*)$') == ARGV[2] then
+    redis.call('HDEL', key, ARGV[1])
+    released = released + 1
+  end
+end
+return released
+"""

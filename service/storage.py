@@ -40,7 +40,13 @@ class VideoStorage(Protocol):
 
     def location(self, task_id: str) -> str: ...
 
-    def free_bytes(self) -> int: ...
+    def free_part(self, task_id: str, part: IO[bytes]) -> None:
+        """Give back the space of the part file ``part`` (still locked), unless it has been published."""
+        ...
+
+    def disk_space(self) -> tuple[int, int]:
+        """Bytes free for writing where videos are kept, and the size of that disk."""
+        ...
 
 
 def sha256_prefix(file: IO[bytes], length: int) -> hashlib._Hash:
@@ -64,7 +70,9 @@ class LocalStorage:
 
     @contextlib.contextmanager
     def open_part(self, task_id: str) -> Iterator[IO[bytes]]:
-        with open(self._path(task_id, ".part"), "ab+") as file:
+        # Unbuffered: a write either reaches the file or fails (ENOSPC) there and then, and no bytes wait
+        # in a buffer to fail again when the file is closed or given back.
+        with open(self._path(task_id, ".part"), "ab+", buffering=0) as file:
             try:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -97,5 +105,18 @@ class LocalStorage:
     def location(self, task_id: str) -> str:
         return str(self._path(task_id))
 
-    def free_bytes(self) -> int:
-        return shutil.disk_usage(self.directory).free
+    def free_part(self, task_id: str, part: IO[bytes]) -> None:
+        path = self._path(task_id, ".part")
+        try:
+            same = os.path.samestat(os.stat(path), os.fstat(part.fileno()))
+        except FileNotFoundError:
+            return  # renamed into place before the failure: it is the video now, not a part
+        if same:
+            # Truncated while still locked, then removed: the space is back at once, and no other
+            # worker can be writing into this file meanwhile.
+            part.truncate(0)
+            path.unlink(missing_ok=True)
+
+    def disk_space(self) -> tuple[int, int]:
+        usage = shutil.disk_usage(self.directory)
+        return usage.free, usage.total
