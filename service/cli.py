@@ -39,6 +39,12 @@ def serve(args: argparse.Namespace) -> int:
     if not settings.api_tokens and not _is_loopback(args.host):
         raise ConfigError(f"refusing to serve the API unauthenticated on {args.host}: "
                           "set WANHOOK_API_TOKENS or bind to 127.0.0.1")
+    webhook_checked = settings.eventbridge_token is not None or settings.eventbridge_verify == "signature"
+    if not webhook_checked and not settings.eventbridge_allow_unauthenticated and not _is_loopback(args.host):
+        # Anyone reaching an open webhook can post FAILED or SUCCEEDED for the tasks it knows of.
+        raise ConfigError(f"refusing to serve the EventBridge webhook unauthenticated on {args.host}: "
+                          "set WANHOOK_EVENTBRIDGE_TOKEN (or WANHOOK_EVENTBRIDGE_VERIFY=signature), or "
+                          "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED=1 if pushes are authenticated in front of wanhook")
     app = create_app(settings, workers=not args.no_workers)
     server.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
