@@ -147,7 +147,12 @@ class EmbeddedRedis:
             self._join()
         else:
             self._own()
-            if self.state != "running":
+            # Running is not enough to start with: the first commands must not meet a Redis still
+            # loading its AOF.
+            deadline = time.monotonic() + START_TIMEOUT
+            while self.state == "running" and _ping(self.socket) != "up" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.state != "running" or _ping(self.socket) != "up":
                 raise EmbeddedRedisError(f"the embedded Redis in {self.directory} did not start; "
                                          f"see {self.directory / 'redis.log'}")
         atexit.register(self.stop)
