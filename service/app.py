@@ -56,10 +56,9 @@ async def readyz(request: Request) -> Response:
     await runtime.redis.ping()
     loops = runtime.supervisor.down()
     if loops:
-        names = ", ".join(sorted(loops))
-        return JSONResponse({"error": {"code": "worker_loop_down",
-                                       "message": f"worker loop down, being restarted: {names}"},
-                             "loops_down": sorted(loops)}, status_code=503, headers={"Retry-After": "1"})
+        return error_response(ApiError(503, "worker_loop_down",
+                                       f"worker loops down, being restarted: {', '.join(sorted(loops))}",
+                                       headers={"Retry-After": "1"}))
     return JSONResponse({"status": "ready"})
 
 
