@@ -265,3 +265,37 @@ def test_embedded_redis_that_cannot_come_back_fails_healthz(tmp_path: Path, proc
     serve.proc.wait(20)
     assert not running(last_pid)
     assert redis_servers_on(tmp_path / "data" / "redis" / "redis.sock") == []
+
+
+def test_processes_on_one_data_directory_hand_the_embedded_redis_over(tmp_path: Path,
+                                                                      processes: list[Process]) -> None:
+    socket_path = tmp_path / "data" / "redis" / "redis.sock"
+    owner = embedded_serve(tmp_path, processes)
+    client = embedded_client(tmp_path)
+    client.set("written", "through the first owner")
+    client.close()
+    first = redis_pid(tmp_path, owner)
+    env = {"WANHOOK_REDIS_URL": "", "WANHOOK_DATA_DIR": str(tmp_path / "data"), "DASHSCOPE_API_KEY": "sk-test-key"}
+    worker = Wanhook(tmp_path, env, name="worker", port=free_port())
+    processes.append(worker.start())
+    wait_for(lambda: "using the embedded Redis of another process" in worker.log(), 30, what="the worker to join")
+
+    # The owner stops, and its Redis with it; the worker takes over and starts it again from its AOF.
+    owner.stop()
+    assert not running(first)
+    wait_for(lambda: len(redis_servers_on(socket_path)) == 1, 30, interval=0.02, what="the worker's Redis")
+    [second] = redis_servers_on(socket_path)
+    assert parent_of(second) == worker.proc.pid
+    client = embedded_client(tmp_path)
+    assert client.get("written") == "through the first owner"
+    client.close()
+
+    # A process killed outright leaves its Redis running; the next one on the data directory adopts it,
+    # and stops it when it stops.
+    worker.kill()
+    assert running(second)
+    adopter = embedded_serve(tmp_path, processes)
+    assert "adopted the embedded Redis left running" in adopter.log()
+    assert httpx.get(adopter.url + "/readyz", timeout=5).status_code == 200
+    adopter.stop()
+    assert not running(second) and redis_servers_on(socket_path) == []
