@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -18,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import api, dashboard, logs, metrics, webhook
+from . import api, dashboard, embedded, logs, metrics, webhook
 from .config import Settings
 from .openapi import DOCUMENT
 from .responses import ApiError, error_response
@@ -27,12 +28,37 @@ from .runtime import Runtime
 log = logging.getLogger("wanhook.app")
 
 
+def _embedded_down() -> dict[str, Any] | None:
+    servers = embedded.down()
+    if not servers:
+        return None
+    server = servers[0]
+    return {"state": server.state, "down_since": server.down_since, "restarts": server.restarts}
+
+
 async def healthz(request: Request) -> Response:
+    """The process is alive, and so is the Redis it runs itself. While that embedded Redis is down
+    (being restarted) this answers 503, so that an orchestrator restarts serve should it never come back."""
+    down = _embedded_down()
+    if down is not None:
+        return JSONResponse({"status": "embedded_redis_down", "embedded_redis": down}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
-    await request.app.state.runtime.redis.ping()
+    """Ready: Redis answers and every worker loop of this process runs (none waits to be restarted)."""
+    down = _embedded_down()
+    if down is not None:
+        return error_response(ApiError(503, "embedded_redis_down",
+                                       "the embedded Redis is down and being restarted from its AOF",
+                                       headers={"Retry-After": "1"}))
+    runtime = request.app.state.runtime
+    await runtime.redis.ping()
+    loops = runtime.supervisor.down()
+    if loops:
+        return error_response(ApiError(503, "worker_loop_down",
+                                       f"worker loops down, being restarted: {', '.join(sorted(loops))}",
+                                       headers={"Retry-After": "1"}))
     return JSONResponse({"status": "ready"})
 
 
@@ -128,6 +154,9 @@ def create_app(settings: Settings | None = None, *, workers: bool = True,
                 await worker
             if own:
                 await rt.close()
+                # The embedded Redis (if this process runs it) stops with the server: uvicorn ends the
+                # process by the signal it received, and exit handlers do not run then.
+                await asyncio.to_thread(embedded.stop_all)
 
     return Starlette(
         routes=ROUTES,

@@ -39,6 +39,12 @@ def serve(args: argparse.Namespace) -> int:
     if not settings.api_tokens and not _is_loopback(args.host):
         raise ConfigError(f"refusing to serve the API unauthenticated on {args.host}: "
                           "set WANHOOK_API_TOKENS or bind to 127.0.0.1")
+    webhook_checked = settings.eventbridge_token is not None or settings.eventbridge_verify == "signature"
+    if not webhook_checked and not settings.eventbridge_allow_unauthenticated and not _is_loopback(args.host):
+        # Anyone reaching an open webhook can post FAILED or SUCCEEDED for the tasks it knows of.
+        raise ConfigError(f"refusing to serve the EventBridge webhook unauthenticated on {args.host}: "
+                          "set WANHOOK_EVENTBRIDGE_TOKEN (or WANHOOK_EVENTBRIDGE_VERIFY=signature), or "
+                          "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED=1 if pushes are authenticated in front of wanhook")
     app = create_app(settings, workers=not args.no_workers)
     # log_config=None: uvicorn's own lines (an application's traceback among them) go through wanhook's
     # handler and its redaction, not a handler of uvicorn's that would print secrets as they come.

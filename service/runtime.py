@@ -21,6 +21,7 @@ from .jobs import JobQueue
 from .quota import Admission, RateLimiter, ReadLimiter, parse_limits
 from .store import TaskStore
 from .submission import Dispatcher, Submitter
+from .supervisor import Supervisor
 from .sweeper import Sweeper
 
 log = logging.getLogger("wanhook.runtime")
@@ -44,6 +45,7 @@ class Runtime:
         # A submitted task keeps its slot until its event; should the event be lost, until the sweeper
         # has had time to read the task.
         self.slot_lease_seconds = settings.sweep_after_seconds + 3 * settings.sweep_interval_seconds
+        self.supervisor = Supervisor()
 
     async def _count_call(self, endpoint: str, status: str) -> None:
         await self.store.count(f"dashscope_calls|endpoint={endpoint}|status={status}")
@@ -75,7 +77,8 @@ class Runtime:
         return JobQueue(self.redis, stream, group, self.consumer, claim_idle=self.settings.claim_idle_seconds)
 
     async def run_workers(self, stop: asyncio.Event) -> None:
-        """Submission, download and sweeper workers until ``stop`` is set."""
+        """Submission, download, sweeper and callback loops until ``stop`` is set, each supervised: one
+        that crashes is restarted, and ``supervisor.down()`` names it meanwhile."""
         settings = self.settings
         admission = Admission(self.redis, self.limits, settings.reserve_seconds)
         submitter = Submitter(self.store, self.dashscope, admission, self.reads,
@@ -89,13 +92,14 @@ class Runtime:
         notifier = callbacks.Notifier(self.store, await callbacks.secret(self.redis, settings.callback_secret),
                                       callbacks.parse_schedule(settings.callback_schedule),
                                       allow_private=settings.callback_allow_private)
+        dispatcher = Dispatcher(self.redis, admission, submitter)
         try:
-            await asyncio.gather(
-                Dispatcher(self.redis, admission, submitter).run(stop),
-                downloader.run(stop, settings.download_concurrency),
-                sweeper.run(stop),
-                notifier.run(stop),
-            )
+            await self.supervisor.run({
+                "dispatcher": dispatcher.run,
+                "downloader": lambda stop: downloader.run(stop, settings.download_concurrency),
+                "sweeper": sweeper.run,
+                "notifier": notifier.run,
+            }, stop)
         finally:
             await downloader.aclose()
             await notifier.aclose()

@@ -5,7 +5,7 @@ of times events arrive, a script either applies a change whole, with its side ef
 change stream, next job), or leaves everything as it was.
 """
 
-from .constants import TASK_CHANGES_TTL_MS
+from .constants import EARLY_EVENT_ID_MAX, EVENT_LOG_FIELD_MAX, TASK_CHANGES_TTL_MS
 
 # Shared by every script: ARGV[1] is the key prefix.
 COMMON = """
@@ -242,15 +242,31 @@ return result
 """
 
 # One completion event, recorded and applied in one step: dedupe, audit log, transition, next job.
+# Everything a stranger's event can leave behind is bounded (see constants.py): the audit entry, the
+# early record and the deduplication key.
 # ARGV: prefix, source, event id, DashScope task id, status, now, video url, code, message, foreign (0/1),
-#       seen ttl, early ttl, log maxlen, raw body
+#       seen ttl, early ttl, log maxlen, raw body ('' when over EVENT_LOG_BODY_MAX), the body's first bytes,
+#       its sha256 (hex), its size
 INGEST = COMMON + """
+local FIELD_MAX, EARLY_ID_MAX = """ + str(EVENT_LOG_FIELD_MAX) + ", " + str(EARLY_EVENT_ID_MAX) + """
 local source, event_id, ds_id, status, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local video_url, code, message, foreign = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+
+-- At most n bytes of s, never ending inside a UTF-8 character (the stream's readers decode it).
+local function clip(s, n)
+  if #s <= n then return s end
+  local cut = n
+  while cut > 0 and s:byte(cut + 1) >= 128 and s:byte(cut + 1) < 192 do cut = cut - 1 end
+  return s:sub(1, cut)
+end
+
 -- Reads before writes: a script that fails half-way keeps what it already wrote, so nothing is
 -- written until every read has succeeded.
--- The source's length first: source 'a:b' with id 'c' and source 'a' with id 'b:c' stay apart.
-local seen_key = prefix .. ':seen:' .. #source .. ':' .. source .. ':' .. event_id
+-- The source's length first: source 'a:b' with id 'c' and source 'a' with id 'b:c' stay apart. Real
+-- identifiers are short; long ones are keyed by their digest, so a key stays small whatever is sent.
+local seen_id = #source .. ':' .. source .. ':' .. event_id
+if #seen_id > 2 * FIELD_MAX then seen_id = 'sha1:' .. redis.sha1hex(seen_id) end
+local seen_key = prefix .. ':seen:' .. seen_id
 local outcome
 local task_id = ''
 if redis.call('EXISTS', seen_key) == 1 then
@@ -260,9 +276,13 @@ elseif foreign == '1' then
 else
   task_id = redis.call('GET', prefix .. ':ds:' .. ds_id) or ''
   if task_id == '' then
-    -- Either the create call has not returned yet, or the task is not wanhook's. Keep it aside.
-    redis.call('SET', prefix .. ':early:' .. ds_id, cjson.encode({status = status, video_url = video_url,
-      code = code, message = message}), 'EX', ARGV[12])
+    -- Either the create call has not returned yet, or the task is not wanhook's. Keep it aside (only
+    -- what applying it needs, each part bounded by the caller); an id no DashScope task can have is
+    -- not kept, since no create call will ever claim it.
+    if #ds_id <= EARLY_ID_MAX then
+      redis.call('SET', prefix .. ':early:' .. ds_id, cjson.encode({status = status, video_url = video_url,
+        code = code, message = message}), 'EX', ARGV[12])
+    end
     outcome = 'unknown_task'
   elseif apply(task_id, status, now, video_url, code, message) == 'ok' then
     outcome = 'applied'
@@ -271,8 +291,17 @@ else
   end
 end
 if outcome ~= 'duplicate' then redis.call('SET', seen_key, '1', 'EX', ARGV[11]) end
-redis.call('XADD', prefix .. ':events', 'MAXLEN', '~', ARGV[13], '*', 'source', source, 'id', event_id,
-  'ds_task_id', ds_id, 'status', status, 'task', task_id, 'outcome', outcome, 'body', ARGV[14])
+local entry = {'source', clip(source, FIELD_MAX), 'id', clip(event_id, FIELD_MAX), 'ds_task_id', clip(ds_id, FIELD_MAX),
+  'status', clip(status, 32), 'task', task_id, 'outcome', outcome, 'body_sha256', ARGV[16], 'body_bytes', ARGV[17]}
+if (outcome == 'applied' or outcome == 'stale') and ARGV[14] ~= '' then
+  -- An event of a task wanhook knows keeps its body whole, for audit and replay.
+  entry[#entry + 1] = 'body'
+  entry[#entry + 1] = ARGV[14]
+else
+  entry[#entry + 1] = 'body_prefix'
+  entry[#entry + 1] = ARGV[15]
+end
+redis.call('XADD', prefix .. ':events', 'MAXLEN', '~', ARGV[13], '*', unpack(entry))
 redis.call('HINCRBY', prefix .. ':counters', 'events_' .. outcome, 1)
 return {outcome, task_id}
 """

@@ -57,6 +57,16 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def utf8_prefix(data: bytes, size: int) -> bytes:
+    """At most ``size`` bytes of ``data``, not ending inside a UTF-8 character (readers decode it)."""
+    if len(data) <= size:
+        return data
+    cut = size
+    while cut > 0 and 0x80 <= data[cut] < 0xC0:  # data[cut] is the first byte left out
+        cut -= 1
+    return data[:cut]
+
+
 def _flatten(fields: dict[str, Any]) -> list[str]:
     flat: list[str] = []
     for name, value in fields.items():
@@ -198,10 +208,17 @@ class TaskStore:
 
     async def ingest(self, event: CompletionEvent, body: bytes) -> tuple[Outcome, str | None]:
         """Record one completion event durably and apply it, atomically. Returns the outcome and task id."""
+        # What the event leaves on the task (or its early record) is bounded; a URL too long to be
+        # DashScope's is dropped, and the download reads the task for the real one.
+        video_url = event.video_url if event.video_url and len(event.video_url) <= keys.EVENT_URL_MAX else ""
         outcome, task_id = await self._ingest(keys=keys.ROUTE, args=[
             keys.PREFIX, event.source, event.id, event.task_id, event.task_status, now_iso(),
-            event.video_url or "", event.code or "", event.message or "", "1" if event.foreign else "0",
-            keys.EVENT_SEEN_TTL_SECONDS, keys.EARLY_EVENT_TTL_SECONDS, keys.EVENT_LOG_MAXLEN, body,
+            video_url, (event.code or "")[:keys.EVENT_CODE_MAX], (event.message or "")[:keys.EVENT_MESSAGE_MAX],
+            "1" if event.foreign else "0",
+            keys.EVENT_SEEN_TTL_SECONDS, keys.EARLY_EVENT_TTL_SECONDS, keys.EVENT_LOG_MAXLEN,
+            # A large body is not even sent: the audit entry keeps its digest and first bytes only.
+            body if len(body) <= keys.EVENT_LOG_BODY_MAX else b"", utf8_prefix(body, keys.EVENT_LOG_PREFIX),
+            hashlib.sha256(body).hexdigest(), len(body),
         ])
         return Outcome(_text(outcome)), _text(task_id) or None
 
