@@ -38,6 +38,13 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default)
+    if value <= 0:
+        raise ConfigError(f"{name} must be above 0, got {env.get(name)!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     api_key: str | None = None
@@ -71,6 +78,9 @@ class Settings:
     min_free_bytes: int = 1 << 30
     callback_schedule: str = ""  # WANHOOK_CALLBACK_SCHEDULE: seconds before each attempt, comma-separated
     changes_retention_seconds: float = 3600.0  # a finished task's change stream, for late SSE resumes
+    callback_timeout: float = 15.0  # WANHOOK_CALLBACK_TIMEOUT: one attempt, connect to answer, at most
+    callback_concurrency: int = 16  # callback attempts in flight per process
+    callback_per_destination: int = 2  # of them to one callback host:port
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +119,9 @@ class Settings:
             max_queued_per_token=int(_number(env, "WANHOOK_MAX_QUEUED_PER_TOKEN", 10_000)),
             max_video_bytes=int(_number(env, "WANHOOK_MAX_VIDEO_BYTES", 4 << 30)),
             min_free_bytes=int(_number(env, "WANHOOK_MIN_FREE_BYTES", 1 << 30)),
+            callback_timeout=_positive(env, "WANHOOK_CALLBACK_TIMEOUT", 15.0),
+            callback_concurrency=int(_positive(env, "WANHOOK_CALLBACK_CONCURRENCY", 16)),
+            callback_per_destination=int(_positive(env, "WANHOOK_CALLBACK_PER_DESTINATION", 2)),
         )
 
     @property
