@@ -251,10 +251,11 @@ class Notifier:
         """The callback URL of the delivery's task; None (and the delivery dropped) when there is nothing to send."""
         task_id = webhook_id.removeprefix("msg_").rsplit("_", 1)[0]
         callback = await self.redis.hget(keys.TASK + task_id, "callback")
-        if callback is None:
+        try:
+            return str(json.loads(callback)["url"])
+        except (TypeError, ValueError, KeyError):  # no task, no callback (or not one wanhook wrote)
             await self.redis.zrem(keys.CALLBACKS_DUE, webhook_id)
             return None
-        return str(json.loads(callback)["url"])
 
     def _pump(self) -> None:
         """Start waiting deliveries while slots are free, taking destinations in turn."""

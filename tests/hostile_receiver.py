@@ -44,8 +44,6 @@ class Receiver:
         sent = 0
         try:
             sent = await getattr(self, self.mode.replace("-", "_"))(writer, hung_up)
-        except ConnectionError:
-            pass
         finally:
             self.open -= 1
             hung_up.cancel()
@@ -56,10 +54,13 @@ class Receiver:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         chunk = b"%x\r\n" % CHUNK + b"x" * CHUNK + b"\r\n"
         sent = 0
-        while sent < CAP and not hung_up.done():
-            writer.write(chunk)
-            sent += CHUNK
-            await writer.drain()
+        try:
+            while sent < CAP and not hung_up.done():
+                writer.write(chunk)
+                await writer.drain()
+                sent += CHUNK
+        except ConnectionError:
+            pass  # the peer hung up
         return sent
 
     async def drip(self, writer: asyncio.StreamWriter, hung_up: asyncio.Future) -> int:
@@ -71,8 +72,11 @@ class Receiver:
 
     async def _drip(self, writer: asyncio.StreamWriter, hung_up: asyncio.Future, data: bytes) -> int:
         for sent in range(len(data)):
-            writer.write(data[sent:sent + 1])
-            await writer.drain()
+            try:
+                writer.write(data[sent:sent + 1])
+                await writer.drain()
+            except ConnectionError:
+                return sent
             await asyncio.wait({hung_up}, timeout=DRIP_SECONDS)
             if hung_up.done():
                 return sent + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -117,3 +118,34 @@ def test_hostile_receivers_cost_a_bounded_amount_and_delay_nobody_else(
     # Far below a dripped answer's length (about 40 s), and independent of it.
     assert max(latencies) < 5.0
     assert peak < 300
+
+
+def test_an_attempt_cut_short_by_a_stop_is_given_back_at_once(
+        tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    drip = Hostile(tmp_path, "drip")
+    processes.append(drip.launch())
+    stack = Stack(tmp_path, redis_url, processes)
+    # A deadline far beyond the test: the attempt is still in flight when serve is asked to stop.
+    stack.env.update(WANHOOK_CALLBACK_ALLOW_PRIVATE="1", WANHOOK_CALLBACK_TIMEOUT="30")
+    stack.start()
+    drip.wait_ready()
+    task = stack.create("stopped mid-answer", callback={"url": drip.url, "events": ["task.queued"]})
+    webhook_id = f"msg_{task['id']}_queued"
+    wait_for(lambda: drip.requests(), 15, what="the first attempt")
+    server = stack.server
+    assert server.proc is not None
+    stopping = time.monotonic()
+    server.terminate()
+    server.proc.wait(15)
+    stopped_in = time.monotonic() - stopping
+    # Not leased for minutes to a process that is gone: due now, for any sender; not counted as an attempt.
+    seconds, micros = stack.redis.time()
+    assert stack.redis.zscore("{wanhook}:callbacks:due", webhook_id) <= seconds * 1000 + micros // 1000
+    delivery = json.loads(stack.redis.hget("{wanhook}:deliveries:" + task["id"], webhook_id))
+    assert delivery["status"] == "pending" and delivery["attempts"] == 0
+    again = stack.serve()
+    wait_for(lambda: len(drip.requests()) >= 2, 15, what="the delivery sent again by the next process")
+    assert [webhook_id for webhook_id, _ in drip.requests()] == [webhook_id] * 2
+    again.terminate()
+    print(f"\nserve stopped {stopped_in:.2f} s after SIGTERM with a callback attempt in flight")
+    assert stopped_in < 10
