@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
@@ -9,6 +10,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Self
+
+from redis.asyncio import Redis
+
+from service.callbacks import Notifier
+from service.store import TaskStore
 
 from .conftest import Stack
 from .receiver import CallbackReceiver
@@ -149,3 +155,46 @@ def test_an_attempt_cut_short_by_a_stop_is_given_back_at_once(
     again.terminate()
     print(f"\nserve stopped {stopped_in:.2f} s after SIGTERM with a callback attempt in flight")
     assert stopped_in < 10
+
+
+def test_an_attempt_outliving_its_lease_is_not_sent_again_by_its_own_process(
+        tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    """The lease ends mid-attempt (shortened here to a second): the sender claims the delivery again
+    as it falls due, and must not start it a second time while the first attempt runs."""
+    drip = Hostile(tmp_path, "drip")
+    processes.append(drip.launch())
+    stack = Stack(tmp_path, redis_url, processes)
+    stack.env.update(WANHOOK_CALLBACK_ALLOW_PRIVATE="1")
+    stack.start("--no-workers")  # the task's delivery is written, and only the sender below sends it
+    drip.wait_ready()
+    task = stack.create("leased for a second", callback={"url": drip.url, "events": ["task.queued"]})
+    webhook_id = f"msg_{task['id']}_queued"
+
+    async def send() -> dict:
+        redis = Redis.from_url(redis_url)
+        notifier = Notifier(TaskStore(redis), "whsec_" + "A" * 32, schedule=(0.0, 60.0), allow_private=True,
+                            deadline=3.0)
+        notifier.lease_ms = 1000
+        stop = asyncio.Event()
+        running = asyncio.create_task(notifier.run(stop))
+        leased_until = set()  # each claim moves the delivery's due time to the end of its lease
+        deadline = time.monotonic() + 15
+        try:
+            while time.monotonic() < deadline:
+                delivery = json.loads(await redis.hget("{wanhook}:deliveries:" + task["id"], webhook_id))
+                if delivery["attempts"]:
+                    break
+                leased_until.add(await redis.zscore("{wanhook}:callbacks:due", webhook_id))
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await running
+            await notifier.aclose()
+            await redis.aclose()
+        assert len(leased_until - {0}) >= 2, "the delivery was not claimed again during the attempt"
+        return delivery
+
+    delivery = asyncio.run(send())
+    assert delivery["last_outcome"] == "timeout" and delivery["attempts"] == 1
+    wait_for(lambda: drip.sent(), 10, what="the receiver to see the hang-up")
+    assert [webhook_id for webhook_id, _ in drip.requests()] == [webhook_id]
