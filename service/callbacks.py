@@ -179,6 +179,8 @@ class Notifier:
             stopping.cancel()
             if woken is not None and not woken.done():
                 woken.cancel()  # redis-py drops the connection of a cancelled command
+            elif woken is not None and not woken.cancelled():
+                woken.exception()  # a Redis error at the very end has nothing left to stop
             await self._stop()
 
     async def _stop(self) -> None:
@@ -215,7 +217,8 @@ class Notifier:
                 continue
             place = destination(url)
             if webhook_id in self._start_by:
-                # Claimed again while it waited (its wait outran the lease): it keeps its place in line.
+                # Claimed again while it still waits here (Redis' clock ran ahead of this one's): the
+                # lease is renewed, and it keeps its place in line.
                 del self._start_by[webhook_id]
                 self._start_by[webhook_id] = start_by
             elif (place not in self._queued and self._busy.get(place, 0) < self.per_destination
@@ -226,6 +229,7 @@ class Notifier:
                 self._start_by[webhook_id] = start_by  # in claim order: the oldest first
             else:
                 overflow.append(webhook_id)
+        self._pump()
         # Beyond what may wait here, a delivery goes back to the set, to be claimed again an attempt later.
         await self._give_back(overflow, self.deadline)
 
