@@ -4,7 +4,8 @@
 
 ``endless``: 200, then a chunked body that never ends, as fast as the peer reads it. It stops after
 ``CAP`` bytes a connection, so that a client reading it all fails its test instead of filling the
-machine. ``drip``: the whole answer (status line first) one byte a second. ``drip-body``: status and
+machine. ``endless-headers``: a status line, then header lines without end (up to ``CAP`` too).
+``drip``: the whole answer (status line first) one byte a second. ``drip-body``: status and
 headers at once, then the body one byte a second.
 
 It prints ``listening`` once it accepts connections, ``request <webhook-id> open=<n>`` as each
@@ -63,6 +64,19 @@ class Receiver:
             pass  # the peer hung up
         return sent
 
+    async def endless_headers(self, writer: asyncio.StreamWriter, hung_up: asyncio.Future) -> int:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        line = b"x-filler: " + b"x" * 1000 + b"\r\n"
+        sent = 0
+        try:
+            while sent < CAP and not hung_up.done():
+                writer.write(line * 64)
+                await writer.drain()
+                sent += len(line) * 64
+        except ConnectionError:
+            pass  # the peer hung up
+        return sent
+
     async def drip(self, writer: asyncio.StreamWriter, hung_up: asyncio.Future) -> int:
         return await self._drip(writer, hung_up, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
 
@@ -92,6 +106,6 @@ async def main(mode: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("endless", "drip", "drip-body"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("endless", "endless-headers", "drip", "drip-body"):
         sys.exit(__doc__)
     asyncio.run(main(sys.argv[1], int(sys.argv[2])))

@@ -59,14 +59,15 @@ def _epoch(iso: str) -> float:
 
 def test_hostile_receivers_cost_a_bounded_amount_and_delay_nobody_else(
         tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
-    endless, drip, drip_body = (Hostile(tmp_path, mode) for mode in ("endless", "drip", "drip-body"))
-    for receiver in (endless, drip, drip_body):
+    endless, headers, drip, drip_body = (Hostile(tmp_path, mode) for mode in
+                                         ("endless", "endless-headers", "drip", "drip-body"))
+    for receiver in (endless, headers, drip, drip_body):
         processes.append(receiver.launch())
     stack = Stack(tmp_path, redis_url, processes)
     stack.env.update(WANHOOK_CALLBACK_ALLOW_PRIVATE="1", WANHOOK_CALLBACK_SCHEDULE="0,1,1",
                      WANHOOK_CALLBACK_TIMEOUT=str(DEADLINE), WANHOOK_CALLBACK_PER_DESTINATION=str(PER_DESTINATION))
     stack.start()
-    for receiver in (endless, drip, drip_body):
+    for receiver in (endless, headers, drip, drip_body):
         receiver.wait_ready()
     server = stack.server.proc
     assert server is not None
@@ -76,7 +77,7 @@ def test_hostile_receivers_cost_a_bounded_amount_and_delay_nobody_else(
         # Every state of three tasks for each hostile receiver: 12 deliveries each, more than their
         # destinations take at once, all due before the well-behaved receiver's.
         hostile = {receiver: [stack.create(f"{receiver.mode} {n}", callback={"url": receiver.url, "events": EVERY})
-                              for n in range(3)] for receiver in (endless, drip, drip_body)}
+                              for n in range(3)] for receiver in (endless, headers, drip, drip_body)}
         started = time.monotonic()
         polite = [stack.create(f"polite {n}", callback={"url": good.url}) for n in range(6)]
         wait_for(lambda: len(good.received) == len(polite), 30, what="the well-behaved receiver's callbacks")
@@ -102,6 +103,14 @@ def test_hostile_receivers_cost_a_bounded_amount_and_delay_nobody_else(
             shown = stack.task(task["id"])["callbacks"]
             assert {(d["last_outcome"], d["attempts"]) for d in shown} == {("HTTP 200", 1)}
         wait_for(lambda: len(endless.sent()) == len(endless_ids), 10, what="the endless receiver to see every hang-up")
+
+        # Headers without end: refused by the HTTP parser at its limit, each attempt, until the last.
+        def headers_dead() -> list[dict]:
+            shown = [d for task in hostile[headers] for d in stack.task(task["id"])["callbacks"]]
+            return shown if len(shown) == len(endless_ids) and all(d["status"] == "dead" for d in shown) else []
+
+        for delivery in wait_for(headers_dead, 60, 0.2, what="every endless-headers delivery dead-lettered"):
+            assert delivery["last_outcome"] == "connection error: RemoteProtocolError" and delivery["attempts"] == 3
         peak = peak_rss_mb(server.pid)
 
         # The dripping ones: cut off at the deadline, recorded as timeouts, retried on the schedule.
@@ -112,15 +121,17 @@ def test_hostile_receivers_cost_a_bounded_amount_and_delay_nobody_else(
                 return timeouts if len(timeouts) >= 2 * PER_DESTINATION else []
 
             for delivery in wait_for(timed_out, 30, 0.2, what=f"{receiver.mode} deliveries to time out"):
-                assert delivery["status"] == "pending" and delivery["next_attempt_at"]
+                assert (delivery["status"] == "pending" and delivery["next_attempt_at"]
+                        or delivery["status"] == "dead" and delivery["attempts"] == 3)
             # Never more at once than the per-destination cap.
             assert max(open_then for _, open_then in receiver.requests()) <= PER_DESTINATION
             assert all(sent < 64 for sent in receiver.sent())  # neither answer got anywhere near its end
 
-    print(f"\nwell-behaved receiver: {len(polite)} callbacks in {took:.2f} s after the hostile tasks, "
-          f"latency from ready: max {max(latencies) * 1000:.0f} ms; serve peak RSS {baseline:.0f} MB at start, "
-          f"{peak:.0f} MB after {len(endless_ids)} endless answers (at most {max(endless.sent()) >> 10} KiB "
-          f"of one sent before wanhook hung up)")
+    print(f"\nwell-behaved receiver: {len(polite)} tasks created after the hostile ones, all called back within "
+          f"{took:.1f} s (their renders included), at most {max(latencies) * 1000:.0f} ms after ready;\n"
+          f"serve peak RSS {baseline:.0f} MB at start, "
+          f"{peak:.0f} MB after {len(endless_ids)} endless bodies (at most {max(endless.sent()) >> 10} KiB of one "
+          f"sent before wanhook hung up) and {3 * len(endless_ids)} endless headers")
     # Far below a dripped answer's length (about 40 s), and independent of it.
     assert max(latencies) < 5.0
     assert peak < 300
