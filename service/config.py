@@ -38,6 +38,13 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default)
+    if value <= 0:
+        raise ConfigError(f"{name} must be above 0, got {env.get(name)!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     api_key: str | None = None
@@ -74,6 +81,9 @@ class Settings:
     # WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED=1: serve may expose the webhook on a non-loopback address with
     # neither a token nor signature checks (something in front of it authenticates pushes).
     eventbridge_allow_unauthenticated: bool = False
+    callback_timeout: float = 15.0  # WANHOOK_CALLBACK_TIMEOUT: one attempt, connect to answer, at most
+    callback_concurrency: int = 16  # callback attempts in flight per process
+    callback_per_destination: int = 2  # of them to one callback host:port
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +123,9 @@ class Settings:
             max_video_bytes=int(_number(env, "WANHOOK_MAX_VIDEO_BYTES", 4 << 30)),
             min_free_bytes=int(_number(env, "WANHOOK_MIN_FREE_BYTES", 1 << 30)),
             eventbridge_allow_unauthenticated=env.get("WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED", "0") == "1",
+            callback_timeout=_positive(env, "WANHOOK_CALLBACK_TIMEOUT", 15.0),
+            callback_concurrency=int(_positive(env, "WANHOOK_CALLBACK_CONCURRENCY", 16)),
+            callback_per_destination=int(_positive(env, "WANHOOK_CALLBACK_PER_DESTINATION", 2)),
         )
 
     @property

@@ -91,7 +91,10 @@ class Runtime:
                           slot_lease_seconds=self.slot_lease_seconds)
         notifier = callbacks.Notifier(self.store, await callbacks.secret(self.redis, settings.callback_secret),
                                       callbacks.parse_schedule(settings.callback_schedule),
-                                      allow_private=settings.callback_allow_private)
+                                      concurrency=settings.callback_concurrency,
+                                      allow_private=settings.callback_allow_private,
+                                      per_destination=settings.callback_per_destination,
+                                      deadline=settings.callback_timeout)
         dispatcher = Dispatcher(self.redis, admission, submitter)
         try:
             await self.supervisor.run({

@@ -427,6 +427,19 @@ due[#due + 1] = wait
 return due
 """
 
+# Claimed deliveries handed back unsent, due again after delay ms (0: at once), on Redis' clock like
+# every score of the set. XX: one settled meanwhile (no longer in the set) stays settled.
+# ARGV: prefix, delay ms, webhook ids...
+DEFER_CALLBACKS = """
+local prefix = ARGV[1]
+local clock = redis.call('TIME')
+local at = clock[1] * 1000 + math.floor(clock[2] / 1000) + tonumber(ARGV[2])
+for i = 3, #ARGV do
+  redis.call('ZADD', prefix .. ':callbacks:due', 'XX', at, ARGV[i])
+end
+return 1
+"""
+
 # Record an attempt's outcome and schedule the next (delay_ms >= 0) or none (-1).
 # ARGV: prefix, task id, webhook id, delivery JSON, delay ms
 SETTLE_CALLBACK = """
