@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -49,15 +50,18 @@ def logged(process: Process, *needles: str) -> bool:
 # Through real processes
 
 
+@pytest.mark.parametrize("slow", ["create_answer_delay_seconds", "create_land_delay_seconds"],
+                         ids=["lands-then-answers-late", "lands-late"])
 def test_creates_slower_than_the_reservation_are_each_sent_once(tmp_path: Path, redis_url: str,
-                                                                processes: list[Process]) -> None:
+                                                                processes: list[Process], slow: str) -> None:
     count, delay = 6, 3.0
     stack = Stack(tmp_path, redis_url, processes)
     # A reservation of 1 s, creates answered after 3 s: each call outlives its reservation three times.
+    # The task exists at DashScope from the start of the call, or only at its end (no listing finds it).
     stack.env.update(WANHOOK_RESERVE_SECONDS="1", WANHOOK_LIMITS=f"{MODEL}=5/3")
     stack.start()
     stack.serve()  # a second process: its dispatcher would take any reservation that ran out
-    stack.emulator.configure(create_answer_delay_seconds=delay, limits={MODEL: {"rps": 5, "running": 3}})
+    stack.emulator.configure(**{slow: delay}, limits={MODEL: {"rps": 5, "running": 3}})
     started = time.monotonic()
     ids = [stack.create(f"slow create {n}")["id"] for n in range(count)]
     for task_id in ids:
@@ -66,7 +70,7 @@ def test_creates_slower_than_the_reservation_are_each_sent_once(tmp_path: Path, 
 
     stats = stack.emulator.stats()
     prompts = Counter(task["prompt"] for task in emulator_tasks(stack))
-    print(f"\n{count} tasks, creates answered after {delay:g}s, reservation 1s, 2 processes: "
+    print(f"\n{count} tasks, {slow}={delay:g}, reservation 1s, 2 processes: "
           f"{stats['creates']} creates, all ready after {elapsed:.1f}s")
     assert stats["creates"] == count
     assert prompts == Counter({f"slow create {n}": 1 for n in range(count)})  # exactly one per task
