@@ -357,7 +357,7 @@ local task = redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'model', 'o
 if task[1] ~= 'queued' then return 0 end
 local marker = prefix .. ':inflight:' .. id
 if attempt ~= '' and redis.call('GET', marker) == attempt then redis.call('DEL', marker) end
-redis.call('SET', prefix .. ':pause:' .. task[2], '1', 'PX', ARGV[3])
+if tonumber(ARGV[3]) > 0 then redis.call('SET', prefix .. ':pause:' .. task[2], '1', 'PX', ARGV[3]) end
 if park(id, task[2], clock_ms()) then return 0 end
 redis.call('ZREM', prefix .. ':slots:' .. task[2], id)
 enqueue(id, task[2], task[3] or '', true)

@@ -266,6 +266,8 @@ class Submitter:
             if result == "ok":
                 log.info("task %s: its earlier create had landed as DashScope task %s", task["id"], ds_id)
                 await self.store.count("submissions_adopted")
+            elif result != "taken":
+                log.info("task %s: moved on meanwhile (%s); nothing to adopt", task["id"], result)
             if result != "taken":
                 return True
         return False
