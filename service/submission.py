@@ -82,9 +82,18 @@ class Reservation:
         """The create answered: nothing of it is in flight any more."""
         self.deadline = None
 
-    async def until_deadline(self) -> None:
-        """Wait (the reservation renewed meanwhile) until a create sent can no longer land."""
-        await asyncio.sleep(self.deadline_ms() / 1000)
+    async def until_deadline(self, stopping: asyncio.Event | None) -> bool:
+        """Wait (the reservation renewed meanwhile) until a create sent can no longer land; False when the
+        process stops first (its marker then lasts until the deadline by itself, and the task is looked
+        for by whichever process admits it next)."""
+        if stopping is None:
+            await asyncio.sleep(self.deadline_ms() / 1000)
+            return True
+        try:
+            await asyncio.wait_for(stopping.wait(), self.deadline_ms() / 1000)
+        except TimeoutError:
+            return True
+        return False
 
     async def _renew(self) -> None:
         while True:
@@ -126,6 +135,7 @@ class Submitter:
         # Three renewals per lease: one lost to a Redis hiccup leaves the reservation standing.
         self.renew_every = admission.reserve_ms / 3000
         self.backoff: dict[str, float] = {}
+        self.stopping: asyncio.Event | None = None  # the dispatcher's stop: no waiting out deadlines then
 
     async def submit(self, task_id: str) -> None:
         """Create the admitted task at DashScope; it holds a slot reservation meanwhile."""
@@ -178,7 +188,8 @@ class Submitter:
         except DashScopeError as exc:
             if isinstance(exc, Unreachable):
                 # It may have landed, or still land: look for it once it no longer can.
-                await reservation.until_deadline()
+                if not await reservation.until_deadline(self.stopping):
+                    return
                 if await self._adopt_landed(task, reservation.attempt):
                     return
             reservation.answered()
@@ -296,6 +307,7 @@ class Dispatcher:
         self.submitter = submitter
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.submitter.stopping = stop
         running: set[asyncio.Task] = set()
         stopping = asyncio.ensure_future(stop.wait())
         while not stop.is_set():
