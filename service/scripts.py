@@ -371,7 +371,7 @@ return 1
 # Returns 'ok'; 'busy' when another attempt's create of it may still answer (the task is left to that
 # one, on its slot); 'moved' when the task no longer waits.
 CLAIM_SUBMISSION = COMMON + INFLIGHT + """
-local id, attempt, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local id, attempt, lease = ARGV[2], ARGV[3], math.max(tonumber(ARGV[4]), 1)
 local status, model = unpack(redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'model'))
 if status ~= 'queued' then return 'moved' end
 local now = clock_ms()

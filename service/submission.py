@@ -133,7 +133,7 @@ class Submitter:
         self.slot_lease_ms = int(slot_lease_seconds * 1000)
         self.sweep_after_ms = int(sweep_after_seconds * 1000)
         # Three renewals per lease: one lost to a Redis hiccup leaves the reservation standing.
-        self.renew_every = admission.reserve_ms / 3000
+        self.renew_every = max(admission.reserve_ms / 3000, 0.01)
         self.backoff: dict[str, float] = {}
         self.stopping: asyncio.Event | None = None  # the dispatcher's stop: no waiting out deadlines then
 
@@ -162,6 +162,8 @@ class Submitter:
             return
         attempt_at = time.time()
         # Until the call's deadline has passed, and DashScope's slack to land it, its create may still land.
+        # The deadline counts from here: a process frozen before its request left cannot send it later.
+        call_deadline = asyncio.get_running_loop().time() + self.client.timeout
         if not await reservation.sending(attempt_at, time.monotonic() + self.client.timeout + LANDED_SLACK):
             log.info("task %s: no longer held by this submission (moved on, or its reservation ended); not sent",
                      task_id)
@@ -176,7 +178,7 @@ class Submitter:
                 try:
                     # One deadline for the whole call (the client's timeout is per read): after it, this
                     # attempt can no longer be answered.
-                    async with asyncio.timeout(self.client.timeout):
+                    async with asyncio.timeout_at(call_deadline):
                         created = await self.client.create_task(task["model"], task_input, parameters)
                 except TimeoutError:
                     raise Unreachable("Timeout", f"create did not answer within {self.client.timeout:g}s") from None
