@@ -82,6 +82,8 @@ async def create(request: Request) -> Response:
     except ValueError:
         raise invalid("The request body is not valid JSON.") from None
     request_id = str(uuid.uuid4())
+    if emulator.config.create_land_delay_seconds:
+        await asyncio.sleep(emulator.config.create_land_delay_seconds)
     task = emulator.tasks.create(body, api_key, request_id)
     if emulator.config.early_events:
         await task.settled.wait()

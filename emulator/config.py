@@ -25,6 +25,7 @@ KNOBS: dict[str, tuple[type, ...]] = {
     "create_errors": (list,),
     "read_errors": (list,),
     "create_answer_delay_seconds": (int, float),
+    "create_land_delay_seconds": (int, float),
     "break_downloads": (int,),
     "break_after_bytes": (int, type(None)),
     "ignore_range": (bool,),
@@ -72,6 +73,8 @@ class EmulatorConfig:
     # The same faults, consumed one per task read (GET /tasks/{id}); "land" does not apply.
     read_errors: list[dict[str, Any]] = field(default_factory=list)
     create_answer_delay_seconds: float = 0.0
+    # A create call is held this long before its task exists (a slow gateway): it lands late, then answers.
+    create_land_delay_seconds: float = 0.0
     break_downloads: int = 0
     break_after_bytes: int | None = None  # None: half the file
     ignore_range: bool = False

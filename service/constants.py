@@ -42,6 +42,14 @@ QUEUE = PREFIX + ":queue:"  # + model + ":" + owner
 ROTATION = PREFIX + ":rotation:"  # + model
 # sorted set per model: task id -> lease expiry (ms, Redis clock) of the DashScope slot it holds.
 SLOTS = PREFIX + ":slots:"  # + model
+# string per task with a TTL, while a create of it may still answer: the id of the attempt that sends it.
+# Set before the task is looked up or sent, renewed with its slot while the call runs, kept until the
+# call's deadline (plus DashScope's slack to land it) has passed; nobody else sends the task meanwhile.
+INFLIGHT = PREFIX + ":inflight:"  # + task id
+# hash: DashScope task id -> JSON {task, status, at} of a create that landed for a task which had moved
+# on (sent again after its sender froze past every deadline, or ended): left running, never mapped to
+# the task, never adopted by another, and counted as submissions_orphaned for an operator to look at.
+ORPHANS = PREFIX + ":orphans"
 # sorted sets: sliding windows of submissions per model, and of reads for the whole account.
 SUBMIT_RATE = PREFIX + ":rate:submit:"  # + model
 READ_RATE = PREFIX + ":rate:reads"

@@ -214,22 +214,50 @@ return result
 
 # DashScope accepted the task: it holds a slot of its model until its completion event, and the
 # sweeper watches it from its deadline on. An event that raced ahead of this answer is applied now.
+# The answer may come late, for a task that has moved on meanwhile: adopted while the task still waits
+# (queued again, not yet recorded), the same DashScope task found by listing meanwhile, a task its user
+# canceled (the caller cancels at DashScope: the user asked), or else an orphan: left running, recorded,
+# counted. wanhook cancels nothing its user did not ask to cancel.
 # ARGV: prefix, id, DashScope task id, DashScope status, request id, now, slot lease ms, sweep after ms,
-#       adopt (1: the task was found by listing, and must not be another wanhook task's)
+#       adopt (1: the task was found by listing, and must not be another wanhook task's),
+#       attempt (the submission attempt whose create this answers; its in-flight marker ends here)
+# Returns 'ok', 'same', 'canceled', 'orphan', 'missing', or with adopt 'taken' (another task's) or 'moved'
+# (the task no longer waits: nothing to adopt for).
 MARK_SUBMITTED = COMMON + """
-local id, ds_id, now = ARGV[2], ARGV[3], ARGV[6]
+local id, ds_id, now, adopt, attempt = ARGV[2], ARGV[3], ARGV[6], ARGV[9] == '1', ARGV[10] or ''
+local key = prefix .. ':task:' .. id
 local ds_key = prefix .. ':ds:' .. ds_id
-if ARGV[9] == '1' and redis.call('EXISTS', ds_key) == 1 then return 'taken' end
-local result = transition(id, 'submitted', now, {'ds_task_id', ds_id, 'ds_status', ARGV[4], 'ds_request_id', ARGV[5]})
-redis.call('SET', ds_key, id)
-if result == 'ok' then
-  local clock = redis.call('TIME')
-  local ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
-  local model = redis.call('HGET', prefix .. ':task:' .. id, 'model')
-  redis.call('ZADD', prefix .. ':slots:' .. model, ms + tonumber(ARGV[7]), id)
-  redis.call('ZADD', prefix .. ':sweep', ms + tonumber(ARGV[8]), id)
-  redis.call('HINCRBY', prefix .. ':counters', 'transitions_submitted', 1)
+local status, current = unpack(redis.call('HMGET', key, 'status', 'ds_task_id'))
+if not status then return 'missing' end
+if adopt then
+  if status ~= 'queued' then return 'moved' end
+  if redis.call('EXISTS', ds_key) == 1 or redis.call('HEXISTS', prefix .. ':orphans', ds_id) == 1 then
+    return 'taken'
+  end
 end
+-- The attempt's create has answered (or its task was found): nothing of it is in flight any more.
+local marker_key = prefix .. ':inflight:' .. id
+if attempt ~= '' and redis.call('GET', marker_key) == attempt then redis.call('DEL', marker_key) end
+if status ~= 'queued' then
+  if current == ds_id then return 'same' end
+  if status == 'canceled' then
+    -- Mapped when the task has no DashScope task of its own, so that the late events are stale, not unknown.
+    if not current then redis.call('SET', ds_key, id) end
+    return 'canceled'
+  end
+  redis.call('HSET', prefix .. ':orphans', ds_id, cjson.encode({task = id, status = status, at = now}))
+  redis.call('HINCRBY', prefix .. ':counters', 'submissions_orphaned', 1)
+  return 'orphan'
+end
+local result = transition(id, 'submitted', now, {'ds_task_id', ds_id, 'ds_status', ARGV[4], 'ds_request_id', ARGV[5]})
+if result ~= 'ok' then return result end
+redis.call('SET', ds_key, id)
+local clock = redis.call('TIME')
+local ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local model = redis.call('HGET', key, 'model')
+redis.call('ZADD', prefix .. ':slots:' .. model, ms + tonumber(ARGV[7]), id)
+redis.call('ZADD', prefix .. ':sweep', ms + tonumber(ARGV[8]), id)
+redis.call('HINCRBY', prefix .. ':counters', 'transitions_submitted', 1)
 local early_key = prefix .. ':early:' .. ds_id
 local early = redis.call('GET', early_key)
 if early then
@@ -316,12 +344,50 @@ return 1
 """
 
 
+# Creates in flight (constants.INFLIGHT), for the admission scripts: a task whose create may still answer
+# is never handed out again; it keeps a slot until that create can no longer answer (DashScope may run
+# what it lands), and only then goes back to its queue, to be looked up at DashScope before it is sent.
+INFLIGHT = """
+local function clock_ms()
+  local clock = redis.call('TIME')
+  return clock[1] * 1000 + math.floor(clock[2] / 1000)
+end
+
+-- ms until no create of the task can answer any more; 0 when none is in flight.
+local function inflight_ms(id)
+  local marker = prefix .. ':inflight:' .. id
+  local ttl = redis.call('PTTL', marker)
+  if ttl == -1 then
+    -- Always written with a TTL; one without could never end, so it is not trusted.
+    redis.call('DEL', marker)
+    return 0
+  end
+  return math.max(ttl, 0)
+end
+
+-- The task's slot lasts at least ms from now.
+local function hold_slot(id, model, now, ms)
+  local slots = prefix .. ':slots:' .. model
+  local until_ms = now + ms
+  if tonumber(redis.call('ZSCORE', slots, id) or '0') < until_ms then redis.call('ZADD', slots, until_ms, id) end
+end
+
+-- Whether a create of the task may still answer; if so its slot is kept until then.
+local function park(id, model, now)
+  local ms = inflight_ms(id)
+  if ms == 0 then return false end
+  hold_slot(id, model, now, ms)
+  return true
+end
+"""
+
+
 # Which queued task of a model may go to DashScope now, if any. Both of DashScope's per-model limits
 # are kept here, for every process at once, on Redis' clock: tasks running (slots, each a lease that
 # expires so a dead process cannot leak one) and submissions per second (a sliding window).
 # ARGV: prefix, model, submissions per window, running, window ms, reservation lease ms
 # Returns {task id, 0} or {'', ms to wait (-1: until woken)}.
-ADMIT = COMMON + """
+ADMIT = COMMON + INFLIGHT + """
 local model, rate, running, window, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
   tonumber(ARGV[6])
 local clock = redis.call('TIME')
@@ -329,11 +395,14 @@ local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 local slots = prefix .. ':slots:' .. model
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', slots, '-inf', now)) do
   -- A lease ran out: its holder died before DashScope answered (or its events were lost for longer
-  -- than the sweeper allows). A task still queued goes back to the head of its queue.
-  redis.call('ZREM', slots, id)
+  -- than the sweeper allows). A task still queued goes back to the head of its queue, once no create
+  -- of it can answer any more (a holder that stopped renewing may still be waiting for one).
   local task = redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'owner')
-  if task[1] == 'queued' then enqueue(id, model, task[2] or '', true) end
-  redis.call('HINCRBY', prefix .. ':counters', 'slots_recovered', 1)
+  if not (task[1] == 'queued' and park(id, model, now)) then
+    redis.call('ZREM', slots, id)
+    if task[1] == 'queued' then enqueue(id, model, task[2] or '', true) end
+    redis.call('HINCRBY', prefix .. ':counters', 'slots_recovered', 1)
+  end
 end
 local paused = redis.call('PTTL', prefix .. ':pause:' .. model)
 if paused > 0 then return {'', paused} end
@@ -356,25 +425,85 @@ while true do
   local id = redis.call('LPOP', queue)
   if redis.call('LLEN', queue) > 0 then redis.call('RPUSH', rotation, owner) end
   if id and redis.call('HGET', prefix .. ':task:' .. id, 'status') == 'queued' then
-    redis.call('ZADD', slots, now + lease, id)
-    redis.call('ZADD', rate_key, now, id)
-    redis.call('PEXPIRE', rate_key, window * 2)
-    return {id, 0}
+    if not park(id, model, now) then
+      redis.call('ZADD', slots, now + lease, id)
+      redis.call('ZADD', rate_key, now, id)
+      redis.call('PEXPIRE', rate_key, window * 2)
+      return {id, 0}
+    end
+    -- Put back while a create of it was in flight (a submission Redis broke off): it waits on its slot
+    -- until that create can no longer answer, which may leave the model without a free slot.
+    if redis.call('ZCARD', slots) >= running then
+      local first = redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')
+      return {'', math.max(1, tonumber(first[2]) - now)}
+    end
   end
 end
 """
 
 # The create call did not go through (throttled, DashScope failing): the task goes back to the head of
-# its queue, gives back its slot, and the model pauses before anything else is sent.
-# ARGV: prefix, id, pause ms
-REQUEUE = COMMON + """
-local id = ARGV[2]
+# its queue, gives back its slot, and the model pauses before anything else is sent. The attempt's
+# in-flight marker ends; a create that may still answer (another attempt's, or this one's when the
+# caller cannot tell whether it was sent: attempt '') keeps the task on its slot until it no longer can.
+# ARGV: prefix, id, pause ms, attempt ('' for unknown)
+REQUEUE = COMMON + INFLIGHT + """
+local id, attempt = ARGV[2], ARGV[4] or ''
 local task = redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'model', 'owner')
 if task[1] ~= 'queued' then return 0 end
+local marker = prefix .. ':inflight:' .. id
+if attempt ~= '' and redis.call('GET', marker) == attempt then redis.call('DEL', marker) end
+if tonumber(ARGV[3]) > 0 then redis.call('SET', prefix .. ':pause:' .. task[2], '1', 'PX', ARGV[3]) end
+if park(id, task[2], clock_ms()) then return 0 end
 redis.call('ZREM', prefix .. ':slots:' .. task[2], id)
 enqueue(id, task[2], task[3] or '', true)
-redis.call('SET', prefix .. ':pause:' .. task[2], '1', 'PX', ARGV[3])
 wake()
+return 1
+"""
+
+# An admitted task's submission begins: this attempt becomes the one that may look it up at DashScope
+# and send it, for a lease its holder renews (HOLD_SUBMISSION).
+# ARGV: prefix, id, attempt, lease ms
+# Returns 'ok'; 'busy' when another attempt's create of it may still answer (the task is left to that
+# one, on its slot); 'moved' when the task no longer waits.
+CLAIM_SUBMISSION = COMMON + INFLIGHT + """
+local id, attempt, lease = ARGV[2], ARGV[3], math.max(tonumber(ARGV[4]), 1)
+local status, model = unpack(redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'model'))
+if status ~= 'queued' then return 'moved' end
+local now = clock_ms()
+local marker = prefix .. ':inflight:' .. id
+local holder = redis.call('GET', marker)
+if holder and holder ~= attempt and park(id, model, now) then return 'busy' end
+redis.call('SET', marker, attempt, 'PX', lease)
+hold_slot(id, model, now, lease)
+return 'ok'
+"""
+
+# The attempt still holds its task: its marker and slot last at least another lease, and at least until
+# the create's deadline. With an attempt time, the create is about to be sent: recorded on the task, so
+# that a later attempt looks for it at DashScope before sending again.
+# ARGV: prefix, id, attempt, lease ms, ms until the create's deadline (0: none yet), attempt time ('': none)
+# Returns 1, or 0 when the attempt no longer holds the task (nothing may be sent then).
+HOLD_SUBMISSION = COMMON + INFLIGHT + """
+local id, attempt = ARGV[2], ARGV[3]
+local key = prefix .. ':task:' .. id
+local marker = prefix .. ':inflight:' .. id
+if redis.call('GET', marker) ~= attempt then return 0 end
+local status, model = unpack(redis.call('HMGET', key, 'status', 'model'))
+if status ~= 'queued' then return 0 end
+local ms = math.max(redis.call('PTTL', marker), tonumber(ARGV[4]), tonumber(ARGV[5]))
+redis.call('PEXPIRE', marker, ms)
+hold_slot(id, model, clock_ms(), ms)
+if ARGV[6] ~= '' then redis.call('HSET', key, 'submit_attempt_at', ARGV[6]) end
+return 1
+"""
+
+# The attempt ends without an answer recorded (MARK_SUBMITTED and REQUEUE end it otherwise): its marker
+# goes, or lasts until its create's deadline when one may still answer.
+# ARGV: prefix, id, attempt, ms to keep (0: none)
+RELEASE_SUBMISSION = """
+local marker = ARGV[1] .. ':inflight:' .. ARGV[2]
+if redis.call('GET', marker) ~= ARGV[3] then return 0 end
+if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', marker, ARGV[4]) else redis.call('DEL', marker) end
 return 1
 """
 

@@ -184,12 +184,14 @@ class TaskStore:
         return _text(result) == "ok"
 
     async def mark_submitted(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None, *,
-                             slot_lease_ms: int, sweep_after_ms: int, adopt: bool = False) -> str:
-        """Record DashScope's task: "ok", "stale" (the task moved on meanwhile, e.g. canceled) or
-        "taken" (``adopt`` and another wanhook task already owns that DashScope task)."""
+                             slot_lease_ms: int, sweep_after_ms: int, adopt: bool = False, attempt: str = "") -> str:
+        """Record DashScope's task: "ok"; for an answer that came after the task moved on, "same" (already
+        recorded with it), "canceled" (its user canceled it) or "orphan" (left running, recorded); with
+        ``adopt``, "taken" (another wanhook task owns that DashScope task) or "moved" (the task no longer
+        waits); "missing". ``attempt`` is the submission attempt whose create answered."""
         result = await self._mark_submitted(keys=keys.ROUTE, args=[
             keys.PREFIX, task_id, ds_task_id, ds_status, request_id or "", now_iso(), slot_lease_ms, sweep_after_ms,
-            "1" if adopt else "0"])
+            "1" if adopt else "0", attempt])
         return _text(result)
 
     async def set_fields(self, task_id: str, **fields: Any) -> None:

@@ -5,9 +5,14 @@ when something changes (a task queued, a slot given back by a completion event) 
 sleeps until the next moment a quota frees on its own (the rate window slides, a lease expires),
 blocked on the Redis wake-up list: no timer re-checks anything.
 
-A create call whose answer was lost (timeout, connection reset, a process killed mid-call) may still
-have landed. Before such a task is submitted again, DashScope's task list for the minutes around the
-attempt is read, and a task of that model that no wanhook task owns is taken as this one's.
+A task is sent by one submission attempt at a time: the attempt claims it in Redis before looking it
+up or sending it, and renews that claim and the task's slot while it works, however long the create
+call takes. A create whose answer was lost (timeout, connection reset, a process killed or frozen
+mid-call) may still land until its deadline has passed; only then is the task looked for in DashScope's
+task list for the minutes around the attempt (a task of that model that no wanhook task owns is taken
+as this one's) and, if it is not there, sent again. An answer that comes after its task moved on is
+adopted if the task still waits, or else left running and recorded; a DashScope task is canceled only
+when its user canceled the wanhook task.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 from redis.asyncio import Redis
@@ -47,6 +53,76 @@ def dashscope_request(task: dict[str, str]) -> tuple[dict, dict]:
     return task_input, json.loads(task.get("parameters") or "{}")
 
 
+class Reservation:
+    """One submission attempt's hold on an admitted task: its in-flight marker and slot, renewed every
+    ``every`` seconds while the attempt lasts, so that no call is too slow for its reservation."""
+
+    def __init__(self, admission: Admission, task_id: str, attempt: str, every: float) -> None:
+        self.admission = admission
+        self.task_id = task_id
+        self.attempt = attempt
+        self.every = every
+        self.sent = False  # the create call went out
+        self.deadline: float | None = None  # monotonic; until then a create sent may still answer or land
+        self._renewing: asyncio.Task | None = None
+
+    def deadline_ms(self) -> int:
+        return 0 if self.deadline is None else max(0, int((self.deadline - time.monotonic()) * 1000))
+
+    async def sending(self, attempt_at: float, deadline: float) -> bool:
+        """Whether the attempt still holds the task; if so the create may go, and its marker lasts at least
+        until ``deadline`` whatever becomes of this process."""
+        self.deadline = deadline
+        if await self.admission.hold(self.task_id, self.attempt, self.deadline_ms(), f"{attempt_at:.3f}"):
+            return True
+        self.deadline = None  # nothing goes out
+        return False
+
+    def answered(self) -> None:
+        """The create answered: nothing of it is in flight any more."""
+        self.deadline = None
+
+    async def until_deadline(self, stopping: asyncio.Event | None) -> bool:
+        """Wait (the reservation renewed meanwhile) until a create sent can no longer land; False when the
+        process stops first (its marker then lasts until the deadline by itself, and the task is looked
+        for by whichever process admits it next)."""
+        if stopping is None:
+            await asyncio.sleep(self.deadline_ms() / 1000)
+            return True
+        try:
+            await asyncio.wait_for(stopping.wait(), self.deadline_ms() / 1000)
+        except TimeoutError:
+            return True
+        return False
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                if not await self.admission.hold(self.task_id, self.attempt, self.deadline_ms()):
+                    if self.sent and self.deadline is not None:
+                        # Frozen past the lease and the deadline; the answer, if it comes, is adopted or
+                        # recorded as an orphan.
+                        log.warning("task %s: lost its reservation while its create was in flight", self.task_id)
+                    return
+            except RedisError as exc:
+                # The lease outlasts two more tries; a create in flight holds its marker until its deadline.
+                log.warning("task %s: could not renew its reservation (%s)", self.task_id, type(exc).__name__)
+
+    async def __aenter__(self) -> Reservation:
+        self._renewing = asyncio.create_task(self._renew())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._renewing is not None
+        self._renewing.cancel()
+        await asyncio.gather(self._renewing, return_exceptions=True)
+        try:
+            await self.admission.release(self.task_id, self.attempt, self.deadline_ms())
+        except RedisError:
+            pass  # the marker ends by itself: at its lease, or at the create's deadline
+
+
 class Submitter:
     def __init__(self, store: TaskStore, client: DashScopeClient, admission: Admission, reads: ReadLimiter,
                  *, slot_lease_seconds: float, sweep_after_seconds: float) -> None:
@@ -56,43 +132,85 @@ class Submitter:
         self.reads = reads
         self.slot_lease_ms = int(slot_lease_seconds * 1000)
         self.sweep_after_ms = int(sweep_after_seconds * 1000)
+        # Three renewals per lease: one lost to a Redis hiccup leaves the reservation standing.
+        self.renew_every = max(admission.reserve_ms / 3000, 0.01)
         self.backoff: dict[str, float] = {}
+        self.stopping: asyncio.Event | None = None  # the dispatcher's stop: no waiting out deadlines then
 
     async def submit(self, task_id: str) -> None:
         """Create the admitted task at DashScope; it holds a slot reservation meanwhile."""
+        attempt = uuid.uuid4().hex
+        reservation = Reservation(self.admission, task_id, attempt, self.renew_every)
+        try:
+            claimed = await self.admission.claim(task_id, attempt)
+            if claimed == "busy":
+                log.info("task %s: an earlier create of it may still answer; it is not sent again meanwhile",
+                         task_id)
+            if claimed != "ok":
+                return
+            async with reservation:
+                await self._submit(task_id, reservation)
+        except RedisError as exc:
+            log.warning("submission of task %s: Redis unavailable (%s)", task_id, type(exc).__name__)
+            await self._give_back(task_id, "" if reservation.sent else attempt)
+
+    async def _submit(self, task_id: str, reservation: Reservation) -> None:
         task = await self.store.raw(task_id)
         if not task or task["status"] != "queued":
             return
-        if task.get("submit_attempt_at") and await self._adopt_landed(task):
+        if task.get("submit_attempt_at") and await self._adopt_landed(task, reservation.attempt):
+            return
+        attempt_at = time.time()
+        # Until the call's deadline has passed, and DashScope's slack to land it, its create may still land.
+        # The deadline counts from here: a process frozen before its request left cannot send it later.
+        call_deadline = asyncio.get_running_loop().time() + self.client.timeout
+        if not await reservation.sending(attempt_at, time.monotonic() + self.client.timeout + LANDED_SLACK):
+            log.info("task %s: no longer held by this submission (moved on, or its reservation ended); not sent",
+                     task_id)
             return
         # On the task in hand too: a lost answer is looked for around this attempt (not a former one, nor
         # none at all: the first attempt's task had no such field, and looking raised KeyError).
-        task["submit_attempt_at"] = f"{time.time():.3f}"
-        await self.store.set_fields(task_id, submit_attempt_at=task["submit_attempt_at"])
+        task["submit_attempt_at"] = f"{attempt_at:.3f}"
         task_input, parameters = dashscope_request(task)
+        reservation.sent = True
         try:
             async with self.admission.sending(task["model"], task_id):
-                created = await self.client.create_task(task["model"], task_input, parameters)
+                try:
+                    # One deadline for the whole call (the client's timeout is per read): after it, this
+                    # attempt can no longer be answered.
+                    async with asyncio.timeout_at(call_deadline):
+                        created = await self.client.create_task(task["model"], task_input, parameters)
+                except TimeoutError:
+                    raise Unreachable("Timeout", f"create did not answer within {self.client.timeout:g}s") from None
         except RequestRejected as exc:
+            reservation.answered()
             await self.store.transition(task_id, "failed", error={"code": exc.code, "message": exc.message})
             log.info("task %s refused by DashScope: %s", task_id, exc.code)
             return
         except DashScopeError as exc:
-            if isinstance(exc, Unreachable) and await self._adopt_landed(task):
-                return
-            await self._retry_later(task, exc)
+            if isinstance(exc, Unreachable):
+                # It may have landed, or still land: look for it once it no longer can.
+                if not await reservation.until_deadline(self.stopping):
+                    return
+                if await self._adopt_landed(task, reservation.attempt):
+                    return
+            reservation.answered()
+            await self._retry_later(task, exc, reservation.attempt)
             return
+        reservation.answered()
         self.backoff.pop(task["model"], None)
-        await self._record(task_id, created.task_id, created.task_status, created.request_id, adopt=False)
+        await self._record(task_id, created.task_id, created.task_status, created.request_id, adopt=False,
+                           attempt=reservation.attempt)
 
     async def _record(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None,
-                      adopt: bool) -> bool:
+                      adopt: bool, attempt: str) -> str:
         delay = 0.25
         while True:
             try:
                 result = await self.store.mark_submitted(task_id, ds_task_id, ds_status, request_id,
                                                          slot_lease_ms=self.slot_lease_ms,
-                                                         sweep_after_ms=self.sweep_after_ms, adopt=adopt)
+                                                         sweep_after_ms=self.sweep_after_ms, adopt=adopt,
+                                                         attempt=attempt)
                 break
             except RedisError as exc:
                 # DashScope has the task and only this process knows its id: keep trying while Redis is
@@ -103,16 +221,25 @@ class Submitter:
                             type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay *= 2
-        if result == "stale":
-            # Canceled while the create call was in flight: cancel it at DashScope too.
+        if result == "canceled":
+            # Its user canceled it while the create call was in flight: cancel it at DashScope too.
             try:
                 async with self.reads.request():
                     await self.client.cancel_task(ds_task_id)
+                log.info("task %s: canceled by its user while its create was in flight; DashScope task %s "
+                         "canceled", task_id, ds_task_id)
             except DashScopeError as exc:
                 log.warning("could not cancel DashScope task of canceled task %s: %s", task_id, exc.code)
-        return result != "taken"
+        elif result == "same":
+            log.info("task %s: its create answered after its DashScope task %s had been found", task_id, ds_task_id)
+        elif result == "orphan":
+            log.warning("task %s had moved on when its create answered: DashScope task %s is left running, "
+                        "recorded as an orphan", task_id, ds_task_id)
+        elif result == "missing":
+            log.warning("task %s no longer exists: DashScope task %s is left running", task_id, ds_task_id)
+        return result
 
-    async def _retry_later(self, task: dict[str, str], exc: DashScopeError) -> None:
+    async def _retry_later(self, task: dict[str, str], exc: DashScopeError, attempt: str) -> None:
         model = task["model"]
         delay = min(self.backoff.get(model, 0.5) * 2, MAX_BACKOFF)
         self.backoff[model] = delay
@@ -120,14 +247,15 @@ class Submitter:
         log.warning("create for task %s: %s %s; back in the queue, %s pauses %.1fs", task["id"], exc.code,
                     exc.message, model, pause)
         await self.store.count("submissions_retried")
-        await self.admission.requeue(task["id"], pause)
+        await self.admission.requeue(task["id"], pause, attempt)
 
-    async def _adopt_landed(self, task: dict[str, str]) -> bool:
-        """Whether an earlier create call of this task landed after all (and it is now recorded)."""
-        attempt = float(task["submit_attempt_at"])
+    async def _adopt_landed(self, task: dict[str, str], attempt: str) -> bool:
+        """Whether an earlier create call of this task landed after all (and it is now recorded), or the task
+        needs nothing more from this attempt. Called only once that create can no longer land."""
+        attempt_at = float(task["submit_attempt_at"])
         # A create that landed was created while its call could still answer: between the attempt and
         # the client's timeout.
-        earliest, latest = attempt - LANDED_SLACK, attempt + self.client.timeout + LANDED_SLACK
+        earliest, latest = attempt_at - LANDED_SLACK, attempt_at + self.client.timeout + LANDED_SLACK
         try:
             async with self.reads.request():
                 listing = await self.client.list_tasks(
@@ -137,19 +265,41 @@ class Submitter:
         except DashScopeError as exc:
             log.warning("task %s: cannot tell whether its create landed (%s); not submitting it yet", task["id"],
                         exc.code)
-            await self._retry_later(task, exc)
+            await self._retry_later(task, exc, attempt)
             return True
         created = [(float(item.get("gmt_create") or 0) / 1000, item) for item in listing.get("data") or []]
-        candidates = [item for at, item in sorted(created, key=lambda pair: abs(pair[0] - attempt))
+        candidates = [item for at, item in sorted(created, key=lambda pair: abs(pair[0] - attempt_at))
                       if earliest <= at <= latest]
         for item in candidates:
             ds_id = item.get("task_id")
-            if ds_id and await self._record(task["id"], ds_id, str(item.get("status") or "PENDING"),
-                                            item.get("request_id"), adopt=True):
+            if not ds_id:
+                continue
+            result = await self._record(task["id"], ds_id, str(item.get("status") or "PENDING"),
+                                        item.get("request_id"), adopt=True, attempt=attempt)
+            if result == "ok":
                 log.info("task %s: its earlier create had landed as DashScope task %s", task["id"], ds_id)
                 await self.store.count("submissions_adopted")
+            elif result != "taken":
+                log.info("task %s: moved on meanwhile (%s); nothing to adopt", task["id"], result)
+            if result != "taken":
                 return True
         return False
+
+    async def _give_back(self, task_id: str, attempt: str) -> None:
+        """Back to the head of its queue as soon as Redis answers, not when its reservation expires.
+
+        Safe whatever the submission got to: a task already recorded as submitted is left alone, and
+        one whose create may have been sent (``attempt`` left out) waits on its slot until that create
+        can no longer answer, then is looked for at DashScope before it is sent again.
+        """
+        delay = 0.25
+        while delay <= 16:
+            await asyncio.sleep(delay)
+            try:
+                await self.admission.requeue(task_id, REDIS_BACK_PAUSE, attempt)
+                return
+            except RedisError:
+                delay *= 2
 
 
 class Dispatcher:
@@ -159,6 +309,7 @@ class Dispatcher:
         self.submitter = submitter
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.submitter.stopping = stop
         running: set[asyncio.Task] = set()
         stopping = asyncio.ensure_future(stop.wait())
         while not stop.is_set():
@@ -190,26 +341,8 @@ class Dispatcher:
     async def _submit(self, task_id: str) -> None:
         logs.task_id.set(task_id)
         try:
-            await self.submitter.submit(task_id)
-        except RedisError as exc:
-            log.warning("submission of task %s: Redis unavailable (%s)", task_id, type(exc).__name__)
-            await self._give_back(task_id)
+            await self.submitter.submit(task_id)  # gives the task back itself when Redis broke it off
         except Exception:
-            # The reservation expires and the task goes back to the head of its queue.
+            # The reservation expires and the task goes back to the head of its queue (once a create it
+            # may have sent can no longer answer).
             log.exception("submission of task %s failed", task_id)
-
-    async def _give_back(self, task_id: str) -> None:
-        """Back to the head of its queue as soon as Redis answers, not when its reservation expires.
-
-        Safe whatever the submission got to: a task already recorded as submitted is left alone, and
-        one whose create may have been sent is looked for at DashScope before it is sent again.
-        """
-        delay = 0.25
-        while delay <= 16:
-            await asyncio.sleep(delay)
-            try:
-                await self.admission.requeue(task_id, REDIS_BACK_PAUSE)
-                return
-            except RedisError:
-                delay *= 2
-

@@ -91,7 +91,10 @@ def test_one_submitter_cannot_starve_another(tmp_path: Path, redis_url: str, pro
 
 def test_slot_of_a_killed_process_comes_back_and_nothing_is_submitted_twice(
         tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
-    stack = stack_with(tmp_path, redis_url, processes, WANHOOK_LIMITS=f"{MODEL}=5/1", WANHOOK_RESERVE_SECONDS="2")
+    # The killed process's create might still answer until its deadline (timeout + 2 s): only then is
+    # its task looked up and sent by another; a short timeout keeps that wait short.
+    stack = stack_with(tmp_path, redis_url, processes, WANHOOK_LIMITS=f"{MODEL}=5/1", WANHOOK_RESERVE_SECONDS="2",
+                       WANHOOK_DASHSCOPE_TIMEOUT="5")
     stack.server.stop()
     stack.serve(stack.port, "--no-workers")
     stack.emulator.configure(create_answer_delay_seconds=30)  # the create lands; its answer is late
