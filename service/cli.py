@@ -39,8 +39,10 @@ def serve(args: argparse.Namespace) -> int:
     if not settings.api_tokens and not _is_loopback(args.host):
         raise ConfigError(f"refusing to serve the API unauthenticated on {args.host}: "
                           "set WANHOOK_API_TOKENS or bind to 127.0.0.1")
+    settings.check_serving_limits()
     app = create_app(settings, workers=not args.no_workers)
-    server.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+               header_timeout=settings.header_timeout_seconds, max_connections=settings.max_connections)
     return 0
 
 
