@@ -243,7 +243,7 @@ async def task_events(request: Request) -> Response:
             if not changes:
                 yield ": keep-alive\n\n"
                 continue
-            task = await store.get(task_id)
+            task = await runtime(request).feed.snapshot(task_id, changes[-1].entry_id, store.get)
             for change in changes:
                 entry_id, fields = change.entry_id, change.fields
                 snapshot = dict(task or {}, status=fields["status"], updated_at=fields.get("at"))

@@ -163,13 +163,14 @@ async def stream(request: Request) -> Response:
             if not changes:
                 yield ": keep-alive\n\n"
                 continue
+            newest = {change.task_id: change.entry_id for change in changes}  # per task, its last change here
             tasks: dict[str, dict[str, Any]] = {}
             for change in changes:
                 task_id = change.task_id
                 if task_id not in after:
                     continue  # its terminal state has been sent
                 if task_id not in tasks:
-                    tasks[task_id] = await store.get(task_id) or {}
+                    tasks[task_id] = await rt.feed.snapshot(task_id, newest[task_id], store.get) or {}
                 fields = change.fields
                 snapshot = dict(tasks[task_id], status=fields["status"], updated_at=fields.get("at"))
                 if fields.get("bytes"):

@@ -24,6 +24,9 @@ reader's moves the reader back there: the others then skip the entries read twic
 receives only what a read issued after it joined returned, so it never gets a later entry before an
 earlier one.
 
+Every stream shows a change with its task as stored: the streams following a task share one read of it
+per change (``snapshot``), so a task followed by a thousand streams costs one read, not a thousand.
+
 A subscription whose queue is full (its client reads slower than its tasks change) is dropped: its
 stream ends and the client reconnects (resuming with Last-Event-ID), instead of this process holding
 an ever-growing backlog for it.
@@ -34,10 +37,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -53,7 +56,9 @@ QUEUE_CAPACITY = 1000  # changes a subscription may have waiting before it is dr
 RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 WAKE_TTL_MS = 24 * 3600 * 1000  # the wake-up stream of a process that died without removing it
 
+SNAPSHOTS = 256  # tasks read for recent changes, shared by the streams that show them
 StreamId = tuple[int, int]
+T = TypeVar("T")
 
 
 def parse_id(value: str) -> StreamId:
@@ -130,7 +135,7 @@ class Subscription:
             return  # not followed, or followed after this read was issued (its first read is still to come)
         for entry_id, order, fields in entries:
             if order <= self.positions[task_id]:
-                continue
+                continue  # had it already (another follower moved the reader back)
             if len(self._pending) >= self._capacity:
                 self.dropped = True
                 self._pending.clear()
@@ -139,7 +144,7 @@ class Subscription:
                 return
             self.positions[task_id] = order
             self._pending.append(Change(task_id, entry_id, fields))
-        self._ready.set()
+            self._ready.set()
 
 
 class _Reader:
@@ -244,6 +249,26 @@ class ChangeFeed:
         self._all_readers: list[_Reader] = []  # the readers new tasks may go to, the first one first
         self.tasks: set[asyncio.Future[None]] = set()  # every reader's loop, stopping ones included
         self._made = 0
+        self._snapshots: OrderedDict[tuple[str, str], asyncio.Future[Any]] = OrderedDict()
+
+    async def snapshot(self, task_id: str, entry_id: str, fetch: Callable[[str], Awaitable[T]]) -> T:
+        """``fetch(task_id)`` once the change ``entry_id`` has been read, shared by every stream showing it."""
+        key = (task_id, entry_id)
+        future = self._snapshots.get(key)
+        if future is None:
+            future = asyncio.ensure_future(fetch(task_id))
+            self._snapshots[key] = future
+            if len(self._snapshots) > SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+
+            def forget_failure(done: asyncio.Future[Any]) -> None:
+                # A failed read is not kept: the next stream reads again (each waiter sees the error).
+                if (done.cancelled() or done.exception() is not None) and self._snapshots.get(key) is done:
+                    del self._snapshots[key]
+
+            future.add_done_callback(forget_failure)
+        # Shielded: a stream that goes away mid-read does not cancel the read the others wait for.
+        return await asyncio.shield(future)
 
     def subscribe(self, owner: str) -> Subscription:
         """A new stream's subscription, or ``TooManyStreams`` past a cap."""
