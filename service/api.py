@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from . import callbacks
 from . import constants as keys
 from .dashscope import DashScopeError
-from .feed import Lagging, Subscription, TooManyStreams
+from .feed import Ended, Subscription, TooManyStreams
 from .responses import ApiError, read_json
 from .runtime import Runtime
 from .store import public_task
@@ -238,7 +238,7 @@ async def task_events(request: Request) -> Response:
         while True:
             try:
                 changes = await subscription.next(KEEPALIVE_SECONDS)
-            except Lagging:
+            except Ended:
                 return  # too slow a reader: it reconnects and resumes from its Last-Event-ID
             if not changes:
                 yield ": keep-alive\n\n"

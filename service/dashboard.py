@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from . import api
 from . import constants as keys
-from .feed import Lagging
+from .feed import Ended
 from .models import DEFAULT_MODEL, MODELS, TIERS
 from .responses import ApiError
 from .store import public_task
@@ -158,7 +158,7 @@ async def stream(request: Request) -> Response:
         while after:
             try:
                 changes = await subscription.next(KEEPALIVE_MS / 1000)
-            except Lagging:
+            except Ended:
                 return  # too slow a reader: it reconnects, and starts again from the current states
             if not changes:
                 yield ": keep-alive\n\n"

@@ -52,7 +52,9 @@ log = logging.getLogger("wanhook.feed")
 KEYS_PER_READER = 1000
 BLOCK_MS = 10_000  # a backstop: wake-ups normally end a read that must change
 COUNT = 100  # entries per key and read; more follow at the next read
-QUEUE_CAPACITY = 1000  # changes a subscription may have waiting before it is dropped
+# Changes a subscription may have waiting before it is dropped. Its stream takes them all at each turn,
+# so they pile up only while its client does not read (uvicorn then stops the stream's writes).
+QUEUE_CAPACITY = 256
 RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 WAKE_TTL_MS = 24 * 3600 * 1000  # the wake-up stream of a process that died without removing it
 
@@ -79,8 +81,9 @@ class Change:
     fields: dict[str, str]
 
 
-class Lagging(Exception):
-    """The subscription was dropped: its queue filled up before its stream took the changes."""
+class Ended(Exception):
+    """The subscription was dropped (its queue filled up before its stream took the changes) or the
+    feed has closed: its stream should end, and its client reconnect."""
 
 
 class TooManyStreams(Exception):
@@ -106,12 +109,12 @@ class Subscription:
 
     async def next(self, timeout: float) -> list[Change]:
         """The changes received since the last call, waiting up to ``timeout`` seconds for one ([] then)."""
-        if not self._pending and not self.dropped:
+        if not self._pending and not self.closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._ready.wait()
-        if self.dropped:
-            raise Lagging
+        if self.closed:
+            raise Ended
         changes = list(self._pending)
         self._pending.clear()
         self._ready.clear()
@@ -128,6 +131,7 @@ class Subscription:
         """Stop receiving; the stream's slot is free again. Safe to call more than once."""
         if not self.closed:
             self.closed = True
+            self._ready.set()  # a stream waiting for changes learns at once
             self._feed.release(self)
 
     def deliver(self, task_id: str, entries: list[tuple[str, StreamId, dict[str, str]]], generation: int) -> None:
@@ -188,13 +192,16 @@ class _Reader:
                         redis = await self.feed.open_client()
                     await self._read(redis)
                     failures = 0
-                except RedisError as exc:
+                except Exception as exc:
                     # The streams stay open meanwhile (their keep-alives go on); the read resumes from the
                     # same positions, so nothing is missed.
                     delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                     failures += 1
-                    log.warning("the change feed could not read from Redis (%s); again in %ss",
-                                type(exc).__name__, delay)
+                    if isinstance(exc, RedisError):
+                        log.warning("the change feed could not read from Redis (%s); again in %ss",
+                                    type(exc).__name__, delay)
+                    else:
+                        log.exception("the change feed's reader failed; again in %ss", delay)
                     self.reading = False
                     await asyncio.sleep(delay)
         finally:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis.asyncio
 
-from service.feed import ChangeFeed, Lagging, TooManyStreams
+from service.feed import BLOCK_MS, ChangeFeed, Ended, TooManyStreams
 
 from .conftest import TOKEN, Stack
 from .support import Process, wait_for
@@ -269,7 +269,7 @@ async def _feed(url: str, **options: Any) -> tuple[ChangeFeed, redis.asyncio.Red
 
 
 async def _client(url: str) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(url)
+    return redis.asyncio.Redis.from_url(url, socket_timeout=30.0)  # as connection.connect makes the feed's
 
 
 def test_feed_orders_late_joiners_and_drops_a_subscriber_that_lags(redis_url: str) -> None:
@@ -308,7 +308,7 @@ def test_feed_orders_late_joiners_and_drops_a_subscriber_that_lags(redis_url: st
         while not late.dropped:
             assert time.monotonic() < deadline, "the lagging subscriber was not dropped"
             await asyncio.sleep(0.02)
-        with pytest.raises(Lagging):
+        with pytest.raises(Ended):
             await late.next(1)
         others = [feed.subscribe("c"), feed.subscribe("c")]  # the process's cap is 3: both slots are free again
         for subscription in [*others, third]:
@@ -331,7 +331,7 @@ def test_feed_spreads_many_tasks_over_a_few_readers(redis_url: str) -> None:
         await shared.xadd("{wanhook}:changes:task-23", {"status": "ready"})
         got = await subscriptions[4].next(5)
         assert [change.task_id for change in got] == ["task-23"]
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < BLOCK_MS / 2000  # woken by the change, not the read's timeout
         for subscription in subscriptions[2:]:
             subscription.close()
         assert feed.connections == 1
