@@ -40,6 +40,8 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"refusing to serve the API unauthenticated on {args.host}: "
                           "set WANHOOK_API_TOKENS or bind to 127.0.0.1")
     settings.check_serving_limits()
+    # Each connection is a file, as are the Redis connections, the videos being served and the logs.
+    server.raise_descriptor_limit(settings.max_connections + settings.redis_max_connections + 256)
     app = create_app(settings, workers=not args.no_workers)
     server.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                header_timeout=settings.header_timeout_seconds, max_connections=settings.max_connections)

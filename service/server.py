@@ -111,6 +111,26 @@ class HttpProtocol(HttpToolsProtocol):
         super().shutdown()
 
 
+def raise_descriptor_limit(needed: int) -> None:
+    """Let the process open ``needed`` files (within the hard limit): systemd's default soft limit, 1024,
+    is below the connection cap, and accepting past it fails."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        target = soft
+    if target < needed:
+        log.warning("this process may open %d files, fewer than WANHOOK_MAX_CONNECTIONS needs (%d): raise its "
+                    "hard limit (LimitNOFILE= in systemd, ulimit -n)", target, needed)
+
+
 def protocol(header_timeout: float | None = HEADER_TIMEOUT_SECONDS, max_connections: int | None = None) -> Any:
     """wanhook's HTTP protocol with these limits, as uvicorn's ``http`` option (a partial: it pickles, for
     ``workers``)."""
