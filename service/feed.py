@@ -11,18 +11,19 @@ hash tag, so the one read over many keys is valid on a Redis Cluster too.
 A read blocked in Redis does not see a task followed after it started. Following one appends an entry
 to the reader's wake-up stream (``{wanhook}:feed:<process>:<n>``), which the read also waits on: it
 returns at once and the next read includes the new task. One wake-up is enough for every task followed
-while the same read is blocked.
+while the same read is blocked, and none is needed to follow a task that read already covers.
 
 Past ``KEYS_PER_READER`` followed tasks another reader (and connection) takes the next ones, so that a
 change to one task costs Redis a read over a bounded number of keys, and a reader with nothing left to
 follow stops. The connections the feed uses are therefore one per ``KEYS_PER_READER`` followed tasks,
 whatever the number of streams.
 
-Each task has one read position per reader; subscriptions have their own position per task and skip
-what they have already had. A subscription that follows a task from an earlier position than the
-reader's moves the reader back there: the others then skip the entries read twice. A subscription
-receives only what a read issued after it joined returned, so it never gets a later entry before an
-earlier one.
+Each task has one read position in its reader; subscriptions have their own position per task and
+skip what they have already had. A subscription that follows a task from an earlier position than the
+reader's moves the reader back there, and the others skip the entries read twice. A read's entries go
+to the subscriptions whose position is at or past where that read started (for the whole of what the
+read returned is the continuation of such a position); one further behind gets them from the next read,
+which starts from its position, so nobody gets a later entry before an earlier one, or misses one.
 
 Every stream shows a change with its task as stored: the streams following a task share one read of it
 per change (``snapshot``), so a task followed by a thousand streams costs one read, not a thousand.
@@ -56,6 +57,7 @@ COUNT = 100  # entries per key and read; more follow at the next read
 # so they pile up only while its client does not read (uvicorn then stops the stream's writes).
 QUEUE_CAPACITY = 256
 RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+STOP_SECONDS = 2.0  # how long a stop waits for the readers to end before cancelling them
 WAKE_TTL_MS = 24 * 3600 * 1000  # the wake-up stream of a process that died without removing it
 
 SNAPSHOTS = 256  # tasks read for recent changes, shared by the streams that show them
@@ -103,7 +105,6 @@ class Subscription:
         self._pending: deque[Change] = deque()
         self._ready = asyncio.Event()
         self.positions: dict[str, StreamId] = {}  # per followed task: the last entry received
-        self.joined: dict[str, int] = {}  # per followed task: the reader's generation when it was followed
         self.dropped = False
         self.closed = False
 
@@ -134,9 +135,11 @@ class Subscription:
             self._ready.set()  # a stream waiting for changes learns at once
             self._feed.release(self)
 
-    def deliver(self, task_id: str, entries: list[tuple[str, StreamId, dict[str, str]]], generation: int) -> None:
-        if self.joined.get(task_id, generation) >= generation:
-            return  # not followed, or followed after this read was issued (its first read is still to come)
+    def deliver(self, task_id: str, entries: list[tuple[str, StreamId, dict[str, str]]], start: StreamId) -> None:
+        """Entries a read returned from after ``start`` (all of them, up to its count)."""
+        position = self.positions.get(task_id)
+        if position is None or position < start:
+            return  # not followed, or behind this read: the next one starts from its position
         for entry_id, order, fields in entries:
             if order <= self.positions[task_id]:
                 continue  # had it already (another follower moved the reader back)
@@ -156,16 +159,26 @@ class _Reader:
 
     def __init__(self, feed: ChangeFeed, name: str) -> None:
         self.feed = feed
-        self.positions: dict[str, StreamId] = {}
+        self.positions: dict[str, StreamId] = {}  # per task: where its next read starts
+        self.issued: dict[str, StreamId] = {}  # per task: where the read in progress (or the last one) started
         self.wake_key = keys.FEED_WAKE + name
         self.wake_after = "0-0"  # the key is new: this process's name is unique
-        self.generation = 0
         self.reading = False
         self.wake_sent = False
         self.stopping = False
         self.task = asyncio.create_task(self._run(), name=f"feed-{name}")
         feed.tasks.add(self.task)
-        self.task.add_done_callback(feed.tasks.discard)
+        feed.running.add(self)
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.feed.tasks.discard(task)
+        self.feed.running.discard(self)
+
+    def covers(self, task_id: str, order: StreamId) -> bool:
+        """Whether the read in progress already serves a follower of ``task_id`` from ``order``."""
+        start = self.issued.get(task_id)
+        return not self.reading or (start is not None and start <= order)
 
     async def wake(self) -> None:
         """End the read in progress so that the next one includes what changed (once per read)."""
@@ -207,16 +220,16 @@ class _Reader:
         finally:
             self.reading = False
             if redis is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await redis.delete(self.wake_key)
+                # Bounded: a stop does not wait on a Redis that is gone.
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await redis.delete(self.wake_key)
                 await redis.aclose()
 
     async def _read(self, redis: Redis) -> None:
-        issued = dict(self.positions)
+        issued = self.issued = dict(self.positions)
         streams = {keys.TASK_CHANGES + task_id: f"{ms}-{seq}" for task_id, (ms, seq) in issued.items()}
         streams[self.wake_key] = self.wake_after
-        self.generation += 1
-        generation = self.generation
         self.reading, self.wake_sent = True, False
         try:
             reply = await redis.xread(streams, block=BLOCK_MS, count=COUNT)
@@ -230,10 +243,10 @@ class _Reader:
             task_id = name.removeprefix(keys.TASK_CHANGES)
             decoded = [(_text(entry_id), parse_id(_text(entry_id)), {_text(k): _text(v) for k, v in fields.items()})
                        for entry_id, fields in entries]
-            if task_id in self.positions and self.positions[task_id] == issued.get(task_id):
+            if task_id in self.positions and self.positions[task_id] == issued[task_id]:
                 # Unless a subscription moved the position back meanwhile: then the next read goes from there.
                 self.positions[task_id] = decoded[-1][1]
-            self.feed.dispatch(task_id, decoded, generation)
+            self.feed.dispatch(task_id, decoded, issued[task_id])
 
 
 class ChangeFeed:
@@ -254,7 +267,8 @@ class ChangeFeed:
         self.followers: dict[str, set[Subscription]] = {}
         self.readers: dict[str, _Reader] = {}  # per followed task, the reader that reads it
         self._all_readers: list[_Reader] = []  # the readers new tasks may go to, the first one first
-        self.tasks: set[asyncio.Future[None]] = set()  # every reader's loop, stopping ones included
+        self.running: set[_Reader] = set()  # every reader whose loop runs, stopping ones included
+        self.tasks: set[asyncio.Future[None]] = set()  # their loops, and wake-ups under way
         self._made = 0
         self._snapshots: OrderedDict[tuple[str, str], asyncio.Future[Any]] = OrderedDict()
 
@@ -306,17 +320,17 @@ class ChangeFeed:
             order = parse_id(after)
             reader = self.readers.get(task_id) or self._place(task_id, order)
             subscription.positions[task_id] = order
-            subscription.joined[task_id] = reader.generation
             self.followers.setdefault(task_id, set()).add(subscription)
             if order < reader.positions[task_id]:
                 reader.positions[task_id] = order
-            woken.add(reader)
+            if not reader.covers(task_id, order):
+                # A task new to the read in progress, or followed from before where it started.
+                woken.add(reader)
         for reader in woken:
             await reader.wake()
 
     def unfollow(self, subscription: Subscription, task_id: str) -> None:
         subscription.positions.pop(task_id, None)
-        subscription.joined.pop(task_id, None)
         followers = self.followers.get(task_id)
         if followers is None:
             return
@@ -334,9 +348,9 @@ class ChangeFeed:
             self.tasks.add(wake)
             wake.add_done_callback(self.tasks.discard)
 
-    def dispatch(self, task_id: str, entries: list[tuple[str, StreamId, dict[str, str]]], generation: int) -> None:
+    def dispatch(self, task_id: str, entries: list[tuple[str, StreamId, dict[str, str]]], start: StreamId) -> None:
         for subscription in list(self.followers.get(task_id, ())):
-            subscription.deliver(task_id, entries, generation)
+            subscription.deliver(task_id, entries, start)
 
     def _place(self, task_id: str, order: StreamId) -> _Reader:
         reader = next((r for r in self._all_readers if len(r.positions) < self.keys_per_reader), None)
@@ -357,7 +371,16 @@ class ChangeFeed:
         for subscription in list(self.subscriptions):
             subscription.close()
         self._all_readers.clear()
+        readers = list(self.running)
+        for reader in readers:
+            reader.stopping = True
+            reader.positions.clear()
+        # Readers are woken to stop rather than cancelled: redis-py completes a command cancelled just as
+        # it starts, so a cancelled read could hold the stop for its whole block.
+        await asyncio.gather(*(reader.wake() for reader in readers), return_exceptions=True)
         tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=STOP_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)

@@ -270,6 +270,13 @@ async def _feed(url: str, **options: Any) -> tuple[ChangeFeed, redis.asyncio.Red
     return ChangeFeed(lambda: _client(url), shared, uuid.uuid4().hex, **options), shared
 
 
+async def _stop(feed: ChangeFeed) -> None:
+    started = time.monotonic()
+    await feed.aclose()
+    assert time.monotonic() - started < BLOCK_MS / 2000, "the stop waited for a blocked read"
+    assert not feed.running
+
+
 async def _client(url: str) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_url(url, socket_timeout=30.0)  # as connection.connect makes the feed's
 
@@ -294,6 +301,19 @@ def test_feed_orders_late_joiners_and_drops_a_subscriber_that_lags(redis_url: st
             received += [change.entry_id for change in await late.next(5)]
         assert received == [first_id, second_id, third_id]
         assert [change.entry_id for change in await first.next(5)] == [third_id]
+        # Followed from where the blocked read already reads: no wake-up needed, and nothing missed.
+        reader = feed.readers["t1"]
+        deadline = time.monotonic() + 5
+        while not reader.reading:
+            assert time.monotonic() < deadline, "the reader did not block again"
+            await asyncio.sleep(0.01)
+        wakes = await shared.xrange(reader.wake_key)
+        twin = feed.subscribe("b")
+        await twin.follow({"t1": third_id})
+        fourth_id = (await shared.xadd(key, {"status": "downloading"})).decode()
+        assert [change.entry_id for change in await twin.next(5)] == [fourth_id]
+        assert await shared.xrange(reader.wake_key) == wakes
+        twin.close()
 
         with pytest.raises(TooManyStreams) as full:
             feed.subscribe("a")
@@ -316,7 +336,7 @@ def test_feed_orders_late_joiners_and_drops_a_subscriber_that_lags(redis_url: st
         for subscription in [*others, third]:
             subscription.close()
         assert not feed.followers and feed.connections == 1
-        await feed.aclose()
+        await _stop(feed)
         await shared.aclose()
 
     asyncio.run(scenario())
@@ -337,7 +357,7 @@ def test_feed_spreads_many_tasks_over_a_few_readers(redis_url: str) -> None:
         for subscription in subscriptions[2:]:
             subscription.close()
         assert feed.connections == 1
-        await feed.aclose()
+        await _stop(feed)
         await shared.aclose()
 
     asyncio.run(scenario())
