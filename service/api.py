@@ -170,11 +170,12 @@ async def get_video(request: Request) -> Response:
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def open_stream(request: Request, caller: str) -> Subscription:
+async def open_stream(request: Request, caller: str) -> Subscription:
     """A slot for one more event stream of ``caller``: 429 past its token's cap, 503 past the process's."""
     try:
         return runtime(request).feed.subscribe(caller)
     except TooManyStreams as exc:
+        await runtime(request).store.count(f"streams_refused|cap={'token' if exc.per_token else 'process'}")
         if exc.per_token:
             raise ApiError(429, "too_many_streams", f"this token has {exc.limit} event streams open "
                            "(WANHOOK_MAX_STREAMS_PER_TOKEN); close one first", headers={"Retry-After": "30"}) from None
@@ -209,7 +210,7 @@ async def task_events(request: Request) -> Response:
         raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an id this stream sent, e.g. "
                        "1732536000000-0")
     resume = given[0] if given else None
-    subscription = open_stream(request, raw.get("owner", ""))
+    subscription = await open_stream(request, raw.get("owner", ""))
 
     async def stream() -> AsyncIterator[str]:
         if resume:

@@ -139,7 +139,7 @@ async def stream(request: Request) -> Response:
                        field="tasks")
     rt = api.runtime(request)
     store = rt.store
-    subscription = api.open_stream(request, caller)
+    subscription = await api.open_stream(request, caller)
 
     async def events() -> AsyncIterator[str]:
         # Each change stream's position before its task: a change in between is sent twice, never missed.

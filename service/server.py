@@ -32,6 +32,7 @@ import contextlib
 import functools
 import logging
 import socket
+import time
 from typing import Any
 
 import uvicorn
@@ -40,6 +41,24 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 HEADER_TIMEOUT_SECONDS = 10.0
 
 log = logging.getLogger("wanhook.server")
+
+
+class _Refusals:
+    """Connections refused past the cap, logged at most once a minute: a flood must not flood the log too."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.logged_at = float("-inf")
+
+    def note(self, cap: int) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.logged_at >= 60:
+            log.warning("%d connection(s) refused: %d are open (WANHOOK_MAX_CONNECTIONS)", self.count, cap)
+            self.count, self.logged_at = 0, now
+
+
+_refusals = _Refusals()
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -59,7 +78,7 @@ class HttpProtocol(HttpToolsProtocol):
         # getattr: uvicorn's set of this server's open connections; without it, no cap (as before).
         connections = getattr(self, "connections", None)
         if self.max_connections is not None and connections is not None and len(connections) > self.max_connections:
-            log.warning("over %d open connections: one refused", self.max_connections)
+            _refusals.note(self.max_connections)
             transport.close()
             return
         self._arm_header_deadline()

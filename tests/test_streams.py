@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ import redis.asyncio
 from service.feed import BLOCK_MS, ChangeFeed, Ended, TooManyStreams
 
 from .conftest import TOKEN, Stack
-from .support import Process, wait_for
+from .support import ROOT, Process, free_port, wait_for, wanhook
 
 TOKENS = ("stream-token-a", "stream-token-b", "stream-token-c")
 MODEL_KEY = "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"
@@ -205,6 +207,9 @@ def test_1500_streams_within_the_caps_leave_the_webhook_and_creates_alone(capped
     # The shared pool (40 here), the feed's one reader, this test's client: not one per stream.
     assert result["clients"] < 60
     assert result["readers"] == 1
+    metrics = stack.http.get("/metrics").text
+    assert 'wanhook_streams_refused_total{cap="token"} 200' in metrics
+    assert 'wanhook_streams_refused_total{cap="process"} 100' in metrics
     assert p99(fan_out) < 5.0
     for client in clients.values():
         client.close()
@@ -234,6 +239,15 @@ async def _closed_within(connections: list[Connection], seconds: float) -> list[
     return list(await asyncio.gather(*(closed(reader) for reader, _ in connections)))
 
 
+def test_serve_refuses_a_connection_cap_streams_alone_could_fill(tmp_path: Path) -> None:
+    env = {**os.environ, "WANHOOK_MAX_STREAMS": "500", "WANHOOK_MAX_CONNECTIONS": "500",
+           "WANHOOK_REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run(wanhook("serve", "--port", str(free_port())), env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "WANHOOK_MAX_CONNECTIONS (500) must be above WANHOOK_MAX_STREAMS (500)" in done.stderr
+
+
 def test_half_sent_headers_are_closed_at_the_deadline_and_the_cap_refuses_more(stack: Stack) -> None:
     deadline = 3.0
     guarded = stack.serve(None, "--no-workers", env={"WANHOOK_HEADER_TIMEOUT_SECONDS": str(deadline),
@@ -242,7 +256,16 @@ def test_half_sent_headers_are_closed_at_the_deadline_and_the_cap_refuses_more(s
 
     async def scenario() -> None:
         started = time.monotonic()
-        held = await _half_open(guarded.port, 250)
+        held = await _half_open(guarded.port, 249)
+        # The deadline applies to every request on a connection, not only its first.
+        reader, writer = await asyncio.open_connection("127.0.0.1", guarded.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        await reader.readexactly(next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                      if line.lower().startswith(b"content-length")))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        held.append((reader, writer))
         # Below the cap, serve still answers while the half-sent headers wait.
         async with httpx.AsyncClient(base_url=guarded.url, timeout=5) as http:
             for _ in range(5):
