@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,7 +18,14 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
+from service import client as wanhook_client
+from service import server
 from service.feed import BLOCK_MS, ChangeFeed, Ended, TooManyStreams
 
 from .conftest import TOKEN, Stack
@@ -384,3 +393,32 @@ def test_feed_spreads_many_tasks_over_a_few_readers(redis_url: str) -> None:
         await shared.aclose()
 
     asyncio.run(scenario())
+
+
+def test_the_client_waits_out_a_refused_stream() -> None:
+    """``wanhook submit --wait`` follows the task's stream: a stream refused at the cap is retried as
+    Retry-After says, not given up."""
+    asked: list[float] = []
+
+    async def events(request: Request) -> Response:
+        asked.append(time.monotonic())
+        if len(asked) == 1:
+            return JSONResponse({"error": {"code": "too_many_streams", "message": "full"}}, status_code=503,
+                                headers={"Retry-After": "1"})
+        return PlainTextResponse('id: 1-0\nevent: task.ready\ndata: {"id": "t", "status": "ready"}\n\n',
+                                 media_type="text/event-stream")
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    app = Starlette(routes=[Route("/v1/tasks/{task_id}/events", events)])
+    instance = uvicorn.Server(server.config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: instance.started, 10, what="the server")
+        states = [task["status"] for task in wanhook_client.follow(f"http://127.0.0.1:{sock.getsockname()[1]}", "t")]
+    finally:
+        instance.should_exit = True
+        thread.join(10)
+    assert states == ["ready"]
+    assert len(asked) == 2 and asked[1] - asked[0] >= 1.0
