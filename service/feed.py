@@ -339,6 +339,8 @@ class ChangeFeed:
             return
         del self.followers[task_id]
         reader = self.readers.pop(task_id)
+        # No wake-up: the blocked read may keep the key until it returns; entries found for it then
+        # have no follower and are dropped.
         reader.positions.pop(task_id, None)
         if not reader.positions and reader is not self._all_readers[0]:
             # An extra reader with nothing left: it ends at its next wake-up (or block timeout).
