@@ -12,10 +12,12 @@ from typing import Any
 from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from . import callbacks
 from . import constants as keys
 from .dashscope import DashScopeError
+from .feed import Ended, Subscription, TooManyStreams
 from .responses import ApiError, read_json
 from .runtime import Runtime
 from .store import IdempotencyKeyReused, QueueFull, public_task
@@ -163,6 +165,37 @@ async def get_video(request: Request) -> Response:
                         content_disposition_type="inline")
 
 
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def open_stream(request: Request, caller: str) -> Subscription:
+    """A slot for one more event stream of ``caller``: 429 past its token's cap, 503 past the process's."""
+    try:
+        return runtime(request).feed.subscribe(caller)
+    except TooManyStreams as exc:
+        await runtime(request).store.count(f"streams_refused|cap={'token' if exc.per_token else 'process'}")
+        if exc.per_token:
+            raise ApiError(429, "too_many_streams", f"this token has {exc.limit} event streams open "
+                           "(WANHOOK_MAX_STREAMS_PER_TOKEN); close one first", headers={"Retry-After": "30"}) from None
+        raise ApiError(503, "too_many_streams", f"this server has {exc.limit} event streams open "
+                       "(WANHOOK_MAX_STREAMS); retry later or elsewhere", headers={"Retry-After": "10"}) from None
+
+
+class EventStream(StreamingResponse):
+    """An SSE response that gives its stream's slot back however it ends: done, the client gone, or the
+    server stopping (a body iterator never started would not run its own ``finally``)."""
+
+    def __init__(self, content: AsyncIterator[str], subscription: Subscription) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=STREAM_HEADERS)
+        self.subscription = subscription
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.subscription.close()
+
+
 async def task_events(request: Request) -> Response:
     """Server-Sent Events: the current state, then every change, resumable with Last-Event-ID."""
     raw = await load_task(request)
@@ -175,6 +208,7 @@ async def task_events(request: Request) -> Response:
         raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an id this stream sent, e.g. "
                        "1732536000000-0")
     resume = given[0] if given else None
+    subscription = await open_stream(request, raw.get("owner", ""))
 
     async def stream() -> AsyncIterator[str]:
         if resume:
@@ -199,26 +233,29 @@ async def task_events(request: Request) -> Response:
             yield _sse(after, task)
             if task is None or Status(task["status"]).terminal:
                 return
+        await subscription.follow({task_id: after})
         while True:
-            changes = await store.changes(task_id, after, int(KEEPALIVE_SECONDS * 1000))
+            try:
+                changes = await subscription.next(KEEPALIVE_SECONDS)
+            except Ended:
+                return  # too slow a reader: it reconnects and resumes from its Last-Event-ID
             if not changes:
                 yield ": keep-alive\n\n"
                 continue
-            task = await store.get(task_id)
-            for entry_id, change in changes:
-                after = entry_id
-                snapshot = dict(task or {}, status=change["status"], updated_at=change.get("at"))
-                if "bytes" in change:
-                    snapshot["progress"] = {"bytes": int(change["bytes"]), "total": int(change["total"] or 0) or None}
+            task = await runtime(request).feed.snapshot(task_id, changes[-1].entry_id, store.get)
+            for change in changes:
+                entry_id, fields = change.entry_id, change.fields
+                snapshot = dict(task or {}, status=fields["status"], updated_at=fields.get("at"))
+                if "bytes" in fields:
+                    snapshot["progress"] = {"bytes": int(fields["bytes"]), "total": int(fields["total"] or 0) or None}
                     yield _sse(entry_id, snapshot, "task.progress")
                     continue
                 snapshot.pop("progress", None)
                 yield _sse(entry_id, snapshot)
-                if Status(change["status"]).terminal:
+                if Status(fields["status"]).terminal:
                     return
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+    return EventStream(stream(), subscription)
 
 
 async def _newest_change(redis: Redis, task_id: str) -> str:

@@ -45,10 +45,14 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"refusing to serve the EventBridge webhook unauthenticated on {args.host}: "
                           "set WANHOOK_EVENTBRIDGE_TOKEN (or WANHOOK_EVENTBRIDGE_VERIFY=signature), or "
                           "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED=1 if pushes are authenticated in front of wanhook")
+    settings.check_serving_limits()
+    # Each connection is a file, as are the Redis connections, the videos being served and the logs.
+    server.raise_descriptor_limit(settings.max_connections + settings.redis_max_connections + 256)
     app = create_app(settings, workers=not args.no_workers)
     # log_config=None: uvicorn's own lines (an application's traceback among them) go through wanhook's
     # handler and its redaction, not a handler of uvicorn's that would print secrets as they come.
-    server.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, log_config=None)
+    server.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, log_config=None,
+               header_timeout=settings.header_timeout_seconds, max_connections=settings.max_connections)
     return 0
 
 

@@ -64,6 +64,11 @@ def follow(server: str, task_id: str, token: str | None = None) -> Iterator[dict
         try:
             with httpx.stream("GET", f"{server}/v1/tasks/{task_id}/events", headers=headers,
                               timeout=httpx.Timeout(30.0, read=60.0)) as response:
+                if response.status_code in (429, 503) and failures < 5:
+                    # Too many streams open (or Redis away): wait as the server asks, then again.
+                    failures += 1
+                    time.sleep(_retry_after(response))
+                    continue
                 if response.status_code != 200:
                     response.read()
                     _check(response)
@@ -81,6 +86,11 @@ def follow(server: str, task_id: str, token: str | None = None) -> Iterator[dict
             if failures > 5:
                 raise ClientError(f"lost the event stream from {server}: {exc}") from None
             time.sleep(min(2.0**failures / 4, 5.0))  # back off before reconnecting
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after", "")
+    return min(float(value), 30.0) if value.isdigit() else 5.0
 
 
 def render(task: dict[str, Any], started: float) -> Text:

@@ -30,6 +30,13 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default)
+    if value < 1 or value != int(value):
+        raise ConfigError(f"{name} must be a whole number above 0, got {env.get(name)!r}")
+    return int(value)
+
+
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     """The variable's value among ``choices``; unset or empty is the first."""
     raw = env.get(name) or choices[0]
@@ -84,6 +91,11 @@ class Settings:
     callback_timeout: float = 15.0  # WANHOOK_CALLBACK_TIMEOUT: one attempt, connect to answer, at most
     callback_concurrency: int = 16  # callback attempts in flight per process
     callback_per_destination: int = 2  # of them to one callback host:port
+    max_streams: int = 1000  # open event streams per process (503 beyond)
+    max_streams_per_token: int = 100  # open event streams per API token and process (429 beyond)
+    redis_max_connections: int = 100  # the shared pool's size; event streams are not in it
+    header_timeout_seconds: float = 10.0  # a request's headers must have arrived by then
+    max_connections: int = 2000  # open client connections per process
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -124,9 +136,23 @@ class Settings:
             min_free_bytes=int(_number(env, "WANHOOK_MIN_FREE_BYTES", 1 << 30)),
             eventbridge_allow_unauthenticated=env.get("WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED", "0") == "1",
             callback_timeout=_positive(env, "WANHOOK_CALLBACK_TIMEOUT", 15.0),
-            callback_concurrency=int(_positive(env, "WANHOOK_CALLBACK_CONCURRENCY", 16)),
-            callback_per_destination=int(_positive(env, "WANHOOK_CALLBACK_PER_DESTINATION", 2)),
+            callback_concurrency=_count(env, "WANHOOK_CALLBACK_CONCURRENCY", 16),
+            callback_per_destination=_count(env, "WANHOOK_CALLBACK_PER_DESTINATION", 2),
+            max_streams=_count(env, "WANHOOK_MAX_STREAMS", 1000),
+            max_streams_per_token=_count(env, "WANHOOK_MAX_STREAMS_PER_TOKEN", 100),
+            redis_max_connections=_count(env, "WANHOOK_REDIS_MAX_CONNECTIONS", 100),
+            header_timeout_seconds=_number(env, "WANHOOK_HEADER_TIMEOUT_SECONDS", 10.0),
+            max_connections=_count(env, "WANHOOK_MAX_CONNECTIONS", 2000),
         )
+
+    def check_serving_limits(self) -> None:
+        """What ``serve`` refuses to start with: limits that would let streams starve the webhook."""
+        if self.max_connections <= self.max_streams:
+            # Streams alone must not be able to take every connection: the webhook needs some.
+            raise ConfigError(f"WANHOOK_MAX_CONNECTIONS ({self.max_connections}) must be above WANHOOK_MAX_STREAMS "
+                              f"({self.max_streams})")
+        if self.header_timeout_seconds <= 0:
+            raise ConfigError("WANHOOK_HEADER_TIMEOUT_SECONDS must be above 0")
 
     @property
     def videos_dir(self) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from . import embedded
 from .config import ConfigError, Settings
@@ -51,14 +51,23 @@ def sentinel_client(url: str, options: dict[str, Any]) -> Redis:
     return sentinel.master_for(path[0])
 
 
+POOL_WAIT_SECONDS = 5.0
+
+
 async def connect(settings: Settings, **kwargs: Any) -> Redis:
     """A client for the configured Redis: a server, a Sentinel-monitored master (``redis+sentinel://``)
-    or a Cluster (``redis+cluster://host:port``, any node)."""
+    or a Cluster (``redis+cluster://host:port``, any node).
+
+    Its pool holds at most ``WANHOOK_REDIS_MAX_CONNECTIONS`` connections (``max_connections`` overrides
+    it). Every command in it is short or blocks for a bounded time (the workers' reads); event streams
+    wait on the change feed's own connections instead (feed.py), so they cannot take the webhook's share.
+    On a single server a command waits up to POOL_WAIT_SECONDS for a free connection rather than failing
+    at once; redis-py's Cluster and Sentinel pools cannot wait, and fail (a 503) when full.
+    """
     url = redis_url(settings)
-    # Blocking reads (XREAD of the SSE endpoint, up to 15 s) must fit inside the socket timeout, and
-    # every open event stream holds a connection while it waits.
+    # Blocking reads (the change feed's XREAD, up to 10 s) must fit inside the socket timeout.
     options: dict[str, Any] = {"socket_timeout": 30.0, "socket_connect_timeout": 5.0, "health_check_interval": 30,
-                               "max_connections": 1000, **kwargs}
+                               "max_connections": settings.redis_max_connections, **kwargs}
     if url.startswith("redis+sentinel://"):
         redis = sentinel_client(url, options)
     elif url.startswith(("redis+cluster://", "rediss+cluster://")):
@@ -67,7 +76,7 @@ async def connect(settings: Settings, **kwargs: Any) -> Redis:
         options.pop("health_check_interval", None)
         redis = RedisCluster.from_url(url.replace("+cluster", "", 1), **options)  # type: ignore[assignment]
     else:
-        redis = Redis.from_url(url, **options)
+        redis = Redis.from_pool(BlockingConnectionPool.from_url(url, timeout=POOL_WAIT_SECONDS, **options))
     info = await redis.info("server")
     version = info.get("redis_version") or next(iter(info.values()))["redis_version"]
     if tuple(int(part) for part in str(version).split(".")[:2]) < MIN_VERSION:

@@ -71,6 +71,8 @@ DELIVERIES = PREFIX + ":deliveries:"  # + task id
 CALLBACKS_DUE = PREFIX + ":callbacks:due"
 CALLBACK_BODY = PREFIX + ":callback-body:"  # + webhook id
 CALLBACKS_WAKE = PREFIX + ":callbacks:wake"
+# stream per process and change-feed reader: woken up when a stream starts following a task (feed.py).
+FEED_WAKE = PREFIX + ":feed:"  # + process name + ":" + reader number
 # stream: messages a transport gave up on (RocketMQ after too many deliveries), with the reason.
 DEAD_LETTERS = PREFIX + ":dead-letters"
 # Disk space for downloads (diskspace.py), one ledger per videos directory (+ its absolute path), shared

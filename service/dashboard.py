@@ -20,12 +20,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import api
 from . import constants as keys
+from .feed import Ended
 from .models import DEFAULT_MODEL, MODELS, TIERS
 from .responses import ApiError
 from .store import public_task
@@ -138,6 +139,7 @@ async def stream(request: Request) -> Response:
                        field="tasks")
     rt = api.runtime(request)
     store = rt.store
+    subscription = await api.open_stream(request, caller)
 
     async def events() -> AsyncIterator[str]:
         # Each change stream's position before its task: a change in between is sent twice, never missed.
@@ -151,34 +153,40 @@ async def stream(request: Request) -> Response:
             yield _event(task)
             if Status(task["status"]).terminal:
                 del after[task_id]
+        if after:
+            await subscription.follow(after)
         while after:
-            reply = await rt.redis.xread({keys.TASK_CHANGES + task_id: position for task_id, position in after.items()},
-                                         block=KEEPALIVE_MS, count=100)
-            if not reply:
+            try:
+                changes = await subscription.next(KEEPALIVE_MS / 1000)
+            except Ended:
+                return  # too slow a reader: it reconnects, and starts again from the current states
+            if not changes:
                 yield ": keep-alive\n\n"
                 continue
-            for key, entries in reply:
-                task_id = _text(key).removeprefix(keys.TASK_CHANGES)
-                task = await store.get(task_id) or {}
-                for entry_id, fields in entries:
-                    change = {_text(name): _text(value) for name, value in fields.items()}
-                    after[task_id] = _text(entry_id)
-                    snapshot = dict(task, status=change["status"], updated_at=change.get("at"))
-                    if change.get("bytes"):
-                        snapshot["progress"] = {"bytes": int(change["bytes"]), "total": int(change.get("total") or 0)
-                                                or None}
-                        yield _event(snapshot, "task.progress")
-                        continue
-                    snapshot.pop("progress", None)
-                    yield _event(snapshot)
-                    if Status(change["status"]).terminal:
-                        del after[task_id]
-                        break
+            newest = {change.task_id: change.entry_id for change in changes}  # per task, its last change here
+            tasks: dict[str, dict[str, Any]] = {}
+            for change in changes:
+                task_id = change.task_id
+                if task_id not in after:
+                    continue  # its terminal state has been sent
+                if task_id not in tasks:
+                    tasks[task_id] = await rt.feed.snapshot(task_id, newest[task_id], store.get) or {}
+                fields = change.fields
+                snapshot = dict(tasks[task_id], status=fields["status"], updated_at=fields.get("at"))
+                if fields.get("bytes"):
+                    snapshot["progress"] = {"bytes": int(fields["bytes"]), "total": int(fields.get("total") or 0)
+                                            or None}
+                    yield _event(snapshot, "task.progress")
+                    continue
+                snapshot.pop("progress", None)
+                yield _event(snapshot)
+                if Status(fields["status"]).terminal:
+                    del after[task_id]
+                    subscription.unfollow(task_id)
         # Said before closing, so that EventSource does not reconnect to a stream with nothing left.
         yield "event: end\ndata: {}\n\n"
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return api.EventStream(events(), subscription)
 
 
 async def _position(redis: Redis, task_id: str) -> str:

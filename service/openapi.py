@@ -102,7 +102,8 @@ DOCUMENT: dict[str, Any] = {
                               **_client(404, 409, 410)}},
         },
         "/v1/tasks/{task_id}/events": {"get": {
-            "summary": "Server-Sent Events: the current state, then each change; ends after a terminal state",
+            "summary": "Server-Sent Events: the current state, then each change; ends after a terminal state. "
+                       "Streams are capped per token (429) and per process (503), both too_many_streams",
             "parameters": [TASK_ID,
                            {"name": "Last-Event-ID", "in": "header", "required": False,
                             "description": "resume after this event (an id the stream sent)",
@@ -119,10 +120,11 @@ DOCUMENT: dict[str, Any] = {
                     "running": {"type": "integer"}, "limit": {"type": "integer"}, "rps": {"type": "integer"}}}}}},
                 "counts"), **_errors(401, 503)}}},
         "/v1/stream": {"get": {
-            "summary": "Server-Sent Events for several tasks; ends with an 'end' event once all are terminal",
+            "summary": "Server-Sent Events for several tasks; ends with an 'end' event once all are terminal. "
+                       "Capped as /v1/tasks/{task_id}/events is",
             "parameters": [{"name": "tasks", "in": "query", "required": True,
                             "description": "1 to 100 comma-separated task ids", "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "event stream", "content": SSE}, **_errors(401, 422, 503)}}},
+            "responses": {"200": {"description": "event stream", "content": SSE}, **_errors(401, 422, 429, 503)}}},
         "/v1/events/dashscope": {"post": {
             "summary": "EventBridge HTTP target for DashScope's AsyncTaskFinish CloudEvent (or its data alone)",
             "security": [{"eventbridge": []}, {}],

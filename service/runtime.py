@@ -17,6 +17,7 @@ from .config import Settings
 from .connection import connect
 from .dashscope import DashScopeClient
 from .download import Downloader
+from .feed import ChangeFeed
 from .jobs import JobQueue
 from .quota import Admission, RateLimiter, ReadLimiter, parse_limits
 from .store import TaskStore
@@ -46,6 +47,10 @@ class Runtime:
         # has had time to read the task.
         self.slot_lease_seconds = settings.sweep_after_seconds + 3 * settings.sweep_interval_seconds
         self.supervisor = Supervisor()
+        # The event streams' changes, read on connections of the feed's own, never from the shared pool.
+        self.feed = ChangeFeed(lambda: connect(settings, max_connections=1), redis, self.consumer,
+                               max_streams=settings.max_streams,
+                               max_streams_per_token=settings.max_streams_per_token if settings.api_tokens else None)
 
     async def _count_call(self, endpoint: str, status: str) -> None:
         await self.store.count(f"dashscope_calls|endpoint={endpoint}|status={status}")
@@ -70,6 +75,7 @@ class Runtime:
         return runtime
 
     async def close(self) -> None:
+        await self.feed.aclose()
         await self.dashscope.aclose()
         await self.redis.aclose()
 

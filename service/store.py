@@ -245,14 +245,6 @@ class TaskStore:
                 return _text(entry_id), change
         return "0-0", {}
 
-    async def changes(self, task_id: str, after: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
-        """State changes after the stream id ``after``, waiting up to ``block_ms`` for the first."""
-        reply = await self.redis.xread({keys.TASK_CHANGES + task_id: after}, block=block_ms, count=100)
-        if not reply:
-            return []
-        return [(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})
-                for entry_id, fields in reply[0][1]]
-
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)

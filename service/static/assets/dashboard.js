@@ -11,6 +11,7 @@
   const EVENTS = ["queued", "submitted", "downloading", "ready", "failed", "canceled", "expired", "progress"];
   const LIST_LIMIT = 50;
   const TOKEN_KEY = "wanhook.token";
+  const STREAM_RETRY_SECONDS = 15; // after a refused stream (about the servers' Retry-After)
 
   const $ = (id) => document.getElementById(id);
   const list = $("tasks");
@@ -409,8 +410,19 @@
     current.addEventListener("open", () => setConnection("live", `Live · following ${followed.size} task${followed.size === 1 ? "" : "s"}`));
     current.addEventListener("error", () => {
       if (current !== source) return;
-      if (current.readyState === EventSource.CLOSED) setConnection("closed", "Stream closed · reload the page");
-      else setConnection("reconnecting", "Reconnecting…");
+      if (current.readyState !== EventSource.CLOSED) {
+        setConnection("reconnecting", "Reconnecting…");
+        return;
+      }
+      // Refused (the server's or this token's streams are at their cap: 503 or 429), and EventSource
+      // does not retry an HTTP error by itself: try again a little later.
+      setConnection("closed", `Stream closed · retrying in ${STREAM_RETRY_SECONDS} s`);
+      setTimeout(() => {
+        if (current !== source) return;
+        source = null;
+        followed = new Set();
+        follow();
+      }, STREAM_RETRY_SECONDS * 1000);
     });
   }
 
