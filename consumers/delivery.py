@@ -8,6 +8,7 @@ any other queue, needs only those two steps.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 
 from redis.exceptions import RedisError
@@ -15,7 +16,7 @@ from redis.exceptions import RedisError
 from service import constants as keys
 from service.events import InvalidEvent
 from service.receiver import receive
-from service.store import TaskStore
+from service.store import TaskStore, utf8_prefix
 
 log = logging.getLogger("wanhook.consumer")
 
@@ -26,10 +27,19 @@ class Decision(enum.Enum):
 
 
 async def park(store: TaskStore, transport: str, message_id: str, attempt: int, reason: str, body: bytes) -> None:
-    """Keep a message wanhook gives up on, with the reason, in the dead-letter stream."""
-    await store.redis.xadd(keys.DEAD_LETTERS, {
-        "transport": transport, "message_id": message_id, "attempt": attempt, "reason": reason, "body": body,
-    }, maxlen=keys.EVENT_LOG_MAXLEN, approximate=True)
+    """Keep a message wanhook gives up on, with the reason, in the dead-letter stream.
+
+    Bounded as the audit stream is: a body whole up to ``EVENT_LOG_BODY_MAX`` bytes, beyond that its
+    sha256, size and first ``EVENT_LOG_PREFIX`` bytes (a topic takes messages of up to 4 MiB)."""
+    entry: dict[str, str | int | bytes] = {
+        "transport": transport, "message_id": message_id[:keys.EVENT_LOG_FIELD_MAX], "attempt": attempt,
+        "reason": reason[:keys.EVENT_LOG_FIELD_MAX * 4]}
+    if len(body) <= keys.EVENT_LOG_BODY_MAX:
+        entry["body"] = body
+    else:
+        entry.update(body_sha256=hashlib.sha256(body).hexdigest(), body_bytes=len(body),
+                     body_prefix=utf8_prefix(body, keys.EVENT_LOG_PREFIX))
+    await store.redis.xadd(keys.DEAD_LETTERS, entry, maxlen=keys.EVENT_LOG_MAXLEN, approximate=True)
     await store.count("messages_dead_lettered")
 
 

@@ -3,6 +3,7 @@ the RocketMQ 5 double on loopback, with real Redis and the emulator."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -109,11 +110,18 @@ def test_malformed_messages_are_recorded_and_acked(quiet: Stack, double: Any) ->
     double.publish(TOPIC, b"\x00not json at all")
     double.publish(TOPIC, b'{"just": "some json"}')
     double.publish(TOPIC, cloud_event("asr-1", unique_key="apikey:v1:audio:asr:transcription:paraformer-8k-v1"))
-    wait_for(lambda: double.stats()["acked"] == 3, 30, what="all three acked")
+    large = b"[" + b"1," * 100_000 + b"1]"  # 200 KB of JSON that is not an event
+    double.publish(TOPIC, large)
+    wait_for(lambda: double.stats()["acked"] == 4, 30, what="all four acked")
     parked = quiet.redis.xrange("{wanhook}:dead-letters")
-    assert len(parked) == 2 and all(entry["reason"].startswith("malformed:") for _, entry in parked)
+    assert len(parked) == 3 and all(entry["reason"].startswith("malformed:") for _, entry in parked)
+    # A large body is kept as its digest, size and first bytes, not whole.
+    (kept,) = [entry for _, entry in parked if "body" not in entry]
+    assert kept["body_bytes"] == str(len(large))
+    assert kept["body_sha256"] == hashlib.sha256(large).hexdigest() and large.startswith(kept["body_prefix"].encode())
+    assert len(kept["body_prefix"]) == 512
     assert outcomes(quiet) == ["ignored"]
-    assert quiet.redis.hget("{wanhook}:counters", "events_invalid") == "2"
+    assert quiet.redis.hget("{wanhook}:counters", "events_invalid") == "3"
     # Acked means gone: nothing comes back after the invisible duration.
     received = double.stats()["received"]
     wait_for(lambda: double.stats()["topics"][TOPIC]["depth"] == 0, 10, what="the topic to drain")
