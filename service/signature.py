@@ -18,9 +18,9 @@ Receivers in the wild, Alibaba's own among them, disagree on three details, so e
 (``signed_forms``; tests/test_signature_oracle.py checks them against Alibaba's code and against a push Alibaba's key
 signed):
 - a newline after the body: every piece of Alibaba's code that builds the string appends one (the EventBridge SDK's
-  signature util, Alibaba's reference HTTP target aliyuneventbridge/eb-http-target, RocketMQ Connect's push signer),
-  and a push signed with Alibaba's key (the SDK's test vector) verifies only with it; the documented formula shows
-  none;
+  signature util, Alibaba's reference HTTP target aliyuneventbridge/eb-http-target; so does the push signer proposed
+  to Apache RocketMQ Connect), and a push signed with Alibaba's key (the SDK's test vector) verifies only with it;
+  the documented formula shows none;
 - the token line: the docs and the SDK's string builder sign the token when the push carries one; the reference HTTP
   target, as rewritten for v2 in 2024, never does (it tests the header's name, never blank, instead of its value);
 - the timestamp in milliseconds or in seconds. It is signed as sent; only the 60 s window reads its unit.
