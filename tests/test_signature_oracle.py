@@ -13,6 +13,9 @@ signature: the README ("EventBridge signatures") lists what was searched. So the
    vector was made by the holder of the private key, and the HMAC matches one layout of the string to sign only.
    v2 signs the same string with RSA-SHA256 and names the hash in x-eventbridge-hash-method instead of
    x-eventbridge-signature-method (help.aliyun.com/zh/eventbridge/user-guide/signature-algorithm).
+   The SDK's builder first tested the token header's name rather than its presence, and so always signed a token
+   line (8669940); the commit that brought the vector made it sign the line only when the push has a token
+   (aae0a96), and the vector verifies only that way.
 2. Alibaba's reference HTTP target for the v2 signature, github.com/aliyuneventbridge/eb-http-target at commit
    579471c (2024-12-12, "update signature verify algorithm"): StringToSignBuilder.defaultStringToSign and
    SignatureVerify.verifySignatureBySHA256withRSA, restated below in Python line for line (it is a Spring Boot
