@@ -6,10 +6,16 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# How the HTTP pushes' v2 signature reads, one of the forms receivers in the wild expect: "plain" (timestamp in
-# milliseconds, nothing after the body), "trailing-newline" (a newline after the body, as Alibaba's SDK builds
-# the string) or "seconds" (the timestamp in seconds).
-SIGNATURE_VARIANTS = ("plain", "trailing-newline", "seconds")
+# How the HTTP pushes' v2 signature reads, one of the forms receivers in the wild expect:
+# - "trailing-newline" (the default): a newline after the body, the token line signed when the push has a token.
+#   Every piece of Alibaba's code that builds the string puts the newline there (the EventBridge SDK's
+#   StringToSignBuilder, github.com/aliyun/alibabacloud-eventbridge-sdk util/java; the reference HTTP target,
+#   github.com/aliyuneventbridge/eb-http-target), and the SDK's test vector, signed with Alibaba's key, has it.
+# - "plain": nothing after the body, as the documented formula reads.
+# - "seconds": as "plain", the timestamp in seconds.
+# - "token-unsigned": as the default, but the token header, though sent, is not signed: how the reference HTTP
+#   target builds the string since its v2 rewrite (eb-http-target 579471c, StringToSignBuilder.officalHeaders).
+SIGNATURE_VARIANTS = ("trailing-newline", "plain", "seconds", "token-unsigned")
 
 # Knobs settable through POST /_emulator/config, with the JSON types each accepts.
 KNOBS: dict[str, tuple[type, ...]] = {
@@ -90,7 +96,7 @@ class EmulatorConfig:
     webhook_targets: list[dict[str, Any]] = field(default_factory=list)  # [{"url", "token", "body"}]
     # Every HTTP push is signed as EventBridge signs (v2, RSA-SHA256) with the emulator's own key; its
     # certificate is served at /_emulator/eventbridge/cert.pem. These bend the signature for tests:
-    signature_variant: str = "plain"  # one of SIGNATURE_VARIANTS
+    signature_variant: str = "trailing-newline"  # one of SIGNATURE_VARIANTS
     signature_tamper: bool = False  # the body sent differs (by a trailing space) from the body signed
     signature_skew_seconds: float = 0.0  # added to the signature timestamp: beyond +-60 it is stale
     signature_cert_url: str | None = None  # named in x-eventbridge-signature-url instead of the served one
@@ -131,7 +137,7 @@ class EmulatorConfig:
                 raise ValueError("webhook_targets items need a url")
             if target.get("body", "original") not in ("original", "data"):
                 raise ValueError("webhook_targets body must be 'original' or 'data'")
-        if changes.get("signature_variant", "plain") not in SIGNATURE_VARIANTS:
+        if changes.get("signature_variant", SIGNATURE_VARIANTS[0]) not in SIGNATURE_VARIANTS:
             raise ValueError(f"signature_variant must be one of {', '.join(SIGNATURE_VARIANTS)}")
         for name, value in changes.items():
             setattr(self, name, value)

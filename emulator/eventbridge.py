@@ -68,8 +68,11 @@ class Signer:
     """EventBridge's v2 push signature (RSA-SHA256), made with the emulator's own key and self-signed certificate.
 
     The signed string is the target URL, a newline, the lines ``name: value`` of the timestamp, hash method,
-    version, certificate URL and (when the push has one) token headers joined by newlines, a newline, and the
-    body. The config's signature knobs bend it so that tests can cover each form a receiver must accept.
+    version, certificate URL and (when the push has one) token headers joined by newlines, a newline, the body and
+    a newline (help.aliyun.com/zh/eventbridge/user-guide/signature-algorithm for the parts and their order; the
+    newline after the body as Alibaba's code builds the string and as a push that Alibaba's key signed has it: see
+    SIGNATURE_VARIANTS). The config's signature knobs bend it so that tests can cover each form a receiver must
+    accept.
     """
 
     def __init__(self, config: EmulatorConfig) -> None:
@@ -104,9 +107,12 @@ class Signer:
         }
         if token:
             headers[TOKEN_HEADER] = token
-        lines = [config.signature_target_url or url, *(f"{name}: {value}" for name, value in headers.items())]
+        variant = config.signature_variant
+        signed = [(name, value) for name, value in headers.items()
+                  if not (variant == "token-unsigned" and name == TOKEN_HEADER)]
+        lines = [config.signature_target_url or url, *(f"{name}: {value}" for name, value in signed)]
         data = "\n".join(lines).encode() + b"\n" + body
-        if config.signature_variant == "trailing-newline":
+        if variant in ("trailing-newline", "token-unsigned"):
             data += b"\n"
         signature = self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
         headers["x-eventbridge-signature-v2"] = base64.b64encode(signature).decode()

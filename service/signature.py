@@ -7,20 +7,27 @@ EventBridge signs, with Alibaba's private key and SHA-256, the bytes
     x-eventbridge-hash-method: <value> \\n
     x-eventbridge-signature-version: <value> \\n
     x-eventbridge-signature-url: <value> \\n
-    x-eventbridge-signature-token: <value> \\n     (only when the push carries a token)
-    <raw body>
+    x-eventbridge-signature-token: <value> \\n     (when the push carries a token: but see below)
+    <raw body> [\\n]
 
 and names the certificate holding the public key in ``x-eventbridge-signature-url``. The certificate is
 trusted for where it comes from (an https URL on ``<region>-eventbridge.oss-accelerate.aliyuncs.com``), as
 Alibaba's own SDK trusts it, not for its chain or its dates.
 
-Receivers in the wild disagree on two details, so both readings of each are accepted:
-- a newline after the body: Alibaba's SDK string builder appends one, receivers that follow the documented
-  formula add none;
+Receivers in the wild, Alibaba's own among them, disagree on three details, so every reading of each is accepted
+(``signed_forms``; tests/test_signature_oracle.py checks them against Alibaba's code and against a push Alibaba's key
+signed):
+- a newline after the body: every piece of Alibaba's code that builds the string appends one (the EventBridge SDK's
+  signature util, Alibaba's reference HTTP target aliyuneventbridge/eb-http-target; so does the push signer proposed
+  to Apache RocketMQ Connect), and a push signed with Alibaba's key (the SDK's test vector) verifies only with it;
+  the documented formula shows none;
+- the token line: the docs and the SDK's string builder sign the token when the push carries one; the reference HTTP
+  target, as rewritten for v2 in 2024, never does (it tests the header's name, never blank, instead of its value);
 - the timestamp in milliseconds or in seconds. It is signed as sent; only the 60 s window reads its unit.
 
 A valid signature proves that EventBridge sent the push, not that your account's rule did: any account can
-point an HTTP target at this URL. The token (checked as before, and inside the signed string) proves that.
+point an HTTP target at this URL. The token proves that; it is checked on its own (``check_token``) whether
+or not the signed string holds it.
 """
 
 from __future__ import annotations
@@ -75,12 +82,33 @@ def refuse(message: str) -> ApiError:
     return ApiError(401, "invalid_signature", message)
 
 
-def string_to_sign(url: str, headers: Mapping[str, str], body: bytes, *, trailing_newline: bool = False) -> bytes:
-    """The bytes EventBridge signs for a push of ``body`` to ``url`` carrying ``headers`` (lower-case names)."""
+def string_to_sign(url: str, headers: Mapping[str, str], body: bytes, *, trailing_newline: bool = False,
+                   sign_token: bool = True) -> bytes:
+    """The bytes EventBridge signs for a push of ``body`` to ``url`` carrying ``headers`` (lower-case names).
+
+    ``trailing_newline`` puts a newline after the body; ``sign_token=False`` leaves the token line out even when the
+    push carries a token (see the module's docstring for who reads it which way).
+    """
+    names = SIGNED_HEADERS if sign_token else SIGNED_HEADERS[:-1]
     lines = [url.encode()]
     # Header values travel as bytes; Starlette hands them over decoded as latin-1, which this undoes.
-    lines += [f"{name}: ".encode() + headers[name].encode("latin-1") for name in SIGNED_HEADERS if name in headers]
+    lines += [f"{name}: ".encode() + headers[name].encode("latin-1") for name in names if name in headers]
     return b"\n".join(lines) + b"\n" + body + (b"\n" if trailing_newline else b"")
+
+
+# The readings tried, the likeliest first: a newline after the body (what Alibaba's code builds and Alibaba's key
+# signed), then the token signed when present (the docs and the SDK), then the other way of each.
+SIGNED_FORMS = ((True, True), (True, False), (False, True), (False, False))
+
+
+def signed_forms(url: str, headers: Mapping[str, str], body: bytes) -> list[bytes]:
+    """Every string to sign that wanhook accepts for this push, each once, in the order they are tried."""
+    forms: list[bytes] = []
+    for trailing_newline, sign_token in SIGNED_FORMS:
+        data = string_to_sign(url, headers, body, trailing_newline=trailing_newline, sign_token=sign_token)
+        if data not in forms:
+            forms.append(data)
+    return forms
 
 
 def timestamp_seconds(raw: str) -> float:
@@ -188,11 +216,10 @@ def received_url(request: Request) -> str:
 
 def signature_matches(key: rsa.RSAPublicKey, signature: bytes, url: str, headers: Mapping[str, str],
                       body: bytes) -> bool:
-    """Whether ``signature`` signs the push in either accepted form: with or without a newline after the body."""
-    for trailing_newline in (False, True):
+    """Whether ``signature`` signs the push in one of the accepted forms (``signed_forms``)."""
+    for data in signed_forms(url, headers, body):
         try:
-            key.verify(signature, string_to_sign(url, headers, body, trailing_newline=trailing_newline),
-                       padding.PKCS1v15(), hashes.SHA256())
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
             continue
         return True

@@ -43,6 +43,15 @@ def test_string_to_sign_layout() -> None:
     with_token = {**headers, "x-eventbridge-signature-token": "tök"}
     assert signature.string_to_sign(URL, with_token, b"{}") == (
         lines.encode() + "x-eventbridge-signature-token: tök\n".encode("latin-1") + b"{}")
+    assert signature.string_to_sign(URL, with_token, b"{}", sign_token=False) == lines.encode() + b"{}"
+    # Every reading, each once, the likeliest first; without a token the token's two readings are one.
+    assert signature.signed_forms(URL, with_token, b"{}") == [
+        lines.encode() + "x-eventbridge-signature-token: tök\n".encode("latin-1") + b"{}\n",
+        lines.encode() + b"{}\n",
+        lines.encode() + "x-eventbridge-signature-token: tök\n".encode("latin-1") + b"{}",
+        lines.encode() + b"{}",
+    ]
+    assert signature.signed_forms(URL, headers, b"{}") == [lines.encode() + b"{}\n", lines.encode() + b"{}"]
 
 
 def test_timestamps_in_milliseconds_or_seconds() -> None:
@@ -113,7 +122,11 @@ def test_emulator_and_service_agree(variant: str, token: str | None) -> None:
     assert signature.signature_matches(key, raw, URL, headers, body)
     assert not signature.signature_matches(key, raw, URL, headers, body + b" ")
     assert not signature.signature_matches(key, raw, URL.replace("hooks", "other"), headers, body)
-    assert not signature.signature_matches(key, raw, URL, {**headers, "x-eventbridge-signature-token": "x"}, body)
+    # A token the signature covers cannot be swapped; one it does not cover (no token signed, or the form that
+    # leaves it out) is not bound by it, and the token check alone vouches for it.
+    token_signed = token is not None and variant != "token-unsigned"
+    swapped = {**headers, "x-eventbridge-signature-token": "x"}
+    assert signature.signature_matches(key, raw, URL, swapped, body) is not token_signed
 
 
 # ---------------------------------------------------------------------------------------------------------------
