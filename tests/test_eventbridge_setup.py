@@ -88,8 +88,9 @@ def test_dry_run_prints_each_call_for_the_rocketmq_target() -> None:
     assert params["Topic"]["Value"] == "dashscope-completions"
     assert params["Keys"] == {"ResourceKey": "Keys", "Form": "JSONPATH", "Value": "$.data.task_id"}
     assert params["Tags"]["Value"] == "AsyncTaskFinish"
-    assert params["InstanceType"]["Value"] == "Cloud_5"
+    assert set(params) == {"InstanceId", "Topic", "Body", "Keys", "Tags"}  # the page's keys, no Properties
     assert target["DeadLetterQueue"] == {"Arn": DLQ}
+    assert target["ErrorsTolerance"] == "ALL"
     assert target["PushRetryStrategy"] == "EXPONENTIAL_DECAY_RETRY"
 
 
@@ -109,7 +110,9 @@ def test_sdk_requests_carry_the_definitions() -> None:
     assert set(params) == {param["ResourceKey"] for param in definition("http-target.json")["Targets"][0]["ParamList"]}
     assert params["Body"].form == "ORIGINAL" and params["Body"].value is None
     assert params["Token"].value == TOKEN
-    assert params["URL"].value == URL
+    assert params["url"].value == URL
+    assert params["Network"].value == "PublicNetwork"
+    assert target.type == "https"
 
 
 def test_a_field_the_sdk_would_drop_is_refused() -> None:
