@@ -44,8 +44,9 @@ class LimitError(ConfigError):
 
 EXPRESSIONS_PER_FIELD = 5
 EXPRESSIONS = Limit(f"at most {EXPRESSIONS_PER_FIELD} expressions per field of an event pattern", LIMITS_PAGE)
-# The limits page counts expressions "in the map data structure"; the ROS page for ALIYUN::EventBridge::Rule says
-# "each field in the pattern can contain up to five values". Plain values are counted too: the stricter reading.
+# The limits page counts expressions "in the map data structure"; the ROS page for ALIYUN::EventBridge::Rule
+# (https://www.alibabacloud.com/help/en/resource-orchestration-service/latest/aliyun-eventbridge-rule) says "each
+# field in the pattern can contain up to five values". Plain values are counted too: the stricter reading.
 
 # Each operator is an object with one of these keys inside the field's array; two keys in one object combine.
 PATTERN_OPERATORS = frozenset({"prefix", "suffix", "contains", "anything-but", "numeric", "cidr", "exists"})
@@ -142,7 +143,9 @@ def _http(scheme: str) -> TargetType:
             "VPCNameAndId": Param(("CONSTANT",)),
             "VSwitchesNameAndId": Param(("CONSTANT",)),
             "SecurityGroupNameAndId": Param(("CONSTANT",)),
-            # Sent as the header x-eventbridge-signature-token, which wanhook checks (service/webhook.py).
+            # Sent as the header x-eventbridge-signature-token (the same page, and "Route events to HTTP endpoints":
+            # https://www.alibabacloud.com/help/tc/eventbridge/user-guide/route-events-to-http-endpoints), which
+            # wanhook checks (service/webhook.py).
             "Token": Param(("CONSTANT",)),
         },
         conditional={("Network", "PrivateNetwork"): ("VPCNameAndId", "VSwitchesNameAndId", "SecurityGroupNameAndId")},
