@@ -240,7 +240,10 @@ def check_rule(fields: dict[str, Any]) -> None:
 
 def _param_lists(target: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     params: dict[str, dict[str, Any]] = {}
-    for param in target.get("ParamList") or []:
+    entries = target.get("ParamList")
+    if not isinstance(entries, list):
+        raise LimitError(f"{where} ParamList", "is not a list", PARAM_KEY)
+    for param in entries:
         key = param.get("ResourceKey") if isinstance(param, dict) else None
         if not isinstance(key, str) or not key:
             raise LimitError(f"{where} ParamList", "has an entry without a ResourceKey", PARAM_KEY)
@@ -273,9 +276,11 @@ def check_param(key: str, param: dict[str, Any], spec: Param, where: str) -> Non
 
 def check_target(target: dict[str, Any], where: str) -> None:
     """One entry of PutTargets' Targets, as it will be sent."""
+    if not isinstance(target, dict):
+        raise LimitError(where, "is not an object", TARGET_TYPE)
     if not isinstance(target.get("Id"), str) or not target["Id"]:
         raise LimitError(f"{where} Id", "missing", TARGET_ID)
-    kind = TARGET_TYPES.get(target.get("Type"))  # type: ignore[arg-type]
+    kind = TARGET_TYPES.get(target["Type"]) if isinstance(target.get("Type"), str) else None
     if kind is None:
         known = Limit(f"the Types wanhook can use are {', '.join(TARGET_TYPES)}", TARGETS_PAGE)
         raise LimitError(f"{where} Type", f"{target.get('Type')!r} is not one of them", known)
@@ -288,7 +293,8 @@ def check_target(target: dict[str, Any], where: str) -> None:
         raise LimitError(f"{where} PushRetryStrategy", f"{strategy!r}", RETRY)
     if "ErrorsTolerance" in target and target["ErrorsTolerance"] not in ERRORS_TOLERANCES:
         raise LimitError(f"{where} ErrorsTolerance", f"{target['ErrorsTolerance']!r}", ERRORS_TOLERANCE)
-    dead_letter = (target.get("DeadLetterQueue") or {}).get("Arn")
+    queue = target.get("DeadLetterQueue") or {}
+    dead_letter = queue.get("Arn") if isinstance(queue, dict) else queue
     if dead_letter is not None and not any(form.fullmatch(str(dead_letter)) for form in DEAD_LETTER_ARNS):
         raise LimitError(f"{where} DeadLetterQueue.Arn", f"{dead_letter!r} is neither form", DEAD_LETTER)
 
@@ -319,9 +325,9 @@ def check_target(target: dict[str, Any], where: str) -> None:
 
 def check_target_ids(targets: Iterable[tuple[str, dict[str, Any]]]) -> None:
     """The targets wanhook puts on the one rule (one per target file): distinct Ids, and no more than allowed."""
-    seen: dict[str, str] = {}
+    seen: dict[Any, str] = {}
     for where, target in targets:
-        target_id = target.get("Id")
+        target_id = target.get("Id") if isinstance(target, dict) else None
         if target_id in seen:
             raise LimitError(f"{where} Id", f"{target_id!r} is also the Id in {seen[target_id]}", TARGET_ID)
         seen[target_id] = where
