@@ -9,6 +9,9 @@ and applies them with Alibaba's ``alibabacloud-eventbridge20200401`` SDK (the ``
 PutTargets creates or replaces a target by its ``Id``, so running the command again converges instead of failing,
 and running it once per ``--target`` puts both targets on the one rule. ``--dry-run`` prints every call with its
 request body, the token redacted, and sends nothing.
+
+Before any call, and on ``--dry-run`` too, the rule and the target are checked against every limit EventBridge
+documents (``service/eventbridge_limits.py``, each limit beside its page).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 from urllib.parse import urlsplit
 
+from . import eventbridge_limits as limits
 from .config import ConfigError
 
 REDACTED = "<redacted>"
@@ -110,8 +114,13 @@ def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
 
 
 def _params(target: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    # ResourceKey spelling varies between EventBridge's pages (url, URL); match it case-insensitively.
-    return {param["ResourceKey"].lower(): param for param in target.get("ParamList", [])}
+    # Case-insensitive only to find the token to redact: the limits check holds keys to the page's spelling.
+    return {str(param.get("ResourceKey", "")).lower(): param for param in target.get("ParamList", [])}
+
+
+def _expect_type(template: dict[str, Any], name: str, types: tuple[str, ...], why: str) -> None:
+    if template.get("Type") not in types:
+        raise ConfigError(f"{name}: Type {template.get('Type')!r} is not {' or '.join(types)}: {why}")
 
 
 def http_target(template: dict[str, Any], url: str | None, token: str | None) -> dict[str, Any]:
@@ -124,6 +133,11 @@ def http_target(template: dict[str, Any], url: str | None, token: str | None) ->
     if not token:
         raise ConfigError("the HTTP target needs the token: set WANHOOK_EVENTBRIDGE_TOKEN (as for wanhook serve) "
                           "or pass --token")
+    # An API destination (acs.api.destination) would need an Endpoint acs:api-destination:... and a Name key, and
+    # a Connection carrying the token; the HTTP/HTTPS target takes the URL and the token directly.
+    _expect_type(template, TARGET_FILES["http"], ("https",),
+                 f"the webhook target is EventBridge's HTTP/HTTPS target, Type https for an https URL "
+                 f"({limits.TARGETS_PAGE})")
     target = _replace_strings(template, {template["Endpoint"]: url})
     token_param = _params(target).get("token")
     if token_param is None:
@@ -139,6 +153,8 @@ def rocketmq_target(template: dict[str, Any], topic_arn: str | None) -> dict[str
     wanted = MQ_TOPIC_ARN.match(topic_arn)
     if wanted is None:
         raise ConfigError(f"--topic-arn {topic_arn!r} is not acs:mq:<region>:<account id>:/instances/<id>/topic/<name>")
+    _expect_type(template, TARGET_FILES["rocketmq"], ("acs.rocketmq",),
+                 f"the RocketMQ target's Type is acs.rocketmq ({limits.TARGETS_PAGE})")
     example = MQ_TOPIC_ARN.match(template["Endpoint"])
     if example is None:
         raise ConfigError(f"rocketmq-target.json: Endpoint {template['Endpoint']!r} is not a topic ARN")
@@ -161,6 +177,13 @@ def build_plan(definitions: dict[str, dict[str, Any]], *, target: str, region: s
         raise ConfigError(f"{TARGET_FILES[target]} must hold exactly one target")
     bus = bus or rule["EventBusName"]
     rule_name = rule_name or rule["RuleName"]
+    rule_fields = {"EventBusName": bus, "RuleName": rule_name, "Description": rule.get("Description"),
+                   "Status": rule.get("Status"), "FilterPattern": rule.get("FilterPattern")}
+    rule_fields = {key: value for key, value in rule_fields.items() if value is not None}
+    limits.check_rule(rule_fields)
+    # Both target files put their target on the one rule, so their Ids must differ.
+    limits.check_target_ids((name, (definitions[name].get("Targets") or [{}])[0]) for name in TARGET_FILES.values()
+                            if name in definitions)
 
     one = template["Targets"][0]
     one = http_target(one, url, token) if target == "http" else rocketmq_target(one, topic_arn)
@@ -178,11 +201,11 @@ def build_plan(definitions: dict[str, dict[str, Any]], *, target: str, region: s
     left = [path for path, value in _strings(one) if PLACEHOLDER.search(value)]
     if left:
         raise ConfigError(f"{TARGET_FILES[target]} still has placeholders at {', '.join(left)}")
+    limits.check_target(one, TARGET_FILES[target])  # the target exactly as PutTargets will carry it
 
     names = {"EventBusName": bus, "RuleName": rule_name}
     pattern = json.dumps(rule["FilterPattern"], separators=(",", ":"))  # the API takes the pattern as a string
-    fields = {**names, "Description": rule.get("Description"), "Status": rule.get("Status"), "FilterPattern": pattern}
-    fields = {key: value for key, value in fields.items() if value is not None}
+    fields = {**rule_fields, "FilterPattern": pattern}
     return Plan(region=region,
                 get_rule=Call("GetRule", dict(names)),
                 create_rule=Call("CreateRule", fields),
