@@ -17,12 +17,13 @@ from starlette.routing import Route
 from . import oss
 from .clock import china_time, epoch_millis, parse_compact
 from .eventbridge import CERT_PATH, USER_API_KEY_PREFIX
-from .tasks import ApiError, Task, invalid
+from .rules import LIST_PAGE_SIZE_MAX, LIST_WINDOW_SECONDS, MODELS
+from .tasks import ApiError, Task, error, invalid
 
 if TYPE_CHECKING:
     from .server import Emulator
 
-MAX_LIST_WINDOW = 24 * 3600
+MAX_LIST_WINDOW = LIST_WINDOW_SECONDS
 
 
 def build_app(emulator: Emulator) -> Starlette:
@@ -62,7 +63,7 @@ async def api_error(request: Request, exc: Exception) -> Response:
 def _api_key(request: Request) -> str:
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(401, "InvalidApiKey", "Invalid API-key provided.")
+        raise error("InvalidApiKey")
     return key.strip()
 
 
@@ -71,7 +72,7 @@ async def create(request: Request) -> Response:
     emulator.stats.creates += 1
     api_key = _api_key(request)
     if request.headers.get("x-dashscope-async", "").lower() != "enable":
-        raise ApiError(403, "AccessDenied", "current user api does not support synchronous calls")
+        raise error("AccessDenied")
     fault = emulator.config.create_errors.pop(0) if emulator.config.create_errors else None
     if fault is not None and _faulty(fault) and not fault.get("land"):
         answer = await _injected(fault)  # nothing is created
@@ -148,7 +149,8 @@ def _output(task: Task) -> dict[str, Any]:
         output["end_time"] = china_time(task.end_time)
     if status == "SUCCEEDED":
         output["orig_prompt"] = task.prompt
-        if task.prompt_extend:
+        # The rewritten prompt, where the model reports one (not wan2.6: rules, Model.returns_actual_prompt).
+        if task.prompt_extend and MODELS[task.model].returns_actual_prompt:
             output["actual_prompt"] = task.prompt
         output["video_url"] = task.video_url
     elif status == "FAILED":
@@ -157,7 +159,7 @@ def _output(task: Task) -> dict[str, Any]:
 
 
 def _usage(task: Task) -> dict[str, Any]:
-    if task.model.startswith("wan2.6"):
+    if MODELS[task.model].usage == "wan2.6":
         short_side = min(int(side) for side in task.size.split("*"))
         return {
             "duration": task.duration,
@@ -184,8 +186,8 @@ async def list_tasks(request: Request) -> Response:
         raise invalid("start_time and end_time are YYYYMMDDhhmmss; page_no and page_size are integers") from None
     if not 0 <= end - start <= MAX_LIST_WINDOW:
         raise invalid("The time window from start_time to end_time must be at most 24 hours.")
-    if page_no < 1 or not 1 <= page_size <= 100:
-        raise invalid("page_no must be at least 1 and page_size from 1 to 100")
+    if page_no < 1 or not 1 <= page_size <= LIST_PAGE_SIZE_MAX:
+        raise invalid(f"page_no must be at least 1 and page_size from 1 to {LIST_PAGE_SIZE_MAX}")
     found = [
         task
         for task in sorted(emulator.tasks.by_id.values(), key=lambda task: task.submit_time, reverse=True)
@@ -288,6 +290,11 @@ def _inspected(task: Task) -> dict[str, Any]:
         "size": task.size,
         "duration": task.duration,
         "seed": task.seed,
+        "prompt_extend": task.prompt_extend,
+        "watermark": task.watermark,
+        "audio_url": task.audio_url,
+        "audio": task.audio,
+        "shot_type": task.shot_type,
         "request_id": task.request_id,
         "submit_time": task.submit_time,
         "scheduled_time": task.scheduled_time,
