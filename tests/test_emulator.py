@@ -242,6 +242,55 @@ def test_long_prompts_are_truncated_not_refused(client: Client) -> None:
     assert record["prompt"] == "p" * 800 and record["negative_prompt"] == "x" * 500
 
 
+def create_body(model: str, given: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    return {"model": model, "input": {"prompt": PROMPT, **given}, "parameters": parameters}
+
+
+@pytest.mark.parametrize(
+    ("model", "given", "parameters", "status", "mentions"),
+    [
+        # emulator/rules.py: audio_url and audio for wan2.5 and wan2.6 only, shot_type for wan2.6 only.
+        ("wan2.2-t2v-plus", {"audio_url": "https://example.com/a.mp3"}, {"size": SIZE}, 400, "audio_url"),
+        ("wan2.1-t2v-turbo", {}, {"size": SIZE, "audio": False}, 400, "audio"),
+        ("wan2.5-t2v-preview", {}, {"size": SIZE, "shot_type": "multi"}, 400, "shot_type"),
+        ("wan2.6-t2v", {}, {"size": "1280*720", "resolution": "720P"}, 400, "resolution"),
+        ("wan2.6-t2v", {}, {"size": "1280*720", "shot_type": "triple"}, 400, "shot_type"),
+        ("wan2.6-t2v", {}, {"size": "1280*720", "audio": "yes"}, 400, "audio"),
+        ("wan2.6-t2v", {"audio_url": "file:///a.mp3"}, {"size": "1280*720"}, 400, "audio_url"),
+        ("wan2.6-t2v", {"img_url": "https://example.com/a.png"}, {"size": "1280*720"}, 400, "img_url"),
+        ("wan2.6-t2v", {}, {"size": SIZE}, 400, "size"),  # wan2.6 has no 480P tier
+        ("wan2.6-t2v", {}, {"size": "1280*720", "duration": 1}, 400, "duration"),
+        ("wan2.6-t2v", {"audio_url": "https://example.com/a.mp3"},
+         {"size": "1280*720", "duration": 2, "shot_type": "multi", "audio": False, "watermark": True}, 200, ""),
+        ("wan2.5-t2v-preview", {"audio_url": "https://example.com/a.mp3"}, {"duration": 10, "audio": True}, 200, ""),
+    ],
+)
+def test_parameters_per_model(client: Client, model: str, given: dict[str, Any], parameters: dict[str, Any],
+                              status: int, mentions: str) -> None:
+    client.knobs(limits={**UNLIMITED, model: {"rps": 1000, "running": 100}})
+    headers = {"Authorization": "Bearer k", "X-DashScope-Async": "enable"}
+    response = client.http.post(CREATE, json=create_body(model, given, parameters), headers=headers)
+    assert response.status_code == status, response.text
+    if status != 200:
+        assert error_of(response)[1] == "InvalidParameter" and mentions in error_of(response)[2]
+
+
+def test_actual_prompt_and_usage_per_model(client: Client) -> None:
+    """wan2.6 answers no actual_prompt and reports usage in its own shape (emulator/rules.py)."""
+    client.knobs(limits={**UNLIMITED, "wan2.6-t2v": {"rps": 1000, "running": 100}})
+    headers = {"Authorization": "Bearer k", "X-DashScope-Async": "enable"}
+    wan26 = client.http.post(CREATE, json=create_body("wan2.6-t2v", {}, {"size": "1280*720", "duration": 2}),
+                             headers=headers).json()["output"]["task_id"]
+    wan22 = client.submit()
+    newer, older = client.wait(wan26), client.wait(wan22)
+    assert "actual_prompt" not in newer["output"] and newer["output"]["orig_prompt"] == PROMPT
+    assert set(newer["usage"]) == {"duration", "size", "SR", "input_video_duration", "output_video_duration",
+                                   "video_count"}
+    assert newer["usage"]["SR"] == 720 and newer["usage"]["duration"] == 2
+    assert older["output"]["actual_prompt"] and set(older["usage"]) == {"video_duration", "video_ratio",
+                                                                        "video_count"}
+
+
 def test_injected_create_errors_are_used_once_each(client: Client) -> None:
     client.knobs(
         create_errors=[
@@ -493,7 +542,7 @@ def test_list(client: Client) -> None:
     assert abs(item["gmt_create"] / 1000 - time.time()) < 600 and item["end_time"] >= item["gmt_create"]
     paged = client.http.get("/api/v1/tasks", params={**window, "page_size": 1, "status": "SUCCEEDED"}, headers=auth)
     assert len(paged.json()["data"]) == 1 and paged.json()["total_page"] == paged.json()["total"] >= 2
-    none = client.http.get("/api/v1/tasks", params={**window, "model_name": "wan2.6-t2v"}, headers=auth).json()
+    none = client.http.get("/api/v1/tasks", params={**window, "model_name": "wan2.1-t2v-plus"}, headers=auth).json()
     assert none["total"] == 0 and none["data"] == []
     two_days = {"start_time": "20250101000000", "end_time": "20250103000000"}
     too_wide = client.http.get("/api/v1/tasks", params=two_days, headers=auth)
