@@ -6,6 +6,7 @@ Which models take which parameter is the emulator's own statement of DashScope's
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -57,3 +58,19 @@ def test_refused_for_models_that_do_not_take_them(stack: Stack) -> None:
         assert response.json()["error"]["field"] == field
         assert body["model"] in response.json()["error"]["message"]
     assert stack.emulator.stats()["creates"] == before
+
+
+def test_submit_flags(stack: Stack) -> None:
+    from .test_cli import run
+
+    stack.emulator.configure(render_seconds=30)
+    result = run("submit", "two shots of a lighthouse", "--model", "wan2.6-t2v", "--size", "1280*720",
+                 "--shot-type", "multi", "--audio-url", AUDIO, "--silent", "--server", stack.url)
+    assert result.returncode == 0, result.stderr
+    task = json.loads(result.stdout)
+    assert task["parameters"] == {"size": "1280*720", "shot_type": "multi", "audio_url": AUDIO, "audio": False}
+    record = submitted(stack, task["id"])
+    # audio_url wins over audio: false (DashScope reads audio only when no track is given).
+    assert (record["shot_type"], record["audio_url"], record["audio"]) == ("multi", AUDIO, True)
+    refused = run("submit", "p", "--shot-type", "multi", "--server", stack.url)  # wan2.2 has no shot_type
+    assert refused.returncode == 2 and "shot_type" in refused.stderr
