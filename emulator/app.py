@@ -293,7 +293,7 @@ def _inspected(task: Task) -> dict[str, Any]:
         "prompt_extend": task.prompt_extend,
         "watermark": task.watermark,
         "audio_url": task.audio_url,
-        "audio": task.audio,
+        "sound": task.sound,
         "shot_type": task.shot_type,
         "request_id": task.request_id,
         "submit_time": task.submit_time,

@@ -6,16 +6,23 @@ mistake in wanhook's own model table (``service/models.py``) is not repeated her
 
 Each fact carries its source. The pages, by the short names used below:
 
-- REF: "Wan - text-to-video API reference (2.1-2.6)",
-  https://www.alibabacloud.com/help/en/model-studio/legacy-wan-text-to-video-api-reference
-  (formerly at https://www.alibabacloud.com/help/en/model-studio/text-to-video-api-reference,
-  https://www.alibabacloud.com/help/doc-detail/2865250.html), and its Chinese edition
-  https://help.aliyun.com/zh/model-studio/text-to-video-api-reference
-- GUIDE: "Text-to-video" user guide, https://www.alibabacloud.com/help/en/model-studio/text-to-video-guide
-- REF-2.1: the May 2025 edition of REF (wan2.1 only), which states the 2.1 rate limits
+- REF: "通义万相-文生视频API参考" (Wan text-to-video API reference), Model Studio, edition of 2025-12-26,
+  https://help.aliyun.com/zh/model-studio/text-to-video-api-reference. Its sections: 模型概览 (model
+  overview), 请求体 (request body: input.prompt, input.negative_prompt, input.audio_url, parameters.size,
+  duration, prompt_extend, shot_type, watermark, seed), 响应参数 (response: orig_prompt, actual_prompt,
+  usage), 使用限制 (limits), 设置音频参数 (audio settings). The international edition is "Wan -
+  text-to-video API reference (2.1-2.6)",
+  https://www.alibabacloud.com/help/en/model-studio/legacy-wan-text-to-video-api-reference.
+- GUIDE: the "Text-to-video" user guide, edition of 2026-02-25,
+  https://www.alibabacloud.com/help/en/model-studio/text-to-video-guide: "integer video durations (2-15
+  seconds)", audio "(Supported by wan2.5 and wan2.6)", multi-shot "(Supported only by wan2.6)". Newer
+  than REF on wan2.6's durations (REF: 5, 10 or 15), so it wins there.
+- REF-2.1: the May 2025 edition of https://www.alibabacloud.com/help/en/model-studio/text-to-video-api-reference
+  (wan2.1 only), "Model introduction": the 2.1 models' Singapore names, "RPS 2", "concurrent tasks 2".
+- LIMITS: "Rate limits" of the Wan series, https://www.alibabacloud.com/help/en/model-studio/rate-limit
+  (REF, 计费与限流, points there for the limits).
 - TASKS: "Manage asynchronous tasks", https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks
 - ERRORS: "Error codes", https://www.alibabacloud.com/help/en/model-studio/error-code
-- LIMITS: "Rate limits", https://www.alibabacloud.com/help/en/model-studio/rate-limit
 
 Where the documentation is silent the entry says "undocumented" and what the emulator does instead.
 """
@@ -24,31 +31,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# REF, "Request parameters", parameters.size: "W*H" strings, grouped in tiers by the short side.
+# REF, parameters.size: "W*H" strings ("必须设置为具体数值（如 1280*720），而不是 1:1或480P"), in tiers.
 TIERS: dict[str, tuple[str, ...]] = {
     "480P": ("832*480", "480*832", "624*624"),
     "720P": ("1280*720", "720*1280", "960*960", "1088*832", "832*1088"),
     "1080P": ("1920*1080", "1080*1920", "1440*1440", "1632*1248", "1248*1632"),
 }
 
-# REF, input.negative_prompt: "up to 500 characters; the excess is truncated automatically".
+# REF, input.negative_prompt: "长度不超过500个字符，超过部分会自动截断" (at most 500; the excess is cut).
 NEGATIVE_PROMPT_MAX = 500
-# REF, parameters.seed: an integer in [0, 2147483647].
+# REF, parameters.seed: "取值范围为[0, 2147483647]".
 SEED_MAX = 2147483647
-# REF, parameters.shot_type: "single" (the default) or "multi"; wan2.6 only; "multi" takes effect only
-# with prompt_extend true ("Multi-shot narrative ... enable this feature by setting "prompt_extend": true
-# and "shot_type":"multi"").
+# REF, parameters.shot_type: "支持模型：wan2.6-t2v"; "single" (the default) or "multi"; "仅当
+# "prompt_extend": true 时生效" (it takes effect only with prompt_extend true), and it overrides the prompt.
 SHOT_TYPES = ("single", "multi")
-# TASKS: reads, lists and cancels share 20 queries per second per account.
+# REF, step 2: "查询接口默认QPS为20"; TASKS: reads, lists and cancels share it.
 QUERY_QPS = 20
-# TASKS: a task can be read for 24 hours; afterwards its status is UNKNOWN.
+# REF, step 2: a task_id is valid for 24 hours; after that the read answers task_status UNKNOWN.
 TASK_LIFETIME_SECONDS = 24 * 3600
 # TASKS, "Query a task list": the window from start_time to end_time is at most 24 hours.
 LIST_WINDOW_SECONDS = 24 * 3600
-# TASKS, "Query a task list": page_size from 1 to 100 (undocumented upper bound kept from the SDK's use).
+# TASKS, "Query a task list": page_size defaults to 10; its upper bound is undocumented, 100 here.
 LIST_PAGE_SIZE_MAX = 100
 
-# The parameters every text-to-video model takes. REF, "Request parameters".
+# The fields every text-to-video model takes (REF, 请求体). Text-to-video has no parameters.resolution (a
+# tier such as "720P") and no parameters.audio: both are image-to-video's.
 COMMON_INPUT = ("prompt", "negative_prompt")
 COMMON_PARAMETERS = ("size", "duration", "prompt_extend", "watermark", "seed")
 # What the official SDK adds on its own and a server must tolerate: dashscope's VideoSynthesis sends a
@@ -60,17 +67,17 @@ SDK_INPUT = ("extend_prompt", "function")
 @dataclass(frozen=True)
 class Model:
     name: str
-    default_size: str  # REF, parameters.size, "Default value" per model
-    tiers: tuple[str, ...]  # REF, parameters.size, tiers per model
-    durations: tuple[int, ...]  # REF, parameters.duration
-    default_duration: int  # REF, parameters.duration, "Default value"
-    prompt_max: int  # REF, input.prompt: longer text is truncated, not refused
-    submit_rps: int  # REF / REF-2.1 / LIMITS: task submissions per second, per account
+    default_size: str  # REF, parameters.size: the default per model
+    tiers: tuple[str, ...]  # REF, parameters.size: the tiers per model
+    durations: tuple[int, ...]  # REF, parameters.duration (GUIDE for wan2.6)
+    default_duration: int  # REF, parameters.duration: 5 where there is a choice
+    prompt_max: int  # REF, input.prompt: "超过部分会自动截断": longer text is cut, not refused
+    submit_rps: int  # REF-2.1 / LIMITS: task submissions per second, per account
     max_running: int  # the same pages: tasks running at once; more wait as PENDING
-    audio: bool  # REF / GUIDE: the model makes sound (input.audio_url and parameters.audio)
-    shot_type: bool  # REF: parameters.shot_type (multi-shot narrative)
-    returns_actual_prompt: bool  # REF, response of a succeeded task: output.actual_prompt
-    usage: str  # REF, response "usage": "video" (video_duration/video_ratio) or "wan2.6" (see USAGE)
+    audio: bool  # REF, 使用限制 and input.audio_url: makes sound, and takes input.audio_url
+    shot_type: bool  # REF, parameters.shot_type
+    returns_actual_prompt: bool  # REF, 响应参数, actual_prompt: "wan2.6 模型 ... 均不返回此字段"
+    usage: str  # REF, 响应参数, usage: "video" (wan2.5 and older) or "wan2.6" (see USAGE)
     source: str
 
     @property
@@ -83,44 +90,39 @@ class Model:
 
     @property
     def parameters(self) -> tuple[str, ...]:
-        return COMMON_PARAMETERS + (("audio",) if self.audio else ()) + (("shot_type",) if self.shot_type else ())
-
-    def tier_of(self, size: str) -> str:
-        return next(tier for tier, sizes in TIERS.items() if size in sizes)
+        return COMMON_PARAMETERS + (("shot_type",) if self.shot_type else ())
 
 
 MODELS: dict[str, Model] = {
     model.name: model
     for model in (
-        # REF model table: "wan2.6-t2v ... 720P, 1080P; duration: an integer from 2 to 15 seconds";
-        # GUIDE: "integer video durations (2-15 seconds)", audio "(wan2.5 and wan2.6)", multi-shot "(wan2.6
-        # only)"; default size 1920*1080. Prompt: up to 1500 characters. The response of a wan2.6 task
-        # has orig_prompt but no actual_prompt, and its usage is duration/size/SR/... (REF, response
-        # example for wan2.6). RPS 5, concurrent 5 (REF, "Rate limits" table).
+        # REF, 模型概览: "wan2.6-t2v ... 有声视频 ... 分辨率档位：720P、1080P"; size "默认值为 1920*1080"; prompt
+        # "wan2.6-t2v：长度不超过1500个字符"; GUIDE: durations 2-15 (REF: 5, 10, 15), default 5; no
+        # actual_prompt; usage duration/size/SR/input_video_duration/output_video_duration/video_count.
+        # RPS 5, concurrent tasks 5 (LIMITS).
         Model("wan2.6-t2v", "1920*1080", ("720P", "1080P"), tuple(range(2, 16)), 5, 1500, 5, 5,
               audio=True, shot_type=True, returns_actual_prompt=False, usage="wan2.6",
-              source="REF model table and request parameters; GUIDE"),
-        # REF model table: "wan2.5-t2v-preview ... 480P, 720P, 1080P; 5 or 10 seconds"; 24 fps; audio:
-        # automatic dubbing or a custom audio file (help.aliyun.com edition: "音频能力 ... (仅wan2.5支持)"
-        # before wan2.6 was added). Prompt up to 1500 characters. RPS 5, concurrent 5.
+              source="REF 模型概览, 请求体, 响应参数; GUIDE (durations); LIMITS"),
+        # REF, 模型概览: "wan2.5-t2v-preview ... 有声视频 ... 480P、720P、1080P ... 5秒、10秒"; size default
+        # 1920*1080; prompt "长度不超过1500个字符". RPS 5, concurrent tasks 5 (LIMITS).
         Model("wan2.5-t2v-preview", "1920*1080", ("480P", "720P", "1080P"), (5, 10), 5, 1500, 5, 5,
               audio=True, shot_type=False, returns_actual_prompt=True, usage="video",
-              source="REF model table and request parameters"),
-        # REF model table: "wan2.2-t2v-plus ... silent video; 480P, 1080P; 5 seconds"; 30 fps; prompt up
-        # to 800 characters. RPS 2, concurrent 2.
+              source="REF 模型概览, 请求体, 响应参数; LIMITS"),
+        # REF, 模型概览: "wan2.2-t2v-plus ... 无声视频 ... 480P、1080P ... 5秒"; size default 1920*1080; prompt
+        # "wan2.2及以下版本模型：长度不超过800个字符"; duration "固定为5秒". RPS 2, concurrent tasks 2 (LIMITS).
         Model("wan2.2-t2v-plus", "1920*1080", ("480P", "1080P"), (5,), 5, 800, 2, 2,
               audio=False, shot_type=False, returns_actual_prompt=True, usage="video",
-              source="REF model table and request parameters"),
-        # REF model table: "wanx2.1-t2v-turbo ... silent; 480P, 720P; 5 seconds"; "wanx2.1-t2v-plus ...
-        # silent; 720P; 5 seconds". REF-2.1: RPS 2, concurrent 2 for both.
+              source="REF 模型概览, 请求体; LIMITS"),
+        # REF, 模型概览: "wanx2.1-t2v-turbo ... 无声视频 ... 480P、720P ... 5秒" and "wanx2.1-t2v-plus ... 720P
+        # ... 5秒"; size default 1280*720 for both. REF-2.1: RPS 2, concurrent tasks 2 for both.
         Model("wanx2.1-t2v-turbo", "1280*720", ("480P", "720P"), (5,), 5, 800, 2, 2,
               audio=False, shot_type=False, returns_actual_prompt=True, usage="video",
-              source="REF model table; REF-2.1 rate limits"),
+              source="REF 模型概览, 请求体; REF-2.1 rate limits"),
         Model("wanx2.1-t2v-plus", "1280*720", ("720P",), (5,), 5, 800, 2, 2,
               audio=False, shot_type=False, returns_actual_prompt=True, usage="video",
-              source="REF model table; REF-2.1 rate limits"),
-        # REF-2.1 (Singapore edition) names the 2.1 models wan2.1-t2v-turbo and wan2.1-t2v-plus, "RPS 2,
-        # concurrent tasks 2".
+              source="REF 模型概览, 请求体; REF-2.1 rate limits"),
+        # REF-2.1 (Singapore) names the 2.1 models wan2.1-t2v-turbo and wan2.1-t2v-plus, with the same
+        # limits; their tiers and defaults are those of the wanx2.1 names.
         Model("wan2.1-t2v-turbo", "1280*720", ("480P", "720P"), (5,), 5, 800, 2, 2,
               audio=False, shot_type=False, returns_actual_prompt=True, usage="video",
               source="REF-2.1 model introduction and rate limits"),
@@ -130,15 +132,16 @@ MODELS: dict[str, Model] = {
     )
 }
 
-# REF, input.audio_url: a public http or https URL of a wav or mp3 file, 3 to 30 s, at most 15 MB. Longer
-# audio is cut to the video's duration; shorter leaves the rest silent. The emulator fetches nothing, so
+# REF, input.audio_url: "支持 HTTP 或 HTTPS 协议"; a wav or mp3 file of 3 to 30 s and at most 15 MB; longer
+# audio is cut to the video's duration, shorter leaves the rest silent. The emulator fetches nothing, so
 # it checks only the form of the URL.
 AUDIO_URL_SCHEMES = ("http", "https")
-# REF, parameters.audio: whether to add sound when no audio_url is given; default true (wan2.5 and
-# wan2.6 make sound unless told not to). Ignored when audio_url is given.
-AUDIO_DEFAULT = True
+# REF, 设置音频参数: wan2.5 and later always make sound, "音频行为由是否传入 input.audio_url 决定": without
+# audio_url they dub the video themselves, with it they follow the track. Text-to-video documents no
+# switch for a silent video.
 
-# REF, response "usage" of a succeeded task, by the model's usage shape.
+# REF, 响应参数, usage: video_duration and video_ratio "仅 wan2.5 及以下版本模型时返回"; duration, size, SR,
+# input_video_duration and output_video_duration "仅在使用 wan2.6 模型时返回"; video_count always.
 USAGE = {
     "video": ("video_duration", "video_ratio", "video_count"),
     "wan2.6": ("duration", "size", "SR", "input_video_duration", "output_video_duration", "video_count"),
@@ -151,8 +154,8 @@ LIST_FIELDS = ("task_id", "status", "model_name", "region", "request_id", "api_k
 # ERRORS: the HTTP status of each code this API answers.
 ERROR_STATUS: dict[str, int] = {
     "InvalidParameter": 400,
-    "DataInspectionFailed": 400,  # content moderation refused the input
-    "IPInfringementSuspect": 400,
+    "DataInspectionFailed": 400,  # content moderation refused the input (REF, 使用限制)
+    "IPInfringementSuspect": 400,  # the same (REF, 使用限制)
     "Arrearage": 400,  # the account is overdue
     "UnsupportedOperation": 400,  # TASKS, "Cancel a task": only a PENDING task can be cancelled
     "InvalidApiKey": 401,
@@ -168,8 +171,8 @@ ERROR_STATUS: dict[str, int] = {
     "SystemError": 500,
     "InternalError.Timeout": 500,
 }
-# The messages DashScope gives, where a page quotes one (ERRORS; REF for the missing async header; TASKS
-# for cancel). Codes without a quoted message get a plain sentence of the same meaning from the emulator.
+# The messages DashScope gives, where a page quotes one (ERRORS; REF, 请求头, for the missing async header;
+# TASKS for cancel). Other codes get a plain sentence of the same meaning from the emulator.
 MESSAGES: dict[str, str] = {
     "InvalidApiKey": "Invalid API-key provided.",
     "AccessDenied": "current user api does not support synchronous calls",
@@ -179,7 +182,7 @@ MESSAGES: dict[str, str] = {
     "UnsupportedOperation": "Failed to cancel the task, please confirm if the task is in PENDING status.",
 }
 
-# Undocumented, decided here: a parameter the model does not take (shot_type for wan2.5, audio_url for
-# wan2.2, resolution, which is image-to-video's and not text-to-video's) is answered 400 InvalidParameter.
-# The real service may ignore it; the stand-in is strict, so that a client sending one is caught in tests.
+# Undocumented, decided here: a field the model does not take (shot_type for wan2.5, audio_url for
+# wan2.2; resolution and audio, which are image-to-video's) is answered 400 InvalidParameter. The real
+# service may ignore it; the stand-in is strict, so that a client sending one is caught in tests.
 STRICT_UNKNOWN_PARAMETERS = True

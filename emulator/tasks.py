@@ -60,7 +60,7 @@ class Task:
     prompt_extend: bool = True
     watermark: bool = False
     audio_url: str | None = None
-    audio: bool | None = None  # None: the model makes no sound
+    sound: str | None = None  # "dubbed" (the model's own), "audio_url" (the track given), None: silent
     shot_type: str | None = None  # None: the model takes no shot_type
     status: str = "PENDING"
     submit_time: float = field(default_factory=time.time)
@@ -263,7 +263,7 @@ def _parameters(body: dict[str, Any], spec: Model) -> dict[str, Any]:
     if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):
         raise invalid(f"parameters.seed must be an integer from 0 to {SEED_MAX}")
     flags = {}
-    for name, default in (("prompt_extend", True), ("watermark", False), ("audio", rules.AUDIO_DEFAULT)):
+    for name, default in (("prompt_extend", True), ("watermark", False)):
         value = params.get(name, default)
         if not isinstance(value, bool):
             raise invalid(f"parameters.{name} must be true or false")
@@ -286,8 +286,8 @@ def _parameters(body: dict[str, Any], spec: Model) -> dict[str, Any]:
         "prompt_extend": flags["prompt_extend"],
         "watermark": flags["watermark"],
         "audio_url": audio_url,
-        # Sound: from audio_url when given, else made unless parameters.audio is false (REF).
-        "audio": (audio_url is not None or flags["audio"]) if spec.audio else None,
+        # Sound: the track given, else the model's own (rules: AUDIO_URL_SCHEMES and below).
+        "sound": ("audio_url" if audio_url is not None else "dubbed") if spec.audio else None,
         "shot_type": shot_type if spec.shot_type else None,
     }
 

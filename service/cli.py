@@ -91,8 +91,6 @@ def submit(args: argparse.Namespace) -> int:
     for name in ("size", "negative_prompt", "seed", "duration", "audio_url", "shot_type"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
-    if args.silent:
-        body["audio"] = False
     if args.callback_url:
         body["callback"] = {"url": args.callback_url}
     token = os.environ.get("WANHOOK_API_TOKEN")
@@ -161,7 +159,6 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--seed", type=int)
     command.add_argument("--duration", type=int)
     command.add_argument("--audio-url", dest="audio_url", help="a wav or mp3 track the video follows (wan2.5, wan2.6)")
-    command.add_argument("--silent", action="store_true", help="no generated sound (wan2.5, wan2.6)")
     command.add_argument("--shot-type", dest="shot_type", choices=("single", "multi"), help="wan2.6")
     command.add_argument("--callback-url")
     command.add_argument("--wait", action="store_true", help="follow the task live until it ends")

@@ -30,7 +30,7 @@ class ModelRules:
     prompt_max: int
     submit_rps: int
     max_running: int
-    audio: bool = False  # makes sound: takes audio_url (a track to follow) and audio (false: silent)
+    audio: bool = False  # makes sound, its own or that of the track at audio_url (which only these take)
     shot_type: bool = False  # takes shot_type
 
     @property

@@ -176,10 +176,8 @@ DOCUMENT: dict[str, Any] = {
                 "prompt_extend": {"type": "boolean"},
                 "watermark": {"type": "boolean"},
                 "audio_url": {"type": "string", "maxLength": AUDIO_URL_MAX_LENGTH, "description": (
-                    "http or https URL of a wav or mp3 track (3-30 s, at most 15 MB) the video follows; only "
-                    f"{', '.join(m for m, r in MODELS.items() if r.audio)}")},
-                "audio": {"type": "boolean", "description": (
-                    "false: a silent video (without audio_url these models make sound by default); only "
+                    "http or https URL of a wav or mp3 track (3-30 s, at most 15 MB) the video follows, instead "
+                    "of sound of the model's own; only "
                     f"{', '.join(m for m, r in MODELS.items() if r.audio)}")},
                 "shot_type": {"type": "string", "enum": list(SHOT_TYPES), "description": (
                     "multi: a multi-shot narrative (needs prompt_extend true); only "

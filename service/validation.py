@@ -12,7 +12,7 @@ from .responses import ApiError
 from .types import CALLBACK_EVENTS, DEFAULT_CALLBACK_EVENTS
 
 FIELDS = {"prompt", "model", "negative_prompt", "size", "duration", "seed", "prompt_extend", "watermark",
-          "audio_url", "audio", "shot_type", "callback", "metadata"}
+          "audio_url", "shot_type", "callback", "metadata"}
 METADATA_MAX_KEYS = 32
 METADATA_MAX_LENGTH = 512
 AUDIO_URL_MAX_LENGTH = 2048
@@ -86,9 +86,9 @@ def check_callback(value: Any, allow_private: bool) -> dict[str, Any]:
 
 
 def _newer_parameters(doc: dict, model: str, audio: bool, shot_type: bool) -> dict[str, Any]:
-    """audio_url, audio and shot_type, each refused for a model that does not take it (DashScope's
-    answer to those is undocumented: it may ignore them, and the video would not be what was asked)."""
-    takes = {"audio_url": audio, "audio": audio, "shot_type": shot_type}
+    """audio_url and shot_type, each refused for a model that does not take it (DashScope's answer to
+    those is undocumented: it may ignore them, and the video would not be what was asked)."""
+    takes = {"audio_url": audio, "shot_type": shot_type}
     for name, taken in takes.items():
         if doc.get(name) is not None and not taken:
             which = ", ".join(m for m, r in MODELS.items() if (r.shot_type if name == "shot_type" else r.audio))
@@ -101,9 +101,6 @@ def _newer_parameters(doc: dict, model: str, audio: bool, shot_type: bool) -> di
             raise invalid("audio_url", f"must be an http or https URL of at most {AUDIO_URL_MAX_LENGTH} characters "
                           "that DashScope can fetch (wav or mp3, 3 to 30 s, at most 15 MB)")
         found["audio_url"] = url
-    sound = _boolean(doc, "audio")
-    if sound is not None:
-        found["audio"] = sound
     shots = _string(doc, "shot_type")
     if shots is not None:
         if shots not in SHOT_TYPES:
@@ -122,9 +119,12 @@ def check_task(doc: Any, *, allow_private_callbacks: bool = False) -> dict[str, 
     unknown = set(doc) - FIELDS
     if unknown:
         name = sorted(unknown)[0]
+        # resolution and audio are DashScope image-to-video's; its text-to-video has neither.
         if name == "resolution":
-            # DashScope's image-to-video takes a tier ("720P"); text-to-video takes a size.
             raise invalid(name, "is not a known field; text-to-video takes size (W*H, e.g. 1280*720)")
+        if name == "audio":
+            raise invalid(name, "is not a known field; wan2.5 and wan2.6 always make sound (their own, or the "
+                          "track at audio_url), wan2.2 and wan2.1 never: DashScope's text-to-video has no switch")
         raise invalid(name, "is not a known field")
 
     model = _string(doc, "model") or "wan2.2-t2v-plus"

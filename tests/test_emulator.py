@@ -249,20 +249,21 @@ def create_body(model: str, given: dict[str, Any], parameters: dict[str, Any]) -
 @pytest.mark.parametrize(
     ("model", "given", "parameters", "status", "mentions"),
     [
-        # emulator/rules.py: audio_url and audio for wan2.5 and wan2.6 only, shot_type for wan2.6 only.
+        # emulator/rules.py: audio_url for wan2.5 and wan2.6 only, shot_type for wan2.6 only; resolution and
+        # audio are image-to-video's.
         ("wan2.2-t2v-plus", {"audio_url": "https://example.com/a.mp3"}, {"size": SIZE}, 400, "audio_url"),
         ("wan2.1-t2v-turbo", {}, {"size": SIZE, "audio": False}, 400, "audio"),
+        ("wan2.6-t2v", {}, {"size": "1280*720", "audio": False}, 400, "audio"),
         ("wan2.5-t2v-preview", {}, {"size": SIZE, "shot_type": "multi"}, 400, "shot_type"),
         ("wan2.6-t2v", {}, {"size": "1280*720", "resolution": "720P"}, 400, "resolution"),
         ("wan2.6-t2v", {}, {"size": "1280*720", "shot_type": "triple"}, 400, "shot_type"),
-        ("wan2.6-t2v", {}, {"size": "1280*720", "audio": "yes"}, 400, "audio"),
         ("wan2.6-t2v", {"audio_url": "file:///a.mp3"}, {"size": "1280*720"}, 400, "audio_url"),
         ("wan2.6-t2v", {"img_url": "https://example.com/a.png"}, {"size": "1280*720"}, 400, "img_url"),
         ("wan2.6-t2v", {}, {"size": SIZE}, 400, "size"),  # wan2.6 has no 480P tier
         ("wan2.6-t2v", {}, {"size": "1280*720", "duration": 1}, 400, "duration"),
         ("wan2.6-t2v", {"audio_url": "https://example.com/a.mp3"},
-         {"size": "1280*720", "duration": 2, "shot_type": "multi", "audio": False, "watermark": True}, 200, ""),
-        ("wan2.5-t2v-preview", {"audio_url": "https://example.com/a.mp3"}, {"duration": 10, "audio": True}, 200, ""),
+         {"size": "1280*720", "duration": 2, "shot_type": "multi", "watermark": True}, 200, ""),
+        ("wan2.5-t2v-preview", {"audio_url": "https://example.com/a.mp3"}, {"duration": 10}, 200, ""),
     ],
 )
 def test_parameters_per_model(client: Client, model: str, given: dict[str, Any], parameters: dict[str, Any],

@@ -1,4 +1,4 @@
-"""audio_url, audio and shot_type from POST /v1/tasks to DashScope's create call, through real processes.
+"""audio_url and shot_type from POST /v1/tasks to DashScope's create call, through real processes.
 
 Which models take which parameter is the emulator's own statement of DashScope's rules
 (``emulator/rules.py``): a task passes only if wanhook sends what that model documents.
@@ -32,25 +32,27 @@ def test_new_parameters_reach_dashscope(stack: Stack) -> None:
     multi = stack.create("a heist in three shots", model="wan2.6-t2v", size="1280*720", duration=12,
                          shot_type="multi", audio_url=AUDIO)
     assert multi["parameters"] == {"size": "1280*720", "duration": 12, "shot_type": "multi", "audio_url": AUDIO}
-    silent = stack.create("rain on a tin roof", model="wan2.5-t2v-preview", duration=10, audio=False)
-    sounding = stack.create("a brass band", model="wan2.6-t2v", size="1920*1080")
-    plain = stack.create("a quiet pond")  # wan2.2: silent, takes none of them
+    dubbed = stack.create("rain on a tin roof", model="wan2.5-t2v-preview", duration=10)
+    single = stack.create("a brass band", model="wan2.6-t2v", size="1920*1080", shot_type="single")
+    plain = stack.create("a quiet pond")  # wan2.2: silent, takes neither
 
     record = submitted(stack, multi["id"])
-    assert (record["model"], record["shot_type"], record["audio_url"], record["audio"], record["duration"]) == (
-        "wan2.6-t2v", "multi", AUDIO, True, 12)
-    record = submitted(stack, silent["id"])
-    assert (record["audio"], record["audio_url"], record["shot_type"], record["duration"]) == (False, None, None, 10)
-    # Without audio_url or audio, wan2.5 and wan2.6 make sound of their own (emulator/rules.py, AUDIO_DEFAULT).
-    record = submitted(stack, sounding["id"])
-    assert (record["audio"], record["shot_type"]) == (True, "single")
+    assert (record["model"], record["shot_type"], record["audio_url"], record["sound"], record["duration"]) == (
+        "wan2.6-t2v", "multi", AUDIO, "audio_url", 12)
+    # Without audio_url, wan2.5 and wan2.6 dub the video themselves (emulator/rules.py, 设置音频参数).
+    record = submitted(stack, dubbed["id"])
+    assert (record["sound"], record["audio_url"], record["shot_type"], record["duration"]) == (
+        "dubbed", None, None, 10)
+    record = submitted(stack, single["id"])
+    assert (record["sound"], record["shot_type"]) == ("dubbed", "single")
     record = submitted(stack, plain["id"])
-    assert (record["audio"], record["audio_url"], record["shot_type"]) == (None, None, None)
+    assert (record["sound"], record["audio_url"], record["shot_type"]) == (None, None, None)
 
 
 def test_refused_for_models_that_do_not_take_them(stack: Stack) -> None:
     before = stack.emulator.stats()["creates"]
-    for body in ({"model": "wan2.2-t2v-plus", "audio_url": AUDIO}, {"model": "wanx2.1-t2v-turbo", "audio": True},
+    for body in ({"model": "wan2.2-t2v-plus", "audio_url": AUDIO},
+                 {"model": "wanx2.1-t2v-turbo", "shot_type": "single"},
                  {"model": "wan2.5-t2v-preview", "shot_type": "multi"}):
         response = stack.http.post("/v1/tasks", json={"prompt": "p", **body})
         field = next(name for name in body if name != "model")
@@ -65,12 +67,11 @@ def test_submit_flags(stack: Stack) -> None:
 
     stack.emulator.configure(render_seconds=30)
     result = run("submit", "two shots of a lighthouse", "--model", "wan2.6-t2v", "--size", "1280*720",
-                 "--shot-type", "multi", "--audio-url", AUDIO, "--silent", "--server", stack.url)
+                 "--shot-type", "multi", "--audio-url", AUDIO, "--server", stack.url)
     assert result.returncode == 0, result.stderr
     task = json.loads(result.stdout)
-    assert task["parameters"] == {"size": "1280*720", "shot_type": "multi", "audio_url": AUDIO, "audio": False}
+    assert task["parameters"] == {"size": "1280*720", "shot_type": "multi", "audio_url": AUDIO}
     record = submitted(stack, task["id"])
-    # audio_url wins over audio: false (DashScope reads audio only when no track is given).
-    assert (record["shot_type"], record["audio_url"], record["audio"]) == ("multi", AUDIO, True)
-    refused = run("submit", "p", "--shot-type", "multi", "--server", stack.url)  # wan2.2 has no shot_type
+    assert (record["shot_type"], record["audio_url"], record["sound"]) == ("multi", AUDIO, "audio_url")
+    refused = run("submit", "p", "--shot-type", "multi", "--server", stack.url)  # wan2.2 takes no shot_type
     assert refused.returncode == 2 and "shot_type" in refused.stderr
