@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .rules import QUERY_QPS
+
 # How the HTTP pushes' v2 signature reads, one of the forms receivers in the wild expect: "plain" (timestamp in
 # milliseconds, nothing after the body), "trailing-newline" (a newline after the body, as Alibaba's SDK builds
 # the string) or "seconds" (the timestamp in seconds).
@@ -86,7 +88,7 @@ class EmulatorConfig:
     push_timeout_seconds: float = 5.0
     enforce_limits: bool = True
     limits: dict[str, dict[str, int]] = field(default_factory=dict)  # {model: {"rps": n, "running": n}}
-    query_qps: int = 20
+    query_qps: int = QUERY_QPS
     webhook_targets: list[dict[str, Any]] = field(default_factory=list)  # [{"url", "token", "body"}]
     # Every HTTP push is signed as EventBridge signs (v2, RSA-SHA256) with the emulator's own key; its
     # certificate is served at /_emulator/eventbridge/cert.pem. These bend the signature for tests:

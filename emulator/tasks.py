@@ -242,10 +242,10 @@ def _parameters(body: dict[str, Any], spec: Model) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise invalid("parameters must be an object")
     if rules.STRICT_UNKNOWN_PARAMETERS:
-        for name in sorted(set(given) - set(spec.input_fields) - set(rules.SDK_INPUT)):
-            raise invalid(f"input.{name} is not supported by {spec.name}")
-        for name in sorted(set(params) - set(spec.parameters)):
-            raise invalid(f"parameters.{name} is not supported by {spec.name}")
+        unknown = [f"input.{name}" for name in sorted(set(given) - set(spec.input_fields) - set(rules.SDK_INPUT))]
+        unknown += [f"parameters.{name}" for name in sorted(set(params) - set(spec.parameters))]
+        if unknown:
+            raise invalid(f"{unknown[0]} is not supported by {spec.name}")
     prompt = given.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise invalid("Field required: input.prompt")
