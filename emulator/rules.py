@@ -19,10 +19,12 @@ Each fact carries its source. The pages, by the short names used below:
   than REF on wan2.6's durations (REF: 5, 10 or 15), so it wins there.
 - REF-2.1: the May 2025 edition of https://www.alibabacloud.com/help/en/model-studio/text-to-video-api-reference
   (wan2.1 only), "Model introduction": the 2.1 models' Singapore names, "RPS 2", "concurrent tasks 2".
-- LIMITS: "Rate limits" of the Wan series, https://www.alibabacloud.com/help/en/model-studio/rate-limit
-  (REF, 计费与限流, points there for the limits).
+- LIMITS: "限流" (rate limits), https://help.aliyun.com/zh/model-studio/rate-limit, section 视频生成 /
+  万相系列: "每秒钟任务下发接口RPS限制" and "同时处理中任务数量（并发数）" per model (REF, 计费与限流, points
+  there); international edition https://www.alibabacloud.com/help/en/model-studio/rate-limit.
 - TASKS: "Manage asynchronous tasks", https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks
-- ERRORS: "Error codes", https://www.alibabacloud.com/help/en/model-studio/error-code
+- ERRORS: "错误信息" (error messages), https://help.aliyun.com/zh/model-studio/error-code; international
+  edition https://www.alibabacloud.com/help/en/model-studio/error-code.
 
 Where the documentation is silent the entry says "undocumented" and what the emulator does instead.
 """
@@ -171,14 +173,26 @@ ERROR_STATUS: dict[str, int] = {
     "SystemError": 500,
     "InternalError.Timeout": 500,
 }
-# The messages DashScope gives, where a page quotes one (ERRORS; REF, 请求头, for the missing async header;
-# TASKS for cancel). Other codes get a plain sentence of the same meaning from the emulator.
+# The messages DashScope gives: ERRORS, its table of HTTP status, code and message; REF, 请求头, for the
+# missing async header; TASKS for a cancel that comes too late. Other codes the emulator answers with a
+# sentence of its own (InternalError.Algo for a failed render, InvalidParameter naming the field).
 MESSAGES: dict[str, str] = {
+    "InvalidParameter": "Required parameter(s) missing or invalid, please check the request parameters.",
+    "DataInspectionFailed": "Input or output data may contain inappropriate content.",
+    "Arrearage": "Access denied, please make sure your account is in good standing.",
     "InvalidApiKey": "Invalid API-key provided.",
     "AccessDenied": "current user api does not support synchronous calls",
-    "ModelNotFound": "Model not exist.",
+    "AccessDenied.Unpurchased": "Access to model denied. Please make sure you are eligible for using the model.",
+    "ModelNotFound": "Model can not be found.",
+    "Throttling": "Requests throttling triggered.",
     "Throttling.RateQuota": "Requests rate limit exceeded, please try again later.",
-    "DataInspectionFailed": "Input data may contain inappropriate content.",
+    "Throttling.AllocationQuota": "Allocated quota exceeded, please increase your quota limit.",
+    "InternalError": "An internal error has occured, please try again later or contact service support.",
+    "InternalError.Algo": ("An internal error has occured during execution, please try again later or contact "
+                           "service support."),
+    "SystemError": "An system error has occured, please try again later.",
+    "InternalError.Timeout": ("An internal timeout error has occured during execution, please try again later or "
+                              "contact service support."),
     "UnsupportedOperation": "Failed to cancel the task, please confirm if the task is in PENDING status.",
 }
 

@@ -202,14 +202,14 @@ class Tasks:
         try:
             await asyncio.sleep(self.config.render_time(task.prompt))
             if render is None:
-                self._end(task, "FAILED", "InternalError.Algo", "The algorithm failed to generate the video.")
+                self._end(task, "FAILED", "InternalError.Algo", rules.MESSAGES["InternalError.Algo"])
             else:
                 task.video = await render
                 task.video_url = self.sign(task)
                 self._end(task, "SUCCEEDED")
         except Exception:
             logger.exception("rendering task %s failed", task.id)
-            self._end(task, "FAILED", "InternalError", "An internal error occurred while rendering the video.")
+            self._end(task, "FAILED", "InternalError", rules.MESSAGES["InternalError"])
         finally:
             if render is not None and not render.done():
                 render.cancel()
