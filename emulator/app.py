@@ -17,7 +17,7 @@ from starlette.routing import Route
 from . import oss
 from .clock import china_time, epoch_millis, parse_compact
 from .eventbridge import CERT_PATH, USER_API_KEY_PREFIX
-from .rules import LIST_PAGE_SIZE_MAX, LIST_WINDOW_SECONDS, MODELS
+from .rules import LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, LIST_WINDOW_SECONDS, MODELS
 from .tasks import ApiError, Task, error, invalid
 
 if TYPE_CHECKING:
@@ -179,9 +179,12 @@ async def list_tasks(request: Request) -> Response:
     emulator.tasks.admit_query()
     params = request.query_params
     try:
-        end = parse_compact(params["end_time"]) if params.get("end_time") else time.time()
-        start = parse_compact(params["start_time"]) if params.get("start_time") else end - MAX_LIST_WINDOW
-        page_no, page_size = int(params.get("page_no", 1)), int(params.get("page_size", 10))
+        start = parse_compact(params["start_time"]) if params.get("start_time") else None
+        # Without end_time: the 24 hours after start_time, or the last 24 hours (rules, LIST_WINDOW_SECONDS).
+        end = parse_compact(params["end_time"]) if params.get("end_time") else (
+            time.time() if start is None else start + MAX_LIST_WINDOW)
+        start = end - MAX_LIST_WINDOW if start is None else start
+        page_no, page_size = int(params.get("page_no", 1)), int(params.get("page_size", LIST_PAGE_SIZE_DEFAULT))
     except ValueError:
         raise invalid("start_time and end_time are YYYYMMDDhhmmss; page_no and page_size are integers") from None
     if not 0 <= end - start <= MAX_LIST_WINDOW:
@@ -203,24 +206,29 @@ async def list_tasks(request: Request) -> Response:
             "page_no": page_no,
             "page_size": page_size,
             "request_id": str(uuid.uuid4()),
-            "data": [_listed(task, emulator.config.region) for task in page],
+            "data": [_listed(task, emulator.config.region, emulator.config.account_id) for task in page],
         }
     )
 
 
-def _listed(task: Task, region: str) -> dict[str, Any]:
-    return {
+def _listed(task: Task, region: str, account_id: str) -> dict[str, Any]:
+    listed = {
         "task_id": task.id,
         "status": task.visible_status(),
         "model_name": task.model,
         "region": region,
         "request_id": task.request_id,
         "api_key_id": task.api_key_id,
+        # One account, no RAM users: the caller is the main account.
+        "caller_uid": account_id,
+        "caller_parent_id": account_id,
         "gmt_create": epoch_millis(task.submit_time),
         "start_time": epoch_millis(task.scheduled_time),
         "end_time": epoch_millis(task.end_time),
         "user_api_unique_key": USER_API_KEY_PREFIX + task.model,
     }
+    # A time that has not happened yet is left out, as in the documented RUNNING item without end_time.
+    return {name: value for name, value in listed.items() if value is not None}
 
 
 async def cancel_task(request: Request) -> Response:

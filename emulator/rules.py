@@ -22,7 +22,9 @@ Each fact carries its source. The pages, by the short names used below:
 - LIMITS: "限流" (rate limits), https://help.aliyun.com/zh/model-studio/rate-limit, section 视频生成 /
   万相系列: "每秒钟任务下发接口RPS限制" and "同时处理中任务数量（并发数）" per model (REF, 计费与限流, points
   there); international edition https://www.alibabacloud.com/help/en/model-studio/rate-limit.
-- TASKS: "Manage asynchronous tasks", https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks
+- TASKS: "管理异步任务" (manage asynchronous tasks), https://help.aliyun.com/zh/model-studio/manage-asynchronous-tasks
+  (international edition https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks): the
+  task list (批量查询异步任务状态) and cancel (取消异步任务接口) sections.
 - ERRORS: "错误信息" (error messages), https://help.aliyun.com/zh/model-studio/error-code; international
   edition https://www.alibabacloud.com/help/en/model-studio/error-code.
 
@@ -47,13 +49,16 @@ SEED_MAX = 2147483647
 # REF, parameters.shot_type: "支持模型：wan2.6-t2v"; "single" (the default) or "multi"; "仅当
 # "prompt_extend": true 时生效" (it takes effect only with prompt_extend true), and it overrides the prompt.
 SHOT_TYPES = ("single", "multi")
-# REF, step 2: "查询接口默认QPS为20"; TASKS: reads, lists and cancels share it.
+# REF, step 2: "查询接口默认QPS为20"; TASKS: list and cancel each "20 QPS ... 每个账号（含主账号及其子账号）".
 QUERY_QPS = 20
 # REF, step 2: a task_id is valid for 24 hours; after that the read answers task_status UNKNOWN.
 TASK_LIFETIME_SECONDS = 24 * 3600
-# TASKS, "Query a task list": the window from start_time to end_time is at most 24 hours.
+# TASKS, task list: start_time and end_time are YYYYMMDDhhmmss, at most 24 hours apart; without start_time
+# the window is the 24 hours before end_time, without end_time the 24 hours after start_time, without
+# either the last 24 hours. In which time zone they are read is undocumented.
 LIST_WINDOW_SECONDS = 24 * 3600
-# TASKS, "Query a task list": page_size defaults to 10; its upper bound is undocumented, 100 here.
+# TASKS, task list: page_no from 1, page_size "默认查询10条"; the largest page_size is undocumented, 100 here.
+LIST_PAGE_SIZE_DEFAULT = 10
 LIST_PAGE_SIZE_MAX = 100
 
 # The fields every text-to-video model takes (REF, 请求体). Text-to-video has no parameters.resolution (a
@@ -149,9 +154,12 @@ USAGE = {
     "wan2.6": ("duration", "size", "SR", "input_video_duration", "output_video_duration", "video_count"),
 }
 
-# TASKS, "Query a task list": the fields of each listed task (times in epoch milliseconds).
-LIST_FIELDS = ("task_id", "status", "model_name", "region", "request_id", "api_key_id", "gmt_create",
-               "start_time", "end_time", "user_api_unique_key")
+# TASKS, task list, 出参描述: the answer is total, total_page, page_no, page_size, request_id and data, each
+# item with these fields (gmt_create, start_time, end_time in epoch milliseconds; a time is absent until
+# it has happened, as in the page's RUNNING example without end_time). TASKS, cancel: the answer is
+# {"request_id"}, and only a PENDING task can be cancelled (UnsupportedOperation otherwise).
+LIST_FIELDS = ("task_id", "status", "model_name", "region", "request_id", "api_key_id", "caller_uid",
+               "caller_parent_id", "gmt_create", "start_time", "end_time", "user_api_unique_key")
 
 # ERRORS: the HTTP status of each code this API answers.
 ERROR_STATUS: dict[str, int] = {
