@@ -17,12 +17,13 @@ from starlette.routing import Route
 from . import oss
 from .clock import china_time, epoch_millis, parse_compact
 from .eventbridge import CERT_PATH, USER_API_KEY_PREFIX
-from .tasks import ApiError, Task, invalid
+from .rules import LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, LIST_WINDOW_SECONDS, MODELS
+from .tasks import ApiError, Task, error, invalid
 
 if TYPE_CHECKING:
     from .server import Emulator
 
-MAX_LIST_WINDOW = 24 * 3600
+MAX_LIST_WINDOW = LIST_WINDOW_SECONDS
 
 
 def build_app(emulator: Emulator) -> Starlette:
@@ -62,7 +63,7 @@ async def api_error(request: Request, exc: Exception) -> Response:
 def _api_key(request: Request) -> str:
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(401, "InvalidApiKey", "Invalid API-key provided.")
+        raise error("InvalidApiKey")
     return key.strip()
 
 
@@ -71,7 +72,7 @@ async def create(request: Request) -> Response:
     emulator.stats.creates += 1
     api_key = _api_key(request)
     if request.headers.get("x-dashscope-async", "").lower() != "enable":
-        raise ApiError(403, "AccessDenied", "current user api does not support synchronous calls")
+        raise error("AccessDenied")
     fault = emulator.config.create_errors.pop(0) if emulator.config.create_errors else None
     if fault is not None and _faulty(fault) and not fault.get("land"):
         answer = await _injected(fault)  # nothing is created
@@ -148,7 +149,8 @@ def _output(task: Task) -> dict[str, Any]:
         output["end_time"] = china_time(task.end_time)
     if status == "SUCCEEDED":
         output["orig_prompt"] = task.prompt
-        if task.prompt_extend:
+        # The rewritten prompt, where the model reports one (not wan2.6: rules, Model.returns_actual_prompt).
+        if task.prompt_extend and MODELS[task.model].returns_actual_prompt:
             output["actual_prompt"] = task.prompt
         output["video_url"] = task.video_url
     elif status == "FAILED":
@@ -157,7 +159,7 @@ def _output(task: Task) -> dict[str, Any]:
 
 
 def _usage(task: Task) -> dict[str, Any]:
-    if task.model.startswith("wan2.6"):
+    if MODELS[task.model].usage == "wan2.6":
         short_side = min(int(side) for side in task.size.split("*"))
         return {
             "duration": task.duration,
@@ -177,15 +179,18 @@ async def list_tasks(request: Request) -> Response:
     emulator.tasks.admit_query()
     params = request.query_params
     try:
-        end = parse_compact(params["end_time"]) if params.get("end_time") else time.time()
-        start = parse_compact(params["start_time"]) if params.get("start_time") else end - MAX_LIST_WINDOW
-        page_no, page_size = int(params.get("page_no", 1)), int(params.get("page_size", 10))
+        start = parse_compact(params["start_time"]) if params.get("start_time") else None
+        # Without end_time: the 24 hours after start_time, or the last 24 hours (rules, LIST_WINDOW_SECONDS).
+        end = parse_compact(params["end_time"]) if params.get("end_time") else (
+            time.time() if start is None else start + MAX_LIST_WINDOW)
+        start = end - MAX_LIST_WINDOW if start is None else start
+        page_no, page_size = int(params.get("page_no", 1)), int(params.get("page_size", LIST_PAGE_SIZE_DEFAULT))
     except ValueError:
         raise invalid("start_time and end_time are YYYYMMDDhhmmss; page_no and page_size are integers") from None
     if not 0 <= end - start <= MAX_LIST_WINDOW:
         raise invalid("The time window from start_time to end_time must be at most 24 hours.")
-    if page_no < 1 or not 1 <= page_size <= 100:
-        raise invalid("page_no must be at least 1 and page_size from 1 to 100")
+    if page_no < 1 or not 1 <= page_size <= LIST_PAGE_SIZE_MAX:
+        raise invalid(f"page_no must be at least 1 and page_size from 1 to {LIST_PAGE_SIZE_MAX}")
     found = [
         task
         for task in sorted(emulator.tasks.by_id.values(), key=lambda task: task.submit_time, reverse=True)
@@ -201,24 +206,29 @@ async def list_tasks(request: Request) -> Response:
             "page_no": page_no,
             "page_size": page_size,
             "request_id": str(uuid.uuid4()),
-            "data": [_listed(task, emulator.config.region) for task in page],
+            "data": [_listed(task, emulator.config.region, emulator.config.account_id) for task in page],
         }
     )
 
 
-def _listed(task: Task, region: str) -> dict[str, Any]:
-    return {
+def _listed(task: Task, region: str, account_id: str) -> dict[str, Any]:
+    listed = {
         "task_id": task.id,
         "status": task.visible_status(),
         "model_name": task.model,
         "region": region,
         "request_id": task.request_id,
         "api_key_id": task.api_key_id,
+        # One account, no RAM users: the caller is the main account.
+        "caller_uid": account_id,
+        "caller_parent_id": account_id,
         "gmt_create": epoch_millis(task.submit_time),
         "start_time": epoch_millis(task.scheduled_time),
         "end_time": epoch_millis(task.end_time),
         "user_api_unique_key": USER_API_KEY_PREFIX + task.model,
     }
+    # A time that has not happened yet is left out, as in the documented RUNNING item without end_time.
+    return {name: value for name, value in listed.items() if value is not None}
 
 
 async def cancel_task(request: Request) -> Response:
@@ -288,6 +298,11 @@ def _inspected(task: Task) -> dict[str, Any]:
         "size": task.size,
         "duration": task.duration,
         "seed": task.seed,
+        "prompt_extend": task.prompt_extend,
+        "watermark": task.watermark,
+        "audio_url": task.audio_url,
+        "sound": task.sound,
+        "shot_type": task.shot_type,
         "request_id": task.request_id,
         "submit_time": task.submit_time,
         "scheduled_time": task.scheduled_time,

@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .rules import QUERY_QPS
+
 # How the HTTP pushes' v2 signature reads, one of the forms receivers in the wild expect:
 # - "trailing-newline" (the default): a newline after the body, the token line signed when the push has a token.
 #   Every piece of Alibaba's code that builds the string puts the newline there (the EventBridge SDK's
@@ -92,7 +94,7 @@ class EmulatorConfig:
     push_timeout_seconds: float = 5.0
     enforce_limits: bool = True
     limits: dict[str, dict[str, int]] = field(default_factory=dict)  # {model: {"rps": n, "running": n}}
-    query_qps: int = 20
+    query_qps: int = QUERY_QPS
     webhook_targets: list[dict[str, Any]] = field(default_factory=list)  # [{"url", "token", "body"}]
     # Every HTTP push is signed as EventBridge signs (v2, RSA-SHA256) with the emulator's own key; its
     # certificate is served at /_emulator/eventbridge/cert.pem. These bend the signature for tests:

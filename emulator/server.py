@@ -8,8 +8,7 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
-
-from service import server as http_server
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .app import build_app
 from .config import EmulatorConfig
@@ -18,6 +17,23 @@ from .oss import Bucket
 from .stats import Stats
 from .tasks import Task, Tasks
 from .video import VideoStore
+
+
+class _NoDelayProtocol(HttpToolsProtocol):
+    """uvicorn's protocol with Nagle's algorithm off on every connection.
+
+    uvicorn writes a response's head and body separately; with Nagle on, the body waits for the peer's
+    delayed ACK of the head (up to 40 ms on Linux). asyncio turns Nagle off only on sockets whose protocol
+    number says TCP, and the listening socket below is made with ``socket.socket()`` (to learn its port
+    before serving), whose connections say 0. DashScope's own reads have no such tail.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # not TCP: nothing to turn off
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
 
 
 class _Server(uvicorn.Server):
@@ -59,7 +75,8 @@ class Emulator:
         port = sock.getsockname()[1]
         if not self.config.public_base_url:
             self.base_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        config = http_server.config(self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(self.app, http=_NoDelayProtocol, log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=2)
         self._server = _Server(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:

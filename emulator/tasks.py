@@ -12,17 +12,18 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from service.models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, ModelRules
-
+from . import rules
 from .config import EmulatorConfig
 from .eventbridge import EventBus, build_event
+from .rules import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, Model
 from .stats import Stats
 from .video import Video, VideoStore
 
 logger = logging.getLogger("emulator.tasks")
 
-TASK_LIFETIME = 24 * 3600  # after this a task reads as UNKNOWN
+TASK_LIFETIME = rules.TASK_LIFETIME_SECONDS  # after this a task reads as UNKNOWN
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELED"})
 
 
@@ -32,12 +33,17 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+def error(code: str, message: str | None = None) -> ApiError:
+    """DashScope's error ``code`` with its documented status, and its documented message unless given one."""
+    return ApiError(rules.ERROR_STATUS[code], code, message or rules.MESSAGES[code])
+
+
 def throttled() -> ApiError:
-    return ApiError(429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")
+    return error("Throttling.RateQuota")
 
 
 def invalid(message: str) -> ApiError:
-    return ApiError(400, "InvalidParameter", message)
+    return error("InvalidParameter", message)
 
 
 @dataclass(eq=False)
@@ -52,6 +58,10 @@ class Task:
     negative_prompt: str | None = None
     seed: int | None = None
     prompt_extend: bool = True
+    watermark: bool = False
+    audio_url: str | None = None
+    sound: str | None = None  # "dubbed" (the model's own), "audio_url" (the track given), None: silent
+    shot_type: str | None = None  # None: the model takes no shot_type
     status: str = "PENDING"
     submit_time: float = field(default_factory=time.time)
     scheduled_time: float | None = None
@@ -129,18 +139,18 @@ class Tasks:
         model = body.get("model")
         if not model or not isinstance(model, str):
             raise invalid("Field required: model")
-        rules = MODELS.get(model)
-        if rules is None:
-            raise ApiError(404, "ModelNotFound", "Model not exist.")
-        if not self._submits[model].admit(self._limit(model, "rps", rules.submit_rps), time.monotonic()):
+        spec = MODELS.get(model)
+        if spec is None:
+            raise error("ModelNotFound")
+        if not self._submits[model].admit(self._limit(model, "rps", spec.submit_rps), time.monotonic()):
             self.stats.creates_throttled += 1
             raise throttled()
         task = Task(
-            id=str(uuid.uuid4()), model=model, api_key=api_key, request_id=request_id, **_parameters(body, rules)
+            id=str(uuid.uuid4()), model=model, api_key=api_key, request_id=request_id, **_parameters(body, spec)
         )
         marker = self.config.block_marker
         if marker and (marker in task.prompt or marker in (task.negative_prompt or "")):
-            raise ApiError(400, "DataInspectionFailed", "Input data may contain inappropriate content.")
+            raise error("DataInspectionFailed")
         self.by_id[task.id] = task
         self._queues[model].append(task)
         self._schedule(model)
@@ -149,11 +159,7 @@ class Tasks:
     def cancel(self, task_id: str) -> None:
         task = self.by_id.get(task_id)
         if task is None or task.visible_status() != "PENDING":
-            raise ApiError(
-                400,
-                "UnsupportedOperation",
-                "Failed to cancel the task, please confirm if the task is in PENDING status.",
-            )
+            raise error("UnsupportedOperation")
         self._queues[task.model].remove(task)
         self._end(task, "CANCELED")
         self._spawn(self._announce(task))
@@ -196,14 +202,14 @@ class Tasks:
         try:
             await asyncio.sleep(self.config.render_time(task.prompt))
             if render is None:
-                self._end(task, "FAILED", "InternalError.Algo", "The algorithm failed to generate the video.")
+                self._end(task, "FAILED", "InternalError.Algo", rules.MESSAGES["InternalError.Algo"])
             else:
                 task.video = await render
                 task.video_url = self.sign(task)
                 self._end(task, "SUCCEEDED")
         except Exception:
             logger.exception("rendering task %s failed", task.id)
-            self._end(task, "FAILED", "InternalError", "An internal error occurred while rendering the video.")
+            self._end(task, "FAILED", "InternalError", rules.MESSAGES["InternalError"])
         finally:
             if render is not None and not render.done():
                 render.cancel()
@@ -228,37 +234,61 @@ class Tasks:
         worker.add_done_callback(self._workers.discard)
 
 
-def _parameters(body: dict[str, Any], rules: ModelRules) -> dict[str, Any]:
-    """The task's fields from a create body, checked as DashScope checks them."""
+def _parameters(body: dict[str, Any], spec: Model) -> dict[str, Any]:
+    """The task's fields from a create body, checked as DashScope checks them (see ``rules``)."""
     given, params = body.get("input"), body.get("parameters") or {}
     if not isinstance(given, dict):
         raise invalid("Field required: input")
     if not isinstance(params, dict):
         raise invalid("parameters must be an object")
+    if rules.STRICT_UNKNOWN_PARAMETERS:
+        unknown = [f"input.{name}" for name in sorted(set(given) - set(spec.input_fields) - set(rules.SDK_INPUT))]
+        unknown += [f"parameters.{name}" for name in sorted(set(params) - set(spec.parameters))]
+        if unknown:
+            raise invalid(f"{unknown[0]} is not supported by {spec.name}")
     prompt = given.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise invalid("Field required: input.prompt")
     negative = given.get("negative_prompt")
-    if negative is not None and (not isinstance(negative, str) or len(negative) > NEGATIVE_PROMPT_MAX):
-        raise invalid(f"input.negative_prompt must be a string of at most {NEGATIVE_PROMPT_MAX} characters")
-    size = params.get("size", rules.default_size)
-    if size not in rules.sizes:
-        raise invalid(f"parameters.size {size!r} is not supported by {rules.name}; allowed: {', '.join(rules.sizes)}")
-    duration = params.get("duration", rules.default_duration)
-    if not _is_int(duration) or duration not in rules.durations:
-        allowed = ", ".join(map(str, rules.durations))
-        raise invalid(f"parameters.duration {duration!r} is not supported by {rules.name}; allowed: {allowed}")
+    if negative is not None and not isinstance(negative, str):
+        raise invalid("input.negative_prompt must be a string")
+    size = params.get("size", spec.default_size)
+    if size not in spec.sizes:
+        raise invalid(f"parameters.size {size!r} is not supported by {spec.name}; allowed: {', '.join(spec.sizes)}")
+    duration = params.get("duration", spec.default_duration)
+    if not _is_int(duration) or duration not in spec.durations:
+        allowed = ", ".join(map(str, spec.durations))
+        raise invalid(f"parameters.duration {duration!r} is not supported by {spec.name}; allowed: {allowed}")
     seed = params.get("seed")
     if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):
         raise invalid(f"parameters.seed must be an integer from 0 to {SEED_MAX}")
+    flags = {}
+    for name, default in (("prompt_extend", True), ("watermark", False)):
+        value = params.get(name, default)
+        if not isinstance(value, bool):
+            raise invalid(f"parameters.{name} must be true or false")
+        flags[name] = value
+    audio_url = given.get("audio_url")
+    if audio_url is not None and (not isinstance(audio_url, str) or urlsplit(audio_url).scheme
+                                  not in rules.AUDIO_URL_SCHEMES or not urlsplit(audio_url).hostname):
+        raise invalid("input.audio_url must be an http or https URL")
+    shot_type = params.get("shot_type", rules.SHOT_TYPES[0])
+    if shot_type not in rules.SHOT_TYPES:
+        raise invalid(f"parameters.shot_type must be one of {', '.join(rules.SHOT_TYPES)}")
     return {
-        # Longer prompts are cut, not refused.
-        "prompt": prompt[: rules.prompt_max],
-        "negative_prompt": negative,
+        # Longer text is cut to the model's limit, not refused (rules: REF, input.prompt and
+        # input.negative_prompt).
+        "prompt": prompt[: spec.prompt_max],
+        "negative_prompt": None if negative is None else negative[:NEGATIVE_PROMPT_MAX],
         "size": size,
         "duration": duration,
         "seed": seed,
-        "prompt_extend": params.get("prompt_extend", True) is not False,
+        "prompt_extend": flags["prompt_extend"],
+        "watermark": flags["watermark"],
+        "audio_url": audio_url,
+        # Sound: the track given, else the model's own (rules: AUDIO_URL_SCHEMES and below).
+        "sound": ("audio_url" if audio_url is not None else "dubbed") if spec.audio else None,
+        "shot_type": shot_type if spec.shot_type else None,
     }
 
 

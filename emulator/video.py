@@ -21,8 +21,6 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from service.models import parse_size
-
 FPS = 30
 # Part of the cache key, so a change to the picture never serves stale files from an old cache.
 RENDER_VERSION = "1"
@@ -37,6 +35,12 @@ class Video:
     length: int
     etag: str  # as OSS writes it: the upper-case MD5 in quotes
     last_modified: float
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """Width and height of a DashScope size, written "W*H"."""
+    width, height = size.split("*")
+    return int(width), int(height)
 
 
 def cache_key(size: str, prompt: str, seconds: int) -> str:

@@ -88,7 +88,7 @@ def submit(args: argparse.Namespace) -> int:
     from . import client
 
     body: dict = {"prompt": args.prompt, "model": args.model}
-    for name in ("size", "negative_prompt", "seed", "duration"):
+    for name in ("size", "negative_prompt", "seed", "duration", "audio_url", "shot_type"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
     if args.callback_url:
@@ -158,6 +158,8 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--negative-prompt", dest="negative_prompt")
     command.add_argument("--seed", type=int)
     command.add_argument("--duration", type=int)
+    command.add_argument("--audio-url", dest="audio_url", help="a wav or mp3 track the video follows (wan2.5, wan2.6)")
+    command.add_argument("--shot-type", dest="shot_type", choices=("single", "multi"), help="wan2.6")
     command.add_argument("--callback-url")
     command.add_argument("--wait", action="store_true", help="follow the task live until it ends")
     command.add_argument("--server", default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER))

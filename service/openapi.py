@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, SIZES_480P, SIZES_720P, SIZES_1080P
+from .models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, SHOT_TYPES, SIZES_480P, SIZES_720P, SIZES_1080P
 from .types import CALLBACK_EVENTS, STATUSES, Outcome
-from .validation import METADATA_MAX_KEYS
+from .validation import AUDIO_URL_MAX_LENGTH, METADATA_MAX_KEYS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 TASK = {"$ref": "#/components/schemas/Task"}
@@ -175,6 +175,13 @@ DOCUMENT: dict[str, Any] = {
                 "seed": {"type": "integer", "minimum": 0, "maximum": SEED_MAX},
                 "prompt_extend": {"type": "boolean"},
                 "watermark": {"type": "boolean"},
+                "audio_url": {"type": "string", "maxLength": AUDIO_URL_MAX_LENGTH, "description": (
+                    "http or https URL of a wav or mp3 track (3-30 s, at most 15 MB) the video follows, instead "
+                    "of sound of the model's own; only "
+                    f"{', '.join(m for m, r in MODELS.items() if r.audio)}")},
+                "shot_type": {"type": "string", "enum": list(SHOT_TYPES), "description": (
+                    "multi: a multi-shot narrative (needs prompt_extend true); only "
+                    f"{', '.join(m for m, r in MODELS.items() if r.shot_type)}")},
                 "callback": {"type": "object", "required": ["url"], "additionalProperties": False, "properties": {
                     "url": {"type": "string", "description": "http or https; no private address unless "
                                                              "WANHOOK_CALLBACK_ALLOW_PRIVATE=1"},

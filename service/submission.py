@@ -50,7 +50,11 @@ def dashscope_request(task: dict[str, str]) -> tuple[dict, dict]:
     task_input = {"prompt": task["prompt"]}
     if task.get("negative_prompt"):
         task_input["negative_prompt"] = task["negative_prompt"]
-    return task_input, json.loads(task.get("parameters") or "{}")
+    parameters = json.loads(task.get("parameters") or "{}")
+    # wanhook keeps audio_url among the task's parameters; DashScope reads it from input.
+    if "audio_url" in parameters:
+        task_input["audio_url"] = parameters.pop("audio_url")
+    return task_input, parameters
 
 
 class Reservation:

@@ -6,15 +6,16 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
-from .models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX
+from .models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, SHOT_TYPES
 from .outbound import not_public
 from .responses import ApiError
 from .types import CALLBACK_EVENTS, DEFAULT_CALLBACK_EVENTS
 
 FIELDS = {"prompt", "model", "negative_prompt", "size", "duration", "seed", "prompt_extend", "watermark",
-          "callback", "metadata"}
+          "audio_url", "shot_type", "callback", "metadata"}
 METADATA_MAX_KEYS = 32
 METADATA_MAX_LENGTH = 512
+AUDIO_URL_MAX_LENGTH = 2048
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -84,6 +85,33 @@ def check_callback(value: Any, allow_private: bool) -> dict[str, Any]:
     return {"url": url, "events": list(dict.fromkeys(events))}
 
 
+def _newer_parameters(doc: dict, model: str, audio: bool, shot_type: bool) -> dict[str, Any]:
+    """audio_url and shot_type, each refused for a model that does not take it (DashScope's answer to
+    those is undocumented: it may ignore them, and the video would not be what was asked)."""
+    takes = {"audio_url": audio, "shot_type": shot_type}
+    for name, taken in takes.items():
+        if doc.get(name) is not None and not taken:
+            which = ", ".join(m for m, r in MODELS.items() if (r.shot_type if name == "shot_type" else r.audio))
+            raise invalid(name, f"{model} does not take {name}; {which} do")
+    found: dict[str, Any] = {}
+    url = _string(doc, "audio_url")
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > AUDIO_URL_MAX_LENGTH:
+            raise invalid("audio_url", f"must be an http or https URL of at most {AUDIO_URL_MAX_LENGTH} characters "
+                          "that DashScope can fetch (wav or mp3, 3 to 30 s, at most 15 MB)")
+        found["audio_url"] = url
+    shots = _string(doc, "shot_type")
+    if shots is not None:
+        if shots not in SHOT_TYPES:
+            raise invalid("shot_type", f"{shots!r} is not one of {', '.join(SHOT_TYPES)}")
+        if shots == "multi" and doc.get("prompt_extend") is False:
+            # DashScope makes a multi-shot video only while it rewrites the prompt; without, one shot.
+            raise invalid("shot_type", "'multi' needs prompt_extend true (DashScope ignores it otherwise)")
+        found["shot_type"] = shots
+    return found
+
+
 def check_task(doc: Any, *, allow_private_callbacks: bool = False) -> dict[str, Any]:
     """The fields to store for a valid request; raises ApiError(422) naming the first bad field."""
     if not isinstance(doc, dict):
@@ -91,6 +119,12 @@ def check_task(doc: Any, *, allow_private_callbacks: bool = False) -> dict[str, 
     unknown = set(doc) - FIELDS
     if unknown:
         name = sorted(unknown)[0]
+        # resolution and audio are DashScope image-to-video's; its text-to-video has neither.
+        if name == "resolution":
+            raise invalid(name, "is not a known field; text-to-video takes size (W*H, e.g. 1280*720)")
+        if name == "audio":
+            raise invalid(name, "is not a known field; wan2.5 and wan2.6 always make sound (their own, or the "
+                          "track at audio_url), wan2.2 and wan2.1 never: DashScope's text-to-video has no switch")
         raise invalid(name, "is not a known field")
 
     model = _string(doc, "model") or "wan2.2-t2v-plus"
@@ -127,6 +161,7 @@ def check_task(doc: Any, *, allow_private_callbacks: bool = False) -> dict[str, 
         value = _boolean(doc, flag)
         if value is not None:
             parameters[flag] = value
+    parameters.update(_newer_parameters(doc, model, rules.audio, rules.shot_type))
 
     metadata = doc.get("metadata") or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)

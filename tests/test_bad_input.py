@@ -63,6 +63,19 @@ TASK_CASES = [
     ({"prompt": "p", "callback": {"url": "http://10.1.2.3/x"}}, "callback.url"),
     ({"prompt": "p", "callback": {"url": "https://example.com/x", "events": ["task.done"]}}, "callback.events"),
     ({"prompt": "p", "colour": "red"}, "colour"),
+    # Text-to-video takes a size; resolution is image-to-video's.
+    ({"prompt": "p", "resolution": "720P"}, "resolution"),
+    # Parameters of newer models, sent to a model that does not take them or with a value none takes.
+    ({"prompt": "p", "audio_url": "https://example.com/a.mp3"}, "audio_url"),
+    ({"prompt": "p", "audio": False}, "audio"),  # image-to-video's switch; text-to-video has none
+    ({"prompt": "p", "shot_type": "multi"}, "shot_type"),
+    ({"prompt": "p", "model": "wan2.5-t2v-preview", "shot_type": "single"}, "shot_type"),
+    ({"prompt": "p", "model": "wan2.6-t2v", "size": "1280*720", "shot_type": "many"}, "shot_type"),
+    ({"prompt": "p", "model": "wan2.6-t2v", "size": "1280*720", "shot_type": "multi", "prompt_extend": False},
+     "shot_type"),
+    ({"prompt": "p", "model": "wan2.6-t2v", "size": "1280*720", "audio": False}, "audio"),
+    ({"prompt": "p", "model": "wan2.5-t2v-preview", "audio_url": "ftp://example.com/a.mp3"}, "audio_url"),
+    ({"prompt": "p", "model": "wan2.5-t2v-preview", "audio_url": 7}, "audio_url"),
 ]
 
 

@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from emulator import Emulator, EmulatorConfig, RocketMQTarget
+from emulator.rules import LIST_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "wan2.2-t2v-plus"
@@ -230,13 +231,66 @@ def test_create_refusals(client: Client, change: dict[str, Any], status: int, co
     assert mentions in error_of(response)[2]
 
 
-def test_negative_prompt_limit(client: Client) -> None:
-    body = {"model": MODEL, "input": {"prompt": PROMPT, "negative_prompt": "x" * 501}, "parameters": {"size": SIZE}}
+def test_long_prompts_are_truncated_not_refused(client: Client) -> None:
+    """DashScope cuts an over-long prompt or negative_prompt to the model's limit (emulator/rules.py)."""
+    body = {"model": MODEL, "input": {"prompt": "p" * 801, "negative_prompt": "x" * 501, "extend_prompt": True,
+                                      "function": "video-synthesis"}, "parameters": {"size": SIZE}}
     headers = {"Authorization": "Bearer k", "X-DashScope-Async": "enable"}
-    status, code, message = error_of(client.http.post(CREATE, json=body, headers=headers))
-    assert (status, code) == (400, "InvalidParameter") and "negative_prompt" in message
-    body["input"].update(negative_prompt="x" * 500, extend_prompt=True, function="video-synthesis")
-    assert client.http.post(CREATE, json=body, headers=headers).status_code == 200
+    response = client.http.post(CREATE, json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    task_id = response.json()["output"]["task_id"]
+    record = next(task for task in client.http.get("/_emulator/tasks").json()["tasks"] if task["task_id"] == task_id)
+    assert record["prompt"] == "p" * 800 and record["negative_prompt"] == "x" * 500
+
+
+def create_body(model: str, given: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    return {"model": model, "input": {"prompt": PROMPT, **given}, "parameters": parameters}
+
+
+@pytest.mark.parametrize(
+    ("model", "given", "parameters", "status", "mentions"),
+    [
+        # emulator/rules.py: audio_url for wan2.5 and wan2.6 only, shot_type for wan2.6 only; resolution and
+        # audio are image-to-video's.
+        ("wan2.2-t2v-plus", {"audio_url": "https://example.com/a.mp3"}, {"size": SIZE}, 400, "audio_url"),
+        ("wan2.1-t2v-turbo", {}, {"size": SIZE, "audio": False}, 400, "audio"),
+        ("wan2.6-t2v", {}, {"size": "1280*720", "audio": False}, 400, "audio"),
+        ("wan2.5-t2v-preview", {}, {"size": SIZE, "shot_type": "multi"}, 400, "shot_type"),
+        ("wan2.6-t2v", {}, {"size": "1280*720", "resolution": "720P"}, 400, "resolution"),
+        ("wan2.6-t2v", {}, {"size": "1280*720", "shot_type": "triple"}, 400, "shot_type"),
+        ("wan2.6-t2v", {"audio_url": "file:///a.mp3"}, {"size": "1280*720"}, 400, "audio_url"),
+        ("wan2.6-t2v", {"img_url": "https://example.com/a.png"}, {"size": "1280*720"}, 400, "img_url"),
+        ("wan2.6-t2v", {}, {"size": SIZE}, 400, "size"),  # wan2.6 has no 480P tier
+        ("wan2.6-t2v", {}, {"size": "1280*720", "duration": 1}, 400, "duration"),
+        ("wan2.6-t2v", {"audio_url": "https://example.com/a.mp3"},
+         {"size": "1280*720", "duration": 2, "shot_type": "multi", "watermark": True}, 200, ""),
+        ("wan2.5-t2v-preview", {"audio_url": "https://example.com/a.mp3"}, {"duration": 10}, 200, ""),
+    ],
+)
+def test_parameters_per_model(client: Client, model: str, given: dict[str, Any], parameters: dict[str, Any],
+                              status: int, mentions: str) -> None:
+    client.knobs(limits={**UNLIMITED, model: {"rps": 1000, "running": 100}})
+    headers = {"Authorization": "Bearer k", "X-DashScope-Async": "enable"}
+    response = client.http.post(CREATE, json=create_body(model, given, parameters), headers=headers)
+    assert response.status_code == status, response.text
+    if status != 200:
+        assert error_of(response)[1] == "InvalidParameter" and mentions in error_of(response)[2]
+
+
+def test_actual_prompt_and_usage_per_model(client: Client) -> None:
+    """wan2.6 answers no actual_prompt and reports usage in its own shape (emulator/rules.py)."""
+    client.knobs(limits={**UNLIMITED, "wan2.6-t2v": {"rps": 1000, "running": 100}})
+    headers = {"Authorization": "Bearer k", "X-DashScope-Async": "enable"}
+    wan26 = client.http.post(CREATE, json=create_body("wan2.6-t2v", {}, {"size": "1280*720", "duration": 2}),
+                             headers=headers).json()["output"]["task_id"]
+    wan22 = client.submit()
+    newer, older = client.wait(wan26), client.wait(wan22)
+    assert "actual_prompt" not in newer["output"] and newer["output"]["orig_prompt"] == PROMPT
+    assert set(newer["usage"]) == {"duration", "size", "SR", "input_video_duration", "output_video_duration",
+                                   "video_count"}
+    assert newer["usage"]["SR"] == 720 and newer["usage"]["duration"] == 2
+    assert older["output"]["actual_prompt"] and set(older["usage"]) == {"video_duration", "video_ratio",
+                                                                        "video_count"}
 
 
 def test_injected_create_errors_are_used_once_each(client: Client) -> None:
@@ -484,13 +538,16 @@ def test_list(client: Client) -> None:
     items = {item["task_id"]: item for item in body["data"]}
     assert set(ids) <= set(items)
     item = items[ids[0]]
-    assert set(item) >= {"task_id", "status", "model_name", "region", "request_id", "api_key_id", "gmt_create",
-                         "start_time", "end_time", "user_api_unique_key"}  # fmt: skip
+    assert set(item) == set(LIST_FIELDS)  # a finished task has every time
     assert item["status"] == "SUCCEEDED" and item["model_name"] == MODEL
     assert abs(item["gmt_create"] / 1000 - time.time()) < 600 and item["end_time"] >= item["gmt_create"]
     paged = client.http.get("/api/v1/tasks", params={**window, "page_size": 1, "status": "SUCCEEDED"}, headers=auth)
     assert len(paged.json()["data"]) == 1 and paged.json()["total_page"] == paged.json()["total"] >= 2
-    none = client.http.get("/api/v1/tasks", params={**window, "model_name": "wan2.6-t2v"}, headers=auth).json()
+    # Without end_time, the 24 hours after start_time.
+    after = client.http.get("/api/v1/tasks", params={"start_time": window["start_time"], "model_name": MODEL,
+                                                     "page_size": 100}, headers=auth).json()
+    assert set(ids) <= {item["task_id"] for item in after["data"]}
+    none = client.http.get("/api/v1/tasks", params={**window, "model_name": "wan2.1-t2v-plus"}, headers=auth).json()
     assert none["total"] == 0 and none["data"] == []
     two_days = {"start_time": "20250101000000", "end_time": "20250103000000"}
     too_wide = client.http.get("/api/v1/tasks", params=two_days, headers=auth)
