@@ -177,8 +177,9 @@ async def list_tasks(request: Request) -> Response:
     emulator.tasks.admit_query()
     params = request.query_params
     try:
-        end = parse_compact(params["end_time"]) if params.get("end_time") else time.time()
-        start = parse_compact(params["start_time"]) if params.get("start_time") else end - MAX_LIST_WINDOW
+        zone = emulator.config.list_time_zone
+        end = parse_compact(params["end_time"], zone) if params.get("end_time") else time.time()
+        start = parse_compact(params["start_time"], zone) if params.get("start_time") else end - MAX_LIST_WINDOW
         page_no, page_size = int(params.get("page_no", 1)), int(params.get("page_size", 10))
     except ValueError:
         raise invalid("start_time and end_time are YYYYMMDDhhmmss; page_no and page_size are integers") from None

@@ -196,7 +196,7 @@ class Tasks:
         try:
             await asyncio.sleep(self.config.render_time(task.prompt))
             if render is None:
-                self._end(task, "FAILED", "InternalError.Algo", "The algorithm failed to generate the video.")
+                self._end(task, "FAILED", self.config.fail_code, self.config.fail_message)
             else:
                 task.video = await render
                 task.video_url = self.sign(task)
