@@ -191,11 +191,27 @@ def test_a_failed_event_queues_one_read_and_gives_the_slot_back(redis_url: str) 
             assert await store.transition(task_id, "failed", error={"code": "X", "message": "y"})
             raw = await store.raw(task_id)
             assert raw is not None and "awaiting_reason" not in raw and raw["status"] == "failed"
+            # A FAILED event that beat the create's answer is applied with it, the same way.
+            early = await store.create({"model": MODEL, "prompt": "fails early", "owner": "t"})
+            assert await admission.admit(MODEL) == (early, 0)
+            assert (await store.ingest(event("ds-2", "FAILED", "e-4"), b"{}"))[0] == "unknown_task"
+            assert await store.mark_submitted(early, "ds-2", "PENDING", None, slot_lease_ms=600_000,
+                                              sweep_after_ms=600_000) == "ok"
+            raw = await store.raw(early)
+            assert raw is not None and raw["status"] == "submitted" and raw.get("awaiting_reason")
+            assert await client.zscore(keys.SLOTS + MODEL, early) is None
+            assert [fields["task"] for _, fields in await client.xrange(keys.FAILURE_JOBS)] == [task_id, early]
+            consistent(redis_url)  # while it waits for its reason
+            assert await store.transition(early, "failed", error={"code": "X", "message": "y"})
             await client.delete(keys.FAILURE_JOBS)
         finally:
             await client.aclose()
 
     asyncio.run(body())
+    consistent(redis_url)
+
+
+def consistent(redis_url: str) -> None:
     sync = redis.Redis.from_url(redis_url)
     try:
         assert_consistent(sync)
