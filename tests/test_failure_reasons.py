@@ -95,6 +95,7 @@ def test_a_failed_task_shows_dashscope_code_and_message_everywhere(failing: Stac
     table = cli(failing, "status", created["id"])
     assert table.returncode == 0, table.stderr
     assert CODE in table.stdout and MESSAGE in " ".join(table.stdout.split())
+    assert "dashscope status" in table.stdout and "FAILED" in table.stdout
     as_json = cli(failing, "status", created["id"], "--json")
     assert json.loads(as_json.stdout)["error"] == reason
     # submit --wait ends 1, saying why.
