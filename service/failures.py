@@ -22,6 +22,8 @@ import asyncio
 import logging
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from . import constants as keys
 from .dashscope import DashScopeClient, DashScopeError
 from .jobs import Job, JobQueue, work
@@ -52,7 +54,12 @@ class FailureReader:
     async def process(self, job: Job) -> None:
         task = await self.store.raw(job.task_id)
         if task and task["status"] == "submitted" and task.get("awaiting_reason"):
-            error = await self.reason(task, job)
+            lost = asyncio.Event()
+            keeper = asyncio.create_task(self._keep(job, lost))
+            try:
+                error = await self.reason(task, lost)
+            finally:
+                keeper.cancel()
             if error is None:
                 log.info("task %s: another worker took the failure read over", job.task_id)
                 return
@@ -62,11 +69,25 @@ class FailureReader:
         # Anything else: recorded already (a worker that died after the transition), or the task is gone.
         await self.queue.ack(job)
 
-    async def reason(self, task: dict[str, str], job: Job) -> dict[str, str] | None:
+    async def _keep(self, job: Job, lost: asyncio.Event) -> None:
+        """Keep the job ours while its reads last (a read may wait for the quota, then for DashScope's
+        timeout, longer than the idle time after which another worker may take the job over)."""
+        while True:
+            await asyncio.sleep(self.queue.claim_idle_ms / 3000)
+            try:
+                if not await self.queue.hold(job):
+                    lost.set()
+                    return
+            except RedisError as exc:  # Redis away for a moment: the job's idle time allows a few misses
+                log.warning("task %s: could not keep its failure read (%s)", job.task_id, type(exc).__name__)
+
+    async def reason(self, task: dict[str, str], lost: asyncio.Event) -> dict[str, str] | None:
         """DashScope's code and message for the task, or an error saying why they could not be read; None
         when another worker has taken the job over meanwhile (it goes on from the reads spent here)."""
         task_id = task["id"]
         while True:
+            if lost.is_set():
+                return None
             # Counted before the read: a worker that dies mid-read has spent it all the same.
             read = await self.store.redis.hincrby(keys.TASK + task_id, "reason_reads", 1)
             if read > self.attempts:
@@ -78,8 +99,7 @@ class FailureReader:
                 why = f"{exc.code}: {exc.message}" if exc.status_code is None else \
                     f"HTTP {exc.status_code} {exc.code}: {exc.message}"
                 if exc.retryable and read < self.attempts:
-                    if not await self._pause(job, read, why):
-                        return None
+                    await self._pause(task_id, read, why)
                     continue
                 return _unread(why if not exc.retryable else f"gave up after {read} attempts: {why}")
             finally:
@@ -88,18 +108,14 @@ class FailureReader:
             if status == "FAILED":
                 return _reported(output)
             if status in LAGGING and read < self.attempts:
-                if not await self._pause(job, read, f"DashScope still reports the task {status}"):
-                    return None
+                await self._pause(task_id, read, f"DashScope still reports the task {status}")
                 continue
             return _unread(f"DashScope now reports the task {status}")
 
-    async def _pause(self, job: Job, read: int, why: str) -> bool:
-        """Wait before the next read, the job kept ours; False when another worker has taken it."""
+    async def _pause(self, task_id: str, read: int, why: str) -> None:
         await self.store.count("failure_read_retries")
-        log.info("task %s: reading its failure reason: %s; trying again (attempt %d)", job.task_id, why, read + 1)
-        # Never longer than a third of the idle time after which another worker may take the job over.
-        await asyncio.sleep(min(0.2 * 2**read, 30.0, self.queue.claim_idle_ms / 3000))
-        return await self.queue.hold(job)
+        log.info("task %s: reading its failure reason: %s; trying again (attempt %d)", task_id, why, read + 1)
+        await asyncio.sleep(min(0.2 * 2**read, 30.0))
 
 
 def _reported(output: dict[str, Any]) -> dict[str, str]:
