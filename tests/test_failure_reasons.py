@@ -134,6 +134,27 @@ def test_a_reason_that_cannot_be_read_still_fails_the_task_saying_so(failing: St
     assert_consistent(failing.redis)
 
 
+def test_a_worker_that_dies_mid_read_leaves_the_reason_to_another(tmp_path: Path, redis_url: str,
+                                                                  processes: list[Process]) -> None:
+    stack = Stack(tmp_path, redis_url, processes)
+    stack.env.update(WANHOOK_DOWNLOAD_ATTEMPTS=str(ATTEMPTS), WANHOOK_DASHSCOPE_TIMEOUT="30")
+    stack.start("--no-workers")
+    stack.emulator.configure(fail_code=CODE, fail_message=MESSAGE, read_errors=[{"delay_seconds": 60}])
+    doomed = stack.worker("worker-a")
+    created = stack.create("read by a worker that dies [fail]")
+    ds_id = wait_for(lambda: stack.task(created["id"])["dashscope"]["task_id"], 30, what="the create")
+    # Its first read hangs at DashScope; the worker dies holding the job.
+    wait_for(lambda: stack.emulator.stats()["reads_by_task"].get(ds_id) == 1, 30, what="the first read")
+    assert stack.task(created["id"])["status"] == "submitted"
+    doomed.kill()
+    stack.worker("worker-b")  # takes the job over after WANHOOK_CLAIM_IDLE_SECONDS
+    task = stack.wait_status(created["id"], timeout=60)
+    assert task["status"] == "failed" and task["error"] == {"code": CODE, "message": MESSAGE}
+    assert stack.emulator.stats()["reads_by_task"][ds_id] == 2  # the lost read, and one more
+    assert stack.redis.xpending(keys.FAILURE_JOBS, keys.FAILURE_GROUP)["pending"] == 0
+    assert_consistent(stack.redis)
+
+
 def test_an_event_that_carries_the_reason_needs_no_read(failing: Stack) -> None:
     failing.emulator.configure(drop_events=True)
     created = failing.create("failed, and the event says why [fail]")
