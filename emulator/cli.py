@@ -18,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--render-seconds", type=float, default=20.0, help="how long a task runs (default: %(default)s)"
     )
+    parser.add_argument(
+        "--list-time-zone",
+        type=float,
+        default=8.0,
+        help="offset from UTC, in hours, in which the task list reads start_time/end_time (default: %(default)s)",
+    )
     parser.add_argument("--webhook-url", help="push completion events to this EventBridge HTTP target")
     parser.add_argument("--webhook-token", help="sent as the x-eventbridge-signature-token header")
     parser.add_argument(
@@ -52,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     targets = [{"url": args.webhook_url, "token": args.webhook_token, "body": args.webhook_body}]
     config = EmulatorConfig(render_seconds=args.render_seconds, webhook_targets=targets if args.webhook_url else [])
+    config.update({"list_time_zone": args.list_time_zone})  # checked as the knob is
     from .server import Emulator  # needs the `emulator` extra (PyAV)
 
     emulator = Emulator(config)

@@ -20,9 +20,11 @@ def utc_iso(timestamp: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def parse_compact(text: str) -> float:
-    """`YYYYMMDDhhmmss` in China time, as the task list's window is given."""
-    return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=CHINA).timestamp()
+def parse_compact(text: str, utc_offset_hours: float = 8.0) -> float:
+    """`YYYYMMDDhhmmss`, as the task list's window is given, read at the offset from UTC (China time by
+    default; the documentation names no zone)."""
+    zone = timezone(timedelta(hours=utc_offset_hours))
+    return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=zone).timestamp()
 
 
 def epoch_millis(timestamp: float | None) -> int | None:

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .rules import QUERY_QPS
+from .rules import MESSAGES, QUERY_QPS
 
 # How the HTTP pushes' v2 signature reads, one of the forms receivers in the wild expect:
 # - "trailing-newline" (the default): a newline after the body, the token line signed when the push has a token.
@@ -29,6 +29,8 @@ KNOBS: dict[str, tuple[type, ...]] = {
     "early_events": (bool,),
     "drop_events": (bool,),
     "fail_marker": (str,),
+    "fail_code": (str,),
+    "fail_message": (str,),
     "block_marker": (str,),
     "create_errors": (list,),
     "read_errors": (list,),
@@ -44,6 +46,7 @@ KNOBS: dict[str, tuple[type, ...]] = {
     "enforce_limits": (bool,),
     "limits": (dict,),
     "query_qps": (int,),
+    "list_time_zone": (int, float),
     "webhook_targets": (list,),
     "signature_variant": (str,),
     "signature_tamper": (bool,),
@@ -70,6 +73,9 @@ class EmulatorConfig:
     early_events: bool = False
     drop_events: bool = False
     fail_marker: str = "[fail]"
+    # What a task that fails (its prompt has fail_marker) reports as its output.code and output.message.
+    fail_code: str = "InternalError.Algo"
+    fail_message: str = MESSAGES["InternalError.Algo"]
     block_marker: str = "[blocked]"
     # Faults consumed one per create call, in order. An item is DashScope's JSON error
     # ({"status": 429, "code": "Throttling", "message": "..."}; status 500 when left out), or a raw
@@ -95,6 +101,10 @@ class EmulatorConfig:
     enforce_limits: bool = True
     limits: dict[str, dict[str, int]] = field(default_factory=dict)  # {model: {"rps": n, "running": n}}
     query_qps: int = QUERY_QPS
+    # The offset from UTC, in hours, in which the task list reads its start_time/end_time window: the
+    # documentation gives YYYYMMDDhhmmss without a zone; China time (8) by default, as DashScope writes
+    # every other time it shows.
+    list_time_zone: float = 8.0
     webhook_targets: list[dict[str, Any]] = field(default_factory=list)  # [{"url", "token", "body"}]
     # Every HTTP push is signed as EventBridge signs (v2, RSA-SHA256) with the emulator's own key; its
     # certificate is served at /_emulator/eventbridge/cert.pem. These bend the signature for tests:
@@ -120,6 +130,8 @@ class EmulatorConfig:
             if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
                 kinds = " or ".join("null" if kind is type(None) else kind.__name__ for kind in accepted)
                 raise ValueError(f"{name} must be {kinds}")
+        if not -12 <= changes.get("list_time_zone", 0) <= 14:
+            raise ValueError("list_time_zone is an offset from UTC in hours, from -12 to 14")
         if changes.get("video_pad_bytes", 0) < 0:
             raise ValueError("video_pad_bytes must be at least 0")
         for limit in changes.get("limits", {}).values():

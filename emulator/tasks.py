@@ -202,7 +202,7 @@ class Tasks:
         try:
             await asyncio.sleep(self.config.render_time(task.prompt))
             if render is None:
-                self._end(task, "FAILED", "InternalError.Algo", rules.MESSAGES["InternalError.Algo"])
+                self._end(task, "FAILED", self.config.fail_code, self.config.fail_message)
             else:
                 task.video = await render
                 task.video_url = self.sign(task)

@@ -137,6 +137,9 @@ async def cancel_task(request: Request) -> Response:
     if raw["status"] == Status.QUEUED and await rt.store.transition(task_id, "canceled"):
         return JSONResponse(await rt.store.get(task_id))
     raw = await rt.store.raw(task_id) or raw
+    if raw["status"] == Status.SUBMITTED and raw.get("awaiting_reason"):
+        # DashScope has ended it already (FAILED); its reason is being read.
+        raise ApiError(409, "too_late", "DashScope reported the task FAILED: it can no longer be canceled")
     if raw["status"] == Status.SUBMITTED and raw.get("ds_task_id"):
         try:
             async with rt.reads.request():

@@ -127,6 +127,8 @@ def table(task: dict[str, Any]) -> Table:
             ("model", task.get("model")), ("prompt", task.get("prompt")),
             ("parameters", json.dumps(task.get("parameters"))),
             ("dashscope task", (task.get("dashscope") or {}).get("task_id") or "-"),
+            # FAILED here while the task is still submitted: its reason is being read.
+            ("dashscope status", (task.get("dashscope") or {}).get("status") or "-"),
             ("created", task.get("created_at")), ("updated", task.get("updated_at"))]
     if task.get("video"):
         rows += [("video", task["video"]["path"]), ("bytes", f"{task['video']['bytes']:,}"),

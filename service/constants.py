@@ -65,6 +65,11 @@ SWEEPER_LEADER = PREFIX + ":sweeper"
 # job stream, read by the consumer group of download workers.
 DOWNLOAD_JOBS = PREFIX + ":jobs:download"
 DOWNLOAD_GROUP = "downloaders"
+# job stream, read by the consumer group of failure readers: a task DashScope reported FAILED without a
+# reason waits here (still "submitted", its hash marked awaiting_reason) for the one read that fetches
+# DashScope's code and message (failures.py); it turns failed once that is recorded.
+FAILURE_JOBS = PREFIX + ":jobs:failure"
+FAILURE_GROUP = "failure-readers"
 # Callbacks to submitters (callbacks.py): a hash per task (webhook id -> delivery JSON), the due times of
 # deliveries (ms; score 0: at once), the frozen body of each delivery, and the senders' wake-up list.
 DELIVERIES = PREFIX + ":deliveries:"  # + task id

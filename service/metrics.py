@@ -61,14 +61,16 @@ async def render(store: TaskStore) -> str:
         pipe.zrange(keys.TASKS_BY_STATUS + "queued", 0, 0)
         pipe.xlen(keys.DOWNLOAD_JOBS)
         pipe.xrange(keys.DOWNLOAD_JOBS, count=1)
+        pipe.xlen(keys.FAILURE_JOBS)
         pipe.zcard(keys.CALLBACKS_DUE)
         for model in MODELS:
             pipe.zcard(keys.SLOTS + model)
-        oldest_queued, downloads, oldest_download, callbacks_due, *slots = await pipe.execute()
+        oldest_queued, downloads, oldest_download, failures, callbacks_due, *slots = await pipe.execute()
     queued_age = (now_ms - int(oldest_queued[0].split(b":")[0])) / 1000 if oldest_queued else 0
     download_age = (now_ms - int(oldest_download[0][0].split(b"-")[0])) / 1000 if oldest_download else 0
     families["queue_depth gauge"] = [_line("queue_depth", {"queue": "download"}, downloads),
-                                     _line("queue_depth", {"queue": "callbacks"}, callbacks_due)]
+                                     _line("queue_depth", {"queue": "failure_reasons"}, failures),
+                                   _line("queue_depth", {"queue": "callbacks"}, callbacks_due)]
     families["oldest_queued_seconds gauge"] = [_line("oldest_queued_seconds", {"queue": "submit"}, queued_age),
                                                _line("oldest_queued_seconds", {"queue": "download"}, download_age)]
     families["dashscope_slots_in_use gauge"] = [_line("dashscope_slots_in_use", {"model": model}, used)

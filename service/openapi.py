@@ -207,8 +207,11 @@ DOCUMENT: dict[str, Any] = {
                 "video": {"type": "object", "nullable": True, "properties": {
                     "path": {"type": "string"}, "bytes": {"type": "integer"}, "sha256": {"type": "string"},
                     "url": {"type": "string"}}},
-                "error": {"type": "object", "nullable": True, "properties": {
-                    "code": {"type": "string"}, "message": {"type": "string"}}},
+                "error": {"type": "object", "nullable": True,
+                          "description": "Why the task failed or expired. For a task DashScope failed, DashScope's "
+                                         "own code and message (read from the task before it turned failed), or "
+                                         "TaskFailed with a message saying why they could not be read.",
+                          "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
                 "progress": {"type": "object", "properties": {
                     "bytes": {"type": "integer"}, "total": {"type": "integer", "nullable": True}}},
                 "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},

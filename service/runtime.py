@@ -17,6 +17,7 @@ from .config import Settings
 from .connection import connect
 from .dashscope import DashScopeClient
 from .download import Downloader
+from .failures import FailureReader
 from .feed import ChangeFeed
 from .jobs import JobQueue
 from .quota import Admission, RateLimiter, ReadLimiter, parse_limits
@@ -83,7 +84,7 @@ class Runtime:
         return JobQueue(self.redis, stream, group, self.consumer, claim_idle=self.settings.claim_idle_seconds)
 
     async def run_workers(self, stop: asyncio.Event) -> None:
-        """Submission, download, sweeper and callback loops until ``stop`` is set, each supervised: one
+        """Submission, download, failure-reason, sweeper and callback loops until ``stop`` is set, each supervised: one
         that crashes is restarted, and ``supervisor.down()`` names it meanwhile."""
         settings = self.settings
         admission = Admission(self.redis, self.limits, settings.reserve_seconds)
@@ -92,6 +93,8 @@ class Runtime:
                               sweep_after_seconds=settings.sweep_after_seconds)
         downloader = Downloader(self.store, self.dashscope, self.queue(keys.DOWNLOAD_JOBS, keys.DOWNLOAD_GROUP),
                                 self.reads, settings)
+        failures = FailureReader(self.store, self.dashscope, self.queue(keys.FAILURE_JOBS, keys.FAILURE_GROUP),
+                                 self.reads, attempts=settings.download_attempts)
         sweeper = Sweeper(self.store, self.dashscope, self.reads, self.consumer,
                           after_seconds=settings.sweep_after_seconds, interval_seconds=settings.sweep_interval_seconds,
                           slot_lease_seconds=self.slot_lease_seconds)
@@ -106,6 +109,7 @@ class Runtime:
             await self.supervisor.run({
                 "dispatcher": dispatcher.run,
                 "downloader": lambda stop: downloader.run(stop, settings.download_concurrency),
+                "failures": failures.run,
                 "sweeper": sweeper.run,
                 "notifier": notifier.run,
             }, stop)

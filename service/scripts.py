@@ -59,6 +59,13 @@ local function outbox(id, to, now)
   end
 end
 
+-- DashScope no longer runs the task: its slot goes back (the next task may go), and so does the
+-- sweeper's watch.
+local function release_slot(id, model)
+  if redis.call('ZREM', prefix .. ':slots:' .. model, id) == 1 then wake() end
+  redis.call('ZREM', prefix .. ':sweep', id)
+end
+
 local function transition(id, to, now, fields)
   local key = prefix .. ':task:' .. id
   local current = redis.call('HGET', key, 'status')
@@ -70,8 +77,7 @@ local function transition(id, to, now, fields)
     -- Leaving the queue, or DashScope: give back the place, the slot (the next task may go) and the
     -- sweeper's watch.
     if current == 'queued' then dequeue(id, model, owner or '') end
-    if redis.call('ZREM', prefix .. ':slots:' .. model, id) == 1 then wake() end
-    redis.call('ZREM', prefix .. ':sweep', id)
+    release_slot(id, model)
   end
   redis.call('ZREM', prefix .. ':tasks:' .. current, member)
   redis.call('ZADD', prefix .. ':tasks:' .. to, 0, member)
@@ -86,7 +92,8 @@ local function transition(id, to, now, fields)
   if RANK[to] == 3 then
     -- Ended: what only the way here needed goes, and the change stream (a stream costs some 4 KiB,
     -- three times the task) stays only as long as a follower may still resume it.
-    redis.call('HDEL', key, 'video_url', 'dl_etag', 'dl_total', 'dl_bytes', 'submit_attempt_at')
+    redis.call('HDEL', key, 'video_url', 'dl_etag', 'dl_total', 'dl_bytes', 'submit_attempt_at', 'awaiting_reason',
+      'reason_reads')
     local ttl = tonumber(redis.call('HGET', prefix .. ':settings', 'changes_ttl_ms') or '')
     redis.call('PEXPIRE', changes, ttl or CHANGES_TTL_MS)
   end
@@ -98,8 +105,28 @@ local function error_json(code, message)
   return cjson.encode({code = code, message = message})
 end
 
+-- A FAILED event without DashScope's reason (the documented event carries none): the task stays
+-- submitted, marked ds_status FAILED, while one read of the DashScope task fetches its code and message
+-- (failures.py). It gives back its slot and the sweeper's watch now, since DashScope no longer runs it;
+-- it turns failed, and its callback is written, only once the reason is known, so that every follower
+-- sees DashScope's own code. Marked once (awaiting_reason): a second FAILED event queues no second read.
+local function await_reason(id, now)
+  local key = prefix .. ':task:' .. id
+  local current, awaiting, model = unpack(redis.call('HMGET', key, 'status', 'awaiting_reason', 'model'))
+  if not current then return 'missing' end
+  if current ~= 'submitted' or awaiting then return 'stale' end
+  release_slot(id, model)
+  redis.call('HSET', key, 'ds_status', 'FAILED', 'awaiting_reason', now, 'updated_at', now)
+  redis.call('XADD', prefix .. ':jobs:failure', '*', 'task', id)
+  return 'ok'
+end
+
 -- What a completion event means for a known task.
 local function apply(id, status, now, video_url, code, message)
+  if status ~= 'FAILED' and redis.call('HEXISTS', prefix .. ':task:' .. id, 'awaiting_reason') == 1 then
+    -- DashScope's last word on the task was FAILED (its reason is being read); nothing says otherwise after.
+    return 'stale'
+  end
   if status == 'SUCCEEDED' then
     local fields = {'ds_status', status}
     if video_url ~= '' then
@@ -112,7 +139,8 @@ local function apply(id, status, now, video_url, code, message)
     end
     return result
   elseif status == 'FAILED' then
-    if code == '' then code = 'TaskFailed' end
+    -- An event (or the sweeper's read) that carries DashScope's reason needs no read for it.
+    if code == '' then return await_reason(id, now) end
     if message == '' then message = 'DashScope reported the task FAILED' end
     return transition(id, 'failed', now, {'ds_status', status, 'error', error_json(code, message)})
   elseif status == 'CANCELED' then

@@ -23,7 +23,7 @@ import logging
 import random
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -40,7 +40,14 @@ log = logging.getLogger("wanhook.submission")
 
 MAX_BACKOFF = 60.0
 MAX_IDLE = 15.0  # a dispatcher's longest block; below the Redis socket timeout
-CHINA = timezone(timedelta(hours=8))  # the list API's times are Beijing time
+# The task list's window (start_time, end_time: YYYYMMDDhhmmss) comes without a zone in the documentation
+# (https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks). DashScope writes its other
+# times in China time (UTC+8); its servers may as well read the window in UTC. A lost create is looked for
+# in both readings, China time first, each one paged to its end: under either, one of them holds it.
+CHINA = timezone(timedelta(hours=8))
+LIST_READINGS = (CHINA, UTC)
+LIST_PAGE_SIZE = 100  # the most a page may hold
+LIST_MAX_PAGES = 50  # per reading: a list that never ends (a misbehaving API) is not read for ever
 LANDED_SLACK = 2.0  # seconds of clock difference allowed around an attempt
 REDIS_BACK_PAUSE = 0.5  # seconds a model waits after Redis came back, so its processes do not rush in together
 
@@ -258,36 +265,58 @@ class Submitter:
         needs nothing more from this attempt. Called only once that create can no longer land."""
         attempt_at = float(task["submit_attempt_at"])
         # A create that landed was created while its call could still answer: between the attempt and
-        # the client's timeout.
+        # the client's timeout. The match is on gmt_create (epoch ms), whatever zone the window was read in.
         earliest, latest = attempt_at - LANDED_SLACK, attempt_at + self.client.timeout + LANDED_SLACK
-        try:
+        tried: set[str] = set()
+        for zone in LIST_READINGS:
+            try:
+                listed = await self._list(task["model"], earliest - 1, latest + 1, zone)
+            except DashScopeError as exc:
+                log.warning("task %s: cannot tell whether its create landed (%s); not submitting it yet",
+                            task["id"], exc.code)
+                await self._retry_later(task, exc, attempt)
+                return True
+            created = [(float(item.get("gmt_create") or 0) / 1000, item) for item in listed]
+            candidates = [item for at, item in sorted(created, key=lambda pair: abs(pair[0] - attempt_at))
+                          if earliest <= at <= latest]
+            for item in candidates:
+                ds_id = item.get("task_id")
+                if not ds_id or not isinstance(ds_id, str) or ds_id in tried:
+                    continue
+                tried.add(ds_id)
+                result = await self._record(task["id"], ds_id, str(item.get("status") or "PENDING"),
+                                            item.get("request_id"), adopt=True, attempt=attempt)
+                if result == "ok":
+                    log.info("task %s: its earlier create had landed as DashScope task %s", task["id"], ds_id)
+                    await self.store.count("submissions_adopted")
+                elif result != "taken":
+                    log.info("task %s: moved on meanwhile (%s); nothing to adopt", task["id"], result)
+                if result != "taken":
+                    return True
+        return False
+
+    async def _list(self, model: str, start: float, end: float, zone: timezone) -> list[dict]:
+        """Every task of the model that the list gives for the window written in ``zone``, page after page,
+        each page within the account's query quota."""
+        found: list[dict] = []
+        for page_no in range(1, LIST_MAX_PAGES + 1):
             async with self.reads.request():
                 listing = await self.client.list_tasks(
-                    start_time=datetime.fromtimestamp(earliest - 1, CHINA).strftime("%Y%m%d%H%M%S"),
-                    end_time=datetime.fromtimestamp(latest + 1, CHINA).strftime("%Y%m%d%H%M%S"),
-                    model_name=task["model"], page_no=1, page_size=100)
-        except DashScopeError as exc:
-            log.warning("task %s: cannot tell whether its create landed (%s); not submitting it yet", task["id"],
-                        exc.code)
-            await self._retry_later(task, exc, attempt)
-            return True
-        created = [(float(item.get("gmt_create") or 0) / 1000, item) for item in listing.get("data") or []]
-        candidates = [item for at, item in sorted(created, key=lambda pair: abs(pair[0] - attempt_at))
-                      if earliest <= at <= latest]
-        for item in candidates:
-            ds_id = item.get("task_id")
-            if not ds_id:
-                continue
-            result = await self._record(task["id"], ds_id, str(item.get("status") or "PENDING"),
-                                        item.get("request_id"), adopt=True, attempt=attempt)
-            if result == "ok":
-                log.info("task %s: its earlier create had landed as DashScope task %s", task["id"], ds_id)
-                await self.store.count("submissions_adopted")
-            elif result != "taken":
-                log.info("task %s: moved on meanwhile (%s); nothing to adopt", task["id"], result)
-            if result != "taken":
-                return True
-        return False
+                    start_time=datetime.fromtimestamp(start, zone).strftime("%Y%m%d%H%M%S"),
+                    end_time=datetime.fromtimestamp(end, zone).strftime("%Y%m%d%H%M%S"),
+                    model_name=model, page_no=page_no, page_size=LIST_PAGE_SIZE)
+            await self.store.count("dashscope_lists_lost_create")
+            page = [item for item in listing.get("data") or [] if isinstance(item, dict)]
+            found += page
+            pages = listing.get("total_page")
+            # The last page: as the answer counts them, or (no count given) the first one short of full.
+            if not page or (isinstance(pages, int) and page_no >= pages) or (
+                    not isinstance(pages, int) and len(page) < LIST_PAGE_SIZE):
+                break
+        else:
+            log.warning("the task list of %s for a lost create goes on past %d pages; the rest is not read",
+                        model, LIST_MAX_PAGES)
+        return found
 
     async def _give_back(self, task_id: str, attempt: str) -> None:
         """Back to the head of its queue as soon as Redis answers, not when its reservation expires.

@@ -101,9 +101,13 @@ class Sweeper:
                 await pipe.execute()
             return False
         video_url = output.get("video_url") if isinstance(output.get("video_url"), str) else None
+        code, message = output.get("code"), output.get("message")
+        if status == "FAILED" and not code:
+            # This read was the task's one read: a FAILED answer without a reason queues no second one.
+            code, message = "TaskFailed", message or "DashScope reported the task FAILED and gave no reason"
         event = CompletionEvent(source=SOURCE, id=f"sweeper-{task['ds_task_id']}-{status}", type=TYPE,
                                 task_id=task["ds_task_id"], task_status=str(status), model=task.get("model"),
-                                video_url=video_url, code=output.get("code"), message=output.get("message"))
+                                video_url=video_url, code=_text(code), message=_text(message))
         record = dict(output, video_url=redact_url(video_url) if video_url else None, read_by="sweeper")
         outcome, _ = await self.store.ingest(event, json.dumps(record).encode())
         if outcome is Outcome.APPLIED:
@@ -112,3 +116,10 @@ class Sweeper:
                         task_id, status)
             return True
         return False
+
+
+def _text(value: object) -> str | None:
+    """DashScope's code or message as text, as an event's are read (events.py)."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
+        return str(value)
+    return None

@@ -22,11 +22,13 @@ local prefix = ARGV[1]
 local function text(value) if value == false or value == nil then return '' end return value end
 local function after(key, head) return string.sub(key, #head + 1) end
 local snapshot = {tasks = {}, indexes = {}, owner_indexes = {}, queues = {}, rotations = {}, slots = {},
-  sweep = {}, ds = {}, outcomes = {}, jobs = {}}
+  sweep = {}, ds = {}, outcomes = {}, jobs = {}, failure_jobs = {}}
 for _, key in ipairs(redis.call('KEYS', prefix .. ':task:*')) do
-  local fields = redis.call('HMGET', key, 'id', 'status', 'created_ms', 'model', 'owner', 'ds_task_id')
+  local fields = redis.call('HMGET', key, 'id', 'status', 'created_ms', 'model', 'owner', 'ds_task_id',
+    'awaiting_reason')
   snapshot.tasks[after(key, prefix .. ':task:')] = {id = text(fields[1]), status = text(fields[2]),
-    created_ms = text(fields[3]), model = text(fields[4]), owner = text(fields[5]), ds_task_id = text(fields[6])}
+    created_ms = text(fields[3]), model = text(fields[4]), owner = text(fields[5]), ds_task_id = text(fields[6]),
+    awaiting_reason = text(fields[7])}
 end
 snapshot.indexes['*'] = redis.call('ZRANGE', prefix .. ':tasks', 0, -1)
 for _, key in ipairs(redis.call('KEYS', prefix .. ':tasks:*')) do
@@ -61,6 +63,14 @@ if redis.call('EXISTS', prefix .. ':jobs:download') == 1 then
     local fields = entry[2]
     for i = 1, #fields, 2 do
       if fields[i] == 'task' then snapshot.jobs[#snapshot.jobs + 1] = fields[i + 1] end
+    end
+  end
+end
+if redis.call('EXISTS', prefix .. ':jobs:failure') == 1 then
+  for _, entry in ipairs(redis.call('XRANGE', prefix .. ':jobs:failure', '-', '+')) do
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'task' then snapshot.failure_jobs[#snapshot.failure_jobs + 1] = fields[i + 1] end
     end
   end
 end
@@ -171,6 +181,18 @@ def violations(client: redis.Redis) -> list[str]:
     for task_id, task in tasks.items():
         if task["status"] == "downloading" and task_id not in jobs:
             found.append(f"task {task_id} is downloading without a download job: stuck")
+    # A task DashScope reported FAILED waits for the read of its reason: with its job, without its slot or
+    # the sweeper's watch (DashScope no longer runs it), and only while it is submitted.
+    failure_jobs = set(state["failure_jobs"])
+    for task_id, task in tasks.items():
+        if not task["awaiting_reason"]:
+            continue
+        if task["status"] != "submitted":
+            found.append(f"task {task_id} is {task['status']} but still marked as awaiting its failure reason")
+        elif task_id not in failure_jobs:
+            found.append(f"task {task_id} awaits its failure reason without a job: stuck")
+        if task_id in holding or task_id in state["sweep"]:
+            found.append(f"task {task_id} awaits its failure reason but still holds a slot or the sweeper's watch")
     return found
 
 
