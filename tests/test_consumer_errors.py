@@ -94,7 +94,8 @@ def test_describe_unwraps_and_names_grpc_status() -> None:
             raise RuntimeError("receive failed") from inner
     except RuntimeError as outer:
         assert describe(outer) == "UNAVAILABLE: failed to connect to all addresses; last error: Connection refused"
-    assert describe(Exception(OSError(111, "Connection refused"))) == "ConnectionRefusedError: [Errno 111] Connection refused"
+    refused = "ConnectionRefusedError: [Errno 111] Connection refused"
+    assert describe(Exception(OSError(111, "Connection refused"))) == refused  # wrapped as an argument
     assert describe(TimeoutError()) == "TimeoutError"
 
 
