@@ -112,3 +112,22 @@ def test_client_errors_keep_the_logged_grpc_status() -> None:
     errors.emit(logging.LogRecord("rocketmq-python-client", logging.ERROR, __file__, 1,
                                   "select topic queue raise exception: failed to fetch topic:t route.", None, None))
     assert errors.best(besides="failed to fetch topic:t route.") is None
+
+
+def test_consumer_says_when_receiving_works_again(tmp_path: Path, redis_url: str,
+                                                  processes: list[Process]) -> None:
+    from emulator.rocketmq import RocketMQDouble
+
+    port = free_port()
+    env = {"WANHOOK_REDIS_URL": redis_url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+           "WANHOOK_ROCKETMQ_ENDPOINTS": f"127.0.0.1:{port}", "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
+           "WANHOOK_ROCKETMQ_GROUP": "wanhook", "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "1", "WANHOOK_LOG_LEVEL": "INFO"}
+    consume = Wanhook(tmp_path, env, name="consume", port=free_port())
+    processes.append(consume.start())
+    wait_for(lambda: failure_lines(consume.log()), 30, what="the consumer's first failure line")
+    double = RocketMQDouble(port=port)  # the endpoint comes up
+    double.start()
+    try:
+        wait_for(lambda: "works again after" in consume.log(), 60, interval=0.2, what="the consumer to recover")
+    finally:
+        double.stop()
