@@ -232,8 +232,8 @@ class Consumer:
             logging.getLogger(CLIENT_LOGGER).removeHandler(self._client_errors)
 
     def _cause(self, exc: Exception) -> str:
-        """The exception's own cause, or the one the client logged while it failed when the exception
-        is the client's bare one that carries none."""
+        """What ``exc`` says; when it is the client's bare exception, which carries no cause, followed by
+        the cause the client logged while the receive failed."""
         own = describe(exc)
         if _grpc_status(exc) is not None:
             return own
