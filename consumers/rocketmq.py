@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,127 @@ from .delivery import Decision, settle
 log = logging.getLogger("wanhook.consumer")
 
 TRANSPORT = "rocketmq5"
+# A receive that failed is tried again after this long.
+RETRY_SECONDS = 1.0
+# One failure that keeps recurring (an endpoint down for hours) is logged at most this often, with the count
+# of repeats in between: a line a second would bury every other line of the process.
+FAILURE_LOG_SECONDS = 30.0
+# The name the RocketMQ client logs under, to a file of its own and nowhere else.
+CLIENT_LOGGER = "rocketmq-python-client"
+_GRPC_TEXT = re.compile(r'status = StatusCode\.(\w+)\s+details = "([^"]*)"')
+
+
+def _short(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: its cause or context, and exceptions passed as its arguments."""
+    seen: list[BaseException] = []
+    pending = [exc]
+    while pending and len(seen) < 16:
+        current = pending.pop(0)
+        if any(current is known for known in seen):
+            continue
+        seen.append(current)
+        inner = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+        pending.extend([inner] if inner is not None else [])
+        pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
+    return seen
+
+
+def _grpc_status(exc: BaseException) -> str | None:
+    """``CODE: details`` of a gRPC error in ``exc``'s chain, or written out in its text."""
+    for error in _chain(exc):
+        code, details = getattr(error, "code", None), getattr(error, "details", None)
+        if callable(code) and callable(details):  # grpc.RpcError, grpc.aio.AioRpcError
+            try:
+                return _short(f"{code().name}: {details()}")
+            except Exception:  # a call without its status yet: look on
+                continue
+        found = _GRPC_TEXT.search(str(error))
+        if found:
+            return _short(f"{found.group(1)}: {found.group(2)}")
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, in one short line: a gRPC status and its details when the error carries one
+    (``UNAVAILABLE: ... Connection refused``), else the innermost exception's type and message."""
+    status = _grpc_status(exc)
+    if status:
+        return status
+    innermost = _chain(exc)[-1]
+    text = str(innermost)
+    return _short(f"{type(innermost).__name__}: {text}" if text else type(innermost).__name__)
+
+
+class ClientErrors(logging.Handler):
+    """The errors the RocketMQ client logs, kept for wanhook's own line.
+
+    When a route query fails, the client logs the gRPC error to its own file and raises a bare
+    ``Exception("failed to fetch topic:... route.")`` without it; the cause (connection refused, an
+    unknown topic, a refused credential) is only in that log record. Errors are gathered from
+    ``clear()`` on, so that a failure is explained by what the client logged while it happened.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.statuses: list[str] = []  # gRPC statuses, the most telling
+        self.messages: list[str] = []  # anything else
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            error = record.exc_info[1] if record.exc_info else None
+            message = record.getMessage()
+            status = _grpc_status(error) if error is not None else None
+            status = status or _grpc_status(Exception(message))
+        except Exception:  # a log record must never break the client's thread
+            return
+        kept = self.statuses if status else self.messages
+        if len(kept) < 32:  # the first few say what happened; a flood says no more
+            kept.append(status or _short(message))
+
+    def clear(self) -> None:
+        self.statuses, self.messages = [], []
+
+    def best(self, besides: str) -> str | None:
+        """The first gRPC status logged, else the first error that says more than ``besides``."""
+        if self.statuses:
+            return self.statuses[0]
+        return next((message for message in self.messages if besides not in message), None)
+
+
+class FailureLog:
+    """Logs a recurring failure at once, then at most once per ``interval`` with the number of failures
+    not logged meanwhile. The limit holds whatever the cause: a cause whose text changes from one failure
+    to the next must not bring back a line a second."""
+
+    def __init__(self, what: str, interval: float = FAILURE_LOG_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.what = what
+        self.interval = interval
+        self.clock = clock
+        self.logged_at: float | None = None
+        self.unlogged = 0
+        self.failures = 0
+
+    def failed(self, cause: str) -> None:
+        now = self.clock()
+        self.failures += 1
+        if self.logged_at is not None and now - self.logged_at < self.interval:
+            self.unlogged += 1
+            return
+        repeats = f"; {self.unlogged} more failures since the last line" if self.unlogged else ""
+        log.warning("%s failed (%s); retrying every %g s, logging this at most every %g s%s", self.what, cause,
+                    RETRY_SECONDS, self.interval, repeats)
+        self.logged_at, self.unlogged = now, 0
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.info("%s works again after %d failures", self.what, self.failures)
+        self.logged_at, self.unlogged, self.failures = None, 0, 0
 
 
 @dataclass(frozen=True)
@@ -63,10 +186,15 @@ class Consumer:
         self.store = store
         self.settings = settings
         self._client: Any = None
+        self._client_errors = ClientErrors()
 
     def _start_client(self) -> Any:
         from rocketmq import ClientConfiguration, Credentials, FilterExpression, SimpleConsumer
 
+        # After the import: the client configures its logger when imported, dropping handlers set before.
+        client_log = logging.getLogger(CLIENT_LOGGER)
+        if self._client_errors not in client_log.handlers:
+            client_log.addHandler(self._client_errors)
         config = ClientConfiguration(self.settings.endpoints,
                                      Credentials(self.settings.access_key, self.settings.secret_key),
                                      namespace=self.settings.namespace)
@@ -81,8 +209,10 @@ class Consumer:
         self._client = await asyncio.to_thread(self._start_client)
         log.info("consuming %s as group %s from %s", self.settings.topic, self.settings.group,
                  self.settings.endpoints)
+        failures = FailureLog(f"receive from {self.settings.endpoints}")
         try:
             while not stop.is_set():
+                self._client_errors.clear()
                 receiving = asyncio.ensure_future(asyncio.to_thread(
                     self._client.receive, self.settings.batch, self.settings.invisible_seconds))
                 stopping = asyncio.ensure_future(stop.wait())
@@ -91,13 +221,24 @@ class Consumer:
                 try:
                     messages = await receiving  # a receive in flight is finished, never dropped
                 except Exception as exc:
-                    log.warning("receive failed (%s); retrying", type(exc).__name__)
-                    await asyncio.sleep(1.0)
+                    failures.failed(self._cause(exc))
+                    await asyncio.sleep(RETRY_SECONDS)
                     continue
+                failures.succeeded()
                 if messages:
                     await self._settle_batch(messages)
         finally:
             await asyncio.to_thread(self._client.shutdown)
+            logging.getLogger(CLIENT_LOGGER).removeHandler(self._client_errors)
+
+    def _cause(self, exc: Exception) -> str:
+        """What ``exc`` says; when it is the client's bare exception, which carries no cause, followed by
+        the cause the client logged while the receive failed."""
+        own = describe(exc)
+        if _grpc_status(exc) is not None:
+            return own
+        logged = self._client_errors.best(besides=str(exc))
+        return f"{own.rstrip('.')}: {logged}" if logged else own
 
     async def _settle_batch(self, messages: list[Any]) -> None:
         pending = {id(message): message for message in messages}
@@ -116,7 +257,7 @@ class Consumer:
                 await asyncio.to_thread(self._client.ack, message)
             except Exception as exc:
                 # Redelivered later; settling it again is harmless (the event is deduplicated).
-                log.warning("ack of message %s failed: %s", message.message_id, type(exc).__name__)
+                log.warning("ack of message %s failed: %s", message.message_id, describe(exc))
 
     async def _keep_invisible(self, pending: dict[int, Any]) -> None:
         """Extend the invisibility of messages still being worked on, so they are not redelivered meanwhile."""
@@ -127,7 +268,7 @@ class Consumer:
                     await asyncio.to_thread(self._client.change_invisible_duration, message,
                                             self.settings.invisible_seconds)
                 except Exception as exc:
-                    log.warning("could not extend message %s: %s", message.message_id, type(exc).__name__)
+                    log.warning("could not extend message %s: %s", message.message_id, describe(exc))
 
 
 def run_consumer(settings: Settings) -> int:

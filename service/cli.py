@@ -134,14 +134,22 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
     from .models import DEFAULT_MODEL
 
+    try:
+        installed = version("wanhook")
+    except PackageNotFoundError:  # a checkout run in place, never installed: there is no version to tell
+        installed = "unknown (not installed)"
     root = argparse.ArgumentParser(prog="wanhook", description="DashScope Wan text-to-video without polling.")
+    root.add_argument("--version", action="version", version=f"%(prog)s {installed}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     command = commands.add_parser("serve", help="HTTP API and EventBridge webhook receiver (and the workers)")
-    command.add_argument("--host", default="127.0.0.1")
-    command.add_argument("--port", type=int, default=8000)
+    command.add_argument("--host", default="127.0.0.1",
+                         help="address to listen on (default: %(default)s; any other needs WANHOOK_API_TOKENS)")
+    command.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     command.add_argument("--no-workers", action="store_true", help="run the workers apart (wanhook worker)")
     command.set_defaults(handler=serve)
 
@@ -152,23 +160,26 @@ def parser() -> argparse.ArgumentParser:
     command.set_defaults(handler=consume)
 
     command = commands.add_parser("submit", help="submit a task (and follow it with --wait)")
-    command.add_argument("prompt")
-    command.add_argument("--model", default=DEFAULT_MODEL)
-    command.add_argument("--size", help="W*H, e.g. 832*480")
-    command.add_argument("--negative-prompt", dest="negative_prompt")
-    command.add_argument("--seed", type=int)
-    command.add_argument("--duration", type=int)
+    command.add_argument("prompt", help="what the video shows")
+    command.add_argument("--model", default=DEFAULT_MODEL, help="the Wan model (default: %(default)s)")
+    command.add_argument("--size", help="W*H, e.g. 832*480 (default: the model's)")
+    command.add_argument("--negative-prompt", dest="negative_prompt", help="what the video should not show")
+    command.add_argument("--seed", type=int, help="DashScope's random seed, for a repeatable video")
+    command.add_argument("--duration", type=int, help="seconds of video (default: the model's)")
     command.add_argument("--audio-url", dest="audio_url", help="a wav or mp3 track the video follows (wan2.5, wan2.6)")
-    command.add_argument("--shot-type", dest="shot_type", choices=("single", "multi"), help="wan2.6")
-    command.add_argument("--callback-url")
+    command.add_argument("--shot-type", dest="shot_type", choices=("single", "multi"),
+                         help="one shot or a multi-shot narrative (wan2.6)")
+    command.add_argument("--callback-url", help="POST the task's terminal states to this URL (signed)")
     command.add_argument("--wait", action="store_true", help="follow the task live until it ends")
-    command.add_argument("--server", default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER))
+    command.add_argument("--server", default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
+                         help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})")
     command.set_defaults(handler=submit)
 
     command = commands.add_parser("status", help="print a task")
-    command.add_argument("id")
+    command.add_argument("id", help="the task's id")
     command.add_argument("--json", action="store_true", help="the task as JSON")
-    command.add_argument("--server", default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER))
+    command.add_argument("--server", default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
+                         help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})")
     command.set_defaults(handler=status)
 
     from emulator.cli import add_arguments
@@ -178,8 +189,11 @@ def parser() -> argparse.ArgumentParser:
     command.set_defaults(handler=emulator)
 
     command = commands.add_parser("demo", help="the whole flow offline, in one process")
-    command.add_argument("prompt", nargs="?", default="a paper boat drifting on a calm lake at dawn")
-    command.add_argument("--via", choices=["webhook", "rocketmq"], default="webhook")
+    command.add_argument("prompt", nargs="?", default="a paper boat drifting on a calm lake at dawn",
+                         help="what the video shows (default: %(default)s)")
+    command.add_argument("--via", choices=["webhook", "rocketmq"], default="webhook",
+                         help="how the completion event travels: EventBridge's HTTP push or a RocketMQ topic "
+                              "(default: %(default)s)")
     command.add_argument("--serve", action="store_true",
                          help="print the dashboard's URL and keep serving until interrupted")
     command.set_defaults(handler=demo)

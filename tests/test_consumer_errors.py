@@ -1,0 +1,133 @@
+"""``wanhook consume`` when RocketMQ cannot be reached: the cause in wanhook's own log, not a line a second."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import grpc
+import pytest
+
+from consumers.rocketmq import ClientErrors, FailureLog, describe
+
+from .support import Process, Wanhook, free_port, wait_for
+
+
+def failure_lines(log: str) -> list[str]:
+    lines = []
+    for line in log.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("logger") == "wanhook.consumer" and "failed" in record.get("message", ""):
+            lines.append(record["message"])
+    return lines
+
+
+def test_unreachable_endpoint_is_named_once_not_every_second(tmp_path: Path, redis_url: str,
+                                                             processes: list[Process]) -> None:
+    closed = free_port()  # bound once, then released: nothing listens there
+    home = tmp_path / "home"
+    env = {"WANHOOK_REDIS_URL": redis_url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+           "WANHOOK_ROCKETMQ_ENDPOINTS": f"127.0.0.1:{closed}", "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
+           "WANHOOK_ROCKETMQ_GROUP": "wanhook", "WANHOOK_LOG_LEVEL": "INFO",
+           # The client's own log, where each failed attempt leaves a line: the count of retries.
+           "HOME": str(home)}
+    consume = Wanhook(tmp_path, env, name="consume", port=free_port())
+    processes.append(consume.start())
+    first = wait_for(lambda: failure_lines(consume.log()), 30, what="the consumer's first failure line")[0]
+    assert f"127.0.0.1:{closed}" in first
+    assert "UNAVAILABLE" in first and "Connection refused" in first, first
+
+    client_log = home / "logs" / "rocketmq_python" / "rocketmq_client.log"
+
+    def attempts() -> int:
+        text = client_log.read_text(errors="replace") if client_log.exists() else ""
+        return text.count("failed to fetch topic:dashscope-events route")
+
+    # Five more attempts (a second apart) after the first line: each would have been a line before.
+    seen = attempts()
+    wait_for(lambda: attempts() >= seen + 5, 30, interval=0.2, what="five more receive attempts")
+    assert consume.alive
+    assert len(failure_lines(consume.log())) == 1, failure_lines(consume.log())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failure_log_counts_what_it_holds_back(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    failures = FailureLog("receive from here", interval=30, clock=clock)
+    with caplog.at_level(logging.INFO, logger="wanhook.consumer"):
+        for _ in range(10):
+            failures.failed("UNAVAILABLE: Connection refused")
+            clock.now += 1
+        clock.now += 25
+        failures.failed("UNAVAILABLE: Connection refused")
+        failures.succeeded()
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 3, messages
+    assert "UNAVAILABLE: Connection refused" in messages[0] and "more failures" not in messages[0]
+    assert "9 more failures since the last line" in messages[1]
+    assert "works again after 11 failures" in messages[2]
+
+
+def test_describe_unwraps_and_names_grpc_status() -> None:
+    class RpcError(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self) -> str:
+            return "failed to connect to all addresses; last error: Connection refused"
+
+    try:
+        try:
+            raise RpcError()
+        except RpcError as inner:
+            raise RuntimeError("receive failed") from inner
+    except RuntimeError as outer:
+        assert describe(outer) == "UNAVAILABLE: failed to connect to all addresses; last error: Connection refused"
+    refused = "ConnectionRefusedError: [Errno 111] Connection refused"
+    assert describe(Exception(OSError(111, "Connection refused"))) == refused  # wrapped as an argument
+    assert describe(TimeoutError()) == "TimeoutError"
+
+
+def test_client_errors_keep_the_logged_grpc_status() -> None:
+    errors = ClientErrors()
+    errors.emit(logging.LogRecord("rocketmq-python-client", logging.ERROR, __file__, 1,
+                                  'query topic raise exception, <AioRpcError of RPC that terminated with:\n'
+                                  '\tstatus = StatusCode.UNAUTHENTICATED\n\tdetails = "bad signature"\n'
+                                  '\tdebug_error_string = "..."\n>', None, None))
+    errors.emit(logging.LogRecord("rocketmq-python-client", logging.ERROR, __file__, 1,
+                                  "select topic queue raise exception: failed to fetch topic:t route.", None, None))
+    assert errors.best(besides="failed to fetch topic:t route.") == "UNAUTHENTICATED: bad signature"
+    errors.clear()
+    errors.emit(logging.LogRecord("rocketmq-python-client", logging.ERROR, __file__, 1,
+                                  "select topic queue raise exception: failed to fetch topic:t route.", None, None))
+    assert errors.best(besides="failed to fetch topic:t route.") is None
+
+
+def test_consumer_says_when_receiving_works_again(tmp_path: Path, redis_url: str,
+                                                  processes: list[Process]) -> None:
+    from emulator.rocketmq import RocketMQDouble
+
+    port = free_port()
+    env = {"WANHOOK_REDIS_URL": redis_url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+           "WANHOOK_ROCKETMQ_ENDPOINTS": f"127.0.0.1:{port}", "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
+           "WANHOOK_ROCKETMQ_GROUP": "wanhook", "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "1", "WANHOOK_LOG_LEVEL": "INFO"}
+    consume = Wanhook(tmp_path, env, name="consume", port=free_port())
+    processes.append(consume.start())
+    wait_for(lambda: failure_lines(consume.log()), 30, what="the consumer's first failure line")
+    double = RocketMQDouble(port=port)  # the endpoint comes up
+    double.start()
+    try:
+        wait_for(lambda: "works again after" in consume.log(), 60, interval=0.2, what="the consumer to recover")
+    finally:
+        double.stop()
