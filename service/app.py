@@ -15,7 +15,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -63,8 +63,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_text(request: Request) -> Response:
-    return PlainTextResponse(await metrics.render(request.app.state.runtime.store),
-                             media_type="text/plain; version=0.0.4")
+    return Response(metrics.exposition(await metrics.snapshot(request.app.state.runtime.store)),
+                    media_type=metrics.CONTENT_TYPE)
 
 
 async def openapi(request: Request) -> Response:
