@@ -90,9 +90,10 @@ def running(*processes: Process) -> Iterator[list[Process]]:
 
 
 def metric(client: httpx.Client, name: str) -> int:
-    """One value of wanhook's /metrics, e.g. ``wanhook_events_applied_total`` or ``wanhook_tasks{status="ready"}``."""
-    match = re.search(rf"^{re.escape(name)} (\d+)$", client.get("/metrics").text, re.MULTILINE)
-    return int(match.group(1)) if match else 0
+    """One value of wanhook's /metrics, e.g. ``wanhook_events_total{outcome="applied"}`` or
+    ``wanhook_tasks{status="ready"}``. prometheus-client writes every value as a float (``6.0``, ``4.650491e+06``)."""
+    match = re.search(rf"^{re.escape(name)} (\S+)$", client.get("/metrics").text, re.MULTILINE)
+    return int(float(match.group(1))) if match else 0
 
 
 def tasks_in(client: httpx.Client, status: str) -> int:

@@ -15,8 +15,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import api, dashboard, embedded, logs, metrics, webhook
@@ -63,8 +64,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_text(request: Request) -> Response:
-    return PlainTextResponse(await metrics.render(request.app.state.runtime.store),
-                             media_type="text/plain; version=0.0.4")
+    return Response(metrics.exposition(await metrics.snapshot(request.app.state.runtime.store)),
+                    media_type=metrics.CONTENT_TYPE)
 
 
 async def openapi(request: Request) -> Response:
@@ -76,10 +77,33 @@ async def on_api_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+def allowed_methods(request: Request) -> str:
+    """What the path takes, from every route that serves it: one path may have a route per method
+    (/v1/tasks), and Starlette's own Allow names only the first route's. A mount of static files (which
+    gives no Allow of its own) takes GET and HEAD."""
+    # The request as the app's router first saw it: a mount has since moved its prefix to root_path.
+    root_path = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+    scope = {"type": "http", "method": "GET", "root_path": root_path, "path": request.scope["path"]}
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        if isinstance(route, Route):
+            methods |= route.methods or set()
+        elif isinstance(route, Mount) and isinstance(route.app, StaticFiles):
+            methods |= {"GET", "HEAD"}
+    return ", ".join(sorted(methods))
+
+
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # RFC 9110: a 405 answer names the methods the resource takes.
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+    return error_response(ApiError(exc.status_code, code, str(exc.detail), headers=headers or None))
 
 
 async def on_redis_error(request: Request, exc: Exception) -> Response:

@@ -48,6 +48,7 @@ DOCUMENT: dict[str, Any] = {
     "paths": {
         "/v1/tasks": {
             "post": {
+                "operationId": "createTask",
                 "summary": "Create a task",
                 "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                                 "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
@@ -62,6 +63,7 @@ DOCUMENT: dict[str, Any] = {
                                                   "WANHOOK_MAX_QUEUED_PER_TOKEN tasks queued (Retry-After)")},
             },
             "get": {
+                "operationId": "listTasks",
                 "summary": "List tasks, newest first",
                 "parameters": [
                     {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
@@ -75,12 +77,15 @@ DOCUMENT: dict[str, Any] = {
             },
         },
         "/v1/tasks/{task_id}": {"get": {
+            "operationId": "getTask",
             "summary": "Read a task, with its callback deliveries", "parameters": [TASK_ID],
             "responses": {"200": _json(TASK, "the task"), **_client(404)}}},
         "/v1/tasks/{task_id}/cancel": {"post": {
+            "operationId": "cancelTask",
             "summary": "Cancel a queued or PENDING task", "parameters": [TASK_ID],
             "responses": {"200": _json(TASK, "the canceled task"), **_client(404, 409)}}},
         "/v1/tasks/{task_id}/callbacks/replay": {"post": {
+            "operationId": "replayCallbacks",
             "summary": "Send the task's dead and gone callback deliveries again", "parameters": [TASK_ID],
             "responses": {"200": _json({"type": "object", "required": ["replayed", "callbacks"], "properties": {
                 "replayed": {"type": "integer", "minimum": 0},
@@ -89,12 +94,14 @@ DOCUMENT: dict[str, Any] = {
                 **_client(404, 409)}}},
         "/v1/tasks/{task_id}/video": {
             "get": {
+                "operationId": "getVideo",
                 "summary": "The stored video (Range supported)", "parameters": [TASK_ID],
                 "responses": {"200": {"description": "the MP4", "content": VIDEO},
                               "206": {"description": "a range of the MP4", "content": VIDEO},
                               "416": {"description": "a range beyond the end of the MP4"},
                               **_client(404, 409, 410)}},
             "head": {
+                "operationId": "headVideo",
                 "summary": "The stored video's headers", "parameters": [TASK_ID],
                 "responses": {"200": {"description": "the MP4's headers"},
                               "206": {"description": "a range's headers"},
@@ -102,6 +109,7 @@ DOCUMENT: dict[str, Any] = {
                               **_client(404, 409, 410)}},
         },
         "/v1/tasks/{task_id}/events": {"get": {
+            "operationId": "streamTaskEvents",
             "summary": "Server-Sent Events: the current state, then each change; ends after a terminal state. "
                        "Streams are capped per token (429) and per process (503), both too_many_streams",
             "parameters": [TASK_ID,
@@ -113,6 +121,7 @@ DOCUMENT: dict[str, Any] = {
                             "schema": {"type": "string", "pattern": "^[0-9]+(-[0-9]+)?$"}}],
             "responses": {"200": {"description": "event stream", "content": SSE}, **_client(400, 404)}}},
         "/v1/stats": {"get": {
+            "operationId": "getStats",
             "summary": "Tasks per state, and DashScope slots in use per model against the quota",
             "responses": {"200": _json({"type": "object", "required": ["tasks", "models"], "properties": {
                 "tasks": {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -120,12 +129,14 @@ DOCUMENT: dict[str, Any] = {
                     "running": {"type": "integer"}, "limit": {"type": "integer"}, "rps": {"type": "integer"}}}}}},
                 "counts"), **_errors(401, 503)}}},
         "/v1/stream": {"get": {
+            "operationId": "streamTasks",
             "summary": "Server-Sent Events for several tasks; ends with an 'end' event once all are terminal. "
                        "Capped as /v1/tasks/{task_id}/events is",
             "parameters": [{"name": "tasks", "in": "query", "required": True,
                             "description": "1 to 100 comma-separated task ids", "schema": {"type": "string"}}],
             "responses": {"200": {"description": "event stream", "content": SSE}, **_errors(401, 422, 429, 503)}}},
         "/v1/events/dashscope": {"post": {
+            "operationId": "receiveDashscopeEvent",
             "summary": "EventBridge HTTP target for DashScope's AsyncTaskFinish CloudEvent (or its data alone)",
             "security": [{"eventbridge": []}, {}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
@@ -133,21 +144,23 @@ DOCUMENT: dict[str, Any] = {
                 "outcome": {"type": "string", "enum": [outcome.value for outcome in Outcome]},
                 "event_id": {"type": "string"}}}, "recorded"),
                 **_errors(400, 401, 413, 415, 503)}}},
-        "/": {"get": {"summary": "The dashboard page", "security": [{}],
+        "/": {"get": {"operationId": "getDashboard", "summary": "The dashboard page", "security": [{}],
                       "responses": {"200": {"description": "the page", "content": {"text/html": {
                           "schema": {"type": "string"}}}}, **_errors(503)}}},
-        "/healthz": {"get": {"summary": "Liveness (and the embedded Redis, when this process runs it)",
+        "/healthz": {"get": {"operationId": "checkLiveness",
+                             "summary": "Liveness (and the embedded Redis, when this process runs it)",
                              "security": [{}],
                              "responses": {"200": _json({"type": "object"}, "alive"),
                                            "503": _json({"type": "object"},
                                                         "the embedded Redis is down, being restarted")}}},
-        "/readyz": {"get": {"summary": "Readiness (Redis answers, no worker loop is down)", "security": [{}],
+        "/readyz": {"get": {"operationId": "checkReadiness",
+                            "summary": "Readiness (Redis answers, no worker loop is down)", "security": [{}],
                             "responses": {"200": _json({"type": "object"}, "ready"), **_errors(503)}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [{}],
+        "/metrics": {"get": {"operationId": "getMetrics", "summary": "Prometheus metrics", "security": [{}],
                              "responses": {"200": {"description": "text exposition",
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}},
                                            **_errors(503)}}},
-        "/openapi.json": {"get": {"summary": "This document", "security": [{}],
+        "/openapi.json": {"get": {"operationId": "getOpenApiDocument", "summary": "This document", "security": [{}],
                                   "responses": {"200": _json({"type": "object"}, "the OpenAPI document")}}},
     },
     "components": {

@@ -143,3 +143,24 @@ def test_foreign_and_unknown_events_are_acknowledged(quiet_stack: Stack) -> None
     assert counters["events_ignored"] == "2" and counters["events_unknown_task"] == "1"
     assert counters["events_duplicate"] == "1"
     assert stack.redis.xlen("{wanhook}:events") == 4
+
+
+def test_a_method_a_path_does_not_take_is_405_naming_those_it_does(stack: Stack) -> None:
+    task_id = stack.create("here")["id"]
+    for method, path, allowed in (
+            # One path, two routes (a route per method): Allow names both, and HEAD with GET.
+            ("DELETE", "/v1/tasks", "GET, HEAD, POST"),
+            ("PUT", "/v1/tasks", "GET, HEAD, POST"),
+            ("POST", f"/v1/tasks/{task_id}", "GET, HEAD"),
+            ("GET", f"/v1/tasks/{task_id}/cancel", "POST"),
+            ("DELETE", f"/v1/tasks/{task_id}/video", "GET, HEAD"),
+            ("GET", "/v1/events/dashscope", "POST"),
+            ("POST", "/metrics", "GET, HEAD"),
+            ("POST", "/openapi.json", "GET, HEAD"),
+            # Static files answer 405 with no Allow of their own.
+            ("POST", "/static/dashboard.css", "GET, HEAD")):
+        response = stack.http.request(method, path)
+        assert_error(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == allowed, (method, path)
+    # Other errors carry no Allow.
+    assert "allow" not in stack.http.get("/v1/nothing").headers

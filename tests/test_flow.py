@@ -51,8 +51,8 @@ def test_task_to_stored_video(stack: Stack) -> None:
     log = stack.redis.xrange("{wanhook}:events")
     assert [entry["outcome"] for _, entry in log] == ["applied"]
     metrics = stack.http.get("/metrics").text
-    assert 'wanhook_events_total{outcome="applied"} 1' in metrics
-    assert 'wanhook_tasks{status="ready"} 1' in metrics
+    assert '\nwanhook_events_total{outcome="applied"} 1.0\n' in metrics
+    assert '\nwanhook_tasks{status="ready"} 1.0\n' in metrics
 
 
 def test_video_is_409_until_ready_and_listing(stack: Stack) -> None:

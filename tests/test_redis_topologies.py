@@ -44,5 +44,5 @@ def test_whole_flow_on_the_topology(topology_url: str, tmp_path: Path, processes
     outcomes = [entry["outcome"] for _, entry in stack.redis.xrange("{wanhook}:events")]
     assert outcomes.count("applied") == 6 and set(outcomes) <= {"applied", "duplicate", "stale"}  # both transports
     assert stack.emulator.stats()["max_running_seen"]["wan2.2-t2v-plus"] <= 3
-    assert 'wanhook_tasks{status="ready"} 6' in stack.http.get("/metrics").text
+    assert '\nwanhook_tasks{status="ready"} 6.0\n' in stack.http.get("/metrics").text
     assert stack.http.get("/readyz").status_code == 200

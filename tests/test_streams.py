@@ -217,8 +217,8 @@ def test_1500_streams_within_the_caps_leave_the_webhook_and_creates_alone(capped
     assert result["clients"] < 60
     assert result["readers"] == 1
     metrics = stack.http.get("/metrics").text
-    assert 'wanhook_streams_refused_total{cap="token"} 200' in metrics
-    assert 'wanhook_streams_refused_total{cap="process"} 100' in metrics
+    assert '\nwanhook_streams_refused_total{cap="token"} 200.0\n' in metrics
+    assert '\nwanhook_streams_refused_total{cap="process"} 100.0\n' in metrics
     assert p99(fan_out) < 5.0
     for client in clients.values():
         client.close()
