@@ -87,6 +87,8 @@ COUNTERS: dict[str, Counter] = {
     "dashscope_reads_download": Counter("DashScope task reads made by downloads (for the video URL)"),
     "dashscope_reads_sweeper": Counter(
         "DashScope task reads made by the sweeper (tasks whose completion event is overdue)"),
+    "dashscope_lists_lost_create": Counter(
+        "DashScope task list pages read to find a create whose answer was lost"),
     "dashscope_reads_failure": Counter("DashScope task reads made for a failed task's code and message"),
     "failures_recorded": Counter("Failed tasks recorded with their reason after a FAILED event without one"),
     "failure_read_retries": Counter("Reads of a failed task's reason that failed transiently and were tried again"),
