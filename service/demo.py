@@ -94,7 +94,9 @@ async def _demo(prompt: str, via: str, console: Console, serve: bool = False) ->
             console.print(f"dashboard: {url}/")
         task = await asyncio.to_thread(client.submit, url, {"prompt": prompt, "size": "832*480"})
         console.print(f"submitted task {task['id']}: {prompt!r}")
-        final = await asyncio.to_thread(client.wait, url, task, None, console)
+        # Lines rather than a live display when the output is a log or a pipe, as `wanhook submit --wait` does.
+        final = await asyncio.to_thread(client.wait, url, task, None, console, plain=not console.is_terminal,
+                                        out=console.file)
         if final["status"] != "ready":
             error = final.get("error") or {}
             console.print(f"[red]task ended {final['status']}: {error.get('code')} {error.get('message')}[/]")

@@ -140,6 +140,9 @@ def http_ready(url: str) -> Callable[[], bool]:
 class Emulator(Process):
     def __init__(self, log_dir: Path, *extra: str, port: int | None = None) -> None:
         self.port = port or free_port()
+        if not {"--webhook-url", "--rocketmq", "--no-webhook"} & set(extra):
+            # Left to itself the emulator pushes to serve's default address, which a test does not own.
+            extra = (*extra, "--no-webhook")
         super().__init__(f"emulator-{self.port}", wanhook("emulator", "--port", str(self.port), *extra), log_dir)
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = self.url + "/api/v1"
