@@ -60,6 +60,7 @@ class Process:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.terminating = False
+        self.cwd = ROOT
 
     def start(self) -> Self:
         return self.launch().wait_ready()
@@ -68,7 +69,7 @@ class Process:
         """Start the process without waiting for it: several can then start up side by side."""
         self.terminating = False
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
                                          start_new_session=True)
         return self
 
