@@ -26,6 +26,12 @@ def _positive_seconds(value: str) -> float:
     return seconds
 
 
+def _port_number(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (1-65535)")
+    return int(value)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -160,6 +166,12 @@ def demo(args: argparse.Namespace) -> int:
     return run_demo(args.prompt, via=args.via, serve=args.serve)
 
 
+def dev(args: argparse.Namespace) -> int:
+    from .demo import run_dev
+
+    return run_dev(args.port, args.emulator_port, args.render_seconds)
+
+
 def parser() -> argparse.ArgumentParser:
     from .models import DEFAULT_MODEL
 
@@ -217,6 +229,18 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--serve", action="store_true",
                          help="print the dashboard's URL and keep serving until interrupted")
     command.set_defaults(handler=demo)
+
+    command = commands.add_parser(
+        "dev", help="the emulator and serve wired to each other in one process, until interrupted",
+        description="Local development in one step: the emulator (DashScope, EventBridge, OSS) and wanhook serve with "
+                    "its workers, wired to each other, on their usual addresses; submit tasks from another terminal "
+                    "with `wanhook submit PROMPT --wait`.")
+    command.add_argument("--port", type=_port_number, default=8000, help="wanhook's port (default: %(default)s)")
+    command.add_argument("--emulator-port", type=_port_number, default=8090,
+                         help="the emulator's port, its DashScope API under /api/v1 (default: %(default)s)")
+    command.add_argument("--render-seconds", type=_positive_seconds, default=20.0,
+                         help="how long the emulator renders a task (default: %(default)s)")
+    command.set_defaults(handler=dev)
 
     from . import eventbridge
 

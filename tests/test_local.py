@@ -102,6 +102,29 @@ def test_the_emulator_pushes_to_serves_default_address_unless_told(tmp_path: Pat
     wait_for(lambda: "warning: no event target (--no-webhook)" in quiet.log(), 10, what="the warning")
 
 
+def test_dev_wires_the_emulator_and_serve_in_one_step(tmp_path: Path, processes: list[Process]) -> None:
+    port, emulator_port = free_port(), free_port()
+    server = f"http://127.0.0.1:{port}"
+    dev = Process(f"dev-{port}", wanhook("dev", "--port", str(port), "--emulator-port", str(emulator_port),
+                                         "--render-seconds", "1"), tmp_path, clean_environment())
+    dev.cwd = tmp_path
+    processes.append(dev.launch())
+    hint = f'  wanhook submit "a paper boat drifting on a calm lake at dawn" --wait --server {server}\n'
+    wait_for(lambda: hint in dev.log(), 60, what="wanhook dev to say how to submit")
+    assert f"the emulator as its DashScope on http://127.0.0.1:{emulator_port}" in dev.log()
+    result = subprocess.run([*wanhook(*shlex.split(hint)[1:])], cwd=tmp_path, env=clean_environment(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr + dev.log()
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("task ") and lines[-2].split()[1] == "ready"
+    assert (tmp_path / lines[-1]).stat().st_size > 0
+    # A port in use: one line, before anything starts.
+    taken = subprocess.run(wanhook("dev", "--port", str(port), "--emulator-port", str(free_port())), cwd=tmp_path,
+                           env=clean_environment(), capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 2
+    assert taken.stderr.strip() == f"wanhook dev: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
