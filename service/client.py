@@ -104,29 +104,30 @@ class WaitTimeout(Exception):
         self.task, self.seconds = task, seconds
 
 
-def _details(task: dict[str, Any]) -> str:
-    """What a state line says beside the state: bytes while downloading, the size once ready, the error."""
+def _details(task: dict[str, Any]) -> tuple[str, bool]:
+    """What a state line says beside the state (bytes while downloading, the size once ready, else the error),
+    and whether that is the error."""
     status = task.get("status")
     progress = task.get("progress")
     if status == "downloading" and progress:
         total = progress.get("total")
         if total:
-            return f"{progress['bytes']:,} / {total:,} bytes ({100 * progress['bytes'] // total}%)"
-        return f"{progress['bytes']:,} bytes"
+            return f"{progress['bytes']:,} / {total:,} bytes ({100 * progress['bytes'] // total}%)", False
+        return f"{progress['bytes']:,} bytes", False
     if status == "ready" and task.get("video"):
-        return f"{task['video']['bytes']:,} bytes"
+        return f"{task['video']['bytes']:,} bytes", False
     if task.get("error"):
-        return f"{task['error'].get('code')}: {task['error'].get('message')}"
-    return ""
+        return f"{task['error'].get('code')}: {task['error'].get('message')}", True
+    return "", False
 
 
 def render(task: dict[str, Any], started: float) -> Text:
     status = task.get("status", "?")
     line = Text.assemble(("● ", STYLES.get(status, "")), (f"{status:<12}", STYLES.get(status, "")),
                          f" {time.monotonic() - started:6.1f}s  task {task.get('id')}")
-    details = _details(task)
+    details, is_error = _details(task)
     if details:
-        line.append(f"  {details}", style="red" if task.get("error") and status != "downloading" else "")
+        line.append(f"  {details}", style="red" if is_error else "")
     return line
 
 
@@ -157,7 +158,7 @@ class _PlainView:
                 return
             self.progress_at = now
         self.status = status
-        details = _details(task)
+        details, _ = _details(task)
         print(f"{now - self.started:.1f}s {status}" + (f" {details}" if details else ""), file=self.out, flush=True)
 
 

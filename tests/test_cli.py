@@ -146,6 +146,6 @@ def test_clear_errors(stack: Stack) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in ("serve", "worker", "consume", "submit", "status", "emulator", "demo"):
+    for command in ("serve", "worker", "consume", "submit", "status", "emulator", "demo", "dev"):
         result = run(command, "--help")
         assert result.returncode == 0 and "usage: wanhook" in result.stdout
