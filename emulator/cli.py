@@ -154,6 +154,11 @@ async def _serve(args: argparse.Namespace) -> int:
             print(f"completion events go to {url}", flush=True)
         print("for wanhook serve, in another terminal:\n" + serve_env(emulator.api_base_url, url,
                                                                       args.webhook_token), flush=True)
+        if double is not None:
+            print("and for wanhook consume, in a third terminal in the same directory, with that environment too:\n"
+                  f"  export WANHOOK_ROCKETMQ_ENDPOINTS={double.endpoints} "
+                  f"WANHOOK_ROCKETMQ_TOPIC={args.rocketmq_topic} WANHOOK_ROCKETMQ_GROUP=wanhook\n"
+                  "  wanhook consume", flush=True)
         watcher = asyncio.create_task(_watch_target(url)) if url else None
         if url is None and double is None:
             print("wanhook emulator: warning: no event target (--no-webhook): tasks end without a completion "
