@@ -192,10 +192,11 @@ def wait(server: str, task: dict[str, Any], token: str | None = None, console: C
 
     Live (a line redrawn at least once a second on ``console``, stderr by default), or with ``plain`` one line
     per change on ``out`` (stdout by default). ``started`` (time.monotonic()) is where the clock starts, by
-    default now. Raises WaitTimeout when ``timeout`` seconds pass first.
+    default now. Raises WaitTimeout when ``timeout`` seconds, counted from ``started``, pass first.
     """
     started = time.monotonic() if started is None else started
-    deadline = None if timeout is None else time.monotonic() + timeout
+    # From where the clock starts, so that the line saying "after N s" and the clock agree.
+    deadline = None if timeout is None else started + timeout
     updates = _follow_in_background(server, task["id"], token)
     final = task
 
