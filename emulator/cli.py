@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import shlex
 import signal
 import sys
 from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
 
 from .config import EmulatorConfig
 from .eventbridge import RocketMQTarget
+
+# Where `wanhook serve` takes EventBridge's pushes when started with its defaults (127.0.0.1:8000): the
+# emulator pushes there unless told otherwise, so that the two side by side need no wiring.
+DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/v1/events/dashscope"
+# Any key does for the emulator; serve needs one set all the same.
+LOCAL_API_KEY = "sk-local"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=8.0,
         help="offset from UTC, in hours, in which the task list reads start_time/end_time (default: %(default)s)",
     )
-    parser.add_argument("--webhook-url", help="push completion events to this EventBridge HTTP target")
-    parser.add_argument("--webhook-token", help="sent as the x-eventbridge-signature-token header")
+    # One HTTP target or none, as an EventBridge rule has it here.
+    pushes = parser.add_mutually_exclusive_group()
+    pushes.add_argument(
+        "--webhook-url",
+        help="push completion events to this EventBridge HTTP target (default: wanhook serve's own address, "
+        f"{DEFAULT_WEBHOOK_URL}, unless --rocketmq or --no-webhook)",
+    )
+    pushes.add_argument(
+        "--no-webhook", action="store_true", help="push no events over HTTP (they are still readable as tasks)"
+    )
+    parser.add_argument(
+        "--webhook-token", help="sent as the x-eventbridge-signature-token header (serve's WANHOOK_EVENTBRIDGE_TOKEN)"
+    )
     parser.add_argument(
         "--webhook-body",
         choices=("original", "data"),
@@ -55,9 +77,61 @@ def main(argv: list[str] | None = None) -> int:
     return run(parser.parse_args(argv))
 
 
+def webhook_url(args: argparse.Namespace) -> str | None:
+    """The HTTP target: the one named, else serve's default address, unless told to push elsewhere or nowhere."""
+    if args.no_webhook:
+        return None
+    if args.webhook_url:
+        return args.webhook_url
+    return None if args.rocketmq else DEFAULT_WEBHOOK_URL
+
+
+def serve_env(api_base_url: str, webhook: str | None, token: str | None) -> str:
+    """The lines a `wanhook serve` next to this emulator needs: its environment, and its address when not the
+    default one."""
+    env = {"DASHSCOPE_HTTP_BASE_URL": api_base_url, "DASHSCOPE_API_KEY": LOCAL_API_KEY,
+           # serve downloads videos only from hosts it is told to trust; the emulator's is loopback.
+           "WANHOOK_VIDEO_HOSTS": urlsplit(api_base_url).hostname or "127.0.0.1"}
+    if token:
+        env["WANHOOK_EVENTBRIDGE_TOKEN"] = token
+    lines = ["  export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())]
+    command = "  wanhook serve"
+    if webhook:
+        parts = urlsplit(webhook)
+        if parts.hostname not in (None, "127.0.0.1") or parts.path != "/v1/events/dashscope":
+            command += "  # listening where the events go: " + webhook
+        elif (parts.port or 80) != 8000:
+            command += f" --port {parts.port or 80}"
+    lines.append(command)
+    return "\n".join(lines)
+
+
+async def _answers(url: str) -> bool:
+    """Whether anything answers HTTP at ``url``; any status counts (serve answers a GET there with 405)."""
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            await client.get(url)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+async def _watch_target(url: str) -> None:
+    """Says once whether the target answers; if not, says so again when it starts to."""
+    if await _answers(url):
+        return
+    print(f"wanhook emulator: warning: nothing answers at {url} yet. Start wanhook serve there (as above) "
+          "before tasks end: an event that finds nobody is retried three times, 10-20 s apart, then dropped.",
+          file=sys.stderr, flush=True)
+    while not await _answers(url):
+        await asyncio.sleep(1.0)  # a local server starting up; nothing else to wait on
+    print(f"wanhook emulator: {url} answers now; events go there.", file=sys.stderr, flush=True)
+
+
 async def _serve(args: argparse.Namespace) -> int:
-    targets = [{"url": args.webhook_url, "token": args.webhook_token, "body": args.webhook_body}]
-    config = EmulatorConfig(render_seconds=args.render_seconds, webhook_targets=targets if args.webhook_url else [])
+    url = webhook_url(args)
+    targets = [{"url": url, "token": args.webhook_token, "body": args.webhook_body}] if url else []
+    config = EmulatorConfig(render_seconds=args.render_seconds, webhook_targets=targets)
     config.update({"list_time_zone": args.list_time_zone})  # checked as the knob is
     from .server import Emulator  # needs the `emulator` extra (PyAV)
 
@@ -83,7 +157,24 @@ async def _serve(args: argparse.Namespace) -> int:
         if double is not None:
             where += f"; RocketMQ {args.host}:{double.port}, topic {args.rocketmq_topic}"
         print(where + ")", flush=True)
+        if url:
+            print(f"completion events go to {url}", flush=True)
+        print("for wanhook serve, in another terminal:\n" + serve_env(emulator.api_base_url, url,
+                                                                      args.webhook_token), flush=True)
+        if double is not None:
+            print("and for wanhook consume, in a third terminal in the same directory, with that environment too:\n"
+                  f"  export WANHOOK_ROCKETMQ_ENDPOINTS={double.endpoints} "
+                  f"WANHOOK_ROCKETMQ_TOPIC={args.rocketmq_topic} WANHOOK_ROCKETMQ_GROUP=wanhook\n"
+                  "  wanhook consume", flush=True)
+        watcher = asyncio.create_task(_watch_target(url)) if url else None
+        if url is None and double is None:
+            print("wanhook emulator: warning: no event target (--no-webhook): tasks end without a completion "
+                  "event, and wanhook serve learns of them only from its sweeper.", file=sys.stderr, flush=True)
         await stopping.wait()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
     finally:
         await emulator.stop()
         if double is not None:

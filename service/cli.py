@@ -16,6 +16,22 @@ from .config import ConfigError, Settings
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds above 0")
+    return seconds
+
+
+def _port_number(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (1-65535)")
+    return int(value)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -84,7 +100,13 @@ def consume(args: argparse.Namespace) -> int:
     return run_consumer(Settings.from_env())
 
 
+# `wanhook submit --wait --timeout S` when the task had not ended in S seconds; the task itself goes on.
+EXIT_TIMEOUT = 4
+
+
 def submit(args: argparse.Namespace) -> int:
+    import time
+
     from . import client
 
     body: dict = {"prompt": args.prompt, "model": args.model}
@@ -93,14 +115,25 @@ def submit(args: argparse.Namespace) -> int:
             body[name] = getattr(args, name)
     if args.callback_url:
         body["callback"] = {"url": args.callback_url}
+    if args.timeout is not None and not args.wait:
+        print("wanhook submit: --timeout goes with --wait", file=sys.stderr)
+        return 2
     token = os.environ.get("WANHOOK_API_TOKEN")
+    started = time.monotonic()
     task = client.submit(args.server, body, token)
     if not args.wait:
         print(json.dumps(task, indent=2))
         return 0
-    final = client.wait(args.server, task, token)
+    # The id first, at once: whoever waits (or reads a log) can look the task up while it runs.
+    print(f"task {task['id']}", flush=True)
+    try:
+        final = client.wait(args.server, task, token, timeout=args.timeout, plain=not sys.stdout.isatty(),
+                            started=started)
+    except client.WaitTimeout as exc:
+        print(f"wanhook submit: {exc} (--timeout); it goes on: wanhook status {task['id']}", file=sys.stderr)
+        return EXIT_TIMEOUT
     if final.get("status") == "ready":
-        print(final["video"]["path"])
+        print(final["video"]["path"], flush=True)
         return 0
     error = final.get("error") or {}
     print(f"task {final.get('id')} ended {final.get('status')}: {error.get('code', '')} {error.get('message', '')}",
@@ -131,6 +164,12 @@ def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(args.prompt, via=args.via, serve=args.serve)
+
+
+def dev(args: argparse.Namespace) -> int:
+    from .demo import run_dev
+
+    return run_dev(args.port, args.emulator_port, args.render_seconds)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -170,7 +209,14 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--shot-type", dest="shot_type", choices=("single", "multi"),
                          help="one shot or a multi-shot narrative (wan2.6)")
     command.add_argument("--callback-url", help="POST the task's terminal states to this URL (signed)")
-    command.add_argument("--wait", action="store_true", help="follow the task live until it ends")
+    command.add_argument(
+        "--wait", action="store_true",
+        help="follow the task until it ends: the task id at once, then a live line on a terminal, or one line per "
+             "state change (elapsed seconds, state, bytes while downloading) otherwise; the video's path last. "
+             "Exit 0 ready, 1 failed/canceled/expired")
+    command.add_argument(
+        "--timeout", type=_positive_seconds, metavar="SECONDS",
+        help=f"with --wait: stop waiting after SECONDS and exit {EXIT_TIMEOUT} (the task goes on)")
     command.add_argument("--server", default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
                          help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})")
     command.set_defaults(handler=submit)
@@ -197,6 +243,18 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--serve", action="store_true",
                          help="print the dashboard's URL and keep serving until interrupted")
     command.set_defaults(handler=demo)
+
+    command = commands.add_parser(
+        "dev", help="the emulator and serve wired to each other in one process, until interrupted",
+        description="Local development in one step: the emulator (DashScope, EventBridge, OSS) and wanhook serve with "
+                    "its workers, wired to each other, on their usual addresses; submit tasks from another terminal "
+                    "with `wanhook submit PROMPT --wait`.")
+    command.add_argument("--port", type=_port_number, default=8000, help="wanhook's port (default: %(default)s)")
+    command.add_argument("--emulator-port", type=_port_number, default=8090,
+                         help="the emulator's port, its DashScope API under /api/v1 (default: %(default)s)")
+    command.add_argument("--render-seconds", type=_positive_seconds, default=20.0,
+                         help="how long the emulator renders a task (default: %(default)s)")
+    command.set_defaults(handler=dev)
 
     from . import eventbridge
 

