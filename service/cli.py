@@ -65,6 +65,17 @@ def check_listening(host: str, port: int) -> None:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def check_videos_dir(settings: Settings) -> None:
+    """Where the workers store videos: a directory that cannot be made would fail every download, one
+    task after another, long after the start."""
+    try:
+        settings.videos_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"WANHOOK_DATA_DIR: cannot make {settings.videos_dir}: {exc.strerror or exc}") from None
+    if not os.access(settings.videos_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"WANHOOK_DATA_DIR: cannot write in {settings.videos_dir}")
+
+
 async def check_redis(settings: Settings) -> None:
     """Connect once and let go: serve's own connection is made by uvicorn's lifespan, where a failure
     would be a traceback in the log rather than one line and exit status 3."""
@@ -93,6 +104,7 @@ def serve(args: argparse.Namespace) -> int:
     if not args.no_workers:
         settings.require_api_key("serve runs the workers, which submit tasks with it "
                                  "(serve --no-workers leaves them to wanhook worker)")
+        check_videos_dir(settings)
     check_listening(args.host, args.port)
     asyncio.run(check_redis(settings))
     # Each connection is a file, as are the Redis connections, the videos being served and the logs.
@@ -118,6 +130,7 @@ def worker(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     settings.require_api_key("the workers submit tasks with it")
+    check_videos_dir(settings)
 
     async def run(stop: asyncio.Event) -> None:
         runtime = await Runtime.open(settings)

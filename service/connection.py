@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -30,7 +31,11 @@ class RedisUnreachable(RedisConnectionError):
 def embedded_socket(data_dir: Path) -> str:
     """Start (or join) the embedded server for ``data_dir`` (``service/embedded.py``); returns its unix
     socket path."""
-    return str(embedded.server(data_dir).socket)
+    try:
+        return str(embedded.server(data_dir).socket)
+    except OSError as exc:  # the directory cannot be made or written: a setting to fix, not a bug
+        raise ConfigError(f"WANHOOK_DATA_DIR: cannot keep the embedded Redis in {data_dir / 'redis'}: "
+                          f"{exc.strerror or exc}") from None
 
 
 def redis_url(settings: Settings) -> str:
@@ -95,8 +100,7 @@ async def connect(settings: Settings, **kwargs: Any) -> Redis:
         # Refused, timed out, no such host or socket, no master known to the sentinels: the command
         # cannot do anything without Redis, and says so in one line rather than with a traceback.
         await _close_quietly(redis)
-        raise RedisUnreachable(f"cannot reach Redis at {_where(url)} (WANHOOK_REDIS_URL): "
-                               f"{str(exc) or type(exc).__name__}") from None
+        raise RedisUnreachable(f"cannot reach Redis at {_where(url)} (WANHOOK_REDIS_URL): {_reason(exc)}") from None
     version = info.get("redis_version") or next(iter(info.values()))["redis_version"]
     if tuple(int(part) for part in str(version).split(".")[:2]) < MIN_VERSION:
         await redis.aclose()
@@ -104,8 +108,17 @@ async def connect(settings: Settings, **kwargs: Any) -> Redis:
     return redis
 
 
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    # A Sentinel's "No master found for 'x' : {...}" goes on with every connection's repr: the name says it.
+    return text.split(" : ", 1)[0] if isinstance(exc, MasterNotFoundError) else text
+
+
 def _where(url: str) -> str:
-    return redact_url(url).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme == "unix":  # redact_url would print unix:/path; its query may hold the password
+        return "unix://" + parts.path
+    return redact_url(url)
 
 
 async def _close_quietly(redis: Redis) -> None:

@@ -77,6 +77,8 @@ MISCONFIGURED = [
     (("consume",), {**ROCKETMQ, "WANHOOK_ROCKETMQ_ENDPOINTS": "localhost"}, "WANHOOK_ROCKETMQ_ENDPOINTS"),
     (("consume",), {**ROCKETMQ, "WANHOOK_ROCKETMQ_BATCH": "0"}, "WANHOOK_ROCKETMQ_BATCH"),
     (("consume",), {**ROCKETMQ, "WANHOOK_MAX_VIDEO_BYTES": "4GB"}, "WANHOOK_MAX_VIDEO_BYTES"),
+    (("worker",), {**KEY, "WANHOOK_DATA_DIR": "/dev/null"}, "WANHOOK_DATA_DIR"),
+    (("serve", "--no-workers"), {"WANHOOK_DATA_DIR": "/dev/null/data"}, "WANHOOK_DATA_DIR"),
 ]
 
 
@@ -100,12 +102,16 @@ def test_a_secret_in_a_refused_setting_is_not_repeated(tmp_path: Path) -> None:
     assert "hunter2" not in line
 
 
-@pytest.mark.parametrize("args", [("serve",), ("serve", "--no-workers"), ("worker",), ("consume",)])
-def test_unreachable_redis_is_one_line_and_exit_status_3(tmp_path: Path, args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(("args", "url"), [
+    (("serve",), UNREACHABLE_REDIS), (("serve", "--no-workers"), UNREACHABLE_REDIS), (("worker",), UNREACHABLE_REDIS),
+    (("consume",), UNREACHABLE_REDIS), (("worker",), "redis+sentinel://127.0.0.1:1/wanhook"),
+    (("serve",), "redis+cluster://127.0.0.1:1"), (("worker",), "unix:///nonexistent/redis.sock"),
+])
+def test_unreachable_redis_is_one_line_and_exit_status_3(tmp_path: Path, args: tuple[str, ...], url: str) -> None:
     # consume and serve --no-workers submit nothing: they get this far without an API key.
-    env = {"WANHOOK_REDIS_URL": UNREACHABLE_REDIS, **ROCKETMQ, **({} if args[0] == "consume" or len(args) > 1 else KEY)}
-    assert_one_line(refused(tmp_path, args, env), args[0], 3, "cannot reach Redis", "127.0.0.1:1",
-                    "WANHOOK_REDIS_URL")
+    env = {"WANHOOK_REDIS_URL": url, "WANHOOK_DATA_DIR": str(tmp_path / "data"), **ROCKETMQ,
+           **({} if args[0] == "consume" or len(args) > 1 else KEY)}
+    assert_one_line(refused(tmp_path, args, env), args[0], 3, f"cannot reach Redis at {url}", "WANHOOK_REDIS_URL")
 
 
 def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
