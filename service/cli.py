@@ -143,10 +143,30 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def consume(args: argparse.Namespace) -> int:
-    from consumers.rocketmq import run_consumer
+class Unreachable(Exception):
+    """Something the command needs from its start did not answer (exit status 3)."""
 
-    return run_consumer(Settings.from_env())
+
+def check_endpoints_answer(endpoints: str, timeout: float = 5.0) -> None:
+    """One of the RocketMQ endpoints accepts a connection. The client would otherwise retry for ever,
+    with the cause written only to its own log file."""
+    errors = []
+    for item in filter(None, (part.strip() for part in endpoints.split(";"))):
+        host, _, port = item.removeprefix("http://").removeprefix("https://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+            return
+        except OSError as exc:
+            errors.append(f"{item}: {exc.strerror or type(exc).__name__}")
+    raise Unreachable(f"cannot reach the RocketMQ endpoint (WANHOOK_ROCKETMQ_ENDPOINTS): {'; '.join(errors)}")
+
+
+def consume(args: argparse.Namespace) -> int:
+    from consumers.rocketmq import ConsumerSettings, run_consumer
+
+    settings = Settings.from_env()
+    check_endpoints_answer(ConsumerSettings.from_env(settings.rocketmq).endpoints)
+    return run_consumer(settings)
 
 
 def submit(args: argparse.Namespace) -> int:
@@ -266,7 +286,7 @@ def exit_status(exc: Exception, command: str) -> int | None:
 
     if isinstance(exc, ConfigError):
         return EXIT_USAGE
-    if isinstance(exc, RedisUnreachable):
+    if isinstance(exc, (RedisUnreachable, Unreachable)):
         return EXIT_UNREACHABLE
     if isinstance(exc, ClientError):
         status = getattr(exc, "status", None)

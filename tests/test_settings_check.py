@@ -109,9 +109,24 @@ def test_a_secret_in_a_refused_setting_is_not_repeated(tmp_path: Path) -> None:
 ])
 def test_unreachable_redis_is_one_line_and_exit_status_3(tmp_path: Path, args: tuple[str, ...], url: str) -> None:
     # consume and serve --no-workers submit nothing: they get this far without an API key.
-    env = {"WANHOOK_REDIS_URL": url, "WANHOOK_DATA_DIR": str(tmp_path / "data"), **ROCKETMQ,
+    env = {"WANHOOK_REDIS_URL": url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
            **({} if args[0] == "consume" or len(args) > 1 else KEY)}
-    assert_one_line(refused(tmp_path, args, env), args[0], 3, f"cannot reach Redis at {url}", "WANHOOK_REDIS_URL")
+    with socket.socket() as broker:  # consume reaches its RocketMQ endpoint first: this one answers
+        broker.bind(("127.0.0.1", 0))
+        broker.listen()
+        env.update(ROCKETMQ, WANHOOK_ROCKETMQ_ENDPOINTS=f"127.0.0.1:{broker.getsockname()[1]}")
+        result = refused(tmp_path, args, env)
+    assert_one_line(result, args[0], 3, f"cannot reach Redis at {url}", "WANHOOK_REDIS_URL")
+
+
+def test_consume_with_an_unreachable_endpoint_is_one_line_and_exit_status_3(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"127.0.0.1:{closed.getsockname()[1]}"
+        result = refused(tmp_path, ("consume",), {**ROCKETMQ, "WANHOOK_ROCKETMQ_ENDPOINTS": endpoint,
+                                                  "WANHOOK_REDIS_URL": UNREACHABLE_REDIS})
+    assert_one_line(result, "consume", 3, "cannot reach the RocketMQ endpoint", "WANHOOK_ROCKETMQ_ENDPOINTS", endpoint,
+                    "refused")
 
 
 def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
