@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from .config import ConfigError, Settings
 
@@ -298,10 +299,19 @@ def exit_status(exc: Exception, command: str) -> int | None:
     return None
 
 
+def check_server(server: str) -> None:
+    """The client commands' server: without this, a URL with no scheme was "cannot reach", exit 3."""
+    parts = urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--server (or WANHOOK_SERVER) must be an http:// or https:// URL, got {server!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         setup_logging()
+        if isinstance(getattr(args, "server", None), str):
+            check_server(args.server)
         return args.handler(args)
     except KeyboardInterrupt:
         return 130

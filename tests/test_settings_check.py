@@ -146,6 +146,13 @@ def test_a_client_command_without_its_server_exits_3(tmp_path: Path) -> None:
     assert_one_line(result, "status", 3, "cannot reach")
 
 
+@pytest.mark.parametrize(("args", "env"), [(("submit", "a prompt", "--server", "127.0.0.1:8000"), {}),
+                                           (("status", "some-task"), {"WANHOOK_SERVER": "notaurl"})])
+def test_a_client_command_refuses_a_server_that_is_not_a_url(tmp_path: Path, args: tuple[str, ...],
+                                                             env: dict[str, str]) -> None:
+    assert_one_line(refused(tmp_path, args, env), args[0], 2, "--server (or WANHOOK_SERVER)")
+
+
 def test_serve_without_workers_needs_no_api_key(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
     server = Wanhook(tmp_path, clean_env(WANHOOK_REDIS_URL=redis_url, WANHOOK_DATA_DIR=str(tmp_path / "data")),
                      "--no-workers")
