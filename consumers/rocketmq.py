@@ -168,17 +168,32 @@ class ConsumerSettings:
         missing = [name for name in ("endpoints", "topic", "group") if not values.get(name)]
         if missing:
             raise ConfigError("set " + ", ".join(f"WANHOOK_ROCKETMQ_{name.upper()}" for name in missing))
-        try:
-            numbers = {name: int(values[name]) for name in ("invisible_seconds", "max_deliveries", "batch",
-                                                             "await_seconds") if values.get(name)}
-        except ValueError as exc:
-            raise ConfigError(f"WANHOOK_ROCKETMQ_* numbers must be whole numbers: {exc}") from None
+        check_endpoints(values["endpoints"])
+        numbers = {}
+        for name in ("invisible_seconds", "max_deliveries", "batch", "await_seconds"):
+            raw = values.get(name)
+            if raw:
+                # Zero would mean a message redelivered at once, never delivered, or never received.
+                if not raw.strip().isdigit() or int(raw) < 1:
+                    raise ConfigError(f"WANHOOK_ROCKETMQ_{name.upper()} must be a whole number above 0, got {raw!r}")
+                numbers[name] = int(raw)
         return cls(endpoints=values["endpoints"], topic=values["topic"], group=values["group"],
                    access_key=values.get("access_key", ""), secret_key=values.get("secret_key", ""),
                    namespace=values.get("namespace", ""), tag=values.get("tag", "*"), **numbers)
 
     def __repr__(self) -> str:  # never the secret key
         return f"ConsumerSettings(endpoints={self.endpoints!r}, topic={self.topic!r}, group={self.group!r})"
+
+
+def check_endpoints(endpoints: str) -> None:
+    """``host:port[;host:port...]`` as the client reads it. The client logs a value it cannot read to its
+    own log file and goes on with no endpoint at all; here it is refused in one line instead."""
+    for item in endpoints.split(";"):
+        address = item.strip().removeprefix("http://").removeprefix("https://")
+        host, _, port = address.rpartition(":")
+        if item and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"WANHOOK_ROCKETMQ_ENDPOINTS must be host:port, several separated by ';', "
+                              f"got {endpoints!r}")
 
 
 class Consumer:

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -30,6 +31,7 @@ from standardwebhooks.webhooks import Webhook
 
 from . import constants as keys
 from . import outbound, scripts
+from .config import ConfigError
 from .redact import redact_url
 from .store import TaskStore, now_iso
 
@@ -51,9 +53,27 @@ STOP_GRACE = 1.0  # how long a stop lets attempts in flight end before cutting t
 
 
 def parse_schedule(text: str | None) -> tuple[float, ...]:
+    """``WANHOOK_CALLBACK_SCHEDULE``: seconds before each attempt, comma-separated (0 is at once)."""
     if not text:
         return DEFAULT_SCHEDULE
-    return tuple(float(part) for part in text.split(","))
+    try:
+        schedule = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        schedule = ()
+    if not schedule or not all(math.isfinite(delay) and delay >= 0 for delay in schedule):
+        raise ConfigError("WANHOOK_CALLBACK_SCHEDULE must be the seconds before each attempt, numbers of 0 or more "
+                          f"separated by commas (e.g. 0,5,300), got {text!r}")
+    return schedule
+
+
+def check_secret(configured: str) -> None:
+    """``WANHOOK_CALLBACK_SECRET`` as Standard Webhooks reads it: ``whsec_`` and base64."""
+    try:
+        Webhook(configured)
+    except Exception:  # the library's own errors: binascii.Error, its EmptyWebhookSecretError
+        # The value is a secret: the message never repeats it.
+        raise ConfigError("WANHOOK_CALLBACK_SECRET must be whsec_ followed by base64 (a Standard Webhooks "
+                          "secret)") from None
 
 
 async def secret(redis: Redis, configured: str | None) -> str:

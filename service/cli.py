@@ -8,8 +8,10 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from .config import ConfigError, Settings
 
@@ -41,10 +43,63 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# Exit statuses, the same for every command (README, "Exit statuses").
+EXIT_DONE = 0
+EXIT_FAILED = 1  # the task ended badly (submit --wait), or there is no such task (status)
+EXIT_USAGE = 2  # a wrong argument or setting: nothing was started
+EXIT_UNREACHABLE = 3  # Redis, the wanhook server, or what it depends on, did not answer
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def setup_logging() -> None:
     from .logs import setup
 
-    setup(os.environ.get("WANHOOK_LOG_LEVEL", "INFO"), os.environ.get("WANHOOK_LOG_FORMAT", "json"))
+    level = os.environ.get("WANHOOK_LOG_LEVEL") or "INFO"
+    if level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"WANHOOK_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    form = os.environ.get("WANHOOK_LOG_FORMAT") or "json"
+    if form not in ("json", "text"):
+        raise ConfigError(f"WANHOOK_LOG_FORMAT must be json or text, got {form!r}")
+    setup(level, form)
+
+
+def check_port(port: int) -> None:
+    # uvicorn, given a port out of range, hangs after starting the workers instead of failing.
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be from 1 to 65535, got {port}")
+
+
+def check_listening(host: str, port: int) -> None:
+    """The same bind uvicorn makes, tried first: a port in use (or a host that is not this machine's)
+    is then one line here rather than uvicorn's log lines once the workers have started."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def check_videos_dir(settings: Settings) -> None:
+    """Where the workers store videos: a directory that cannot be made would fail every download, one
+    task after another, long after the start."""
+    try:
+        settings.videos_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"WANHOOK_DATA_DIR: cannot make {settings.videos_dir}: {exc.strerror or exc}") from None
+    if not os.access(settings.videos_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"WANHOOK_DATA_DIR: cannot write in {settings.videos_dir}")
+
+
+async def check_redis(settings: Settings) -> None:
+    """Connect once and let go: serve's own connection is made by uvicorn's lifespan, where a failure
+    would be a traceback in the log rather than one line and exit status 3."""
+    from .connection import connect
+
+    redis = await connect(settings)
+    await redis.aclose()
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -52,6 +107,7 @@ def serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = Settings.from_env()
+    check_port(args.port)
     if not settings.api_tokens and not _is_loopback(args.host):
         raise ConfigError(f"refusing to serve the API unauthenticated on {args.host}: "
                           "set WANHOOK_API_TOKENS or bind to 127.0.0.1")
@@ -62,6 +118,12 @@ def serve(args: argparse.Namespace) -> int:
                           "set WANHOOK_EVENTBRIDGE_TOKEN (or WANHOOK_EVENTBRIDGE_VERIFY=signature), or "
                           "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED=1 if pushes are authenticated in front of wanhook")
     settings.check_serving_limits()
+    if not args.no_workers:
+        settings.require_api_key("serve runs the workers, which submit tasks with it "
+                                 "(serve --no-workers leaves them to wanhook worker)")
+        check_videos_dir(settings)
+    check_listening(args.host, args.port)
+    asyncio.run(check_redis(settings))
     # Each connection is a file, as are the Redis connections, the videos being served and the logs.
     server.raise_descriptor_limit(settings.max_connections + settings.redis_max_connections + 256)
     app = create_app(settings, workers=not args.no_workers)
@@ -83,8 +145,12 @@ async def _until_signalled(run: object) -> None:
 def worker(args: argparse.Namespace) -> int:
     from .runtime import Runtime
 
+    settings = Settings.from_env()
+    settings.require_api_key("the workers submit tasks with it")
+    check_videos_dir(settings)
+
     async def run(stop: asyncio.Event) -> None:
-        runtime = await Runtime.open(Settings.from_env())
+        runtime = await Runtime.open(settings)
         try:
             await runtime.run_workers(stop)
         finally:
@@ -94,10 +160,30 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def consume(args: argparse.Namespace) -> int:
-    from consumers.rocketmq import run_consumer
+class Unreachable(Exception):
+    """Something the command needs from its start did not answer (exit status 3)."""
 
-    return run_consumer(Settings.from_env())
+
+def check_endpoints_answer(endpoints: str, timeout: float = 5.0) -> None:
+    """One of the RocketMQ endpoints accepts a connection. The client would otherwise retry for ever,
+    with the cause written only to its own log file."""
+    errors = []
+    for item in filter(None, (part.strip() for part in endpoints.split(";"))):
+        host, _, port = item.removeprefix("http://").removeprefix("https://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+            return
+        except OSError as exc:
+            errors.append(f"{item}: {exc.strerror or type(exc).__name__}")
+    raise Unreachable(f"cannot reach the RocketMQ endpoint (WANHOOK_ROCKETMQ_ENDPOINTS): {'; '.join(errors)}")
+
+
+def consume(args: argparse.Namespace) -> int:
+    from consumers.rocketmq import ConsumerSettings, run_consumer
+
+    settings = Settings.from_env()
+    check_endpoints_answer(ConsumerSettings.from_env(settings.rocketmq).endpoints)
+    return run_consumer(settings)
 
 
 # `wanhook submit --wait --timeout S` when the task had not ended in S seconds; the task itself goes on.
@@ -266,22 +352,49 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def exit_status(exc: Exception, command: str) -> int | None:
+    """The exit status for an error a user can cause (told in one line), None for a bug (a traceback)."""
+    from .client import ClientError
+    from .connection import RedisUnreachable
+
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE
+    if isinstance(exc, (RedisUnreachable, Unreachable)):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, ClientError):
+        status = getattr(exc, "status", None)
+        if status is None or status in (502, 503, 504):  # no answer, or the server's Redis did not answer
+            return EXIT_UNREACHABLE
+        if status == 404 and command == "status":
+            return EXIT_FAILED
+        return EXIT_USAGE
+    return None
+
+
+def check_server(server: str) -> None:
+    """The client commands' server: without this, a URL with no scheme was "cannot reach", exit 3."""
+    parts = urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--server (or WANHOOK_SERVER) must be an http:// or https:// URL, got {server!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    setup_logging()
     try:
+        setup_logging()
+        if isinstance(getattr(args, "server", None), str):
+            check_server(args.server)
         return args.handler(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one clear line, not a traceback
-        from .client import ClientError
+        status = exit_status(exc, args.command)
+        if status is None:
+            raise
+        from .logs import redact
 
-        if isinstance(exc, (ConfigError, ClientError)):
-            from .logs import redact
-
-            print(f"wanhook {args.command}: {redact(str(exc))}", file=sys.stderr)
-            return 2
-        raise
+        print(f"wanhook {args.command}: {redact(str(exc))}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

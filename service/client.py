@@ -22,7 +22,12 @@ STYLES = {"queued": "yellow", "submitted": "cyan", "downloading": "blue", "ready
 
 
 class ClientError(Exception):
-    """A request to the wanhook server failed; the message says why, in one line."""
+    """A request to the wanhook server failed; the message says why, in one line. ``status`` is the
+    server's HTTP status, None when no answer came (``wanhook`` exits 3 then)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -37,9 +42,9 @@ def _check(response: httpx.Response) -> dict[str, Any]:
     if response.status_code >= 400:
         error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
         raise ClientError(f"HTTP {response.status_code} {error.get('code', '')}: "
-                          f"{error.get('message', response.text[:200])}")
+                          f"{error.get('message', response.text[:200])}", response.status_code)
     if not isinstance(body, dict):
-        raise ClientError(f"HTTP {response.status_code} with a body that is not a JSON object")
+        raise ClientError(f"HTTP {response.status_code} with a body that is not a JSON object", response.status_code)
     return body
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import SplitResult, urlsplit
 
 DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
 # Where EventBridge keeps its signing certificates: https://<region>-eventbridge.oss-accelerate.aliyuncs.com/...
@@ -25,15 +27,19 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):  # float() takes "nan" and "inf", which no limit or duration means
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
+def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     value = _number(env, name, default)
-    if value < 1 or value != int(value):
-        raise ConfigError(f"{name} must be a whole number above 0, got {env.get(name)!r}")
+    if value < minimum or value != int(value):
+        above = "above 0" if minimum == 1 else f"of {minimum} or more"
+        raise ConfigError(f"{name} must be a whole number {above}, got {env.get(name)!r}")
     return int(value)
 
 
@@ -46,10 +52,82 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    """A duration or a rate: zero would mean spinning or never, so it is refused like a negative."""
     value = _number(env, name, default)
     if value <= 0:
         raise ConfigError(f"{name} must be above 0, got {env.get(name)!r}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """``1`` or ``0`` (unset or empty: 0). Anything else is refused rather than guessed at: "true" read as
+    off, or "false" as on, would be a silent surprise either way."""
+    raw = env.get(name) or "0"
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
+def _port_ok(parts: SplitResult) -> bool:
+    """The URL's port, if it names one, is a TCP port (urlsplit lets 0 through, and refuses the rest late)."""
+    try:
+        return parts.port != 0
+    except ValueError:
+        return False
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    """An http:// or https:// URL with a host (and a port that is one, if given); unset or empty: ``default``."""
+    raw = env.get(name) or default
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if not _port_ok(parts):
+        raise ConfigError(f"{name} has a port that is not a number from 1 to 65535: {raw!r}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw
+
+
+# What connection.py can connect to (redis-py's own schemes, and wanhook's Sentinel and Cluster forms).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster")
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("WANHOOK_REDIS_URL") or None
+    if raw is None:
+        return None
+    from .redact import redact_url
+
+    parts = urlsplit(raw)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ConfigError(f"WANHOOK_REDIS_URL must be a {', '.join(s + '://' for s in REDIS_SCHEMES[:-1])} "
+                          f"or {REDIS_SCHEMES[-1]}:// URL, got {redact_url(raw)!r}")
+    if parts.scheme == "unix" and not parts.path:
+        raise ConfigError(f"WANHOOK_REDIS_URL names no socket path: {redact_url(raw)!r}")
+    if parts.scheme == "redis+sentinel":  # several host:port, then the monitored service's name
+        sentinels = parts.netloc.rpartition("@")[2].split(",")
+        ports = [item.rpartition(":")[2] for item in sentinels if ":" in item]
+        if not all(port.isdigit() and 0 < int(port) < 65536 for port in ports) or not all(sentinels):
+            raise ConfigError(f"WANHOOK_REDIS_URL: expected redis+sentinel://host:26379[,host:port...]/<service>, "
+                              f"got {redact_url(raw)!r}")
+        path = [segment for segment in parts.path.split("/") if segment]
+        if not path:
+            raise ConfigError("WANHOOK_REDIS_URL: a redis+sentinel:// URL names the monitored service: "
+                              "redis+sentinel://host:26379/mymaster")
+        if len(path) > 1 and not path[1].isdigit():
+            raise ConfigError(f"WANHOOK_REDIS_URL: the database after the service is a number, got {path[1]!r}")
+    elif parts.scheme != "unix" and not _port_ok(parts):
+        raise ConfigError(f"WANHOOK_REDIS_URL has a port that is not a number from 1 to 65535: {redact_url(raw)!r}")
+    return raw
+
+
+def _hosts(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    hosts = _split(env.get(name, default))
+    if not hosts:
+        # Set but empty would allow no host at all: every download (or certificate) refused, task by task.
+        raise ConfigError(f"{name} is set but names no host (unset it for the default, {default})")
+    return hosts
 
 
 @dataclass(frozen=True)
@@ -105,45 +183,64 @@ class Settings:
             for key, value in env.items()
             if key.startswith("WANHOOK_ROCKETMQ_") and value
         }
-        return cls(
+        settings = cls(
             api_key=env.get("DASHSCOPE_API_KEY") or None,
-            dashscope_base_url=(env.get("DASHSCOPE_HTTP_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
-            redis_url=env.get("WANHOOK_REDIS_URL") or None,
+            dashscope_base_url=str(_http_url(env, "DASHSCOPE_HTTP_BASE_URL", DEFAULT_BASE_URL)).rstrip("/"),
+            redis_url=_redis_url(env),
             data_dir=Path(env.get("WANHOOK_DATA_DIR") or "wanhook-data"),
             eventbridge_token=env.get("WANHOOK_EVENTBRIDGE_TOKEN") or None,
             eventbridge_verify=_choice(env, "WANHOOK_EVENTBRIDGE_VERIFY", ("token", "signature")),
-            eventbridge_url=env.get("WANHOOK_EVENTBRIDGE_URL") or None,
-            eventbridge_cert_hosts=_split(env.get("WANHOOK_EVENTBRIDGE_CERT_HOSTS", DEFAULT_CERT_HOST)),
+            eventbridge_url=_http_url(env, "WANHOOK_EVENTBRIDGE_URL"),
+            eventbridge_cert_hosts=_hosts(env, "WANHOOK_EVENTBRIDGE_CERT_HOSTS", DEFAULT_CERT_HOST),
             api_tokens=_split(env.get("WANHOOK_API_TOKENS")),
             callback_secret=env.get("WANHOOK_CALLBACK_SECRET") or None,
-            video_hosts=_split(env.get("WANHOOK_VIDEO_HOSTS", "*.aliyuncs.com")),
-            callback_allow_private=env.get("WANHOOK_CALLBACK_ALLOW_PRIVATE", "0") == "1",
+            video_hosts=_hosts(env, "WANHOOK_VIDEO_HOSTS", "*.aliyuncs.com"),
+            callback_allow_private=_flag(env, "WANHOOK_CALLBACK_ALLOW_PRIVATE"),
             rocketmq=rocketmq,
-            download_concurrency=int(_number(env, "WANHOOK_DOWNLOAD_CONCURRENCY", 4)),
-            claim_idle_seconds=_number(env, "WANHOOK_CLAIM_IDLE_SECONDS", 30.0),
-            download_attempts=int(_number(env, "WANHOOK_DOWNLOAD_ATTEMPTS", 8)),
-            dashscope_timeout=_number(env, "WANHOOK_DASHSCOPE_TIMEOUT", 30.0),
+            download_concurrency=_count(env, "WANHOOK_DOWNLOAD_CONCURRENCY", 4),
+            claim_idle_seconds=_positive(env, "WANHOOK_CLAIM_IDLE_SECONDS", 30.0),
+            download_attempts=_count(env, "WANHOOK_DOWNLOAD_ATTEMPTS", 8),
+            dashscope_timeout=_positive(env, "WANHOOK_DASHSCOPE_TIMEOUT", 30.0),
             limits=env.get("WANHOOK_LIMITS", ""),
-            reserve_seconds=_number(env, "WANHOOK_RESERVE_SECONDS", 60.0),
-            sweep_after_seconds=_number(env, "WANHOOK_SWEEP_AFTER_SECONDS", 900.0),
-            sweep_interval_seconds=_number(env, "WANHOOK_SWEEP_INTERVAL_SECONDS", 60.0),
-            dashscope_qps=int(_number(env, "WANHOOK_DASHSCOPE_QPS", 20)),
+            reserve_seconds=_positive(env, "WANHOOK_RESERVE_SECONDS", 60.0),
+            sweep_after_seconds=_positive(env, "WANHOOK_SWEEP_AFTER_SECONDS", 900.0),
+            sweep_interval_seconds=_positive(env, "WANHOOK_SWEEP_INTERVAL_SECONDS", 60.0),
+            dashscope_qps=_count(env, "WANHOOK_DASHSCOPE_QPS", 20),
             callback_schedule=env.get("WANHOOK_CALLBACK_SCHEDULE", ""),
-            changes_retention_seconds=_number(env, "WANHOOK_CHANGES_RETENTION_SECONDS", 3600.0),
-            rate_limit=int(_number(env, "WANHOOK_RATE_LIMIT", 100)),
-            max_queued_per_token=int(_number(env, "WANHOOK_MAX_QUEUED_PER_TOKEN", 10_000)),
-            max_video_bytes=int(_number(env, "WANHOOK_MAX_VIDEO_BYTES", 4 << 30)),
-            min_free_bytes=int(_number(env, "WANHOOK_MIN_FREE_BYTES", 1 << 30)),
-            eventbridge_allow_unauthenticated=env.get("WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED", "0") == "1",
+            changes_retention_seconds=_positive(env, "WANHOOK_CHANGES_RETENTION_SECONDS", 3600.0),
+            rate_limit=_count(env, "WANHOOK_RATE_LIMIT", 100),
+            max_queued_per_token=_count(env, "WANHOOK_MAX_QUEUED_PER_TOKEN", 10_000),
+            max_video_bytes=_count(env, "WANHOOK_MAX_VIDEO_BYTES", 4 << 30),
+            min_free_bytes=_count(env, "WANHOOK_MIN_FREE_BYTES", 1 << 30, minimum=0),
+            eventbridge_allow_unauthenticated=_flag(env, "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED"),
             callback_timeout=_positive(env, "WANHOOK_CALLBACK_TIMEOUT", 15.0),
             callback_concurrency=_count(env, "WANHOOK_CALLBACK_CONCURRENCY", 16),
             callback_per_destination=_count(env, "WANHOOK_CALLBACK_PER_DESTINATION", 2),
             max_streams=_count(env, "WANHOOK_MAX_STREAMS", 1000),
             max_streams_per_token=_count(env, "WANHOOK_MAX_STREAMS_PER_TOKEN", 100),
             redis_max_connections=_count(env, "WANHOOK_REDIS_MAX_CONNECTIONS", 100),
-            header_timeout_seconds=_number(env, "WANHOOK_HEADER_TIMEOUT_SECONDS", 10.0),
+            header_timeout_seconds=_positive(env, "WANHOOK_HEADER_TIMEOUT_SECONDS", 10.0),
             max_connections=_count(env, "WANHOOK_MAX_CONNECTIONS", 2000),
         )
+        settings.check_formats()
+        return settings
+
+    def check_formats(self) -> None:
+        """The settings with a grammar of their own, parsed here once so that a mistake in one stops the
+        command at its start: found later, by a worker loop, it would stop that loop while the process
+        looked healthy."""
+        from .callbacks import check_secret, parse_schedule
+        from .quota import parse_limits
+
+        parse_limits(self.limits)
+        parse_schedule(self.callback_schedule)
+        if self.callback_secret is not None:
+            check_secret(self.callback_secret)
+
+    def require_api_key(self, why: str) -> None:
+        """For the commands that submit tasks: without a key, every task would wait in the queue for ever."""
+        if not self.api_key:
+            raise ConfigError(f"DASHSCOPE_API_KEY is not set: {why}")
 
     def check_serving_limits(self) -> None:
         """What ``serve`` refuses to start with: limits that would let streams starve the webhook."""
@@ -151,8 +248,6 @@ class Settings:
             # Streams alone must not be able to take every connection: the webhook needs some.
             raise ConfigError(f"WANHOOK_MAX_CONNECTIONS ({self.max_connections}) must be above WANHOOK_MAX_STREAMS "
                               f"({self.max_streams})")
-        if self.header_timeout_seconds <= 0:
-            raise ConfigError("WANHOOK_HEADER_TIMEOUT_SECONDS must be above 0")
 
     @property
     def videos_dir(self) -> Path:

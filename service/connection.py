@@ -12,17 +12,30 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.sentinel import MasterNotFoundError
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisClusterException, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import embedded
 from .config import ConfigError, Settings
+from .redact import redact_url
 
 MIN_VERSION = (6, 2)
+
+
+class RedisUnreachable(RedisConnectionError):
+    """Redis did not answer a process that was starting (``wanhook`` exits 3 on it). A connection error
+    still, so that what retries a lost connection (the change feed's) treats it as one."""
 
 
 def embedded_socket(data_dir: Path) -> str:
     """Start (or join) the embedded server for ``data_dir`` (``service/embedded.py``); returns its unix
     socket path."""
-    return str(embedded.server(data_dir).socket)
+    try:
+        return str(embedded.server(data_dir).socket)
+    except OSError as exc:  # the directory cannot be made or written: a setting to fix, not a bug
+        raise ConfigError(f"WANHOOK_DATA_DIR: cannot keep the embedded Redis in {data_dir / 'redis'}: "
+                          f"{exc.strerror or exc}") from None
 
 
 def redis_url(settings: Settings) -> str:
@@ -43,7 +56,8 @@ def sentinel_client(url: str, options: dict[str, Any]) -> Redis:
         hosts.append((host or item, int(port or 26379)))
     path = [segment for segment in parts.path.split("/") if segment]
     if not path:
-        raise ConfigError("a redis+sentinel:// URL names the monitored service: redis+sentinel://host:26379/mymaster")
+        raise ConfigError("WANHOOK_REDIS_URL: a redis+sentinel:// URL names the monitored service: "
+                          "redis+sentinel://host:26379/mymaster")
     password = unquote(parts.password) if parts.password else None
     options = {**options, "db": int(path[1]) if len(path) > 1 else 0, "password": password}
     options.pop("health_check_interval", None)
@@ -77,9 +91,38 @@ async def connect(settings: Settings, **kwargs: Any) -> Redis:
         redis = RedisCluster.from_url(url.replace("+cluster", "", 1), **options)  # type: ignore[assignment]
     else:
         redis = Redis.from_pool(BlockingConnectionPool.from_url(url, timeout=POOL_WAIT_SECONDS, **options))
-    info = await redis.info("server")
+    try:
+        info = await redis.info("server")
+    except (AuthenticationError, AuthorizationError) as exc:
+        await _close_quietly(redis)
+        raise ConfigError(f"WANHOOK_REDIS_URL: Redis at {_where(url)} refused the credentials ({exc})") from None
+    except (RedisError, RedisClusterException, OSError) as exc:
+        # Refused, timed out, no such host or socket, no master known to the sentinels: the command
+        # cannot do anything without Redis, and says so in one line rather than with a traceback.
+        await _close_quietly(redis)
+        raise RedisUnreachable(f"cannot reach Redis at {_where(url)} (WANHOOK_REDIS_URL): {_reason(exc)}") from None
     version = info.get("redis_version") or next(iter(info.values()))["redis_version"]
     if tuple(int(part) for part in str(version).split(".")[:2]) < MIN_VERSION:
         await redis.aclose()
-        raise ConfigError(f"Redis {version} is too old: wanhook needs 6.2 or newer (XAUTOCLAIM)")
+        raise ConfigError(f"WANHOOK_REDIS_URL: Redis {version} is too old: wanhook needs 6.2 or newer (XAUTOCLAIM)")
     return redis
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    # A Sentinel's "No master found for 'x' : {...}" goes on with every connection's repr: the name says it.
+    return text.split(" : ", 1)[0] if isinstance(exc, MasterNotFoundError) else text
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":  # redact_url would print unix:/path; its query may hold the password
+        return "unix://" + parts.path
+    return redact_url(url)
+
+
+async def _close_quietly(redis: Redis) -> None:
+    try:
+        await redis.aclose()
+    except Exception:  # a client that never connected has little to close, and the error at hand says more
+        pass

@@ -35,16 +35,25 @@ class Limit:
 
 
 def parse_limits(text: str | None) -> dict[str, Limit]:
-    """The spec's limits, overridden by ``model=rps/running,...``."""
+    """The spec's limits, overridden by ``model=rps/running,...`` (``WANHOOK_LIMITS``).
+
+    Both numbers are whole and above 0: a model allowed no submission a second, or no running task,
+    would keep its tasks queued for ever without a word.
+    """
     limits = {name: Limit(rules.submit_rps, rules.max_running) for name, rules in MODELS.items()}
     for item in (text or "").split(","):
         if not item.strip():
             continue
-        model, _, numbers = item.partition("=")
-        rps, _, running = numbers.partition("/")
-        if model.strip() not in MODELS or not rps.strip().isdigit() or not running.strip().isdigit():
-            raise ConfigError(f"WANHOOK_LIMITS: expected model=rps/running with a known model, got {item!r}")
-        limits[model.strip()] = Limit(int(rps), int(running))
+        model, equals, numbers = (part.strip() for part in item.partition("="))
+        rps, slash, running = (part.strip() for part in numbers.partition("/"))
+        if not equals or not slash:
+            raise ConfigError(f"WANHOOK_LIMITS: expected model=rps/running (e.g. wan2.2-t2v-plus=2/2), got {item!r}")
+        if model not in MODELS:
+            raise ConfigError(f"WANHOOK_LIMITS: {model!r} is not a model wanhook knows (one of {', '.join(MODELS)})")
+        if not (rps.isdigit() and running.isdigit() and int(rps) > 0 and int(running) > 0):
+            raise ConfigError(f"WANHOOK_LIMITS: {item.strip()!r}: submissions a second and running tasks must be "
+                              "whole numbers above 0")
+        limits[model] = Limit(int(rps), int(running))
     return limits
 
 

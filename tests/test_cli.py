@@ -133,12 +133,12 @@ def test_submit_wait_reports_failure(stack: Stack) -> None:
 
 def test_clear_errors(stack: Stack) -> None:
     unknown = run("status", "no-such-task", "--server", stack.url)
-    assert unknown.returncode == 2
+    assert unknown.returncode == 1  # no such task: not a usage error (2)
     assert unknown.stderr.strip().splitlines()[-1].startswith("wanhook status: HTTP 404 task_not_found")
     invalid = run("submit", "p", "--size", "7*7", "--server", stack.url)
     assert invalid.returncode == 2 and "size" in invalid.stderr
     unreachable = run("status", "x", "--server", "http://127.0.0.1:9")
-    assert unreachable.returncode == 2 and "cannot reach" in unreachable.stderr
+    assert unreachable.returncode == 3 and "cannot reach" in unreachable.stderr
     exposed = run("serve", "--host", "0.0.0.0", "--port", "9")
     assert exposed.returncode == 2 and "WANHOOK_API_TOKENS" in exposed.stderr
     consume = run("consume")
