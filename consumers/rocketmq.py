@@ -145,7 +145,9 @@ class FailureLog:
     def succeeded(self) -> None:
         if self.failures:
             log.info("%s works again after %d failures", self.what, self.failures)
-        self.logged_at, self.unlogged, self.failures = None, 0, 0
+        # The time of the last failure line stays: the client sometimes answers a receive with nothing while
+        # its endpoint is still down, and that must not let the next failure log a line of its own at once.
+        self.failures = 0
 
 
 @dataclass(frozen=True)
