@@ -23,9 +23,16 @@ DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/v1/events/dashscope"
 LOCAL_API_KEY = "sk-local"
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535: anything else is a usage error (exit 2), not a failure to listen."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8090, help="port to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=port_number, default=8090, help="port to listen on (default: %(default)s)")
     parser.add_argument(
         "--render-seconds", type=float, default=20.0, help="how long a task runs (default: %(default)s)"
     )
@@ -57,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rocketmq", action="store_true", help="also run a RocketMQ 5 (gRPC) stand-in that receives the events"
     )
-    parser.add_argument("--rocketmq-port", type=int, default=8081, help="its port (default: %(default)s)")
+    parser.add_argument("--rocketmq-port", type=port_number, default=8081, help="its port (default: %(default)s)")
     parser.add_argument("--rocketmq-topic", default="dashscope-events", help="its topic (default: %(default)s)")
 
 

@@ -187,7 +187,8 @@ class Settings:
             api_key=env.get("DASHSCOPE_API_KEY") or None,
             dashscope_base_url=str(_http_url(env, "DASHSCOPE_HTTP_BASE_URL", DEFAULT_BASE_URL)).rstrip("/"),
             redis_url=_redis_url(env),
-            data_dir=Path(env.get("WANHOOK_DATA_DIR") or "wanhook-data"),
+            # Absolute: a task names its video by this path, and a client elsewhere must find it.
+            data_dir=Path(env.get("WANHOOK_DATA_DIR") or "wanhook-data").absolute(),
             eventbridge_token=env.get("WANHOOK_EVENTBRIDGE_TOKEN") or None,
             eventbridge_verify=_choice(env, "WANHOOK_EVENTBRIDGE_VERIFY", ("token", "signature")),
             eventbridge_url=_http_url(env, "WANHOOK_EVENTBRIDGE_URL"),

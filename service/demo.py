@@ -134,7 +134,13 @@ async def _local(console: Console, *, via: str, render_seconds: float, port: int
 async def _demo(prompt: str, via: str, console: Console, serve: bool = False) -> int:
     from . import client
 
-    render_seconds = float(os.environ.get("WANHOOK_DEMO_RENDER_SECONDS", "5"))
+    raw = os.environ.get("WANHOOK_DEMO_RENDER_SECONDS") or "5"
+    try:
+        render_seconds = float(raw)
+    except ValueError:
+        render_seconds = -1.0
+    if not 0 < render_seconds < float("inf"):
+        raise ConfigError(f"WANHOOK_DEMO_RENDER_SECONDS must be a number of seconds above 0, got {raw!r}")
     async with _local(console, via=via, render_seconds=render_seconds) as local:
         url, emulator = local.url, local.emulator
         if serve:

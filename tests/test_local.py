@@ -78,9 +78,9 @@ def test_the_readme_local_section_ends_ready(tmp_path: Path, processes: list[Pro
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("task ")
     assert lines[-2].split()[1] == "ready", lines
-    # serve names the video under its data directory as it was given: relative, ./wanhook-data, from where
-    # serve runs, which is where this terminal is too.
-    video = tmp_path / lines[-1]
+    # serve names the video by its absolute path, under ./wanhook-data of where serve runs.
+    video = Path(lines[-1])
+    assert video.is_absolute()
     assert video.parent.resolve() == (tmp_path / "wanhook-data" / "videos").resolve() and video.stat().st_size > 0
     assert video.stem == lines[0].removeprefix("task ")
 

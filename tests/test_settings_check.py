@@ -79,6 +79,7 @@ MISCONFIGURED = [
     (("consume",), {**ROCKETMQ, "WANHOOK_MAX_VIDEO_BYTES": "4GB"}, "WANHOOK_MAX_VIDEO_BYTES"),
     (("worker",), {**KEY, "WANHOOK_DATA_DIR": "/dev/null"}, "WANHOOK_DATA_DIR"),
     (("serve", "--no-workers"), {"WANHOOK_DATA_DIR": "/dev/null/data"}, "WANHOOK_DATA_DIR"),
+    (("demo",), {"WANHOOK_DEMO_RENDER_SECONDS": "abc"}, "WANHOOK_DEMO_RENDER_SECONDS"),
 ]
 
 
@@ -182,3 +183,10 @@ def test_settings_parse_to_their_values() -> None:
     assert settings.eventbridge_allow_unauthenticated is False
     with pytest.raises(ConfigError, match="WANHOOK_RATE_LIMIT"):
         Settings.from_env({"WANHOOK_RATE_LIMIT": "inf"})
+
+
+def test_a_port_out_of_range_is_a_usage_error_for_the_emulator(tmp_path: Path) -> None:
+    # argparse's own usage error: its usage line, then the one naming the option; exit 2, no traceback.
+    result = refused(tmp_path, ("emulator", "--port", "99999"), {})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--port: must be from 1 to 65535, got '99999'" in result.stderr.splitlines()[-1]
