@@ -79,6 +79,8 @@ def seeded_snapshot(tmp: Path, tasks: int) -> Path:
         with ProcessPoolExecutor(2) as pool:
             list(pool.map(_seed, [server.url] * 2, [0, half], [half, tasks - half]))
         client = redis.Redis.from_url(server.url)
+        # Redis may have begun a rewrite of its own as the AOF grew: let it end, then compact what is left.
+        wait_for(lambda: not _rewriting(client), 120, 0.1, what="Redis' own AOF rewrite")
         client.bgrewriteaof()
         wait_for(lambda: not _rewriting(client), 120, 0.1, what="the AOF rewrite")
         client.close()
