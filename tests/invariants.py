@@ -58,22 +58,17 @@ for _, entry in ipairs(redis.call('XRANGE', prefix .. ':events', '-', '+')) do
   end
   snapshot.outcomes[#snapshot.outcomes + 1] = {entry[1], outcome, task}
 end
-if redis.call('EXISTS', prefix .. ':jobs:download') == 1 then
-  for _, entry in ipairs(redis.call('XRANGE', prefix .. ':jobs:download', '-', '+')) do
+-- The task of each job waiting in a job stream.
+local function job_tasks(stream, into)
+  for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do
     local fields = entry[2]
     for i = 1, #fields, 2 do
-      if fields[i] == 'task' then snapshot.jobs[#snapshot.jobs + 1] = fields[i + 1] end
+      if fields[i] == 'task' then into[#into + 1] = fields[i + 1] end
     end
   end
 end
-if redis.call('EXISTS', prefix .. ':jobs:failure') == 1 then
-  for _, entry in ipairs(redis.call('XRANGE', prefix .. ':jobs:failure', '-', '+')) do
-    local fields = entry[2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'task' then snapshot.failure_jobs[#snapshot.failure_jobs + 1] = fields[i + 1] end
-    end
-  end
-end
+job_tasks(prefix .. ':jobs:download', snapshot.jobs)
+job_tasks(prefix .. ':jobs:failure', snapshot.failure_jobs)
 -- cjson writes an empty table as {}; lists stay lists only when they have items, which the checks allow.
 return cjson.encode(snapshot)
 """

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 
-from .conftest import TOKEN, Stack
+from .conftest import Stack
 from .receiver import CallbackReceiver
 from .support import Process, wait_for
 from .test_callback_receivers import Hostile, peak_rss_mb
-from .test_streams import _closed_within, _half_open, event, open_many, open_stream, p99
+from .test_streams import _closed_within, _half_open, event, open_many, open_stream, p99, timed_push
 
 HOSTILE, POLITE = "hostile-tenant-token", "polite-tenant-token"
 EVERY = ["task.queued", "task.submitted", "task.downloading", "task.ready"]
@@ -75,11 +75,7 @@ def test_hostile_peers_at_once_leave_the_event_path_and_the_polite_tenant_alone(
         async def scenario() -> dict[str, Any]:
             async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
                 async def push(body: dict[str, Any]) -> float:
-                    started = time.monotonic()
-                    answer = await http.post("/v1/events/dashscope", json=body,
-                                             headers={"x-eventbridge-signature-token": TOKEN})
-                    assert answer.status_code == 200, answer.text
-                    return time.monotonic() - started
+                    return await timed_push(http, body)
 
                 half_open = await _half_open(stack.port, 300)
                 half_opened_at = time.monotonic()
