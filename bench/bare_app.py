@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service import server
+from wanhook.service.web import server
 
 
 async def receive(request: Request) -> JSONResponse:

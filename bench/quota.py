@@ -18,8 +18,8 @@ import time
 import httpx
 from redis import Redis
 
-from service.models import MODELS
 from tests.support import Emulator, RedisServer, Wanhook, wait_for
+from wanhook.service.models import MODELS
 
 from .common import (
     MODEL,

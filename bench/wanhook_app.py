@@ -7,9 +7,9 @@ import sys
 
 from starlette.applications import Starlette
 
-from service import server
-from service.app import create_app
-from service.config import Settings
+from wanhook.service.config import Settings
+from wanhook.service.web import server
+from wanhook.service.web.app import create_app
 
 
 def receiver() -> Starlette:

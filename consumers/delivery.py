@@ -13,10 +13,10 @@ import logging
 
 from redis.exceptions import RedisError
 
-from service import constants as keys
-from service.events import InvalidEvent
-from service.receiver import receive
-from service.store import TaskStore, utf8_prefix
+from wanhook.service import keys
+from wanhook.service.ingress.events import InvalidEvent
+from wanhook.service.ingress.receiver import receive
+from wanhook.service.store import TaskStore, utf8_prefix
 
 log = logging.getLogger("wanhook.consumer")
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service.config import ConfigError, Settings
-from service.store import TaskStore
+from wanhook.service.config import ConfigError, Settings
+from wanhook.service.store import TaskStore
 
 from .delivery import Decision, settle
 
@@ -290,7 +290,7 @@ class Consumer:
 
 def run_consumer(settings: Settings) -> int:
     """The ``wanhook consume`` process: until SIGTERM or SIGINT."""
-    from service.connection import connect
+    from wanhook.service.connection import connect
 
     consumer_settings = ConsumerSettings.from_env(settings.rocketmq)
 

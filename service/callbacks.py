@@ -29,8 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from standardwebhooks.webhooks import Webhook
 
-from . import constants as keys
-from . import outbound, scripts
+from . import keys, outbound, scripts
 from .config import ConfigError
 from .redact import redact_url
 from .store import TaskStore, now_iso

@@ -138,7 +138,7 @@ class Settings:
     data_dir: Path = Path("wanhook-data")
     eventbridge_token: str | None = None
     # WANHOOK_EVENTBRIDGE_VERIFY: "token" (the token alone, when set) or "signature" (EventBridge's v2 RSA
-    # signature, and the token too when set); see service/signature.py.
+    # signature, and the token too when set); see service/ingress/signature.py.
     eventbridge_verify: str = "token"
     eventbridge_url: str | None = None  # the URL the target posts to, when a proxy makes the received one differ
     eventbridge_cert_hosts: tuple[str, ...] = (DEFAULT_CERT_HOST,)

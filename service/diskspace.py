@@ -26,8 +26,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from . import constants as keys
-from . import scripts
+from . import keys, scripts
 from .config import Settings
 from .storage import VideoStorage
 

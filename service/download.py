@@ -34,8 +34,7 @@ import httpcore
 import httpx
 from redis.exceptions import RedisError
 
-from . import constants as keys
-from . import metrics, outbound
+from . import keys, metrics, outbound
 from .config import Settings
 from .dashscope import DashScopeClient, DashScopeError
 from .diskspace import DiskSpace, check_floor, disk_full

@@ -24,7 +24,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from . import constants as keys
+from . import keys
 from .dashscope import DashScopeClient, DashScopeError
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
@@ -130,7 +130,7 @@ def _unread(why: str) -> dict[str, str]:
 
 
 def _text(value: Any, limit: int) -> str:
-    """DashScope's code or message, bounded as an event's are (constants.py)."""
+    """DashScope's code or message, bounded as an event's are (keys.py)."""
     if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
         return str(value)[:limit]
     return ""

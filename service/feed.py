@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import constants as keys
+from . import keys
 
 log = logging.getLogger("wanhook.feed")
 

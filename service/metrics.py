@@ -29,7 +29,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from . import constants as keys
+from . import keys
 from .models import MODELS
 from .store import TaskStore
 from .types import STATUSES, Outcome, Status

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import constants as keys
-from . import scripts
+from . import keys, scripts
 from .config import ConfigError
 from .models import MODELS
 

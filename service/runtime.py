@@ -11,8 +11,7 @@ import uuid
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import callbacks
-from . import constants as keys
+from . import callbacks, keys
 from .config import Settings
 from .connection import connect
 from .dashscope import DashScopeClient

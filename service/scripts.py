@@ -5,7 +5,7 @@ of times events arrive, a script either applies a change whole, with its side ef
 change stream, next job), or leaves everything as it was.
 """
 
-from .constants import EARLY_EVENT_ID_MAX, EVENT_LOG_FIELD_MAX, TASK_CHANGES_TTL_MS
+from .keys import EARLY_EVENT_ID_MAX, EVENT_LOG_FIELD_MAX, TASK_CHANGES_TTL_MS
 
 # Shared by every script: ARGV[1] is the key prefix.
 COMMON = """
@@ -13,7 +13,7 @@ local prefix = ARGV[1]
 local CHANGES_TTL_MS = """ + str(TASK_CHANGES_TTL_MS) + """
 local RANK = {queued = 0, submitted = 1, downloading = 2, ready = 3, failed = 3, canceled = 3, expired = 3}
 
--- A submitter's own indexes, as constants.owner_tasks names them: all its tasks, or those of a status.
+-- A submitter's own indexes, as keys.owner_tasks names them: all its tasks, or those of a status.
 local function owner_index(owner, status)
   local key = prefix .. ':owner:' .. owner .. ':tasks'
   if status then key = key .. ':' .. status end
@@ -298,7 +298,7 @@ return result
 """
 
 # One completion event, recorded and applied in one step: dedupe, audit log, transition, next job.
-# Everything a stranger's event can leave behind is bounded (see constants.py): the audit entry, the
+# Everything a stranger's event can leave behind is bounded (see keys.py): the audit entry, the
 # early record and the deduplication key.
 # ARGV: prefix, source, event id, DashScope task id, status, now, video url, code, message, foreign (0/1),
 #       seen ttl, early ttl, log maxlen, raw body ('' when over EVENT_LOG_BODY_MAX), the body's first bytes,
@@ -372,7 +372,7 @@ return 1
 """
 
 
-# Creates in flight (constants.INFLIGHT), for the admission scripts: a task whose create may still answer
+# Creates in flight (keys.INFLIGHT), for the admission scripts: a task whose create may still answer
 # is never handed out again; it keeps a slot until that create can no longer answer (DashScope may run
 # what it lands), and only then goes back to its queue, to be looked up at DashScope before it is sent.
 INFLIGHT = """

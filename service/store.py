@@ -15,9 +15,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from . import constants as keys
-from . import scripts
-from .events import CompletionEvent
+from . import keys, scripts
+from .ingress.events import CompletionEvent
 from .models import MODELS
 from .types import STATUSES, Outcome
 

@@ -28,8 +28,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import constants as keys
-from . import logs
+from . import keys, logs
 from .dashscope import DashScopeClient, DashScopeError, RequestRejected, Unreachable
 from .jobs import sleep_until_woken
 from .models import MODELS

@@ -17,9 +17,9 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import constants as keys
+from . import keys
 from .dashscope import DashScopeClient, DashScopeError
-from .events import SOURCE, TYPE, CompletionEvent
+from .ingress.events import SOURCE, TYPE, CompletionEvent
 from .quota import ReadLimiter
 from .redact import redact_url
 from .store import TaskStore

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from .models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, SHOT_TYPES
 from .outbound import not_public
-from .responses import ApiError
 from .types import CALLBACK_EVENTS, DEFAULT_CALLBACK_EVENTS
+from .web.responses import ApiError
 
 FIELDS = {"prompt", "model", "negative_prompt", "size", "duration", "seed", "prompt_extend", "watermark",
           "audio_url", "shot_type", "callback", "metadata"}

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from service.types import STATUSES, Outcome
+from wanhook.service.types import STATUSES, Outcome
 
 PREFIX = "{wanhook}"
 

@@ -128,7 +128,7 @@ class RedisServer(Process):
 
 
 def wanhook(*args: str) -> list[str]:
-    return [sys.executable, "-m", "service.cli", *args]
+    return [sys.executable, "-m", "wanhook.service.cli", *args]
 
 
 def http_ready(url: str) -> Callable[[], bool]:

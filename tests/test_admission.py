@@ -193,7 +193,7 @@ def test_a_rate_token_counts_from_the_answer_not_the_send(redis_url: str) -> Non
 
     import redis.asyncio as aioredis
 
-    from service.quota import RATE_WINDOW_MS, RateLimiter
+    from wanhook.service.quota import RATE_WINDOW_MS, RateLimiter
 
     key = "{wanhook}:rate:test"
 

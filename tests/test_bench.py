@@ -48,7 +48,7 @@ def test_smoke_run_reports_every_figure(tmp_path: Path) -> None:
 
 
 def test_emulator_render_times_are_drawn_from_the_prompt() -> None:
-    from emulator.config import EmulatorConfig
+    from wanhook.emulator.config import EmulatorConfig
 
     config = EmulatorConfig(render_seconds=2.0, render_seconds_max=10.0)
     times = [config.render_time(f"prompt {n}") for n in range(50)]

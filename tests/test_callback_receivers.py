@@ -13,8 +13,8 @@ from typing import Self
 
 from redis.asyncio import Redis
 
-from service.callbacks import Notifier
-from service.store import TaskStore
+from wanhook.service.callbacks import Notifier
+from wanhook.service.store import TaskStore
 
 from .conftest import Stack
 from .receiver import CallbackReceiver

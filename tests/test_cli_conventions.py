@@ -7,7 +7,7 @@ import os
 import subprocess
 from importlib.metadata import version
 
-from service.cli import parser
+from wanhook.service.cli.main import parser
 
 from .support import ROOT, wanhook
 from .test_readme import commands

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from consumers.rocketmq import ClientErrors, FailureLog, describe
+from wanhook.consumers.rocketmq import ClientErrors, FailureLog, describe
 
 from .support import Process, Wanhook, free_port, wait_for
 
@@ -29,7 +29,7 @@ def failure_lines(log: str) -> list[str]:
 def test_a_broker_gone_is_named_once_not_every_second_and_its_return_said(
         tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
     """The endpoint answers at start (unreachable at start is exit 3, see test_settings_check), then goes."""
-    from emulator.rocketmq import RocketMQDouble
+    from wanhook.emulator.rocketmq import RocketMQDouble
 
     port = free_port()
     home = tmp_path / "home"

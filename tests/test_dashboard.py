@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.models import MODELS
+from wanhook.service.models import MODELS
 
 from .conftest import Stack
 from .support import Process, free_port, wait_for, wanhook

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service import eventbridge_limits as limits
+from wanhook.service.cli import eventbridge_limits as limits
 
 from .support import ROOT
 
@@ -85,8 +85,8 @@ def with_key(unique_key: str) -> dict[str, Any]:
 
 
 def test_rule_selects_text_to_video_completions_only() -> None:
-    from emulator.eventbridge import USER_API_KEY_PREFIX
-    from service.models import MODELS
+    from wanhook.emulator.eventbridge import USER_API_KEY_PREFIX
+    from wanhook.service.models import MODELS
 
     pattern = load("rule.json")["FilterPattern"]
     limits.check_pattern(pattern)  # within every documented limit, five expressions per field among them

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from service import constants as keys
-from service.diskspace import ROOM_POLL_SECONDS, DiskSpace
-from service.storage import LocalStorage
+from wanhook.service import keys
+from wanhook.service.diskspace import ROOM_POLL_SECONDS, DiskSpace
+from wanhook.service.storage import LocalStorage
 
 from .conftest import Stack
 from .support import Process, wait_for

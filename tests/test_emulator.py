@@ -27,8 +27,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from emulator import Emulator, EmulatorConfig, RocketMQTarget
-from emulator.rules import LIST_FIELDS
+from wanhook.emulator import Emulator, EmulatorConfig, RocketMQTarget
+from wanhook.emulator.rules import LIST_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "wan2.2-t2v-plus"
@@ -100,7 +100,8 @@ class Receiver:
 
 def start_emulator(port: int, *args: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--port", str(port), *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "wanhook.emulator", "--port", str(port), *args], cwd=ROOT, stdout=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout is not None
     line = process.stdout.readline()

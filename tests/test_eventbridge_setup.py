@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from alibabacloud_tea_openapi.exceptions import ClientException
 
-from service import cli
-from service import eventbridge as eb
-from service import eventbridge_limits as lim
-from service.config import ConfigError
+from wanhook.service.cli import eventbridge as eb
+from wanhook.service.cli import eventbridge_limits as lim
+from wanhook.service.cli import main as cli
+from wanhook.service.config import ConfigError
 
 from .support import ROOT, wanhook
 

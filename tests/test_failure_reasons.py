@@ -21,10 +21,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from service import constants as keys
-from service.events import SOURCE, TYPE, CompletionEvent
-from service.quota import Admission, parse_limits
-from service.store import TaskStore
+from wanhook.service import keys
+from wanhook.service.ingress.events import SOURCE, TYPE, CompletionEvent
+from wanhook.service.quota import Admission, parse_limits
+from wanhook.service.store import TaskStore
 
 from .conftest import Stack
 from .invariants import assert_consistent

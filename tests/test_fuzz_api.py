@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.models import MODELS
+from wanhook.service.models import MODELS
 
 from .conftest import TOKEN, Stack
 from .invariants import assert_consistent

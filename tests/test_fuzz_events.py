@@ -17,9 +17,9 @@ import httpx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from service import events
-from service.events import SOURCE, STATUSES, TYPE
-from service.types import Outcome
+from wanhook.service.ingress import events
+from wanhook.service.ingress.events import SOURCE, STATUSES, TYPE
+from wanhook.service.types import Outcome
 
 from .conftest import TOKEN, Stack
 from .invariants import assert_consistent

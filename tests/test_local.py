@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from emulator.cli import DEFAULT_WEBHOOK_URL, add_arguments, serve_env, webhook_url
+from wanhook.emulator.cli import DEFAULT_WEBHOOK_URL, add_arguments, serve_env, webhook_url
 
 from .support import ROOT, Emulator, Process, Wanhook, free_port, wait_for, wanhook
 

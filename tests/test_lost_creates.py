@@ -17,12 +17,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from service import constants as keys
-from service import submission
-from service.dashscope import DashScopeClient
-from service.quota import Admission, RateLimiter, ReadLimiter, parse_limits
-from service.store import TaskStore
-from service.submission import Submitter
+from wanhook.service import keys, submission
+from wanhook.service.dashscope import DashScopeClient
+from wanhook.service.quota import Admission, RateLimiter, ReadLimiter, parse_limits
+from wanhook.service.store import TaskStore
+from wanhook.service.submission import Submitter
 
 from .conftest import Stack
 from .invariants import assert_consistent

@@ -29,8 +29,8 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from kubernetes_validate.utils import latest_version
 
-from service.app import ROUTES
-from service.cli import parser
+from wanhook.service.cli.main import parser
+from wanhook.service.web.app import ROUTES
 
 from .support import ROOT, free_port
 
@@ -147,10 +147,10 @@ def test_image_commands_work_without_the_extras_it_leaves_out(dockerfile: Docker
     code = "\n".join([
         "import sys",
         f"for name in {lacking!r}: sys.modules[name] = None",
-        "from service.cli import parser",
+        "from wanhook.service.cli.main import parser",
         f"for argv in {commands!r}: parser().parse_args(argv)",
-        "import service.app, service.runtime, consumers.rocketmq, service.eventbridge",
-        "service.eventbridge._sdk()",
+        "import wanhook.service.web.app, wanhook.service.runtime, wanhook.consumers.rocketmq",
+        "import wanhook.service.cli.eventbridge as setup; setup._sdk()",
     ])
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"without {lacking}:\n{result.stderr[-2000:]}"
@@ -392,8 +392,8 @@ def test_disruption_budgets_and_autoscalers_point_at_the_deployments() -> None:
 async def test_workers_scale_on_a_series_that_metrics_exposes(redis_url: str) -> None:
     from redis.asyncio import Redis
 
-    from service.metrics import render
-    from service.store import TaskStore
+    from wanhook.service.metrics import render
+    from wanhook.service.store import TaskStore
 
     client = Redis.from_url(redis_url)
     try:

@@ -10,9 +10,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from service import metrics
-from service.models import MODELS
-from service.types import STATUSES
+from wanhook.service import metrics
+from wanhook.service.models import MODELS
+from wanhook.service.types import STATUSES
 
 from .conftest import TOKEN, Stack
 from .receiver import CallbackReceiver
@@ -159,7 +159,7 @@ def test_every_counter_the_code_keeps_is_described() -> None:
     """The code's counter names (store.count(...) and the HINCRBYs of its Lua scripts) against the families
     /metrics describes and shows at zero from the start."""
     found: list[tuple[str, bool]] = []  # (name, built at run time from a fixed start and values?)
-    for path in [*(ROOT / "service").glob("*.py"), *(ROOT / "consumers").glob("*.py")]:
+    for path in [*(ROOT / "service").rglob("*.py"), *(ROOT / "consumers").rglob("*.py")]:
         text = path.read_text()
         for formatted, name in re.findall(r'store\.count\((f?)"([^"]*)"', text):
             found.append((name, bool(formatted) and "{" in name))

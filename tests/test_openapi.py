@@ -11,7 +11,7 @@ import jsonschema
 import schemathesis
 from schemathesis.specs.openapi.definitions import OPENAPI_30
 
-from service.openapi import DOCUMENT
+from wanhook.service.web.openapi import DOCUMENT
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

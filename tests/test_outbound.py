@@ -10,9 +10,9 @@ from typing import Any
 import httpcore
 import pytest
 
-from service import outbound
-from service.responses import ApiError
-from service.validation import check_callback
+from wanhook.service import outbound
+from wanhook.service.validation import check_callback
+from wanhook.service.web.responses import ApiError
 
 
 class Recording(httpcore.AsyncNetworkBackend):

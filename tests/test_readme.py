@@ -9,8 +9,8 @@ import dataclasses
 import re
 from collections.abc import Iterator
 
-from consumers.rocketmq import ConsumerSettings
-from service.cli import parser
+from wanhook.consumers.rocketmq import ConsumerSettings
+from wanhook.service.cli.main import parser
 
 from .support import ROOT
 
@@ -177,8 +177,8 @@ def test_the_scan_finds_what_it_must() -> None:
     names, prefixes = read_variables()
     for name in ("DASHSCOPE_API_KEY",                 # env.get("...") in service/config.py
                  "WANHOOK_DOWNLOAD_CONCURRENCY",      # _number(env, "...")
-                 "WANHOOK_LOG_FORMAT",                # os.environ.get("...") in service/cli.py
-                 "ALIBABA_CLOUD_SECURITY_TOKEN",      # service/eventbridge.py
+                 "WANHOOK_LOG_FORMAT",                # os.environ.get("...") in service/cli/main.py
+                 "ALIBABA_CLOUD_SECURITY_TOKEN",      # service/cli/eventbridge.py
                  "WANHOOK_DEMO_RENDER_SECONDS"):
         assert name in names, name
     assert "WANHOOK_ROCKETMQ_" in prefixes

@@ -34,7 +34,7 @@ def cloud_event(ds_task_id: str, status: str = "SUCCEEDED", event_id: str | None
 
 @pytest.fixture
 def double() -> Iterator[Any]:
-    from emulator.rocketmq import RocketMQDouble
+    from wanhook.emulator.rocketmq import RocketMQDouble
 
     server = RocketMQDouble(port=0)
     server.start()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from emulator.rocketmq import RocketMQDouble
+    from wanhook.emulator.rocketmq import RocketMQDouble
 
 ROOT = Path(__file__).resolve().parents[1]
 INVISIBLE = 1  # seconds; the client only takes whole seconds
@@ -40,7 +40,7 @@ def mq(home: Path) -> ModuleType:
 
 @pytest.fixture(scope="session")
 def double(mq: ModuleType) -> Iterator[RocketMQDouble]:
-    from emulator.rocketmq import RocketMQDouble
+    from wanhook.emulator.rocketmq import RocketMQDouble
 
     server = RocketMQDouble(port=0)
     server.start()
@@ -281,7 +281,7 @@ def test_push_consumer(mq: ModuleType, double: RocketMQDouble, config: Any, topi
 
 def test_runs_as_its_own_process(mq: ModuleType, home: Path, topic: str) -> None:
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "emulator.rocketmq", "--port", "0"]
+    command = [sys.executable, "-m", "wanhook.emulator.rocketmq", "--port", "0"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([process.stdout], [], [], 20)

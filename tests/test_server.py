@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from service import server
+from wanhook.service.web import server
 
 
 async def _accepted_nodelay(app: Starlette) -> list[int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.config import ConfigError, Settings
+from wanhook.service.config import ConfigError, Settings
 
 from .support import ROOT, Process, Wanhook, wait_for, wanhook
 

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from emulator.config import SIGNATURE_VARIANTS, EmulatorConfig
-from emulator.eventbridge import CERT_PATH, Signer
-from service import signature
-from service.config import DEFAULT_CERT_HOST, ConfigError, Settings
-from service.responses import ApiError
+from wanhook.emulator.config import SIGNATURE_VARIANTS, EmulatorConfig
+from wanhook.emulator.eventbridge import CERT_PATH, Signer
+from wanhook.service.config import DEFAULT_CERT_HOST, ConfigError, Settings
+from wanhook.service.ingress import signature
+from wanhook.service.web.responses import ApiError
 
 from .conftest import TOKEN, Stack
 from .support import Process, wait_for

@@ -36,9 +36,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from emulator.config import SIGNATURE_VARIANTS, EmulatorConfig
-from emulator.eventbridge import Signer
-from service import signature
+from wanhook.emulator.config import SIGNATURE_VARIANTS, EmulatorConfig
+from wanhook.emulator.eventbridge import Signer
+from wanhook.service.ingress import signature
 
 from .conftest import TOKEN
 from .test_bad_input import EVENT

@@ -24,9 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from service import client as wanhook_client
-from service import server
-from service.feed import BLOCK_MS, ChangeFeed, Ended, TooManyStreams
+from wanhook.service.cli import client as wanhook_client
+from wanhook.service.feed import BLOCK_MS, ChangeFeed, Ended, TooManyStreams
+from wanhook.service.web import server
 
 from .conftest import TOKEN, Stack
 from .support import ROOT, Process, free_port, wait_for, wanhook

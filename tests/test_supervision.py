@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from service.supervisor import Supervisor
+from wanhook.service.supervisor import Supervisor
 
 from .conftest import TOKEN, Stack
 from .support import Emulator, Process, Wanhook, free_port, wait_for

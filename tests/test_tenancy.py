@@ -12,10 +12,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from service import constants as keys
-from service.logs import redact
-from service.redact import redact_url
-from service.store import TaskStore
+from wanhook.service import keys
+from wanhook.service.logs import redact
+from wanhook.service.redact import redact_url
+from wanhook.service.store import TaskStore
 
 from .conftest import Stack
 from .invariants import assert_consistent

@@ -87,7 +87,7 @@ def test_events_of_known_tasks_keep_their_body(stack: Stack) -> None:
 
 
 def test_audit_entries_stay_under_their_documented_size(stack: Stack) -> None:
-    from service import constants
+    from wanhook.service import keys
 
     # Every identifier far over its bound, and a large body: the entry still fits its share of the budget.
     event = {**EVENT, "id": "x" * 10_000, "source": "s" * 10_000, "type": "t" * 10_000,
@@ -95,4 +95,4 @@ def test_audit_entries_stay_under_their_documented_size(stack: Stack) -> None:
     assert stack.push(event).json()["outcome"] == "ignored"
     [(_, entry)] = stack.redis.xrevrange("{wanhook}:events", count=1)
     size = sum(len(key.encode()) + len(value.encode()) for key, value in entry.items())
-    assert size <= constants.EVENT_LOG_ENTRY_MAX_BYTES
+    assert size <= keys.EVENT_LOG_ENTRY_MAX_BYTES

@@ -14,15 +14,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from . import callbacks
-from . import constants as keys
-from .dashscope import DashScopeError
-from .feed import Ended, Subscription, TooManyStreams
+from .. import callbacks, keys
+from ..dashscope import DashScopeError
+from ..feed import Ended, Subscription, TooManyStreams
+from ..runtime import Runtime
+from ..store import IdempotencyKeyReused, QueueFull, public_task
+from ..types import STATUSES, Status
+from ..validation import check_task
 from .responses import ApiError, read_json
-from .runtime import Runtime
-from .store import IdempotencyKeyReused, QueueFull, public_task
-from .types import STATUSES, Status
-from .validation import check_task
 
 TASK_BODY_LIMIT = 64 * 1024
 KEEPALIVE_SECONDS = 15.0

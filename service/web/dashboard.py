@@ -24,13 +24,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .. import keys
+from ..feed import Ended
+from ..models import DEFAULT_MODEL, MODELS, TIERS
+from ..store import public_task
+from ..types import Status
 from . import api
-from . import constants as keys
-from .feed import Ended
-from .models import DEFAULT_MODEL, MODELS, TIERS
 from .responses import ApiError
-from .store import public_task
-from .types import Status
 
 STATIC = Path(__file__).parent / "static"
 PAGE = Template((STATIC / "index.html").read_text(encoding="utf-8"))

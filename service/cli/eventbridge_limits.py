@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ConfigError
+from ..config import ConfigError
 
 LIMITS_PAGE = "https://www.alibabacloud.com/help/en/eventbridge/product-overview/limits"
 PATTERNS_PAGE = "https://www.alibabacloud.com/help/en/eventbridge/user-guide/event-patterns"
@@ -145,7 +145,7 @@ def _http(scheme: str) -> TargetType:
             "SecurityGroupNameAndId": Param(("CONSTANT",)),
             # Sent as the header x-eventbridge-signature-token (the same page, and "Route events to HTTP endpoints":
             # https://www.alibabacloud.com/help/tc/eventbridge/user-guide/route-events-to-http-endpoints), which
-            # wanhook checks (service/webhook.py).
+            # wanhook checks (service/ingress/webhook.py).
             "Token": Param(("CONSTANT",)),
         },
         conditional={("Network", "PrivateNetwork"): ("VPCNameAndId", "VSwitchesNameAndId", "SecurityGroupNameAndId")},

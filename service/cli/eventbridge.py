@@ -11,7 +11,7 @@ and running it once per ``--target`` puts both targets on the one rule. ``--dry-
 request body, the token redacted, and sends nothing.
 
 Before any call, and on ``--dry-run`` too, the rule and the target are checked against every limit EventBridge
-documents (``service/eventbridge_limits.py``, each limit beside its page).
+documents (``service/cli/eventbridge_limits.py``, each limit beside its page).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 from urllib.parse import urlsplit
 
+from ..config import ConfigError
 from . import eventbridge_limits as limits
-from .config import ConfigError
 
 REDACTED = "<redacted>"
 TARGET_FILES = {"http": "http-target.json", "rocketmq": "rocketmq-target.json"}
@@ -65,7 +65,7 @@ class Plan:
 
 def default_definitions() -> Path:
     """deploy/eventbridge/ of a source checkout, else where an installed copy keeps it (``<prefix>/share``)."""
-    checkout = Path(__file__).resolve().parent.parent / "deploy" / "eventbridge"
+    checkout = Path(__file__).resolve().parents[2] / "deploy" / "eventbridge"
     if checkout.is_dir():
         return checkout
     return Path(sys.prefix) / "share" / "wanhook" / "eventbridge"

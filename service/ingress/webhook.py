@@ -11,9 +11,9 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..web.responses import ApiError, read_body, require_json
 from .events import InvalidEvent
 from .receiver import receive
-from .responses import ApiError, read_body, require_json
 from .signature import verify_signature
 
 # EventBridge's own limit on an event.

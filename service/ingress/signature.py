@@ -48,10 +48,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from starlette.requests import Request
 
-from . import outbound
-from .config import Settings
-from .redact import redact_url
-from .responses import ApiError
+from .. import outbound
+from ..config import Settings
+from ..redact import redact_url
+from ..web.responses import ApiError
 
 log = logging.getLogger("wanhook.signature")
 

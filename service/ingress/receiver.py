@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from . import events, logs
+from .. import logs
+from ..store import TaskStore
+from ..types import Outcome
+from . import events
 from .events import CompletionEvent
-from .store import TaskStore
-from .types import Outcome
 
 log = logging.getLogger("wanhook.events")
 

@@ -22,10 +22,10 @@ from typing import Any
 import uvicorn
 from rich.console import Console
 
-from . import server as http_server
-from .app import create_app
-from .config import ConfigError, Settings
-from .runtime import Runtime
+from ..config import ConfigError, Settings
+from ..runtime import Runtime
+from ..web import server as http_server
+from ..web.app import create_app
 
 DEMO_TOPIC = "dashscope-events"
 DEFAULT_SERVER = "http://127.0.0.1:8000"  # `wanhook serve`'s address, where `wanhook submit` goes by default
@@ -72,7 +72,7 @@ async def _local(console: Console, *, via: str, render_seconds: float, port: int
     """The emulator and the service with its workers in this process, wired to each other: the service takes
     DashScope's address, a key and the emulator's video host, the emulator pushes its events to the service's
     webhook (or RocketMQ stand-in) with a token of the moment. Yields once both serve."""
-    from emulator import Emulator, EmulatorConfig, HttpTarget, RocketMQTarget
+    from wanhook.emulator import Emulator, EmulatorConfig, HttpTarget, RocketMQTarget
 
     sock = _listening_socket(port)  # first: a port in use ends it before anything has started
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -96,8 +96,8 @@ async def _local(console: Console, *, via: str, render_seconds: float, port: int
     try:
         runtime = await Runtime.open(settings)
         if via == "rocketmq":
-            from consumers.rocketmq import Consumer, ConsumerSettings
-            from emulator.rocketmq import RocketMQDouble
+            from wanhook.consumers.rocketmq import Consumer, ConsumerSettings
+            from wanhook.emulator.rocketmq import RocketMQDouble
 
             double = RocketMQDouble(port=0)
             double.start()

@@ -20,11 +20,13 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import api, dashboard, embedded, logs, metrics, webhook
-from .config import Settings
+from .. import embedded, logs, metrics
+from ..config import Settings
+from ..ingress import webhook
+from ..runtime import Runtime
+from . import api, dashboard
 from .openapi import DOCUMENT
 from .responses import ApiError, error_response
-from .runtime import Runtime
 
 log = logging.getLogger("wanhook.app")
 

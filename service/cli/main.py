@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from .config import ConfigError, Settings
+from ..config import ConfigError, Settings
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -53,7 +53,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def setup_logging() -> None:
-    from .logs import setup
+    from ..logs import setup
 
     level = os.environ.get("WANHOOK_LOG_LEVEL") or "INFO"
     if level.lower() not in LOG_LEVELS:
@@ -96,15 +96,15 @@ def check_videos_dir(settings: Settings) -> None:
 async def check_redis(settings: Settings) -> None:
     """Connect once and let go: serve's own connection is made by uvicorn's lifespan, where a failure
     would be a traceback in the log rather than one line and exit status 3."""
-    from .connection import connect
+    from ..connection import connect
 
     redis = await connect(settings)
     await redis.aclose()
 
 
 def serve(args: argparse.Namespace) -> int:
-    from . import server
-    from .app import create_app
+    from ..web import server
+    from ..web.app import create_app
 
     settings = Settings.from_env()
     check_port(args.port)
@@ -143,7 +143,7 @@ async def _until_signalled(run: object) -> None:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
     settings = Settings.from_env()
     settings.require_api_key("the workers submit tasks with it")
@@ -179,7 +179,7 @@ def check_endpoints_answer(endpoints: str, timeout: float = 5.0) -> None:
 
 
 def consume(args: argparse.Namespace) -> int:
-    from consumers.rocketmq import ConsumerSettings, run_consumer
+    from wanhook.consumers.rocketmq import ConsumerSettings, run_consumer
 
     settings = Settings.from_env()
     check_endpoints_answer(ConsumerSettings.from_env(settings.rocketmq).endpoints)
@@ -241,7 +241,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def emulator(args: argparse.Namespace) -> int:
-    from emulator.cli import run
+    from wanhook.emulator.cli import run
 
     return run(args)
 
@@ -261,7 +261,7 @@ def dev(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     from importlib.metadata import PackageNotFoundError, version
 
-    from .models import DEFAULT_MODEL
+    from ..models import DEFAULT_MODEL
 
     try:
         installed = version("wanhook")
@@ -314,7 +314,7 @@ def parser() -> argparse.ArgumentParser:
                          help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})")
     command.set_defaults(handler=status)
 
-    from emulator.cli import add_arguments
+    from wanhook.emulator.cli import add_arguments
 
     command = commands.add_parser("emulator", help="local stand-in for DashScope, EventBridge and OSS")
     add_arguments(command)
@@ -354,8 +354,8 @@ def parser() -> argparse.ArgumentParser:
 
 def exit_status(exc: Exception, command: str) -> int | None:
     """The exit status for an error a user can cause (told in one line), None for a bug (a traceback)."""
+    from ..connection import RedisUnreachable
     from .client import ClientError
-    from .connection import RedisUnreachable
 
     if isinstance(exc, ConfigError):
         return EXIT_USAGE
@@ -391,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = exit_status(exc, args.command)
         if status is None:
             raise
-        from .logs import redact
+        from ..logs import redact
 
         print(f"wanhook {args.command}: {redact(str(exc))}", file=sys.stderr)
         return status
