@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,9 +16,15 @@ from .support import ROOT
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
+    # A copy of what the build reads, so the build's own folder (build/) is not left in the checkout.
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for folder in ("service", "consumers", "emulator"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     # The build backend of the running environment: no download, the same setuptools `make` installs with.
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(out), str(ROOT)], check=True, timeout=300, capture_output=True)
+                    "--wheel-dir", str(out), str(source)], check=True, timeout=300, capture_output=True)
     [built] = out.glob("wanhook-*.whl")
     return zipfile.ZipFile(built)
 
