@@ -133,7 +133,9 @@ class Notifier:
 
     def __init__(self, store: TaskStore, secret: str, schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
                  concurrency: int = 16, allow_private: bool = False, per_destination: int = 2,
-                 deadline: float = TIMEOUT) -> None:
+                 deadline: float = TIMEOUT, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """``transport`` sends the callbacks; unless given, ``outbound.PinnedTransport``: public addresses
+        only, unless ``allow_private``."""
         self.store = store
         self.allow_private = allow_private
         self.redis = store.redis
@@ -145,7 +147,7 @@ class Notifier:
         # The lease outlasts the longest attempt several times over, whatever the deadline.
         self.lease_ms = max(LEASE_MS, int(deadline * 4000))
         # httpx's per-phase timeouts stay as a second guard under the overall deadline.
-        self.http = outbound.client(allow_private=allow_private, timeout=deadline)
+        self.http = outbound.client(transport=transport, allow_private=allow_private, timeout=deadline)
         self._claim = self.redis.register_script(scripts.CLAIM_CALLBACKS)
         self._settle = self.redis.register_script(scripts.SETTLE_CALLBACK)
         self._defer = self.redis.register_script(scripts.DEFER_CALLBACKS)
