@@ -100,7 +100,7 @@ class Downloader:
                                lease_seconds=settings.claim_idle_seconds, owner=queue.consumer)
         self.stopping = asyncio.Event()  # set with the worker's stop: downloads waiting for room give up
         check_floor(settings)
-        self.http = outbound.client(transport=transport or video_transport(settings),
+        self.http = outbound.client(transport=transport if transport is not None else video_transport(settings),
                                     timeout=httpx.Timeout(30.0, connect=10.0))
 
     async def aclose(self) -> None:
