@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from standardwebhooks.webhooks import Webhook
 
-from . import keys, outbound, scripts
+from . import keys, outbound, scripts, worker
 from .config import ConfigError
 from .redact import redact_url
 from .store import TaskStore, now_iso
@@ -133,7 +133,9 @@ class Notifier:
 
     def __init__(self, store: TaskStore, secret: str, schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
                  concurrency: int = 16, allow_private: bool = False, per_destination: int = 2,
-                 deadline: float = TIMEOUT) -> None:
+                 deadline: float = TIMEOUT, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """``transport`` sends the callbacks; unless given, ``outbound.PinnedTransport``: public addresses
+        only, unless ``allow_private``."""
         self.store = store
         self.allow_private = allow_private
         self.redis = store.redis
@@ -145,7 +147,7 @@ class Notifier:
         # The lease outlasts the longest attempt several times over, whatever the deadline.
         self.lease_ms = max(LEASE_MS, int(deadline * 4000))
         # httpx's per-phase timeouts stay as a second guard under the overall deadline.
-        self.http = outbound.client(allow_private=allow_private, timeout=deadline)
+        self.http = outbound.client(transport=transport, allow_private=allow_private, timeout=deadline)
         self._claim = self.redis.register_script(scripts.CLAIM_CALLBACKS)
         self._settle = self.redis.register_script(scripts.SETTLE_CALLBACK)
         self._defer = self.redis.register_script(scripts.DEFER_CALLBACKS)
@@ -155,6 +157,7 @@ class Notifier:
         self._start_by: dict[str, float] = {}  # a waiting webhook id -> last moment (monotonic) it may start
         self._interrupted: list[str] = []  # attempts cut short by a stop, given back for anyone to send
         self._stopping = False
+        self._woken: asyncio.Future | None = None  # one BLPOP on the wake-up list, kept across naps
         self._nudge = asyncio.Event()  # an attempt ended: a slot is free, and a retry may be due soon
 
     async def aclose(self) -> None:
@@ -162,45 +165,49 @@ class Notifier:
 
     async def run(self, stop: asyncio.Event) -> None:
         stopping = asyncio.ensure_future(stop.wait())
-        woken: asyncio.Future | None = None  # one BLPOP on the wake-up list, kept across naps
+        self._woken = None
         self._stopping = False
         try:
-            while not stop.is_set():
-                try:
-                    self._nudge.clear()
-                    self._expire()
-                    free = self.concurrency - len(self._running)
-                    timeout = MAX_IDLE
-                    if free > 0:
-                        *due, wait_ms = await self._claim(keys=keys.ROUTE,
-                                                          args=[keys.PREFIX, free, self.lease_ms])
-                        if due:
-                            await self._place([_text(webhook_id) for webhook_id in due])
-                            continue
-                        if int(wait_ms) >= 0:
-                            timeout = min(int(wait_ms) / 1000, MAX_IDLE)
-                    if woken is None or woken.done():
-                        if woken is not None:
-                            woken.result()  # a wake-up, a Redis timeout, or its error
-                        # Redis times a BLPOP out on its own tick only; precise naps are timed here.
-                        woken = asyncio.ensure_future(self.redis.blpop([keys.CALLBACKS_WAKE], timeout=MAX_IDLE))
-                    nudged = asyncio.ensure_future(self._nudge.wait())
-                    await asyncio.wait({woken, stopping, nudged}, timeout=timeout,
-                                       return_when=asyncio.FIRST_COMPLETED)
-                    nudged.cancel()
-                except RedisError as exc:
-                    log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
-                    if woken is not None and not woken.done():
-                        woken.cancel()
-                    woken = None
-                    await asyncio.wait({stopping}, timeout=1.0)
+            await worker.run_forever(lambda: self._round(stopping), stop, log=log)
         finally:
             stopping.cancel()
+            woken = self._woken
             if woken is not None and not woken.done():
                 woken.cancel()  # redis-py drops the connection of a cancelled command
             elif woken is not None and not woken.cancelled():
                 woken.exception()  # a Redis error at the very end has nothing left to stop
             await self._stop()
+
+    async def _round(self, stopping: asyncio.Future) -> None:
+        """Start what is due; else nap until a delivery may be due, a wake-up, an attempt's end or the stop."""
+        try:
+            self._nudge.clear()
+            self._expire()
+            free = self.concurrency - len(self._running)
+            timeout = MAX_IDLE
+            if free > 0:
+                *due, wait_ms = await self._claim(keys=keys.ROUTE, args=[keys.PREFIX, free, self.lease_ms])
+                if due:
+                    await self._place([_text(webhook_id) for webhook_id in due])
+                    return
+                if int(wait_ms) >= 0:
+                    timeout = min(int(wait_ms) / 1000, MAX_IDLE)
+            woken = self._woken
+            if woken is None or woken.done():
+                if woken is not None:
+                    woken.result()  # a wake-up, a Redis timeout, or its error
+                # Redis times a BLPOP out on its own tick only; precise naps are timed here.
+                woken = self._woken = asyncio.ensure_future(
+                    self.redis.blpop([keys.CALLBACKS_WAKE], timeout=MAX_IDLE))
+            nudged = asyncio.ensure_future(self._nudge.wait())
+            await asyncio.wait({woken, stopping, nudged}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            nudged.cancel()
+        except RedisError:
+            # The wake-up read goes with the connection it was on; the next round starts another.
+            if self._woken is not None and not self._woken.done():
+                self._woken.cancel()
+            self._woken = None
+            raise
 
     async def _stop(self) -> None:
         """Let attempts end for a moment, then cut them short; what is left is given back to be sent at once."""

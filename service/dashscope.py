@@ -81,14 +81,18 @@ def error_from_response(response: httpx.Response) -> DashScopeError:
 class DashScopeClient:
     def __init__(self, api_key: str | None, base_url: str, *, timeout: float = 30.0,
                  workspace: str | None = None,
-                 on_call: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+                 on_call: Callable[[str, str], Awaitable[None]] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """``transport``, unless given, is httpx's own (which honours HTTPS_PROXY and the like: DashScope is
+        a fixed public endpoint, reached as the host's other HTTPS clients reach it); a test gives an
+        ``httpx.MockTransport``."""
         self.on_call = on_call  # (endpoint, status or error) after every call, for metrics
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {api_key or ''}"}
         if workspace:
             headers["X-DashScope-WorkSpace"] = workspace
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
-                                       follow_redirects=False)
+                                       follow_redirects=False, transport=transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from . import logs, scripts
+from . import logs, scripts, worker
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ async def work(queue: JobQueue, handle: Callable[[Job], Awaitable[None]], stop: 
     """Run ``handle`` on the queue's jobs, ``concurrency`` at a time, until ``stop`` is set.
 
     A job whose handler raises stays pending, to be taken over again after ``claim_idle``. Redis
-    going away pauses the loop instead of ending it.
+    going away pauses the loop instead of ending it (``worker.run_forever``).
     """
     limit = asyncio.Semaphore(concurrency)
     running: set[asyncio.Task] = set()
@@ -87,24 +87,26 @@ async def work(queue: JobQueue, handle: Callable[[Job], Awaitable[None]], stop: 
             limit.release()
 
     ready = False
-    while not stop.is_set():
-        await limit.acquire()
+
+    async def step() -> None:
+        nonlocal ready
+        await limit.acquire()  # a free slot before taking a job
         try:
             if not ready:
                 await queue.ensure_group()
                 ready = True
             jobs = await queue.next(count=1, block=1.0)
-        except RedisError as exc:
+        except BaseException:
             limit.release()
-            log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(1.0)
-            continue
+            raise
         if not jobs:
             limit.release()
-            continue
+            return
         task = asyncio.create_task(guarded(jobs[0]))
         running.add(task)
         task.add_done_callback(running.discard)
+
+    await worker.run_forever(step, stop, log=log)
     await asyncio.gather(*running, return_exceptions=True)
 
 

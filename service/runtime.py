@@ -11,15 +11,16 @@ import uuid
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import callbacks, keys
+from . import callbacks, keys, outbound
 from .config import Settings
 from .connection import connect
 from .dashscope import DashScopeClient
-from .download import Downloader
+from .download import Downloader, video_transport
 from .failures import FailureReader
 from .feed import ChangeFeed
 from .jobs import JobQueue
 from .quota import Admission, RateLimiter, ReadLimiter, parse_limits
+from .storage import LocalStorage
 from .store import TaskStore
 from .submission import Dispatcher, Submitter
 from .supervisor import Supervisor
@@ -91,7 +92,8 @@ class Runtime:
                               slot_lease_seconds=self.slot_lease_seconds,
                               sweep_after_seconds=settings.sweep_after_seconds)
         downloader = Downloader(self.store, self.dashscope, self.queue(keys.DOWNLOAD_JOBS, keys.DOWNLOAD_GROUP),
-                                self.reads, settings)
+                                self.reads, settings, storage=LocalStorage(settings.videos_dir),
+                                transport=video_transport(settings))
         failures = FailureReader(self.store, self.dashscope, self.queue(keys.FAILURE_JOBS, keys.FAILURE_GROUP),
                                  self.reads, attempts=settings.download_attempts)
         sweeper = Sweeper(self.store, self.dashscope, self.reads, self.consumer,
@@ -102,7 +104,8 @@ class Runtime:
                                       concurrency=settings.callback_concurrency,
                                       allow_private=settings.callback_allow_private,
                                       per_destination=settings.callback_per_destination,
-                                      deadline=settings.callback_timeout)
+                                      deadline=settings.callback_timeout,
+                                      transport=outbound.PinnedTransport(allow_private=settings.callback_allow_private))
         dispatcher = Dispatcher(self.redis, admission, submitter)
         try:
             await self.supervisor.run({

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import keys, logs
+from . import keys, logs, worker
 from .dashscope import DashScopeClient, DashScopeError, RequestRejected, Unreachable
 from .jobs import sleep_until_woken
 from .models import MODELS
@@ -344,15 +344,15 @@ class Dispatcher:
         self.submitter.stopping = stop
         running: set[asyncio.Task] = set()
         stopping = asyncio.ensure_future(stop.wait())
-        while not stop.is_set():
-            try:
-                wait = await self._admit_all(running)
-                if not await sleep_until_woken(self.redis, keys.WAKE, min(wait, MAX_IDLE), stopping):
-                    break
-            except RedisError as exc:
-                log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(1.0)
-        stopping.cancel()
+
+        async def step() -> None:
+            wait = await self._admit_all(running)
+            await sleep_until_woken(self.redis, keys.WAKE, min(wait, MAX_IDLE), stopping)  # or until the stop
+
+        try:
+            await worker.run_forever(step, stop, log=log)
+        finally:
+            stopping.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
     async def _admit_all(self, running: set[asyncio.Task]) -> float:

@@ -15,9 +15,8 @@ import json
 import logging
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from . import keys
+from . import keys, worker
 from .dashscope import DashScopeClient, DashScopeError
 from .ingress.events import SOURCE, TYPE, CompletionEvent
 from .quota import ReadLimiter
@@ -44,16 +43,12 @@ class Sweeper:
         self.slot_lease_ms = int(slot_lease_seconds * 1000)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                if await self._lead():
-                    await self.sweep()
-            except RedisError as exc:
-                log.warning("Redis unavailable (%s); sweeping later", type(exc).__name__)
-            try:
-                await asyncio.wait_for(stop.wait(), self.interval)
-            except TimeoutError:
-                pass
+        await worker.run_forever(self._round, stop, log=log, retry_seconds=self.interval, interval=self.interval,
+                                 then="sweeping later")
+
+    async def _round(self) -> None:
+        if await self._lead():
+            await self.sweep()
 
     async def _lead(self) -> bool:
         ttl = int(self.interval * 3000)
