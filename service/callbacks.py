@@ -19,9 +19,10 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -162,7 +163,7 @@ class Notifier:
 
     async def run(self, stop: asyncio.Event) -> None:
         stopping = asyncio.ensure_future(stop.wait())
-        woken: asyncio.Future | None = None  # one BLPOP on the wake-up list, kept across naps
+        woken: asyncio.Future[Any] | None = None  # one BLPOP on the wake-up list, kept across naps
         self._stopping = False
         try:
             while not stop.is_set():
@@ -275,7 +276,7 @@ class Notifier:
         task_id = webhook_id.removeprefix("msg_").rsplit("_", 1)[0]
         callback = await self.redis.hget(keys.TASK + task_id, "callback")
         try:
-            return str(json.loads(callback)["url"])
+            return str(json.loads(callback or "")["url"])
         except (TypeError, ValueError, KeyError):  # no task, no callback (or not one wanhook wrote)
             await self.redis.zrem(keys.CALLBACKS_DUE, webhook_id)
             return None
@@ -382,7 +383,9 @@ class Notifier:
         async with asyncio.timeout(self.deadline):
             async with self.http.stream("POST", url, content=body, headers=headers) as response:
                 read = 0
-                async with contextlib.aclosing(response.aiter_raw()) as chunks:
+                # httpx types the raw stream as an AsyncIterator; it is an async generator, which aclosing closes.
+                raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+                async with contextlib.aclosing(raw) as chunks:
                     async for chunk in chunks:
                         read += len(chunk)
                         if read >= BODY_LIMIT:
