@@ -81,14 +81,16 @@ def error_from_response(response: httpx.Response) -> DashScopeError:
 class DashScopeClient:
     def __init__(self, api_key: str | None, base_url: str, *, timeout: float = 30.0,
                  workspace: str | None = None,
-                 on_call: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+                 on_call: Callable[[str, str], Awaitable[None]] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.on_call = on_call  # (endpoint, status or error) after every call, for metrics
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {api_key or ''}"}
         if workspace:
             headers["X-DashScope-WorkSpace"] = workspace
+        # ``transport`` replaces the network (tests answer with httpx.MockTransport).
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
-                                       follow_redirects=False)
+                                       follow_redirects=False, transport=transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()
