@@ -33,9 +33,10 @@ demo: $(VENV)/.demo
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Only the in-process tests of tests/fast: seconds, not minutes.
+# Only the in-process tests of tests/fast: seconds, not minutes (without the property-testing plugins, which they
+# do not use and which take seconds to load).
 test-fast: $(VENV)/.test
-	$(BIN)/python -m pytest -q tests/fast $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:hypothesispytest -p no:schemathesis tests/fast $(PYTEST_ARGS)
 
 bench: $(VENV)/.test
 	$(BIN)/python -m bench.run
