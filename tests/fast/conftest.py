@@ -30,8 +30,9 @@ class Api:
     def answer_dashscope(self, handler: Handler) -> None:
         """DashScope's answers, from ``handler``: the runtime's client is replaced by one on a MockTransport."""
         settings = self.runtime.settings
-        self.runtime.dashscope = DashScopeClient(settings.api_key, settings.dashscope_base_url,
-                                                 transport=httpx.MockTransport(handler))
+        self.runtime.dashscope = DashScopeClient(
+            settings.api_key, settings.dashscope_base_url, transport=httpx.MockTransport(handler)
+        )
 
 
 MakeApi = Callable[..., Awaitable[Api]]
@@ -44,15 +45,21 @@ async def make_api(redis_url: str, tmp_path: Path) -> AsyncIterator[MakeApi]:
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(runtime: Runtime | None = None, **env: str) -> Api:
-            settings = Settings.from_env({
-                "WANHOOK_REDIS_URL": redis_url, "DASHSCOPE_API_KEY": "sk-test", "WANHOOK_DATA_DIR": str(tmp_path),
-                "DASHSCOPE_HTTP_BASE_URL": "https://dashscope.test/api/v1", "WANHOOK_EVENTBRIDGE_TOKEN": TOKEN,
-                **env,
-            })
+            settings = Settings.from_env(
+                {
+                    "WANHOOK_REDIS_URL": redis_url,
+                    "DASHSCOPE_API_KEY": "sk-test",
+                    "WANHOOK_DATA_DIR": str(tmp_path),
+                    "DASHSCOPE_HTTP_BASE_URL": "https://dashscope.test/api/v1",
+                    "WANHOOK_EVENTBRIDGE_TOKEN": TOKEN,
+                    **env,
+                }
+            )
             app = create_app(settings, workers=False, runtime=runtime)
             await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wanhook.test"))
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wanhook.test")
+            )
             return Api(client, app.state.runtime)
 
         yield make

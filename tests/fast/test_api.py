@@ -80,13 +80,16 @@ async def test_an_unknown_task_is_404(api: Api) -> None:
     error_of(await api.client.get("/v1/tasks/nope/events"), 404, "task_not_found")
 
 
-@pytest.mark.parametrize("method,path,allow", [
-    ("DELETE", "/v1/tasks", "GET, HEAD, POST"),
-    ("PUT", "/v1/tasks/abc", "GET, HEAD"),
-    ("GET", "/v1/tasks/abc/cancel", "POST"),
-    ("POST", "/v1/tasks/abc/video", "GET, HEAD"),
-    ("GET", "/v1/events/dashscope", "POST"),
-])
+@pytest.mark.parametrize(
+    "method,path,allow",
+    [
+        ("DELETE", "/v1/tasks", "GET, HEAD, POST"),
+        ("PUT", "/v1/tasks/abc", "GET, HEAD"),
+        ("GET", "/v1/tasks/abc/cancel", "POST"),
+        ("POST", "/v1/tasks/abc/video", "GET, HEAD"),
+        ("GET", "/v1/events/dashscope", "POST"),
+    ],
+)
 async def test_a_method_the_path_does_not_take_is_405_with_allow(api: Api, method: str, path: str, allow: str) -> None:
     response = await api.client.request(method, path)
     error_of(response, 405, "method_not_allowed")
@@ -95,8 +98,11 @@ async def test_a_method_the_path_does_not_take_is_405_with_allow(api: Api, metho
 
 async def test_a_body_over_the_limit_is_413(api: Api) -> None:
     big = json.dumps({**TASK, "prompt": "x" * TASK_BODY_LIMIT})
-    error_of(await api.client.post("/v1/tasks", content=big, headers={"content-type": "application/json"}),
-             413, "body_too_large")
+    error_of(
+        await api.client.post("/v1/tasks", content=big, headers={"content-type": "application/json"}),
+        413,
+        "body_too_large",
+    )
 
 
 async def test_a_body_over_the_limit_without_a_length_is_413(api: Api) -> None:
@@ -117,18 +123,24 @@ async def test_a_body_that_is_not_json_by_its_type_is_415(api: Api, content_type
 
 @pytest.mark.parametrize("content", [b"{", b"", b"\xff\xfe", b'{"prompt": "\\ud800"}', b"[" * 60_000])
 async def test_a_body_that_is_not_json_is_400(api: Api, content: bytes) -> None:
-    error_of(await api.client.post("/v1/tasks", content=content, headers={"content-type": "application/json"}),
-             400, "invalid_json")
+    error_of(
+        await api.client.post("/v1/tasks", content=content, headers={"content-type": "application/json"}),
+        400,
+        "invalid_json",
+    )
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"size": "832*480"}, "prompt"),
-    ({**TASK, "size": "1*1"}, "size"),
-    ({**TASK, "model": "wan9"}, "model"),
-    ({**TASK, "seed": -1}, "seed"),
-    ({**TASK, "callback": {"url": "http://127.0.0.1:9/"}}, "callback.url"),
-    ({**TASK, "extra": True}, "extra"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"size": "832*480"}, "prompt"),
+        ({**TASK, "size": "1*1"}, "size"),
+        ({**TASK, "model": "wan9"}, "model"),
+        ({**TASK, "seed": -1}, "seed"),
+        ({**TASK, "callback": {"url": "http://127.0.0.1:9/"}}, "callback.url"),
+        ({**TASK, "extra": True}, "extra"),
+    ],
+)
 async def test_an_invalid_field_is_422_naming_it(api: Api, body: dict[str, Any], field: str) -> None:
     assert error_of(await api.client.post("/v1/tasks", json=body), 422, "invalid_field", field).startswith(f"{field}: ")
 
@@ -176,8 +188,9 @@ async def test_a_queued_task_is_canceled_once_and_then_stays_canceled(api: Api) 
 
 async def submitted(api: Api) -> str:
     task_id = (await create(api))["id"]
-    result = await api.runtime.store.mark_submitted(task_id, "ds-1", "PENDING", "r-1", slot_lease_ms=60_000,
-                                                    sweep_after_ms=60_000)
+    result = await api.runtime.store.mark_submitted(
+        task_id, "ds-1", "PENDING", "r-1", slot_lease_ms=60_000, sweep_after_ms=60_000
+    )
     assert result == "ok"
     return str(task_id)
 
@@ -197,13 +210,17 @@ async def test_a_submitted_task_is_canceled_at_dashscope(api: Api) -> None:
     assert seen == ["POST /api/v1/tasks/ds-1/cancel"]
 
 
-@pytest.mark.parametrize("status,code,expected_status,expected_code", [
-    (400, "UnsupportedOperation", 409, "too_late"),
-    (500, "InternalError", 503, "dashscope_unavailable"),
-    (429, "Throttling", 503, "dashscope_unavailable"),
-])
-async def test_a_cancel_dashscope_refuses_or_cannot_answer(api: Api, status: int, code: str, expected_status: int,
-                                                     expected_code: str) -> None:
+@pytest.mark.parametrize(
+    "status,code,expected_status,expected_code",
+    [
+        (400, "UnsupportedOperation", 409, "too_late"),
+        (500, "InternalError", 503, "dashscope_unavailable"),
+        (429, "Throttling", 503, "dashscope_unavailable"),
+    ],
+)
+async def test_a_cancel_dashscope_refuses_or_cannot_answer(
+    api: Api, status: int, code: str, expected_status: int, expected_code: str
+) -> None:
     api.answer_dashscope(lambda request: httpx.Response(status, json={"code": code, "message": "no"}))
     task_id = await submitted(api)
     assert code in error_of(await api.client.post(f"/v1/tasks/{task_id}/cancel"), expected_status, expected_code)
@@ -240,12 +257,14 @@ async def test_tokens_when_the_api_has_them(make_api: MakeApi) -> None:
     error_of(await api.client.get("/v1/tasks", headers={"authorization": "Basic alpha"}), 401, "unauthorized")
     task = await create(api, TASK, authorization="Bearer alpha")
     # Another token's task is not there for it; a read may carry its token in the query.
-    error_of(await api.client.get(f"/v1/tasks/{task['id']}", headers={"authorization": "Bearer beta"}), 404,
-             "task_not_found")
+    error_of(
+        await api.client.get(f"/v1/tasks/{task['id']}", headers={"authorization": "Bearer beta"}), 404, "task_not_found"
+    )
     assert (await api.client.get(f"/v1/tasks/{task['id']}", params={"access_token": "alpha"})).status_code == 200
     # A write never may.
-    error_of(await api.client.post(f"/v1/tasks/{task['id']}/cancel", params={"access_token": "alpha"}), 401,
-             "unauthorized")
+    error_of(
+        await api.client.post(f"/v1/tasks/{task['id']}/cancel", params={"access_token": "alpha"}), 401, "unauthorized"
+    )
 
 
 async def test_over_the_request_rate_is_429(make_api: MakeApi) -> None:
@@ -266,13 +285,20 @@ async def test_over_the_queued_cap_is_429(make_api: MakeApi) -> None:
 
 async def push(api: Api, body: bytes | dict[str, Any], token: str = TOKEN, **headers: str) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return await api.client.post("/v1/events/dashscope", content=content,
-                           headers={"content-type": "application/json", "x-eventbridge-signature-token": token,
-                                    **headers})
+    return await api.client.post(
+        "/v1/events/dashscope",
+        content=content,
+        headers={"content-type": "application/json", "x-eventbridge-signature-token": token, **headers},
+    )
 
 
-EVENT = {"specversion": "1.0", "id": "ev-1", "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish",
-         "data": {"task_id": "ds-unknown", "task_status": "SUCCEEDED"}}
+EVENT = {
+    "specversion": "1.0",
+    "id": "ev-1",
+    "source": "acs.dashscope",
+    "type": "dashscope:System:AsyncTaskFinish",
+    "data": {"task_id": "ds-unknown", "task_status": "SUCCEEDED"},
+}
 
 
 async def test_the_webhook_records_an_event_once(api: Api) -> None:
@@ -289,8 +315,9 @@ async def test_the_webhook_refuses_a_push_without_the_token(api: Api) -> None:
     error_of(await api.client.post("/v1/events/dashscope", json=EVENT), 401, "invalid_token")
 
 
-@pytest.mark.parametrize("body,code", [(b"{", "invalid_json"), (b'{"hello": 1}', "invalid_event"),
-                                       (b"[]", "invalid_event")])
+@pytest.mark.parametrize(
+    "body,code", [(b"{", "invalid_json"), (b'{"hello": 1}', "invalid_event"), (b"[]", "invalid_event")]
+)
 async def test_the_webhook_refuses_what_is_not_an_event(api: Api, body: bytes, code: str) -> None:
     error_of(await push(api, body), 400, code)
 
@@ -310,8 +337,12 @@ async def test_redis_unavailable_is_503(make_api: MakeApi, redis_url: str) -> No
     settings = Settings.from_env({"WANHOOK_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     runtime = Runtime(settings, Redis.from_url(settings.redis_url or "", socket_connect_timeout=1))
     api = await make_api(runtime=runtime)
-    for request in (api.client.get("/v1/tasks"), api.client.post("/v1/tasks", json=TASK),
-                    api.client.get("/v1/tasks/abc"), push(api, EVENT)):
+    for request in (
+        api.client.get("/v1/tasks"),
+        api.client.post("/v1/tasks", json=TASK),
+        api.client.get("/v1/tasks/abc"),
+        push(api, EVENT),
+    ):
         response = await request
         error_of(response, 503, "redis_unavailable")
         assert response.headers["retry-after"] == "5"

@@ -54,8 +54,11 @@ async def test_create_sends_the_async_request_and_returns_the_task() -> None:
     assert request.headers["authorization"] == "Bearer sk-test"
     assert request.headers["x-dashscope-async"] == "enable"
     assert request.headers["x-dashscope-workspace"] == "ws-1"
-    assert json.loads(request.content) == {"model": "wan2.2-t2v-plus", "input": {"prompt": "a fox"},
-                                           "parameters": {"size": "832*480"}}
+    assert json.loads(request.content) == {
+        "model": "wan2.2-t2v-plus",
+        "input": {"prompt": "a fox"},
+        "parameters": {"size": "832*480"},
+    }
 
 
 async def test_create_without_a_workspace_sends_no_workspace_header() -> None:
@@ -73,13 +76,16 @@ async def test_create_without_a_workspace_sends_no_workspace_header() -> None:
     assert created == CreatedTask("ds-1", "PENDING", None)
 
 
-@pytest.mark.parametrize("body", [
-    {"output": {}},
-    {"output": {"task_id": ""}},
-    {"output": {"task_id": 7}},
-    {"output": "ds-1"},
-    {"request_id": "r-1"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"output": {}},
+        {"output": {"task_id": ""}},
+        {"output": {"task_id": 7}},
+        {"output": "ds-1"},
+        {"request_id": "r-1"},
+    ],
+)
 async def test_create_answered_without_a_task_id_is_unreachable(body: object) -> None:
     ds = client(answer(200, body))
     with pytest.raises(Unreachable) as caught:
@@ -94,15 +100,24 @@ async def test_read_returns_the_output_with_the_request_id() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"request_id": "r-2", "output": {
-            "task_id": "ds-1", "task_status": "SUCCEEDED", "video_url": "https://oss.test/v.mp4"}})
+        return httpx.Response(
+            200,
+            json={
+                "request_id": "r-2",
+                "output": {"task_id": "ds-1", "task_status": "SUCCEEDED", "video_url": "https://oss.test/v.mp4"},
+            },
+        )
 
     ds = client(handler)
     output = await ds.get_task("ds-1")
     await ds.aclose()
     assert (seen[0].method, seen[0].url.path) == ("GET", "/api/v1/tasks/ds-1")
-    assert output == {"task_id": "ds-1", "task_status": "SUCCEEDED", "video_url": "https://oss.test/v.mp4",
-                      "request_id": "r-2"}
+    assert output == {
+        "task_id": "ds-1",
+        "task_status": "SUCCEEDED",
+        "video_url": "https://oss.test/v.mp4",
+        "request_id": "r-2",
+    }
 
 
 async def test_read_fills_in_what_the_output_leaves_out() -> None:
@@ -158,8 +173,9 @@ DOCUMENTED = [
 
 @pytest.mark.parametrize("status,code,kind,retryable", DOCUMENTED, ids=[row[1] for row in DOCUMENTED])
 @pytest.mark.parametrize("call", ["create", "read", "cancel"])
-async def test_each_documented_error_code(status: int, code: str, kind: type[DashScopeError], retryable: bool,
-                                          call: str) -> None:
+async def test_each_documented_error_code(
+    status: int, code: str, kind: type[DashScopeError], retryable: bool, call: str
+) -> None:
     ds = client(answer(status, {"code": code, "message": f"said {code}", "request_id": "r-err"}))
     with pytest.raises(DashScopeError) as caught:
         if call == "create":
@@ -195,12 +211,15 @@ async def test_a_body_that_is_not_json_is_unreachable(status: int) -> None:
     assert caught.value.retryable
 
 
-@pytest.mark.parametrize("raised,code", [
-    (httpx.ConnectTimeout("connect"), "Timeout"),
-    (httpx.ReadTimeout("read"), "Timeout"),
-    (httpx.ConnectError("refused"), "ConnectionError"),
-    (httpx.RemoteProtocolError("closed"), "ConnectionError"),
-])
+@pytest.mark.parametrize(
+    "raised,code",
+    [
+        (httpx.ConnectTimeout("connect"), "Timeout"),
+        (httpx.ReadTimeout("read"), "Timeout"),
+        (httpx.ConnectError("refused"), "ConnectionError"),
+        (httpx.RemoteProtocolError("closed"), "ConnectionError"),
+    ],
+)
 async def test_timeouts_and_connection_errors_are_unreachable_and_retryable(raised: Exception, code: str) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise raised

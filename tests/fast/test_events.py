@@ -13,13 +13,25 @@ UNIQUE_KEY = "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"
 
 
 def data(**extra: Any) -> dict[str, Any]:
-    return {"task_id": "ds-1", "task_status": "SUCCEEDED", "user_api_unique_key": UNIQUE_KEY,
-            "request_id": "r-1", "end_time": "2025-01-01 00:00:10.000", **extra}
+    return {
+        "task_id": "ds-1",
+        "task_status": "SUCCEEDED",
+        "user_api_unique_key": UNIQUE_KEY,
+        "request_id": "r-1",
+        "end_time": "2025-01-01 00:00:10.000",
+        **extra,
+    }
 
 
 def cloudevent(payload: Any = None, **extra: Any) -> dict[str, Any]:
-    return {"specversion": "1.0", "id": "ev-1", "source": SOURCE, "type": TYPE,
-            "data": data() if payload is None else payload, **extra}
+    return {
+        "specversion": "1.0",
+        "id": "ev-1",
+        "source": SOURCE,
+        "type": TYPE,
+        "data": data() if payload is None else payload,
+        **extra,
+    }
 
 
 def body(document: Any) -> bytes:
@@ -65,12 +77,15 @@ def test_a_failure_code_and_message_from_the_result_or_the_data() -> None:
     assert (event.code, event.message) == (None, None)
 
 
-@pytest.mark.parametrize("document", [
-    cloudevent(source="acs.oss"),
-    cloudevent(type="oss:ObjectCreated:PutObject"),
-    # Another DashScope product's task on the same rule.
-    cloudevent(data(user_api_unique_key="apikey:v1:aigc:text-generation:generation:qwen-plus")),
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        cloudevent(source="acs.oss"),
+        cloudevent(type="oss:ObjectCreated:PutObject"),
+        # Another DashScope product's task on the same rule.
+        cloudevent(data(user_api_unique_key="apikey:v1:aigc:text-generation:generation:qwen-plus")),
+    ],
+)
 def test_foreign_events_are_parsed_but_foreign(document: dict[str, Any]) -> None:
     assert parse(body(document)).foreign
 
@@ -85,21 +100,24 @@ def test_a_model_is_read_from_the_unique_key_only_when_there_is_one() -> None:
     assert parse(body(cloudevent(data(user_api_unique_key="plain")))).model is None
 
 
-@pytest.mark.parametrize("raw,code", [
-    (b"not json", "invalid_json"),
-    (b"[" * 100_000, "invalid_json"),
-    (b"[1, 2]", "invalid_event"),
-    (body({"hello": "world"}), "invalid_event"),
-    (body(cloudevent(["not", "an", "object"])), "invalid_event"),
-    (body(cloudevent(id="")), "invalid_event"),
-    (body(cloudevent(id=7)), "invalid_event"),
-    (body(cloudevent(type=None)), "invalid_event"),
-    (body(cloudevent(data(task_id=""))), "invalid_event"),
-    (body(cloudevent(data(task_id=12))), "invalid_event"),
-    (body(cloudevent(data(task_status="DONE"))), "invalid_event"),
-    (body(data(task_status=None)), "invalid_event"),
-    (b'{"task_id": "\\ud800", "task_status": "SUCCEEDED"}', "invalid_event"),
-])
+@pytest.mark.parametrize(
+    "raw,code",
+    [
+        (b"not json", "invalid_json"),
+        (b"[" * 100_000, "invalid_json"),
+        (b"[1, 2]", "invalid_event"),
+        (body({"hello": "world"}), "invalid_event"),
+        (body(cloudevent(["not", "an", "object"])), "invalid_event"),
+        (body(cloudevent(id="")), "invalid_event"),
+        (body(cloudevent(id=7)), "invalid_event"),
+        (body(cloudevent(type=None)), "invalid_event"),
+        (body(cloudevent(data(task_id=""))), "invalid_event"),
+        (body(cloudevent(data(task_id=12))), "invalid_event"),
+        (body(cloudevent(data(task_status="DONE"))), "invalid_event"),
+        (body(data(task_status=None)), "invalid_event"),
+        (b'{"task_id": "\\ud800", "task_status": "SUCCEEDED"}', "invalid_event"),
+    ],
+)
 def test_refused(raw: bytes, code: str) -> None:
     with pytest.raises(InvalidEvent) as caught:
         parse(raw)

@@ -27,14 +27,24 @@ def test_the_defaults() -> None:
 
 
 def test_values_from_the_environment() -> None:
-    settings = Settings.from_env({
-        "DASHSCOPE_API_KEY": "sk-1", "DASHSCOPE_HTTP_BASE_URL": "http://127.0.0.1:9/api/v1/",
-        "WANHOOK_REDIS_URL": "redis+sentinel://:pw@s1:26379,s2:26380/mymaster/2",
-        "WANHOOK_DATA_DIR": "some/dir", "WANHOOK_API_TOKENS": " a, b ,,c ", "WANHOOK_VIDEO_HOSTS": "127.0.0.1",
-        "WANHOOK_EVENTBRIDGE_VERIFY": "signature", "WANHOOK_CALLBACK_ALLOW_PRIVATE": "1",
-        "WANHOOK_CLAIM_IDLE_SECONDS": "2.5", "WANHOOK_MIN_FREE_BYTES": "0", "WANHOOK_DOWNLOAD_CONCURRENCY": "8.0",
-        "WANHOOK_ROCKETMQ_ENDPOINTS": "mq:8081", "WANHOOK_ROCKETMQ_TOPIC": "", "WANHOOK_LIMITS": "wan2.6-t2v=1/1",
-    })
+    settings = Settings.from_env(
+        {
+            "DASHSCOPE_API_KEY": "sk-1",
+            "DASHSCOPE_HTTP_BASE_URL": "http://127.0.0.1:9/api/v1/",
+            "WANHOOK_REDIS_URL": "redis+sentinel://:pw@s1:26379,s2:26380/mymaster/2",
+            "WANHOOK_DATA_DIR": "some/dir",
+            "WANHOOK_API_TOKENS": " a, b ,,c ",
+            "WANHOOK_VIDEO_HOSTS": "127.0.0.1",
+            "WANHOOK_EVENTBRIDGE_VERIFY": "signature",
+            "WANHOOK_CALLBACK_ALLOW_PRIVATE": "1",
+            "WANHOOK_CLAIM_IDLE_SECONDS": "2.5",
+            "WANHOOK_MIN_FREE_BYTES": "0",
+            "WANHOOK_DOWNLOAD_CONCURRENCY": "8.0",
+            "WANHOOK_ROCKETMQ_ENDPOINTS": "mq:8081",
+            "WANHOOK_ROCKETMQ_TOPIC": "",
+            "WANHOOK_LIMITS": "wan2.6-t2v=1/1",
+        }
+    )
     assert settings.api_key == "sk-1"
     assert settings.dashscope_base_url == "http://127.0.0.1:9/api/v1"  # no trailing slash
     assert settings.redis_url == "redis+sentinel://:pw@s1:26379,s2:26380/mymaster/2"
@@ -103,33 +113,45 @@ def test_the_quota_table_and_its_overrides() -> None:
     assert limits == {**spec, "wan2.6-t2v": Limit(3, 4), "wan2.2-t2v-plus": Limit(1, 1)}
 
 
-@pytest.mark.parametrize("text,message", [
-    ("wan2.6-t2v", "expected model=rps/running"),
-    ("wan2.6-t2v=3", "expected model=rps/running"),
-    ("wan9=1/1", "not a model wanhook knows"),
-    ("wan2.6-t2v=0/1", "whole numbers above 0"),
-    ("wan2.6-t2v=1/0", "whole numbers above 0"),
-    ("wan2.6-t2v=1.5/1", "whole numbers above 0"),
-    ("wan2.6-t2v=-1/1", "whole numbers above 0"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("wan2.6-t2v", "expected model=rps/running"),
+        ("wan2.6-t2v=3", "expected model=rps/running"),
+        ("wan9=1/1", "not a model wanhook knows"),
+        ("wan2.6-t2v=0/1", "whole numbers above 0"),
+        ("wan2.6-t2v=1/0", "whole numbers above 0"),
+        ("wan2.6-t2v=1.5/1", "whole numbers above 0"),
+        ("wan2.6-t2v=-1/1", "whole numbers above 0"),
+    ],
+)
 def test_a_bad_quota_override(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_limits(text)
 
 
-@pytest.mark.parametrize("url,redacted", [
-    ("https://oss.test/v.mp4?Expires=1&Signature=abc", "https://oss.test/v.mp4?<redacted>"),
-    ("redis://:hunter2@127.0.0.1:6379/0", "redis://<redacted>@127.0.0.1:6379/0"),
-    ("https://token@host.test/p#frag", "https://<redacted>@host.test/p"),
-    ("https://host.test/plain", "https://host.test/plain"),
-])
+@pytest.mark.parametrize(
+    "url,redacted",
+    [
+        ("https://oss.test/v.mp4?Expires=1&Signature=abc", "https://oss.test/v.mp4?<redacted>"),
+        ("redis://:hunter2@127.0.0.1:6379/0", "redis://<redacted>@127.0.0.1:6379/0"),
+        ("https://token@host.test/p#frag", "https://<redacted>@host.test/p"),
+        ("https://host.test/plain", "https://host.test/plain"),
+    ],
+)
 def test_urls_lose_their_userinfo_and_query(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
 
 
-@pytest.mark.parametrize("secret,shown", [
-    (None, "<unset>"), ("", "<unset>"), ("short", "<redacted>"), ("12345678", "<redacted>"),
-    ("sk-0123456789", "sk-…"),
-])
+@pytest.mark.parametrize(
+    "secret,shown",
+    [
+        (None, "<unset>"),
+        ("", "<unset>"),
+        ("short", "<redacted>"),
+        ("12345678", "<redacted>"),
+        ("sk-0123456789", "sk-…"),
+    ],
+)
 def test_secrets_show_at_most_their_start(secret: str | None, shown: str) -> None:
     assert redact_secret(secret) == shown

@@ -77,8 +77,9 @@ def key() -> rsa.RSAPrivateKey:
 
 @pytest.mark.parametrize("trailing_newline", [True, False])
 @pytest.mark.parametrize("sign_token", [True, False])
-def test_a_signature_over_any_accepted_form_matches(key: rsa.RSAPrivateKey, trailing_newline: bool,
-                                                    sign_token: bool) -> None:
+def test_a_signature_over_any_accepted_form_matches(
+    key: rsa.RSAPrivateKey, trailing_newline: bool, sign_token: bool
+) -> None:
     data = string_to_sign(URL, HEADERS, BODY, trailing_newline=trailing_newline, sign_token=sign_token)
     signature = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
     assert signature_matches(key.public_key(), signature, URL, HEADERS, BODY)
@@ -92,17 +93,23 @@ def test_a_public_key_from_pem(key: rsa.RSAPrivateKey) -> None:
     with pytest.raises(ApiError) as caught:
         load_public_key(b"-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n")
     assert (caught.value.status, caught.value.code) == (401, "invalid_signature")
-    ec_pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ec_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(ApiError, match="no RSA key"):
         load_public_key(ec_pem)
 
 
-@pytest.mark.parametrize("raw,seconds", [
-    ("1732536000000", 1732536000.0),
-    ("1732536000", 1732536000.0),
-    ("0", 0.0),
-])
+@pytest.mark.parametrize(
+    "raw,seconds",
+    [
+        ("1732536000000", 1732536000.0),
+        ("1732536000", 1732536000.0),
+        ("0", 0.0),
+    ],
+)
 def test_a_timestamp_in_milliseconds_or_seconds(raw: str, seconds: float) -> None:
     assert timestamp_seconds(raw) == seconds
 
@@ -113,22 +120,28 @@ def test_a_timestamp_that_is_not_one(raw: str) -> None:
         timestamp_seconds(raw)
 
 
-@pytest.mark.parametrize("url", [
-    "https://cn-hangzhou-eventbridge.oss-accelerate.aliyuncs.com/x509/public.crt",
-    "https://ap-southeast-1-eventbridge.oss-accelerate.aliyuncs.com/cert.pem",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cn-hangzhou-eventbridge.oss-accelerate.aliyuncs.com/x509/public.crt",
+        "https://ap-southeast-1-eventbridge.oss-accelerate.aliyuncs.com/cert.pem",
+    ],
+)
 def test_certificate_urls_on_eventbridge_hosts(url: str) -> None:
     check_certificate_url(url, DEFAULT_CERT_HOSTS)
 
 
-@pytest.mark.parametrize("url,why", [
-    ("http://cn-hangzhou-eventbridge.oss-accelerate.aliyuncs.com/c.crt", "not https"),
-    ("https://a.evil-eventbridge.oss-accelerate.aliyuncs.com/c.crt", "not on an EventBridge certificate host"),
-    ("https://evil.test/c.crt", "not on an EventBridge certificate host"),
-    ("https://cn-hangzhou-eventbridge.oss-accelerate.aliyuncs.com:8443/c.crt", "must not name a port"),
-    ("https://u:p@cn-hangzhou-eventbridge.oss-accelerate.aliyuncs.com/c.crt", "must not carry credentials"),
-    ("https://cn-hangzhou-eventbridge.oss-accelerate.aliyuncs.com:99999/c.crt", "is not a URL"),
-])
+@pytest.mark.parametrize(
+    "url,why",
+    [
+        ("http://cn-hangzhou-eventbridge.oss-accelerate.aliyuncs.com/c.crt", "not https"),
+        ("https://a.evil-eventbridge.oss-accelerate.aliyuncs.com/c.crt", "not on an EventBridge certificate host"),
+        ("https://evil.test/c.crt", "not on an EventBridge certificate host"),
+        ("https://cn-hangzhou-eventbridge.oss-accelerate.aliyuncs.com:8443/c.crt", "must not name a port"),
+        ("https://u:p@cn-hangzhou-eventbridge.oss-accelerate.aliyuncs.com/c.crt", "must not carry credentials"),
+        ("https://cn-hangzhou-eventbridge.oss-accelerate.aliyuncs.com:99999/c.crt", "is not a URL"),
+    ],
+)
 def test_certificate_urls_refused(url: str, why: str) -> None:
     with pytest.raises(ApiError, match=why) as caught:
         check_certificate_url(url, DEFAULT_CERT_HOSTS)

@@ -23,22 +23,45 @@ def refused(doc: Any, **kwargs: Any) -> ApiError:
 
 def test_the_defaults() -> None:
     assert check_task({"prompt": "a fox"}) == {
-        "model": "wan2.2-t2v-plus", "prompt": "a fox", "negative_prompt": None,
-        "parameters": {"size": MODELS["wan2.2-t2v-plus"].default_size}, "metadata": {}, "callback": None,
+        "model": "wan2.2-t2v-plus",
+        "prompt": "a fox",
+        "negative_prompt": None,
+        "parameters": {"size": MODELS["wan2.2-t2v-plus"].default_size},
+        "metadata": {},
+        "callback": None,
     }
 
 
 def test_every_field() -> None:
-    fields = check_task({
-        "prompt": "a fox", "model": "wan2.6-t2v", "negative_prompt": "blur", "size": "1280*720", "duration": 10,
-        "seed": 0, "prompt_extend": True, "watermark": False, "audio_url": "https://cdn.test/a.mp3",
-        "shot_type": "multi", "metadata": {"order": "42"},
-        "callback": {"url": CALLBACK, "events": ["task.ready", "task.failed", "task.ready"]},
-    })
+    fields = check_task(
+        {
+            "prompt": "a fox",
+            "model": "wan2.6-t2v",
+            "negative_prompt": "blur",
+            "size": "1280*720",
+            "duration": 10,
+            "seed": 0,
+            "prompt_extend": True,
+            "watermark": False,
+            "audio_url": "https://cdn.test/a.mp3",
+            "shot_type": "multi",
+            "metadata": {"order": "42"},
+            "callback": {"url": CALLBACK, "events": ["task.ready", "task.failed", "task.ready"]},
+        }
+    )
     assert fields == {
-        "model": "wan2.6-t2v", "prompt": "a fox", "negative_prompt": "blur",
-        "parameters": {"size": "1280*720", "duration": 10, "seed": 0, "prompt_extend": True, "watermark": False,
-                       "audio_url": "https://cdn.test/a.mp3", "shot_type": "multi"},
+        "model": "wan2.6-t2v",
+        "prompt": "a fox",
+        "negative_prompt": "blur",
+        "parameters": {
+            "size": "1280*720",
+            "duration": 10,
+            "seed": 0,
+            "prompt_extend": True,
+            "watermark": False,
+            "audio_url": "https://cdn.test/a.mp3",
+            "shot_type": "multi",
+        },
         "metadata": {"order": "42"},
         # Each event once, in the order given.
         "callback": {"url": CALLBACK, "events": ["task.ready", "task.failed"]},
@@ -47,7 +70,9 @@ def test_every_field() -> None:
 
 def test_a_callback_without_events_gets_the_terminal_ones() -> None:
     assert check_task({"prompt": "a fox", "callback": {"url": CALLBACK}})["callback"] == {
-        "url": CALLBACK, "events": list(DEFAULT_CALLBACK_EVENTS)}
+        "url": CALLBACK,
+        "events": list(DEFAULT_CALLBACK_EVENTS),
+    }
 
 
 @pytest.mark.parametrize("doc", [[], "a fox", None, 3])
@@ -78,8 +103,11 @@ WRONG = [
     ({"prompt": "a", "model": "wan2.5-t2v-preview", "audio_url": "ftp://cdn.test/a.mp3"}, "audio_url", "http or https"),
     ({"prompt": "a", "model": "wan2.5-t2v-preview", "shot_type": "single"}, "shot_type", "does not take shot_type"),
     ({"prompt": "a", "model": "wan2.6-t2v", "shot_type": "many"}, "shot_type", "is not one of"),
-    ({"prompt": "a", "model": "wan2.6-t2v", "shot_type": "multi", "prompt_extend": False}, "shot_type",
-     "needs prompt_extend"),
+    (
+        {"prompt": "a", "model": "wan2.6-t2v", "shot_type": "multi", "prompt_extend": False},
+        "shot_type",
+        "needs prompt_extend",
+    ),
     ({"prompt": "a", "metadata": ["x"]}, "metadata", "string values"),
     ({"prompt": "a", "metadata": {"n": 1}}, "metadata", "string values"),
     ({"prompt": "a", "metadata": {str(i): "v" for i in range(METADATA_MAX_KEYS + 1)}}, "metadata", "at most"),
@@ -113,9 +141,19 @@ def test_private_callbacks_when_allowed() -> None:
     assert fields["callback"]["url"] == "http://127.0.0.1:9/"
 
 
-@pytest.mark.parametrize("host,private", [
-    ("localhost", True), ("api.localhost", True), ("nas.local", True), ("10.0.0.1", True), ("[fe80::1]", True),
-    ("169.254.169.254", True), ("::ffff:127.0.0.1", True), ("8.8.8.8", False), ("example.com", False),
-])
+@pytest.mark.parametrize(
+    "host,private",
+    [
+        ("localhost", True),
+        ("api.localhost", True),
+        ("nas.local", True),
+        ("10.0.0.1", True),
+        ("[fe80::1]", True),
+        ("169.254.169.254", True),
+        ("::ffff:127.0.0.1", True),
+        ("8.8.8.8", False),
+        ("example.com", False),
+    ],
+)
 def test_private_hosts_by_their_literal_name(host: str, private: bool) -> None:
     assert is_private_host(host) is private
