@@ -12,6 +12,7 @@ import hashlib
 import logging
 
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from wanhook.service import keys
 from wanhook.service.ingress.events import InvalidEvent
@@ -31,7 +32,7 @@ async def park(store: TaskStore, transport: str, message_id: str, attempt: int, 
 
     Bounded as the audit stream is: a body whole up to ``EVENT_LOG_BODY_MAX`` bytes, beyond that its
     sha256, size and first ``EVENT_LOG_PREFIX`` bytes (a topic takes messages of up to 4 MiB)."""
-    entry: dict[str, str | int | bytes] = {
+    entry: dict[FieldT, EncodableT] = {
         "transport": transport, "message_id": message_id[:keys.EVENT_LOG_FIELD_MAX], "attempt": attempt,
         "reason": reason[:keys.EVENT_LOG_FIELD_MAX * 4]}
     if len(body) <= keys.EVENT_LOG_BODY_MAX:

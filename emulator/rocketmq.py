@@ -233,7 +233,7 @@ class Store:
         self, progress: Progress, topic: str, accepts: TagFilter, batch_size: int, invisible: float
     ) -> list[Lease]:
         self._expire(progress, time.monotonic())
-        leases = []
+        leases: list[Lease] = []
         while progress.expired and len(leases) < batch_size:
             old = progress.expired.popleft()
             leases.append(self._lease(progress, old.record, old.attempt + 1, invisible))

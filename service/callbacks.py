@@ -19,9 +19,10 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -157,7 +158,7 @@ class Notifier:
         self._start_by: dict[str, float] = {}  # a waiting webhook id -> last moment (monotonic) it may start
         self._interrupted: list[str] = []  # attempts cut short by a stop, given back for anyone to send
         self._stopping = False
-        self._woken: asyncio.Future | None = None  # one BLPOP on the wake-up list, kept across naps
+        self._woken: asyncio.Future[Any] | None = None  # one BLPOP on the wake-up list, kept across naps
         self._nudge = asyncio.Event()  # an attempt ended: a slot is free, and a retry may be due soon
 
     async def aclose(self) -> None:
@@ -178,7 +179,7 @@ class Notifier:
                 woken.exception()  # a Redis error at the very end has nothing left to stop
             await self._stop()
 
-    async def _round(self, stopping: asyncio.Future) -> None:
+    async def _round(self, stopping: asyncio.Future[Any]) -> None:
         """Start what is due; else nap until a delivery may be due, a wake-up, an attempt's end or the stop."""
         try:
             self._nudge.clear()
@@ -282,7 +283,7 @@ class Notifier:
         task_id = webhook_id.removeprefix("msg_").rsplit("_", 1)[0]
         callback = await self.redis.hget(keys.TASK + task_id, "callback")
         try:
-            return str(json.loads(callback)["url"])
+            return str(json.loads(callback or "")["url"])
         except (TypeError, ValueError, KeyError):  # no task, no callback (or not one wanhook wrote)
             await self.redis.zrem(keys.CALLBACKS_DUE, webhook_id)
             return None
@@ -389,7 +390,9 @@ class Notifier:
         async with asyncio.timeout(self.deadline):
             async with self.http.stream("POST", url, content=body, headers=headers) as response:
                 read = 0
-                async with contextlib.aclosing(response.aiter_raw()) as chunks:
+                # httpx types the raw stream as an AsyncIterator; it is an async generator, which aclosing closes.
+                raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+                async with contextlib.aclosing(raw) as chunks:
                     async for chunk in chunks:
                         read += len(chunk)
                         if read >= BODY_LIMIT:

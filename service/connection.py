@@ -62,7 +62,8 @@ def sentinel_client(url: str, options: dict[str, Any]) -> Redis:
     options = {**options, "db": int(path[1]) if len(path) > 1 else 0, "password": password}
     options.pop("health_check_interval", None)
     sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": 5.0}, **options)
-    return sentinel.master_for(path[0])
+    master: Redis = sentinel.master_for(path[0])  # Sentinel is untyped: its master is an asyncio Redis
+    return master
 
 
 POOL_WAIT_SECONDS = 5.0

@@ -91,6 +91,7 @@ class DashScopeClient:
         headers = {"Authorization": f"Bearer {api_key or ''}"}
         if workspace:
             headers["X-DashScope-WorkSpace"] = workspace
+        # ``transport`` replaces the network (tests answer with httpx.MockTransport).
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
                                        follow_redirects=False, transport=transport)
 

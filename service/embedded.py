@@ -131,7 +131,7 @@ class EmbeddedRedis:
         self.pid: int | None = None
         self.restarts = 0
         self.down_since: float | None = None
-        self._child: subprocess.Popen | None = None  # None when the server was adopted
+        self._child: subprocess.Popen[bytes] | None = None  # None when the server was adopted
         self._lock_fd: int | None = None
         self._stopping = threading.Event()
         self._mutex = threading.Lock()  # one start or stop at a time
@@ -303,7 +303,7 @@ class EmbeddedRedis:
             log.info("embedded Redis stopped (pid %d)", self.pid)
 
     @staticmethod
-    def _signal_and_wait(pid: int, child: subprocess.Popen | None) -> None:
+    def _signal_and_wait(pid: int, child: subprocess.Popen[bytes] | None) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         if child is not None:

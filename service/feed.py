@@ -41,10 +41,11 @@ import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import KeyT, StreamIdT
 
 from . import keys
 
@@ -228,11 +229,13 @@ class _Reader:
 
     async def _read(self, redis: Redis) -> None:
         issued = self.issued = dict(self.positions)
-        streams = {keys.TASK_CHANGES + task_id: f"{ms}-{seq}" for task_id, (ms, seq) in issued.items()}
+        streams: dict[KeyT, StreamIdT] = {keys.TASK_CHANGES + task_id: f"{ms}-{seq}"
+                                          for task_id, (ms, seq) in issued.items()}
         streams[self.wake_key] = self.wake_after
         self.reading, self.wake_sent = True, False
         try:
-            reply = await redis.xread(streams, block=BLOCK_MS, count=COUNT)
+            # RESP2 (the protocol wanhook speaks) answers [[stream, [(id, fields), ...]], ...], or None.
+            reply = cast(list[Any] | None, await redis.xread(streams, block=BLOCK_MS, count=COUNT))
         finally:
             self.reading = False
         for key, entries in reply or ():

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -49,8 +50,10 @@ class JobQueue:
         jobs = [_job(entry_id, fields, deliveries=2) for entry_id, fields in claimed if fields]
         if jobs:
             return jobs
-        reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count,
-                                            block=max(1, int(block * 1000)))
+        # RESP2 (the protocol wanhook speaks) answers [[stream, [(id, fields), ...]]], or None when nothing came.
+        reply = cast(list[Any] | None,
+                     await self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count,
+                                                 block=max(1, int(block * 1000))))
         return [_job(entry_id, fields) for _, entries in reply or [] for entry_id, fields in entries]
 
     async def hold(self, job: Job) -> bool:
@@ -75,7 +78,7 @@ async def work(queue: JobQueue, handle: Callable[[Job], Awaitable[None]], stop: 
     going away pauses the loop instead of ending it (``worker.run_forever``).
     """
     limit = asyncio.Semaphore(concurrency)
-    running: set[asyncio.Task] = set()
+    running: set[asyncio.Task[None]] = set()
 
     async def guarded(job: Job) -> None:
         logs.task_id.set(job.task_id)  # this coroutine runs in its own task: the id stays with the job
@@ -110,7 +113,7 @@ async def work(queue: JobQueue, handle: Callable[[Job], Awaitable[None]], stop: 
     await asyncio.gather(*running, return_exceptions=True)
 
 
-async def sleep_until_woken(redis: Redis, wake_key: str, timeout: float, stopping: asyncio.Future) -> bool:
+async def sleep_until_woken(redis: Redis, wake_key: str, timeout: float, stopping: asyncio.Future[Any]) -> bool:
     """Block on a wake-up list for at most ``timeout`` seconds; False when ``stopping`` came first.
 
     A wait under a second is a quota freeing at a computed moment (the rate window sliding): it is
@@ -128,7 +131,7 @@ async def sleep_until_woken(redis: Redis, wake_key: str, timeout: float, stoppin
     return True
 
 
-def _job(entry_id: bytes | str, fields: dict, deliveries: int = 1) -> Job:
+def _job(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str], deliveries: int = 1) -> Job:
     entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     task = fields.get(b"task") or fields.get("task") or b""
     return Job(entry, task.decode() if isinstance(task, bytes) else task, deliveries)

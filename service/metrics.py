@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
@@ -234,7 +234,7 @@ class SnapshotCollector(Collector):
             yield metric
 
     @staticmethod
-    def _gauge(name: str, help: str, label: str, values: dict[str, float]) -> GaugeMetricFamily:
+    def _gauge(name: str, help: str, label: str, values: Mapping[str, float]) -> GaugeMetricFamily:
         metric = GaugeMetricFamily(PREFIX + name, help, labels=[label])
         for value_label, value in values.items():
             metric.add_metric([value_label], value)

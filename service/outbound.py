@@ -68,7 +68,7 @@ def not_public(address: str) -> bool:
         if ip in _NAT64_LOCAL_USE:
             return True
         # A mapped address is the IPv4 address, as a dual-stack socket writes it: that one alone decides.
-        candidates = embedded_ipv4(ip) if ip.ipv4_mapped is not None else [ip, *embedded_ipv4(ip)]
+        candidates = [*embedded_ipv4(ip)] if ip.ipv4_mapped is not None else [ip, *embedded_ipv4(ip)]
     return any(not candidate.is_global or candidate.is_multicast for candidate in candidates)
 
 

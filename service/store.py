@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -124,7 +124,7 @@ class TaskStore:
         """
         task_id = uuid.uuid4().hex
         digest = request_digest(fields) if idempotency_key else ""
-        args = [keys.PREFIX, task_id, idempotency_key or "", IDEMPOTENCY_TTL_SECONDS,
+        args: list[str | int] = [keys.PREFIX, task_id, idempotency_key or "", IDEMPOTENCY_TTL_SECONDS,
                 f"{int(time.time() * 1000):013d}", now_iso(), digest, -1 if max_queued is None else max_queued,
                 len(MODELS), *MODELS, *_flatten(fields)]
         outcome, value = await self._create(keys=keys.ROUTE, args=args)
@@ -238,7 +238,10 @@ class TaskStore:
 
     async def latest_change(self, task_id: str) -> tuple[str, dict[str, str]]:
         """The newest state change (stream id and fields); progress entries are skipped."""
-        for entry_id, fields in await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=50):
+        # XREVRANGE answers a list of (id, fields), never None; the client's types cover every command's replies.
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                       await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=50))
+        for entry_id, fields in entries:
             change = {_text(k): _text(v) for k, v in fields.items()}
             if "bytes" not in change:
                 return _text(entry_id), change

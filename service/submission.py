@@ -24,6 +24,7 @@ import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -51,7 +52,7 @@ LANDED_SLACK = 2.0  # seconds of clock difference allowed around an attempt
 REDIS_BACK_PAUSE = 0.5  # seconds a model waits after Redis came back, so its processes do not rush in together
 
 
-def dashscope_request(task: dict[str, str]) -> tuple[dict, dict]:
+def dashscope_request(task: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The create call's ``input`` and ``parameters`` for a stored task."""
     task_input = {"prompt": task["prompt"]}
     if task.get("negative_prompt"):
@@ -74,7 +75,7 @@ class Reservation:
         self.every = every
         self.sent = False  # the create call went out
         self.deadline: float | None = None  # monotonic; until then a create sent may still answer or land
-        self._renewing: asyncio.Task | None = None
+        self._renewing: asyncio.Task[None] | None = None
 
     def deadline_ms(self) -> int:
         return 0 if self.deadline is None else max(0, int((self.deadline - time.monotonic()) * 1000))
@@ -294,10 +295,10 @@ class Submitter:
                     return True
         return False
 
-    async def _list(self, model: str, start: float, end: float, zone: timezone) -> list[dict]:
+    async def _list(self, model: str, start: float, end: float, zone: timezone) -> list[dict[str, Any]]:
         """Every task of the model that the list gives for the window written in ``zone``, page after page,
         each page within the account's query quota."""
-        found: list[dict] = []
+        found: list[dict[str, Any]] = []
         for page_no in range(1, LIST_MAX_PAGES + 1):
             async with self.reads.request():
                 listing = await self.client.list_tasks(
@@ -342,7 +343,7 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.submitter.stopping = stop
-        running: set[asyncio.Task] = set()
+        running: set[asyncio.Task[None]] = set()
         stopping = asyncio.ensure_future(stop.wait())
 
         async def step() -> None:
@@ -355,7 +356,7 @@ class Dispatcher:
             stopping.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
-    async def _admit_all(self, running: set[asyncio.Task]) -> float:
+    async def _admit_all(self, running: set[asyncio.Task[None]]) -> float:
         """Submit every task the quotas allow now; returns the seconds until a quota frees by itself."""
         wait = MAX_IDLE
         for model in MODELS:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -54,7 +55,8 @@ class Sweeper:
         ttl = int(self.interval * 3000)
         if await self.redis.set(keys.SWEEPER_LEADER, self.consumer, nx=True, px=ttl):
             return True
-        if (await self.redis.get(keys.SWEEPER_LEADER) or b"").decode() == self.consumer:
+        leader = cast(bytes | None, await self.redis.get(keys.SWEEPER_LEADER))  # bytes: decode_responses is off
+        if (leader or b"").decode() == self.consumer:
             await self.redis.pexpire(keys.SWEEPER_LEADER, ttl)
             return True
         return False
@@ -66,7 +68,8 @@ class Sweeper:
     async def sweep(self) -> int:
         """Read every task past its deadline once; returns how many were recovered."""
         recovered = 0
-        due = await self.redis.zrangebyscore(keys.SWEEP, "-inf", await self._now_ms(), start=0, num=BATCH)
+        due = cast(list[bytes | str],
+                   await self.redis.zrangebyscore(keys.SWEEP, "-inf", await self._now_ms(), start=0, num=BATCH))
         for member in due:
             task_id = member.decode() if isinstance(member, bytes) else member
             if await self._check(task_id):

@@ -22,7 +22,7 @@ def invalid(field: str, message: str) -> ApiError:
     return ApiError(422, "invalid_field", f"{field}: {message}", field=field)
 
 
-def _string(doc: dict, field: str, *, required: bool = False) -> str | None:
+def _string(doc: dict[str, Any], field: str, *, required: bool = False) -> str | None:
     value = doc.get(field)
     if value is None:
         if required:
@@ -33,7 +33,7 @@ def _string(doc: dict, field: str, *, required: bool = False) -> str | None:
     return value
 
 
-def _integer(doc: dict, field: str) -> int | None:
+def _integer(doc: dict[str, Any], field: str) -> int | None:
     value = doc.get(field)
     if value is None:
         return None
@@ -42,7 +42,7 @@ def _integer(doc: dict, field: str) -> int | None:
     return value
 
 
-def _boolean(doc: dict, field: str) -> bool | None:
+def _boolean(doc: dict[str, Any], field: str) -> bool | None:
     value = doc.get(field)
     if value is not None and not isinstance(value, bool):
         raise invalid(field, "must be true or false")
@@ -85,7 +85,7 @@ def check_callback(value: Any, allow_private: bool) -> dict[str, Any]:
     return {"url": url, "events": list(dict.fromkeys(events))}
 
 
-def _newer_parameters(doc: dict, model: str, audio: bool, shot_type: bool) -> dict[str, Any]:
+def _newer_parameters(doc: dict[str, Any], model: str, audio: bool, shot_type: bool) -> dict[str, Any]:
     """audio_url and shot_type, each refused for a model that does not take it (DashScope's answer to
     those is undocumented: it may ignore them, and the video would not be what was asked)."""
     takes = {"audio_url": audio, "shot_type": shot_type}

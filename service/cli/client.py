@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import IO, Any
 
 import httpx
 from rich.console import Console
@@ -149,7 +149,7 @@ class _LiveView:
 class _PlainView:
     """One line per state change (and per second of download progress), for logs and pipes."""
 
-    def __init__(self, out: TextIO, started: float) -> None:
+    def __init__(self, out: IO[str], started: float) -> None:
         self.out, self.started = out, started
         self.status: str | None = None
         self.progress_at = 0.0
@@ -191,7 +191,7 @@ def _follow_in_background(server: str, task_id: str, token: str | None) -> queue
 
 
 def wait(server: str, task: dict[str, Any], token: str | None = None, console: Console | None = None, *,
-         timeout: float | None = None, plain: bool = False, out: TextIO | None = None,
+         timeout: float | None = None, plain: bool = False, out: IO[str] | None = None,
          started: float | None = None) -> dict[str, Any]:
     """Shows the task's progress until it ends; returns its final state.
 

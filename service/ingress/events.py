@@ -99,7 +99,8 @@ def parse(body: bytes) -> CompletionEvent:
     video_url = code = message = None
     result = data.get("output_result")
     if data.get("contain_result") is True and isinstance(result, dict):
-        output = result.get("output") if isinstance(result.get("output"), dict) else result
+        inner = result.get("output")
+        output = inner if isinstance(inner, dict) else result
         video_url = output.get("video_url") if isinstance(output.get("video_url"), str) else None
         code, message = output.get("code"), output.get("message")
     code = code or data.get("code")

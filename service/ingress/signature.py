@@ -46,6 +46,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PublicKeyTypes
 from starlette.requests import Request
 
 from .. import outbound
@@ -152,6 +153,7 @@ def check_certificate_url(url: str, patterns: tuple[str, ...]) -> None:
 
 def load_public_key(pem: bytes) -> rsa.RSAPublicKey:
     """The RSA key of a PEM X.509 certificate or of a PEM public key."""
+    key: PublicKeyTypes | CertificatePublicKeyTypes
     try:
         if b"-----BEGIN CERTIFICATE-----" in pem:
             key = x509.load_pem_x509_certificate(pem).public_key()

@@ -228,10 +228,10 @@ async def task_events(request: Request) -> Response:
         else:
             # The change stream's position first, then the task, shown in the state of that position:
             # a change in between follows as the next event.
-            after, change = await store.latest_change(task_id)
+            after, latest = await store.latest_change(task_id)
             task = await store.get(task_id)
-            if task is not None and change:
-                task.update(status=change["status"], updated_at=change.get("at"))
+            if task is not None and latest:
+                task.update(status=latest["status"], updated_at=latest.get("at"))
             yield _sse(after, task)
             if task is None or Status(task["status"]).terminal:
                 return

@@ -170,7 +170,8 @@ async def stream(request: Request) -> Response:
                 if task_id not in after:
                     continue  # its terminal state has been sent
                 if task_id not in tasks:
-                    tasks[task_id] = await rt.feed.snapshot(task_id, newest[task_id], store.get) or {}
+                    fetched = await rt.feed.snapshot(task_id, newest[task_id], store.get)
+                    tasks[task_id] = fetched or {}
                 fields = change.fields
                 snapshot = dict(tasks[task_id], status=fields["status"], updated_at=fields.get("at"))
                 if fields.get("bytes"):
