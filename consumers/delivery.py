@@ -14,7 +14,7 @@ import logging
 from redis.exceptions import RedisError
 
 from wanhook.service import keys
-from wanhook.service.ingress.events import InvalidEvent
+from wanhook.service.errors import InvalidEvent
 from wanhook.service.ingress.receiver import receive
 from wanhook.service.store import TaskStore, utf8_prefix
 

@@ -36,7 +36,8 @@ from redis.exceptions import RedisError
 
 from . import keys, metrics, outbound
 from .config import Settings
-from .dashscope import DashScopeClient, DashScopeError
+from .dashscope import DashScopeClient
+from .errors import DashScopeError, Interrupted, WanhookError
 from .diskspace import DiskSpace, check_floor, disk_full
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
@@ -55,7 +56,7 @@ httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = max(httpcore.AsyncHTTP11Connecti
 PROGRESS_INTERVAL = 0.5
 
 
-class DownloadError(Exception):
+class DownloadError(WanhookError):
     """A failure that ends the task; ``code`` and ``message`` become its error."""
 
     def __init__(self, code: str, message: str, status: str = "failed") -> None:
@@ -65,11 +66,11 @@ class DownloadError(Exception):
         self.status = status
 
 
-class TransientError(Exception):
+class TransientError(Interrupted):
     """Worth another attempt (connection broken, 5xx, timeout)."""
 
 
-class URLExpired(Exception):
+class URLExpired(Interrupted):
     """The video host refused the signed URL (403/404): it has expired or was revoked."""
 
 
@@ -407,7 +408,7 @@ class Downloader:
         return digest.hexdigest()
 
 
-class InsufficientStorage(Exception):
+class InsufficientStorage(Interrupted):
     """The disk is too full for this video now; the download waits rather than fail.
 
     ``need`` is what it waits for (its part file is given back, so the whole video), ``since_ms`` its
@@ -420,11 +421,11 @@ class InsufficientStorage(Exception):
         self.disk_full = disk_full
 
 
-class WaitAbandoned(Exception):
+class WaitAbandoned(Interrupted):
     """The worker stops while the download waits for room."""
 
 
-class JobLost(Exception):
+class JobLost(Interrupted):
     """Another worker holds the job (it took it over, or holds the part file's lock)."""
 
 

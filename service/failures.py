@@ -25,7 +25,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from . import keys
-from .dashscope import DashScopeClient, DashScopeError
+from .dashscope import DashScopeClient
+from .errors import DashScopeError
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
 from .store import TaskStore

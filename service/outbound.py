@@ -21,8 +21,10 @@ from typing import Any
 import httpcore
 import httpx
 
+from .errors import WanhookError
 
-class DestinationRefused(Exception):
+
+class DestinationRefused(WanhookError):
     """The URL points somewhere wanhook must not send requests."""
 
 

@@ -29,7 +29,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from . import keys, logs
-from .dashscope import DashScopeClient, DashScopeError, RequestRejected, Unreachable
+from .dashscope import DashScopeClient
+from .errors import DashScopeError, RequestRejected, Unreachable
 from .jobs import sleep_until_woken
 from .models import MODELS
 from .quota import Admission, ReadLimiter

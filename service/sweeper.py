@@ -18,12 +18,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from . import keys
-from .dashscope import DashScopeClient, DashScopeError
+from .dashscope import DashScopeClient
+from .errors import DashScopeError
 from .ingress.events import SOURCE, TYPE, CompletionEvent
 from .quota import ReadLimiter
 from .redact import redact_url
 from .store import TaskStore
-from .types import Outcome
+from .task import Outcome
 
 log = logging.getLogger("wanhook.sweeper")
 

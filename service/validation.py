@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from .models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, SHOT_TYPES
 from .outbound import not_public
-from .types import CALLBACK_EVENTS, DEFAULT_CALLBACK_EVENTS
+from .task import CALLBACK_EVENTS, DEFAULT_CALLBACK_EVENTS
 from .web.responses import ApiError
 
 FIELDS = {"prompt", "model", "negative_prompt", "size", "duration", "seed", "prompt_extend", "watermark",

@@ -21,7 +21,7 @@ from alibabacloud_tea_openapi.exceptions import ClientException
 from wanhook.service.cli import eventbridge as eb
 from wanhook.service.cli import eventbridge_limits as lim
 from wanhook.service.cli import main as cli
-from wanhook.service.config import ConfigError
+from wanhook.service.errors import ConfigError
 
 from .support import ROOT, wanhook
 

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import serialization
 
 from wanhook.emulator.config import SIGNATURE_VARIANTS, EmulatorConfig
 from wanhook.emulator.eventbridge import CERT_PATH, Signer
-from wanhook.service.config import DEFAULT_CERT_HOST, ConfigError, Settings
+from wanhook.service.config import DEFAULT_CERT_HOST, Settings
+from wanhook.service.errors import ConfigError
 from wanhook.service.ingress import signature
 from wanhook.service.web.responses import ApiError
 

@@ -6,7 +6,7 @@ import logging
 
 from .. import logs
 from ..store import TaskStore
-from ..types import Outcome
+from ..task import Outcome
 from . import events
 from .events import CompletionEvent
 

@@ -19,7 +19,7 @@ from ..dashscope import DashScopeError
 from ..feed import Ended, Subscription, TooManyStreams
 from ..runtime import Runtime
 from ..store import IdempotencyKeyReused, QueueFull, public_task
-from ..types import STATUSES, Status
+from ..task import STATUSES, Status
 from ..validation import check_task
 from .responses import ApiError, read_json
 

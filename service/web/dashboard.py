@@ -28,7 +28,7 @@ from .. import keys
 from ..feed import Ended
 from ..models import DEFAULT_MODEL, MODELS, TIERS
 from ..store import public_task
-from ..types import Status
+from ..task import Status
 from . import api
 from .responses import ApiError
 
