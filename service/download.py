@@ -37,8 +37,8 @@ from redis.exceptions import RedisError
 from . import keys, metrics, outbound
 from .config import Settings
 from .dashscope import DashScopeClient
-from .errors import DashScopeError, Interrupted, WanhookError
 from .diskspace import DiskSpace, check_floor, disk_full
+from .errors import DashScopeError, Interrupted, WanhookError
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
 from .redact import redact_url

@@ -16,9 +16,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from . import keys, scripts
+from .errors import IdempotencyKeyReused, QueueFull
 from .ingress.events import CompletionEvent
 from .models import MODELS
-from .errors import IdempotencyKeyReused, QueueFull
 from .task import STATUSES, Outcome, Task
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
