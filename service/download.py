@@ -44,6 +44,7 @@ from .quota import ReadLimiter
 from .redact import redact_url
 from .storage import LocalStorage, StorageBusy, VideoStorage, sha256_prefix
 from .store import TaskStore
+from .task import Status
 
 log = logging.getLogger("wanhook.download")
 
@@ -59,7 +60,7 @@ PROGRESS_INTERVAL = 0.5
 class DownloadError(WanhookError):
     """A failure that ends the task; ``code`` and ``message`` become its error."""
 
-    def __init__(self, code: str, message: str, status: str = "failed") -> None:
+    def __init__(self, code: str, message: str, status: str = Status.FAILED) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -107,7 +108,7 @@ class Downloader:
 
     async def process(self, job: Job) -> None:
         task = await self.store.raw(job.task_id)
-        if not task or task["status"] != "downloading":
+        if not task or task["status"] != Status.DOWNLOADING:
             await self.queue.ack(job)
             return
         started = time.monotonic()
@@ -130,7 +131,7 @@ class Downloader:
         else:
             if task.get("error"):  # a disk-full wait that is over
                 await self.store.redis.hdel(keys.TASK + job.task_id, "error")
-            if await self.store.transition(job.task_id, "ready", video=video):
+            if await self.store.transition(job.task_id, Status.READY, video=video):
                 await self.store.count("downloads_completed")
                 await self.store.count("download_bytes", video["bytes"])
                 await metrics.observe_download(self.store, time.monotonic() - started)
@@ -268,7 +269,7 @@ class Downloader:
             except URLExpired:
                 if refreshed:
                     raise DownloadError("VideoURLExpired", "the video URL was refused (expired) even after "
-                                        "reading the task again", status="expired") from None
+                                        "reading the task again", status=Status.EXPIRED) from None
                 stale, url, refreshed = url, None, True
             except TransientError as exc:
                 attempts = await self._after_failure(task_id, attempts, exc)
@@ -333,7 +334,7 @@ class Downloader:
             return url
         if status == "UNKNOWN" or (status == "SUCCEEDED" and url == stale_url):
             raise DownloadError("VideoURLExpired", "the video URL expired before the video was stored",
-                                status="expired")
+                                status=Status.EXPIRED)
         if status in ("PENDING", "RUNNING", "SUSPENDED"):
             # The event said SUCCEEDED; a read that lags behind it is retried, not believed.
             raise TransientError(f"DashScope still reports the task {status}")
