@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from wanhook.service import keys
-from wanhook.service.ingress.events import InvalidEvent
+from wanhook.service.errors import InvalidEvent
 from wanhook.service.ingress.receiver import receive
 from wanhook.service.store import TaskStore, utf8_prefix
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from wanhook.service.config import ConfigError, Settings
+from wanhook.service.config import Settings
+from wanhook.service.errors import ConfigError
 from wanhook.service.store import TaskStore
 
 from .delivery import Decision, settle

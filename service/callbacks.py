@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from standardwebhooks.webhooks import Webhook
 
 from . import keys, outbound, scripts, worker
-from .config import ConfigError
+from .errors import ConfigError
 from .redact import redact_url
 from .store import TaskStore, now_iso
 

@@ -9,13 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
+from .errors import ConfigError
+
 DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
 # Where EventBridge keeps its signing certificates: https://<region>-eventbridge.oss-accelerate.aliyuncs.com/...
 DEFAULT_CERT_HOST = "*-eventbridge.oss-accelerate.aliyuncs.com"
-
-
-class ConfigError(ValueError):
-    """A setting has a value wanhook cannot use."""
 
 
 def _split(value: str | None) -> tuple[str, ...]:

@@ -17,13 +17,14 @@ from redis.exceptions import AuthenticationError, AuthorizationError, RedisClust
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import embedded
-from .config import ConfigError, Settings
+from .config import Settings
+from .errors import ConfigError, WanhookError
 from .redact import redact_url
 
 MIN_VERSION = (6, 2)
 
 
-class RedisUnreachable(RedisConnectionError):
+class RedisUnreachable(WanhookError, RedisConnectionError):
     """Redis did not answer a process that was starting (``wanhook`` exits 3 on it). A connection error
     still, so that what retries a lost connection (the change feed's) treats it as one."""
 

@@ -1,8 +1,8 @@
 """An async client for DashScope's video-synthesis and task APIs.
 
-Errors are a small hierarchy: every failure is a ``DashScopeError`` whose ``retryable`` says whether
-trying again later can help (throttling, server errors, network trouble) or not (the request itself
-was refused).
+Errors are a small hierarchy (in ``errors.py``): every failure is a ``DashScopeError`` whose ``retryable``
+says whether trying again later can help (throttling, server errors, network trouble) or not (the request
+itself was refused).
 """
 
 from __future__ import annotations
@@ -13,44 +13,9 @@ from typing import Any
 
 import httpx
 
+from .errors import DashScopeError, RequestRejected, ServerError, Throttled, Unreachable
+
 CREATE_PATH = "/services/aigc/video-generation/video-synthesis"
-
-
-class DashScopeError(Exception):
-    retryable = False
-
-    def __init__(self, code: str, message: str, *, status_code: int | None = None,
-                 request_id: str | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status_code = status_code
-        self.request_id = request_id
-
-
-class RequestRejected(DashScopeError):
-    """DashScope refused the request itself (bad parameter, moderation, key, access, quota)."""
-
-
-class Throttled(DashScopeError):
-    """429 that clears by itself: back off and try again."""
-
-    retryable = True
-
-
-class ServerError(DashScopeError):
-    """5xx: DashScope's side; bounded retries."""
-
-    retryable = True
-
-
-class Unreachable(DashScopeError):
-    """No usable answer: connection error, timeout or a body that is not DashScope's JSON.
-
-    Whether the request took effect is unknown, which matters for a create.
-    """
-
-    retryable = True
 
 
 @dataclass(frozen=True)

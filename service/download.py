@@ -35,13 +35,15 @@ from redis.exceptions import RedisError
 
 from . import keys, metrics, outbound
 from .config import Settings
-from .dashscope import DashScopeClient, DashScopeError
+from .dashscope import DashScopeClient
 from .diskspace import DiskSpace, check_floor, disk_full
+from .errors import DashScopeError, Interrupted, WanhookError
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
 from .redact import redact_url
 from .storage import LocalStorage, StorageBusy, VideoStorage, sha256_prefix
 from .store import TaskStore
+from .task import Status
 
 log = logging.getLogger("wanhook.download")
 
@@ -51,21 +53,21 @@ PROGRESS_INTERVAL = 0.5
 READ_SIZE = 1 << 20
 
 
-class DownloadError(Exception):
+class DownloadError(WanhookError):
     """A failure that ends the task; ``code`` and ``message`` become its error."""
 
-    def __init__(self, code: str, message: str, status: str = "failed") -> None:
+    def __init__(self, code: str, message: str, status: str = Status.FAILED) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
 
 
-class TransientError(Exception):
+class TransientError(Interrupted):
     """Worth another attempt (connection broken, 5xx, timeout)."""
 
 
-class URLExpired(Exception):
+class URLExpired(Interrupted):
     """The video host refused the signed URL (403/404): it has expired or was revoked."""
 
 
@@ -112,7 +114,7 @@ class Downloader:
 
     async def process(self, job: Job) -> None:
         task = await self.store.raw(job.task_id)
-        if not task or task["status"] != "downloading":
+        if not task or task["status"] != Status.DOWNLOADING:
             await self.queue.ack(job)
             return
         started = time.monotonic()
@@ -135,7 +137,7 @@ class Downloader:
         else:
             if task.get("error"):  # a disk-full wait that is over
                 await self.store.redis.hdel(keys.TASK + job.task_id, "error")
-            if await self.store.transition(job.task_id, "ready", video=video):
+            if await self.store.transition(job.task_id, Status.READY, video=video):
                 await self.store.count("downloads_completed")
                 await self.store.count("download_bytes", video["bytes"])
                 await metrics.observe_download(self.store, time.monotonic() - started)
@@ -273,7 +275,7 @@ class Downloader:
             except URLExpired:
                 if refreshed:
                     raise DownloadError("VideoURLExpired", "the video URL was refused (expired) even after "
-                                        "reading the task again", status="expired") from None
+                                        "reading the task again", status=Status.EXPIRED) from None
                 stale, url, refreshed = url, None, True
             except TransientError as exc:
                 attempts = await self._after_failure(task_id, attempts, exc)
@@ -338,7 +340,7 @@ class Downloader:
             return url
         if status == "UNKNOWN" or (status == "SUCCEEDED" and url == stale_url):
             raise DownloadError("VideoURLExpired", "the video URL expired before the video was stored",
-                                status="expired")
+                                status=Status.EXPIRED)
         if status in ("PENDING", "RUNNING", "SUSPENDED"):
             # The event said SUCCEEDED; a read that lags behind it is retried, not believed.
             raise TransientError(f"DashScope still reports the task {status}")
@@ -413,7 +415,7 @@ class Downloader:
         return digest.hexdigest()
 
 
-class InsufficientStorage(Exception):
+class InsufficientStorage(Interrupted):
     """The disk is too full for this video now; the download waits rather than fail.
 
     ``need`` is what it waits for (its part file is given back, so the whole video), ``since_ms`` its
@@ -426,11 +428,11 @@ class InsufficientStorage(Exception):
         self.disk_full = disk_full
 
 
-class WaitAbandoned(Exception):
+class WaitAbandoned(Interrupted):
     """The worker stops while the download waits for room."""
 
 
-class JobLost(Exception):
+class JobLost(Interrupted):
     """Another worker holds the job (it took it over, or holds the part file's lock)."""
 
 

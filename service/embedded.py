@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from .config import ConfigError
+from .errors import ConfigError
 
 log = logging.getLogger("wanhook.embedded")
 

@@ -25,10 +25,12 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from . import keys
-from .dashscope import DashScopeClient, DashScopeError
+from .dashscope import DashScopeClient
+from .errors import DashScopeError
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
 from .store import TaskStore
+from .task import Status
 
 log = logging.getLogger("wanhook.failures")
 
@@ -53,7 +55,7 @@ class FailureReader:
 
     async def process(self, job: Job) -> None:
         task = await self.store.raw(job.task_id)
-        if task and task["status"] == "submitted" and task.get("awaiting_reason"):
+        if task and task["status"] == Status.SUBMITTED and task.get("awaiting_reason"):
             lost = asyncio.Event()
             keeper = asyncio.create_task(self._keep(job, lost))
             try:
@@ -63,7 +65,7 @@ class FailureReader:
             if error is None:
                 log.info("task %s: another worker took the failure read over", job.task_id)
                 return
-            if await self.store.transition(job.task_id, "failed", error=error):
+            if await self.store.transition(job.task_id, Status.FAILED, error=error):
                 await self.store.count("failures_recorded")
                 log.info("task %s failed at DashScope: %s: %s", job.task_id, error["code"], error["message"])
         # Anything else: recorded already (a worker that died after the transition), or the task is gone.

@@ -48,6 +48,7 @@ from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
 from . import keys
+from .errors import Interrupted, TooManyStreams
 
 log = logging.getLogger("wanhook.feed")
 
@@ -84,16 +85,9 @@ class Change:
     fields: dict[str, str]
 
 
-class Ended(Exception):
+class Ended(Interrupted):
     """The subscription was dropped (its queue filled up before its stream took the changes) or the
     feed has closed: its stream should end, and its client reconnect."""
-
-
-class TooManyStreams(Exception):
-    def __init__(self, per_token: bool, limit: int) -> None:
-        super().__init__(f"{limit} streams are open" + (" for this token" if per_token else " in this process"))
-        self.per_token = per_token
-        self.limit = limit
 
 
 class Subscription:

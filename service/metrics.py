@@ -32,7 +32,7 @@ from prometheus_client.utils import floatToGoString
 from . import keys
 from .models import MODELS
 from .store import TaskStore
-from .types import STATUSES, Outcome, Status
+from .task import STATUSES, Outcome, Status
 
 PREFIX = "wanhook_"
 # The format generate_latest writes. Spelled out: newer versions of the library name a later format

@@ -23,11 +23,14 @@ from typing import Any
 import httpcore
 import httpx
 
+from .errors import WanhookError
+
 # Per client: enough for every download and callback in flight, few kept idle.
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
-class DestinationRefused(Exception):
+
+class DestinationRefused(WanhookError):
     """The URL points somewhere wanhook must not send requests."""
 
 

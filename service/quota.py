@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from . import keys, scripts
-from .config import ConfigError
+from .errors import ConfigError
 from .models import MODELS
 
 log = logging.getLogger("wanhook.quota")

@@ -16,31 +16,16 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from . import keys, scripts
+from .errors import IdempotencyKeyReused, QueueFull
 from .ingress.events import CompletionEvent
 from .models import MODELS
-from .types import STATUSES, Outcome
+from .task import STATUSES, Outcome, Task
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 INDEX_BATCH = 1000
 
 log = logging.getLogger("wanhook.store")
-
-
-class QueueFull(Exception):
-    """The submitter already has as many tasks waiting in the queues as it may."""
-
-    def __init__(self, queued: int) -> None:
-        super().__init__(f"{queued} tasks queued")
-        self.queued = queued
-
-
-class IdempotencyKeyReused(Exception):
-    """The Idempotency-Key was first sent with another request body; it names that request's task."""
-
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"the key belongs to task {task_id}")
-        self.task_id = task_id
 
 
 def request_digest(fields: dict[str, Any]) -> str:
@@ -75,36 +60,6 @@ def _flatten(fields: dict[str, Any]) -> list[str]:
     return flat
 
 
-def public_task(raw: dict[str, str]) -> dict[str, Any]:
-    """The contract's task shape from the stored hash (internal fields, e.g. the signed URL, stay out)."""
-
-    def load(name: str, default: Any = None) -> Any:
-        return json.loads(raw[name]) if raw.get(name) else default
-
-    task = {
-        "id": raw["id"],
-        "status": raw["status"],
-        "model": raw.get("model"),
-        "prompt": raw.get("prompt"),
-        "negative_prompt": raw.get("negative_prompt"),
-        "parameters": load("parameters", {}),
-        "metadata": load("metadata", {}),
-        "callback": load("callback"),
-        "dashscope": {
-            "task_id": raw.get("ds_task_id"),
-            "status": raw.get("ds_status"),
-            "request_id": raw.get("ds_request_id"),
-        },
-        "video": load("video"),
-        "error": load("error"),
-        "created_at": raw.get("created_at"),
-        "updated_at": raw.get("updated_at"),
-    }
-    if raw["status"] == "downloading" and raw.get("dl_bytes"):
-        task["progress"] = {"bytes": int(raw["dl_bytes"]), "total": int(raw["dl_total"] or 0) or None}
-    return task
-
-
 class TaskStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -130,7 +85,7 @@ class TaskStore:
         outcome, value = await self._create(keys=keys.ROUTE, args=args)
         outcome = _text(outcome)
         if outcome == "full":
-            raise QueueFull(int(value))
+            raise QueueFull(int(value), max_queued)
         if outcome == "reused":
             raise IdempotencyKeyReused(_text(value))
         return _text(value)
@@ -152,16 +107,22 @@ class TaskStore:
                 break
         await self.redis.set(keys.OWNER_INDEX_READY, "1")
         return read
+
     async def raw(self, task_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(keys.TASK + task_id)
         return {_text(k): _text(v) for k, v in raw.items()} or None
 
+    async def task(self, task_id: str) -> Task | None:
+        raw = await self.redis.hgetall(keys.TASK + task_id)
+        return Task.from_hash(raw) if raw else None
+
     async def get(self, task_id: str) -> dict[str, Any] | None:
-        raw = await self.raw(task_id)
-        return public_task(raw) if raw else None
+        """The task in the contract's shape (``Task.public``), None when there is none."""
+        task = await self.task(task_id)
+        return task.public() if task else None
 
     async def list(self, owner: str, status: str | None, limit: int,
-                   cursor: str | None) -> tuple[list[dict[str, str]], str | None]:
+                   cursor: str | None) -> tuple[list[Task], str | None]:
         """The submitter's stored tasks, newest first, and the cursor of the next page (None at the end).
 
         Read from the submitter's own index: a page costs ``limit`` reads whatever the other submitters hold.
@@ -173,7 +134,7 @@ class TaskStore:
             for member in members:
                 pipe.hgetall(keys.TASK + member.split(":", 1)[1])
             rows = await pipe.execute()
-        tasks = [{_text(k): _text(v) for k, v in row.items()} for row in rows if row]
+        tasks = [Task.from_hash(row) for row in rows if row]
         return tasks, members[-1] if len(members) == limit else None
 
     async def transition(self, task_id: str, to: str, **fields: Any) -> bool:

@@ -30,11 +30,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from . import keys, logs, worker
-from .dashscope import DashScopeClient, DashScopeError, RequestRejected, Unreachable
+from .dashscope import DashScopeClient
+from .errors import DashScopeError, RequestRejected, Unreachable
 from .jobs import sleep_until_woken
 from .models import MODELS
 from .quota import Admission, ReadLimiter
 from .store import TaskStore
+from .task import Status
 
 log = logging.getLogger("wanhook.submission")
 
@@ -167,7 +169,7 @@ class Submitter:
 
     async def _submit(self, task_id: str, reservation: Reservation) -> None:
         task = await self.store.raw(task_id)
-        if not task or task["status"] != "queued":
+        if not task or task["status"] != Status.QUEUED:
             return
         if task.get("submit_attempt_at") and await self._adopt_landed(task, reservation.attempt):
             return
@@ -195,7 +197,7 @@ class Submitter:
                     raise Unreachable("Timeout", f"create did not answer within {self.client.timeout:g}s") from None
         except RequestRejected as exc:
             reservation.answered()
-            await self.store.transition(task_id, "failed", error={"code": exc.code, "message": exc.message})
+            await self.store.transition(task_id, Status.FAILED, error={"code": exc.code, "message": exc.message})
             log.info("task %s refused by DashScope: %s", task_id, exc.code)
             return
         except DashScopeError as exc:

@@ -18,12 +18,13 @@ from typing import cast
 from redis.asyncio import Redis
 
 from . import keys, worker
-from .dashscope import DashScopeClient, DashScopeError
+from .dashscope import DashScopeClient
+from .errors import DashScopeError
 from .ingress.events import SOURCE, TYPE, CompletionEvent
 from .quota import ReadLimiter
 from .redact import redact_url
 from .store import TaskStore
-from .types import Outcome
+from .task import Outcome, Status
 
 log = logging.getLogger("wanhook.sweeper")
 
@@ -78,7 +79,7 @@ class Sweeper:
 
     async def _check(self, task_id: str) -> bool:
         task = await self.store.raw(task_id)
-        if not task or task["status"] != "submitted" or not task.get("ds_task_id"):
+        if not task or task["status"] != Status.SUBMITTED or not task.get("ds_task_id"):
             await self.redis.zrem(keys.SWEEP, task_id)
             return False
         try:

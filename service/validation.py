@@ -6,10 +6,10 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
+from .errors import InvalidField, InvalidRequest
 from .models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, SHOT_TYPES
 from .outbound import not_public
-from .types import CALLBACK_EVENTS, DEFAULT_CALLBACK_EVENTS
-from .web.responses import ApiError
+from .task import CALLBACK_EVENTS, DEFAULT_CALLBACK_EVENTS
 
 FIELDS = {"prompt", "model", "negative_prompt", "size", "duration", "seed", "prompt_extend", "watermark",
           "audio_url", "shot_type", "callback", "metadata"}
@@ -18,8 +18,8 @@ METADATA_MAX_LENGTH = 512
 AUDIO_URL_MAX_LENGTH = 2048
 
 
-def invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, "invalid_field", f"{field}: {message}", field=field)
+def invalid(field: str, message: str) -> InvalidField:
+    return InvalidField(field, message)
 
 
 def _string(doc: dict[str, Any], field: str, *, required: bool = False) -> str | None:
@@ -113,9 +113,10 @@ def _newer_parameters(doc: dict[str, Any], model: str, audio: bool, shot_type: b
 
 
 def check_task(doc: Any, *, allow_private_callbacks: bool = False) -> dict[str, Any]:
-    """The fields to store for a valid request; raises ApiError(422) naming the first bad field."""
+    """The fields to store for a valid request; raises ``InvalidField`` naming the first bad field
+    (``InvalidRequest`` when the body is not an object)."""
     if not isinstance(doc, dict):
-        raise ApiError(422, "invalid_body", "the body must be a JSON object")
+        raise InvalidRequest("the body must be a JSON object")
     unknown = set(doc) - FIELDS
     if unknown:
         name = sorted(unknown)[0]

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from wanhook.service.types import STATUSES, Outcome
+from wanhook.service.task import STATUSES, Outcome
 
 PREFIX = "{wanhook}"
 

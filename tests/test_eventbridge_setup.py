@@ -21,7 +21,7 @@ from alibabacloud_tea_openapi.exceptions import ClientException
 from wanhook.service.cli import eventbridge as eb
 from wanhook.service.cli import eventbridge_limits as lim
 from wanhook.service.cli import main as cli
-from wanhook.service.config import ConfigError
+from wanhook.service.errors import ConfigError
 
 from .support import ROOT, wanhook
 
@@ -238,7 +238,7 @@ def test_an_installed_copy_finds_the_definitions_under_its_prefix() -> None:
     dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
     assert "COPY deploy/eventbridge/ /opt/wanhook/share/wanhook/eventbridge/" in dockerfile
     assert eb.default_definitions() == DEFINITIONS
-    assert Path(eb.__file__).resolve().parent.parent == ROOT
+    assert Path(eb.__file__).resolve().parents[2] == ROOT
 
 
 # --- the documented limits: each one broken once, refused before any call with the limit and its page ------------

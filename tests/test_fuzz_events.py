@@ -17,9 +17,10 @@ import httpx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from wanhook.service.errors import InvalidEvent
 from wanhook.service.ingress import events
 from wanhook.service.ingress.events import SOURCE, STATUSES, TYPE
-from wanhook.service.types import Outcome
+from wanhook.service.task import Outcome
 
 from .conftest import TOKEN, Stack
 from .invariants import assert_consistent
@@ -164,7 +165,7 @@ def test_parse_raises_nothing_but_invalid_event() -> None:
     def check(body: bytes) -> None:
         try:
             event = events.parse(body)
-        except events.InvalidEvent as exc:
+        except InvalidEvent as exc:
             assert exc.code in ("invalid_json", "invalid_event")
             assert isinstance(exc.message, str) and exc.message
             return

@@ -19,8 +19,8 @@ from wanhook.emulator import rules
 from wanhook.emulator.tasks import ApiError as EmulatorError
 from wanhook.emulator.tasks import _parameters as emulator_checks
 from wanhook.service import models
+from wanhook.service.errors import InvalidRequest as ServiceError
 from wanhook.service.validation import check_task
-from wanhook.service.web.responses import ApiError as ServiceError
 
 ROOT = Path(__file__).resolve().parent.parent
 

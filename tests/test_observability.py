@@ -12,7 +12,7 @@ from prometheus_client.utils import floatToGoString
 
 from wanhook.service import metrics
 from wanhook.service.models import MODELS
-from wanhook.service.types import STATUSES
+from wanhook.service.task import STATUSES
 
 from .conftest import TOKEN, Stack
 from .receiver import CallbackReceiver

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from wanhook.service.config import ConfigError, Settings
+from wanhook.service.config import Settings
+from wanhook.service.errors import ConfigError
 
 from .support import ROOT, Process, Wanhook, wait_for, wanhook
 

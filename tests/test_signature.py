@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives import serialization
 
 from wanhook.emulator.config import SIGNATURE_VARIANTS, EmulatorConfig
 from wanhook.emulator.eventbridge import CERT_PATH, Signer
-from wanhook.service.config import DEFAULT_CERT_HOST, ConfigError, Settings
+from wanhook.service.config import DEFAULT_CERT_HOST, Settings
+from wanhook.service.errors import ConfigError, InvalidSignature
 from wanhook.service.ingress import signature
-from wanhook.service.web.responses import ApiError
+from wanhook.service.web.responses import status_of
 
 from .conftest import TOKEN, Stack
 from .support import Process, wait_for
@@ -74,12 +75,12 @@ def test_certificate_url_hosts() -> None:
                 "https://-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
                 "https://evil.example/c.pem", "ftp://cn-beijing-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
                 "https://[::1/c.pem", "not a url"):
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(InvalidSignature) as refused:
             signature.check_certificate_url(bad, default)
-        assert refused.value.status == 401 and refused.value.code == "invalid_signature"
+        assert status_of(refused.value) == 401 and refused.value.code == "invalid_signature"
     # A host named literally (for tests) may be reached over http and on a port; patterns never may.
     signature.check_certificate_url("http://127.0.0.1:8090/c.pem", ("127.0.0.1",))
-    with pytest.raises(ApiError):
+    with pytest.raises(InvalidSignature):
         signature.check_certificate_url("http://localhost:8090/c.pem", ("127.0.0.1",))
 
 
@@ -102,7 +103,7 @@ def test_certificate_or_public_key() -> None:
                                                       serialization.PublicFormat.SubjectPublicKeyInfo)
     assert signature.load_public_key(public_pem).public_numbers() == from_certificate.public_numbers()
     for bad in (b"", b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n", b"<html>404</html>"):
-        with pytest.raises(ApiError):
+        with pytest.raises(InvalidSignature):
             signature.load_public_key(bad)
 
 

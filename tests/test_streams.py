@@ -25,7 +25,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from wanhook.service.cli import client as wanhook_client
-from wanhook.service.feed import BLOCK_MS, ChangeFeed, Ended, TooManyStreams
+from wanhook.service.errors import TooManyStreams
+from wanhook.service.feed import BLOCK_MS, ChangeFeed, Ended
 from wanhook.service.web import server
 
 from .conftest import TOKEN, Stack

@@ -16,12 +16,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-TERMINAL = {"ready", "failed", "canceled", "expired"}
-STYLES = {"queued": "yellow", "submitted": "cyan", "downloading": "blue", "ready": "bold green",
-          "failed": "bold red", "canceled": "magenta", "expired": "red"}
+from ..errors import CommandError
+from ..task import TERMINAL, Status
+
+STYLES = {Status.QUEUED: "yellow", Status.SUBMITTED: "cyan", Status.DOWNLOADING: "blue", Status.READY: "bold green",
+          Status.FAILED: "bold red", Status.CANCELED: "magenta", Status.EXPIRED: "red"}
 
 
-class ClientError(Exception):
+class ClientError(CommandError):
     """A request to the wanhook server failed; the message says why, in one line. ``status`` is the
     server's HTTP status, None when no answer came (``wanhook`` exits 3 then)."""
 
@@ -101,7 +103,7 @@ def _retry_after(response: httpx.Response) -> float:
     return min(float(value), 30.0) if value.isdigit() else 5.0
 
 
-class WaitTimeout(Exception):
+class WaitTimeout(CommandError):
     """The task had not ended when ``wait``'s time was up; ``task`` is its last state seen. The task goes on."""
 
     def __init__(self, task: dict[str, Any], seconds: float) -> None:
@@ -114,12 +116,12 @@ def _details(task: dict[str, Any]) -> tuple[str, bool]:
     and whether that is the error."""
     status = task.get("status")
     progress = task.get("progress")
-    if status == "downloading" and progress:
+    if status == Status.DOWNLOADING and progress:
         total = progress.get("total")
         if total:
             return f"{progress['bytes']:,} / {total:,} bytes ({100 * progress['bytes'] // total}%)", False
         return f"{progress['bytes']:,} bytes", False
-    if status == "ready" and task.get("video"):
+    if status == Status.READY and task.get("video"):
         return f"{task['video']['bytes']:,} bytes", False
     if task.get("error"):
         return f"{task['error'].get('code')}: {task['error'].get('message')}", True
@@ -159,7 +161,7 @@ class _PlainView:
         status = task.get("status")
         if status == self.status:
             # Progress of the same download: a line a second at most, or the log would hold one per chunk.
-            if not (status == "downloading" and task.get("progress") and now - self.progress_at >= 1.0):
+            if not (status == Status.DOWNLOADING and task.get("progress") and now - self.progress_at >= 1.0):
                 return
             self.progress_at = now
         self.status = status

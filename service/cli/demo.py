@@ -19,11 +19,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from rich.console import Console
 
-from ..config import ConfigError, Settings
+from ..config import Settings
+from ..errors import ConfigError
 from ..runtime import Runtime
+from ..task import Status
 from ..web import server as http_server
 from ..web.app import create_app
 
@@ -40,11 +41,6 @@ def _listening_socket(port: int = 0) -> socket.socket:
         sock.close()
         raise ConfigError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
     return sock
-
-
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # the demo owns Ctrl-C
-        pass
 
 
 async def _until_interrupted() -> None:
@@ -107,8 +103,8 @@ async def _local(console: Console, *, via: str, render_seconds: float, port: int
             background.append(asyncio.create_task(consumer.run(stop)))
         else:
             emulator.add_target(HttpTarget(url + "/v1/events/dashscope", token))
-        server = _Server(http_server.config(create_app(runtime=runtime, workers=True), log_level="warning",
-                                            lifespan="on", access_log=False))
+        server = http_server.EmbeddedServer(http_server.config(create_app(runtime=runtime, workers=True),
+                                                               log_level="warning", lifespan="on", access_log=False))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         background.append(serving)
         while not server.started:
@@ -150,7 +146,7 @@ async def _demo(prompt: str, via: str, console: Console, serve: bool = False) ->
         # Lines rather than a live display when the output is a log or a pipe, as `wanhook submit --wait` does.
         final = await asyncio.to_thread(client.wait, url, task, None, console, plain=not console.is_terminal,
                                         out=console.file)
-        if final["status"] != "ready":
+        if final["status"] != Status.READY:
             error = final.get("error") or {}
             console.print(f"[red]task ended {final['status']}: {error.get('code')} {error.get('message')}[/]")
         else:
@@ -162,7 +158,7 @@ async def _demo(prompt: str, via: str, console: Console, serve: bool = False) ->
         if serve:
             console.print(f"dashboard: {url}/ serving until interrupted (Ctrl-C)")
             await _until_interrupted()
-        return 0 if final["status"] == "ready" else 1
+        return 0 if final["status"] == Status.READY else 1
 
 
 async def _dev(port: int, emulator_port: int, render_seconds: float) -> int:

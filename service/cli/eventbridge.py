@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 from urllib.parse import urlsplit
 
-from ..config import ConfigError
+from ..errors import CommandError, ConfigError
 from . import eventbridge_limits as limits
 
 REDACTED = "<redacted>"
@@ -40,12 +40,11 @@ MQ_TOPIC_ARN = re.compile(r"^acs:mq:(?P<region>[^:]+):(?P<account>[^:]+):/instan
                           r"/topic/(?P<topic>[^/]+)$")
 
 
-class SetupError(Exception):
-    """EventBridge refused a call."""
+class SetupError(CommandError):
+    """EventBridge refused a call; ``code`` is EventBridge's."""
 
     def __init__(self, operation: str, code: str, message: str) -> None:
-        super().__init__(f"{operation} failed: {code} {message}".rstrip())
-        self.code = code
+        super().__init__(f"{operation} failed: {code} {message}".rstrip(), code=code)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 LIMITS_PAGE = "https://www.alibabacloud.com/help/en/eventbridge/product-overview/limits"
 PATTERNS_PAGE = "https://www.alibabacloud.com/help/en/eventbridge/user-guide/event-patterns"

@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from ..config import ConfigError, Settings
+from ..config import Settings
+from ..errors import CommandError, ConfigError
+from ..task import Status
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -160,7 +162,7 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-class Unreachable(Exception):
+class EndpointsUnreachable(CommandError):
     """Something the command needs from its start did not answer (exit status 3)."""
 
 
@@ -175,7 +177,7 @@ def check_endpoints_answer(endpoints: str, timeout: float = 5.0) -> None:
             return
         except OSError as exc:
             errors.append(f"{item}: {exc.strerror or type(exc).__name__}")
-    raise Unreachable(f"cannot reach the RocketMQ endpoint (WANHOOK_ROCKETMQ_ENDPOINTS): {'; '.join(errors)}")
+    raise EndpointsUnreachable(f"cannot reach the RocketMQ endpoint (WANHOOK_ROCKETMQ_ENDPOINTS): {'; '.join(errors)}")
 
 
 def consume(args: argparse.Namespace) -> int:
@@ -218,7 +220,7 @@ def submit(args: argparse.Namespace) -> int:
     except client.WaitTimeout as exc:
         print(f"wanhook submit: {exc} (--timeout); it goes on: wanhook status {task['id']}", file=sys.stderr)
         return EXIT_TIMEOUT
-    if final.get("status") == "ready":
+    if final.get("status") == Status.READY:
         print(final["video"]["path"], flush=True)
         return 0
     error = final.get("error") or {}
@@ -359,7 +361,7 @@ def exit_status(exc: Exception, command: str) -> int | None:
 
     if isinstance(exc, ConfigError):
         return EXIT_USAGE
-    if isinstance(exc, (RedisUnreachable, Unreachable)):
+    if isinstance(exc, (RedisUnreachable, EndpointsUnreachable)):
         return EXIT_UNREACHABLE
     if isinstance(exc, ClientError):
         status = getattr(exc, "status", None)

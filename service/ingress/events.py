@@ -12,18 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidEvent
+
 SOURCE = "acs.dashscope"
 TYPE = "dashscope:System:AsyncTaskFinish"
 STATUSES = frozenset({"PENDING", "RUNNING", "SUSPENDED", "SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN"})
-
-
-class InvalidEvent(ValueError):
-    """The body is not JSON, or not a completion event in either accepted form."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

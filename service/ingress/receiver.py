@@ -6,7 +6,7 @@ import logging
 
 from .. import logs
 from ..store import TaskStore
-from ..types import Outcome
+from ..task import Outcome
 from . import events
 from .events import CompletionEvent
 
@@ -14,7 +14,7 @@ log = logging.getLogger("wanhook.events")
 
 
 async def receive(store: TaskStore, body: bytes) -> tuple[Outcome, CompletionEvent]:
-    """Parse, record durably and apply one event. Raises ``events.InvalidEvent`` for a malformed body
+    """Parse, record durably and apply one event. Raises ``InvalidEvent`` for a malformed body
     and Redis' errors when the event could not be recorded (the transport must then not acknowledge)."""
     event = events.parse(body)
     logs.event_id.set(event.id)

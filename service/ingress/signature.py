@@ -26,7 +26,7 @@ signed):
 - the timestamp in milliseconds or in seconds. It is signed as sent; only the 60 s window reads its unit.
 
 A valid signature proves that EventBridge sent the push, not that your account's rule did: any account can
-point an HTTP target at this URL. The token proves that; it is checked on its own (``check_token``) whether
+point an HTTP target at this URL. The token proves that; it is checked on its own (``web/events.py``) whether
 or not the signed string holds it.
 """
 
@@ -43,16 +43,15 @@ from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature as SignatureMismatch
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PublicKeyTypes
-from starlette.requests import Request
 
 from .. import outbound
 from ..config import Settings
+from ..errors import CertificateUnavailable, InvalidSignature
 from ..redact import redact_url
-from ..web.responses import ApiError
 
 log = logging.getLogger("wanhook.signature")
 
@@ -79,8 +78,8 @@ _keys: dict[str, rsa.RSAPublicKey] = {}
 _loading: dict[str, asyncio.Future[rsa.RSAPublicKey]] = {}
 
 
-def refuse(message: str) -> ApiError:
-    return ApiError(401, "invalid_signature", message)
+def refuse(message: str) -> InvalidSignature:
+    return InvalidSignature(message)
 
 
 def string_to_sign(url: str, headers: Mapping[str, str], body: bytes, *, trailing_newline: bool = False,
@@ -92,7 +91,7 @@ def string_to_sign(url: str, headers: Mapping[str, str], body: bytes, *, trailin
     """
     names = SIGNED_HEADERS if sign_token else SIGNED_HEADERS[:-1]
     lines = [url.encode()]
-    # Header values travel as bytes; Starlette hands them over decoded as latin-1, which this undoes.
+    # Header values travel as bytes; ASGI servers hand them over decoded as latin-1, which this undoes.
     lines += [f"{name}: ".encode() + headers[name].encode("latin-1") for name in names if name in headers]
     return b"\n".join(lines) + b"\n" + body + (b"\n" if trailing_newline else b"")
 
@@ -183,8 +182,7 @@ async def _fetch(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
     except httpx.HTTPError as exc:
         # Not the sender's fault: 503 makes EventBridge push again later.
         log.warning("cannot fetch the EventBridge certificate %s: %r", redact_url(url), exc)
-        raise ApiError(503, "certificate_unavailable", "the EventBridge certificate cannot be fetched; retry later",
-                       headers={"Retry-After": "5"}) from None
+        raise CertificateUnavailable() from None
     key = load_public_key(bytes(pem))
     while len(_keys) >= CACHE_SIZE:
         del _keys[next(iter(_keys))]
@@ -211,35 +209,33 @@ async def public_key(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
     return await asyncio.shield(loading)
 
 
-def received_url(request: Request) -> str:
-    """The URL the push was sent to as this process saw it: scheme, Host header, path and query."""
-    return str(request.url)
-
-
 def signature_matches(key: rsa.RSAPublicKey, signature: bytes, url: str, headers: Mapping[str, str],
                       body: bytes) -> bool:
     """Whether ``signature`` signs the push in one of the accepted forms (``signed_forms``)."""
     for data in signed_forms(url, headers, body):
         try:
             key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
+        except SignatureMismatch:  # cryptography's: this form does not verify, try the next
             continue
         return True
     return False
 
 
-async def verify_signature(request: Request, body: bytes, settings: Settings, now: float | None = None) -> None:
-    """Raises ApiError (401 ``invalid_signature``) unless the push carries EventBridge's valid v2 signature."""
+async def verify_signature(url: str, headers: Mapping[str, str], body: bytes, settings: Settings,
+                           now: float | None = None) -> None:
+    """Raises ``InvalidSignature`` unless the push of ``body`` to ``url`` (where this process received it)
+    with ``headers`` (looked up by lower-case name) carries EventBridge's valid v2 signature;
+    ``CertificateUnavailable`` when the certificate cannot be fetched."""
     try:
-        await _verify(request, body, settings, time.time() if now is None else now)
-    except ApiError as exc:
+        await _verify(url, headers, body, settings, time.time() if now is None else now)
+    except (InvalidSignature, CertificateUnavailable) as exc:
         # EventBridge's console shows that a push failed, not why: the reason is here.
         log.info("EventBridge push refused (%s): %s", exc.code, exc.message)
         raise
 
 
-async def _verify(request: Request, body: bytes, settings: Settings, now: float) -> None:
-    headers = request.headers
+async def _verify(received_url: str, headers: Mapping[str, str], body: bytes, settings: Settings,
+                  now: float) -> None:
     missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
     if missing:
         raise refuse(f"missing signature header(s): {', '.join(missing)}")
@@ -262,7 +258,7 @@ async def _verify(request: Request, body: bytes, settings: Settings, now: float)
     cert_url = headers[CERT_URL]
     check_certificate_url(cert_url, settings.eventbridge_cert_hosts)
     key = await public_key(cert_url, settings.eventbridge_cert_hosts)
-    url = settings.eventbridge_url or received_url(request)
+    url = settings.eventbridge_url or received_url
     signed = {name: headers[name] for name in SIGNED_HEADERS if name in headers}
     if not signature_matches(key, signature, url, signed, body):
         raise refuse(f"the signature does not match the push to {url} (behind a proxy, set WANHOOK_EVENTBRIDGE_URL "

@@ -22,11 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import embedded, logs, metrics
 from ..config import Settings
-from ..ingress import webhook
+from ..errors import WanhookError
 from ..runtime import Runtime
-from . import api, dashboard
+from . import api, dashboard, push
 from .openapi import DOCUMENT
-from .responses import ApiError, error_response
+from .responses import STATUS, ApiError, error_response
 
 log = logging.getLogger("wanhook.app")
 
@@ -74,8 +74,9 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(DOCUMENT)
 
 
-async def on_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
+async def on_error(request: Request, exc: Exception) -> Response:
+    """A domain error (or the web layer's own ``ApiError``) answered as ``responses.STATUS`` says."""
+    assert isinstance(exc, WanhookError)
     return error_response(exc)
 
 
@@ -123,7 +124,7 @@ ROUTES = [
     Route("/v1/tasks/{task_id}/callbacks/replay", api.replay_callbacks, methods=["POST"]),
     Route("/v1/tasks/{task_id}/video", api.get_video, methods=["GET", "HEAD"]),
     Route("/v1/tasks/{task_id}/events", api.task_events, methods=["GET"]),
-    Route("/v1/events/dashscope", webhook.receive_event, methods=["POST"]),
+    Route("/v1/events/dashscope", push.receive_event, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_text, methods=["GET"]),
@@ -188,7 +189,9 @@ def create_app(settings: Settings | None = None, *, workers: bool = True,
         routes=ROUTES,
         lifespan=lifespan,
         middleware=[Middleware(RequestIds)],
-        exception_handlers={ApiError: on_api_error, HTTPException: on_http_error, RedisError: on_redis_error},
+        # Only the errors that have an answer: any other is a bug, answered 500 (Starlette's own handler).
+        exception_handlers={**dict.fromkeys((*STATUS, ApiError), on_error), HTTPException: on_http_error,
+                            RedisError: on_redis_error},
     )
 
 

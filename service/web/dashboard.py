@@ -25,12 +25,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import keys
+from ..errors import InvalidField
 from ..feed import Ended
 from ..models import DEFAULT_MODEL, MODELS, TIERS
-from ..store import public_task
-from ..types import Status
+from ..task import Status
 from . import api
-from .responses import ApiError
 
 STATIC = Path(__file__).parent / "static"
 PAGE = Template((STATIC / "index.html").read_text(encoding="utf-8"))
@@ -73,15 +72,15 @@ async def page(request: Request) -> Response:
     else:
         counts = await rt.store.status_counts()
         tasks, _ = await rt.store.list("", None, FALLBACK_TASKS, None)  # the open API's tasks: owner ""
-        items = "".join(_task_item(public_task(raw)) for raw in tasks)
+        items = "".join(_task_item(task.public()) for task in tasks)
         items = items or '<li class="placeholder">No tasks yet.</li>'
     body = PAGE.substitute(
         config=json.dumps(config).replace("<", "\\u003c"),
-        queued=counts.get("queued", "–"),
-        submitted=counts.get("submitted", "–"),
-        downloading=counts.get("downloading", "–"),
-        ready=counts.get("ready", "–"),
-        failed=(counts["failed"] + counts["expired"]) if counts else "–",
+        queued=counts.get(Status.QUEUED, "–"),
+        submitted=counts.get(Status.SUBMITTED, "–"),
+        downloading=counts.get(Status.DOWNLOADING, "–"),
+        ready=counts.get(Status.READY, "–"),
+        failed=(counts[Status.FAILED] + counts[Status.EXPIRED]) if counts else "–",
         model_options="".join(f'<option value="{name}"{" selected" if name == DEFAULT_MODEL else ""}>{name}</option>'
                               for name in MODELS),
         tasks=items,
@@ -135,8 +134,7 @@ async def stream(request: Request) -> Response:
     caller = api.owner(request)
     ids = list(dict.fromkeys(part for part in request.query_params.get("tasks", "").split(",") if part))
     if not ids or len(ids) > STREAM_MAX_TASKS or any(len(task_id) > 64 for task_id in ids):
-        raise ApiError(422, "invalid_field", f"tasks: 1 to {STREAM_MAX_TASKS} comma-separated task ids",
-                       field="tasks")
+        raise InvalidField("tasks", f"1 to {STREAM_MAX_TASKS} comma-separated task ids")
     rt = api.runtime(request)
     store = rt.store
     subscription = await api.open_stream(request, caller)
@@ -145,13 +143,12 @@ async def stream(request: Request) -> Response:
         # Each change stream's position before its task: a change in between is sent twice, never missed.
         after = {task_id: await _position(rt.redis, task_id) for task_id in ids}
         for task_id in ids:
-            raw = await store.raw(task_id)
-            if raw is None or raw.get("owner", "") != caller:
+            stored = await store.task(task_id)
+            if stored is None or stored.owner != caller:
                 del after[task_id]
                 continue
-            task = public_task(raw)
-            yield _event(task)
-            if Status(task["status"]).terminal:
+            yield _event(stored.public())
+            if stored.status.terminal:
                 del after[task_id]
         if after:
             await subscription.follow(after)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, SHOT_TYPES, SIZES_480P, SIZES_720P, SIZES_1080P
-from ..types import CALLBACK_EVENTS, STATUSES, Outcome
+from ..task import CALLBACK_EVENTS, STATUSES, Outcome
 from ..validation import AUDIO_URL_MAX_LENGTH, METADATA_MAX_KEYS
 
 ERROR = {"$ref": "#/components/schemas/Error"}

@@ -179,3 +179,10 @@ def run(app: Any, *, header_timeout: float | None = HEADER_TIMEOUT_SECONDS, max_
         **options: Any) -> None:
     """``uvicorn.run`` with wanhook's HTTP protocol (``app`` may be an import string, for ``workers``)."""
     uvicorn.run(app, http=protocol(header_timeout, max_connections), **options)
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A server run inside a program that handles the signals itself (the demo owns Ctrl-C)."""
+
+    def install_signal_handlers(self) -> None:
+        pass
