@@ -112,7 +112,7 @@ async def replay(redis: Redis, task_id: str) -> int:
         if delivery["status"] in ("dead", "gone"):
             webhook_id = delivery.pop("id")
             delivery.update(status="pending", attempts=0, replayed_at=now_iso())
-            await settle(keys=keys.ROUTE, args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), 0])
+            await settle(keys=keys.ROUTE, args=[task_id, webhook_id, json.dumps(delivery), 0])
             replayed += 1
     if replayed:
         await redis.rpush(keys.CALLBACKS_WAKE, "1")
@@ -173,7 +173,7 @@ class Notifier:
                     timeout = MAX_IDLE
                     if free > 0:
                         *due, wait_ms = await self._claim(keys=keys.ROUTE,
-                                                          args=[keys.PREFIX, free, self.lease_ms])
+                                                          args=[free, self.lease_ms])
                         if due:
                             await self._place([_text(webhook_id) for webhook_id in due])
                             continue
@@ -222,7 +222,7 @@ class Notifier:
 
     async def _give_back(self, webhook_ids: list[str], delay: float) -> None:
         if webhook_ids:
-            await self._defer(keys=keys.ROUTE, args=[keys.PREFIX, int(delay * 1000), *webhook_ids])
+            await self._defer(keys=keys.ROUTE, args=[int(delay * 1000), *webhook_ids])
 
     async def _place(self, claimed: list[str]) -> None:
         """Start claimed deliveries whose destination has room; the others wait here for a slot."""
@@ -367,7 +367,7 @@ class Notifier:
         if delay < 0:
             delivery.pop("next_attempt_at", None)
         await self._settle(keys=keys.ROUTE,
-                           args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
+                           args=[task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
         await self.store.count(f"callbacks_{delivery['status'] if delay < 0 else 'retried'}")
         log.info("callback %s for task %s to %s: %s (attempt %d, %s)", webhook_id, task_id, redact_url(url),
                  outcome, attempt, delivery["status"])

@@ -124,7 +124,7 @@ class TaskStore:
         """
         task_id = uuid.uuid4().hex
         digest = request_digest(fields) if idempotency_key else ""
-        args = [keys.PREFIX, task_id, idempotency_key or "", IDEMPOTENCY_TTL_SECONDS,
+        args = [task_id, idempotency_key or "", IDEMPOTENCY_TTL_SECONDS,
                 f"{int(time.time() * 1000):013d}", now_iso(), digest, -1 if max_queued is None else max_queued,
                 len(MODELS), *MODELS, *_flatten(fields)]
         outcome, value = await self._create(keys=keys.ROUTE, args=args)
@@ -146,7 +146,7 @@ class TaskStore:
             return 0
         after, read = "", 0
         while True:
-            last, count = await self._index_owners(keys=keys.ROUTE, args=[keys.PREFIX, after, batch])
+            last, count = await self._index_owners(keys=keys.ROUTE, args=[after, batch])
             after, read = _text(last), read + int(count)
             if not after:
                 break
@@ -179,7 +179,7 @@ class TaskStore:
     async def transition(self, task_id: str, to: str, **fields: Any) -> bool:
         """Move a task forward; False when it is already there or past it (or unknown)."""
         assert to in STATUSES
-        result = await self._transition(keys=keys.ROUTE, args=[keys.PREFIX, task_id, to, now_iso(), *_flatten(fields)])
+        result = await self._transition(keys=keys.ROUTE, args=[task_id, to, now_iso(), *_flatten(fields)])
         return _text(result) == "ok"
 
     async def mark_submitted(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None, *,
@@ -189,7 +189,7 @@ class TaskStore:
         ``adopt``, "taken" (another wanhook task owns that DashScope task) or "moved" (the task no longer
         waits); "missing". ``attempt`` is the submission attempt whose create answered."""
         result = await self._mark_submitted(keys=keys.ROUTE, args=[
-            keys.PREFIX, task_id, ds_task_id, ds_status, request_id or "", now_iso(), slot_lease_ms, sweep_after_ms,
+            task_id, ds_task_id, ds_status, request_id or "", now_iso(), slot_lease_ms, sweep_after_ms,
             "1" if adopt else "0", attempt])
         return _text(result)
 
@@ -213,7 +213,7 @@ class TaskStore:
         # DashScope's is dropped, and the download reads the task for the real one.
         video_url = event.video_url if event.video_url and len(event.video_url) <= keys.EVENT_URL_MAX else ""
         outcome, task_id = await self._ingest(keys=keys.ROUTE, args=[
-            keys.PREFIX, event.source, event.id, event.task_id, event.task_status, now_iso(),
+            event.source, event.id, event.task_id, event.task_status, now_iso(),
             video_url, (event.code or "")[:keys.EVENT_CODE_MAX], (event.message or "")[:keys.EVENT_MESSAGE_MAX],
             "1" if event.foreign else "0",
             keys.EVENT_SEEN_TTL_SECONDS, keys.EARLY_EVENT_TTL_SECONDS, keys.EVENT_LOG_MAXLEN,
