@@ -32,7 +32,7 @@ from standardwebhooks.webhooks import Webhook
 from . import keys, outbound, scripts
 from .config import ConfigError
 from .redact import redact_url
-from .store import TaskStore, now_iso
+from .store import TaskStore, as_text, now_iso
 
 log = logging.getLogger("wanhook.callbacks")
 
@@ -100,7 +100,7 @@ def retry_after(response: httpx.Response) -> float | None:
 async def deliveries(redis: Redis, task_id: str) -> list[dict[str, Any]]:
     """The task's deliveries as the API shows them, oldest first."""
     raw = await redis.hgetall(keys.DELIVERIES + task_id)
-    items = [dict(json.loads(value), id=_text(key)) for key, value in raw.items()]
+    items = [dict(json.loads(value), id=as_text(key)) for key, value in raw.items()]
     return sorted(items, key=lambda item: item.get("created_at", ""))
 
 
@@ -175,7 +175,7 @@ class Notifier:
                         *due, wait_ms = await self._claim(keys=keys.ROUTE,
                                                           args=[free, self.lease_ms])
                         if due:
-                            await self._place([_text(webhook_id) for webhook_id in due])
+                            await self._place([as_text(webhook_id) for webhook_id in due])
                             continue
                         if int(wait_ms) >= 0:
                             timeout = min(int(wait_ms) / 1000, MAX_IDLE)
@@ -394,14 +394,14 @@ class Notifier:
         key = keys.CALLBACK_BODY + webhook_id
         frozen = await self.redis.get(key)
         if frozen is not None:
-            return _text(frozen)
+            return as_text(frozen)
         task = await self.store.get(task_id) or {}
         data = dict(task, status=state)
         data.pop("callbacks", None)
         body = json.dumps({"type": delivery["event"], "timestamp": delivery.get("created_at") or now_iso(),
                            "data": data}, separators=(",", ":"))
         await self.redis.set(key, body, nx=True, ex=30 * 24 * 3600)
-        return _text(await self.redis.get(key) or body)
+        return as_text(await self.redis.get(key) or body)
 
 
 def destination(url: str) -> str:
@@ -413,6 +413,3 @@ def destination(url: str) -> str:
         return parts.netloc.lower()
     return f"{(parts.hostname or '').lower()}:{port}"
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -123,6 +123,11 @@ class RateLimiter:
         wait, member = await self._take(keys=[key], args=[per_window, window_ms])
         return int(wait), member.decode() if isinstance(member, bytes) else member
 
+    async def take_request(self, caller: str, per_second: int) -> int:
+        """A client API request of ``caller`` (its token digest; "" when the API is open): 0 when it may go
+        now (and it is counted), else the ms until one may."""
+        return await self.take(keys.API_RATE + (caller or "-"), per_second)
+
     async def restamp(self, key: str, member: str, window_ms: int = RATE_WINDOW_MS) -> None:
         """The request ``member`` stands for has been answered: it counts from now on."""
         try:

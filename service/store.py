@@ -10,6 +10,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -128,12 +129,12 @@ class TaskStore:
                 f"{int(time.time() * 1000):013d}", now_iso(), digest, -1 if max_queued is None else max_queued,
                 len(MODELS), *MODELS, *_flatten(fields)]
         outcome, value = await self._create(keys=keys.ROUTE, args=args)
-        outcome = _text(outcome)
+        outcome = as_text(outcome)
         if outcome == "full":
             raise QueueFull(int(value))
         if outcome == "reused":
-            raise IdempotencyKeyReused(_text(value))
-        return _text(value)
+            raise IdempotencyKeyReused(as_text(value))
+        return as_text(value)
 
     async def index_owners(self, batch: int = INDEX_BATCH) -> int:
         """Add the tasks stored before the submitters' indexes existed to them, once per installation.
@@ -147,14 +148,14 @@ class TaskStore:
         after, read = "", 0
         while True:
             last, count = await self._index_owners(keys=keys.ROUTE, args=[after, batch])
-            after, read = _text(last), read + int(count)
+            after, read = as_text(last), read + int(count)
             if not after:
                 break
         await self.redis.set(keys.OWNER_INDEX_READY, "1")
         return read
     async def raw(self, task_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(keys.TASK + task_id)
-        return {_text(k): _text(v) for k, v in raw.items()} or None
+        return {as_text(k): as_text(v) for k, v in raw.items()} or None
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         raw = await self.raw(task_id)
@@ -167,20 +168,20 @@ class TaskStore:
         Read from the submitter's own index: a page costs ``limit`` reads whatever the other submitters hold.
         """
         index = keys.owner_tasks(owner, status)
-        members = [_text(m) for m in await self.redis.zrevrangebylex(
+        members = [as_text(m) for m in await self.redis.zrevrangebylex(
             index, "(" + cursor if cursor else "+", "-", start=0, num=limit)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for member in members:
                 pipe.hgetall(keys.TASK + member.split(":", 1)[1])
             rows = await pipe.execute()
-        tasks = [{_text(k): _text(v) for k, v in row.items()} for row in rows if row]
+        tasks = [{as_text(k): as_text(v) for k, v in row.items()} for row in rows if row]
         return tasks, members[-1] if len(members) == limit else None
 
     async def transition(self, task_id: str, to: str, **fields: Any) -> bool:
         """Move a task forward; False when it is already there or past it (or unknown)."""
         assert to in STATUSES
         result = await self._transition(keys=keys.ROUTE, args=[task_id, to, now_iso(), *_flatten(fields)])
-        return _text(result) == "ok"
+        return as_text(result) == "ok"
 
     async def mark_submitted(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None, *,
                              slot_lease_ms: int, sweep_after_ms: int, adopt: bool = False, attempt: str = "") -> str:
@@ -191,11 +192,19 @@ class TaskStore:
         result = await self._mark_submitted(keys=keys.ROUTE, args=[
             task_id, ds_task_id, ds_status, request_id or "", now_iso(), slot_lease_ms, sweep_after_ms,
             "1" if adopt else "0", attempt])
-        return _text(result)
+        return as_text(result)
 
     async def set_fields(self, task_id: str, **fields: Any) -> None:
         """Internal, non-state fields (download validators, progress); never the status."""
         await self.redis.hset(keys.TASK + task_id, mapping=dict(zip(*[iter(_flatten(fields))] * 2, strict=True)))
+
+    async def clear_fields(self, task_id: str, *names: str) -> None:
+        """Drop internal, non-state fields of the task (a disk-full error once there is room again)."""
+        await self.redis.hdel(keys.TASK + task_id, *names)
+
+    async def add_to_field(self, task_id: str, name: str, amount: int = 1) -> int:
+        """Add to a counting field of the task (reads spent on it), atomically; returns the new value."""
+        return int(await self.redis.hincrby(keys.TASK + task_id, name, amount))
 
     async def progress(self, task_id: str, written: int, total: int | None, **fields: Any) -> None:
         """Download progress: on the task, and on its change stream for live followers."""
@@ -221,13 +230,69 @@ class TaskStore:
             body if len(body) <= keys.EVENT_LOG_BODY_MAX else b"", utf8_prefix(body, keys.EVENT_LOG_PREFIX),
             hashlib.sha256(body).hexdigest(), len(body),
         ])
-        return Outcome(_text(outcome)), _text(task_id) or None
+        return Outcome(as_text(outcome)), as_text(task_id) or None
+
+    async def newest_change_id(self, task_id: str) -> str:
+        """The id of the newest entry of the task's change stream, progress included ("0-0" when it has none)."""
+        newest = await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=1)
+        return as_text(newest[0][0]) if newest else "0-0"
+
+    async def clock_ms(self) -> int:
+        """Redis' clock (ms), the one the scripts' leases and deadlines are kept on."""
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def slots_in_use(self, models: Iterable[str]) -> list[int]:
+        """Per model, the DashScope slots held now; a lease that ran out is no longer a task at DashScope,
+        though admission has yet to drop it."""
+        now_ms = await self.clock_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for model in models:
+                pipe.zcount(keys.SLOTS + model, f"({now_ms}", "+inf")
+            return [int(count) for count in await pipe.execute()]
+
+    # The sweeper (sweeper.py): one process at a time reads the tasks whose completion event is overdue.
+
+    async def lead_sweeper(self, holder: str, ttl_ms: int) -> bool:
+        """Whether ``holder`` runs the sweeper, for ``ttl_ms`` more: taken when free, renewed when its own."""
+        if await self.redis.set(keys.SWEEPER_LEADER, holder, nx=True, px=ttl_ms):
+            return True
+        if as_text(await self.redis.get(keys.SWEEPER_LEADER)) == holder:
+            await self.redis.pexpire(keys.SWEEPER_LEADER, ttl_ms)
+            return True
+        return False
+
+    async def overdue(self, limit: int) -> list[str]:
+        """At most ``limit`` submitted tasks past the time the sweeper reads them, on Redis' clock."""
+        due = await self.redis.zrangebyscore(keys.SWEEP, "-inf", await self.clock_ms(), start=0, num=limit)
+        return [as_text(member) for member in due]
+
+    async def unwatch(self, task_id: str) -> None:
+        """The sweeper no longer reads the task (it is no longer at DashScope)."""
+        await self.redis.zrem(keys.SWEEP, task_id)
+
+    async def watch_again(self, task_id: str, model: str, after_ms: int, slot_lease_ms: int) -> None:
+        """A task still rendering: read again ``after_ms`` from now, its slot kept meanwhile; both only
+        if still there (XX), in one step."""
+        now = await self.clock_ms()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.SWEEP, {task_id: now + after_ms}, xx=True)
+            pipe.zadd(keys.SLOTS + model, {task_id: now + slot_lease_ms}, xx=True)
+            await pipe.execute()
+
+    async def dead_letter(self, entry: Mapping[str, str | int | bytes]) -> None:
+        """Keep a message a transport gave up on, bounded in number as the audit stream is."""
+        await self.redis.xadd(keys.DEAD_LETTERS, dict(entry), maxlen=keys.EVENT_LOG_MAXLEN, approximate=True)
+
+    async def record_settings(self, changes_ttl_ms: int) -> None:
+        """The settings every process applies alike inside the scripts (SETTINGS)."""
+        await self.redis.hset(keys.SETTINGS, "changes_ttl_ms", changes_ttl_ms)
 
     async def count(self, name: str, amount: int = 1) -> None:
         await self.redis.hincrby(keys.COUNTERS, name, amount)
 
     async def counters(self) -> dict[str, int]:
-        return {_text(k): int(v) for k, v in (await self.redis.hgetall(keys.COUNTERS)).items()}
+        return {as_text(k): int(v) for k, v in (await self.redis.hgetall(keys.COUNTERS)).items()}
 
     async def status_counts(self) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -239,11 +304,12 @@ class TaskStore:
     async def latest_change(self, task_id: str) -> tuple[str, dict[str, str]]:
         """The newest state change (stream id and fields); progress entries are skipped."""
         for entry_id, fields in await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=50):
-            change = {_text(k): _text(v) for k, v in fields.items()}
+            change = {as_text(k): as_text(v) for k, v in fields.items()}
             if "bytes" not in change:
-                return _text(entry_id), change
+                return as_text(entry_id), change
         return "0-0", {}
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply (bytes, or str on a decoding connection) as text; nothing (None) as ""."""
     return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)

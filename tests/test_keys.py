@@ -102,3 +102,16 @@ return {owner_index('ab12'), owner_index('ab12', 'queued'), owner_index(''), que
         client.close()
     assert built == [keys.owner_tasks("ab12"), keys.owner_tasks("ab12", "queued"), keys.owner_tasks(""),
                      keys.QUEUE + "wan2.2-t2v-plus:ab12"]
+
+
+def test_only_the_redis_layer_names_keys() -> None:
+    """The web layer, the ingress, the command line, the consumers and the workers that read or write a
+    task reach Redis through the store (or the core module that owns the concern), never by a key name."""
+    names = [name for name, value in vars(keys).items() if isinstance(value, str) and value.startswith(keys.PREFIX)]
+    # A readiness probe's PING names no key.
+    uses = re.compile(r"\bkeys\.(?:" + "|".join(names) + r")\b|\.redis\.(?!ping\()\w+\(")
+    outer = [*(ROOT / "service").glob("*/**/*.py"), *(ROOT / "consumers").rglob("*.py"),
+             *(ROOT / "service" / name for name in ("download.py", "sweeper.py", "failures.py"))]
+    assert len(outer) > 15
+    found = [(str(path.relative_to(ROOT)), use) for path in outer for use in uses.findall(path.read_text())]
+    assert not found, found
