@@ -54,8 +54,12 @@ def owner(request: Request) -> str:
     for token in tokens:
         matched |= hmac.compare_digest(given.encode(), token.encode())
     if scheme.lower() != "bearer" or not matched:
-        raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid 'Authorization: Bearer <token>' header is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return hashlib.sha256(given.encode()).hexdigest()[:16]
 
 
@@ -82,8 +86,9 @@ async def load_task(request: Request) -> Task:
 async def create_task(request: Request) -> Response:
     caller = await authorize(request)
     rt = runtime(request)
-    fields = check_task(await read_json(request, TASK_BODY_LIMIT),
-                        allow_private_callbacks=rt.settings.callback_allow_private)
+    fields = check_task(
+        await read_json(request, TASK_BODY_LIMIT), allow_private_callbacks=rt.settings.callback_allow_private
+    )
     fields["owner"] = caller
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 200:
@@ -109,8 +114,9 @@ async def replay_callbacks(request: Request) -> Response:
     if not task.callback:
         raise TaskConflict("no_callback", "the task has no callback settings")
     replayed = await callbacks.replay(runtime(request).redis, task.id)
-    return JSONResponse({"replayed": replayed,
-                         "callbacks": await callbacks.deliveries(runtime(request).redis, task.id)})
+    return JSONResponse(
+        {"replayed": replayed, "callbacks": await callbacks.deliveries(runtime(request).redis, task.id)}
+    )
 
 
 async def list_tasks(request: Request) -> Response:
@@ -143,10 +149,12 @@ async def cancel_task(request: Request) -> Response:
                 await rt.dashscope.cancel_task(task.ds_task_id)
         except DashScopeError as exc:
             if exc.retryable:
-                raise Unavailable("dashscope_unavailable",
-                                  f"DashScope could not be reached to cancel: {exc.code}") from None
-            raise TaskConflict("too_late", f"DashScope refused to cancel the task ({exc.code}): "
-                               "it is no longer PENDING") from None
+                raise Unavailable(
+                    "dashscope_unavailable", f"DashScope could not be reached to cancel: {exc.code}"
+                ) from None
+            raise TaskConflict(
+                "too_late", f"DashScope refused to cancel the task ({exc.code}): it is no longer PENDING"
+            ) from None
         await rt.store.transition(task_id, Status.CANCELED, ds_status="CANCELED")
         return JSONResponse(await rt.store.get(task_id))
     if task.status == Status.CANCELED:
@@ -161,8 +169,7 @@ async def get_video(request: Request) -> Response:
     path = Path(task.video["path"])
     if not path.exists():
         raise VideoGone("the stored video file is missing from the data directory")
-    return FileResponse(path, media_type="video/mp4", filename=f"{task.id}.mp4",
-                        content_disposition_type="inline")
+    return FileResponse(path, media_type="video/mp4", filename=f"{task.id}.mp4", content_disposition_type="inline")
 
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -197,12 +204,16 @@ async def task_events(request: Request) -> Response:
     known = await load_task(request)
     store = runtime(request).store
     task_id = known.id
-    given = [value for value in (request.headers.get("last-event-id"), request.query_params.get("last_event_id"))
-             if value is not None]
+    given = [
+        value
+        for value in (request.headers.get("last-event-id"), request.query_params.get("last_event_id"))
+        if value is not None
+    ]
     if not all(_stream_id(value) for value in given):
         # Checked before the stream starts: once it has, a Redis error could only break the connection.
-        raise InvalidInput("invalid_last_event_id", "Last-Event-ID must be an id this stream sent, e.g. "
-                           "1732536000000-0")
+        raise InvalidInput(
+            "invalid_last_event_id", "Last-Event-ID must be an id this stream sent, e.g. 1732536000000-0"
+        )
     resume = given[0] if given else None
     subscription = await open_stream(request, known.owner)
 
@@ -262,8 +273,9 @@ def _id_order(value: str) -> tuple[int, int]:
 def _stream_id(value: str) -> bool:
     """Whether ``value`` is a Redis stream id (``<ms>-<seq>``, or ``<ms>``), each part a 64-bit number."""
     parts = value.split("-")
-    return 1 <= len(parts) <= 2 and all(part.isascii() and part.isdigit() and len(part) <= 20 and int(part) < 2**64
-                                        for part in parts)
+    return 1 <= len(parts) <= 2 and all(
+        part.isascii() and part.isdigit() and len(part) <= 20 and int(part) < 2**64 for part in parts
+    )
 
 
 def _sse(entry_id: str, task: dict[str, Any] | None, event: str | None = None) -> str:
