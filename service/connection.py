@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from . import embedded
 from .config import ConfigError, Settings
 from .redact import redact_url
+from .replication import check_server
 
 MIN_VERSION = (6, 2)
 
@@ -106,6 +107,11 @@ async def connect(settings: Settings, **kwargs: Any) -> Redis:
     if tuple(int(part) for part in str(version).split(".")[:2]) < MIN_VERSION:
         await redis.aclose()
         raise ConfigError(f"WANHOOK_REDIS_URL: Redis {version} is too old: wanhook needs 6.2 or newer (XAUTOCLAIM)")
+    problem = check_server(settings.durability, tuple(int(part) for part in str(version).split(".")[:2]),
+                           cluster=not isinstance(redis, Redis))
+    if problem:
+        await redis.aclose()
+        raise ConfigError(problem)
     return redis
 
 

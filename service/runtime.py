@@ -11,7 +11,7 @@ import uuid
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import callbacks, keys, outbound
+from . import callbacks, keys, outbound, replication
 from .config import Settings
 from .connection import connect
 from .dashscope import DashScopeClient
@@ -38,6 +38,8 @@ class Runtime:
         self.settings = settings
         self.redis = redis
         self.store = TaskStore(redis)
+        self.store.require(settings.durability)
+        self.following: asyncio.Task[None] | None = None
         self.dashscope = DashScopeClient(settings.api_key, settings.dashscope_base_url,
                                          timeout=settings.dashscope_timeout, on_call=self._count_call)
         self.consumer = consumer_name()
@@ -59,6 +61,8 @@ class Runtime:
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         runtime = cls(settings, await connect(settings))
+        runtime.following = replication.start_following(runtime.redis)
+        await replication.warn_if_short(runtime.redis, settings.durability)
         try:
             await runtime.redis.hset(keys.SETTINGS, "changes_ttl_ms",
                                      max(1, int(settings.changes_retention_seconds * 1000)))
@@ -76,6 +80,7 @@ class Runtime:
         return runtime
 
     async def close(self) -> None:
+        await replication.stop_following(self.following)
         await self.feed.aclose()
         await self.dashscope.aclose()
         await self.redis.aclose()

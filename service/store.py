@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from . import keys, scripts
 from .ingress.events import CompletionEvent
 from .models import MODELS
+from .replication import Durability, Replicated
 from .types import STATUSES, Outcome
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
@@ -113,6 +114,15 @@ class TaskStore:
         self._mark_submitted = redis.register_script(scripts.MARK_SUBMITTED)
         self._ingest = redis.register_script(scripts.INGEST)
         self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
+
+    def require(self, durability: Durability) -> None:
+        """Answer for the writes a sender is told are safe (a recorded event, a created task, the DashScope
+        task id a create returned) only once ``durability`` holds: they raise ``NotReplicated`` otherwise."""
+        if durability.off:
+            return
+        for name in ("_create", "_mark_submitted", "_ingest"):
+            script = getattr(self, name)
+            setattr(self, name, Replicated(self.redis, getattr(script, "script", script), durability))
 
     async def create(self, fields: dict[str, Any], idempotency_key: str | None = None, *,
                      max_queued: int | None = None) -> str:

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import embedded, logs, metrics
 from ..config import Settings
 from ..ingress import webhook
+from ..replication import NotReplicated
 from ..runtime import Runtime
 from . import api, dashboard
 from .openapi import DOCUMENT
@@ -115,6 +116,14 @@ async def on_redis_error(request: Request, exc: Exception) -> Response:
                                    headers={"Retry-After": "5"}))
 
 
+async def on_not_replicated(request: Request, exc: Exception) -> Response:
+    # Written on the primary but not yet on enough replicas: not acknowledged, so that the sender retries
+    # (the write is idempotent) rather than trust a write a failover could lose.
+    log.warning("write not replicated in time: %s", exc)
+    return error_response(ApiError(503, "not_replicated", f"the write did not reach enough Redis replicas: {exc}; "
+                                   "retry later", headers={"Retry-After": "2"}))
+
+
 ROUTES = [
     Route("/v1/tasks", api.create_task, methods=["POST"]),
     Route("/v1/tasks", api.list_tasks, methods=["GET"]),
@@ -188,7 +197,8 @@ def create_app(settings: Settings | None = None, *, workers: bool = True,
         routes=ROUTES,
         lifespan=lifespan,
         middleware=[Middleware(RequestIds)],
-        exception_handlers={ApiError: on_api_error, HTTPException: on_http_error, RedisError: on_redis_error},
+        exception_handlers={ApiError: on_api_error, HTTPException: on_http_error, RedisError: on_redis_error,
+                            NotReplicated: on_not_replicated},
     )
 
 

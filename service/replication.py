@@ -1,0 +1,169 @@
+"""Acknowledged means replicated: the writes wanhook answers for wait for replicas (and AOFs) first.
+
+With ``WANHOOK_REDIS_WAIT_REPLICAS`` (or ``WANHOOK_REDIS_WAIT_AOF``) set, the writes that a sender is
+told are safe — a completion event (EventBridge's 2xx, RocketMQ's acknowledgement), a created task (202),
+the DashScope task id a create returned — run as one pipeline of ``EVALSHA`` then ``WAIT`` (and
+``WAITAOF``) on one connection: WAIT counts the replicas that have this connection's last write, so it
+must follow the write on the connection that made it, and redis-py's pool hands out a connection per
+command. When too few replicas (or AOFs) confirm within ``WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS``,
+``NotReplicated`` is raised: the web layer answers 503 and the consumer does not acknowledge, so the
+sender retries; every one of these writes is idempotent, so the retry is harmless.
+
+``follow_primary`` keeps a Sentinel-monitored client on the current primary: every
+FOLLOW_INTERVAL_SECONDS it asks the sentinels for the master's address and, when it changed, closes every
+connection to the old one (in use too), so that a primary cut off from its replicas but still reachable
+stops taking writes within one interval of the sentinels' promotion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import RedisError
+
+log = logging.getLogger("wanhook.replication")
+
+# How often a Sentinel client asks which server is the master: the margin on top of Sentinel's own
+# failover time before wanhook writes to a promoted replica.
+FOLLOW_INTERVAL_SECONDS = 0.5
+WAITAOF_VERSION = (7, 2)
+
+
+class NotReplicated(RedisError):
+    """The write was made on the primary, but too few replicas (or AOFs) confirmed it in time. A Redis
+    error, so that whatever treats Redis as unavailable (503, no acknowledgement, a retry) does so."""
+
+
+@dataclass(frozen=True)
+class Durability:
+    """What a write must reach before wanhook answers for it. ``aofs`` counts AOFs fsynced, the
+    primary's first: 1 is the primary's own, 2 the primary's and one replica's, and so on."""
+
+    replicas: int = 0
+    aofs: int = 0
+    timeout_seconds: float = 1.0
+
+    @property
+    def off(self) -> bool:
+        return self.replicas == 0 and self.aofs == 0
+
+    @property
+    def timeout_ms(self) -> int:
+        return max(1, round(self.timeout_seconds * 1000))
+
+    def describe(self) -> str:
+        parts = [f"{self.replicas} replica(s)"] if self.replicas else []
+        if self.aofs:
+            parts.append(f"{self.aofs} AOF(s)")
+        return " and ".join(parts)
+
+
+class Replicated:
+    """A registered Lua script (redis-py's ``AsyncScript``) whose call also waits for ``durability``;
+    called like the script itself (``keys=``, ``args=``)."""
+
+    def __init__(self, redis: Redis, script: Any, durability: Durability) -> None:
+        self.redis = redis
+        self.script = script
+        self.durability = durability
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        wanted = self.durability
+        async with self.redis.pipeline(transaction=False) as pipe:
+            # The pipeline loads the script should the server not know it (a promoted replica may not).
+            await self.script(keys=keys, args=args, client=pipe)
+            if wanted.replicas:
+                pipe.execute_command("WAIT", wanted.replicas, wanted.timeout_ms)
+            if wanted.aofs:
+                pipe.execute_command("WAITAOF", 1, wanted.aofs - 1, wanted.timeout_ms)
+            replies = await pipe.execute()
+        result, confirmations = replies[0], replies[1:]
+        if wanted.replicas:
+            replicas = int(confirmations.pop(0))
+            if replicas < wanted.replicas:
+                raise NotReplicated(f"{replicas} of {wanted.replicas} replica(s) confirmed the write within "
+                                    f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_REPLICAS)")
+        if wanted.aofs:
+            local, remote = (int(n) for n in confirmations.pop(0))
+            if local + remote < wanted.aofs:
+                raise NotReplicated(f"{local + remote} of {wanted.aofs} AOF(s) fsynced the write within "
+                                    f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_AOF)")
+        return result
+
+
+def check_server(durability: Durability, version: tuple[int, ...], cluster: bool) -> str | None:
+    """Why this server cannot give ``durability`` (None when it can): a setting to fix before starting."""
+    if durability.aofs and version < WAITAOF_VERSION:
+        return (f"WANHOOK_REDIS_WAIT_AOF needs Redis 7.2 or newer (WAITAOF); this one is "
+                f"{'.'.join(map(str, version))}")
+    if not durability.off and cluster:
+        return ("WANHOOK_REDIS_WAIT_REPLICAS and WANHOOK_REDIS_WAIT_AOF are not supported on a Redis Cluster yet; "
+                "use a primary with replicas and Sentinel (redis+sentinel://), or set them to 0")
+    return None
+
+
+async def warn_if_short(redis: Redis, durability: Durability) -> None:
+    """A warning at start when the primary has fewer replicas than every write will wait for: each such
+    write would answer 503 until they connect."""
+    if not durability.replicas:
+        return
+    try:
+        info = await redis.info("replication")
+    except RedisError:
+        return
+    connected = int(info.get("connected_slaves", 0))
+    if connected < durability.replicas:
+        log.warning("WANHOOK_REDIS_WAIT_REPLICAS is %d but the primary has %d replica(s) connected: events and "
+                    "creates are refused (503) until enough connect", durability.replicas, connected)
+
+
+def sentinel_pool(redis: Redis) -> SentinelConnectionPool | None:
+    pool = getattr(redis, "connection_pool", None)
+    return pool if isinstance(pool, SentinelConnectionPool) and pool.is_master else None
+
+
+async def follow_primary(redis: Redis, interval: float = FOLLOW_INTERVAL_SECONDS) -> None:
+    """Until cancelled: move ``redis``'s connections to the master the sentinels name, within ``interval``
+    of their naming a new one. Does nothing for a client that is not Sentinel's."""
+    pool = sentinel_pool(redis)
+    if pool is None:
+        return
+    current = pool.master_address
+    while True:
+        try:
+            address = await pool.sentinel_manager.discover_master(pool.service_name)
+        except RedisError:
+            # No master known right now (a failover under way) or no sentinel answered: the
+            # connections stay where they are; WAIT (or min-replicas-to-write) keeps their writes from
+            # being acknowledged meanwhile.
+            address = None
+        if address is not None and address != current:
+            if current is not None:
+                log.warning("Redis primary moved from %s:%s to %s:%s; reconnecting", *current, *address)
+            current = address
+            pool.master_address = address
+            # In use too: a command on its way to a demoted primary fails (a 503, a redelivery) rather
+            # than being acknowledged by a server about to lose it. Each reconnects to the new master.
+            await pool.disconnect(inuse_connections=True)
+        await asyncio.sleep(interval)
+
+
+def start_following(redis: Redis) -> asyncio.Task[None] | None:
+    if sentinel_pool(redis) is None:
+        return None
+    return asyncio.create_task(follow_primary(redis), name="follow-primary")
+
+
+async def stop_following(task: asyncio.Task[None] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
