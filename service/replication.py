@@ -88,24 +88,29 @@ class Replicated:
         if wanted.replicas:
             replicas = int(confirmations.pop(0))
             if replicas < wanted.replicas:
-                raise NotReplicated(f"{replicas} of {wanted.replicas} replica(s) confirmed the write within "
-                                    f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_REPLICAS)")
+                raise NotReplicated(
+                    f"{replicas} of {wanted.replicas} replica(s) confirmed the write within "
+                    f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_REPLICAS)"
+                )
         if wanted.aofs:
             local, remote = (int(n) for n in confirmations.pop(0))
             if local + remote < wanted.aofs:
-                raise NotReplicated(f"{local + remote} of {wanted.aofs} AOF(s) fsynced the write within "
-                                    f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_AOF)")
+                raise NotReplicated(
+                    f"{local + remote} of {wanted.aofs} AOF(s) fsynced the write within "
+                    f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_AOF)"
+                )
         return result
 
 
 def check_server(durability: Durability, version: tuple[int, ...], cluster: bool) -> str | None:
     """Why this server cannot give ``durability`` (None when it can): a setting to fix before starting."""
     if durability.aofs and version < WAITAOF_VERSION:
-        return (f"WANHOOK_REDIS_WAIT_AOF needs Redis 7.2 or newer (WAITAOF); this one is "
-                f"{'.'.join(map(str, version))}")
+        return f"WANHOOK_REDIS_WAIT_AOF needs Redis 7.2 or newer (WAITAOF); this one is {'.'.join(map(str, version))}"
     if not durability.off and cluster:
-        return ("WANHOOK_REDIS_WAIT_REPLICAS and WANHOOK_REDIS_WAIT_AOF are not supported on a Redis Cluster yet; "
-                "use a primary with replicas and Sentinel (redis+sentinel://), or set them to 0")
+        return (
+            "WANHOOK_REDIS_WAIT_REPLICAS and WANHOOK_REDIS_WAIT_AOF are not supported on a Redis Cluster yet; "
+            "use a primary with replicas and Sentinel (redis+sentinel://), or set them to 0"
+        )
     return None
 
 
@@ -120,8 +125,12 @@ async def warn_if_short(redis: Redis, durability: Durability) -> None:
         return
     connected = int(info.get("connected_slaves", 0))
     if connected < durability.replicas:
-        log.warning("WANHOOK_REDIS_WAIT_REPLICAS is %d but the primary has %d replica(s) connected: events and "
-                    "creates are refused (503) until enough connect", durability.replicas, connected)
+        log.warning(
+            "WANHOOK_REDIS_WAIT_REPLICAS is %d but the primary has %d replica(s) connected: events and "
+            "creates are refused (503) until enough connect",
+            durability.replicas,
+            connected,
+        )
 
 
 def sentinel_pool(redis: Redis) -> SentinelConnectionPool | None:
