@@ -122,7 +122,8 @@ class TaskStore:
             return
         for name in ("_create", "_mark_submitted", "_ingest"):
             script = getattr(self, name)
-            setattr(self, name, Replicated(self.redis, getattr(script, "script", script), durability))
+            setattr(self, name, Replicated(self.redis, script.script if isinstance(script, Replicated) else script,
+                                           durability))
 
     async def create(self, fields: dict[str, Any], idempotency_key: str | None = None, *,
                      max_queued: int | None = None) -> str:

@@ -1,0 +1,376 @@
+"""Acknowledged means replicated (service/replication.py), against real servers on loopback: a primary,
+replicas and three Sentinels, each its own redis-server process.
+
+With ``WANHOOK_REDIS_WAIT_REPLICAS=1`` no event that wanhook answered 2xx is missing from the primary
+after a failover, whether the old primary was killed or cut off from its replicas and Sentinels (by
+Redis ACLs: the replicas' and Sentinels' users are switched off on it, while wanhook's still works).
+With it off, the test counts what the partition loses. The numbers printed (``-s``) are the README's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from wanhook.service.config import ConfigError, Settings
+
+from .conftest import TOKEN
+from .support import Process, RedisServer, Wanhook, free_port, redis_binary, wait_for
+
+PASSWORD = "replication-test-password"
+# The users replicas and Sentinels connect as; switching them off on a primary cuts it from both.
+PEER_USERS = ("replicator", "sentinel")
+SERVICE = "wanhook"
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 5000
+MODEL_KEY = "apikey:v1:group:video-synthesis:wan2.2-t2v-plus"
+
+
+def event(event_id: str) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": event_id, "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish",
+            "data": {"task_id": "ds-" + event_id, "task_status": "SUCCEEDED", "user_api_unique_key": MODEL_KEY}}
+
+
+def seen_key(event_id: str) -> str:
+    source = "acs.dashscope"
+    return f"{{wanhook}}:seen:{len(source)}:{source}:{event_id}"
+
+
+class Node(RedisServer):
+    """A redis-server with the peers' users, replicating ``primary`` when given one."""
+
+    def __init__(self, directory: Path, primary: int | None = None) -> None:
+        super().__init__(directory)
+        for user in PEER_USERS:
+            self.args += ["--user", user, "on", f">{PASSWORD}", "~*", "&*", "+@all"]
+        self.args += ["--masteruser", "replicator", "--masterauth", PASSWORD, "--repl-timeout", "5"]
+        if primary is not None:
+            self.args += ["--replicaof", "127.0.0.1", str(primary)]
+        self.client = redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
+
+    def role(self) -> str:
+        return str(self.client.role()[0])
+
+
+class Sentinel(Process):
+    def __init__(self, directory: Path, primary: int) -> None:
+        self.port = free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / f"sentinel-{self.port}.conf"
+        config.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
+                          f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n"
+                          f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
+                          f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
+                          f"sentinel auth-user {SERVICE} sentinel\nsentinel auth-pass {SERVICE} {PASSWORD}\n")
+        super().__init__(f"sentinel-{self.port}", [redis_binary(), str(config), "--sentinel"], directory)
+        self.client = redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
+
+    def master(self) -> tuple[str, int] | None:
+        found = self.client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+        return (found[0], int(found[1])) if found else None
+
+
+class HighlyAvailable:
+    """A primary, ``replicas`` replicas and three Sentinels (quorum 2) watching them as "wanhook"."""
+
+    def __init__(self, directory: Path, replicas: int, processes: list[Process]) -> None:
+        self.directory = directory
+        self.primary = Node(directory / "primary")
+        self.replicas = [Node(directory / f"replica-{n}", self.primary.port) for n in range(replicas)]
+        self.sentinels = [Sentinel(directory / "sentinels", self.primary.port) for _ in range(3)]
+        self.processes = processes
+        self.url = "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + f"/{SERVICE}"
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [self.primary, *self.replicas]
+
+    def start(self) -> HighlyAvailable:
+        for node in self.nodes:
+            self.processes.append(node.launch())
+        for node in self.nodes:
+            node.wait_ready()
+        wait_for(lambda: self.primary.client.info("replication")["connected_slaves"] == len(self.replicas), 30,
+                 what="the replicas to connect")
+        for sentinel in self.sentinels:
+            self.processes.append(sentinel.start())
+        # Every Sentinel knows the replicas and the other Sentinels before a test fails anything over.
+        wait_for(lambda: all(
+            int(s.client.sentinel_master(SERVICE)["num-slaves"]) == len(self.replicas)
+            and int(s.client.sentinel_master(SERVICE)["num-other-sentinels"]) == 2 for s in self.sentinels),
+            30, what="the sentinels to know each other and the replicas")
+        return self
+
+    def master_port(self) -> int | None:
+        found = self.sentinels[0].master()
+        return found[1] if found else None
+
+    def node(self, port: int) -> Node:
+        return next(node for node in self.nodes if node.port == port)
+
+    def cut_off(self, node: Node) -> None:
+        """The replicas and Sentinels can no longer reach ``node``; wanhook (the default user) still can."""
+        for user in PEER_USERS:
+            node.client.acl_setuser(user, enabled=False, reset_passwords=False)
+            node.client.client_kill_filter(user=user)
+
+    def reconnect(self, node: Node) -> None:
+        for user in PEER_USERS:
+            node.client.acl_setuser(user, enabled=True)
+
+
+@dataclass
+class Pushes:
+    """Events pushed one after another as EventBridge does: an event answered other than 2xx is pushed
+    again until it gets one. Records when each answer came."""
+
+    url: str
+    acknowledged: list[str] = field(default_factory=list)
+    refusals: list[tuple[float, int, str]] = field(default_factory=list)  # (when, status, error code)
+    answers: list[tuple[float, bool]] = field(default_factory=list)  # (when, 2xx)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> Pushes:
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def finish(self) -> None:
+        """Stop after the request in flight has its answer."""
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(30)
+            assert not self.thread.is_alive()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as http:
+            event_id = uuid.uuid4().hex
+            while not self.stop.is_set():
+                try:
+                    response = http.post("/v1/events/dashscope", json=event(event_id),
+                                         headers={"x-eventbridge-signature-token": TOKEN})
+                    status, code = response.status_code, (response.json().get("error") or {}).get("code", "")
+                except httpx.HTTPError as exc:
+                    status, code = 0, type(exc).__name__
+                now = time.monotonic()
+                self.answers.append((now, 200 <= status < 300))
+                if 200 <= status < 300:
+                    self.acknowledged.append(event_id)
+                    event_id = uuid.uuid4().hex
+                else:
+                    assert status in (0, 503), (status, code)
+                    self.refusals.append((now, status, code))
+                    time.sleep(0.02)
+
+    def acknowledged_since(self, moment: float) -> int:
+        return sum(1 for when, ok in self.answers if ok and when > moment)
+
+    def refused_window(self, since: float) -> float:
+        """Seconds from ``since`` to the first 2xx after the last refusal that followed it."""
+        refused = [when for when, ok in self.answers if not ok and when > since]
+        if not refused:
+            return 0.0
+        last = refused[-1]
+        after = [when for when, ok in self.answers if ok and when > last]
+        return (after[0] if after else last) - since
+
+
+@pytest.fixture
+def pushes_against() -> Iterator[Any]:
+    started: list[Pushes] = []
+
+    def start(url: str) -> Pushes:
+        started.append(Pushes(url).start())
+        return started[-1]
+
+    yield start
+    for pushes in started:
+        pushes.stop.set()
+        if pushes.thread is not None:
+            pushes.thread.join(30)
+
+
+def serve(tmp_path: Path, processes: list[Process], url: str, **env: str) -> Wanhook:
+    process = Wanhook(tmp_path, {"WANHOOK_REDIS_URL": url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+                                 "WANHOOK_EVENTBRIDGE_TOKEN": TOKEN, "WANHOOK_LOG_LEVEL": "WARNING", **env},
+                      "--no-workers")
+    processes.append(process.start())
+    return process
+
+
+def missing(client: redis.Redis, event_ids: list[str]) -> list[str]:
+    pipe = client.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.exists(seen_key(event_id))
+    return [event_id for event_id, found in zip(event_ids, pipe.execute(), strict=True) if not found]
+
+
+# --- Settings -----------------------------------------------------------------------------------------------------
+
+def test_settings_default_to_waiting_for_nothing() -> None:
+    durability = Settings.from_env({}).durability
+    assert durability.off and durability.timeout_seconds == 1.0
+    durability = Settings.from_env({"WANHOOK_REDIS_WAIT_REPLICAS": "2", "WANHOOK_REDIS_WAIT_AOF": "1",
+                                    "WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS": "0.25"}).durability
+    assert (durability.replicas, durability.aofs, durability.timeout_ms) == (2, 1, 250)
+    for name, value in [("WANHOOK_REDIS_WAIT_REPLICAS", "-1"), ("WANHOOK_REDIS_WAIT_AOF", "x"),
+                        ("WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS", "0"), ("WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS", "inf")]:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: value})
+
+
+def test_waitaof_on_a_server_without_it_stops_the_command(tmp_path: Path, redis_url: str) -> None:
+    import subprocess
+
+    from .support import wanhook
+    from .test_settings_check import assert_one_line, clean_env
+
+    version = redis.Redis.from_url(redis_url).info("server")["redis_version"]
+    if tuple(int(part) for part in version.split(".")[:2]) >= (7, 2):
+        pytest.skip(f"Redis {version} has WAITAOF")
+    result = subprocess.run(wanhook("serve", "--no-workers"), cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                            env=clean_env(WANHOOK_REDIS_URL=redis_url, WANHOOK_REDIS_WAIT_AOF="1",
+                                          WANHOOK_DATA_DIR=str(tmp_path / "data")))
+    assert_one_line(result, "serve", 2, "WANHOOK_REDIS_WAIT_AOF", "7.2")
+
+
+# --- One primary, one replica -------------------------------------------------------------------------------------
+
+def test_an_event_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path, processes: list[Process]) -> None:
+    primary = Node(tmp_path / "primary")
+    processes.append(primary.start())
+    replica = Node(tmp_path / "replica", primary.port)
+    processes.append(replica.start())
+    wait_for(lambda: primary.client.info("replication")["connected_slaves"] == 1, 30, what="the replica")
+    server = serve(tmp_path, processes, primary.url, WANHOOK_REDIS_WAIT_REPLICAS="1",
+                   WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.3")
+    http = httpx.Client(base_url=server.url, timeout=10, headers={"x-eventbridge-signature-token": TOKEN})
+
+    first = http.post("/v1/events/dashscope", json=event("first"))
+    assert first.status_code == 200 and first.json()["outcome"] != "duplicate", first.text
+    assert replica.client.exists(seen_key("first"))  # on the replica before the 2xx
+
+    replica.kill()
+    wait_for(lambda: primary.client.info("replication")["connected_slaves"] == 0, 30, what="the replica to go")
+    started = time.monotonic()
+    refused = http.post("/v1/events/dashscope", json=event("second"))
+    assert time.monotonic() - started < 2  # the wait is bounded
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "not_replicated"
+    assert "WANHOOK_REDIS_WAIT_REPLICAS" in refused.json()["error"]["message"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    # A task create waits the same way (202 only once replicated).
+    create = http.post("/v1/tasks", json={"prompt": "a fox", "size": "832*480"}, headers={"Idempotency-Key": "k1"})
+    assert create.status_code == 503 and create.json()["error"]["code"] == "not_replicated", create.text
+
+    processes.append(replica.start())
+    wait_for(lambda: primary.client.info("replication")["connected_slaves"] == 1, 30, what="the replica back")
+    # EventBridge pushes it again: recorded once (the first push wrote it on the primary), now acknowledged.
+    again = wait_for(lambda: (r := http.post("/v1/events/dashscope", json=event("second"))).status_code == 200 and r,
+                     30, interval=0.2, what="the pushed-again event to be acknowledged")
+    assert again.json()["outcome"] == "duplicate"
+    assert replica.client.exists(seen_key("second"))
+    created = http.post("/v1/tasks", json={"prompt": "a fox", "size": "832*480"}, headers={"Idempotency-Key": "k1"})
+    assert created.status_code == 202, created.text
+    assert replica.client.exists("{wanhook}:task:" + created.json()["id"])
+
+
+def test_the_cost_of_waiting_for_a_replica(tmp_path: Path, processes: list[Process]) -> None:
+    """Webhook pushes per second, 8 at a time, with WANHOOK_REDIS_WAIT_REPLICAS 0 and 1 (one primary, one
+    replica, loopback): the README's numbers."""
+    primary = Node(tmp_path / "primary")
+    processes.append(primary.start())
+    replica = Node(tmp_path / "replica", primary.port)
+    processes.append(replica.start())
+    wait_for(lambda: primary.client.info("replication")["connected_slaves"] == 1, 30, what="the replica")
+    rates = {}
+    for wait in ("0", "1"):
+        server = serve(tmp_path, processes, primary.url, WANHOOK_REDIS_WAIT_REPLICAS=wait)
+        count, threads = 400, 8
+
+        def push(offset: int, url: str = server.url, tag: str = wait, count: int = count,
+                 threads: int = threads) -> None:
+            with httpx.Client(base_url=url, timeout=10, headers={"x-eventbridge-signature-token": TOKEN}) as http:
+                for n in range(offset, count, threads):
+                    assert http.post("/v1/events/dashscope", json=event(f"cost-{tag}-{n}")).status_code == 200
+
+        push(0)  # warm: connections, the script cache
+        workers = [threading.Thread(target=push, args=(n,)) for n in range(threads)]
+        started = time.monotonic()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        rates[wait] = count / (time.monotonic() - started)
+        server.stop()
+    print(f"\npushes/s with WANHOOK_REDIS_WAIT_REPLICAS=0: {rates['0']:.0f}, =1: {rates['1']:.0f} "
+          f"({100 * (1 - rates['1'] / rates['0']):.0f}% fewer)")
+    assert rates["1"] > 0.3 * rates["0"]  # a round trip more per event, not an order of magnitude
+
+
+# --- Failover: a primary, two replicas, three Sentinels -----------------------------------------------------------
+
+def run_through(ha: HighlyAvailable, tmp_path: Path, processes: list[Process], pushes_against: Any, wait: str,
+                failure: str) -> tuple[Pushes, list[str], float, float]:
+    """Pushes continue while the primary fails (``kill`` or ``partition``) and Sentinel promotes a replica.
+    Returns the pushes, the acknowledged events missing on the new primary, the 503 window and Sentinel's
+    own failover time (from the failure to the Sentinels naming the new primary)."""
+    server = serve(tmp_path, processes, ha.url, WANHOOK_REDIS_WAIT_REPLICAS=wait,
+                   WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.5")
+    pushes = pushes_against(server.url)
+    wait_for(lambda: len(pushes.acknowledged) >= 200, 30, what="pushes before the failure")
+    old = ha.primary
+    failed_at = time.monotonic()
+    if failure == "kill":
+        old.kill()
+    else:
+        ha.cut_off(old)
+    new_port = wait_for(lambda: (port := ha.master_port()) != old.port and port, 60, interval=0.05,
+                        what="Sentinel to promote a replica")
+    promoted_at = time.monotonic()
+    wait_for(lambda: ha.node(new_port).role() == "master", 30, what="the promoted replica to be master")
+    wait_for(lambda: pushes.acknowledged_since(promoted_at) >= 100, 60, what="pushes acknowledged after the failover")
+    if failure == "partition":
+        # The partition heals: Sentinel turns the old primary into a replica of the new one, which
+        # discards whatever it took while cut off.
+        ha.reconnect(old)
+        wait_for(lambda: old.role() == "slave" and old.client.info("replication")["master_link_status"] == "up", 60,
+                 what="the old primary to rejoin as a replica")
+    pushes.finish()
+    lost = missing(ha.node(new_port).client, list(pushes.acknowledged))
+    return pushes, lost, pushes.refused_window(failed_at), promoted_at - failed_at
+
+
+@pytest.mark.parametrize("failure", ["kill", "partition"])
+def test_no_acknowledged_event_is_lost_in_a_failover(tmp_path: Path, processes: list[Process], pushes_against: Any,
+                                                     failure: str) -> None:
+    ha = HighlyAvailable(tmp_path / "redis", replicas=2, processes=processes).start()
+    pushes, lost, window, failover = run_through(ha, tmp_path, processes, pushes_against, "1", failure)
+    print(f"\n{failure}, WAIT 1: {len(pushes.acknowledged)} acknowledged, {len(lost)} lost, "
+          f"{len(pushes.refusals)} refusals, 503 window {window:.1f}s, Sentinel failover {failover:.1f}s")
+    assert not lost, f"{len(lost)} acknowledged events missing on the new primary"
+    assert pushes.refusals  # the failure was noticed: what could not be confirmed was refused, then pushed again
+    # wanhook follows the promotion: refused no longer than Sentinel's failover plus a small margin (the
+    # follower's 0.5 s poll, reconnecting, the 0.5 s wait, the pusher's pause).
+    assert window < failover + 3.0, (window, failover)
+
+
+def test_a_partition_without_waiting_loses_acknowledged_events(tmp_path: Path, processes: list[Process],
+                                                               pushes_against: Any) -> None:
+    """What WANHOOK_REDIS_WAIT_REPLICAS=1 prevents: a primary cut off from its replicas and Sentinels goes on
+    acknowledging until wanhook follows the promotion, and those events are gone once it rejoins."""
+    ha = HighlyAvailable(tmp_path / "redis", replicas=2, processes=processes).start()
+    pushes, lost, window, failover = run_through(ha, tmp_path, processes, pushes_against, "0", "partition")
+    print(f"\npartition, WAIT 0: {len(pushes.acknowledged)} acknowledged, {len(lost)} lost, "
+          f"503 window {window:.1f}s, Sentinel failover {failover:.1f}s")
+    assert lost  # acknowledged, then discarded when the old primary resynchronised
