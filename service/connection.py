@@ -107,8 +107,7 @@ async def connect(settings: Settings, **kwargs: Any) -> Redis:
     if tuple(int(part) for part in str(version).split(".")[:2]) < MIN_VERSION:
         await redis.aclose()
         raise ConfigError(f"WANHOOK_REDIS_URL: Redis {version} is too old: wanhook needs 6.2 or newer (XAUTOCLAIM)")
-    problem = check_server(settings.durability, tuple(int(part) for part in str(version).split(".")[:2]),
-                           cluster=not isinstance(redis, Redis))
+    problem = check_server(settings.durability, tuple(int(part) for part in str(version).split(".")[:2]))
     if problem:
         await redis.aclose()
         raise ConfigError(problem)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import RedisError
 
@@ -75,15 +75,39 @@ class Replicated:
         self.durability = durability
 
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        replies = await (
+            self._on_cluster(keys, args) if isinstance(self.redis, RedisCluster) else self._on_server(keys, args)
+        )
+        return self._confirmed(replies)
+
+    def _waits(self, pipe: Any, **options: Any) -> None:
         wanted = self.durability
+        if wanted.replicas:
+            pipe.execute_command("WAIT", wanted.replicas, wanted.timeout_ms, **options)
+        if wanted.aofs:
+            pipe.execute_command("WAITAOF", 1, wanted.aofs - 1, wanted.timeout_ms, **options)
+
+    async def _on_server(self, keys: Sequence[Any], args: Sequence[Any]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
             # The pipeline loads the script should the server not know it (a promoted replica may not).
             await self.script(keys=keys, args=args, client=pipe)
-            if wanted.replicas:
-                pipe.execute_command("WAIT", wanted.replicas, wanted.timeout_ms)
-            if wanted.aofs:
-                pipe.execute_command("WAITAOF", 1, wanted.aofs - 1, wanted.timeout_ms)
-            replies = await pipe.execute()
+            self._waits(pipe)
+            return list(await pipe.execute())
+
+    async def _on_cluster(self, keys: Sequence[Any], args: Sequence[Any]) -> list[Any]:
+        """On a Cluster the pipeline sends each node's commands on one connection of its own: the waits
+        are sent to the node that serves the keys' slot. EVAL rather than EVALSHA, since a cluster
+        pipeline does not load scripts (Redis caches an EVAL's script all the same). No redirection is
+        followed: a script moved to another node would leave the waits counting for the first one."""
+        cluster: Any = self.redis
+        node = cluster.get_node_from_key(keys[0])
+        async with cluster.pipeline() as pipe:
+            pipe.eval(self.script.script, len(keys), *keys, *args)
+            self._waits(pipe, target_nodes=node)
+            return list(await pipe.execute(allow_redirections=False))
+
+    def _confirmed(self, replies: list[Any]) -> Any:
+        wanted = self.durability
         result, confirmations = replies[0], replies[1:]
         if wanted.replicas:
             replicas = int(confirmations.pop(0))
@@ -102,22 +126,17 @@ class Replicated:
         return result
 
 
-def check_server(durability: Durability, version: tuple[int, ...], cluster: bool) -> str | None:
+def check_server(durability: Durability, version: tuple[int, ...]) -> str | None:
     """Why this server cannot give ``durability`` (None when it can): a setting to fix before starting."""
     if durability.aofs and version < WAITAOF_VERSION:
         return f"WANHOOK_REDIS_WAIT_AOF needs Redis 7.2 or newer (WAITAOF); this one is {'.'.join(map(str, version))}"
-    if not durability.off and cluster:
-        return (
-            "WANHOOK_REDIS_WAIT_REPLICAS and WANHOOK_REDIS_WAIT_AOF are not supported on a Redis Cluster yet; "
-            "use a primary with replicas and Sentinel (redis+sentinel://), or set them to 0"
-        )
     return None
 
 
 async def warn_if_short(redis: Redis, durability: Durability) -> None:
     """A warning at start when the primary has fewer replicas than every write will wait for: each such
     write would answer 503 until they connect."""
-    if not durability.replicas:
+    if not durability.replicas or not isinstance(redis, Redis):  # a Cluster's nodes answer each for itself
         return
     try:
         info = await redis.info("replication")

@@ -183,13 +183,10 @@ class Pushes:
         return sum(1 for when, ok in self.answers if ok and when > moment)
 
     def refused_window(self, since: float) -> float:
-        """Seconds from ``since`` to the first 2xx after the last refusal that followed it."""
-        refused = [when for when, ok in self.answers if not ok and when > since]
-        if not refused:
-            return 0.0
-        last = refused[-1]
-        after = [when for when, ok in self.answers if ok and when > last]
-        return (after[0] if after else last) - since
+        """The longest time after ``since`` without a 2xx (refusals, and answers held up by the failover),
+        from ``since`` itself to the first 2xx after it at least."""
+        times = [since] + [when for when, ok in self.answers if ok and when > since]
+        return max(later - earlier for earlier, later in zip(times, times[1:], strict=False)) if len(times) > 1 else 0.0
 
 
 @pytest.fixture
@@ -443,3 +440,78 @@ def test_tasks_reach_ready_through_a_failover(tmp_path: Path, processes: list[Pr
     new_primary = ha.node(wait_for(ha.master_port, 10, what="the new primary"))
     assert new_primary.port != ha.primary.port
     assert all(new_primary.client.hget("{wanhook}:task:" + task_id, "status") == "ready" for task_id in ids)
+
+
+# --- Failover on a Cluster: three primaries with two replicas each -----------------------------------------------
+
+class ReplicatedCluster:
+    def __init__(self, directory: Path, processes: list[Process]) -> None:
+        from .support import free_cluster_port
+
+        self.nodes: list[RedisServer] = []
+        for _ in range(9):
+            port = free_cluster_port()
+            node = RedisServer(directory / f"node-{port}", port)
+            node.args += ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+                          "--cluster-config-file", str(directory / f"node-{port}" / "nodes.conf")]
+            self.nodes.append(node)
+        self.processes = processes
+
+    def start(self) -> ReplicatedCluster:
+        import subprocess
+
+        from .support import redis_cli
+
+        for node in self.nodes:
+            self.processes.append(node.launch())
+        for node in self.nodes:
+            node.wait_ready()
+        subprocess.run([redis_cli(), "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                        "--cluster-replicas", "2", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        wait_for(lambda: all(self.client(node).cluster("info")["cluster_state"] == "ok" for node in self.nodes)
+                 and all(len(self.replicas_of(node)) == 2 for node in self.primaries()), 60,
+                 what="the cluster with two replicas a primary")
+        return self
+
+    def client(self, node: RedisServer) -> redis.Redis:
+        return redis.Redis(port=node.port, decode_responses=True, socket_timeout=5)
+
+    def primaries(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.alive and self.client(node).role()[0] == "master"]
+
+    def replicas_of(self, primary: RedisServer) -> list[Any]:
+        return list(self.client(primary).role()[2])
+
+    def serving_wanhook(self, via: RedisServer) -> int:
+        """The port of the primary that serves the {wanhook} slot, as ``via`` sees it."""
+        slot = self.client(via).cluster("keyslot", "{wanhook}")
+        for start, end, primary, *_ in self.client(via).execute_command("CLUSTER", "SLOTS"):
+            if int(start) <= int(slot) <= int(end):
+                return int(primary[1])
+        raise AssertionError("no node serves the {wanhook} slot")
+
+
+def test_no_acknowledged_event_is_lost_when_a_cluster_primary_dies(tmp_path: Path, processes: list[Process],
+                                                                   pushes_against: Any) -> None:
+    cluster = ReplicatedCluster(tmp_path / "cluster", processes).start()
+    witness = cluster.nodes[0]
+    old_port = cluster.serving_wanhook(witness)
+    if old_port == witness.port:
+        witness = cluster.nodes[1] if cluster.nodes[1].port != old_port else cluster.nodes[2]
+    server = serve(tmp_path, processes, f"redis+cluster://127.0.0.1:{witness.port}", WANHOOK_REDIS_WAIT_REPLICAS="1",
+                   WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.5")
+    pushes = pushes_against(server.url)
+    wait_for(lambda: len(pushes.acknowledged) >= 200, 30, what="pushes before the failure")
+    failed_at = time.monotonic()
+    next(node for node in cluster.nodes if node.port == old_port).kill()
+    new_port = wait_for(lambda: (port := cluster.serving_wanhook(witness)) != old_port and port, 60,
+                        what="a replica to take over the {wanhook} slot")
+    promoted_at = time.monotonic()
+    wait_for(lambda: pushes.acknowledged_since(promoted_at) >= 100, 60, what="pushes acknowledged after the failover")
+    pushes.finish()
+    lost = missing(redis.Redis(port=new_port, decode_responses=True), list(pushes.acknowledged))
+    window = pushes.refused_window(failed_at)
+    print(f"\ncluster kill, WAIT 1: {len(pushes.acknowledged)} acknowledged, {len(lost)} lost, "
+          f"{len(pushes.refusals)} refusals, 503 window {window:.1f}s, Cluster failover {promoted_at - failed_at:.1f}s")
+    assert not lost, f"{len(lost)} acknowledged events missing on the new primary"
+    assert window < promoted_at - failed_at + 3.0
