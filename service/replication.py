@@ -28,6 +28,8 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import RedisError
 
+from .keys import REPLICATION_BARRIER
+
 log = logging.getLogger("wanhook.replication")
 
 # How often a Sentinel client asks which server is the master: the margin on top of Sentinel's own
@@ -81,6 +83,11 @@ class Replicated:
         return self._confirmed(replies)
 
     def _waits(self, pipe: Any, **options: Any) -> None:
+        # WAIT (and WAITAOF) count the replicas that have the replication offset of this connection's last
+        # command (on newer Redis versions, of its last write). A script that wrote nothing (an event already
+        # recorded, a create already answered) may repeat a write made on another connection, unreplicated:
+        # one write of our own makes the wait cover everything the primary had, whatever the version.
+        pipe.set(REPLICATION_BARRIER, "1")
         wanted = self.durability
         if wanted.replicas:
             pipe.execute_command("WAIT", wanted.replicas, wanted.timeout_ms, **options)
@@ -108,7 +115,7 @@ class Replicated:
 
     def _confirmed(self, replies: list[Any]) -> Any:
         wanted = self.durability
-        result, confirmations = replies[0], replies[1:]
+        result, confirmations = replies[0], replies[2:]  # replies[1]: the barrier's SET
         if wanted.replicas:
             replicas = int(confirmations.pop(0))
             if replicas < wanted.replicas:

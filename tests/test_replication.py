@@ -289,6 +289,49 @@ def test_an_event_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path, pro
     assert replica.client.exists("{wanhook}:task:" + created.json()["id"])
 
 
+def test_a_repeated_create_waits_for_the_write_it_repeats(tmp_path: Path, processes: list[Process]) -> None:
+    """A create repeated with its Idempotency-Key writes nothing, on another connection than the write it
+    repeats: it is still answered only once a replica has that write. (Where WAIT counts a connection's own
+    writes only, it would otherwise count a replica with this connection's older writes.) The replica is
+    frozen (SIGSTOP) so that it acknowledges nothing meanwhile."""
+    import signal
+
+    from redis.asyncio import Redis
+
+    from wanhook.service.replication import Durability, NotReplicated
+    from wanhook.service.store import TaskStore
+
+    primary = Node(tmp_path / "primary")
+    processes.append(primary.start())
+    replica = Node(tmp_path / "replica", primary.port)
+    processes.append(replica.start())
+    wait_for(lambda: primary.client.info("replication")["connected_slaves"] == 1, 30, what="the replica")
+    fields = {"owner": "", "model": "wan2.2-t2v-plus", "prompt": "a fox", "status": "queued"}
+
+    async def scenario() -> str:
+        first, second = Redis.from_url(primary.url), Redis.from_url(primary.url)
+        stores = [TaskStore(first), TaskStore(second)]
+        for store in stores:
+            store.require(Durability(replicas=1, timeout_seconds=0.3))
+        await stores[1].create(fields, "earlier")  # the second connection's last write, replicated
+        assert replica.proc is not None
+        replica.proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(NotReplicated):
+                await stores[0].create(fields, "repeated")
+            with pytest.raises(NotReplicated):
+                await stores[1].create(fields, "repeated")  # nothing written: the task is the first's
+        finally:
+            replica.proc.send_signal(signal.SIGCONT)
+        task_id = await stores[1].create(fields, "repeated")
+        await first.aclose()
+        await second.aclose()
+        return task_id
+
+    task_id = asyncio.run(scenario())
+    assert replica.client.exists("{wanhook}:task:" + task_id)
+
+
 def test_the_cost_of_waiting_for_a_replica(tmp_path: Path, processes: list[Process]) -> None:
     """Webhook pushes per second, 8 at a time, with WANHOOK_REDIS_WAIT_REPLICAS 0 and 1 (one primary, one
     replica, loopback): the README's numbers."""
