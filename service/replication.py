@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,9 +164,12 @@ def sentinel_pool(redis: Redis) -> SentinelConnectionPool | None:
     return pool if isinstance(pool, SentinelConnectionPool) and pool.is_master else None
 
 
-async def follow_primary(redis: Redis, interval: float = FOLLOW_INTERVAL_SECONDS) -> None:
-    """Until cancelled: move ``redis``'s connections to the master the sentinels name, within ``interval``
-    of their naming a new one. Does nothing for a client that is not Sentinel's."""
+async def follow_primary(
+    redis: Redis, interval: float = FOLLOW_INTERVAL_SECONDS, others: Callable[[], Iterable[Redis]] = tuple
+) -> None:
+    """Until cancelled: move ``redis``'s connections, and those of the clients ``others`` returns (the change
+    feed's, each with a pool of its own), to the master the sentinels name, within ``interval`` of their
+    naming a new one. Does nothing for a client that is not Sentinel's."""
     pool = sentinel_pool(redis)
     if pool is None:
         return
@@ -183,17 +186,19 @@ async def follow_primary(redis: Redis, interval: float = FOLLOW_INTERVAL_SECONDS
             if current is not None:
                 log.warning("Redis primary moved from %s:%s to %s:%s; reconnecting", *current, *address)
             current = address
-            pool.master_address = address
-            # In use too: a command on its way to a demoted primary fails (a 503, a redelivery) rather
-            # than being acknowledged by a server about to lose it. Each reconnects to the new master.
-            await pool.disconnect(inuse_connections=True)
+            for client_pool in [pool, *filter(None, map(sentinel_pool, others()))]:
+                client_pool.master_address = address
+                # In use too: a command on its way to a demoted primary fails (a 503, a redelivery, a
+                # stream's read again) rather than being answered by a server about to lose it. Each
+                # connection reconnects to the new master.
+                await client_pool.disconnect(inuse_connections=True)
         await asyncio.sleep(interval)
 
 
-def start_following(redis: Redis) -> asyncio.Task[None] | None:
+def start_following(redis: Redis, others: Callable[[], Iterable[Redis]] = tuple) -> asyncio.Task[None] | None:
     if sentinel_pool(redis) is None:
         return None
-    return asyncio.create_task(follow_primary(redis), name="follow-primary")
+    return asyncio.create_task(follow_primary(redis, others=others), name="follow-primary")
 
 
 async def stop_following(task: asyncio.Task[None] | None) -> None:

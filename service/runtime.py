@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import uuid
+import weakref
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -50,10 +51,17 @@ class Runtime:
         # has had time to read the task.
         self.slot_lease_seconds = settings.sweep_after_seconds + 3 * settings.sweep_interval_seconds
         self.supervisor = Supervisor()
+        self.feed_clients: weakref.WeakSet[Redis] = weakref.WeakSet()
         # The event streams' changes, read on connections of the feed's own, never from the shared pool.
-        self.feed = ChangeFeed(lambda: connect(settings, max_connections=1), redis, self.consumer,
+        self.feed = ChangeFeed(self._feed_client, redis, self.consumer,
                                max_streams=settings.max_streams,
                                max_streams_per_token=settings.max_streams_per_token if settings.api_tokens else None)
+
+    async def _feed_client(self) -> Redis:
+        client = await connect(self.settings, max_connections=1)
+        # Through Sentinel, the feed's readers follow a promotion with the shared pool (replication.py).
+        self.feed_clients.add(client)
+        return client
 
     async def _count_call(self, endpoint: str, status: str) -> None:
         await self.store.count(f"dashscope_calls|endpoint={endpoint}|status={status}")
@@ -61,7 +69,7 @@ class Runtime:
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         runtime = cls(settings, await connect(settings))
-        runtime.following = replication.start_following(runtime.redis)
+        runtime.following = replication.start_following(runtime.redis, lambda: list(runtime.feed_clients))
         await replication.warn_if_short(runtime.redis, settings.durability)
         try:
             await runtime.redis.hset(keys.SETTINGS, "changes_ttl_ms",

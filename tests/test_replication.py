@@ -66,6 +66,12 @@ class Node(RedisServer):
     def role(self) -> str:
         return str(self.client.role()[0])
 
+    def online_replicas(self) -> int:
+        """Replicas past their first sync (WAIT counts no other; Redis 7 delays a diskless sync by 5 s)."""
+        info = self.client.info("replication")
+        return sum(1 for name, value in info.items()
+                   if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online")
+
 
 class Sentinel(Process):
     def __init__(self, directory: Path, primary: int) -> None:
@@ -106,7 +112,7 @@ class HighlyAvailable:
             self.processes.append(node.launch())
         for node in self.nodes:
             node.wait_ready()
-        wait_for(lambda: self.primary.client.info("replication")["connected_slaves"] == len(self.replicas), 30,
+        wait_for(lambda: self.primary.online_replicas() == len(self.replicas), 30,
                  what="the replicas to connect")
         for sentinel in self.sentinels:
             self.processes.append(sentinel.start())
@@ -255,7 +261,7 @@ def test_an_event_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path, pro
     processes.append(primary.start())
     replica = Node(tmp_path / "replica", primary.port)
     processes.append(replica.start())
-    wait_for(lambda: primary.client.info("replication")["connected_slaves"] == 1, 30, what="the replica")
+    wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
     server = serve(tmp_path, processes, primary.url, WANHOOK_REDIS_WAIT_REPLICAS="1",
                    WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.3")
     http = httpx.Client(base_url=server.url, timeout=10, headers={"x-eventbridge-signature-token": TOKEN})
@@ -265,7 +271,7 @@ def test_an_event_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path, pro
     assert replica.client.exists(seen_key("first"))  # on the replica before the 2xx
 
     replica.kill()
-    wait_for(lambda: primary.client.info("replication")["connected_slaves"] == 0, 30, what="the replica to go")
+    wait_for(lambda: primary.online_replicas() == 0, 30, what="the replica to go")
     started = time.monotonic()
     refused = http.post("/v1/events/dashscope", json=event("second"))
     assert time.monotonic() - started < 2  # the wait is bounded
@@ -278,7 +284,7 @@ def test_an_event_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path, pro
     assert create.status_code == 503 and create.json()["error"]["code"] == "not_replicated", create.text
 
     processes.append(replica.start())
-    wait_for(lambda: primary.client.info("replication")["connected_slaves"] == 1, 30, what="the replica back")
+    wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica back")
     # EventBridge pushes it again: recorded once (the first push wrote it on the primary), now acknowledged.
     again = wait_for(lambda: (r := http.post("/v1/events/dashscope", json=event("second"))).status_code == 200 and r,
                      30, interval=0.2, what="the pushed-again event to be acknowledged")
@@ -305,7 +311,7 @@ def test_a_repeated_create_waits_for_the_write_it_repeats(tmp_path: Path, proces
     processes.append(primary.start())
     replica = Node(tmp_path / "replica", primary.port)
     processes.append(replica.start())
-    wait_for(lambda: primary.client.info("replication")["connected_slaves"] == 1, 30, what="the replica")
+    wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
     fields = {"owner": "", "model": "wan2.2-t2v-plus", "prompt": "a fox", "status": "queued"}
 
     async def scenario() -> str:
@@ -339,7 +345,7 @@ def test_the_cost_of_waiting_for_a_replica(tmp_path: Path, processes: list[Proce
     processes.append(primary.start())
     replica = Node(tmp_path / "replica", primary.port)
     processes.append(replica.start())
-    wait_for(lambda: primary.client.info("replication")["connected_slaves"] == 1, 30, what="the replica")
+    wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
     rates = {}
     for wait in ("0", "1"):
         server = serve(tmp_path, processes, primary.url, WANHOOK_REDIS_WAIT_REPLICAS=wait)
@@ -422,6 +428,41 @@ def run_through(ha: HighlyAvailable, tmp_path: Path, processes: list[Process], p
     pushes.finish()
     lost = missing(ha.node(new_port).client, list(pushes.acknowledged))
     return pushes, lost, pushes.refused_window(failed_at), promoted_at - failed_at
+
+
+def test_clients_follow_a_promotion_away_from_a_primary_they_still_reach(tmp_path: Path,
+                                                                        processes: list[Process]) -> None:
+    """A primary cut off from its replicas and Sentinels still answers wanhook; once the Sentinels promote a
+    replica, the shared client and the change feed's clients talk to it within the follower's interval."""
+    from wanhook.service.connection import connect
+    from wanhook.service.replication import FOLLOW_INTERVAL_SECONDS, start_following, stop_following
+
+    ha = HighlyAvailable(tmp_path / "redis", replicas=2, processes=processes).start()
+
+    async def port_of(client: Any) -> int:
+        return int((await client.info("server"))["tcp_port"])
+
+    async def scenario() -> float:
+        settings = Settings.from_env({"WANHOOK_REDIS_URL": ha.url})
+        shared, feed = await connect(settings), await connect(settings, max_connections=1)
+        follower = start_following(shared, lambda: [feed])
+        try:
+            assert await port_of(shared) == await port_of(feed) == ha.primary.port
+            ha.cut_off(ha.primary)
+            new_port = await asyncio.to_thread(wait_for, lambda: (port := ha.master_port()) != ha.primary.port
+                                               and port, 60, 0.02, "Sentinel to promote a replica")
+            promoted = time.monotonic()
+            while {await port_of(shared), await port_of(feed)} != {new_port}:
+                assert time.monotonic() - promoted < FOLLOW_INTERVAL_SECONDS + 1.5, "still on the old primary"
+                await asyncio.sleep(0.02)
+            return time.monotonic() - promoted
+        finally:
+            await stop_following(follower)
+            await shared.aclose()
+            await feed.aclose()
+
+    moved_after = asyncio.run(scenario())
+    print(f"\nmoved to the new primary {moved_after:.2f}s after the Sentinels named it")
 
 
 @pytest.mark.parametrize("failure", ["kill", "partition"])
