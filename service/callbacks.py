@@ -31,9 +31,10 @@ from redis.exceptions import RedisError
 from standardwebhooks.webhooks import Webhook
 
 from . import keys, outbound, scripts, worker
-from .config import ConfigError
+from .errors import ConfigError
 from .redact import redact_url
 from .store import TaskStore, now_iso
+from .task import as_text
 
 log = logging.getLogger("wanhook.callbacks")
 
@@ -61,8 +62,10 @@ def parse_schedule(text: str | None) -> tuple[float, ...]:
     except ValueError:
         schedule = ()
     if not schedule or not all(math.isfinite(delay) and delay >= 0 for delay in schedule):
-        raise ConfigError("WANHOOK_CALLBACK_SCHEDULE must be the seconds before each attempt, numbers of 0 or more "
-                          f"separated by commas (e.g. 0,5,300), got {text!r}")
+        raise ConfigError(
+            "WANHOOK_CALLBACK_SCHEDULE must be the seconds before each attempt, numbers of 0 or more "
+            f"separated by commas (e.g. 0,5,300), got {text!r}"
+        )
     return schedule
 
 
@@ -72,8 +75,9 @@ def check_secret(configured: str) -> None:
         Webhook(configured)
     except Exception:  # the library's own errors: binascii.Error, its EmptyWebhookSecretError
         # The value is a secret: the message never repeats it.
-        raise ConfigError("WANHOOK_CALLBACK_SECRET must be whsec_ followed by base64 (a Standard Webhooks "
-                          "secret)") from None
+        raise ConfigError(
+            "WANHOOK_CALLBACK_SECRET must be whsec_ followed by base64 (a Standard Webhooks secret)"
+        ) from None
 
 
 async def secret(redis: Redis, configured: str | None) -> str:
@@ -101,7 +105,7 @@ def retry_after(response: httpx.Response) -> float | None:
 async def deliveries(redis: Redis, task_id: str) -> list[dict[str, Any]]:
     """The task's deliveries as the API shows them, oldest first."""
     raw = await redis.hgetall(keys.DELIVERIES + task_id)
-    items = [dict(json.loads(value), id=_text(key)) for key, value in raw.items()]
+    items = [dict(json.loads(value), id=as_text(key)) for key, value in raw.items()]
     return sorted(items, key=lambda item: item.get("created_at", ""))
 
 
@@ -113,7 +117,7 @@ async def replay(redis: Redis, task_id: str) -> int:
         if delivery["status"] in ("dead", "gone"):
             webhook_id = delivery.pop("id")
             delivery.update(status="pending", attempts=0, replayed_at=now_iso())
-            await settle(keys=keys.ROUTE, args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), 0])
+            await settle(keys=keys.ROUTE, args=[task_id, webhook_id, json.dumps(delivery), 0])
             replayed += 1
     if replayed:
         await redis.rpush(keys.CALLBACKS_WAKE, "1")
@@ -132,9 +136,17 @@ class Notifier:
     live process always settles its attempt before anyone may claim the delivery again.
     """
 
-    def __init__(self, store: TaskStore, secret: str, schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
-                 concurrency: int = 16, allow_private: bool = False, per_destination: int = 2,
-                 deadline: float = TIMEOUT, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        secret: str,
+        schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
+        concurrency: int = 16,
+        allow_private: bool = False,
+        per_destination: int = 2,
+        deadline: float = TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         """``transport`` sends the callbacks; unless given, ``outbound.PinnedTransport``: public addresses
         only, unless ``allow_private``."""
         self.store = store
@@ -187,9 +199,9 @@ class Notifier:
             free = self.concurrency - len(self._running)
             timeout = MAX_IDLE
             if free > 0:
-                *due, wait_ms = await self._claim(keys=keys.ROUTE, args=[keys.PREFIX, free, self.lease_ms])
+                *due, wait_ms = await self._claim(keys=keys.ROUTE, args=[free, self.lease_ms])
                 if due:
-                    await self._place([_text(webhook_id) for webhook_id in due])
+                    await self._place([as_text(webhook_id) for webhook_id in due])
                     return
                 if int(wait_ms) >= 0:
                     timeout = min(int(wait_ms) / 1000, MAX_IDLE)
@@ -198,8 +210,7 @@ class Notifier:
                 if woken is not None:
                     woken.result()  # a wake-up, a Redis timeout, or its error
                 # Redis times a BLPOP out on its own tick only; precise naps are timed here.
-                woken = self._woken = asyncio.ensure_future(
-                    self.redis.blpop([keys.CALLBACKS_WAKE], timeout=MAX_IDLE))
+                woken = self._woken = asyncio.ensure_future(self.redis.blpop([keys.CALLBACKS_WAKE], timeout=MAX_IDLE))
             nudged = asyncio.ensure_future(self._nudge.wait())
             await asyncio.wait({woken, stopping, nudged}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             nudged.cancel()
@@ -230,7 +241,7 @@ class Notifier:
 
     async def _give_back(self, webhook_ids: list[str], delay: float) -> None:
         if webhook_ids:
-            await self._defer(keys=keys.ROUTE, args=[keys.PREFIX, int(delay * 1000), *webhook_ids])
+            await self._defer(keys=keys.ROUTE, args=[int(delay * 1000), *webhook_ids])
 
     async def _place(self, claimed: list[str]) -> None:
         """Start claimed deliveries whose destination has room; the others wait here for a slot."""
@@ -248,8 +259,11 @@ class Notifier:
                 # lease is renewed, and it keeps its place in line.
                 del self._start_by[webhook_id]
                 self._start_by[webhook_id] = start_by
-            elif (place not in self._queued and self._busy.get(place, 0) < self.per_destination
-                  and len(self._running) < self.concurrency):
+            elif (
+                place not in self._queued
+                and self._busy.get(place, 0) < self.per_destination
+                and len(self._running) < self.concurrency
+            ):
                 self._start(place, webhook_id)
             elif len(self._start_by) < WAITING_LIMIT:
                 self._queued.setdefault(place, deque()).append(webhook_id)
@@ -347,10 +361,13 @@ class Notifier:
         body = await self._body(task_id, webhook_id, state, delivery)
         attempt = delivery["attempts"] + 1
         now = datetime.now(UTC)
-        headers = {"content-type": "application/json", "webhook-id": webhook_id,
-                   "webhook-timestamp": str(int(now.timestamp())),
-                   "webhook-signature": self.signer.sign(webhook_id, now, body),
-                   "user-agent": "wanhook"}
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self.signer.sign(webhook_id, now, body),
+            "user-agent": "wanhook",
+        }
         wait: float | None = None
         try:
             status_code, wait = await self._post(url, body.encode(), headers)
@@ -370,15 +387,24 @@ class Notifier:
             delivery["status"], delay = "dead", -1.0
         else:
             delay = max(self.schedule[attempt], wait or 0.0)
-            delivery["next_attempt_at"] = datetime.fromtimestamp(time.time() + delay, UTC).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z")
+            delivery["next_attempt_at"] = (
+                datetime.fromtimestamp(time.time() + delay, UTC)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")
+            )
         if delay < 0:
             delivery.pop("next_attempt_at", None)
-        await self._settle(keys=keys.ROUTE,
-                           args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
+        await self._settle(keys=keys.ROUTE, args=[task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
         await self.store.count(f"callbacks_{delivery['status'] if delay < 0 else 'retried'}")
-        log.info("callback %s for task %s to %s: %s (attempt %d, %s)", webhook_id, task_id, redact_url(url),
-                 outcome, attempt, delivery["status"])
+        log.info(
+            "callback %s for task %s to %s: %s (attempt %d, %s)",
+            webhook_id,
+            task_id,
+            redact_url(url),
+            outcome,
+            attempt,
+            delivery["status"],
+        )
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float | None]:
         """The receiver's status and Retry-After, all within the deadline.
@@ -404,14 +430,16 @@ class Notifier:
         key = keys.CALLBACK_BODY + webhook_id
         frozen = await self.redis.get(key)
         if frozen is not None:
-            return _text(frozen)
+            return as_text(frozen)
         task = await self.store.get(task_id) or {}
         data = dict(task, status=state)
         data.pop("callbacks", None)
-        body = json.dumps({"type": delivery["event"], "timestamp": delivery.get("created_at") or now_iso(),
-                           "data": data}, separators=(",", ":"))
+        body = json.dumps(
+            {"type": delivery["event"], "timestamp": delivery.get("created_at") or now_iso(), "data": data},
+            separators=(",", ":"),
+        )
         await self.redis.set(key, body, nx=True, ex=30 * 24 * 3600)
-        return _text(await self.redis.get(key) or body)
+        return as_text(await self.redis.get(key) or body)
 
 
 def destination(url: str) -> str:
@@ -422,7 +450,3 @@ def destination(url: str) -> str:
     except ValueError:
         return parts.netloc.lower()
     return f"{(parts.hostname or '').lower()}:{port}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

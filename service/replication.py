@@ -28,6 +28,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import RedisError
 
+from .errors import Unavailable
 from .keys import REPLICATION_BARRIER
 
 log = logging.getLogger("wanhook.replication")
@@ -36,11 +37,21 @@ log = logging.getLogger("wanhook.replication")
 # failover time before wanhook writes to a promoted replica.
 FOLLOW_INTERVAL_SECONDS = 0.5
 WAITAOF_VERSION = (7, 2)
+# A write refused for want of replicas: a replica reconnecting, or a failover, takes seconds.
+RETRY_AFTER_SECONDS = 2
 
 
-class NotReplicated(RedisError):
-    """The write was made on the primary, but too few replicas (or AOFs) confirmed it in time. A Redis
-    error, so that whatever treats Redis as unavailable (503, no acknowledgement, a retry) does so."""
+class NotReplicated(Unavailable, RedisError):
+    """The write was made on the primary, but too few replicas (or AOFs) confirmed it in time: 503 with
+    Retry-After. A Redis error too, so that what treats Redis as unavailable (no acknowledgement, a retry)
+    does so."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            "not_replicated",
+            f"the write did not reach enough Redis replicas: {message}; retry later",
+            retry_after=RETRY_AFTER_SECONDS,
+        )
 
 
 @dataclass(frozen=True)
@@ -116,20 +127,24 @@ class Replicated:
     def _confirmed(self, replies: list[Any]) -> Any:
         wanted = self.durability
         result, confirmations = replies[0], replies[2:]  # replies[1]: the barrier's SET
+        problem = None
         if wanted.replicas:
             replicas = int(confirmations.pop(0))
             if replicas < wanted.replicas:
-                raise NotReplicated(
+                problem = (
                     f"{replicas} of {wanted.replicas} replica(s) confirmed the write within "
                     f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_REPLICAS)"
                 )
-        if wanted.aofs:
+        if wanted.aofs and problem is None:
             local, remote = (int(n) for n in confirmations.pop(0))
             if local + remote < wanted.aofs:
-                raise NotReplicated(
+                problem = (
                     f"{local + remote} of {wanted.aofs} AOF(s) fsynced the write within "
                     f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_AOF)"
                 )
+        if problem is not None:
+            log.warning("write not acknowledged: %s", problem)
+            raise NotReplicated(problem)
         return result
 
 

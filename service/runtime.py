@@ -41,8 +41,9 @@ class Runtime:
         self.store = TaskStore(redis)
         self.store.require(settings.durability)
         self.following: asyncio.Task[None] | None = None
-        self.dashscope = DashScopeClient(settings.api_key, settings.dashscope_base_url,
-                                         timeout=settings.dashscope_timeout, on_call=self._count_call)
+        self.dashscope = DashScopeClient(
+            settings.api_key, settings.dashscope_base_url, timeout=settings.dashscope_timeout, on_call=self._count_call
+        )
         self.consumer = consumer_name()
         self.limits = parse_limits(settings.limits)
         self.request_limiter = RateLimiter(redis)
@@ -53,9 +54,13 @@ class Runtime:
         self.supervisor = Supervisor()
         self.feed_clients: weakref.WeakSet[Redis] = weakref.WeakSet()
         # The event streams' changes, read on connections of the feed's own, never from the shared pool.
-        self.feed = ChangeFeed(self._feed_client, redis, self.consumer,
-                               max_streams=settings.max_streams,
-                               max_streams_per_token=settings.max_streams_per_token if settings.api_tokens else None)
+        self.feed = ChangeFeed(
+            self._feed_client,
+            redis,
+            self.consumer,
+            max_streams=settings.max_streams,
+            max_streams_per_token=settings.max_streams_per_token if settings.api_tokens else None,
+        )
 
     async def _feed_client(self) -> Redis:
         client = await connect(self.settings, max_connections=1)
@@ -72,8 +77,7 @@ class Runtime:
         runtime.following = replication.start_following(runtime.redis, lambda: list(runtime.feed_clients))
         await replication.warn_if_short(runtime.redis, settings.durability)
         try:
-            await runtime.redis.hset(keys.SETTINGS, "changes_ttl_ms",
-                                     max(1, int(settings.changes_retention_seconds * 1000)))
+            await runtime.store.record_settings(max(1, int(settings.changes_retention_seconds * 1000)))
         except RedisError as exc:
             # The scripts fall back to the default retention; nothing else depends on it.
             log.warning("could not record the change streams' retention (%s)", type(exc).__name__)
@@ -83,8 +87,9 @@ class Runtime:
                 log.info("added %d tasks stored by an earlier version to their tokens' indexes", indexed)
         except RedisError as exc:
             # Listing would miss some older tasks until a process completes it; the next start tries again.
-            log.warning("could not index the earlier tasks by token (%s); retried at the next start",
-                        type(exc).__name__)
+            log.warning(
+                "could not index the earlier tasks by token (%s); retried at the next start", type(exc).__name__
+            )
         return runtime
 
     async def close(self) -> None:
@@ -101,33 +106,61 @@ class Runtime:
         that crashes is restarted, and ``supervisor.down()`` names it meanwhile."""
         settings = self.settings
         admission = Admission(self.redis, self.limits, settings.reserve_seconds)
-        submitter = Submitter(self.store, self.dashscope, admission, self.reads,
-                              slot_lease_seconds=self.slot_lease_seconds,
-                              sweep_after_seconds=settings.sweep_after_seconds)
-        downloader = Downloader(self.store, self.dashscope, self.queue(keys.DOWNLOAD_JOBS, keys.DOWNLOAD_GROUP),
-                                self.reads, settings, storage=LocalStorage(settings.videos_dir),
-                                transport=video_transport(settings))
-        failures = FailureReader(self.store, self.dashscope, self.queue(keys.FAILURE_JOBS, keys.FAILURE_GROUP),
-                                 self.reads, attempts=settings.download_attempts)
-        sweeper = Sweeper(self.store, self.dashscope, self.reads, self.consumer,
-                          after_seconds=settings.sweep_after_seconds, interval_seconds=settings.sweep_interval_seconds,
-                          slot_lease_seconds=self.slot_lease_seconds)
-        notifier = callbacks.Notifier(self.store, await callbacks.secret(self.redis, settings.callback_secret),
-                                      callbacks.parse_schedule(settings.callback_schedule),
-                                      concurrency=settings.callback_concurrency,
-                                      allow_private=settings.callback_allow_private,
-                                      per_destination=settings.callback_per_destination,
-                                      deadline=settings.callback_timeout,
-                                      transport=outbound.PinnedTransport(allow_private=settings.callback_allow_private))
+        submitter = Submitter(
+            self.store,
+            self.dashscope,
+            admission,
+            self.reads,
+            slot_lease_seconds=self.slot_lease_seconds,
+            sweep_after_seconds=settings.sweep_after_seconds,
+        )
+        downloader = Downloader(
+            self.store,
+            self.dashscope,
+            self.queue(keys.DOWNLOAD_JOBS, keys.DOWNLOAD_GROUP),
+            self.reads,
+            settings,
+            storage=LocalStorage(settings.videos_dir),
+            transport=video_transport(settings),
+        )
+        failures = FailureReader(
+            self.store,
+            self.dashscope,
+            self.queue(keys.FAILURE_JOBS, keys.FAILURE_GROUP),
+            self.reads,
+            attempts=settings.download_attempts,
+        )
+        sweeper = Sweeper(
+            self.store,
+            self.dashscope,
+            self.reads,
+            self.consumer,
+            after_seconds=settings.sweep_after_seconds,
+            interval_seconds=settings.sweep_interval_seconds,
+            slot_lease_seconds=self.slot_lease_seconds,
+        )
+        notifier = callbacks.Notifier(
+            self.store,
+            await callbacks.secret(self.redis, settings.callback_secret),
+            callbacks.parse_schedule(settings.callback_schedule),
+            concurrency=settings.callback_concurrency,
+            allow_private=settings.callback_allow_private,
+            per_destination=settings.callback_per_destination,
+            deadline=settings.callback_timeout,
+            transport=outbound.PinnedTransport(allow_private=settings.callback_allow_private),
+        )
         dispatcher = Dispatcher(self.redis, admission, submitter)
         try:
-            await self.supervisor.run({
-                "dispatcher": dispatcher.run,
-                "downloader": lambda stop: downloader.run(stop, settings.download_concurrency),
-                "failures": failures.run,
-                "sweeper": sweeper.run,
-                "notifier": notifier.run,
-            }, stop)
+            await self.supervisor.run(
+                {
+                    "dispatcher": dispatcher.run,
+                    "downloader": lambda stop: downloader.run(stop, settings.download_concurrency),
+                    "failures": failures.run,
+                    "sweeper": sweeper.run,
+                    "notifier": notifier.run,
+                },
+                stop,
+            )
         finally:
             await downloader.aclose()
             await notifier.aclose()

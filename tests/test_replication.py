@@ -38,8 +38,13 @@ MODEL_KEY = "apikey:v1:group:video-synthesis:wan2.2-t2v-plus"
 
 
 def event(event_id: str) -> dict[str, Any]:
-    return {"specversion": "1.0", "id": event_id, "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish",
-            "data": {"task_id": "ds-" + event_id, "task_status": "SUCCEEDED", "user_api_unique_key": MODEL_KEY}}
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "acs.dashscope",
+        "type": "dashscope:System:AsyncTaskFinish",
+        "data": {"task_id": "ds-" + event_id, "task_status": "SUCCEEDED", "user_api_unique_key": MODEL_KEY},
+    }
 
 
 def seen_key(event_id: str) -> str:
@@ -56,8 +61,16 @@ class Node(RedisServer):
             self.args += ["--user", user, "on", f">{PASSWORD}", "~*", "&*", "+@all"]
         # The default user (wanhook's, the test's) needs a password too: a connection whose AUTH failed would
         # otherwise go on as the default user, and a switched-off Sentinel would still see the node up.
-        self.args += ["--requirepass", PASSWORD, "--masteruser", "replicator", "--masterauth", PASSWORD,
-                      "--repl-timeout", "5"]
+        self.args += [
+            "--requirepass",
+            PASSWORD,
+            "--masteruser",
+            "replicator",
+            "--masterauth",
+            PASSWORD,
+            "--repl-timeout",
+            "5",
+        ]
         if primary is not None:
             self.args += ["--replicaof", "127.0.0.1", str(primary)]
         self.url = f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
@@ -69,8 +82,11 @@ class Node(RedisServer):
     def online_replicas(self) -> int:
         """Replicas past their first sync (WAIT counts no other; Redis 7 delays a diskless sync by 5 s)."""
         info = self.client.info("replication")
-        return sum(1 for name, value in info.items()
-                   if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online")
+        return sum(
+            1
+            for name, value in info.items()
+            if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        )
 
 
 class Sentinel(Process):
@@ -78,11 +94,13 @@ class Sentinel(Process):
         self.port = free_port()
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / f"sentinel-{self.port}.conf"
-        config.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
-                          f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n"
-                          f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
-                          f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
-                          f"sentinel auth-user {SERVICE} sentinel\nsentinel auth-pass {SERVICE} {PASSWORD}\n")
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel auth-user {SERVICE} sentinel\nsentinel auth-pass {SERVICE} {PASSWORD}\n"
+        )
         super().__init__(f"sentinel-{self.port}", [redis_binary(), str(config), "--sentinel"], directory)
         self.client = redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
 
@@ -112,15 +130,19 @@ class HighlyAvailable:
             self.processes.append(node.launch())
         for node in self.nodes:
             node.wait_ready()
-        wait_for(lambda: self.primary.online_replicas() == len(self.replicas), 30,
-                 what="the replicas to connect")
+        wait_for(lambda: self.primary.online_replicas() == len(self.replicas), 30, what="the replicas to connect")
         for sentinel in self.sentinels:
             self.processes.append(sentinel.start())
         # Every Sentinel knows the replicas and the other Sentinels before a test fails anything over.
-        wait_for(lambda: all(
-            int(s.client.sentinel_master(SERVICE)["num-slaves"]) == len(self.replicas)
-            and int(s.client.sentinel_master(SERVICE)["num-other-sentinels"]) == 2 for s in self.sentinels),
-            30, what="the sentinels to know each other and the replicas")
+        wait_for(
+            lambda: all(
+                int(s.client.sentinel_master(SERVICE)["num-slaves"]) == len(self.replicas)
+                and int(s.client.sentinel_master(SERVICE)["num-other-sentinels"]) == 2
+                for s in self.sentinels
+            ),
+            30,
+            what="the sentinels to know each other and the replicas",
+        )
         return self
 
     def master_port(self) -> int | None:
@@ -170,8 +192,9 @@ class Pushes:
             event_id = uuid.uuid4().hex
             while not self.stop.is_set():
                 try:
-                    response = http.post("/v1/events/dashscope", json=event(event_id),
-                                         headers={"x-eventbridge-signature-token": TOKEN})
+                    response = http.post(
+                        "/v1/events/dashscope", json=event(event_id), headers={"x-eventbridge-signature-token": TOKEN}
+                    )
                     status, code = response.status_code, (response.json().get("error") or {}).get("code", "")
                 except httpx.HTTPError as exc:
                     status, code = 0, type(exc).__name__
@@ -211,9 +234,17 @@ def pushes_against() -> Iterator[Any]:
 
 
 def serve(tmp_path: Path, processes: list[Process], url: str, **env: str) -> Wanhook:
-    process = Wanhook(tmp_path, {"WANHOOK_REDIS_URL": url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
-                                 "WANHOOK_EVENTBRIDGE_TOKEN": TOKEN, "WANHOOK_LOG_LEVEL": "WARNING", **env},
-                      "--no-workers")
+    process = Wanhook(
+        tmp_path,
+        {
+            "WANHOOK_REDIS_URL": url,
+            "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+            "WANHOOK_EVENTBRIDGE_TOKEN": TOKEN,
+            "WANHOOK_LOG_LEVEL": "WARNING",
+            **env,
+        },
+        "--no-workers",
+    )
     processes.append(process.start())
     return process
 
@@ -227,14 +258,24 @@ def missing(client: redis.Redis, event_ids: list[str]) -> list[str]:
 
 # --- Settings -----------------------------------------------------------------------------------------------------
 
+
 def test_settings_default_to_waiting_for_nothing() -> None:
     durability = Settings.from_env({}).durability
     assert durability.off and durability.timeout_seconds == 1.0
-    durability = Settings.from_env({"WANHOOK_REDIS_WAIT_REPLICAS": "2", "WANHOOK_REDIS_WAIT_AOF": "1",
-                                    "WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS": "0.25"}).durability
+    durability = Settings.from_env(
+        {
+            "WANHOOK_REDIS_WAIT_REPLICAS": "2",
+            "WANHOOK_REDIS_WAIT_AOF": "1",
+            "WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS": "0.25",
+        }
+    ).durability
     assert (durability.replicas, durability.aofs, durability.timeout_ms) == (2, 1, 250)
-    for name, value in [("WANHOOK_REDIS_WAIT_REPLICAS", "-1"), ("WANHOOK_REDIS_WAIT_AOF", "x"),
-                        ("WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS", "0"), ("WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS", "inf")]:
+    for name, value in [
+        ("WANHOOK_REDIS_WAIT_REPLICAS", "-1"),
+        ("WANHOOK_REDIS_WAIT_AOF", "x"),
+        ("WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS", "0"),
+        ("WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS", "inf"),
+    ]:
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: value})
 
@@ -248,13 +289,19 @@ def test_waitaof_on_a_server_without_it_stops_the_command(tmp_path: Path, redis_
     version = redis.Redis.from_url(redis_url).info("server")["redis_version"]
     if tuple(int(part) for part in version.split(".")[:2]) >= (7, 2):
         pytest.skip(f"Redis {version} has WAITAOF")
-    result = subprocess.run(wanhook("serve", "--no-workers"), cwd=tmp_path, capture_output=True, text=True, timeout=30,
-                            env=clean_env(WANHOOK_REDIS_URL=redis_url, WANHOOK_REDIS_WAIT_AOF="1",
-                                          WANHOOK_DATA_DIR=str(tmp_path / "data")))
+    result = subprocess.run(
+        wanhook("serve", "--no-workers"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=clean_env(WANHOOK_REDIS_URL=redis_url, WANHOOK_REDIS_WAIT_AOF="1", WANHOOK_DATA_DIR=str(tmp_path / "data")),
+    )
     assert_one_line(result, "serve", 2, "WANHOOK_REDIS_WAIT_AOF", "7.2")
 
 
 # --- One primary, one replica -------------------------------------------------------------------------------------
+
 
 def test_an_event_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path, processes: list[Process]) -> None:
     primary = Node(tmp_path / "primary")
@@ -262,8 +309,9 @@ def test_an_event_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path, pro
     replica = Node(tmp_path / "replica", primary.port)
     processes.append(replica.start())
     wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
-    server = serve(tmp_path, processes, primary.url, WANHOOK_REDIS_WAIT_REPLICAS="1",
-                   WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.3")
+    server = serve(
+        tmp_path, processes, primary.url, WANHOOK_REDIS_WAIT_REPLICAS="1", WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.3"
+    )
     http = httpx.Client(base_url=server.url, timeout=10, headers={"x-eventbridge-signature-token": TOKEN})
 
     first = http.post("/v1/events/dashscope", json=event("first"))
@@ -286,8 +334,12 @@ def test_an_event_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path, pro
     processes.append(replica.start())
     wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica back")
     # EventBridge pushes it again: recorded once (the first push wrote it on the primary), now acknowledged.
-    again = wait_for(lambda: (r := http.post("/v1/events/dashscope", json=event("second"))).status_code == 200 and r,
-                     30, interval=0.2, what="the pushed-again event to be acknowledged")
+    again = wait_for(
+        lambda: (r := http.post("/v1/events/dashscope", json=event("second"))).status_code == 200 and r,
+        30,
+        interval=0.2,
+        what="the pushed-again event to be acknowledged",
+    )
     assert again.json()["outcome"] == "duplicate"
     assert replica.client.exists(seen_key("second"))
     created = http.post("/v1/tasks", json={"prompt": "a fox", "size": "832*480"}, headers={"Idempotency-Key": "k1"})
@@ -351,8 +403,9 @@ def test_the_cost_of_waiting_for_a_replica(tmp_path: Path, processes: list[Proce
         server = serve(tmp_path, processes, primary.url, WANHOOK_REDIS_WAIT_REPLICAS=wait)
         count, threads = 400, 8
 
-        def push(offset: int, url: str = server.url, tag: str = wait, count: int = count,
-                 threads: int = threads) -> None:
+        def push(
+            offset: int, url: str = server.url, tag: str = wait, count: int = count, threads: int = threads
+        ) -> None:
             with httpx.Client(base_url=url, timeout=10, headers={"x-eventbridge-signature-token": TOKEN}) as http:
                 for n in range(offset, count, threads):
                     assert http.post("/v1/events/dashscope", json=event(f"cost-{tag}-{n}")).status_code == 200
@@ -367,9 +420,11 @@ def test_the_cost_of_waiting_for_a_replica(tmp_path: Path, processes: list[Proce
         rates[wait] = count / (time.monotonic() - started)
         server.stop()
     latency = asyncio.run(recording_latency(primary.url))
-    print(f"\npushes/s with WANHOOK_REDIS_WAIT_REPLICAS=0: {rates['0']:.0f}, =1: {rates['1']:.0f} "
-          f"({100 * (1 - rates['1'] / rates['0']):.0f}% fewer); recording one event alone: "
-          f"{latency[0] * 1e6:.0f} µs, {latency[1] * 1e6:.0f} µs waiting for the replica")
+    print(
+        f"\npushes/s with WANHOOK_REDIS_WAIT_REPLICAS=0: {rates['0']:.0f}, =1: {rates['1']:.0f} "
+        f"({100 * (1 - rates['1'] / rates['0']):.0f}% fewer); recording one event alone: "
+        f"{latency[0] * 1e6:.0f} µs, {latency[1] * 1e6:.0f} µs waiting for the replica"
+    )
     assert rates["1"] > 0.3 * rates["0"]  # a round trip more per event, not an order of magnitude
     assert latency[1] < latency[0] + 0.005
 
@@ -399,13 +454,16 @@ async def recording_latency(url: str, count: int = 1000) -> tuple[float, float]:
 
 # --- Failover: a primary, two replicas, three Sentinels -----------------------------------------------------------
 
-def run_through(ha: HighlyAvailable, tmp_path: Path, processes: list[Process], pushes_against: Any, wait: str,
-                failure: str) -> tuple[Pushes, list[str], float, float]:
+
+def run_through(
+    ha: HighlyAvailable, tmp_path: Path, processes: list[Process], pushes_against: Any, wait: str, failure: str
+) -> tuple[Pushes, list[str], float, float]:
     """Pushes continue while the primary fails (``kill`` or ``partition``) and Sentinel promotes a replica.
     Returns the pushes, the acknowledged events missing on the new primary, the 503 window and Sentinel's
     own failover time (from the failure to the Sentinels naming the new primary)."""
-    server = serve(tmp_path, processes, ha.url, WANHOOK_REDIS_WAIT_REPLICAS=wait,
-                   WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.5")
+    server = serve(
+        tmp_path, processes, ha.url, WANHOOK_REDIS_WAIT_REPLICAS=wait, WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.5"
+    )
     pushes = pushes_against(server.url)
     wait_for(lambda: len(pushes.acknowledged) >= 200, 30, what="pushes before the failure")
     old = ha.primary
@@ -414,8 +472,9 @@ def run_through(ha: HighlyAvailable, tmp_path: Path, processes: list[Process], p
         old.kill()
     else:
         ha.cut_off(old)
-    new_port = wait_for(lambda: (port := ha.master_port()) != old.port and port, 60, interval=0.05,
-                        what="Sentinel to promote a replica")
+    new_port = wait_for(
+        lambda: (port := ha.master_port()) != old.port and port, 60, interval=0.05, what="Sentinel to promote a replica"
+    )
     promoted_at = time.monotonic()
     wait_for(lambda: ha.node(new_port).role() == "master", 30, what="the promoted replica to be master")
     wait_for(lambda: pushes.acknowledged_since(promoted_at) >= 100, 60, what="pushes acknowledged after the failover")
@@ -423,15 +482,19 @@ def run_through(ha: HighlyAvailable, tmp_path: Path, processes: list[Process], p
         # The partition heals: Sentinel turns the old primary into a replica of the new one, which
         # discards whatever it took while cut off.
         ha.reconnect(old)
-        wait_for(lambda: old.role() == "slave" and old.client.info("replication")["master_link_status"] == "up", 60,
-                 what="the old primary to rejoin as a replica")
+        wait_for(
+            lambda: old.role() == "slave" and old.client.info("replication")["master_link_status"] == "up",
+            60,
+            what="the old primary to rejoin as a replica",
+        )
     pushes.finish()
     lost = missing(ha.node(new_port).client, list(pushes.acknowledged))
     return pushes, lost, pushes.refused_window(failed_at), promoted_at - failed_at
 
 
-def test_clients_follow_a_promotion_away_from_a_primary_they_still_reach(tmp_path: Path,
-                                                                        processes: list[Process]) -> None:
+def test_clients_follow_a_promotion_away_from_a_primary_they_still_reach(
+    tmp_path: Path, processes: list[Process]
+) -> None:
     """A primary cut off from its replicas and Sentinels still answers wanhook; once the Sentinels promote a
     replica, the shared client and the change feed's clients talk to it within the follower's interval."""
     from wanhook.service.connection import connect
@@ -449,8 +512,13 @@ def test_clients_follow_a_promotion_away_from_a_primary_they_still_reach(tmp_pat
         try:
             assert await port_of(shared) == await port_of(feed) == ha.primary.port
             ha.cut_off(ha.primary)
-            new_port = await asyncio.to_thread(wait_for, lambda: (port := ha.master_port()) != ha.primary.port
-                                               and port, 60, 0.02, "Sentinel to promote a replica")
+            new_port = await asyncio.to_thread(
+                wait_for,
+                lambda: (port := ha.master_port()) != ha.primary.port and port,
+                60,
+                0.02,
+                "Sentinel to promote a replica",
+            )
             promoted = time.monotonic()
             while {await port_of(shared), await port_of(feed)} != {new_port}:
                 assert time.monotonic() - promoted < FOLLOW_INTERVAL_SECONDS + 1.5, "still on the old primary"
@@ -466,12 +534,15 @@ def test_clients_follow_a_promotion_away_from_a_primary_they_still_reach(tmp_pat
 
 
 @pytest.mark.parametrize("failure", ["kill", "partition"])
-def test_no_acknowledged_event_is_lost_in_a_failover(tmp_path: Path, processes: list[Process], pushes_against: Any,
-                                                     failure: str) -> None:
+def test_no_acknowledged_event_is_lost_in_a_failover(
+    tmp_path: Path, processes: list[Process], pushes_against: Any, failure: str
+) -> None:
     ha = HighlyAvailable(tmp_path / "redis", replicas=2, processes=processes).start()
     pushes, lost, window, failover = run_through(ha, tmp_path, processes, pushes_against, "1", failure)
-    print(f"\n{failure}, WAIT 1: {len(pushes.acknowledged)} acknowledged, {len(lost)} lost, "
-          f"{len(pushes.refusals)} refusals, 503 window {window:.1f}s, Sentinel failover {failover:.1f}s")
+    print(
+        f"\n{failure}, WAIT 1: {len(pushes.acknowledged)} acknowledged, {len(lost)} lost, "
+        f"{len(pushes.refusals)} refusals, 503 window {window:.1f}s, Sentinel failover {failover:.1f}s"
+    )
     assert not lost, f"{len(lost)} acknowledged events missing on the new primary"
     assert pushes.refusals  # the failure was noticed: what could not be confirmed was refused, then pushed again
     # wanhook follows the promotion: refused no longer than Sentinel's failover plus a small margin (the
@@ -480,15 +551,18 @@ def test_no_acknowledged_event_is_lost_in_a_failover(tmp_path: Path, processes: 
 
 
 @pytest.mark.parametrize("failure", ["kill", "partition"])
-def test_what_a_failover_loses_without_waiting(tmp_path: Path, processes: list[Process], pushes_against: Any,
-                                               failure: str) -> None:
+def test_what_a_failover_loses_without_waiting(
+    tmp_path: Path, processes: list[Process], pushes_against: Any, failure: str
+) -> None:
     """What WANHOOK_REDIS_WAIT_REPLICAS=1 prevents: a primary cut off from its replicas and Sentinels goes on
     acknowledging until wanhook follows the promotion, and those events are gone once it rejoins. A killed
     primary loses only what it had not yet sent to a replica: on loopback, usually nothing."""
     ha = HighlyAvailable(tmp_path / "redis", replicas=2, processes=processes).start()
     pushes, lost, window, failover = run_through(ha, tmp_path, processes, pushes_against, "0", failure)
-    print(f"\n{failure}, WAIT 0: {len(pushes.acknowledged)} acknowledged, {len(lost)} lost, "
-          f"{len(pushes.refusals)} refusals, 503 window {window:.1f}s, Sentinel failover {failover:.1f}s")
+    print(
+        f"\n{failure}, WAIT 0: {len(pushes.acknowledged)} acknowledged, {len(lost)} lost, "
+        f"{len(pushes.refusals)} refusals, 503 window {window:.1f}s, Sentinel failover {failover:.1f}s"
+    )
     if failure == "partition":
         assert lost  # acknowledged, then discarded when the old primary resynchronised
 
@@ -502,15 +576,19 @@ def test_tasks_reach_ready_through_a_failover(tmp_path: Path, processes: list[Pr
     ha = HighlyAvailable(tmp_path / "redis", replicas=2, processes=processes).start()
     stack = Stack(tmp_path, ha.url, processes)
     # A submission cut short by the failure waits out its reservation before it is tried again: short here.
-    stack.env.update(WANHOOK_REDIS_WAIT_REPLICAS="1", WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.5",
-                     WANHOOK_RESERVE_SECONDS="5")
+    stack.env.update(
+        WANHOOK_REDIS_WAIT_REPLICAS="1", WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.5", WANHOOK_RESERVE_SECONDS="5"
+    )
     stack.start()
     stack.emulator.configure(push_retry_delays=[0.5] * 60)
 
     def create(n: int) -> str:
         def attempt() -> str | None:
-            response = stack.http.post("/v1/tasks", json={"prompt": f"fox {n}", "size": "832*480"},
-                                       headers={"Idempotency-Key": f"failover-{n}"})
+            response = stack.http.post(
+                "/v1/tasks",
+                json={"prompt": f"fox {n}", "size": "832*480"},
+                headers={"Idempotency-Key": f"failover-{n}"},
+            )
             assert response.status_code in (202, 503), response.text
             return response.json()["id"] if response.status_code == 202 else None
 
@@ -528,6 +606,7 @@ def test_tasks_reach_ready_through_a_failover(tmp_path: Path, processes: list[Pr
 
 # --- Failover on a Cluster: three primaries with two replicas each -----------------------------------------------
 
+
 class ReplicatedCluster:
     def __init__(self, directory: Path, processes: list[Process]) -> None:
         from .support import free_cluster_port
@@ -536,8 +615,14 @@ class ReplicatedCluster:
         for _ in range(9):
             port = free_cluster_port()
             node = RedisServer(directory / f"node-{port}", port)
-            node.args += ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
-                          "--cluster-config-file", str(directory / f"node-{port}" / "nodes.conf")]
+            node.args += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-config-file",
+                str(directory / f"node-{port}" / "nodes.conf"),
+            ]
             self.nodes.append(node)
         self.processes = processes
 
@@ -550,11 +635,28 @@ class ReplicatedCluster:
             self.processes.append(node.launch())
         for node in self.nodes:
             node.wait_ready()
-        subprocess.run([redis_cli(), "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
-                        "--cluster-replicas", "2", "--cluster-yes"], check=True, capture_output=True, timeout=60)
-        wait_for(lambda: all(self.client(node).cluster("info")["cluster_state"] == "ok" for node in self.nodes)
-                 and all(len(self.replicas_of(node)) == 2 for node in self.primaries()), 60,
-                 what="the cluster with two replicas a primary")
+        subprocess.run(
+            [
+                redis_cli(),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                "2",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        wait_for(
+            lambda: (
+                all(self.client(node).cluster("info")["cluster_state"] == "ok" for node in self.nodes)
+                and all(len(self.replicas_of(node)) == 2 for node in self.primaries())
+            ),
+            60,
+            what="the cluster with two replicas a primary",
+        )
         return self
 
     def client(self, node: RedisServer) -> redis.Redis:
@@ -575,27 +677,38 @@ class ReplicatedCluster:
         raise AssertionError("no node serves the {wanhook} slot")
 
 
-def test_no_acknowledged_event_is_lost_when_a_cluster_primary_dies(tmp_path: Path, processes: list[Process],
-                                                                   pushes_against: Any) -> None:
+def test_no_acknowledged_event_is_lost_when_a_cluster_primary_dies(
+    tmp_path: Path, processes: list[Process], pushes_against: Any
+) -> None:
     cluster = ReplicatedCluster(tmp_path / "cluster", processes).start()
     witness = cluster.nodes[0]
     old_port = cluster.serving_wanhook(witness)
     if old_port == witness.port:
         witness = cluster.nodes[1] if cluster.nodes[1].port != old_port else cluster.nodes[2]
-    server = serve(tmp_path, processes, f"redis+cluster://127.0.0.1:{witness.port}", WANHOOK_REDIS_WAIT_REPLICAS="1",
-                   WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.5")
+    server = serve(
+        tmp_path,
+        processes,
+        f"redis+cluster://127.0.0.1:{witness.port}",
+        WANHOOK_REDIS_WAIT_REPLICAS="1",
+        WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.5",
+    )
     pushes = pushes_against(server.url)
     wait_for(lambda: len(pushes.acknowledged) >= 200, 30, what="pushes before the failure")
     failed_at = time.monotonic()
     next(node for node in cluster.nodes if node.port == old_port).kill()
-    new_port = wait_for(lambda: (port := cluster.serving_wanhook(witness)) != old_port and port, 60,
-                        what="a replica to take over the {wanhook} slot")
+    new_port = wait_for(
+        lambda: (port := cluster.serving_wanhook(witness)) != old_port and port,
+        60,
+        what="a replica to take over the {wanhook} slot",
+    )
     promoted_at = time.monotonic()
     wait_for(lambda: pushes.acknowledged_since(promoted_at) >= 100, 60, what="pushes acknowledged after the failover")
     pushes.finish()
     lost = missing(redis.Redis(port=new_port, decode_responses=True), list(pushes.acknowledged))
     window = pushes.refused_window(failed_at)
-    print(f"\ncluster kill, WAIT 1: {len(pushes.acknowledged)} acknowledged, {len(lost)} lost, "
-          f"{len(pushes.refusals)} refusals, 503 window {window:.1f}s, Cluster failover {promoted_at - failed_at:.1f}s")
+    print(
+        f"\ncluster kill, WAIT 1: {len(pushes.acknowledged)} acknowledged, {len(lost)} lost, "
+        f"{len(pushes.refusals)} refusals, 503 window {window:.1f}s, Cluster failover {promoted_at - failed_at:.1f}s"
+    )
     assert not lost, f"{len(lost)} acknowledged events missing on the new primary"
     assert window < promoted_at - failed_at + 3.0

@@ -7,6 +7,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from wanhook.service.config import DEFAULT_CERT_HOST
+from wanhook.service.errors import InvalidSignature
 from wanhook.service.ingress.signature import (
     check_certificate_url,
     load_public_key,
@@ -15,7 +16,7 @@ from wanhook.service.ingress.signature import (
     string_to_sign,
     timestamp_seconds,
 )
-from wanhook.service.web.responses import ApiError
+from wanhook.service.web.responses import status_of
 
 URL = "https://hooks.test/v1/events/dashscope"
 HEADERS = {
@@ -90,15 +91,15 @@ def test_a_signature_over_any_accepted_form_matches(
 def test_a_public_key_from_pem(key: rsa.RSAPrivateKey) -> None:
     pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert load_public_key(pem).public_numbers() == key.public_key().public_numbers()
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(InvalidSignature) as caught:
         load_public_key(b"-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n")
-    assert (caught.value.status, caught.value.code) == (401, "invalid_signature")
+    assert (status_of(caught.value), caught.value.code) == (401, "invalid_signature")
     ec_pem = (
         ec.generate_private_key(ec.SECP256R1())
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    with pytest.raises(ApiError, match="no RSA key"):
+    with pytest.raises(InvalidSignature, match="no RSA key"):
         load_public_key(ec_pem)
 
 
@@ -143,12 +144,12 @@ def test_certificate_urls_on_eventbridge_hosts(url: str) -> None:
     ],
 )
 def test_certificate_urls_refused(url: str, why: str) -> None:
-    with pytest.raises(ApiError, match=why) as caught:
+    with pytest.raises(InvalidSignature, match=why) as caught:
         check_certificate_url(url, DEFAULT_CERT_HOSTS)
-    assert (caught.value.status, caught.value.code) == (401, "invalid_signature")
+    assert (status_of(caught.value), caught.value.code) == (401, "invalid_signature")
 
 
 def test_a_literal_host_may_use_http_and_a_port() -> None:
     check_certificate_url("http://127.0.0.1:8080/c.crt", ("127.0.0.1",))
-    with pytest.raises(ApiError):
+    with pytest.raises(InvalidSignature):
         check_certificate_url("http://127.0.0.2:8080/c.crt", ("127.0.0.1",))
