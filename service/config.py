@@ -253,6 +253,9 @@ class Settings:
         parse_schedule(self.callback_schedule)
         if self.callback_secret is not None:
             check_secret(self.callback_secret)
+        if self.redis_url is None and self.redis_wait_replicas:
+            # Every event and create would be refused (503) for ever.
+            raise ConfigError("WANHOOK_REDIS_WAIT_REPLICAS needs WANHOOK_REDIS_URL: the embedded Redis has no replicas")
 
     def require_api_key(self, why: str) -> None:
         """For the commands that submit tasks: without a key, every task would wait in the queue for ever."""

@@ -264,12 +264,15 @@ def test_settings_default_to_waiting_for_nothing() -> None:
     assert durability.off and durability.timeout_seconds == 1.0
     durability = Settings.from_env(
         {
+            "WANHOOK_REDIS_URL": "redis+sentinel://127.0.0.1:26379/wanhook",
             "WANHOOK_REDIS_WAIT_REPLICAS": "2",
             "WANHOOK_REDIS_WAIT_AOF": "1",
             "WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS": "0.25",
         }
     ).durability
     assert (durability.replicas, durability.aofs, durability.timeout_ms) == (2, 1, 250)
+    with pytest.raises(ConfigError, match="embedded Redis has no replicas"):
+        Settings.from_env({"WANHOOK_REDIS_WAIT_REPLICAS": "1"})
     for name, value in [
         ("WANHOOK_REDIS_WAIT_REPLICAS", "-1"),
         ("WANHOOK_REDIS_WAIT_AOF", "x"),
