@@ -7,7 +7,9 @@ the DashScope task id a create returned — run as one pipeline of ``EVALSHA`` t
 must follow the write on the connection that made it, and redis-py's pool hands out a connection per
 command. When too few replicas (or AOFs) confirm within ``WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS``,
 ``NotReplicated`` is raised: the web layer answers 503 and the consumer does not acknowledge, so the
-sender retries; every one of these writes is idempotent, so the retry is harmless.
+sender retries; every one of these writes is idempotent, so the retry is harmless. On a Cluster the
+waits go to the node serving wanhook's slot, in the same pipeline (see ``Replicated._on_cluster``).
+WAITAOF needs Redis 7.2: ``check_server`` refuses an older one at start (exit 2).
 
 ``follow_primary`` keeps a Sentinel-monitored client on the current primary: every
 FOLLOW_INTERVAL_SECONDS it asks the sentinels for the master's address and, when it changed, closes every
@@ -70,12 +72,6 @@ class Durability:
     @property
     def timeout_ms(self) -> int:
         return max(1, round(self.timeout_seconds * 1000))
-
-    def describe(self) -> str:
-        parts = [f"{self.replicas} replica(s)"] if self.replicas else []
-        if self.aofs:
-            parts.append(f"{self.aofs} AOF(s)")
-        return " and ".join(parts)
 
 
 class Replicated:
