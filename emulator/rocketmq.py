@@ -336,6 +336,10 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
         self._store = store
         self._endpoints = endpoints
         self.min_invisible = min_invisible
+        # Clients whose settings this server holds (by the x-mq-client-id header). The real proxy answers a
+        # receive from any other client with an internal error, and a restarted proxy holds none: the
+        # Python client 5.1.2 does not send its settings again after its telemetry stream broke.
+        self._settled_clients: set[str] = set()
 
     def QueryRoute(self, request: rpc.QueryRouteRequest, context: grpc.ServicerContext) -> Any:
         if not self._store.has_topic(request.topic.name):
@@ -369,6 +373,9 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
                         # As the real proxy: the stream ends, and the client's receives then fail.
                         context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                       f"process client telemetryCommand failed. group not found: {group}")
+                    client_id = _client_id(context)
+                    if client_id:
+                        self._settled_clients.add(client_id)
                     yield rpc.TelemetryCommand(status=_status(Code.OK), settings=_settings(command.settings))
         except grpc.RpcError:
             pass  # the client went away
@@ -414,6 +421,12 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
             # The real proxy fails here with an internal error (its client settings are missing).
             yield rpc.ReceiveMessageResponse(
                 status=_status(Code.INTERNAL_SERVER_ERROR, f"group not found: {request.group.name}"))
+            return
+        client_id = _client_id(context)
+        if client_id and client_id not in self._settled_clients:
+            yield rpc.ReceiveMessageResponse(status=_status(
+                Code.INTERNAL_SERVER_ERROR, 'Cannot invoke "apache.rocketmq.v2.Settings.getClientType()" because '
+                '"settings" is null. NullPointerException. (the proxy holds no settings of this client)'))
             return
         poll = LONG_POLLING_TIMEOUT
         if request.HasField("long_polling_timeout"):
@@ -687,6 +700,10 @@ def _overall(entries: list[Any]) -> pb.Status:
 
 def _status(code: int, message: str = "") -> pb.Status:
     return pb.Status(code=code, message=message or Code.Name(code))
+
+
+def _client_id(context: grpc.ServicerContext) -> str:
+    return next((value for key, value in context.invocation_metadata() if key == "x-mq-client-id"), "")
 
 
 def _topic_not_found(topic: str) -> pb.Status:

@@ -112,8 +112,10 @@ class Stack:
     def consume(self, endpoints: str, topic: str, name: str = "consume", **settings: str) -> Wanhook:
         """A ``wanhook consume`` process of the consumer group "wanhook"."""
         env = {"WANHOOK_ROCKETMQ_ENDPOINTS": endpoints, "WANHOOK_ROCKETMQ_TOPIC": topic,
-               "WANHOOK_ROCKETMQ_GROUP": "wanhook", "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS": "2",
-               "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "1",
+               "WANHOOK_ROCKETMQ_GROUP": "wanhook",
+               # The shortest the real proxy allows: a receive may not ask for an invisible duration under
+               # 10 s, and a long poll is at least 5 s (await + the client's 3 s request timeout).
+               "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS": "10", "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "3",
                **{f"WANHOOK_ROCKETMQ_{key.upper()}": value for key, value in settings.items()}}
         process = Wanhook(self.tmp_path, {**self.env, **env}, name="consume", port=free_port())
         process.name = f"{name}-{process.port}"

@@ -7,6 +7,7 @@ topic holds. Import the fixtures into a test module with ``from .rocketmq_backen
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -121,10 +122,15 @@ class RealBackend(Backend):
     def stored(self, topic: str) -> int:
         return self.broker.stored(topic)[topic]
 
+    def stop_producers(self) -> None:
+        """Before the broker restarts: producers made afterwards connect afresh."""
+        with self._lock:
+            for client in self._producers.values():
+                client.shutdown()
+            self._producers.clear()
+
     def stop(self) -> None:
-        for client in self._producers.values():
-            client.shutdown()
-        self._producers.clear()
+        self.stop_producers()
 
 
 @pytest.fixture(scope="session")
@@ -138,9 +144,38 @@ def real_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealBroker
     broker.stop()
 
 
-@pytest.fixture(scope="session", params=["double", "real"])
+@pytest.fixture(params=["double", "real"])
 def broker(request: pytest.FixtureRequest) -> Iterator[Backend]:
     backend: DoubleBackend | RealBackend = (
         DoubleBackend() if request.param == "double" else RealBackend(request.getfixturevalue("real_broker")))
     yield backend
     backend.stop()
+
+
+def local_ports(pid: int) -> set[int]:
+    """The local TCP ports of a process's sockets (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def blocked_writing(redis_client: Any, pid: int) -> bool:
+    """Whether process ``pid`` has a Redis command held by CLIENT PAUSE WRITE (flag ``b``, not a blocking read)."""
+    ports = local_ports(pid)
+    for client in redis_client.client_list():
+        port = int(client["addr"].rsplit(":", 1)[1])
+        if port in ports and "b" in client["flags"] and not client["cmd"].startswith(("bl", "br", "bz", "xread")):
+            return True
+    return False

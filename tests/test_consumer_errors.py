@@ -35,7 +35,7 @@ def test_a_broker_gone_is_named_once_not_every_second_and_its_return_said(
     home = tmp_path / "home"
     env = {"WANHOOK_REDIS_URL": redis_url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
            "WANHOOK_ROCKETMQ_ENDPOINTS": f"127.0.0.1:{port}", "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
-           "WANHOOK_ROCKETMQ_GROUP": "wanhook", "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "1", "WANHOOK_LOG_LEVEL": "INFO",
+           "WANHOOK_ROCKETMQ_GROUP": "wanhook", "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "3", "WANHOOK_LOG_LEVEL": "INFO",
            # The client's own log, where each failed receive leaves a line: the count of retries.
            "HOME": str(home)}
     client_log = home / "logs" / "rocketmq_python" / "rocketmq_client.log"
