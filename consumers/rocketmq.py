@@ -162,6 +162,10 @@ class FailureLog:
         self.failures = 0
 
 
+class BrokerGone(Exception):
+    """Receiving failed for WANHOOK_ROCKETMQ_GIVE_UP_SECONDS without a break (``wanhook consume`` exits 3)."""
+
+
 @dataclass(frozen=True)
 class ConsumerSettings:
     endpoints: str
@@ -275,9 +279,7 @@ class Consumer:
                         await self._restart_client()
                     failing_since = failing_since if failing_since is not None else time.monotonic()
                     if time.monotonic() - failing_since >= self.settings.give_up_seconds:
-                        from service.cli import Unreachable
-
-                        raise Unreachable(
+                        raise BrokerGone(
                             f"no RocketMQ broker at {self.settings.endpoints} for "
                             f"{self.settings.give_up_seconds} s (WANHOOK_ROCKETMQ_GIVE_UP_SECONDS); last cause: "
                             f"{cause}; exiting so that the process is restarted") from None

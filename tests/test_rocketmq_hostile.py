@@ -94,9 +94,9 @@ def test_a_broker_gone_for_good_ends_the_process(tmp_path: Path, redis_url: str)
             process.kill()
             process.wait()
         double.stop()
-    assert status == 3
+    assert status == 3, last
     assert last.startswith("wanhook consume: no RocketMQ broker at") and "WANHOOK_ROCKETMQ_GIVE_UP_SECONDS" in last
-    assert 5 <= took < 20, took
+    assert 4 <= took < 20, took  # counted from the first failed receive, during the stop
 
 
 def test_sigterm_while_redis_hangs_exits_within_the_bound(quiet: Stack, broker: Backend) -> None:
