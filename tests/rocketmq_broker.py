@@ -47,7 +47,7 @@ def missing() -> str | None:
     """Why a real broker cannot run here (no Java, no Maven), or None."""
     absent = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
     if absent:
-        return (f"real RocketMQ broker tests skipped: {' and '.join(absent)} not found "
+        return (f"no real RocketMQ broker: {' and '.join(absent)} not found "
                 f"(install Debian's default-jdk-headless and maven)")
     return None
 
