@@ -1,6 +1,6 @@
 """The baseline: bare Starlette answering 200 to a POST after reading its body, on the same uvicorn.
 
-    python -m bench.bare_app PORT
+python -m bench.bare_app PORT
 """
 
 import sys
@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service import server
+from wanhook.service.web import server
 
 
 async def receive(request: Request) -> JSONResponse:

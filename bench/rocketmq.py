@@ -27,14 +27,24 @@ GROUP = "wanhook"
 
 
 def _event(n: int) -> bytes:
-    return json.dumps({
-        "datacontenttype": "application/json;charset=utf-8", "specversion": "1.0", "id": f"bench-{n}",
-        "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish", "time": "2026-11-25T01:45:16.969Z",
-        "aliyunregionid": "cn-beijing",
-        "data": {"task_id": f"bench-ds-{n}", "task_status": "SUCCEEDED", "contain_result": False,
-                 "user_api_unique_key": "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus",
-                 "region": "cn-beijing"},
-    }).encode()
+    return json.dumps(
+        {
+            "datacontenttype": "application/json;charset=utf-8",
+            "specversion": "1.0",
+            "id": f"bench-{n}",
+            "source": "acs.dashscope",
+            "type": "dashscope:System:AsyncTaskFinish",
+            "time": "2026-11-25T01:45:16.969Z",
+            "aliyunregionid": "cn-beijing",
+            "data": {
+                "task_id": f"bench-ds-{n}",
+                "task_status": "SUCCEEDED",
+                "contain_result": False,
+                "user_api_unique_key": "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus",
+                "region": "cn-beijing",
+            },
+        }
+    ).encode()
 
 
 def _publish(endpoints: str, topic: str, count: int, start: int = 0) -> None:
@@ -84,10 +94,16 @@ def bench_rocketmq(ctx: Context) -> Result:
                 memory.flushall()
                 topic = f"bench-{uuid.uuid4().hex[:8]}"
                 broker.create((topic,), {GROUP: 16})
-                env = env_for(store, ctx.tmp, WANHOOK_ROCKETMQ_ENDPOINTS=broker.endpoints,
-                              WANHOOK_ROCKETMQ_TOPIC=topic, WANHOOK_ROCKETMQ_GROUP=GROUP,
-                              WANHOOK_ROCKETMQ_BATCH="32", WANHOOK_ROCKETMQ_AWAIT_SECONDS="5",
-                              WANHOOK_ROCKETMQ_INVISIBLE_SECONDS="30")
+                env = env_for(
+                    store,
+                    ctx.tmp,
+                    WANHOOK_ROCKETMQ_ENDPOINTS=broker.endpoints,
+                    WANHOOK_ROCKETMQ_TOPIC=topic,
+                    WANHOOK_ROCKETMQ_GROUP=GROUP,
+                    WANHOOK_ROCKETMQ_BATCH="32",
+                    WANHOOK_ROCKETMQ_AWAIT_SECONDS="5",
+                    WANHOOK_ROCKETMQ_INVISIBLE_SECONDS="30",
+                )
                 warm = Wanhook(ctx.tmp, env, name="consume")
                 warm.name = f"consume-warm-{consumers}"
                 processes.append(warm.launch())
@@ -102,10 +118,11 @@ def bench_rocketmq(ctx: Context) -> Result:
                     process.name = f"consume-{consumers}-{n}"
                     processes.append(process.launch())
                     started.append(process)
-                wait_for(lambda: memory.xlen("{wanhook}:events") >= count + 1, 300, 0.2,
-                         what=f"{count} events recorded")
-                (first, _), = memory.xrange("{wanhook}:events", count=2)[1:]
-                (last, _), = memory.xrevrange("{wanhook}:events", count=1)
+                wait_for(
+                    lambda: memory.xlen("{wanhook}:events") >= count + 1, 300, 0.2, what=f"{count} events recorded"
+                )
+                ((first, _),) = memory.xrange("{wanhook}:events", count=2)[1:]
+                ((last, _),) = memory.xrevrange("{wanhook}:events", count=1)
                 seconds = (int(last.split(b"-")[0]) - int(first.split(b"-")[0])) / 1000
                 rates[consumers] = (count - 1) / max(seconds, 0.001)
                 if consumers == 1 and started[0].proc:
@@ -117,11 +134,21 @@ def bench_rocketmq(ctx: Context) -> Result:
         broker.stop()
     return {
         "rocketmq_events_per_second_one_consumer": figure(
-            "RocketMQ (real 5.5.0 broker) to the audit stream, events/s, one consumer", rates[1], "events/s",
-            rates[1], "itself (the reference for two)"),
+            "RocketMQ (real 5.5.0 broker) to the audit stream, events/s, one consumer",
+            rates[1],
+            "events/s",
+            rates[1],
+            "itself (the reference for two)",
+        ),
         "rocketmq_events_per_second_two_consumers": figure(
-            "the same, two consumers in one group", rates[2], "events/s", rates[1], "one consumer, same run"),
+            "the same, two consumers in one group", rates[2], "events/s", rates[1], "one consumer, same run"
+        ),
         "rocketmq_consumer_peak_rss": figure(
-            f"consumer peak RSS while draining {count} events", rss[0] / 1024, "MiB", rss[1] / 1024,
-            "a consumer idle after one event", higher_is_better=False),
+            f"consumer peak RSS while draining {count} events",
+            rss[0] / 1024,
+            "MiB",
+            rss[1] / 1024,
+            "a consumer idle after one event",
+            higher_is_better=False,
+        ),
     }

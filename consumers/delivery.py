@@ -12,12 +12,13 @@ import hashlib
 import logging
 
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
-from service import constants as keys
-from service.events import InvalidEvent
-from service.receiver import receive
-from service.store import TaskStore, utf8_prefix
-from service.webhook import EVENT_BODY_LIMIT
+from wanhook.service import keys
+from wanhook.service.errors import InvalidEvent
+from wanhook.service.ingress.receiver import receive
+from wanhook.service.ingress.webhook import EVENT_BODY_LIMIT
+from wanhook.service.store import TaskStore, utf8_prefix
 
 log = logging.getLogger("wanhook.consumer")
 
@@ -32,28 +33,40 @@ async def park(store: TaskStore, transport: str, message_id: str, attempt: int, 
 
     Bounded as the audit stream is: a body whole up to ``EVENT_LOG_BODY_MAX`` bytes, beyond that its
     sha256, size and first ``EVENT_LOG_PREFIX`` bytes (a topic takes messages of up to 4 MiB)."""
-    entry: dict[str, str | int | bytes] = {
-        "transport": transport, "message_id": message_id[:keys.EVENT_LOG_FIELD_MAX], "attempt": attempt,
-        "reason": reason[:keys.EVENT_LOG_FIELD_MAX * 4]}
+    entry: dict[FieldT, EncodableT] = {
+        "transport": transport,
+        "message_id": message_id[: keys.EVENT_LOG_FIELD_MAX],
+        "attempt": attempt,
+        "reason": reason[: keys.EVENT_LOG_FIELD_MAX * 4],
+    }
     if len(body) <= keys.EVENT_LOG_BODY_MAX:
         entry["body"] = body
     else:
-        entry.update(body_sha256=hashlib.sha256(body).hexdigest(), body_bytes=len(body),
-                     body_prefix=utf8_prefix(body, keys.EVENT_LOG_PREFIX))
-    await store.redis.xadd(keys.DEAD_LETTERS, entry, maxlen=keys.EVENT_LOG_MAXLEN, approximate=True)
+        entry.update(
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            body_bytes=len(body),
+            body_prefix=utf8_prefix(body, keys.EVENT_LOG_PREFIX),
+        )
+    await store.dead_letter(entry)
     await store.count("messages_dead_lettered")
 
 
-async def settle(store: TaskStore, transport: str, message_id: str, body: bytes, attempt: int,
-                 max_deliveries: int) -> Decision:
+async def settle(
+    store: TaskStore, transport: str, message_id: str, body: bytes, attempt: int, max_deliveries: int
+) -> Decision:
     if len(body) > EVENT_BODY_LIMIT:
         # As the webhook refuses it: nothing larger is an event EventBridge sends (its own limit, 256 KiB).
         # Parked with its digest, size and first bytes (see park), never parsed or kept whole.
         try:
             await store.count("events_invalid")
-            await park(store, transport, message_id, attempt,
-                       f"malformed: too_large: {len(body)} bytes, over the {EVENT_BODY_LIMIT} a completion event "
-                       f"may have", body)
+            await park(
+                store,
+                transport,
+                message_id,
+                attempt,
+                f"malformed: too_large: {len(body)} bytes, over the {EVENT_BODY_LIMIT} a completion event may have",
+                body,
+            )
         except RedisError:
             return Decision.RETRY
         log.warning("message %s is %d bytes, over %d; parked", message_id, len(body), EVENT_BODY_LIMIT)
@@ -73,8 +86,9 @@ async def settle(store: TaskStore, transport: str, message_id: str, body: bytes,
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if attempt < max_deliveries:
-            log.warning("message %s (delivery %d) not recorded: %s; it will be redelivered", message_id,
-                        attempt, reason)
+            log.warning(
+                "message %s (delivery %d) not recorded: %s; it will be redelivered", message_id, attempt, reason
+            )
             return Decision.RETRY
         try:
             await park(store, transport, message_id, attempt, f"gave up after {attempt} deliveries: {reason}", body)

@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service.config import ConfigError, Settings
-from service.store import TaskStore
+from wanhook.service.config import Settings
+from wanhook.service.errors import ConfigError
+from wanhook.service.store import TaskStore
 
 from .delivery import Decision, settle
 
@@ -49,7 +50,7 @@ _GRPC_TEXT = re.compile(r'status = StatusCode\.(\w+)\s+details = "([^"]*)"')
 
 def _short(text: str, limit: int = 300) -> str:
     line = " ".join(text.split())
-    return line if len(line) <= limit else line[:limit - 3] + "..."
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -134,8 +135,9 @@ class FailureLog:
     not logged meanwhile. The limit holds whatever the cause: a cause whose text changes from one failure
     to the next must not bring back a line a second."""
 
-    def __init__(self, what: str, interval: float = FAILURE_LOG_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, what: str, interval: float = FAILURE_LOG_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.what = what
         self.interval = interval
         self.clock = clock
@@ -150,8 +152,14 @@ class FailureLog:
             self.unlogged += 1
             return
         repeats = f"; {self.unlogged} more failures since the last line" if self.unlogged else ""
-        log.warning("%s failed (%s); retrying every %g s, logging this at most every %g s%s", self.what, cause,
-                    RETRY_SECONDS, self.interval, repeats)
+        log.warning(
+            "%s failed (%s); retrying every %g s, logging this at most every %g s%s",
+            self.what,
+            cause,
+            RETRY_SECONDS,
+            self.interval,
+            repeats,
+        )
         self.logged_at, self.unlogged = now, 0
 
     def succeeded(self) -> None:
@@ -193,8 +201,14 @@ class ConsumerSettings:
             raise ConfigError("set " + ", ".join(f"WANHOOK_ROCKETMQ_{name.upper()}" for name in missing))
         check_endpoints(values["endpoints"])
         numbers = {}
-        for name in ("invisible_seconds", "max_deliveries", "batch", "await_seconds", "give_up_seconds",
-                     "shutdown_seconds"):
+        for name in (
+            "invisible_seconds",
+            "max_deliveries",
+            "batch",
+            "await_seconds",
+            "give_up_seconds",
+            "shutdown_seconds",
+        ):
             raw = values.get(name)
             if raw:
                 # Zero would mean a message redelivered at once, never delivered, or never received.
@@ -203,16 +217,27 @@ class ConsumerSettings:
                 numbers[name] = int(raw)
         invisible = numbers.get("invisible_seconds", cls.invisible_seconds)
         if not MIN_INVISIBLE_SECONDS <= invisible <= MAX_INVISIBLE_SECONDS:
-            raise ConfigError(f"WANHOOK_ROCKETMQ_INVISIBLE_SECONDS must be {MIN_INVISIBLE_SECONDS} to "
-                              f"{MAX_INVISIBLE_SECONDS}: the RocketMQ 5.x proxy refuses a receive asking for "
-                              f"{invisible} s (ILLEGAL_INVISIBLE_TIME)")
+            raise ConfigError(
+                f"WANHOOK_ROCKETMQ_INVISIBLE_SECONDS must be {MIN_INVISIBLE_SECONDS} to "
+                f"{MAX_INVISIBLE_SECONDS}: the RocketMQ 5.x proxy refuses a receive asking for "
+                f"{invisible} s (ILLEGAL_INVISIBLE_TIME)"
+            )
         if numbers.get("await_seconds", cls.await_seconds) < MIN_AWAIT_SECONDS:
-            raise ConfigError(f"WANHOOK_ROCKETMQ_AWAIT_SECONDS must be at least {MIN_AWAIT_SECONDS}: the RocketMQ "
-                              f"5.x proxy polls at least 5 s and refuses a receive whose deadline (the await "
-                              f"plus the client's 3 s) is shorter (ILLEGAL_POLLING_TIME)")
-        return cls(endpoints=values["endpoints"], topic=values["topic"], group=values["group"],
-                   access_key=values.get("access_key", ""), secret_key=values.get("secret_key", ""),
-                   namespace=values.get("namespace", ""), tag=values.get("tag", "*"), **numbers)
+            raise ConfigError(
+                f"WANHOOK_ROCKETMQ_AWAIT_SECONDS must be at least {MIN_AWAIT_SECONDS}: the RocketMQ "
+                f"5.x proxy polls at least 5 s and refuses a receive whose deadline (the await "
+                f"plus the client's 3 s) is shorter (ILLEGAL_POLLING_TIME)"
+            )
+        return cls(
+            endpoints=values["endpoints"],
+            topic=values["topic"],
+            group=values["group"],
+            access_key=values.get("access_key", ""),
+            secret_key=values.get("secret_key", ""),
+            namespace=values.get("namespace", ""),
+            tag=values.get("tag", "*"),
+            **numbers,
+        )
 
     def __repr__(self) -> str:  # never the secret key
         return f"ConsumerSettings(endpoints={self.endpoints!r}, topic={self.topic!r}, group={self.group!r})"
@@ -225,8 +250,9 @@ def check_endpoints(endpoints: str) -> None:
         address = item.strip().removeprefix("http://").removeprefix("https://")
         host, _, port = address.rpartition(":")
         if item and not (host and port.isdigit() and 0 < int(port) < 65536):
-            raise ConfigError(f"WANHOOK_ROCKETMQ_ENDPOINTS must be host:port, several separated by ';', "
-                              f"got {endpoints!r}")
+            raise ConfigError(
+                f"WANHOOK_ROCKETMQ_ENDPOINTS must be host:port, several separated by ';', got {endpoints!r}"
+            )
 
 
 class Consumer:
@@ -243,28 +269,33 @@ class Consumer:
         client_log = logging.getLogger(CLIENT_LOGGER)
         if self._client_errors not in client_log.handlers:
             client_log.addHandler(self._client_errors)
-        config = ClientConfiguration(self.settings.endpoints,
-                                     Credentials(self.settings.access_key, self.settings.secret_key),
-                                     namespace=self.settings.namespace)
-        client = SimpleConsumer(config, self.settings.group,
-                                {self.settings.topic: FilterExpression(self.settings.tag)},
-                                await_duration=self.settings.await_seconds)
+        config = ClientConfiguration(
+            self.settings.endpoints,
+            Credentials(self.settings.access_key, self.settings.secret_key),
+            namespace=self.settings.namespace,
+        )
+        client = SimpleConsumer(
+            config,
+            self.settings.group,
+            {self.settings.topic: FilterExpression(self.settings.tag)},
+            await_duration=self.settings.await_seconds,
+        )
         client.startup()
         return client
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand is settled before returning."""
         self._client = await asyncio.to_thread(self._start_client)
-        log.info("consuming %s as group %s from %s", self.settings.topic, self.settings.group,
-                 self.settings.endpoints)
+        log.info("consuming %s as group %s from %s", self.settings.topic, self.settings.group, self.settings.endpoints)
         failures = FailureLog(f"receive from {self.settings.endpoints}")
         failing_since: float | None = None
         unknown = 0
         try:
             while not stop.is_set():
                 self._client_errors.clear()
-                receiving = asyncio.ensure_future(asyncio.to_thread(
-                    self._client.receive, self.settings.batch, self.settings.invisible_seconds))
+                receiving = asyncio.ensure_future(
+                    asyncio.to_thread(self._client.receive, self.settings.batch, self.settings.invisible_seconds)
+                )
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
@@ -282,7 +313,8 @@ class Consumer:
                         raise BrokerGone(
                             f"no RocketMQ broker at {self.settings.endpoints} for "
                             f"{self.settings.give_up_seconds} s (WANHOOK_ROCKETMQ_GIVE_UP_SECONDS); last cause: "
-                            f"{cause}; exiting so that the process is restarted") from None
+                            f"{cause}; exiting so that the process is restarted"
+                        ) from None
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
                 failures.succeeded()
@@ -326,9 +358,12 @@ class Consumer:
             done, _ = await asyncio.wait({settling}, timeout=self.settings.shutdown_seconds)
             if not done:
                 settling.cancel()
-                log.warning("stopping: %d messages not recorded within %d s (WANHOOK_ROCKETMQ_SHUTDOWN_SECONDS) "
-                            "are left unacknowledged; they come back after their invisible duration",
-                            len(messages), self.settings.shutdown_seconds)
+                log.warning(
+                    "stopping: %d messages not recorded within %d s (WANHOOK_ROCKETMQ_SHUTDOWN_SECONDS) "
+                    "are left unacknowledged; they come back after their invisible duration",
+                    len(messages),
+                    self.settings.shutdown_seconds,
+                )
                 await asyncio.gather(settling, return_exceptions=True)
                 return
         await settling
@@ -342,8 +377,14 @@ class Consumer:
             keeper.cancel()
 
     async def _settle(self, message: Any, pending: dict[int, Any]) -> None:
-        decision = await settle(self.store, TRANSPORT, str(message.message_id), bytes(message.body or b""),
-                                int(message.delivery_attempt or 1), self.settings.max_deliveries)
+        decision = await settle(
+            self.store,
+            TRANSPORT,
+            str(message.message_id),
+            bytes(message.body or b""),
+            int(message.delivery_attempt or 1),
+            self.settings.max_deliveries,
+        )
         pending.pop(id(message), None)
         if decision is Decision.ACK:
             try:
@@ -358,15 +399,16 @@ class Consumer:
             await asyncio.sleep(self.settings.invisible_seconds / 2)
             for message in list(pending.values()):
                 try:
-                    await asyncio.to_thread(self._client.change_invisible_duration, message,
-                                            self.settings.invisible_seconds)
+                    await asyncio.to_thread(
+                        self._client.change_invisible_duration, message, self.settings.invisible_seconds
+                    )
                 except Exception as exc:
                     log.warning("could not extend message %s: %s", message.message_id, describe(exc))
 
 
 def run_consumer(settings: Settings) -> int:
     """The ``wanhook consume`` process: until SIGTERM or SIGINT."""
-    from service.connection import connect
+    from wanhook.service.connection import connect
 
     consumer_settings = ConsumerSettings.from_env(settings.rocketmq)
 

@@ -182,8 +182,11 @@ async def list_tasks(request: Request) -> Response:
         zone = emulator.config.list_time_zone
         start = parse_compact(params["start_time"], zone) if params.get("start_time") else None
         # Without end_time: the 24 hours after start_time, or the last 24 hours (rules, LIST_WINDOW_SECONDS).
-        end = parse_compact(params["end_time"], zone) if params.get("end_time") else (
-            time.time() if start is None else start + MAX_LIST_WINDOW)
+        end = (
+            parse_compact(params["end_time"], zone)
+            if params.get("end_time")
+            else (time.time() if start is None else start + MAX_LIST_WINDOW)
+        )
         start = end - MAX_LIST_WINDOW if start is None else start
         page_no, page_size = int(params.get("page_no", 1)), int(params.get("page_size", LIST_PAGE_SIZE_DEFAULT))
     except ValueError:

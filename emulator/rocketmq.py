@@ -128,8 +128,7 @@ class Store:
         self._progress: dict[tuple[str, str], Progress] = {}  # by (group, topic)
         self._half: dict[str, Record] = {}  # transactional messages awaiting commit, by transaction id
         self._counts = dict.fromkeys(
-            ("sent", "received", "acked", "redelivered", "changed_invisible", "dead_lettered",
-             "superseded_acks"), 0
+            ("sent", "received", "acked", "redelivered", "changed_invisible", "dead_lettered", "superseded_acks"), 0
         )
         self._polling = 0
         self.closed = False
@@ -211,9 +210,7 @@ class Store:
             self._counts["acked"] += 1
             return True
 
-    def change_invisible(
-        self, group: str, topic: str, handle: str, message_id: str, invisible: float
-    ) -> str | None:
+    def change_invisible(self, group: str, topic: str, handle: str, message_id: str, invisible: float) -> str | None:
         with self._cond:
             old = self._live_lease(group, topic, handle, message_id)
             if old is None:
@@ -285,7 +282,7 @@ class Store:
         self, progress: Progress, topic: str, accepts: TagFilter, batch_size: int, invisible: float
     ) -> list[Lease]:
         self._expire(progress, time.monotonic())
-        leases = []
+        leases: list[Lease] = []
         while progress.expired and len(leases) < batch_size:
             old = progress.expired.popleft()
             progress.superseded.discard(old.handle)
@@ -361,9 +358,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
     ) -> Any:
         return rpc.NotifyClientTerminationResponse(status=_status(Code.OK))
 
-    def Telemetry(
-        self, request_iterator: Iterator[rpc.TelemetryCommand], context: grpc.ServicerContext
-    ) -> Any:
+    def Telemetry(self, request_iterator: Iterator[rpc.TelemetryCommand], context: grpc.ServicerContext) -> Any:
         # Clients block in startup() until their settings are answered; the stream then stays open.
         try:
             for command in request_iterator:
@@ -371,8 +366,10 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
                     group = command.settings.subscription.group.name
                     if command.settings.HasField("subscription") and not self._store.has_group(group):
                         # As the real proxy: the stream ends, and the client's receives then fail.
-                        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                      f"process client telemetryCommand failed. group not found: {group}")
+                        context.abort(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            f"process client telemetryCommand failed. group not found: {group}",
+                        )
                     client_id = _client_id(context)
                     if client_id:
                         self._settled_clients.add(client_id)
@@ -398,9 +395,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
             else:
                 self._store.add(record)
                 entries.append(
-                    rpc.SendResultEntry(
-                        status=_status(Code.OK), message_id=record.message_id, offset=record.offset
-                    )
+                    rpc.SendResultEntry(status=_status(Code.OK), message_id=record.message_id, offset=record.offset)
                 )
         return rpc.SendMessageResponse(status=_overall(entries), entries=entries)
 
@@ -413,20 +408,23 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
     def ReceiveMessage(self, request: rpc.ReceiveMessageRequest, context: grpc.ServicerContext) -> Any:
         accepts = _tag_filter(request.filter_expression)
         if accepts is None:
-            yield rpc.ReceiveMessageResponse(
-                status=_status(Code.UNSUPPORTED, "only TAG filters are supported")
-            )
+            yield rpc.ReceiveMessageResponse(status=_status(Code.UNSUPPORTED, "only TAG filters are supported"))
             return
         if not self._store.has_group(request.group.name):
             # The real proxy fails here with an internal error (its client settings are missing).
             yield rpc.ReceiveMessageResponse(
-                status=_status(Code.INTERNAL_SERVER_ERROR, f"group not found: {request.group.name}"))
+                status=_status(Code.INTERNAL_SERVER_ERROR, f"group not found: {request.group.name}")
+            )
             return
         client_id = _client_id(context)
         if client_id and client_id not in self._settled_clients:
-            yield rpc.ReceiveMessageResponse(status=_status(
-                Code.INTERNAL_SERVER_ERROR, 'Cannot invoke "apache.rocketmq.v2.Settings.getClientType()" because '
-                '"settings" is null. NullPointerException. (the proxy holds no settings of this client)'))
+            yield rpc.ReceiveMessageResponse(
+                status=_status(
+                    Code.INTERNAL_SERVER_ERROR,
+                    'Cannot invoke "apache.rocketmq.v2.Settings.getClientType()" because '
+                    '"settings" is null. NullPointerException. (the proxy holds no settings of this client)',
+                )
+            )
             return
         poll = LONG_POLLING_TIMEOUT
         if request.HasField("long_polling_timeout"):
@@ -435,9 +433,12 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             if remaining < MIN_LONG_POLLING:
-                yield rpc.ReceiveMessageResponse(status=_status(
-                    Code.ILLEGAL_POLLING_TIME,
-                    "The deadline time remaining is not enough for polling, please check network condition"))
+                yield rpc.ReceiveMessageResponse(
+                    status=_status(
+                        Code.ILLEGAL_POLLING_TIME,
+                        "The deadline time remaining is not enough for polling, please check network condition",
+                    )
+                )
                 return
             poll = min(poll, remaining - POLL_RESERVE)
         invisible = INVISIBLE_DURATION
@@ -471,9 +472,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
     def AckMessage(self, request: rpc.AckMessageRequest, context: grpc.ServicerContext) -> Any:
         entries = []
         for entry in request.entries:
-            acked = self._store.ack(
-                request.group.name, request.topic.name, entry.receipt_handle, entry.message_id
-            )
+            acked = self._store.ack(request.group.name, request.topic.name, entry.receipt_handle, entry.message_id)
             status = _status(Code.OK) if acked else _invalid_handle()
             entries.append(
                 rpc.AckMessageResultEntry(
@@ -502,9 +501,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
     def ForwardMessageToDeadLetterQueue(
         self, request: rpc.ForwardMessageToDeadLetterQueueRequest, context: grpc.ServicerContext
     ) -> Any:
-        if self._store.dead_letter(
-            request.group.name, request.topic.name, request.receipt_handle, request.message_id
-        ):
+        if self._store.dead_letter(request.group.name, request.topic.name, request.receipt_handle, request.message_id):
             return rpc.ForwardMessageToDeadLetterQueueResponse(status=_status(Code.OK))
         return rpc.ForwardMessageToDeadLetterQueueResponse(status=_invalid_handle())
 
@@ -525,8 +522,14 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
 class RocketMQDouble:
     """A RocketMQ 5 endpoint in this process: gRPC on `host:port`, served by a thread pool."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8081, *,
-                 min_invisible: float = MIN_INVISIBLE_FOR_RECEIVE, auto_create: bool = True) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8081,
+        *,
+        min_invisible: float = MIN_INVISIBLE_FOR_RECEIVE,
+        auto_create: bool = True,
+    ) -> None:
         """``min_invisible``: the shortest invisible duration a receive may ask for, as the proxy's
         ``minInvisibleTimeMillsForRecv``. ``auto_create``: any topic and group exists (for the demo); without
         it only those made with ``create_topic`` and ``create_group``, as on the real broker."""
@@ -714,8 +717,9 @@ def _check_invisible(seconds: float, minimum: float) -> pb.Status | None:
     if seconds < minimum:
         return _status(Code.ILLEGAL_INVISIBLE_TIME, f"the invisibleTime is too small. min is {int(minimum * 1000)}")
     if seconds > MAX_INVISIBLE:
-        return _status(Code.ILLEGAL_INVISIBLE_TIME,
-                       f"the invisibleTime is too large. max is {int(MAX_INVISIBLE * 1000)}")
+        return _status(
+            Code.ILLEGAL_INVISIBLE_TIME, f"the invisibleTime is too large. max is {int(MAX_INVISIBLE * 1000)}"
+        )
     return None
 
 

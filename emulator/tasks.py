@@ -197,8 +197,13 @@ class Tasks:
     async def _run(self, task: Task) -> None:
         fail = bool(self.config.fail_marker) and self.config.fail_marker in task.prompt
         # Rendering starts with the task, so the file usually exists by the time the task is due to end.
-        render = None if fail else asyncio.ensure_future(
-            self.videos.get(task.size, task.prompt, task.duration, pad_to=self.config.video_pad_bytes))
+        render = (
+            None
+            if fail
+            else asyncio.ensure_future(
+                self.videos.get(task.size, task.prompt, task.duration, pad_to=self.config.video_pad_bytes)
+            )
+        )
         try:
             await asyncio.sleep(self.config.render_time(task.prompt))
             if render is None:
@@ -269,8 +274,11 @@ def _parameters(body: dict[str, Any], spec: Model) -> dict[str, Any]:
             raise invalid(f"parameters.{name} must be true or false")
         flags[name] = value
     audio_url = given.get("audio_url")
-    if audio_url is not None and (not isinstance(audio_url, str) or urlsplit(audio_url).scheme
-                                  not in rules.AUDIO_URL_SCHEMES or not urlsplit(audio_url).hostname):
+    if audio_url is not None and (
+        not isinstance(audio_url, str)
+        or urlsplit(audio_url).scheme not in rules.AUDIO_URL_SCHEMES
+        or not urlsplit(audio_url).hostname
+    ):
         raise invalid("input.audio_url must be an http or https URL")
     shot_type = params.get("shot_type", rules.SHOT_TYPES[0])
     if shot_type not in rules.SHOT_TYPES:

@@ -19,9 +19,10 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,11 +30,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from standardwebhooks.webhooks import Webhook
 
-from . import constants as keys
-from . import outbound, scripts
-from .config import ConfigError
+from . import keys, outbound, scripts, worker
+from .errors import ConfigError
 from .redact import redact_url
 from .store import TaskStore, now_iso
+from .task import as_text
 
 log = logging.getLogger("wanhook.callbacks")
 
@@ -61,8 +62,10 @@ def parse_schedule(text: str | None) -> tuple[float, ...]:
     except ValueError:
         schedule = ()
     if not schedule or not all(math.isfinite(delay) and delay >= 0 for delay in schedule):
-        raise ConfigError("WANHOOK_CALLBACK_SCHEDULE must be the seconds before each attempt, numbers of 0 or more "
-                          f"separated by commas (e.g. 0,5,300), got {text!r}")
+        raise ConfigError(
+            "WANHOOK_CALLBACK_SCHEDULE must be the seconds before each attempt, numbers of 0 or more "
+            f"separated by commas (e.g. 0,5,300), got {text!r}"
+        )
     return schedule
 
 
@@ -72,8 +75,9 @@ def check_secret(configured: str) -> None:
         Webhook(configured)
     except Exception:  # the library's own errors: binascii.Error, its EmptyWebhookSecretError
         # The value is a secret: the message never repeats it.
-        raise ConfigError("WANHOOK_CALLBACK_SECRET must be whsec_ followed by base64 (a Standard Webhooks "
-                          "secret)") from None
+        raise ConfigError(
+            "WANHOOK_CALLBACK_SECRET must be whsec_ followed by base64 (a Standard Webhooks secret)"
+        ) from None
 
 
 async def secret(redis: Redis, configured: str | None) -> str:
@@ -101,7 +105,7 @@ def retry_after(response: httpx.Response) -> float | None:
 async def deliveries(redis: Redis, task_id: str) -> list[dict[str, Any]]:
     """The task's deliveries as the API shows them, oldest first."""
     raw = await redis.hgetall(keys.DELIVERIES + task_id)
-    items = [dict(json.loads(value), id=_text(key)) for key, value in raw.items()]
+    items = [dict(json.loads(value), id=as_text(key)) for key, value in raw.items()]
     return sorted(items, key=lambda item: item.get("created_at", ""))
 
 
@@ -113,7 +117,7 @@ async def replay(redis: Redis, task_id: str) -> int:
         if delivery["status"] in ("dead", "gone"):
             webhook_id = delivery.pop("id")
             delivery.update(status="pending", attempts=0, replayed_at=now_iso())
-            await settle(keys=keys.ROUTE, args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), 0])
+            await settle(keys=keys.ROUTE, args=[task_id, webhook_id, json.dumps(delivery), 0])
             replayed += 1
     if replayed:
         await redis.rpush(keys.CALLBACKS_WAKE, "1")
@@ -132,9 +136,19 @@ class Notifier:
     live process always settles its attempt before anyone may claim the delivery again.
     """
 
-    def __init__(self, store: TaskStore, secret: str, schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
-                 concurrency: int = 16, allow_private: bool = False, per_destination: int = 2,
-                 deadline: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        secret: str,
+        schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
+        concurrency: int = 16,
+        allow_private: bool = False,
+        per_destination: int = 2,
+        deadline: float = TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``transport`` sends the callbacks; unless given, ``outbound.PinnedTransport``: public addresses
+        only, unless ``allow_private``."""
         self.store = store
         self.allow_private = allow_private
         self.redis = store.redis
@@ -146,7 +160,7 @@ class Notifier:
         # The lease outlasts the longest attempt several times over, whatever the deadline.
         self.lease_ms = max(LEASE_MS, int(deadline * 4000))
         # httpx's per-phase timeouts stay as a second guard under the overall deadline.
-        self.http = outbound.client(allow_private=allow_private, timeout=deadline)
+        self.http = outbound.client(transport=transport, allow_private=allow_private, timeout=deadline)
         self._claim = self.redis.register_script(scripts.CLAIM_CALLBACKS)
         self._settle = self.redis.register_script(scripts.SETTLE_CALLBACK)
         self._defer = self.redis.register_script(scripts.DEFER_CALLBACKS)
@@ -156,6 +170,7 @@ class Notifier:
         self._start_by: dict[str, float] = {}  # a waiting webhook id -> last moment (monotonic) it may start
         self._interrupted: list[str] = []  # attempts cut short by a stop, given back for anyone to send
         self._stopping = False
+        self._woken: asyncio.Future[Any] | None = None  # one BLPOP on the wake-up list, kept across naps
         self._nudge = asyncio.Event()  # an attempt ended: a slot is free, and a retry may be due soon
 
     async def aclose(self) -> None:
@@ -163,45 +178,48 @@ class Notifier:
 
     async def run(self, stop: asyncio.Event) -> None:
         stopping = asyncio.ensure_future(stop.wait())
-        woken: asyncio.Future | None = None  # one BLPOP on the wake-up list, kept across naps
+        self._woken = None
         self._stopping = False
         try:
-            while not stop.is_set():
-                try:
-                    self._nudge.clear()
-                    self._expire()
-                    free = self.concurrency - len(self._running)
-                    timeout = MAX_IDLE
-                    if free > 0:
-                        *due, wait_ms = await self._claim(keys=keys.ROUTE,
-                                                          args=[keys.PREFIX, free, self.lease_ms])
-                        if due:
-                            await self._place([_text(webhook_id) for webhook_id in due])
-                            continue
-                        if int(wait_ms) >= 0:
-                            timeout = min(int(wait_ms) / 1000, MAX_IDLE)
-                    if woken is None or woken.done():
-                        if woken is not None:
-                            woken.result()  # a wake-up, a Redis timeout, or its error
-                        # Redis times a BLPOP out on its own tick only; precise naps are timed here.
-                        woken = asyncio.ensure_future(self.redis.blpop([keys.CALLBACKS_WAKE], timeout=MAX_IDLE))
-                    nudged = asyncio.ensure_future(self._nudge.wait())
-                    await asyncio.wait({woken, stopping, nudged}, timeout=timeout,
-                                       return_when=asyncio.FIRST_COMPLETED)
-                    nudged.cancel()
-                except RedisError as exc:
-                    log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
-                    if woken is not None and not woken.done():
-                        woken.cancel()
-                    woken = None
-                    await asyncio.wait({stopping}, timeout=1.0)
+            await worker.run_forever(lambda: self._round(stopping), stop, log=log)
         finally:
             stopping.cancel()
+            woken = self._woken
             if woken is not None and not woken.done():
                 woken.cancel()  # redis-py drops the connection of a cancelled command
             elif woken is not None and not woken.cancelled():
                 woken.exception()  # a Redis error at the very end has nothing left to stop
             await self._stop()
+
+    async def _round(self, stopping: asyncio.Future[Any]) -> None:
+        """Start what is due; else nap until a delivery may be due, a wake-up, an attempt's end or the stop."""
+        try:
+            self._nudge.clear()
+            self._expire()
+            free = self.concurrency - len(self._running)
+            timeout = MAX_IDLE
+            if free > 0:
+                *due, wait_ms = await self._claim(keys=keys.ROUTE, args=[free, self.lease_ms])
+                if due:
+                    await self._place([as_text(webhook_id) for webhook_id in due])
+                    return
+                if int(wait_ms) >= 0:
+                    timeout = min(int(wait_ms) / 1000, MAX_IDLE)
+            woken = self._woken
+            if woken is None or woken.done():
+                if woken is not None:
+                    woken.result()  # a wake-up, a Redis timeout, or its error
+                # Redis times a BLPOP out on its own tick only; precise naps are timed here.
+                woken = self._woken = asyncio.ensure_future(self.redis.blpop([keys.CALLBACKS_WAKE], timeout=MAX_IDLE))
+            nudged = asyncio.ensure_future(self._nudge.wait())
+            await asyncio.wait({woken, stopping, nudged}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            nudged.cancel()
+        except RedisError:
+            # The wake-up read goes with the connection it was on; the next round starts another.
+            if self._woken is not None and not self._woken.done():
+                self._woken.cancel()
+            self._woken = None
+            raise
 
     async def _stop(self) -> None:
         """Let attempts end for a moment, then cut them short; what is left is given back to be sent at once."""
@@ -223,7 +241,7 @@ class Notifier:
 
     async def _give_back(self, webhook_ids: list[str], delay: float) -> None:
         if webhook_ids:
-            await self._defer(keys=keys.ROUTE, args=[keys.PREFIX, int(delay * 1000), *webhook_ids])
+            await self._defer(keys=keys.ROUTE, args=[int(delay * 1000), *webhook_ids])
 
     async def _place(self, claimed: list[str]) -> None:
         """Start claimed deliveries whose destination has room; the others wait here for a slot."""
@@ -241,8 +259,11 @@ class Notifier:
                 # lease is renewed, and it keeps its place in line.
                 del self._start_by[webhook_id]
                 self._start_by[webhook_id] = start_by
-            elif (place not in self._queued and self._busy.get(place, 0) < self.per_destination
-                  and len(self._running) < self.concurrency):
+            elif (
+                place not in self._queued
+                and self._busy.get(place, 0) < self.per_destination
+                and len(self._running) < self.concurrency
+            ):
                 self._start(place, webhook_id)
             elif len(self._start_by) < WAITING_LIMIT:
                 self._queued.setdefault(place, deque()).append(webhook_id)
@@ -276,7 +297,7 @@ class Notifier:
         task_id = webhook_id.removeprefix("msg_").rsplit("_", 1)[0]
         callback = await self.redis.hget(keys.TASK + task_id, "callback")
         try:
-            return str(json.loads(callback)["url"])
+            return str(json.loads(callback or "")["url"])
         except (TypeError, ValueError, KeyError):  # no task, no callback (or not one wanhook wrote)
             await self.redis.zrem(keys.CALLBACKS_DUE, webhook_id)
             return None
@@ -340,10 +361,13 @@ class Notifier:
         body = await self._body(task_id, webhook_id, state, delivery)
         attempt = delivery["attempts"] + 1
         now = datetime.now(UTC)
-        headers = {"content-type": "application/json", "webhook-id": webhook_id,
-                   "webhook-timestamp": str(int(now.timestamp())),
-                   "webhook-signature": self.signer.sign(webhook_id, now, body),
-                   "user-agent": "wanhook"}
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self.signer.sign(webhook_id, now, body),
+            "user-agent": "wanhook",
+        }
         wait: float | None = None
         try:
             status_code, wait = await self._post(url, body.encode(), headers)
@@ -363,15 +387,24 @@ class Notifier:
             delivery["status"], delay = "dead", -1.0
         else:
             delay = max(self.schedule[attempt], wait or 0.0)
-            delivery["next_attempt_at"] = datetime.fromtimestamp(time.time() + delay, UTC).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z")
+            delivery["next_attempt_at"] = (
+                datetime.fromtimestamp(time.time() + delay, UTC)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")
+            )
         if delay < 0:
             delivery.pop("next_attempt_at", None)
-        await self._settle(keys=keys.ROUTE,
-                           args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
+        await self._settle(keys=keys.ROUTE, args=[task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
         await self.store.count(f"callbacks_{delivery['status'] if delay < 0 else 'retried'}")
-        log.info("callback %s for task %s to %s: %s (attempt %d, %s)", webhook_id, task_id, redact_url(url),
-                 outcome, attempt, delivery["status"])
+        log.info(
+            "callback %s for task %s to %s: %s (attempt %d, %s)",
+            webhook_id,
+            task_id,
+            redact_url(url),
+            outcome,
+            attempt,
+            delivery["status"],
+        )
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float | None]:
         """The receiver's status and Retry-After, all within the deadline.
@@ -383,7 +416,9 @@ class Notifier:
         async with asyncio.timeout(self.deadline):
             async with self.http.stream("POST", url, content=body, headers=headers) as response:
                 read = 0
-                async with contextlib.aclosing(response.aiter_raw()) as chunks:
+                # httpx types the raw stream as an AsyncIterator; it is an async generator, which aclosing closes.
+                raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+                async with contextlib.aclosing(raw) as chunks:
                     async for chunk in chunks:
                         read += len(chunk)
                         if read >= BODY_LIMIT:
@@ -395,14 +430,16 @@ class Notifier:
         key = keys.CALLBACK_BODY + webhook_id
         frozen = await self.redis.get(key)
         if frozen is not None:
-            return _text(frozen)
+            return as_text(frozen)
         task = await self.store.get(task_id) or {}
         data = dict(task, status=state)
         data.pop("callbacks", None)
-        body = json.dumps({"type": delivery["event"], "timestamp": delivery.get("created_at") or now_iso(),
-                           "data": data}, separators=(",", ":"))
+        body = json.dumps(
+            {"type": delivery["event"], "timestamp": delivery.get("created_at") or now_iso(), "data": data},
+            separators=(",", ":"),
+        )
         await self.redis.set(key, body, nx=True, ex=30 * 24 * 3600)
-        return _text(await self.redis.get(key) or body)
+        return as_text(await self.redis.get(key) or body)
 
 
 def destination(url: str) -> str:
@@ -413,7 +450,3 @@ def destination(url: str) -> str:
     except ValueError:
         return parts.netloc.lower()
     return f"{(parts.hostname or '').lower()}:{port}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

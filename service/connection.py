@@ -17,13 +17,14 @@ from redis.exceptions import AuthenticationError, AuthorizationError, RedisClust
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import embedded
-from .config import ConfigError, Settings
+from .config import Settings
+from .errors import ConfigError, WanhookError
 from .redact import redact_url
 
 MIN_VERSION = (6, 2)
 
 
-class RedisUnreachable(RedisConnectionError):
+class RedisUnreachable(WanhookError, RedisConnectionError):
     """Redis did not answer a process that was starting (``wanhook`` exits 3 on it). A connection error
     still, so that what retries a lost connection (the change feed's) treats it as one."""
 
@@ -34,8 +35,9 @@ def embedded_socket(data_dir: Path) -> str:
     try:
         return str(embedded.server(data_dir).socket)
     except OSError as exc:  # the directory cannot be made or written: a setting to fix, not a bug
-        raise ConfigError(f"WANHOOK_DATA_DIR: cannot keep the embedded Redis in {data_dir / 'redis'}: "
-                          f"{exc.strerror or exc}") from None
+        raise ConfigError(
+            f"WANHOOK_DATA_DIR: cannot keep the embedded Redis in {data_dir / 'redis'}: {exc.strerror or exc}"
+        ) from None
 
 
 def redis_url(settings: Settings) -> str:
@@ -56,13 +58,16 @@ def sentinel_client(url: str, options: dict[str, Any]) -> Redis:
         hosts.append((host or item, int(port or 26379)))
     path = [segment for segment in parts.path.split("/") if segment]
     if not path:
-        raise ConfigError("WANHOOK_REDIS_URL: a redis+sentinel:// URL names the monitored service: "
-                          "redis+sentinel://host:26379/mymaster")
+        raise ConfigError(
+            "WANHOOK_REDIS_URL: a redis+sentinel:// URL names the monitored service: "
+            "redis+sentinel://host:26379/mymaster"
+        )
     password = unquote(parts.password) if parts.password else None
     options = {**options, "db": int(path[1]) if len(path) > 1 else 0, "password": password}
     options.pop("health_check_interval", None)
     sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": 5.0}, **options)
-    return sentinel.master_for(path[0])
+    master: Redis = sentinel.master_for(path[0])  # Sentinel is untyped: its master is an asyncio Redis
+    return master
 
 
 POOL_WAIT_SECONDS = 5.0
@@ -80,8 +85,13 @@ async def connect(settings: Settings, **kwargs: Any) -> Redis:
     """
     url = redis_url(settings)
     # Blocking reads (the change feed's XREAD, up to 10 s) must fit inside the socket timeout.
-    options: dict[str, Any] = {"socket_timeout": 30.0, "socket_connect_timeout": 5.0, "health_check_interval": 30,
-                               "max_connections": settings.redis_max_connections, **kwargs}
+    options: dict[str, Any] = {
+        "socket_timeout": 30.0,
+        "socket_connect_timeout": 5.0,
+        "health_check_interval": 30,
+        "max_connections": settings.redis_max_connections,
+        **kwargs,
+    }
     if url.startswith("redis+sentinel://"):
         redis = sentinel_client(url, options)
     elif url.startswith(("redis+cluster://", "rediss+cluster://")):

@@ -1,8 +1,8 @@
 """An async client for DashScope's video-synthesis and task APIs.
 
-Errors are a small hierarchy: every failure is a ``DashScopeError`` whose ``retryable`` says whether
-trying again later can help (throttling, server errors, network trouble) or not (the request itself
-was refused).
+Errors are a small hierarchy (in ``errors.py``): every failure is a ``DashScopeError`` whose ``retryable``
+says whether trying again later can help (throttling, server errors, network trouble) or not (the request
+itself was refused).
 """
 
 from __future__ import annotations
@@ -13,44 +13,9 @@ from typing import Any
 
 import httpx
 
+from .errors import DashScopeError, RequestRejected, ServerError, Throttled, Unreachable
+
 CREATE_PATH = "/services/aigc/video-generation/video-synthesis"
-
-
-class DashScopeError(Exception):
-    retryable = False
-
-    def __init__(self, code: str, message: str, *, status_code: int | None = None,
-                 request_id: str | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status_code = status_code
-        self.request_id = request_id
-
-
-class RequestRejected(DashScopeError):
-    """DashScope refused the request itself (bad parameter, moderation, key, access, quota)."""
-
-
-class Throttled(DashScopeError):
-    """429 that clears by itself: back off and try again."""
-
-    retryable = True
-
-
-class ServerError(DashScopeError):
-    """5xx: DashScope's side; bounded retries."""
-
-    retryable = True
-
-
-class Unreachable(DashScopeError):
-    """No usable answer: connection error, timeout or a body that is not DashScope's JSON.
-
-    Whether the request took effect is unknown, which matters for a create.
-    """
-
-    retryable = True
 
 
 @dataclass(frozen=True)
@@ -66,8 +31,11 @@ def error_from_response(response: httpx.Response) -> DashScopeError:
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        return Unreachable("InvalidResponse", f"HTTP {response.status_code} with a body that is not JSON",
-                           status_code=response.status_code)
+        return Unreachable(
+            "InvalidResponse",
+            f"HTTP {response.status_code} with a body that is not JSON",
+            status_code=response.status_code,
+        )
     code = str(body.get("code") or f"HTTP{response.status_code}")
     message = str(body.get("message") or response.reason_phrase)
     kwargs: dict[str, Any] = {"status_code": response.status_code, "request_id": body.get("request_id")}
@@ -79,23 +47,42 @@ def error_from_response(response: httpx.Response) -> DashScopeError:
 
 
 class DashScopeClient:
-    def __init__(self, api_key: str | None, base_url: str, *, timeout: float = 30.0,
-                 workspace: str | None = None,
-                 on_call: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        api_key: str | None,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        workspace: str | None = None,
+        on_call: Callable[[str, str], Awaitable[None]] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``transport``, unless given, is httpx's own (which honours HTTPS_PROXY and the like: DashScope is
+        a fixed public endpoint, reached as the host's other HTTPS clients reach it); a test gives an
+        ``httpx.MockTransport``."""
         self.on_call = on_call  # (endpoint, status or error) after every call, for metrics
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {api_key or ''}"}
         if workspace:
             headers["X-DashScope-WorkSpace"] = workspace
-        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
-                                       follow_redirects=False)
+        # ``transport`` replaces the network (tests answer with httpx.MockTransport).
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, follow_redirects=False, transport=transport
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        endpoint = ("create" if path == CREATE_PATH else "cancel" if path.endswith("/cancel")
-                    else "list" if path == "/tasks/" else "read")
+        endpoint = (
+            "create"
+            if path == CREATE_PATH
+            else "cancel"
+            if path.endswith("/cancel")
+            else "list"
+            if path == "/tasks/"
+            else "read"
+        )
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -124,7 +111,9 @@ class DashScopeClient:
 
     async def create_task(self, model: str, input: dict[str, Any], parameters: dict[str, Any]) -> CreatedTask:
         body = await self._request(
-            "POST", CREATE_PATH, json={"model": model, "input": input, "parameters": parameters},
+            "POST",
+            CREATE_PATH,
+            json={"model": model, "input": input, "parameters": parameters},
             headers={"X-DashScope-Async": "enable"},
         )
         output = body.get("output")
@@ -132,8 +121,11 @@ class DashScopeClient:
         if not isinstance(output, dict) or not isinstance(output.get("task_id"), str) or not output["task_id"]:
             raise Unreachable("InvalidResponse", "create answered without output.task_id")
         status, request_id = output.get("task_status"), body.get("request_id")
-        return CreatedTask(output["task_id"], status if isinstance(status, str) else "PENDING",
-                           request_id if isinstance(request_id, str) else None)
+        return CreatedTask(
+            output["task_id"],
+            status if isinstance(status, str) else "PENDING",
+            request_id if isinstance(request_id, str) else None,
+        )
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         """The task's ``output`` (status, video_url or code/message), with ``request_id`` added."""
@@ -151,3 +143,11 @@ class DashScopeClient:
 
     async def cancel_task(self, task_id: str) -> None:
         await self._request("POST", f"/tasks/{task_id}/cancel")
+
+
+def reported_text(value: Any, limit: int | None = None) -> str:
+    """A code or message of a task DashScope reports, as text: "" unless it is a string or a number,
+    cut to ``limit`` characters when one is given (bounded as an event's are, keys.py)."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
+        return str(value)[:limit]
+    return ""

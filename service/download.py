@@ -30,47 +30,44 @@ from fnmatch import fnmatch
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-import httpcore
 import httpx
 from redis.exceptions import RedisError
 
-from . import constants as keys
 from . import metrics, outbound
 from .config import Settings
-from .dashscope import DashScopeClient, DashScopeError
+from .dashscope import DashScopeClient
 from .diskspace import DiskSpace, check_floor, disk_full
+from .errors import DashScopeError, Interrupted, WanhookError
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
 from .redact import redact_url
 from .storage import LocalStorage, StorageBusy, VideoStorage, sha256_prefix
 from .store import TaskStore
+from .task import Status
 
 log = logging.getLogger("wanhook.download")
 
-# httpx asks the socket for 64 KiB at a time (httpcore's READ_NUM_BYTES), and each read costs a trip
-# through httpcore and h11; asking for up to 1 MiB took about 30% off the worker's CPU time per GiB
-# stored here (2.5 s -> 1.75 s) and raised its rate as much. It applies to every httpx client of the
-# process; small answers read the same.
-httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = max(httpcore.AsyncHTTP11Connection.READ_NUM_BYTES, 1 << 20)
-
 PROGRESS_INTERVAL = 0.5
+# How much a read of a video asks the socket for: 1 MiB rather than httpcore's 64 KiB, which costs a
+# trip through httpcore and h11 per 64 KiB (outbound._ReadAhead).
+READ_SIZE = 1 << 20
 
 
-class DownloadError(Exception):
+class DownloadError(WanhookError):
     """A failure that ends the task; ``code`` and ``message`` become its error."""
 
-    def __init__(self, code: str, message: str, status: str = "failed") -> None:
+    def __init__(self, code: str, message: str, status: str = Status.FAILED) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
 
 
-class TransientError(Exception):
+class TransientError(Interrupted):
     """Worth another attempt (connection broken, 5xx, timeout)."""
 
 
-class URLExpired(Exception):
+class URLExpired(Interrupted):
     """The video host refused the signed URL (403/404): it has expired or was revoked."""
 
 
@@ -82,21 +79,47 @@ def host_allowed(url: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch(host, pattern.lower()) for pattern in patterns)
 
 
+def video_transport(settings: Settings) -> outbound.PinnedTransport:
+    """What fetches videos: public addresses only, or a host named literally in WANHOOK_VIDEO_HOSTS."""
+    return outbound.PinnedTransport(explicit_hosts=settings.video_hosts, read_size=READ_SIZE)
+
+
 class Downloader:
-    def __init__(self, store: TaskStore, client: DashScopeClient, queue: JobQueue, reads: ReadLimiter,
-                 settings: Settings) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        client: DashScopeClient,
+        queue: JobQueue,
+        reads: ReadLimiter,
+        settings: Settings,
+        *,
+        storage: VideoStorage | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``storage`` keeps the videos (``LocalStorage`` in the data directory unless given); ``transport``
+        fetches them (unless given, ``video_transport``: only public addresses, or the hosts named in
+        ``WANHOOK_VIDEO_HOSTS``)."""
         self.store = store
         self.client = client
         self.queue = queue
         self.reads = reads
         self.settings = settings
-        self.storage: VideoStorage = LocalStorage(settings.videos_dir)
+        self.storage: VideoStorage = storage if storage is not None else LocalStorage(settings.videos_dir)
         # Leases as long as a job's: a dead worker's space comes back by the time its job is taken over.
-        self.space = DiskSpace(store.redis, self.storage, settings.videos_dir, floor=settings.min_free_bytes,
-                               lease_seconds=settings.claim_idle_seconds, owner=queue.consumer)
+        self.space = DiskSpace(
+            store.redis,
+            self.storage,
+            settings.videos_dir,
+            floor=settings.min_free_bytes,
+            lease_seconds=settings.claim_idle_seconds,
+            owner=queue.consumer,
+        )
         self.stopping = asyncio.Event()  # set with the worker's stop: downloads waiting for room give up
         check_floor(settings)
-        self.http = outbound.client(explicit_hosts=settings.video_hosts, timeout=httpx.Timeout(30.0, connect=10.0))
+        self.http = outbound.client(
+            transport=transport if transport is not None else video_transport(settings),
+            timeout=httpx.Timeout(30.0, connect=10.0),
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -107,7 +130,7 @@ class Downloader:
 
     async def process(self, job: Job) -> None:
         task = await self.store.raw(job.task_id)
-        if not task or task["status"] != "downloading":
+        if not task or task["status"] != Status.DOWNLOADING:
             await self.queue.ack(job)
             return
         started = time.monotonic()
@@ -129,8 +152,8 @@ class Downloader:
             return
         else:
             if task.get("error"):  # a disk-full wait that is over
-                await self.store.redis.hdel(keys.TASK + job.task_id, "error")
-            if await self.store.transition(job.task_id, "ready", video=video):
+                await self.store.clear_fields(job.task_id, "error")
+            if await self.store.transition(job.task_id, Status.READY, video=video):
                 await self.store.count("downloads_completed")
                 await self.store.count("download_bytes", video["bytes"])
                 await metrics.observe_download(self.store, time.monotonic() - started)
@@ -162,12 +185,11 @@ class Downloader:
                         full_disk_errors += 1
                         if full_disk_errors > 1:
                             await self._pause(min(30.0, 0.25 * 2 ** (full_disk_errors - 1)))
-                    grant = await self.space.wait_for_room(task_id, exc.need, exc.since_ms or since_ms,
-                                                           self.stopping)
+                    grant = await self.space.wait_for_room(task_id, exc.need, exc.since_ms or since_ms, self.stopping)
                     if grant is None:
                         raise WaitAbandoned() from None
                     since_ms = grant.since_ms
-                    await self.store.redis.hdel(keys.TASK + task_id, "error")
+                    await self.store.clear_fields(task_id, "error")
                     task.pop("error", None)
                     log.info("task %s: room on disk after %.2f s; downloading", task_id, time.monotonic() - waited)
                     await self.store.count("downloads_resumed_disk_room")
@@ -234,9 +256,11 @@ class Downloader:
                 if not disk_full(exc):
                     raise
                 await asyncio.to_thread(self.storage.free_part, task_id, file)
-                raise InsufficientStorage(f"the disk is full ({os.strerror(exc.errno or errno.ENOSPC)}); the "
-                                          "part file was given back", need=self._expected_size(task),
-                                          disk_full=True) from None
+                raise InsufficientStorage(
+                    f"the disk is full ({os.strerror(exc.errno or errno.ENOSPC)}); the part file was given back",
+                    need=self._expected_size(task),
+                    disk_full=True,
+                ) from None
         await self.store.count("download_transfers_completed")  # a whole video fetched and in place
         return self._video(task_id, digest)
 
@@ -259,16 +283,20 @@ class Downloader:
                 attempts = await self._after_failure(task_id, attempts, exc)
                 continue
             if not host_allowed(url, self.settings.video_hosts):
-                raise DownloadError("VideoHostNotAllowed",
-                                    f"video host {urlsplit(url).hostname!r} is not in WANHOOK_VIDEO_HOSTS")
+                raise DownloadError(
+                    "VideoHostNotAllowed", f"video host {urlsplit(url).hostname!r} is not in WANHOOK_VIDEO_HOSTS"
+                )
             try:
                 return await self._transfer(task, url, file)
             except outbound.DestinationRefused as exc:  # the host resolved inwards as it was connected
                 raise DownloadError("VideoHostNotAllowed", str(exc)) from None
             except URLExpired:
                 if refreshed:
-                    raise DownloadError("VideoURLExpired", "the video URL was refused (expired) even after "
-                                        "reading the task again", status="expired") from None
+                    raise DownloadError(
+                        "VideoURLExpired",
+                        "the video URL was refused (expired) even after reading the task again",
+                        status=Status.EXPIRED,
+                    ) from None
                 stale, url, refreshed = url, None, True
             except TransientError as exc:
                 attempts = await self._after_failure(task_id, attempts, exc)
@@ -283,8 +311,11 @@ class Downloader:
         except OSError as exc:
             if not disk_full(exc):
                 raise
-            raise InsufficientStorage("the disk is full: no room for a part file",
-                                      need=expected or self.settings.max_video_bytes, disk_full=True) from None
+            raise InsufficientStorage(
+                "the disk is full: no room for a part file",
+                need=expected or self.settings.max_video_bytes,
+                disk_full=True,
+            ) from None
 
     def _expected_size(self, task: dict[str, str]) -> int:
         """The bytes a video needs on disk: its size when the host said it, else the size cap."""
@@ -293,14 +324,17 @@ class Downloader:
     async def _reserve(self, task_id: str, total: int | None, offset: int) -> None:
         """Refuse a video that is too large; reserve the disk space for the rest of one that is not."""
         if total is not None and total > self.settings.max_video_bytes:
-            raise DownloadError("VideoTooLarge", f"the video is {total} bytes, over WANHOOK_MAX_VIDEO_BYTES "
-                                f"({self.settings.max_video_bytes})")
+            raise DownloadError(
+                "VideoTooLarge",
+                f"the video is {total} bytes, over WANHOOK_MAX_VIDEO_BYTES ({self.settings.max_video_bytes})",
+            )
         size = total if total is not None else self.settings.max_video_bytes
         grant = await self.space.reserve(task_id, size - offset)
         if not grant.granted:
             # Refused: the part file is given back (by the caller), so the whole video is what it waits for.
-            raise InsufficientStorage(grant.explain(size - offset, self.space.floor), need=size,
-                                      since_ms=grant.since_ms)
+            raise InsufficientStorage(
+                grant.explain(size - offset, self.space.floor), need=size, since_ms=grant.since_ms
+            )
 
     async def _after_failure(self, task_id: str, attempts: int, exc: TransientError) -> int:
         """Count a failed attempt and wait before the next; the task fails once the attempts are spent."""
@@ -313,8 +347,12 @@ class Downloader:
         return attempts
 
     def _video(self, task_id: str, sha256: str) -> dict[str, Any]:
-        return {"path": self.storage.location(task_id), "bytes": self.storage.stored_size(task_id),
-                "sha256": sha256, "url": f"/v1/tasks/{task_id}/video"}
+        return {
+            "path": self.storage.location(task_id),
+            "bytes": self.storage.stored_size(task_id),
+            "sha256": sha256,
+            "url": f"/v1/tasks/{task_id}/video",
+        }
 
     async def _read_url(self, task: dict[str, str], stale_url: str | None) -> str:
         """One read of the DashScope task for its (fresh) video URL."""
@@ -332,13 +370,16 @@ class Downloader:
             await self.store.set_fields(task["id"], video_url=url)
             return url
         if status == "UNKNOWN" or (status == "SUCCEEDED" and url == stale_url):
-            raise DownloadError("VideoURLExpired", "the video URL expired before the video was stored",
-                                status="expired")
+            raise DownloadError(
+                "VideoURLExpired", "the video URL expired before the video was stored", status=Status.EXPIRED
+            )
         if status in ("PENDING", "RUNNING", "SUSPENDED"):
             # The event said SUCCEEDED; a read that lags behind it is retried, not believed.
             raise TransientError(f"DashScope still reports the task {status}")
-        raise DownloadError(str(output.get("code") or "NoVideo"),
-                            str(output.get("message") or f"DashScope task is {status} without a video URL"))
+        raise DownloadError(
+            str(output.get("code") or "NoVideo"),
+            str(output.get("message") or f"DashScope task is {status} without a video URL"),
+        )
 
     async def _transfer(self, task: dict[str, str], url: str, file: IO[bytes]) -> str:
         """Append the rest of the video to ``file``; returns the whole file's sha256."""
@@ -384,8 +425,10 @@ class Downloader:
                     digest.update(chunk)
                     written += len(chunk)
                     if written > self.settings.max_video_bytes:
-                        raise DownloadError("VideoTooLarge", f"the video is over WANHOOK_MAX_VIDEO_BYTES "
-                                            f"({self.settings.max_video_bytes} bytes)")
+                        raise DownloadError(
+                            "VideoTooLarge",
+                            f"the video is over WANHOOK_MAX_VIDEO_BYTES ({self.settings.max_video_bytes} bytes)",
+                        )
                     now = time.monotonic()
                     if now - last_report >= PROGRESS_INTERVAL:
                         # Progress, throttled; the first report also keeps what a resume needs.
@@ -408,7 +451,7 @@ class Downloader:
         return digest.hexdigest()
 
 
-class InsufficientStorage(Exception):
+class InsufficientStorage(Interrupted):
     """The disk is too full for this video now; the download waits rather than fail.
 
     ``need`` is what it waits for (its part file is given back, so the whole video), ``since_ms`` its
@@ -421,11 +464,11 @@ class InsufficientStorage(Exception):
         self.disk_full = disk_full
 
 
-class WaitAbandoned(Exception):
+class WaitAbandoned(Interrupted):
     """The worker stops while the download waits for room."""
 
 
-class JobLost(Exception):
+class JobLost(Interrupted):
     """Another worker holds the job (it took it over, or holds the part file's lock)."""
 
 

@@ -24,11 +24,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from . import constants as keys
-from .dashscope import DashScopeClient, DashScopeError
+from . import keys
+from .dashscope import DashScopeClient, reported_text
+from .errors import DashScopeError
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
 from .store import TaskStore
+from .task import Status
 
 log = logging.getLogger("wanhook.failures")
 
@@ -40,8 +42,9 @@ LAGGING = ("PENDING", "RUNNING", "SUSPENDED")
 
 
 class FailureReader:
-    def __init__(self, store: TaskStore, client: DashScopeClient, queue: JobQueue, reads: ReadLimiter, *,
-                 attempts: int) -> None:
+    def __init__(
+        self, store: TaskStore, client: DashScopeClient, queue: JobQueue, reads: ReadLimiter, *, attempts: int
+    ) -> None:
         self.store = store
         self.client = client
         self.queue = queue
@@ -53,7 +56,7 @@ class FailureReader:
 
     async def process(self, job: Job) -> None:
         task = await self.store.raw(job.task_id)
-        if task and task["status"] == "submitted" and task.get("awaiting_reason"):
+        if task and task["status"] == Status.SUBMITTED and task.get("awaiting_reason"):
             lost = asyncio.Event()
             keeper = asyncio.create_task(self._keep(job, lost))
             try:
@@ -63,7 +66,7 @@ class FailureReader:
             if error is None:
                 log.info("task %s: another worker took the failure read over", job.task_id)
                 return
-            if await self.store.transition(job.task_id, "failed", error=error):
+            if await self.store.transition(job.task_id, Status.FAILED, error=error):
                 await self.store.count("failures_recorded")
                 log.info("task %s failed at DashScope: %s: %s", job.task_id, error["code"], error["message"])
         # Anything else: recorded already (a worker that died after the transition), or the task is gone.
@@ -89,15 +92,18 @@ class FailureReader:
             if lost.is_set():
                 return None
             # Counted before the read: a worker that dies mid-read has spent it all the same.
-            read = await self.store.redis.hincrby(keys.TASK + task_id, "reason_reads", 1)
+            read = await self.store.add_to_field(task_id, "reason_reads")
             if read > self.attempts:
                 return _unread(f"no read left after {self.attempts} attempts")
             try:
                 async with self.reads.request():
                     output = await self.client.get_task(task["ds_task_id"])
             except DashScopeError as exc:
-                why = f"{exc.code}: {exc.message}" if exc.status_code is None else \
-                    f"HTTP {exc.status_code} {exc.code}: {exc.message}"
+                why = (
+                    f"{exc.code}: {exc.message}"
+                    if exc.status_code is None
+                    else f"HTTP {exc.status_code} {exc.code}: {exc.message}"
+                )
                 if exc.retryable and read < self.attempts:
                     await self._pause(task_id, read, why)
                     continue
@@ -119,7 +125,8 @@ class FailureReader:
 
 
 def _reported(output: dict[str, Any]) -> dict[str, str]:
-    code, message = _text(output.get("code"), keys.EVENT_CODE_MAX), _text(output.get("message"), keys.EVENT_MESSAGE_MAX)
+    code = reported_text(output.get("code"), keys.EVENT_CODE_MAX)
+    message = reported_text(output.get("message"), keys.EVENT_MESSAGE_MAX)
     if not code:
         return {"code": NO_REASON, "message": message or "DashScope reported the task FAILED and gave no reason"}
     return {"code": code, "message": message or "DashScope reported the task FAILED"}
@@ -127,10 +134,3 @@ def _reported(output: dict[str, Any]) -> dict[str, str]:
 
 def _unread(why: str) -> dict[str, str]:
     return {"code": NO_REASON, "message": f"{UNREAD} ({why})"}
-
-
-def _text(value: Any, limit: int) -> str:
-    """DashScope's code or message, bounded as an event's are (constants.py)."""
-    if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
-        return str(value)[:limit]
-    return ""

@@ -41,12 +41,15 @@ import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import KeyT, StreamIdT
 
-from . import constants as keys
+from . import keys
+from .errors import Interrupted, TooManyStreams
+from .task import as_text
 
 log = logging.getLogger("wanhook.feed")
 
@@ -70,10 +73,6 @@ def parse_id(value: str) -> StreamId:
     return int(milliseconds), int(sequence or 0)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 @dataclass(frozen=True)
 class Change:
     """One entry of a task's change stream."""
@@ -83,16 +82,9 @@ class Change:
     fields: dict[str, str]
 
 
-class Ended(Exception):
+class Ended(Interrupted):
     """The subscription was dropped (its queue filled up before its stream took the changes) or the
     feed has closed: its stream should end, and its client reconnect."""
-
-
-class TooManyStreams(Exception):
-    def __init__(self, per_token: bool, limit: int) -> None:
-        super().__init__(f"{limit} streams are open" + (" for this token" if per_token else " in this process"))
-        self.per_token = per_token
-        self.limit = limit
 
 
 class Subscription:
@@ -211,8 +203,9 @@ class _Reader:
                     delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                     failures += 1
                     if isinstance(exc, RedisError):
-                        log.warning("the change feed could not read from Redis (%s); again in %ss",
-                                    type(exc).__name__, delay)
+                        log.warning(
+                            "the change feed could not read from Redis (%s); again in %ss", type(exc).__name__, delay
+                        )
                     else:
                         log.exception("the change feed's reader failed; again in %ss", delay)
                     self.reading = False
@@ -228,21 +221,26 @@ class _Reader:
 
     async def _read(self, redis: Redis) -> None:
         issued = self.issued = dict(self.positions)
-        streams = {keys.TASK_CHANGES + task_id: f"{ms}-{seq}" for task_id, (ms, seq) in issued.items()}
+        streams: dict[KeyT, StreamIdT] = {
+            keys.TASK_CHANGES + task_id: f"{ms}-{seq}" for task_id, (ms, seq) in issued.items()
+        }
         streams[self.wake_key] = self.wake_after
         self.reading, self.wake_sent = True, False
         try:
-            reply = await redis.xread(streams, block=BLOCK_MS, count=COUNT)
+            # RESP2 (the protocol wanhook speaks) answers [[stream, [(id, fields), ...]], ...], or None.
+            reply = cast(list[Any] | None, await redis.xread(streams, block=BLOCK_MS, count=COUNT))
         finally:
             self.reading = False
         for key, entries in reply or ():
-            name = _text(key)
+            name = as_text(key)
             if name == self.wake_key:
-                self.wake_after = _text(entries[-1][0])
+                self.wake_after = as_text(entries[-1][0])
                 continue
             task_id = name.removeprefix(keys.TASK_CHANGES)
-            decoded = [(_text(entry_id), parse_id(_text(entry_id)), {_text(k): _text(v) for k, v in fields.items()})
-                       for entry_id, fields in entries]
+            decoded = [
+                (as_text(entry_id), parse_id(as_text(entry_id)), {as_text(k): as_text(v) for k, v in fields.items()})
+                for entry_id, fields in entries
+            ]
             if task_id in self.positions and self.positions[task_id] == issued[task_id]:
                 # Unless a subscription moved the position back meanwhile: then the next read goes from there.
                 self.positions[task_id] = decoded[-1][1]
@@ -252,9 +250,17 @@ class _Reader:
 class ChangeFeed:
     """The readers of this process and the subscriptions they serve, within the stream caps."""
 
-    def __init__(self, open_client: Callable[[], Awaitable[Redis]], waker: Redis, name: str, *,
-                 max_streams: int, max_streams_per_token: int | None, capacity: int = QUEUE_CAPACITY,
-                 keys_per_reader: int = KEYS_PER_READER) -> None:
+    def __init__(
+        self,
+        open_client: Callable[[], Awaitable[Redis]],
+        waker: Redis,
+        name: str,
+        *,
+        max_streams: int,
+        max_streams_per_token: int | None,
+        capacity: int = QUEUE_CAPACITY,
+        keys_per_reader: int = KEYS_PER_READER,
+    ) -> None:
         self.open_client = open_client  # a client with a connection of its own, for one reader
         self.waker = waker  # the shared client: wake-ups are short writes
         self.name = name

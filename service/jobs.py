@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from . import logs, scripts
+from . import logs, scripts, worker
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,18 @@ class JobQueue:
     async def next(self, count: int, block: float) -> list[Job]:
         """Jobs abandoned by dead workers first, then new ones (waiting up to ``block`` seconds)."""
         _, claimed, *_ = await self.redis.xautoclaim(
-            self.stream, self.group, self.consumer, min_idle_time=self.claim_idle_ms, start_id="0-0", count=count)
+            self.stream, self.group, self.consumer, min_idle_time=self.claim_idle_ms, start_id="0-0", count=count
+        )
         jobs = [_job(entry_id, fields, deliveries=2) for entry_id, fields in claimed if fields]
         if jobs:
             return jobs
-        reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count,
-                                            block=max(1, int(block * 1000)))
+        # RESP2 (the protocol wanhook speaks) answers [[stream, [(id, fields), ...]]], or None when nothing came.
+        reply = cast(
+            list[Any] | None,
+            await self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=count, block=max(1, int(block * 1000))
+            ),
+        )
         return [_job(entry_id, fields) for _, entries in reply or [] for entry_id, fields in entries]
 
     async def hold(self, job: Job) -> bool:
@@ -67,15 +74,20 @@ class JobQueue:
         return int(await self.redis.xlen(self.stream))
 
 
-async def work(queue: JobQueue, handle: Callable[[Job], Awaitable[None]], stop: asyncio.Event,
-               concurrency: int, log: logging.Logger) -> None:
+async def work(
+    queue: JobQueue,
+    handle: Callable[[Job], Awaitable[None]],
+    stop: asyncio.Event,
+    concurrency: int,
+    log: logging.Logger,
+) -> None:
     """Run ``handle`` on the queue's jobs, ``concurrency`` at a time, until ``stop`` is set.
 
     A job whose handler raises stays pending, to be taken over again after ``claim_idle``. Redis
-    going away pauses the loop instead of ending it.
+    going away pauses the loop instead of ending it (``worker.run_forever``).
     """
     limit = asyncio.Semaphore(concurrency)
-    running: set[asyncio.Task] = set()
+    running: set[asyncio.Task[None]] = set()
 
     async def guarded(job: Job) -> None:
         logs.task_id.set(job.task_id)  # this coroutine runs in its own task: the id stays with the job
@@ -87,28 +99,30 @@ async def work(queue: JobQueue, handle: Callable[[Job], Awaitable[None]], stop: 
             limit.release()
 
     ready = False
-    while not stop.is_set():
-        await limit.acquire()
+
+    async def step() -> None:
+        nonlocal ready
+        await limit.acquire()  # a free slot before taking a job
         try:
             if not ready:
                 await queue.ensure_group()
                 ready = True
             jobs = await queue.next(count=1, block=1.0)
-        except RedisError as exc:
+        except BaseException:
             limit.release()
-            log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(1.0)
-            continue
+            raise
         if not jobs:
             limit.release()
-            continue
+            return
         task = asyncio.create_task(guarded(jobs[0]))
         running.add(task)
         task.add_done_callback(running.discard)
+
+    await worker.run_forever(step, stop, log=log)
     await asyncio.gather(*running, return_exceptions=True)
 
 
-async def sleep_until_woken(redis: Redis, wake_key: str, timeout: float, stopping: asyncio.Future) -> bool:
+async def sleep_until_woken(redis: Redis, wake_key: str, timeout: float, stopping: asyncio.Future[Any]) -> bool:
     """Block on a wake-up list for at most ``timeout`` seconds; False when ``stopping`` came first.
 
     A wait under a second is a quota freeing at a computed moment (the rate window sliding): it is
@@ -126,7 +140,7 @@ async def sleep_until_woken(redis: Redis, wake_key: str, timeout: float, stoppin
     return True
 
 
-def _job(entry_id: bytes | str, fields: dict, deliveries: int = 1) -> Job:
+def _job(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str], deliveries: int = 1) -> Job:
     entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     task = fields.get(b"task") or fields.get("task") or b""
     return Job(entry, task.decode() if isinstance(task, bytes) else task, deliveries)

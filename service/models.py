@@ -47,10 +47,10 @@ MODELS: dict[str, ModelRules] = {
         # Singapore's names for the 2.1 models.
         ModelRules("wan2.1-t2v-turbo", "1280*720", ("480P", "720P"), (5,), 5, 800, 2, 2),
         ModelRules("wan2.1-t2v-plus", "1280*720", ("720P",), (5,), 5, 800, 2, 2),
-        ModelRules("wan2.5-t2v-preview", "1920*1080", ("480P", "720P", "1080P"), (5, 10), 5, 1500, 5, 5,
-                   audio=True),
-        ModelRules("wan2.6-t2v", "1920*1080", ("720P", "1080P"), tuple(range(2, 16)), 5, 1500, 5, 5,
-                   audio=True, shot_type=True),
+        ModelRules("wan2.5-t2v-preview", "1920*1080", ("480P", "720P", "1080P"), (5, 10), 5, 1500, 5, 5, audio=True),
+        ModelRules(
+            "wan2.6-t2v", "1920*1080", ("720P", "1080P"), tuple(range(2, 16)), 5, 1500, 5, 5, audio=True, shot_type=True
+        ),
     )
 }
 

@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
+from .errors import Interrupted
+
 CHUNK = 1 << 20
 
 
-class StorageBusy(Exception):
+class StorageBusy(Interrupted):
     """Another worker is writing this video."""
 
 

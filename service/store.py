@@ -5,43 +5,30 @@ Every write that changes a task's state goes through one of the Lua scripts in `
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
-from . import constants as keys
-from . import scripts
-from .events import CompletionEvent
+from . import keys, scripts
+from .errors import IdempotencyKeyReused, QueueFull
+from .ingress.events import CompletionEvent
 from .models import MODELS
-from .types import STATUSES, Outcome
+from .task import STATUSES, Outcome, Task, as_text
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 INDEX_BATCH = 1000
 
 log = logging.getLogger("wanhook.store")
-
-
-class QueueFull(Exception):
-    """The submitter already has as many tasks waiting in the queues as it may."""
-
-    def __init__(self, queued: int) -> None:
-        super().__init__(f"{queued} tasks queued")
-        self.queued = queued
-
-
-class IdempotencyKeyReused(Exception):
-    """The Idempotency-Key was first sent with another request body; it names that request's task."""
-
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"the key belongs to task {task_id}")
-        self.task_id = task_id
 
 
 def request_digest(fields: dict[str, Any]) -> str:
@@ -76,36 +63,6 @@ def _flatten(fields: dict[str, Any]) -> list[str]:
     return flat
 
 
-def public_task(raw: dict[str, str]) -> dict[str, Any]:
-    """The contract's task shape from the stored hash (internal fields, e.g. the signed URL, stay out)."""
-
-    def load(name: str, default: Any = None) -> Any:
-        return json.loads(raw[name]) if raw.get(name) else default
-
-    task = {
-        "id": raw["id"],
-        "status": raw["status"],
-        "model": raw.get("model"),
-        "prompt": raw.get("prompt"),
-        "negative_prompt": raw.get("negative_prompt"),
-        "parameters": load("parameters", {}),
-        "metadata": load("metadata", {}),
-        "callback": load("callback"),
-        "dashscope": {
-            "task_id": raw.get("ds_task_id"),
-            "status": raw.get("ds_status"),
-            "request_id": raw.get("ds_request_id"),
-        },
-        "video": load("video"),
-        "error": load("error"),
-        "created_at": raw.get("created_at"),
-        "updated_at": raw.get("updated_at"),
-    }
-    if raw["status"] == "downloading" and raw.get("dl_bytes"):
-        task["progress"] = {"bytes": int(raw["dl_bytes"]), "total": int(raw["dl_total"] or 0) or None}
-    return task
-
-
 class TaskStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -115,8 +72,9 @@ class TaskStore:
         self._ingest = redis.register_script(scripts.INGEST)
         self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
 
-    async def create(self, fields: dict[str, Any], idempotency_key: str | None = None, *,
-                     max_queued: int | None = None) -> str:
+    async def create(
+        self, fields: dict[str, Any], idempotency_key: str | None = None, *, max_queued: int | None = None
+    ) -> str:
         """Store a new queued task and queue its submission; returns its id (the first one's for a repeated key).
 
         Raises ``IdempotencyKeyReused`` when the key came first with other fields, and ``QueueFull`` when
@@ -125,16 +83,25 @@ class TaskStore:
         """
         task_id = uuid.uuid4().hex
         digest = request_digest(fields) if idempotency_key else ""
-        args = [keys.PREFIX, task_id, idempotency_key or "", IDEMPOTENCY_TTL_SECONDS,
-                f"{int(time.time() * 1000):013d}", now_iso(), digest, -1 if max_queued is None else max_queued,
-                len(MODELS), *MODELS, *_flatten(fields)]
+        args: list[str | int] = [
+            task_id,
+            idempotency_key or "",
+            IDEMPOTENCY_TTL_SECONDS,
+            f"{int(time.time() * 1000):013d}",
+            now_iso(),
+            digest,
+            -1 if max_queued is None else max_queued,
+            len(MODELS),
+            *MODELS,
+            *_flatten(fields),
+        ]
         outcome, value = await self._create(keys=keys.ROUTE, args=args)
-        outcome = _text(outcome)
+        outcome = as_text(outcome)
         if outcome == "full":
-            raise QueueFull(int(value))
+            raise QueueFull(int(value), max_queued)
         if outcome == "reused":
-            raise IdempotencyKeyReused(_text(value))
-        return _text(value)
+            raise IdempotencyKeyReused(as_text(value))
+        return as_text(value)
 
     async def index_owners(self, batch: int = INDEX_BATCH) -> int:
         """Add the tasks stored before the submitters' indexes existed to them, once per installation.
@@ -147,65 +114,108 @@ class TaskStore:
             return 0
         after, read = "", 0
         while True:
-            last, count = await self._index_owners(keys=keys.ROUTE, args=[keys.PREFIX, after, batch])
-            after, read = _text(last), read + int(count)
+            last, count = await self._index_owners(keys=keys.ROUTE, args=[after, batch])
+            after, read = as_text(last), read + int(count)
             if not after:
                 break
         await self.redis.set(keys.OWNER_INDEX_READY, "1")
         return read
+
     async def raw(self, task_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(keys.TASK + task_id)
-        return {_text(k): _text(v) for k, v in raw.items()} or None
+        return {as_text(k): as_text(v) for k, v in raw.items()} or None
+
+    async def task(self, task_id: str) -> Task | None:
+        raw = await self.redis.hgetall(keys.TASK + task_id)
+        return Task.from_hash(raw) if raw else None
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
-        raw = await self.raw(task_id)
-        return public_task(raw) if raw else None
+        """The task in the contract's shape (``Task.public``), None when there is none."""
+        task = await self.task(task_id)
+        return task.public() if task else None
 
-    async def list(self, owner: str, status: str | None, limit: int,
-                   cursor: str | None) -> tuple[list[dict[str, str]], str | None]:
+    async def list(
+        self, owner: str, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Task], str | None]:
         """The submitter's stored tasks, newest first, and the cursor of the next page (None at the end).
 
         Read from the submitter's own index: a page costs ``limit`` reads whatever the other submitters hold.
         """
         index = keys.owner_tasks(owner, status)
-        members = [_text(m) for m in await self.redis.zrevrangebylex(
-            index, "(" + cursor if cursor else "+", "-", start=0, num=limit)]
+        members = [
+            as_text(m)
+            for m in await self.redis.zrevrangebylex(index, "(" + cursor if cursor else "+", "-", start=0, num=limit)
+        ]
         async with self.redis.pipeline(transaction=False) as pipe:
             for member in members:
                 pipe.hgetall(keys.TASK + member.split(":", 1)[1])
             rows = await pipe.execute()
-        tasks = [{_text(k): _text(v) for k, v in row.items()} for row in rows if row]
+        tasks = [Task.from_hash(row) for row in rows if row]
         return tasks, members[-1] if len(members) == limit else None
 
     async def transition(self, task_id: str, to: str, **fields: Any) -> bool:
         """Move a task forward; False when it is already there or past it (or unknown)."""
         assert to in STATUSES
-        result = await self._transition(keys=keys.ROUTE, args=[keys.PREFIX, task_id, to, now_iso(), *_flatten(fields)])
-        return _text(result) == "ok"
+        result = await self._transition(keys=keys.ROUTE, args=[task_id, to, now_iso(), *_flatten(fields)])
+        return as_text(result) == "ok"
 
-    async def mark_submitted(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None, *,
-                             slot_lease_ms: int, sweep_after_ms: int, adopt: bool = False, attempt: str = "") -> str:
+    async def mark_submitted(
+        self,
+        task_id: str,
+        ds_task_id: str,
+        ds_status: str,
+        request_id: str | None,
+        *,
+        slot_lease_ms: int,
+        sweep_after_ms: int,
+        adopt: bool = False,
+        attempt: str = "",
+    ) -> str:
         """Record DashScope's task: "ok"; for an answer that came after the task moved on, "same" (already
         recorded with it), "canceled" (its user canceled it) or "orphan" (left running, recorded); with
         ``adopt``, "taken" (another wanhook task owns that DashScope task) or "moved" (the task no longer
         waits); "missing". ``attempt`` is the submission attempt whose create answered."""
-        result = await self._mark_submitted(keys=keys.ROUTE, args=[
-            keys.PREFIX, task_id, ds_task_id, ds_status, request_id or "", now_iso(), slot_lease_ms, sweep_after_ms,
-            "1" if adopt else "0", attempt])
-        return _text(result)
+        result = await self._mark_submitted(
+            keys=keys.ROUTE,
+            args=[
+                task_id,
+                ds_task_id,
+                ds_status,
+                request_id or "",
+                now_iso(),
+                slot_lease_ms,
+                sweep_after_ms,
+                "1" if adopt else "0",
+                attempt,
+            ],
+        )
+        return as_text(result)
 
     async def set_fields(self, task_id: str, **fields: Any) -> None:
         """Internal, non-state fields (download validators, progress); never the status."""
         await self.redis.hset(keys.TASK + task_id, mapping=dict(zip(*[iter(_flatten(fields))] * 2, strict=True)))
 
+    async def clear_fields(self, task_id: str, *names: str) -> None:
+        """Drop internal, non-state fields of the task (a disk-full error once there is room again)."""
+        await self.redis.hdel(keys.TASK + task_id, *names)
+
+    async def add_to_field(self, task_id: str, name: str, amount: int = 1) -> int:
+        """Add to a counting field of the task (reads spent on it), atomically; returns the new value."""
+        return int(await self.redis.hincrby(keys.TASK + task_id, name, amount))
+
     async def progress(self, task_id: str, written: int, total: int | None, **fields: Any) -> None:
         """Download progress: on the task, and on its change stream for live followers."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.TASK + task_id, mapping=dict(zip(*[iter(_flatten({"dl_bytes": written, **fields}))] * 2,
-                                                          strict=True)))
-            pipe.xadd(keys.TASK_CHANGES + task_id, {"status": "downloading", "at": now_iso(), "bytes": written,
-                                                     "total": total or ""},
-                      maxlen=keys.TASK_CHANGES_MAXLEN, approximate=True)
+            pipe.hset(
+                keys.TASK + task_id,
+                mapping=dict(zip(*[iter(_flatten({"dl_bytes": written, **fields}))] * 2, strict=True)),
+            )
+            pipe.xadd(
+                keys.TASK_CHANGES + task_id,
+                {"status": "downloading", "at": now_iso(), "bytes": written, "total": total or ""},
+                maxlen=keys.TASK_CHANGES_MAXLEN,
+                approximate=True,
+            )
             await pipe.execute()
 
     async def ingest(self, event: CompletionEvent, body: bytes) -> tuple[Outcome, str | None]:
@@ -213,22 +223,91 @@ class TaskStore:
         # What the event leaves on the task (or its early record) is bounded; a URL too long to be
         # DashScope's is dropped, and the download reads the task for the real one.
         video_url = event.video_url if event.video_url and len(event.video_url) <= keys.EVENT_URL_MAX else ""
-        outcome, task_id = await self._ingest(keys=keys.ROUTE, args=[
-            keys.PREFIX, event.source, event.id, event.task_id, event.task_status, now_iso(),
-            video_url, (event.code or "")[:keys.EVENT_CODE_MAX], (event.message or "")[:keys.EVENT_MESSAGE_MAX],
-            "1" if event.foreign else "0",
-            keys.EVENT_SEEN_TTL_SECONDS, keys.EARLY_EVENT_TTL_SECONDS, keys.EVENT_LOG_MAXLEN,
-            # A large body is not even sent: the audit entry keeps its digest and first bytes only.
-            body if len(body) <= keys.EVENT_LOG_BODY_MAX else b"", utf8_prefix(body, keys.EVENT_LOG_PREFIX),
-            hashlib.sha256(body).hexdigest(), len(body),
-        ])
-        return Outcome(_text(outcome)), _text(task_id) or None
+        outcome, task_id = await self._ingest(
+            keys=keys.ROUTE,
+            args=[
+                event.source,
+                event.id,
+                event.task_id,
+                event.task_status,
+                now_iso(),
+                video_url,
+                (event.code or "")[: keys.EVENT_CODE_MAX],
+                (event.message or "")[: keys.EVENT_MESSAGE_MAX],
+                "1" if event.foreign else "0",
+                keys.EVENT_SEEN_TTL_SECONDS,
+                keys.EARLY_EVENT_TTL_SECONDS,
+                keys.EVENT_LOG_MAXLEN,
+                # A large body is not even sent: the audit entry keeps its digest and first bytes only.
+                body if len(body) <= keys.EVENT_LOG_BODY_MAX else b"",
+                utf8_prefix(body, keys.EVENT_LOG_PREFIX),
+                hashlib.sha256(body).hexdigest(),
+                len(body),
+            ],
+        )
+        return Outcome(as_text(outcome)), as_text(task_id) or None
+
+    async def newest_change_id(self, task_id: str) -> str:
+        """The id of the newest entry of the task's change stream, progress included ("0-0" when it has none)."""
+        newest = await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=1)
+        return as_text(newest[0][0]) if newest else "0-0"
+
+    async def clock_ms(self) -> int:
+        """Redis' clock (ms), the one the scripts' leases and deadlines are kept on."""
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def slots_in_use(self, models: Iterable[str]) -> builtins.list[int]:
+        """Per model, the DashScope slots held now; a lease that ran out is no longer a task at DashScope,
+        though admission has yet to drop it."""
+        now_ms = await self.clock_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for model in models:
+                pipe.zcount(keys.SLOTS + model, f"({now_ms}", "+inf")
+            return [int(count) for count in await pipe.execute()]
+
+    # The sweeper (sweeper.py): one process at a time reads the tasks whose completion event is overdue.
+
+    async def lead_sweeper(self, holder: str, ttl_ms: int) -> bool:
+        """Whether ``holder`` runs the sweeper, for ``ttl_ms`` more: taken when free, renewed when its own."""
+        if await self.redis.set(keys.SWEEPER_LEADER, holder, nx=True, px=ttl_ms):
+            return True
+        if as_text(await self.redis.get(keys.SWEEPER_LEADER)) == holder:
+            await self.redis.pexpire(keys.SWEEPER_LEADER, ttl_ms)
+            return True
+        return False
+
+    async def overdue(self, limit: int) -> builtins.list[str]:
+        """At most ``limit`` submitted tasks past the time the sweeper reads them, on Redis' clock."""
+        due = await self.redis.zrangebyscore(keys.SWEEP, "-inf", await self.clock_ms(), start=0, num=limit)
+        return [as_text(member) for member in due]
+
+    async def unwatch(self, task_id: str) -> None:
+        """The sweeper no longer reads the task (it is no longer at DashScope)."""
+        await self.redis.zrem(keys.SWEEP, task_id)
+
+    async def watch_again(self, task_id: str, model: str, after_ms: int, slot_lease_ms: int) -> None:
+        """A task still rendering: read again ``after_ms`` from now, its slot kept meanwhile; both only
+        if still there (XX), in one step."""
+        now = await self.clock_ms()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.SWEEP, {task_id: now + after_ms}, xx=True)
+            pipe.zadd(keys.SLOTS + model, {task_id: now + slot_lease_ms}, xx=True)
+            await pipe.execute()
+
+    async def dead_letter(self, entry: Mapping[FieldT, EncodableT]) -> None:
+        """Keep a message a transport gave up on, bounded in number as the audit stream is."""
+        await self.redis.xadd(keys.DEAD_LETTERS, dict(entry), maxlen=keys.EVENT_LOG_MAXLEN, approximate=True)
+
+    async def record_settings(self, changes_ttl_ms: int) -> None:
+        """The settings every process applies alike inside the scripts (SETTINGS)."""
+        await self.redis.hset(keys.SETTINGS, "changes_ttl_ms", changes_ttl_ms)
 
     async def count(self, name: str, amount: int = 1) -> None:
         await self.redis.hincrby(keys.COUNTERS, name, amount)
 
     async def counters(self) -> dict[str, int]:
-        return {_text(k): int(v) for k, v in (await self.redis.hgetall(keys.COUNTERS)).items()}
+        return {as_text(k): int(v) for k, v in (await self.redis.hgetall(keys.COUNTERS)).items()}
 
     async def status_counts(self) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -239,12 +318,12 @@ class TaskStore:
 
     async def latest_change(self, task_id: str) -> tuple[str, dict[str, str]]:
         """The newest state change (stream id and fields); progress entries are skipped."""
-        for entry_id, fields in await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=50):
-            change = {_text(k): _text(v) for k, v in fields.items()}
+        # XREVRANGE answers a list of (id, fields), never None; the client's types cover every command's replies.
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=50)
+        )
+        for entry_id, fields in entries:
+            change = {as_text(k): as_text(v) for k, v in fields.items()}
             if "bytes" not in change:
-                return _text(entry_id), change
+                return as_text(entry_id), change
         return "0-0", {}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)

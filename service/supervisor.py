@@ -1,7 +1,8 @@
 """Worker loops under supervision.
 
-Each loop (dispatcher, downloader, sweeper, notifier) runs as its own task. Every loop already rides
-out Redis outages by itself; what escapes one is a bug or data it cannot read, and it would otherwise
+Each loop (dispatcher, downloader, failure reader, sweeper, notifier) runs as its own task, the one
+loop of ``worker.py`` around its own step. That loop rides out Redis outages by itself; what escapes
+it is a bug or data it cannot read, and it would otherwise
 end the loop silently while the process looks healthy. Here such a crash is logged with its
 traceback, the loop is started again after a delay that doubles from 1 s up to 30 s (and starts over
 once a run has lasted longer than that), and ``down()`` names the loops waiting to be restarted, so
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 log = logging.getLogger("wanhook.supervisor")
 
-Loop = Callable[[asyncio.Event], Awaitable[None]]
+Loop = Callable[[asyncio.Event], Awaitable[None]]  # a ``worker.Worker``'s ``run``
 
 FIRST_DELAY = 1.0
 MAX_DELAY = 30.0
@@ -52,8 +53,13 @@ class Supervisor:
                     return
             if time.monotonic() - started > self.max_delay:
                 delay = self.first_delay  # it ran well for a while: this crash does not continue a series
-            log.error("worker loop %s %s; restarting it in %.0f s", name,
-                      "crashed" if error else "ended without being stopped", delay, exc_info=error)
+            log.error(
+                "worker loop %s %s; restarting it in %.0f s",
+                name,
+                "crashed" if error else "ended without being stopped",
+                delay,
+                exc_info=error,
+            )
             self._down[name] = time.time()
             try:
                 await asyncio.wait_for(stop.wait(), delay)

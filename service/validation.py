@@ -6,23 +6,35 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
+from .errors import InvalidField, InvalidRequest
 from .models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, SHOT_TYPES
 from .outbound import not_public
-from .responses import ApiError
-from .types import CALLBACK_EVENTS, DEFAULT_CALLBACK_EVENTS
+from .task import CALLBACK_EVENTS, DEFAULT_CALLBACK_EVENTS
 
-FIELDS = {"prompt", "model", "negative_prompt", "size", "duration", "seed", "prompt_extend", "watermark",
-          "audio_url", "shot_type", "callback", "metadata"}
+FIELDS = {
+    "prompt",
+    "model",
+    "negative_prompt",
+    "size",
+    "duration",
+    "seed",
+    "prompt_extend",
+    "watermark",
+    "audio_url",
+    "shot_type",
+    "callback",
+    "metadata",
+}
 METADATA_MAX_KEYS = 32
 METADATA_MAX_LENGTH = 512
 AUDIO_URL_MAX_LENGTH = 2048
 
 
-def invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, "invalid_field", f"{field}: {message}", field=field)
+def invalid(field: str, message: str) -> InvalidField:
+    return InvalidField(field, message)
 
 
-def _string(doc: dict, field: str, *, required: bool = False) -> str | None:
+def _string(doc: dict[str, Any], field: str, *, required: bool = False) -> str | None:
     value = doc.get(field)
     if value is None:
         if required:
@@ -33,7 +45,7 @@ def _string(doc: dict, field: str, *, required: bool = False) -> str | None:
     return value
 
 
-def _integer(doc: dict, field: str) -> int | None:
+def _integer(doc: dict[str, Any], field: str) -> int | None:
     value = doc.get(field)
     if value is None:
         return None
@@ -42,7 +54,7 @@ def _integer(doc: dict, field: str) -> int | None:
     return value
 
 
-def _boolean(doc: dict, field: str) -> bool | None:
+def _boolean(doc: dict[str, Any], field: str) -> bool | None:
     value = doc.get(field)
     if value is not None and not isinstance(value, bool):
         raise invalid(field, "must be true or false")
@@ -74,8 +86,10 @@ def check_callback(value: Any, allow_private: bool) -> dict[str, Any]:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise invalid("callback.url", "must be an http or https URL with a host")
     if not allow_private and is_private_host(parts.hostname):
-        raise invalid("callback.url", "points at a loopback, private or link-local address "
-                      "(set WANHOOK_CALLBACK_ALLOW_PRIVATE=1 to allow it)")
+        raise invalid(
+            "callback.url",
+            "points at a loopback, private or link-local address (set WANHOOK_CALLBACK_ALLOW_PRIVATE=1 to allow it)",
+        )
     events = value.get("events", list(DEFAULT_CALLBACK_EVENTS))
     if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
         raise invalid("callback.events", "must be a non-empty list of event names")
@@ -85,7 +99,7 @@ def check_callback(value: Any, allow_private: bool) -> dict[str, Any]:
     return {"url": url, "events": list(dict.fromkeys(events))}
 
 
-def _newer_parameters(doc: dict, model: str, audio: bool, shot_type: bool) -> dict[str, Any]:
+def _newer_parameters(doc: dict[str, Any], model: str, audio: bool, shot_type: bool) -> dict[str, Any]:
     """audio_url and shot_type, each refused for a model that does not take it (DashScope's answer to
     those is undocumented: it may ignore them, and the video would not be what was asked)."""
     takes = {"audio_url": audio, "shot_type": shot_type}
@@ -98,8 +112,11 @@ def _newer_parameters(doc: dict, model: str, audio: bool, shot_type: bool) -> di
     if url is not None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > AUDIO_URL_MAX_LENGTH:
-            raise invalid("audio_url", f"must be an http or https URL of at most {AUDIO_URL_MAX_LENGTH} characters "
-                          "that DashScope can fetch (wav or mp3, 3 to 30 s, at most 15 MB)")
+            raise invalid(
+                "audio_url",
+                f"must be an http or https URL of at most {AUDIO_URL_MAX_LENGTH} characters "
+                "that DashScope can fetch (wav or mp3, 3 to 30 s, at most 15 MB)",
+            )
         found["audio_url"] = url
     shots = _string(doc, "shot_type")
     if shots is not None:
@@ -113,9 +130,10 @@ def _newer_parameters(doc: dict, model: str, audio: bool, shot_type: bool) -> di
 
 
 def check_task(doc: Any, *, allow_private_callbacks: bool = False) -> dict[str, Any]:
-    """The fields to store for a valid request; raises ApiError(422) naming the first bad field."""
+    """The fields to store for a valid request; raises ``InvalidField`` naming the first bad field
+    (``InvalidRequest`` when the body is not an object)."""
     if not isinstance(doc, dict):
-        raise ApiError(422, "invalid_body", "the body must be a JSON object")
+        raise InvalidRequest("the body must be a JSON object")
     unknown = set(doc) - FIELDS
     if unknown:
         name = sorted(unknown)[0]
@@ -123,8 +141,11 @@ def check_task(doc: Any, *, allow_private_callbacks: bool = False) -> dict[str, 
         if name == "resolution":
             raise invalid(name, "is not a known field; text-to-video takes size (W*H, e.g. 1280*720)")
         if name == "audio":
-            raise invalid(name, "is not a known field; wan2.5 and wan2.6 always make sound (their own, or the "
-                          "track at audio_url), wan2.2 and wan2.1 never: DashScope's text-to-video has no switch")
+            raise invalid(
+                name,
+                "is not a known field; wan2.5 and wan2.6 always make sound (their own, or the "
+                "track at audio_url), wan2.2 and wan2.1 never: DashScope's text-to-video has no switch",
+            )
         raise invalid(name, "is not a known field")
 
     model = _string(doc, "model") or "wan2.2-t2v-plus"
@@ -144,8 +165,9 @@ def check_task(doc: Any, *, allow_private_callbacks: bool = False) -> dict[str, 
 
     parameters: dict[str, Any] = {"size": _string(doc, "size") or rules.default_size}
     if parameters["size"] not in rules.sizes:
-        raise invalid("size", f"{parameters['size']!r} is not allowed for {model}; "
-                      f"expected one of {', '.join(rules.sizes)}")
+        raise invalid(
+            "size", f"{parameters['size']!r} is not allowed for {model}; expected one of {', '.join(rules.sizes)}"
+        )
     duration = _integer(doc, "duration")
     if duration is not None:
         if duration not in rules.durations:
@@ -164,8 +186,9 @@ def check_task(doc: Any, *, allow_private_callbacks: bool = False) -> dict[str, 
     parameters.update(_newer_parameters(doc, model, rules.audio, rules.shot_type))
 
     metadata = doc.get("metadata") or {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                 for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
         raise invalid("metadata", "must be an object of string values")
     if len(metadata) > METADATA_MAX_KEYS or any(len(k) + len(v) > METADATA_MAX_LENGTH for k, v in metadata.items()):
         raise invalid("metadata", f"at most {METADATA_MAX_KEYS} entries of at most {METADATA_MAX_LENGTH} characters")

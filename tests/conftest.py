@@ -65,8 +65,9 @@ def redis_url(redis_server: RedisServer) -> str:
 class Stack:
     """The emulator and a wanhook server (with its workers) wired to each other, on loopback."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, processes: list[Process], *emulator_args: str,
-                 webhook: bool = True) -> None:
+    def __init__(
+        self, tmp_path: Path, redis_url: str, processes: list[Process], *emulator_args: str, webhook: bool = True
+    ) -> None:
         self.tmp_path = tmp_path
         self.redis_url = redis_url
         self.processes = processes
@@ -97,8 +98,9 @@ class Stack:
         self.server.wait_ready()
         return self
 
-    def serve(self, port: int | None = None, *extra: str, env: dict[str, str] | None = None,
-              wait: bool = True) -> Wanhook:
+    def serve(
+        self, port: int | None = None, *extra: str, env: dict[str, str] | None = None, wait: bool = True
+    ) -> Wanhook:
         process = Wanhook(self.tmp_path, {**self.env, **(env or {})}, *extra, port=port)
         self.processes.append(process.launch())
         return process.wait_ready() if wait else process
@@ -111,12 +113,16 @@ class Stack:
 
     def consume(self, endpoints: str, topic: str, name: str = "consume", **settings: str) -> Wanhook:
         """A ``wanhook consume`` process of the consumer group "wanhook"."""
-        env = {"WANHOOK_ROCKETMQ_ENDPOINTS": endpoints, "WANHOOK_ROCKETMQ_TOPIC": topic,
-               "WANHOOK_ROCKETMQ_GROUP": "wanhook",
-               # The shortest the real proxy allows: a receive may not ask for an invisible duration under
-               # 10 s, and a long poll is at least 5 s (await + the client's 3 s request timeout).
-               "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS": "10", "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "3",
-               **{f"WANHOOK_ROCKETMQ_{key.upper()}": value for key, value in settings.items()}}
+        env = {
+            "WANHOOK_ROCKETMQ_ENDPOINTS": endpoints,
+            "WANHOOK_ROCKETMQ_TOPIC": topic,
+            "WANHOOK_ROCKETMQ_GROUP": "wanhook",
+            # The shortest the real proxy allows: a receive may not ask for an invisible duration under
+            # 10 s, and a long poll is at least 5 s (await + the client's 3 s request timeout).
+            "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS": "10",
+            "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "3",
+            **{f"WANHOOK_ROCKETMQ_{key.upper()}": value for key, value in settings.items()},
+        }
         process = Wanhook(self.tmp_path, {**self.env, **env}, name="consume", port=free_port())
         process.name = f"{name}-{process.port}"
         self.processes.append(process.start())

@@ -36,8 +36,14 @@ class Backend:
         self.create((topic,), groups)
         return topic
 
-    def publish(self, topic: str, body: bytes, keys: list[str] | None = None, tag: str | None = None,
-                properties: dict[str, str] | None = None) -> str:
+    def publish(
+        self,
+        topic: str,
+        body: bytes,
+        keys: list[str] | None = None,
+        tag: str | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> str:
         raise NotImplementedError
 
     def stored(self, topic: str) -> int:
@@ -54,7 +60,7 @@ class DoubleBackend(Backend):
     namespace = "ns"  # credentials and a namespace, as on ApsaraMQ: the double takes them in its stride
 
     def __init__(self) -> None:
-        from emulator.rocketmq import RocketMQDouble
+        from wanhook.emulator.rocketmq import RocketMQDouble
 
         self.double = RocketMQDouble(port=0, auto_create=False)
         self.double.start()
@@ -66,8 +72,14 @@ class DoubleBackend(Backend):
         for group, retries in (groups or {}).items():
             self.double.create_group(group, retries)
 
-    def publish(self, topic: str, body: bytes, keys: list[str] | None = None, tag: str | None = None,
-                properties: dict[str, str] | None = None) -> str:
+    def publish(
+        self,
+        topic: str,
+        body: bytes,
+        keys: list[str] | None = None,
+        tag: str | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> str:
         return self.double.publish(topic, body, keys=keys, tag=tag, properties=properties)
 
     def stored(self, topic: str) -> int:
@@ -103,8 +115,14 @@ class RealBackend(Backend):
                 self._producers[topic] = client
             return self._producers[topic]
 
-    def publish(self, topic: str, body: bytes, keys: list[str] | None = None, tag: str | None = None,
-                properties: dict[str, str] | None = None) -> str:
+    def publish(
+        self,
+        topic: str,
+        body: bytes,
+        keys: list[str] | None = None,
+        tag: str | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> str:
         """Through a real 5.x producer (Apache's Python client), as EventBridge's RocketMQ target sends."""
         import rocketmq as mq
 
@@ -147,7 +165,8 @@ def real_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealBroker
 @pytest.fixture(params=["double", "real"])
 def broker(request: pytest.FixtureRequest) -> Iterator[Backend]:
     backend: DoubleBackend | RealBackend = (
-        DoubleBackend() if request.param == "double" else RealBackend(request.getfixturevalue("real_broker")))
+        DoubleBackend() if request.param == "double" else RealBackend(request.getfixturevalue("real_broker"))
+    )
     yield backend
     backend.stop()
 

@@ -35,8 +35,13 @@ CACHE = Path(os.environ.get("WANHOOK_ROCKETMQ_CACHE") or Path.home() / ".cache" 
 ADMIN = ROOT / "deploy" / "rocketmq" / "Admin.java"
 CLUSTER = "DefaultCluster"
 # A 2-core shared machine: small heaps, the serial collector, and no time spent on optimising JIT tiers.
-JAVA_OPTIONS = ["-Xms64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:MaxDirectMemorySize=256m",
-                "-Djava.net.preferIPv4Stack=true"]
+JAVA_OPTIONS = [
+    "-Xms64m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:MaxDirectMemorySize=256m",
+    "-Djava.net.preferIPv4Stack=true",
+]
 NAMESRV_HEAP = "-Xmx128m"
 PROXY_HEAP = "-Xmx384m"
 ADMIN_HEAP = "-Xmx128m"
@@ -47,18 +52,24 @@ def missing() -> str | None:
     """Why a real broker cannot run here (no Java, no Maven), or None."""
     absent = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
     if absent:
-        return (f"no real RocketMQ broker: {' and '.join(absent)} not found "
-                f"(install Debian's default-jdk-headless and maven)")
+        return (
+            f"no real RocketMQ broker: {' and '.join(absent)} not found "
+            f"(install Debian's default-jdk-headless and maven)"
+        )
     return None
 
 
 def _pom() -> str:
     dependencies = "".join(
         f"<dependency><groupId>org.apache.rocketmq</groupId><artifactId>{artifact}</artifactId>"
-        f"<version>{VERSION}</version></dependency>" for artifact in ARTIFACTS)
-    return ('<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
-            '<groupId>local.wanhook</groupId><artifactId>rocketmq-runtime</artifactId><version>1</version>'
-            f'<packaging>pom</packaging><dependencies>{dependencies}</dependencies></project>\n')
+        f"<version>{VERSION}</version></dependency>"
+        for artifact in ARTIFACTS
+    )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>local.wanhook</groupId><artifactId>rocketmq-runtime</artifactId><version>1</version>"
+        f"<packaging>pom</packaging><dependencies>{dependencies}</dependencies></project>\n"
+    )
 
 
 def resolve(cache: Path = CACHE) -> Path:
@@ -75,8 +86,15 @@ def resolve(cache: Path = CACHE) -> Path:
         (home / "pom.xml").write_text(_pom())
         staging = home / "lib.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        command = ["mvn", "-q", "-B", "-f", str(home / "pom.xml"), "dependency:copy-dependencies",
-                   f"-DoutputDirectory={staging}"]
+        command = [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(home / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
@@ -153,56 +171,97 @@ class RealBroker:
         store.mkdir(parents=True, exist_ok=True)
         (self.directory / "namesrv.properties").write_text(f"listenPort={self.namesrv_port}\n")
         broker = {
-            "brokerClusterName": CLUSTER, "brokerName": "broker-a", "brokerId": 0,
-            "listenPort": self.broker_port, "namesrvAddr": self.namesrv_addr, "brokerIP1": "127.0.0.1",
-            "storePathRootDir": store, "storePathCommitLog": store / "commitlog",
+            "brokerClusterName": CLUSTER,
+            "brokerName": "broker-a",
+            "brokerId": 0,
+            "listenPort": self.broker_port,
+            "namesrvAddr": self.namesrv_addr,
+            "brokerIP1": "127.0.0.1",
+            "storePathRootDir": store,
+            "storePathCommitLog": store / "commitlog",
             # Small files: the defaults (1 GiB commit log, 6 MB consume queues) are allocated up front.
-            "mappedFileSizeCommitLog": 64 * 1024 * 1024, "mappedFileSizeConsumeQueue": 300_000,
-            "transientStorePoolEnable": "false", "warmMapedFileEnable": "false",
+            "mappedFileSizeCommitLog": 64 * 1024 * 1024,
+            "mappedFileSizeConsumeQueue": 300_000,
+            "transientStorePoolEnable": "false",
+            "warmMapedFileEnable": "false",
             # A shared disk that is 90% full must not make the broker refuse writes or delete files.
-            "diskMaxUsedSpaceRatio": 99, "diskSpaceWarningLevelRatio": 0.99, "diskSpaceCleanForciblyRatio": 0.99,
+            "diskMaxUsedSpaceRatio": 99,
+            "diskSpaceWarningLevelRatio": 0.99,
+            "diskSpaceCleanForciblyRatio": 0.99,
             # Topics and groups are made with the admin tool, as on a managed instance.
-            "autoCreateTopicEnable": "false", "autoCreateSubscriptionGroup": "false",
+            "autoCreateTopicEnable": "false",
+            "autoCreateSubscriptionGroup": "false",
             "enablePropertyFilter": "true",
         }
         (self.directory / "broker.properties").write_text("".join(f"{k}={v}\n" for k, v in broker.items()))
-        proxy = {"rocketMQClusterName": CLUSTER, "proxyMode": "local", "namesrvAddr": self.namesrv_addr,
-                 "grpcServerPort": self.grpc_port, "remotingListenPort": self.remoting_port,
-                 "enableACL": False}
+        proxy = {
+            "rocketMQClusterName": CLUSTER,
+            "proxyMode": "local",
+            "namesrvAddr": self.namesrv_addr,
+            "grpcServerPort": self.grpc_port,
+            "remotingListenPort": self.remoting_port,
+            "enableACL": False,
+        }
         if self.min_invisible_ms is not None:
             proxy["minInvisibleTimeMillsForRecv"] = self.min_invisible_ms
         (self.directory / "proxy.json").write_text(json.dumps(proxy))
 
     def _java(self, heap: str, main: str, *args: str) -> list[str]:
-        return ["java", heap, *JAVA_OPTIONS, f"-Drocketmq.home.dir={self.directory / 'home'}",
-                f"-Duser.home={self.directory / 'home'}", "-cp", str(self.lib / "*"), main, *args]
+        return [
+            "java",
+            heap,
+            *JAVA_OPTIONS,
+            f"-Drocketmq.home.dir={self.directory / 'home'}",
+            f"-Duser.home={self.directory / 'home'}",
+            "-cp",
+            str(self.lib / "*"),
+            main,
+            *args,
+        ]
 
     def _launch(self, name: str, command: list[str]) -> subprocess.Popen:
         with open(self.directory / f"{name}.out", "ab") as out:
-            return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=self.directory,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, cwd=self.directory, start_new_session=True
+            )
 
     def start(self) -> Self:
         started = time.monotonic()
-        self.namesrv = self._launch("namesrv", self._java(
-            NAMESRV_HEAP, "org.apache.rocketmq.namesrv.NamesrvStartup",
-            "-c", str(self.directory / "namesrv.properties")))
+        self.namesrv = self._launch(
+            "namesrv",
+            self._java(
+                NAMESRV_HEAP,
+                "org.apache.rocketmq.namesrv.NamesrvStartup",
+                "-c",
+                str(self.directory / "namesrv.properties"),
+            ),
+        )
         self.start_proxy(started)
         return self
 
     def start_proxy(self, started: float | None = None) -> None:
         """The broker and its proxy; after ``stop_proxy`` it comes back on the same ports and store."""
         started = time.monotonic() if started is None else started
-        self.proxy = self._launch("proxy", self._java(
-            PROXY_HEAP, "org.apache.rocketmq.proxy.ProxyStartup", "-pm", "local",
-            "-bc", str(self.directory / "broker.properties"), "-pc", str(self.directory / "proxy.json")))
+        self.proxy = self._launch(
+            "proxy",
+            self._java(
+                PROXY_HEAP,
+                "org.apache.rocketmq.proxy.ProxyStartup",
+                "-pm",
+                "local",
+                "-bc",
+                str(self.directory / "broker.properties"),
+                "-pc",
+                str(self.directory / "proxy.json"),
+            ),
+        )
         deadline = started + START_TIMEOUT
-        while not (_answers(self.grpc_port) and _answers(self.namesrv_port)
-                   and "startup successfully" in self.log("proxy")):
+        while not (
+            _answers(self.grpc_port) and _answers(self.namesrv_port) and "startup successfully" in self.log("proxy")
+        ):
             for name, process in (("namesrv", self.namesrv), ("proxy", self.proxy)):
                 if process is not None and process.poll() is not None:
-                    raise RuntimeError(f"RocketMQ {name} exited with {process.returncode}: "
-                                       f"{self.log(name)[-2000:]}")
+                    raise RuntimeError(f"RocketMQ {name} exited with {process.returncode}: {self.log(name)[-2000:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"RocketMQ did not answer on {self.endpoints} within {START_TIMEOUT:.0f}s")
             time.sleep(0.1)
@@ -214,8 +273,17 @@ class RealBroker:
 
     def admin(self, *commands: str) -> str:
         """Run ``deploy/rocketmq/Admin.java`` commands in one JVM; its output."""
-        command = ["java", ADMIN_HEAP, *JAVA_OPTIONS, "-cp", str(self.lib / "*"), str(ADMIN),
-                   self.namesrv_addr, self.broker_addr, *commands]
+        command = [
+            "java",
+            ADMIN_HEAP,
+            *JAVA_OPTIONS,
+            "-cp",
+            str(self.lib / "*"),
+            str(ADMIN),
+            self.namesrv_addr,
+            self.broker_addr,
+            *commands,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=self.directory)
         if done.returncode != 0:
             raise RuntimeError(f"admin {' '.join(commands)} failed: {done.stderr.strip()[-1000:]}")
@@ -260,13 +328,20 @@ class RealBroker:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.rocketmq_broker",
-                                     description=f"Run Apache RocketMQ {VERSION} (NameServer + local-mode Proxy).")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.rocketmq_broker",
+        description=f"Run Apache RocketMQ {VERSION} (NameServer + local-mode Proxy).",
+    )
     parser.add_argument("--topic", action="append", default=[], help="a topic to create (repeatable)")
-    parser.add_argument("--group", action="append", default=[],
-                        help="a consumer group to create, NAME or NAME:MAX_RETRIES (repeatable; default 16)")
-    parser.add_argument("--dir", type=Path,
-                        help="folder for configuration, store and logs (default: a new temporary one)")
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        help="a consumer group to create, NAME or NAME:MAX_RETRIES (repeatable; default 16)",
+    )
+    parser.add_argument(
+        "--dir", type=Path, help="folder for configuration, store and logs (default: a new temporary one)"
+    )
     options = parser.parse_args(argv)
     reason = missing()
     if reason:
@@ -283,8 +358,11 @@ def main(argv: list[str] | None = None) -> None:
             name, _, retries = item.partition(":")
             groups[name] = int(retries or 16)
         broker.create(tuple(options.topic), groups)
-        print(f"RocketMQ {VERSION} up in {broker.start_seconds:.1f}s: gRPC endpoints {broker.endpoints}, "
-              f"NameServer {broker.namesrv_addr}, broker {broker.broker_addr}; files in {directory}", flush=True)
+        print(
+            f"RocketMQ {VERSION} up in {broker.start_seconds:.1f}s: gRPC endpoints {broker.endpoints}, "
+            f"NameServer {broker.namesrv_addr}, broker {broker.broker_addr}; files in {directory}",
+            flush=True,
+        )
         print("Ctrl-C to stop.", flush=True)
         while not stop:
             time.sleep(0.5)

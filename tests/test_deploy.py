@@ -8,15 +8,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service import eventbridge_limits as limits
+from wanhook.service.cli import eventbridge_limits as limits
 
 from .support import ROOT
 
 DEPLOY = ROOT / "deploy" / "eventbridge"
 SPEC_EXAMPLE = {
-    "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish", "id": "81765e5b",
-    "data": {"task_id": "a154c328", "task_status": "SUCCEEDED",
-             "user_api_unique_key": "apikey:v1:audio:asr:transcription:paraformer-8k-v1"},
+    "source": "acs.dashscope",
+    "type": "dashscope:System:AsyncTaskFinish",
+    "id": "81765e5b",
+    "data": {
+        "task_id": "a154c328",
+        "task_status": "SUCCEEDED",
+        "user_api_unique_key": "apikey:v1:audio:asr:transcription:paraformer-8k-v1",
+    },
 }
 
 
@@ -65,8 +70,10 @@ def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
         if isinstance(rule, dict):
             if not isinstance(value, dict) or not matches(rule, value):
                 return False
-        elif not any(_operator(option, value, present) if isinstance(option, dict) else present and value == option
-                     for option in rule):
+        elif not any(
+            _operator(option, value, present) if isinstance(option, dict) else present and value == option
+            for option in rule
+        ):
             return False
     return True
 
@@ -85,8 +92,8 @@ def with_key(unique_key: str) -> dict[str, Any]:
 
 
 def test_rule_selects_text_to_video_completions_only() -> None:
-    from emulator.eventbridge import USER_API_KEY_PREFIX
-    from service.models import MODELS
+    from wanhook.emulator.eventbridge import USER_API_KEY_PREFIX
+    from wanhook.service.models import MODELS
 
     pattern = load("rule.json")["FilterPattern"]
     limits.check_pattern(pattern)  # within every documented limit, five expressions per field among them
@@ -95,8 +102,17 @@ def test_rule_selects_text_to_video_completions_only() -> None:
         for prefix in (USER_API_KEY_PREFIX, "apikey:v1:video:video-generation:video-synthesis:"):
             assert matches(pattern, with_key(prefix + model)), model
     # DashScope's other video and image models share the source, the type and the key's first segments.
-    for other in ("wanx2.1-i2v-turbo", "wan2.2-i2v-plus", "wan2.5-i2v-preview", "wan2.6-i2v", "wanx2.1-kf2v-plus",
-                  "wan2.2-s2v", "wanx2.1-vace-plus", "wan2.2-t2i-plus", "wanx2.1-t2i-turbo"):
+    for other in (
+        "wanx2.1-i2v-turbo",
+        "wan2.2-i2v-plus",
+        "wan2.5-i2v-preview",
+        "wan2.6-i2v",
+        "wanx2.1-kf2v-plus",
+        "wan2.2-s2v",
+        "wanx2.1-vace-plus",
+        "wan2.2-t2i-plus",
+        "wanx2.1-t2i-turbo",
+    ):
         assert not matches(pattern, with_key(USER_API_KEY_PREFIX + other)), other
     video = with_key(USER_API_KEY_PREFIX + "wan2.2-t2v-plus")
     assert not matches(pattern, {**video, "source": "acs.oss"})
@@ -106,8 +122,12 @@ def test_rule_selects_text_to_video_completions_only() -> None:
 
 def test_the_matcher_follows_the_patterns_page() -> None:
     # The page's own examples, so the test above rests on EventBridge's semantics, not on this file's.
-    event = {"source": "acs.oss", "subject": "acs:oss:cn-hangzhou:1234567:xls-papk/game_apk/123.jpg",
-             "type": "oss:ObjectCreated:PostObject", "data": {"c-count": 5, "source-ip": "10.0.0.123", "state": None}}
+    event = {
+        "source": "acs.oss",
+        "subject": "acs:oss:cn-hangzhou:1234567:xls-papk/game_apk/123.jpg",
+        "type": "oss:ObjectCreated:PostObject",
+        "data": {"c-count": 5, "source-ip": "10.0.0.123", "state": None},
+    }
     assert matches({"source": ["acs.oss"]}, event)
     assert matches({"source": [{"prefix": "acs."}]}, event)
     assert matches({"subject": [{"suffix": ".jpg"}]}, event)
@@ -140,8 +160,9 @@ def test_targets_use_the_recommended_settings() -> None:
     assert http_params["url"]["Value"] == http["Endpoint"]
     assert http_params["Token"]["Form"] == "CONSTANT"  # sent as x-eventbridge-signature-token, which serve checks
     assert http_params["Network"]["Value"] == "PublicNetwork"
-    assert all(load(name)["RuleName"] == load("rule.json")["RuleName"]
-               for name in ("http-target.json", "rocketmq-target.json"))
+    assert all(
+        load(name)["RuleName"] == load("rule.json")["RuleName"] for name in ("http-target.json", "rocketmq-target.json")
+    )
 
 
 def test_files_are_plain_json() -> None:

@@ -24,15 +24,28 @@ GROUP = "wanhook"  # Stack.consume's group
 UNIQUE_KEY = "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"
 
 
-def cloud_event(ds_task_id: str, status: str = "SUCCEEDED", event_id: str | None = None,
-                unique_key: str = UNIQUE_KEY) -> bytes:
-    return json.dumps({
-        "datacontenttype": "application/json;charset=utf-8", "specversion": "1.0", "aliyuneventbusname": "default",
-        "id": event_id or str(uuid.uuid4()), "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish",
-        "time": "2026-11-25T01:45:16.969Z", "aliyunregionid": "cn-beijing",
-        "data": {"task_id": ds_task_id, "task_status": status, "contain_result": False,
-                 "user_api_unique_key": unique_key, "region": "cn-beijing"},
-    }).encode()
+def cloud_event(
+    ds_task_id: str, status: str = "SUCCEEDED", event_id: str | None = None, unique_key: str = UNIQUE_KEY
+) -> bytes:
+    return json.dumps(
+        {
+            "datacontenttype": "application/json;charset=utf-8",
+            "specversion": "1.0",
+            "aliyuneventbusname": "default",
+            "id": event_id or str(uuid.uuid4()),
+            "source": "acs.dashscope",
+            "type": "dashscope:System:AsyncTaskFinish",
+            "time": "2026-11-25T01:45:16.969Z",
+            "aliyunregionid": "cn-beijing",
+            "data": {
+                "task_id": ds_task_id,
+                "task_status": status,
+                "contain_result": False,
+                "user_api_unique_key": unique_key,
+                "region": "cn-beijing",
+            },
+        }
+    ).encode()
 
 
 @pytest.fixture
@@ -55,8 +68,17 @@ def outcomes(stack: Stack) -> list[str]:
 
 def test_emulator_to_topic_to_stored_video(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
     port = free_port()
-    stack = Stack(tmp_path, redis_url, processes, "--rocketmq", "--rocketmq-port", str(port),
-                  "--rocketmq-topic", TOPIC, webhook=False).start()
+    stack = Stack(
+        tmp_path,
+        redis_url,
+        processes,
+        "--rocketmq",
+        "--rocketmq-port",
+        str(port),
+        "--rocketmq-topic",
+        TOPIC,
+        webhook=False,
+    ).start()
     stack.consume(f"127.0.0.1:{port}", TOPIC)
     task = stack.wait_status(stack.create("over the topic")["id"], "ready")
     assert task["video"]["bytes"] > 0
@@ -118,8 +140,11 @@ def test_consumer_killed_before_acking(quiet: Stack, broker: Backend) -> None:
     try:
         broker.publish(topic, cloud_event(ds_id), keys=[ds_id], tag="AsyncTaskFinish")
         assert consumer.proc is not None
-        wait_for(lambda: blocked_writing(admin, consumer.proc.pid), 30,
-                 what="the consumer to receive the message and hang recording it")
+        wait_for(
+            lambda: blocked_writing(admin, consumer.proc.pid),
+            30,
+            what="the consumer to receive the message and hang recording it",
+        )
         consumer.kill()
     finally:
         admin.execute_command("CLIENT", "UNPAUSE")
@@ -134,8 +159,10 @@ def test_consumer_killed_before_acking(quiet: Stack, broker: Backend) -> None:
         assert stats["redelivered"] >= 1 and stats["acked"] == 1
     assert outcomes(quiet).count("applied") == 1
     assert int(quiet.redis.hget("{wanhook}:counters", "downloads_completed")) == 1
-    print(f"redelivery after SIGKILL ({broker.kind}): task ready {delay:.2f}s after the kill "
-          f"(invisible duration {MIN_INVISIBLE}s)")
+    print(
+        f"redelivery after SIGKILL ({broker.kind}): task ready {delay:.2f}s after the kill "
+        f"(invisible duration {MIN_INVISIBLE}s)"
+    )
 
 
 def test_malformed_messages_are_recorded_and_acked(quiet: Stack, broker: Backend) -> None:
@@ -146,8 +173,11 @@ def test_malformed_messages_are_recorded_and_acked(quiet: Stack, broker: Backend
     broker.publish(topic, cloud_event("asr-1", unique_key="apikey:v1:audio:asr:transcription:paraformer-8k-v1"))
     large = b"[" + b"1," * 100_000 + b"1]"  # 200 KB of JSON that is not an event
     broker.publish(topic, large)
-    wait_for(lambda: len(quiet.redis.xrange("{wanhook}:dead-letters")) == 3 and outcomes(quiet) == ["ignored"], 30,
-             what="all four settled")
+    wait_for(
+        lambda: len(quiet.redis.xrange("{wanhook}:dead-letters")) == 3 and outcomes(quiet) == ["ignored"],
+        30,
+        what="all four settled",
+    )
     acked(broker, 4)
     parked = quiet.redis.xrange("{wanhook}:dead-letters")
     assert len(parked) == 3 and all(entry["reason"].startswith("malformed:") for _, entry in parked)
@@ -158,8 +188,10 @@ def test_malformed_messages_are_recorded_and_acked(quiet: Stack, broker: Backend
     assert len(kept["body_prefix"]) == 512
     assert quiet.redis.hget("{wanhook}:counters", "events_invalid") == "3"
     # Acked means gone: nothing comes back after the invisible duration.
-    stays(lambda: len(quiet.redis.xrange("{wanhook}:dead-letters")) == 3 and outcomes(quiet) == ["ignored"],
-          MIN_INVISIBLE + 4)
+    stays(
+        lambda: len(quiet.redis.xrange("{wanhook}:dead-letters")) == 3 and outcomes(quiet) == ["ignored"],
+        MIN_INVISIBLE + 4,
+    )
     if broker.kind == "double":
         assert broker.double.stats()["redelivered"] == 0
 
@@ -172,12 +204,14 @@ def test_poison_message_is_dead_lettered(quiet: Stack, broker: Backend) -> None:
     quiet.redis.hset("{wanhook}:ds:poison", "not", "a string")  # recording any event for it fails (WRONGTYPE)
     broker.publish(topic, cloud_event("poison"), keys=["poison"])
     parked = wait_for(lambda: quiet.redis.xrange("{wanhook}:dead-letters"), 60, what="the message to be parked")
-    (_, entry), = parked
+    ((_, entry),) = parked
     assert entry["attempt"] == "2" and entry["reason"].startswith("gave up after 2 deliveries")
     assert json.loads(entry["body"])["data"]["task_id"] == "poison"
     acked(broker, 1)
-    stays(lambda: consumer.log().count("(delivery 3)") == 0 and len(quiet.redis.xrange("{wanhook}:dead-letters")) == 1,
-          MIN_INVISIBLE + 4)
+    stays(
+        lambda: consumer.log().count("(delivery 3)") == 0 and len(quiet.redis.xrange("{wanhook}:dead-letters")) == 1,
+        MIN_INVISIBLE + 4,
+    )
     assert broker.stored(f"%DLQ%{GROUP}") == 0
 
 
@@ -214,8 +248,10 @@ def test_two_consumers_share_1000_events(quiet: Stack, broker: Backend) -> None:
     assert {entry["outcome"] for _, entry in log} == {"unknown_task"}
     handled = [process.log().count("for DashScope task ds-") for process in (first, second)]
     assert sum(handled) == 1000 and min(handled) > 0, handled
-    print(f"1,000 events through 2 consumers ({broker.kind}) in {elapsed:.2f}s: {1000 / elapsed:.0f} events/s, "
-          f"split {handled}")
+    print(
+        f"1,000 events through 2 consumers ({broker.kind}) in {elapsed:.2f}s: {1000 / elapsed:.0f} events/s, "
+        f"split {handled}"
+    )
 
 
 def test_broker_restart_mid_run(quiet: Stack, broker: Backend) -> None:
@@ -235,13 +271,19 @@ def test_broker_restart_mid_run(quiet: Stack, broker: Backend) -> None:
     broker.broker.start_proxy()
     # The broker registers with the NameServer again in the background: until then a route is not found.
     first = ids[100]
-    wait_for(lambda: broker.publish(topic, cloud_event(first, event_id=f"event-{first}"), keys=[first]), 60,
-             interval=0.5, what="the restarted broker to take messages")
+    wait_for(
+        lambda: broker.publish(topic, cloud_event(first, event_id=f"event-{first}"), keys=[first]),
+        60,
+        interval=0.5,
+        what="the restarted broker to take messages",
+    )
     for ds_id in ids[101:]:
         broker.publish(topic, cloud_event(ds_id, event_id=f"event-{ds_id}"), keys=[ds_id])
     wait_for(lambda: quiet.redis.xlen("{wanhook}:events") >= 200, 120, interval=0.2, what="all 200 events")
     log = quiet.redis.xrange("{wanhook}:events")
     assert sorted(entry["ds_task_id"] for _, entry in log) == sorted(ids)
     assert consumer.alive
-    print(f"broker restart: back in {broker.broker.start_seconds:.1f}s, all events recorded "
-          f"{time.monotonic() - restarted:.1f}s after the restart began")
+    print(
+        f"broker restart: back in {broker.broker.start_seconds:.1f}s, all events recorded "
+        f"{time.monotonic() - restarted:.1f}s after the restart began"
+    )

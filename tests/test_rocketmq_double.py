@@ -111,9 +111,7 @@ class Settled:
         return getattr(self._client, name)
 
 
-def message(
-    mq: ModuleType, topic: str, body: bytes, tag: str | None = None, keys: tuple[str, ...] = ()
-) -> Any:
+def message(mq: ModuleType, topic: str, body: bytes, tag: str | None = None, keys: tuple[str, ...] = ()) -> Any:
     msg = mq.Message()
     msg.topic = topic
     msg.body = body
@@ -318,8 +316,7 @@ def test_tag_filter(broker: Backend, consumer: Any, topic: str) -> None:
     settled(broker, topic)
 
 
-def test_one_group_shares_messages(mq: ModuleType, broker: Backend, producer: Any, consumer: Any,
-                                   topic: str) -> None:
+def test_one_group_shares_messages(mq: ModuleType, broker: Backend, producer: Any, consumer: Any, topic: str) -> None:
     clients = [consumer(), consumer()]
     sent = {producer.send(message(mq, topic, b"job %d" % n)).message_id for n in range(200)}
     taken: list[list[str]] = [[], []]
@@ -387,7 +384,7 @@ def test_push_consumer(mq: ModuleType, broker: Backend, config: Any, topic: str)
 def test_runs_as_its_own_process(mq: ModuleType, home: Path) -> None:
     topic = f"T-{uuid.uuid4().hex[:12]}"
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "emulator.rocketmq", "--port", "0"]
+    command = [sys.executable, "-m", "wanhook.emulator.rocketmq", "--port", "0"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([process.stdout], [], [], 20)

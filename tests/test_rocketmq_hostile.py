@@ -31,12 +31,23 @@ def quiet(tmp_path: Path, redis_url: str, processes: list[Process]) -> Iterator[
 
 def consume_once(tmp_path: Path, redis_url: str, timeout: float, **settings: str) -> tuple[int, str, float]:
     """Run ``wanhook consume`` to its end: exit status, stderr, seconds taken."""
-    env = {**os.environ, "WANHOOK_REDIS_URL": redis_url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
-           "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events", "WANHOOK_ROCKETMQ_GROUP": GROUP,
-           **{f"WANHOOK_ROCKETMQ_{key.upper()}": value for key, value in settings.items()}}
+    env = {
+        **os.environ,
+        "WANHOOK_REDIS_URL": redis_url,
+        "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+        "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
+        "WANHOOK_ROCKETMQ_GROUP": GROUP,
+        **{f"WANHOOK_ROCKETMQ_{key.upper()}": value for key, value in settings.items()},
+    }
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "service.cli", "consume"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "wanhook.service.cli", "consume"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return done.returncode, done.stderr, time.monotonic() - started
 
 
@@ -46,7 +57,7 @@ def test_a_body_over_256_kib_is_parked_as_a_digest(quiet: Stack, broker: Backend
     task_id, ds_id = submitted(quiet)
     huge = cloud_event(ds_id)[:-1] + b', "padding": "' + b"x" * (1024 * 1024) + b'"}'  # a valid event, 1 MiB
     broker.publish(topic, huge, keys=[ds_id], tag="AsyncTaskFinish")
-    (_, entry), = wait_for(lambda: quiet.redis.xrange("{wanhook}:dead-letters"), 30, what="the body parked")
+    ((_, entry),) = wait_for(lambda: quiet.redis.xrange("{wanhook}:dead-letters"), 30, what="the body parked")
     assert entry["reason"].startswith("malformed: too_large:")
     assert "body" not in entry and entry["body_bytes"] == str(len(huge))
     assert entry["body_sha256"] == hashlib.sha256(huge).hexdigest()
@@ -57,13 +68,17 @@ def test_a_body_over_256_kib_is_parked_as_a_digest(quiet: Stack, broker: Backend
     quiet.wait_status(task_id, "ready")
 
 
-@pytest.mark.parametrize(("name", "value", "says"), [
-    ("invisible_seconds", "5", "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS must be 10 to 43200"),
-    ("invisible_seconds", "50000", "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS must be 10 to 43200"),
-    ("await_seconds", "1", "WANHOOK_ROCKETMQ_AWAIT_SECONDS must be at least 3"),
-])
-def test_settings_the_proxy_refuses_stop_it_at_start(tmp_path: Path, redis_url: str, name: str, value: str,
-                                                     says: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("invisible_seconds", "5", "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS must be 10 to 43200"),
+        ("invisible_seconds", "50000", "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS must be 10 to 43200"),
+        ("await_seconds", "1", "WANHOOK_ROCKETMQ_AWAIT_SECONDS must be at least 3"),
+    ],
+)
+def test_settings_the_proxy_refuses_stop_it_at_start(
+    tmp_path: Path, redis_url: str, name: str, value: str, says: str
+) -> None:
     status, stderr, _ = consume_once(tmp_path, redis_url, 30, endpoints="127.0.0.1:1", **{name: value})
     assert status == 2
     [line] = stderr.strip().splitlines()
@@ -71,16 +86,30 @@ def test_settings_the_proxy_refuses_stop_it_at_start(tmp_path: Path, redis_url: 
 
 
 def test_a_broker_gone_for_good_ends_the_process(tmp_path: Path, redis_url: str) -> None:
-    from emulator.rocketmq import RocketMQDouble
+    from wanhook.emulator.rocketmq import RocketMQDouble
 
     double = RocketMQDouble(port=0)
     double.start()
-    env = {**os.environ, "WANHOOK_REDIS_URL": redis_url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
-           "WANHOOK_ROCKETMQ_ENDPOINTS": double.endpoints, "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
-           "WANHOOK_ROCKETMQ_GROUP": GROUP, "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "3",
-           "WANHOOK_ROCKETMQ_GIVE_UP_SECONDS": "5", "WANHOOK_LOG_LEVEL": "INFO"}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "consume"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    env = {
+        **os.environ,
+        "WANHOOK_REDIS_URL": redis_url,
+        "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+        "WANHOOK_ROCKETMQ_ENDPOINTS": double.endpoints,
+        "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
+        "WANHOOK_ROCKETMQ_GROUP": GROUP,
+        "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "3",
+        "WANHOOK_ROCKETMQ_GIVE_UP_SECONDS": "5",
+        "WANHOOK_LOG_LEVEL": "INFO",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wanhook.service.cli", "consume"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: "dashscope-events" in double.stats()["topics"], 30, what="the consumer receiving")
         double.stop()

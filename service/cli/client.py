@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import IO, Any
 
 import httpx
 from rich.console import Console
@@ -16,12 +16,21 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-TERMINAL = {"ready", "failed", "canceled", "expired"}
-STYLES = {"queued": "yellow", "submitted": "cyan", "downloading": "blue", "ready": "bold green",
-          "failed": "bold red", "canceled": "magenta", "expired": "red"}
+from ..errors import CommandError
+from ..task import TERMINAL, Status
+
+STYLES = {
+    Status.QUEUED: "yellow",
+    Status.SUBMITTED: "cyan",
+    Status.DOWNLOADING: "blue",
+    Status.READY: "bold green",
+    Status.FAILED: "bold red",
+    Status.CANCELED: "magenta",
+    Status.EXPIRED: "red",
+}
 
 
-class ClientError(Exception):
+class ClientError(CommandError):
     """A request to the wanhook server failed; the message says why, in one line. ``status`` is the
     server's HTTP status, None when no answer came (``wanhook`` exits 3 then)."""
 
@@ -41,8 +50,10 @@ def _check(response: httpx.Response) -> dict[str, Any]:
         body = None
     if response.status_code >= 400:
         error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-        raise ClientError(f"HTTP {response.status_code} {error.get('code', '')}: "
-                          f"{error.get('message', response.text[:200])}", response.status_code)
+        raise ClientError(
+            f"HTTP {response.status_code} {error.get('code', '')}: {error.get('message', response.text[:200])}",
+            response.status_code,
+        )
     if not isinstance(body, dict):
         raise ClientError(f"HTTP {response.status_code} with a body that is not a JSON object", response.status_code)
     return body
@@ -70,8 +81,9 @@ def follow(server: str, task_id: str, token: str | None = None) -> Iterator[dict
     while True:
         headers = _headers(token) | ({"Last-Event-ID": last_id} if last_id else {})
         try:
-            with httpx.stream("GET", f"{server}/v1/tasks/{task_id}/events", headers=headers,
-                              timeout=httpx.Timeout(30.0, read=60.0)) as response:
+            with httpx.stream(
+                "GET", f"{server}/v1/tasks/{task_id}/events", headers=headers, timeout=httpx.Timeout(30.0, read=60.0)
+            ) as response:
                 if response.status_code in (429, 503) and failures < 5:
                     # Too many streams open (or Redis away): wait as the server asks, then again.
                     failures += 1
@@ -101,7 +113,7 @@ def _retry_after(response: httpx.Response) -> float:
     return min(float(value), 30.0) if value.isdigit() else 5.0
 
 
-class WaitTimeout(Exception):
+class WaitTimeout(CommandError):
     """The task had not ended when ``wait``'s time was up; ``task`` is its last state seen. The task goes on."""
 
     def __init__(self, task: dict[str, Any], seconds: float) -> None:
@@ -114,12 +126,12 @@ def _details(task: dict[str, Any]) -> tuple[str, bool]:
     and whether that is the error."""
     status = task.get("status")
     progress = task.get("progress")
-    if status == "downloading" and progress:
+    if status == Status.DOWNLOADING and progress:
         total = progress.get("total")
         if total:
             return f"{progress['bytes']:,} / {total:,} bytes ({100 * progress['bytes'] // total}%)", False
         return f"{progress['bytes']:,} bytes", False
-    if status == "ready" and task.get("video"):
+    if status == Status.READY and task.get("video"):
         return f"{task['video']['bytes']:,} bytes", False
     if task.get("error"):
         return f"{task['error'].get('code')}: {task['error'].get('message')}", True
@@ -128,8 +140,11 @@ def _details(task: dict[str, Any]) -> tuple[str, bool]:
 
 def render(task: dict[str, Any], started: float) -> Text:
     status = task.get("status", "?")
-    line = Text.assemble(("● ", STYLES.get(status, "")), (f"{status:<12}", STYLES.get(status, "")),
-                         f" {time.monotonic() - started:6.1f}s  task {task.get('id')}")
+    line = Text.assemble(
+        ("● ", STYLES.get(status, "")),
+        (f"{status:<12}", STYLES.get(status, "")),
+        f" {time.monotonic() - started:6.1f}s  task {task.get('id')}",
+    )
     details, is_error = _details(task)
     if details:
         line.append(f"  {details}", style="red" if is_error else "")
@@ -149,7 +164,7 @@ class _LiveView:
 class _PlainView:
     """One line per state change (and per second of download progress), for logs and pipes."""
 
-    def __init__(self, out: TextIO, started: float) -> None:
+    def __init__(self, out: IO[str], started: float) -> None:
         self.out, self.started = out, started
         self.status: str | None = None
         self.progress_at = 0.0
@@ -159,7 +174,7 @@ class _PlainView:
         status = task.get("status")
         if status == self.status:
             # Progress of the same download: a line a second at most, or the log would hold one per chunk.
-            if not (status == "downloading" and task.get("progress") and now - self.progress_at >= 1.0):
+            if not (status == Status.DOWNLOADING and task.get("progress") and now - self.progress_at >= 1.0):
                 return
             self.progress_at = now
         self.status = status
@@ -190,9 +205,17 @@ def _follow_in_background(server: str, task_id: str, token: str | None) -> queue
     return updates
 
 
-def wait(server: str, task: dict[str, Any], token: str | None = None, console: Console | None = None, *,
-         timeout: float | None = None, plain: bool = False, out: TextIO | None = None,
-         started: float | None = None) -> dict[str, Any]:
+def wait(
+    server: str,
+    task: dict[str, Any],
+    token: str | None = None,
+    console: Console | None = None,
+    *,
+    timeout: float | None = None,
+    plain: bool = False,
+    out: IO[str] | None = None,
+    started: float | None = None,
+) -> dict[str, Any]:
     """Shows the task's progress until it ends; returns its final state.
 
     Live (a line redrawn at least once a second on ``console``, stderr by default), or with ``plain`` one line
@@ -242,16 +265,24 @@ def table(task: dict[str, Any]) -> Table:
     view = Table(show_header=False, box=None)
     view.add_column(style="bold")
     view.add_column()
-    rows = [("id", task["id"]), ("status", Text(task["status"], style=STYLES.get(task["status"], ""))),
-            ("model", task.get("model")), ("prompt", task.get("prompt")),
-            ("parameters", json.dumps(task.get("parameters"))),
-            ("dashscope task", (task.get("dashscope") or {}).get("task_id") or "-"),
-            # FAILED here while the task is still submitted: its reason is being read.
-            ("dashscope status", (task.get("dashscope") or {}).get("status") or "-"),
-            ("created", task.get("created_at")), ("updated", task.get("updated_at"))]
+    rows = [
+        ("id", task["id"]),
+        ("status", Text(task["status"], style=STYLES.get(task["status"], ""))),
+        ("model", task.get("model")),
+        ("prompt", task.get("prompt")),
+        ("parameters", json.dumps(task.get("parameters"))),
+        ("dashscope task", (task.get("dashscope") or {}).get("task_id") or "-"),
+        # FAILED here while the task is still submitted: its reason is being read.
+        ("dashscope status", (task.get("dashscope") or {}).get("status") or "-"),
+        ("created", task.get("created_at")),
+        ("updated", task.get("updated_at")),
+    ]
     if task.get("video"):
-        rows += [("video", task["video"]["path"]), ("bytes", f"{task['video']['bytes']:,}"),
-                 ("sha256", task["video"]["sha256"])]
+        rows += [
+            ("video", task["video"]["path"]),
+            ("bytes", f"{task['video']['bytes']:,}"),
+            ("sha256", task["video"]["sha256"]),
+        ]
     if task.get("error"):
         rows.append(("error", f"{task['error']['code']}: {task['error']['message']}"))
     for name, value in rows:

@@ -19,13 +19,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from rich.console import Console
 
-from . import server as http_server
-from .app import create_app
-from .config import ConfigError, Settings
-from .runtime import Runtime
+from ..config import Settings
+from ..errors import ConfigError
+from ..runtime import Runtime
+from ..task import Status
+from ..web import server as http_server
+from ..web.app import create_app
 
 DEMO_TOPIC = "dashscope-events"
 DEFAULT_SERVER = "http://127.0.0.1:8000"  # `wanhook serve`'s address, where `wanhook submit` goes by default
@@ -40,11 +41,6 @@ def _listening_socket(port: int = 0) -> socket.socket:
         sock.close()
         raise ConfigError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
     return sock
-
-
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # the demo owns Ctrl-C
-        pass
 
 
 async def _until_interrupted() -> None:
@@ -67,12 +63,19 @@ class _Local:
 
 
 @contextlib.asynccontextmanager
-async def _local(console: Console, *, via: str, render_seconds: float, port: int = 0, emulator_port: int = 0,
-                 what: str = "wanhook demo") -> AsyncIterator[_Local]:
+async def _local(
+    console: Console,
+    *,
+    via: str,
+    render_seconds: float,
+    port: int = 0,
+    emulator_port: int = 0,
+    what: str = "wanhook demo",
+) -> AsyncIterator[_Local]:
     """The emulator and the service with its workers in this process, wired to each other: the service takes
     DashScope's address, a key and the emulator's video host, the emulator pushes its events to the service's
     webhook (or RocketMQ stand-in) with a token of the moment. Yields once both serve."""
-    from emulator import Emulator, EmulatorConfig, HttpTarget, RocketMQTarget
+    from wanhook.emulator import Emulator, EmulatorConfig, HttpTarget, RocketMQTarget
 
     sock = _listening_socket(port)  # first: a port in use ends it before anything has started
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -84,31 +87,41 @@ async def _local(console: Console, *, via: str, render_seconds: float, port: int
         raise ConfigError(f"cannot listen on 127.0.0.1:{emulator_port}: {exc.strerror or exc}") from None
     token = secrets.token_urlsafe(16)
     settings = dataclasses.replace(
-        Settings.from_env(), api_key="sk-demo", dashscope_base_url=emulator.api_base_url,
-        eventbridge_token=token, video_hosts=("127.0.0.1",), api_tokens=(),
+        Settings.from_env(),
+        api_key="sk-demo",
+        dashscope_base_url=emulator.api_base_url,
+        eventbridge_token=token,
+        video_hosts=("127.0.0.1",),
+        api_tokens=(),
     )
-    console.print(f"[bold]{what}[/]  data in {settings.data_dir.resolve()}, "
-                  f"{'embedded Redis' if not settings.redis_url else 'Redis at WANHOOK_REDIS_URL'}, "
-                  f"events via {via}")
+    console.print(
+        f"[bold]{what}[/]  data in {settings.data_dir.resolve()}, "
+        f"{'embedded Redis' if not settings.redis_url else 'Redis at WANHOOK_REDIS_URL'}, "
+        f"events via {via}"
+    )
     stop = asyncio.Event()
     background: list[asyncio.Task] = []
     double = runtime = server = None
     try:
         runtime = await Runtime.open(settings)
         if via == "rocketmq":
-            from consumers.rocketmq import Consumer, ConsumerSettings
-            from emulator.rocketmq import RocketMQDouble
+            from wanhook.consumers.rocketmq import Consumer, ConsumerSettings
+            from wanhook.emulator.rocketmq import RocketMQDouble
 
             double = RocketMQDouble(port=0)
             double.start()
             emulator.add_target(RocketMQTarget(double, DEMO_TOPIC))
-            consumer = Consumer(runtime.store, ConsumerSettings(endpoints=double.endpoints, topic=DEMO_TOPIC,
-                                                                group="wanhook-demo"))
+            consumer = Consumer(
+                runtime.store, ConsumerSettings(endpoints=double.endpoints, topic=DEMO_TOPIC, group="wanhook-demo")
+            )
             background.append(asyncio.create_task(consumer.run(stop)))
         else:
             emulator.add_target(HttpTarget(url + "/v1/events/dashscope", token))
-        server = _Server(http_server.config(create_app(runtime=runtime, workers=True), log_level="warning",
-                                            lifespan="on", access_log=False))
+        server = http_server.EmbeddedServer(
+            http_server.config(
+                create_app(runtime=runtime, workers=True), log_level="warning", lifespan="on", access_log=False
+            )
+        )
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         background.append(serving)
         while not server.started:
@@ -148,34 +161,46 @@ async def _demo(prompt: str, via: str, console: Console, serve: bool = False) ->
         task = await asyncio.to_thread(client.submit, url, {"prompt": prompt, "size": "832*480"})
         console.print(f"submitted task {task['id']}: {prompt!r}")
         # Lines rather than a live display when the output is a log or a pipe, as `wanhook submit --wait` does.
-        final = await asyncio.to_thread(client.wait, url, task, None, console, plain=not console.is_terminal,
-                                        out=console.file)
-        if final["status"] != "ready":
+        final = await asyncio.to_thread(
+            client.wait, url, task, None, console, plain=not console.is_terminal, out=console.file
+        )
+        if final["status"] != Status.READY:
             error = final.get("error") or {}
             console.print(f"[red]task ended {final['status']}: {error.get('code')} {error.get('message')}[/]")
         else:
             video = final["video"]
             reads = emulator.stats.reads_by_task.get(final["dashscope"]["task_id"])
-            console.print(f"[green]stored[/] {video['bytes']:,} bytes, sha256 {video['sha256'][:16]}…, "
-                          f"DashScope reads for this task: {reads}")
+            console.print(
+                f"[green]stored[/] {video['bytes']:,} bytes, sha256 {video['sha256'][:16]}…, "
+                f"DashScope reads for this task: {reads}"
+            )
             print(Path(video["path"]).resolve(), flush=True)
         if serve:
             console.print(f"dashboard: {url}/ serving until interrupted (Ctrl-C)")
             await _until_interrupted()
-        return 0 if final["status"] == "ready" else 1
+        return 0 if final["status"] == Status.READY else 1
 
 
 async def _dev(port: int, emulator_port: int, render_seconds: float) -> int:
     console = Console(stderr=True)
-    async with _local(console, via="webhook", render_seconds=render_seconds, port=port,
-                      emulator_port=emulator_port, what="wanhook dev") as local:
+    async with _local(
+        console,
+        via="webhook",
+        render_seconds=render_seconds,
+        port=port,
+        emulator_port=emulator_port,
+        what="wanhook dev",
+    ) as local:
         server = "" if local.url == DEFAULT_SERVER else f" --server {local.url}"
         # On stdout, flushed: the lines another terminal (or a script) needs, whatever the console does.
-        print(f"wanhook on {local.url} (dashboard {local.url}/), the emulator as its DashScope on "
-              f"{local.emulator.base_url}, videos in {local.settings.data_dir.resolve() / 'videos'}\n"
-              "in another terminal:\n"
-              f"  wanhook submit \"a paper boat drifting on a calm lake at dawn\" --wait{server}\n"
-              "Ctrl-C stops both.", flush=True)
+        print(
+            f"wanhook on {local.url} (dashboard {local.url}/), the emulator as its DashScope on "
+            f"{local.emulator.base_url}, videos in {local.settings.data_dir.resolve() / 'videos'}\n"
+            "in another terminal:\n"
+            f'  wanhook submit "a paper boat drifting on a calm lake at dawn" --wait{server}\n'
+            "Ctrl-C stops both.",
+            flush=True,
+        )
         await _until_interrupted()
     return 0
 

@@ -62,11 +62,28 @@ _refusals = _Refusals()
 
 
 class HttpProtocol(HttpToolsProtocol):
-    def __init__(self, *args: Any, header_timeout: float | None = HEADER_TIMEOUT_SECONDS,
-                 max_connections: int | None = None, **kwargs: Any) -> None:
+    """uvicorn's httptools protocol with wanhook's limits.
+
+    What it does at the asyncio level (TCP_NODELAY, the cap on open connections, which it counts
+    itself in ``open_connections``) needs nothing of uvicorn's. Two things need uvicorn's own protocol,
+    for uvicorn offers no public hook for them: the header deadline (httptools' ``on_message_begin``
+    and ``on_headers_complete`` callbacks) and the end of a stream at a stop (``shutdown`` and the
+    response cycle's fields). The README ("uvicorn's internals") says why; ``test_server`` checks the
+    uvicorn version against the range ``pyproject.toml`` allows and that these names are there.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout: float | None = HEADER_TIMEOUT_SECONDS,
+        max_connections: int | None = None,
+        open_connections: set[asyncio.Protocol] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
         self.max_connections = max_connections
+        self.open_connections = open_connections if open_connections is not None else set()
         self.header_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -75,15 +92,15 @@ class HttpProtocol(HttpToolsProtocol):
             with contextlib.suppress(OSError):  # not TCP (a Unix socket): nothing to turn off
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
-        # getattr: uvicorn's set of this server's open connections; without it, no cap (as before).
-        connections = getattr(self, "connections", None)
-        if self.max_connections is not None and connections is not None and len(connections) > self.max_connections:
+        self.open_connections.add(self)
+        if self.max_connections is not None and len(self.open_connections) > self.max_connections:
             _refusals.note(self.max_connections)
             transport.close()
             return
         self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.open_connections.discard(self)
         self._cancel_header_deadline()
         super().connection_lost(exc)
 
@@ -99,8 +116,9 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _arm_header_deadline(self) -> None:
         if self.header_timeout is not None and self.header_deadline is None:
-            self.header_deadline = asyncio.get_running_loop().call_later(self.header_timeout,
-                                                                         self._header_deadline_passed)
+            self.header_deadline = asyncio.get_running_loop().call_later(
+                self.header_timeout, self._header_deadline_passed
+            )
 
     def _cancel_header_deadline(self) -> None:
         if self.header_deadline is not None:
@@ -116,9 +134,13 @@ class HttpProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         cycle = self.cycle
         # getattr: these are uvicorn's own fields; should a release rename them, a stop waits as before.
-        streaming = (cycle is not None and getattr(cycle, "response_started", False)
-                     and not getattr(cycle, "response_complete", True) and getattr(cycle, "chunked_encoding", False)
-                     and hasattr(cycle, "message_event"))
+        streaming = (
+            cycle is not None
+            and getattr(cycle, "response_started", False)
+            and not getattr(cycle, "response_complete", True)
+            and getattr(cycle, "chunked_encoding", False)
+            and hasattr(cycle, "message_event")
+        )
         if streaming:
             # A response of unknown length (an event stream) is still going: end its body well-formed,
             # drop whatever the app would still send, wake its wait for the client's disconnect, close.
@@ -146,23 +168,46 @@ def raise_descriptor_limit(needed: int) -> None:
     except (ValueError, OSError):
         target = soft
     if target < needed:
-        log.warning("this process may open %d files, fewer than WANHOOK_MAX_CONNECTIONS needs (%d): raise its "
-                    "hard limit (LimitNOFILE= in systemd, ulimit -n)", target, needed)
+        log.warning(
+            "this process may open %d files, fewer than WANHOOK_MAX_CONNECTIONS needs (%d): raise its "
+            "hard limit (LimitNOFILE= in systemd, ulimit -n)",
+            target,
+            needed,
+        )
 
 
 def protocol(header_timeout: float | None = HEADER_TIMEOUT_SECONDS, max_connections: int | None = None) -> Any:
     """wanhook's HTTP protocol with these limits, as uvicorn's ``http`` option (a partial: it pickles, for
-    ``workers``)."""
-    return functools.partial(HttpProtocol, header_timeout=header_timeout, max_connections=max_connections)
+    ``workers``, each worker process counting its own connections)."""
+    return functools.partial(
+        HttpProtocol, header_timeout=header_timeout, max_connections=max_connections, open_connections=set()
+    )
 
 
-def config(app: Any, *, header_timeout: float | None = HEADER_TIMEOUT_SECONDS, max_connections: int | None = None,
-           **options: Any) -> uvicorn.Config:
+def config(
+    app: Any,
+    *,
+    header_timeout: float | None = HEADER_TIMEOUT_SECONDS,
+    max_connections: int | None = None,
+    **options: Any,
+) -> uvicorn.Config:
     """uvicorn's configuration for ``app`` with wanhook's HTTP protocol."""
     return uvicorn.Config(app, http=protocol(header_timeout, max_connections), **options)
 
 
-def run(app: Any, *, header_timeout: float | None = HEADER_TIMEOUT_SECONDS, max_connections: int | None = None,
-        **options: Any) -> None:
+def run(
+    app: Any,
+    *,
+    header_timeout: float | None = HEADER_TIMEOUT_SECONDS,
+    max_connections: int | None = None,
+    **options: Any,
+) -> None:
     """``uvicorn.run`` with wanhook's HTTP protocol (``app`` may be an import string, for ``workers``)."""
     uvicorn.run(app, http=protocol(header_timeout, max_connections), **options)
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A server run inside a program that handles the signals itself (the demo owns Ctrl-C)."""
+
+    def install_signal_handlers(self) -> None:
+        pass

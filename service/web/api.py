@@ -9,20 +9,27 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from . import callbacks
-from . import constants as keys
-from .dashscope import DashScopeError
-from .feed import Ended, Subscription, TooManyStreams
+from .. import callbacks
+from ..errors import (
+    DashScopeError,
+    InvalidField,
+    InvalidInput,
+    RateLimited,
+    TaskConflict,
+    TaskNotFound,
+    TooManyStreams,
+    Unavailable,
+    VideoGone,
+)
+from ..feed import Ended, Subscription
+from ..runtime import Runtime
+from ..task import STATUSES, Status, Task
+from ..validation import check_task
 from .responses import ApiError, read_json
-from .runtime import Runtime
-from .store import IdempotencyKeyReused, QueueFull, public_task
-from .types import STATUSES, Status
-from .validation import check_task
 
 TASK_BODY_LIMIT = 64 * 1024
 KEEPALIVE_SECONDS = 15.0
@@ -47,8 +54,12 @@ def owner(request: Request) -> str:
     for token in tokens:
         matched |= hmac.compare_digest(given.encode(), token.encode())
     if scheme.lower() != "bearer" or not matched:
-        raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid 'Authorization: Bearer <token>' header is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return hashlib.sha256(given.encode()).hexdigest()[:16]
 
 
@@ -56,132 +67,121 @@ async def authorize(request: Request) -> str:
     """The caller (``owner``), within its request rate: ``WANHOOK_RATE_LIMIT`` requests a second."""
     caller = owner(request)
     rt = runtime(request)
-    wait_ms = await rt.request_limiter.take(keys.API_RATE + (caller or "-"), rt.settings.rate_limit)
+    wait_ms = await rt.request_limiter.take_request(caller, rt.settings.rate_limit)
     if wait_ms:
-        raise ApiError(429, "rate_limited", f"over {rt.settings.rate_limit} requests a second; retry later",
-                       headers={"Retry-After": str(max(1, round(wait_ms / 1000)))})
+        raise RateLimited(rt.settings.rate_limit, max(1, round(wait_ms / 1000)))
     return caller
 
 
-async def load_task(request: Request) -> dict[str, str]:
-    """The stored task named in the path, if the caller may see it (another owner's task is 404)."""
+async def load_task(request: Request) -> Task:
+    """The stored task named in the path, if the caller may see it (another owner's task is not found)."""
     caller = await authorize(request)
     task_id = request.path_params["task_id"]
-    raw = await runtime(request).store.raw(task_id)
-    if raw is None or raw.get("owner", "") != caller:
-        raise ApiError(404, "task_not_found", f"no task {task_id!r}")
-    return raw
+    task = await runtime(request).store.task(task_id)
+    if task is None or task.owner != caller:
+        raise TaskNotFound(task_id)
+    return task
 
 
 async def create_task(request: Request) -> Response:
     caller = await authorize(request)
     rt = runtime(request)
-    fields = check_task(await read_json(request, TASK_BODY_LIMIT),
-                        allow_private_callbacks=rt.settings.callback_allow_private)
+    fields = check_task(
+        await read_json(request, TASK_BODY_LIMIT), allow_private_callbacks=rt.settings.callback_allow_private
+    )
     fields["owner"] = caller
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 200:
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters")
+        raise InvalidInput("invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters")
     scoped_key = f"{caller}:{key}" if key else None
-    limit = rt.settings.max_queued_per_token
-    try:
-        task_id = await rt.store.create(fields, scoped_key, max_queued=limit)
-    except QueueFull as exc:
-        raise ApiError(429, "too_many_queued", f"{exc.queued} tasks of this token are already queued "
-                       f"(WANHOOK_MAX_QUEUED_PER_TOKEN is {limit})", headers={"Retry-After": "60"}) from None
-    except IdempotencyKeyReused as exc:
-        # As payment APIs answer: a key names one request; returning its task for another body would
-        # tell the client its second request was done when it was not.
-        raise ApiError(422, "idempotency_key_reused", f"this Idempotency-Key was first sent with a different "
-                       f"body (it created task {exc.task_id}); use a new key for a new request") from None
+    # QueueFull and IdempotencyKeyReused, decided with the write, are answered as they come.
+    task_id = await rt.store.create(fields, scoped_key, max_queued=rt.settings.max_queued_per_token)
     task = await rt.store.get(task_id)
     return JSONResponse(task, status_code=202, headers={"Location": f"/v1/tasks/{task_id}"})
 
 
 async def get_task(request: Request) -> Response:
-    raw = await load_task(request)
-    task = public_task(raw)
-    if raw.get("callback"):
-        task["callbacks"] = await callbacks.deliveries(runtime(request).redis, raw["id"])
-    return JSONResponse(task)
+    task = await load_task(request)
+    shown = task.public()
+    if task.callback:
+        shown["callbacks"] = await callbacks.deliveries(runtime(request).redis, task.id)
+    return JSONResponse(shown)
 
 
 async def replay_callbacks(request: Request) -> Response:
     """Send the task's dead-lettered callback deliveries again."""
-    raw = await load_task(request)
-    if not raw.get("callback"):
-        raise ApiError(409, "no_callback", "the task has no callback settings")
-    replayed = await callbacks.replay(runtime(request).redis, raw["id"])
-    return JSONResponse({"replayed": replayed,
-                         "callbacks": await callbacks.deliveries(runtime(request).redis, raw["id"])})
+    task = await load_task(request)
+    if not task.callback:
+        raise TaskConflict("no_callback", "the task has no callback settings")
+    replayed = await callbacks.replay(runtime(request).redis, task.id)
+    return JSONResponse(
+        {"replayed": replayed, "callbacks": await callbacks.deliveries(runtime(request).redis, task.id)}
+    )
 
 
 async def list_tasks(request: Request) -> Response:
     caller = await authorize(request)
     status = request.query_params.get("status")
     if status is not None and status not in STATUSES:
-        raise ApiError(422, "invalid_field", f"status: expected one of {', '.join(STATUSES)}", field="status")
+        raise InvalidField("status", f"expected one of {', '.join(STATUSES)}")
     raw_limit = request.query_params.get("limit", "20")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-        raise ApiError(422, "invalid_field", "limit: must be an integer from 1 to 100", field="limit")
+        raise InvalidField("limit", "must be an integer from 1 to 100")
     limit = int(raw_limit)
     cursor = request.query_params.get("cursor") or None
     page, cursor = await runtime(request).store.list(caller, status, limit, cursor)
-    return JSONResponse({"tasks": [public_task(raw) for raw in page], "next_cursor": cursor})
+    return JSONResponse({"tasks": [task.public() for task in page], "next_cursor": cursor})
 
 
 async def cancel_task(request: Request) -> Response:
-    raw = await load_task(request)
+    task = await load_task(request)
     rt = runtime(request)
-    task_id = raw["id"]
-    if raw["status"] == Status.QUEUED and await rt.store.transition(task_id, "canceled"):
+    task_id = task.id
+    if task.status == Status.QUEUED and await rt.store.transition(task_id, Status.CANCELED):
         return JSONResponse(await rt.store.get(task_id))
-    raw = await rt.store.raw(task_id) or raw
-    if raw["status"] == Status.SUBMITTED and raw.get("awaiting_reason"):
+    task = await rt.store.task(task_id) or task
+    if task.status == Status.SUBMITTED and task.awaiting_reason:
         # DashScope has ended it already (FAILED); its reason is being read.
-        raise ApiError(409, "too_late", "DashScope reported the task FAILED: it can no longer be canceled")
-    if raw["status"] == Status.SUBMITTED and raw.get("ds_task_id"):
+        raise TaskConflict("too_late", "DashScope reported the task FAILED: it can no longer be canceled")
+    if task.status == Status.SUBMITTED and task.ds_task_id:
         try:
             async with rt.reads.request():
-                await rt.dashscope.cancel_task(raw["ds_task_id"])
+                await rt.dashscope.cancel_task(task.ds_task_id)
         except DashScopeError as exc:
             if exc.retryable:
-                raise ApiError(503, "dashscope_unavailable",
-                               f"DashScope could not be reached to cancel: {exc.code}") from None
-            raise ApiError(409, "too_late", f"DashScope refused to cancel the task ({exc.code}): "
-                           "it is no longer PENDING") from None
-        await rt.store.transition(task_id, "canceled", ds_status="CANCELED")
+                raise Unavailable(
+                    "dashscope_unavailable", f"DashScope could not be reached to cancel: {exc.code}"
+                ) from None
+            raise TaskConflict(
+                "too_late", f"DashScope refused to cancel the task ({exc.code}): it is no longer PENDING"
+            ) from None
+        await rt.store.transition(task_id, Status.CANCELED, ds_status="CANCELED")
         return JSONResponse(await rt.store.get(task_id))
-    if raw["status"] == Status.CANCELED:
-        return JSONResponse(public_task(raw))
-    raise ApiError(409, "too_late", f"the task is {raw['status']}: it can no longer be canceled")
+    if task.status == Status.CANCELED:
+        return JSONResponse(task.public())
+    raise TaskConflict("too_late", f"the task is {task.status}: it can no longer be canceled")
 
 
 async def get_video(request: Request) -> Response:
-    raw = await load_task(request)
-    if raw["status"] != Status.READY or not raw.get("video"):
-        raise ApiError(409, "not_ready", f"the task is {raw['status']}: no video yet")
-    path = Path(json.loads(raw["video"])["path"])
+    task = await load_task(request)
+    if task.status != Status.READY or not task.video:
+        raise TaskConflict("not_ready", f"the task is {task.status}: no video yet")
+    path = Path(task.video["path"])
     if not path.exists():
-        raise ApiError(410, "video_gone", "the stored video file is missing from the data directory")
-    return FileResponse(path, media_type="video/mp4", filename=f"{raw['id']}.mp4",
-                        content_disposition_type="inline")
+        raise VideoGone("the stored video file is missing from the data directory")
+    return FileResponse(path, media_type="video/mp4", filename=f"{task.id}.mp4", content_disposition_type="inline")
 
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def open_stream(request: Request, caller: str) -> Subscription:
-    """A slot for one more event stream of ``caller``: 429 past its token's cap, 503 past the process's."""
+    """A slot for one more event stream of ``caller``; ``TooManyStreams`` past its token's cap or the process's."""
     try:
         return runtime(request).feed.subscribe(caller)
     except TooManyStreams as exc:
         await runtime(request).store.count(f"streams_refused|cap={'token' if exc.per_token else 'process'}")
-        if exc.per_token:
-            raise ApiError(429, "too_many_streams", f"this token has {exc.limit} event streams open "
-                           "(WANHOOK_MAX_STREAMS_PER_TOKEN); close one first", headers={"Retry-After": "30"}) from None
-        raise ApiError(503, "too_many_streams", f"this server has {exc.limit} event streams open "
-                       "(WANHOOK_MAX_STREAMS); retry later or elsewhere", headers={"Retry-After": "10"}) from None
+        raise
 
 
 class EventStream(StreamingResponse):
@@ -201,23 +201,27 @@ class EventStream(StreamingResponse):
 
 async def task_events(request: Request) -> Response:
     """Server-Sent Events: the current state, then every change, resumable with Last-Event-ID."""
-    raw = await load_task(request)
+    known = await load_task(request)
     store = runtime(request).store
-    task_id = raw["id"]
-    given = [value for value in (request.headers.get("last-event-id"), request.query_params.get("last_event_id"))
-             if value is not None]
+    task_id = known.id
+    given = [
+        value
+        for value in (request.headers.get("last-event-id"), request.query_params.get("last_event_id"))
+        if value is not None
+    ]
     if not all(_stream_id(value) for value in given):
         # Checked before the stream starts: once it has, a Redis error could only break the connection.
-        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an id this stream sent, e.g. "
-                       "1732536000000-0")
+        raise InvalidInput(
+            "invalid_last_event_id", "Last-Event-ID must be an id this stream sent, e.g. 1732536000000-0"
+        )
     resume = given[0] if given else None
-    subscription = await open_stream(request, raw.get("owner", ""))
+    subscription = await open_stream(request, known.owner)
 
     async def stream() -> AsyncIterator[str]:
         if resume:
             # Status first, then the stream's end: a task that had ended by then has nothing after its end.
-            ended = Status((await store.raw(task_id) or raw)["status"]).terminal
-            newest = await _newest_change(runtime(request).redis, task_id)
+            ended = (await store.task(task_id) or known).status.terminal
+            newest = await runtime(request).store.newest_change_id(task_id)
             # An id past the end (never sent, or from a clock ahead) resumes at the end, not at that id,
             # which would skip whatever comes before it.
             after = resume if _id_order(resume) < _id_order(newest) else newest
@@ -229,10 +233,10 @@ async def task_events(request: Request) -> Response:
         else:
             # The change stream's position first, then the task, shown in the state of that position:
             # a change in between follows as the next event.
-            after, change = await store.latest_change(task_id)
+            after, latest = await store.latest_change(task_id)
             task = await store.get(task_id)
-            if task is not None and change:
-                task.update(status=change["status"], updated_at=change.get("at"))
+            if task is not None and latest:
+                task.update(status=latest["status"], updated_at=latest.get("at"))
             yield _sse(after, task)
             if task is None or Status(task["status"]).terminal:
                 return
@@ -261,15 +265,6 @@ async def task_events(request: Request) -> Response:
     return EventStream(stream(), subscription)
 
 
-async def _newest_change(redis: Redis, task_id: str) -> str:
-    """The id of the newest entry of the task's change stream ("0-0" when it has none)."""
-    newest = await redis.xrevrange(keys.TASK_CHANGES + task_id, count=1)
-    if not newest:
-        return "0-0"
-    entry_id = newest[0][0]
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-
 def _id_order(value: str) -> tuple[int, int]:
     milliseconds, _, sequence = value.partition("-")
     return int(milliseconds), int(sequence or 0)
@@ -278,8 +273,9 @@ def _id_order(value: str) -> tuple[int, int]:
 def _stream_id(value: str) -> bool:
     """Whether ``value`` is a Redis stream id (``<ms>-<seq>``, or ``<ms>``), each part a 64-bit number."""
     parts = value.split("-")
-    return 1 <= len(parts) <= 2 and all(part.isascii() and part.isdigit() and len(part) <= 20 and int(part) < 2**64
-                                        for part in parts)
+    return 1 <= len(parts) <= 2 and all(
+        part.isascii() and part.isdigit() and len(part) <= 20 and int(part) < 2**64 for part in parts
+    )
 
 
 def _sse(entry_id: str, task: dict[str, Any] | None, event: str | None = None) -> str:

@@ -18,19 +18,16 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..errors import InvalidField
+from ..feed import Ended
+from ..models import DEFAULT_MODEL, MODELS, TIERS
+from ..task import Status
 from . import api
-from . import constants as keys
-from .feed import Ended
-from .models import DEFAULT_MODEL, MODELS, TIERS
-from .responses import ApiError
-from .store import public_task
-from .types import Status
 
 STATIC = Path(__file__).parent / "static"
 PAGE = Template((STATIC / "index.html").read_text(encoding="utf-8"))
@@ -41,7 +38,7 @@ FALLBACK_TASKS = 20
 # The page loads nothing from anywhere else; the policy makes the browser hold it to that.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-                               "frame-ancestors 'none'; form-action 'self'",
+    "frame-ancestors 'none'; form-action 'self'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
@@ -52,13 +49,16 @@ def page_config(request: Request) -> dict[str, Any]:
     """What the page's script needs: each model's sizes, durations and prompt limit, and whether to ask for a token."""
     return {
         "auth": bool(api.runtime(request).settings.api_tokens),
-        "models": [{
-            "name": rules.name,
-            "tiers": {tier: list(TIERS[tier]) for tier in rules.tiers},
-            "durations": list(rules.durations),
-            "default_duration": rules.default_duration,
-            "prompt_max": rules.prompt_max,
-        } for rules in MODELS.values()],
+        "models": [
+            {
+                "name": rules.name,
+                "tiers": {tier: list(TIERS[tier]) for tier in rules.tiers},
+                "durations": list(rules.durations),
+                "default_duration": rules.default_duration,
+                "prompt_max": rules.prompt_max,
+            }
+            for rules in MODELS.values()
+        ],
     }
 
 
@@ -67,23 +67,26 @@ async def page(request: Request) -> Response:
     config = page_config(request)
     if config["auth"]:
         counts: dict[str, int] = {}
-        items = ('<li class="placeholder">This server requires an API token. The page asks for it once '
-                 'JavaScript runs; without JavaScript, use the API: <code>curl -H "Authorization: Bearer '
-                 '&lt;token&gt;" /v1/tasks</code>.</li>')
+        items = (
+            '<li class="placeholder">This server requires an API token. The page asks for it once '
+            'JavaScript runs; without JavaScript, use the API: <code>curl -H "Authorization: Bearer '
+            '&lt;token&gt;" /v1/tasks</code>.</li>'
+        )
     else:
         counts = await rt.store.status_counts()
         tasks, _ = await rt.store.list("", None, FALLBACK_TASKS, None)  # the open API's tasks: owner ""
-        items = "".join(_task_item(public_task(raw)) for raw in tasks)
+        items = "".join(_task_item(task.public()) for task in tasks)
         items = items or '<li class="placeholder">No tasks yet.</li>'
     body = PAGE.substitute(
         config=json.dumps(config).replace("<", "\\u003c"),
-        queued=counts.get("queued", "–"),
-        submitted=counts.get("submitted", "–"),
-        downloading=counts.get("downloading", "–"),
-        ready=counts.get("ready", "–"),
-        failed=(counts["failed"] + counts["expired"]) if counts else "–",
-        model_options="".join(f'<option value="{name}"{" selected" if name == DEFAULT_MODEL else ""}>{name}</option>'
-                              for name in MODELS),
+        queued=counts.get(Status.QUEUED, "–"),
+        submitted=counts.get(Status.SUBMITTED, "–"),
+        downloading=counts.get(Status.DOWNLOADING, "–"),
+        ready=counts.get(Status.READY, "–"),
+        failed=(counts[Status.FAILED] + counts[Status.EXPIRED]) if counts else "–",
+        model_options="".join(
+            f'<option value="{name}"{" selected" if name == DEFAULT_MODEL else ""}>{name}</option>' for name in MODELS
+        ),
         tasks=items,
     )
     return HTMLResponse(body, headers=PAGE_HEADERS)
@@ -95,19 +98,30 @@ def _task_item(task: dict[str, Any]) -> str:
     status = task["status"]
     size = (task.get("parameters") or {}).get("size", "")
     created = (task.get("created_at") or "").replace("T", " ")[:19]
-    meta = " · ".join(part for part in (e(task.get("model") or ""), e(size.replace("*", "×")),
-                                        f"created {e(created)} UTC" if created else "") if part)
+    meta = " · ".join(
+        part
+        for part in (
+            e(task.get("model") or ""),
+            e(size.replace("*", "×")),
+            f"created {e(created)} UTC" if created else "",
+        )
+        if part
+    )
     body = ""
     if status == Status.READY and task.get("video"):
         url = e(task["video"]["url"])
-        body = (f'<video controls preload="metadata" src="{url}"></video>'
-                f'<p><a href="{url}" download>Download the MP4</a> ({task["video"]["bytes"]:,} bytes)</p>')
+        body = (
+            f'<video controls preload="metadata" src="{url}"></video>'
+            f'<p><a href="{url}" download>Download the MP4</a> ({task["video"]["bytes"]:,} bytes)</p>'
+        )
     elif task.get("error"):
         error = task["error"]
         body = f'<p class="error"><strong>{e(error.get("code") or "")}</strong> {e(error.get("message") or "")}</p>'
-    return (f'<li class="task" data-status="{e(status)}"><article><header class="task-head">'
-            f'<span class="badge">{e(status)}</span><h3 class="prompt">{e(task.get("prompt") or "")}</h3></header>'
-            f'<p class="meta">{meta}</p>{body}</article></li>')
+    return (
+        f'<li class="task" data-status="{e(status)}"><article><header class="task-head">'
+        f'<span class="badge">{e(status)}</span><h3 class="prompt">{e(task.get("prompt") or "")}</h3></header>'
+        f'<p class="meta">{meta}</p>{body}</article></li>'
+    )
 
 
 async def stats(request: Request) -> Response:
@@ -115,15 +129,11 @@ async def stats(request: Request) -> Response:
     api.owner(request)
     rt = api.runtime(request)
     counts = await rt.store.status_counts()
-    seconds, micros = await rt.redis.time()
-    now_ms = seconds * 1000 + micros // 1000
-    async with rt.redis.pipeline(transaction=False) as pipe:
-        for model in rt.limits:
-            # A lease that ran out is no longer a task at DashScope, though admission has yet to drop it.
-            pipe.zcount(keys.SLOTS + model, f"({now_ms}", "+inf")
-        running = await pipe.execute()
-    models = {model: {"running": count, "limit": limit.running, "rps": limit.rps}
-              for (model, limit), count in zip(rt.limits.items(), running, strict=True)}
+    running = await rt.store.slots_in_use(rt.limits)
+    models = {
+        model: {"running": count, "limit": limit.running, "rps": limit.rps}
+        for (model, limit), count in zip(rt.limits.items(), running, strict=True)
+    }
     return JSONResponse({"tasks": counts, "models": models})
 
 
@@ -135,23 +145,21 @@ async def stream(request: Request) -> Response:
     caller = api.owner(request)
     ids = list(dict.fromkeys(part for part in request.query_params.get("tasks", "").split(",") if part))
     if not ids or len(ids) > STREAM_MAX_TASKS or any(len(task_id) > 64 for task_id in ids):
-        raise ApiError(422, "invalid_field", f"tasks: 1 to {STREAM_MAX_TASKS} comma-separated task ids",
-                       field="tasks")
+        raise InvalidField("tasks", f"1 to {STREAM_MAX_TASKS} comma-separated task ids")
     rt = api.runtime(request)
     store = rt.store
     subscription = await api.open_stream(request, caller)
 
     async def events() -> AsyncIterator[str]:
         # Each change stream's position before its task: a change in between is sent twice, never missed.
-        after = {task_id: await _position(rt.redis, task_id) for task_id in ids}
+        after = {task_id: await rt.store.newest_change_id(task_id) for task_id in ids}
         for task_id in ids:
-            raw = await store.raw(task_id)
-            if raw is None or raw.get("owner", "") != caller:
+            stored = await store.task(task_id)
+            if stored is None or stored.owner != caller:
                 del after[task_id]
                 continue
-            task = public_task(raw)
-            yield _event(task)
-            if Status(task["status"]).terminal:
+            yield _event(stored.public())
+            if stored.status.terminal:
                 del after[task_id]
         if after:
             await subscription.follow(after)
@@ -170,12 +178,15 @@ async def stream(request: Request) -> Response:
                 if task_id not in after:
                     continue  # its terminal state has been sent
                 if task_id not in tasks:
-                    tasks[task_id] = await rt.feed.snapshot(task_id, newest[task_id], store.get) or {}
+                    fetched = await rt.feed.snapshot(task_id, newest[task_id], store.get)
+                    tasks[task_id] = fetched or {}
                 fields = change.fields
                 snapshot = dict(tasks[task_id], status=fields["status"], updated_at=fields.get("at"))
                 if fields.get("bytes"):
-                    snapshot["progress"] = {"bytes": int(fields["bytes"]), "total": int(fields.get("total") or 0)
-                                            or None}
+                    snapshot["progress"] = {
+                        "bytes": int(fields["bytes"]),
+                        "total": int(fields.get("total") or 0) or None,
+                    }
                     yield _event(snapshot, "task.progress")
                     continue
                 snapshot.pop("progress", None)
@@ -189,18 +200,8 @@ async def stream(request: Request) -> Response:
     return api.EventStream(events(), subscription)
 
 
-async def _position(redis: Redis, task_id: str) -> str:
-    """The id of the newest entry in the task's change stream ("0-0" when it has none)."""
-    newest = await redis.xrevrange(keys.TASK_CHANGES + task_id, count=1)
-    return _text(newest[0][0]) if newest else "0-0"
-
-
 def _event(task: dict[str, Any], name: str | None = None) -> str:
     return f"event: {name or 'task.' + task['status']}\ndata: {json.dumps(task)}\n\n"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 ROUTES: list = [

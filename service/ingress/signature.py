@@ -26,7 +26,7 @@ signed):
 - the timestamp in milliseconds or in seconds. It is signed as sent; only the 60 s window reads its unit.
 
 A valid signature proves that EventBridge sent the push, not that your account's rule did: any account can
-point an HTTP target at this URL. The token proves that; it is checked on its own (``check_token``) whether
+point an HTTP target at this URL. The token proves that; it is checked on its own (``web/events.py``) whether
 or not the signed string holds it.
 """
 
@@ -43,15 +43,15 @@ from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature as SignatureMismatch
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from starlette.requests import Request
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PublicKeyTypes
 
-from . import outbound
-from .config import Settings
-from .redact import redact_url
-from .responses import ApiError
+from .. import outbound
+from ..config import Settings
+from ..errors import CertificateUnavailable, InvalidSignature
+from ..redact import redact_url
 
 log = logging.getLogger("wanhook.signature")
 
@@ -78,12 +78,13 @@ _keys: dict[str, rsa.RSAPublicKey] = {}
 _loading: dict[str, asyncio.Future[rsa.RSAPublicKey]] = {}
 
 
-def refuse(message: str) -> ApiError:
-    return ApiError(401, "invalid_signature", message)
+def refuse(message: str) -> InvalidSignature:
+    return InvalidSignature(message)
 
 
-def string_to_sign(url: str, headers: Mapping[str, str], body: bytes, *, trailing_newline: bool = False,
-                   sign_token: bool = True) -> bytes:
+def string_to_sign(
+    url: str, headers: Mapping[str, str], body: bytes, *, trailing_newline: bool = False, sign_token: bool = True
+) -> bytes:
     """The bytes EventBridge signs for a push of ``body`` to ``url`` carrying ``headers`` (lower-case names).
 
     ``trailing_newline`` puts a newline after the body; ``sign_token=False`` leaves the token line out even when the
@@ -91,7 +92,7 @@ def string_to_sign(url: str, headers: Mapping[str, str], body: bytes, *, trailin
     """
     names = SIGNED_HEADERS if sign_token else SIGNED_HEADERS[:-1]
     lines = [url.encode()]
-    # Header values travel as bytes; Starlette hands them over decoded as latin-1, which this undoes.
+    # Header values travel as bytes; ASGI servers hand them over decoded as latin-1, which this undoes.
     lines += [f"{name}: ".encode() + headers[name].encode("latin-1") for name in names if name in headers]
     return b"\n".join(lines) + b"\n" + body + (b"\n" if trailing_newline else b"")
 
@@ -122,8 +123,9 @@ def timestamp_seconds(raw: str) -> float:
 def _host_pattern(pattern: str) -> re.Pattern[str]:
     # "*" stands for part of one DNS label, never a dot: "*-eventbridge.oss-accelerate.aliyuncs.com" is
     # ^[a-z0-9-]+-eventbridge\.oss-accelerate\.aliyuncs\.com$ and cannot match "a.evil-eventbridge...".
-    return re.compile("".join(CERT_HOST_LABEL if part == "*" else re.escape(part)
-                              for part in re.split(r"(\*)", pattern.lower())))
+    return re.compile(
+        "".join(CERT_HOST_LABEL if part == "*" else re.escape(part) for part in re.split(r"(\*)", pattern.lower()))
+    )
 
 
 def check_certificate_url(url: str, patterns: tuple[str, ...]) -> None:
@@ -142,8 +144,10 @@ def check_certificate_url(url: str, patterns: tuple[str, ...]) -> None:
     if parts.username is not None or parts.password is not None:
         raise refuse("the certificate URL (x-eventbridge-signature-url) must not carry credentials")
     if not literal and not any(_host_pattern(pattern).fullmatch(host) for pattern in patterns):
-        raise refuse(f"the certificate URL (x-eventbridge-signature-url) is not on an EventBridge certificate host "
-                     f"({', '.join(patterns)}): {host or 'no host'}")
+        raise refuse(
+            f"the certificate URL (x-eventbridge-signature-url) is not on an EventBridge certificate host "
+            f"({', '.join(patterns)}): {host or 'no host'}"
+        )
     if not (parts.scheme == "https" or (literal and parts.scheme == "http")):
         raise refuse("the certificate URL (x-eventbridge-signature-url) is not https")
     if port is not None and not literal:
@@ -152,6 +156,7 @@ def check_certificate_url(url: str, patterns: tuple[str, ...]) -> None:
 
 def load_public_key(pem: bytes) -> rsa.RSAPublicKey:
     """The RSA key of a PEM X.509 certificate or of a PEM public key."""
+    key: PublicKeyTypes | CertificatePublicKeyTypes
     try:
         if b"-----BEGIN CERTIFICATE-----" in pem:
             key = x509.load_pem_x509_certificate(pem).public_key()
@@ -166,8 +171,10 @@ def load_public_key(pem: bytes) -> rsa.RSAPublicKey:
 
 async def _fetch(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
     try:
-        async with (outbound.client(explicit_hosts=hosts, timeout=CERT_TIMEOUT) as client,
-                    client.stream("GET", url) as response):
+        async with (
+            outbound.client(explicit_hosts=hosts, timeout=CERT_TIMEOUT) as client,
+            client.stream("GET", url) as response,
+        ):
             if response.status_code != 200:
                 # The URL passed the host check yet names no certificate: the push is not EventBridge's.
                 raise refuse(f"the certificate URL (x-eventbridge-signature-url) answered {response.status_code}")
@@ -181,8 +188,7 @@ async def _fetch(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
     except httpx.HTTPError as exc:
         # Not the sender's fault: 503 makes EventBridge push again later.
         log.warning("cannot fetch the EventBridge certificate %s: %r", redact_url(url), exc)
-        raise ApiError(503, "certificate_unavailable", "the EventBridge certificate cannot be fetched; retry later",
-                       headers={"Retry-After": "5"}) from None
+        raise CertificateUnavailable() from None
     key = load_public_key(bytes(pem))
     while len(_keys) >= CACHE_SIZE:
         del _keys[next(iter(_keys))]
@@ -209,35 +215,34 @@ async def public_key(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
     return await asyncio.shield(loading)
 
 
-def received_url(request: Request) -> str:
-    """The URL the push was sent to as this process saw it: scheme, Host header, path and query."""
-    return str(request.url)
-
-
-def signature_matches(key: rsa.RSAPublicKey, signature: bytes, url: str, headers: Mapping[str, str],
-                      body: bytes) -> bool:
+def signature_matches(
+    key: rsa.RSAPublicKey, signature: bytes, url: str, headers: Mapping[str, str], body: bytes
+) -> bool:
     """Whether ``signature`` signs the push in one of the accepted forms (``signed_forms``)."""
     for data in signed_forms(url, headers, body):
         try:
             key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
+        except SignatureMismatch:  # cryptography's: this form does not verify, try the next
             continue
         return True
     return False
 
 
-async def verify_signature(request: Request, body: bytes, settings: Settings, now: float | None = None) -> None:
-    """Raises ApiError (401 ``invalid_signature``) unless the push carries EventBridge's valid v2 signature."""
+async def verify_signature(
+    url: str, headers: Mapping[str, str], body: bytes, settings: Settings, now: float | None = None
+) -> None:
+    """Raises ``InvalidSignature`` unless the push of ``body`` to ``url`` (where this process received it)
+    with ``headers`` (looked up by lower-case name) carries EventBridge's valid v2 signature;
+    ``CertificateUnavailable`` when the certificate cannot be fetched."""
     try:
-        await _verify(request, body, settings, time.time() if now is None else now)
-    except ApiError as exc:
+        await _verify(url, headers, body, settings, time.time() if now is None else now)
+    except (InvalidSignature, CertificateUnavailable) as exc:
         # EventBridge's console shows that a push failed, not why: the reason is here.
         log.info("EventBridge push refused (%s): %s", exc.code, exc.message)
         raise
 
 
-async def _verify(request: Request, body: bytes, settings: Settings, now: float) -> None:
-    headers = request.headers
+async def _verify(received_url: str, headers: Mapping[str, str], body: bytes, settings: Settings, now: float) -> None:
     missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
     if missing:
         raise refuse(f"missing signature header(s): {', '.join(missing)}")
@@ -251,8 +256,10 @@ async def _verify(request: Request, body: bytes, settings: Settings, now: float)
         raise refuse(f"{TIMESTAMP} is not a number of seconds or milliseconds") from None
     skew = now - signed_at
     if abs(skew) > WINDOW_SECONDS:
-        raise refuse(f"stale timestamp: {TIMESTAMP} is {abs(skew):.0f} s {'old' if skew > 0 else 'ahead'}, "
-                     f"outside the {WINDOW_SECONDS:.0f} s window")
+        raise refuse(
+            f"stale timestamp: {TIMESTAMP} is {abs(skew):.0f} s {'old' if skew > 0 else 'ahead'}, "
+            f"outside the {WINDOW_SECONDS:.0f} s window"
+        )
     try:
         signature = base64.b64decode(headers[SIGNATURE], validate=True)
     except (binascii.Error, ValueError):
@@ -260,8 +267,10 @@ async def _verify(request: Request, body: bytes, settings: Settings, now: float)
     cert_url = headers[CERT_URL]
     check_certificate_url(cert_url, settings.eventbridge_cert_hosts)
     key = await public_key(cert_url, settings.eventbridge_cert_hosts)
-    url = settings.eventbridge_url or received_url(request)
+    url = settings.eventbridge_url or received_url
     signed = {name: headers[name] for name in SIGNED_HEADERS if name in headers}
     if not signature_matches(key, signature, url, signed, body):
-        raise refuse(f"the signature does not match the push to {url} (behind a proxy, set WANHOOK_EVENTBRIDGE_URL "
-                     "to the URL the EventBridge target posts to)")
+        raise refuse(
+            f"the signature does not match the push to {url} (behind a proxy, set WANHOOK_EVENTBRIDGE_URL "
+            "to the URL the EventBridge target posts to)"
+        )

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import logging
 
-from . import events, logs
+from .. import logs
+from ..store import TaskStore
+from ..task import Outcome
+from . import events
 from .events import CompletionEvent
-from .store import TaskStore
-from .types import Outcome
 
 log = logging.getLogger("wanhook.events")
 
 
 async def receive(store: TaskStore, body: bytes) -> tuple[Outcome, CompletionEvent]:
-    """Parse, record durably and apply one event. Raises ``events.InvalidEvent`` for a malformed body
+    """Parse, record durably and apply one event. Raises ``InvalidEvent`` for a malformed body
     and Redis' errors when the event could not be recorded (the transport must then not acknowledge)."""
     event = events.parse(body)
     logs.event_id.set(event.id)
     outcome, task_id = await store.ingest(event, body)
     logs.task_id.set(task_id)
-    log.info("event %s (%s %s) for DashScope task %s: %s", event.id, event.source, event.task_status,
-             event.task_id or "-", outcome.value, extra={"task_id": task_id, "event_id": event.id})
+    log.info(
+        "event %s (%s %s) for DashScope task %s: %s",
+        event.id,
+        event.source,
+        event.task_status,
+        event.task_id or "-",
+        outcome.value,
+        extra={"task_id": task_id, "event_id": event.id},
+    )
     return outcome, event
