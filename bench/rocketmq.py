@@ -20,6 +20,7 @@ import redis
 
 from tests.rocketmq_broker import RealBroker, missing
 from tests.support import RedisServer, Wanhook, wait_for
+from wanhook.service import keys
 
 from .common import Context, Result, env_for, figure, running
 
@@ -108,7 +109,7 @@ def bench_rocketmq(ctx: Context) -> Result:
                 warm.name = f"consume-warm-{consumers}"
                 processes.append(warm.launch())
                 _publish(broker.endpoints, topic, 1)
-                wait_for(lambda: memory.xlen("{wanhook}:events") >= 1, 120, 0.1, what="the warm-up event")
+                wait_for(lambda: memory.xlen(keys.EVENT_LOG) >= 1, 120, 0.1, what="the warm-up event")
                 idle = _rss_kib(warm.proc.pid, "VmRSS") if warm.proc else 0
                 warm.stop()
                 _publish(broker.endpoints, topic, count, start=1)
@@ -118,11 +119,9 @@ def bench_rocketmq(ctx: Context) -> Result:
                     process.name = f"consume-{consumers}-{n}"
                     processes.append(process.launch())
                     started.append(process)
-                wait_for(
-                    lambda: memory.xlen("{wanhook}:events") >= count + 1, 300, 0.2, what=f"{count} events recorded"
-                )
-                ((first, _),) = memory.xrange("{wanhook}:events", count=2)[1:]
-                ((last, _),) = memory.xrevrange("{wanhook}:events", count=1)
+                wait_for(lambda: memory.xlen(keys.EVENT_LOG) >= count + 1, 300, 0.2, what=f"{count} events recorded")
+                ((first, _),) = memory.xrange(keys.EVENT_LOG, count=2)[1:]
+                ((last, _),) = memory.xrevrange(keys.EVENT_LOG, count=1)
                 seconds = (int(last.split(b"-")[0]) - int(first.split(b"-")[0])) / 1000
                 rates[consumers] = (count - 1) / max(seconds, 0.001)
                 if consumers == 1 and started[0].proc:
