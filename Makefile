@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench clean rocketmq
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ test-fast: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(BIN)/python -m bench.run
+
+# A real Apache RocketMQ 5.x (NameServer + local-mode Proxy) in the foreground, for trying `wanhook consume`
+# by hand: TOPICS and GROUPS (e.g. GROUPS=wanhook:16) are created; Ctrl-C stops it.
+TOPICS ?= dashscope-events
+GROUPS ?= wanhook:16
+rocketmq: $(VENV)/.test
+	$(BIN)/python -m tests.rocketmq_broker $(foreach t,$(TOPICS),--topic $(t)) $(foreach g,$(GROUPS),--group $(g))
 
 lint: $(VENV)/.test $(VENV)/typecheck/wanhook
 	$(BIN)/ruff check .

@@ -27,6 +27,7 @@ from .ingest import bench_ingest
 from .polling import bench_polling
 from .quota import bench_quota
 from .report import chart, table, update_readme
+from .rocketmq import bench_rocketmq
 from .scale import bench_scale
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[Context], Result]] = {
     "download": bench_download,
     "quota": bench_quota,
     "scale": bench_scale,
+    "rocketmq": bench_rocketmq,
 }
 
 

@@ -17,6 +17,7 @@ from redis.typing import EncodableT, FieldT
 from wanhook.service import keys
 from wanhook.service.errors import InvalidEvent
 from wanhook.service.ingress.receiver import receive
+from wanhook.service.ingress.webhook import EVENT_BODY_LIMIT
 from wanhook.service.store import TaskStore, utf8_prefix
 
 log = logging.getLogger("wanhook.consumer")
@@ -53,6 +54,23 @@ async def park(store: TaskStore, transport: str, message_id: str, attempt: int, 
 async def settle(
     store: TaskStore, transport: str, message_id: str, body: bytes, attempt: int, max_deliveries: int
 ) -> Decision:
+    if len(body) > EVENT_BODY_LIMIT:
+        # As the webhook refuses it: nothing larger is an event EventBridge sends (its own limit, 256 KiB).
+        # Parked with its digest, size and first bytes (see park), never parsed or kept whole.
+        try:
+            await store.count("events_invalid")
+            await park(
+                store,
+                transport,
+                message_id,
+                attempt,
+                f"malformed: too_large: {len(body)} bytes, over the {EVENT_BODY_LIMIT} a completion event may have",
+                body,
+            )
+        except RedisError:
+            return Decision.RETRY
+        log.warning("message %s is %d bytes, over %d; parked", message_id, len(body), EVENT_BODY_LIMIT)
+        return Decision.ACK
     try:
         outcome, event = await receive(store, body)
         return Decision.ACK

@@ -32,6 +32,18 @@ RETRY_SECONDS = 1.0
 # One failure that keeps recurring (an endpoint down for hours) is logged at most this often, with the count
 # of repeats in between: a line a second would bury every other line of the process.
 FAILURE_LOG_SECONDS = 30.0
+# What the RocketMQ 5.x proxy accepts (Apache RocketMQ 5.5.0 defaults, which ApsaraMQ keeps): a receive asking
+# for an invisible duration under 10 s or over 12 h is refused (ILLEGAL_INVISIBLE_TIME), and one whose
+# deadline (the await duration plus the client's 3 s request timeout) is under the proxy's 5 s minimum poll is
+# refused too (ILLEGAL_POLLING_TIME). Checked at start: otherwise every receive fails, for ever.
+MIN_INVISIBLE_SECONDS, MAX_INVISIBLE_SECONDS = 10, 43_200
+MIN_AWAIT_SECONDS = 3
+# The proxy answers a receive from a client whose settings it does not hold with this (an internal error, its
+# text a NullPointerException). It happens for a moment after start, before the proxy has taken the settings
+# the client sent, and for good after the broker restarted: the client (rocketmq-python-client 5.1.2) does
+# not send its settings again. Seen this many times in a row, the client is replaced with a new one.
+SETTINGS_UNKNOWN = '"settings" is null'
+SETTINGS_UNKNOWN_RESTART = 3
 # The name the RocketMQ client logs under, to a file of its own and nowhere else.
 CLIENT_LOGGER = "rocketmq-python-client"
 _GRPC_TEXT = re.compile(r'status = StatusCode\.(\w+)\s+details = "([^"]*)"')
@@ -159,6 +171,10 @@ class FailureLog:
         self.failures = 0
 
 
+class BrokerGone(Exception):
+    """Receiving failed for WANHOOK_ROCKETMQ_GIVE_UP_SECONDS without a break (``wanhook consume`` exits 3)."""
+
+
 @dataclass(frozen=True)
 class ConsumerSettings:
     endpoints: str
@@ -172,6 +188,11 @@ class ConsumerSettings:
     max_deliveries: int = 16
     batch: int = 16
     await_seconds: int = 10
+    # Receiving failing this long without a break: exit (status 3) so that the orchestrator restarts us.
+    give_up_seconds: int = 300
+    # On SIGTERM, the batch in hand gets this long to be recorded (Redis may hang); what is not recorded
+    # by then is not acknowledged, and comes back after its invisible duration.
+    shutdown_seconds: int = 10
 
     @classmethod
     def from_env(cls, values: Mapping[str, str]) -> ConsumerSettings:
@@ -181,13 +202,33 @@ class ConsumerSettings:
             raise ConfigError("set " + ", ".join(f"WANHOOK_ROCKETMQ_{name.upper()}" for name in missing))
         check_endpoints(values["endpoints"])
         numbers = {}
-        for name in ("invisible_seconds", "max_deliveries", "batch", "await_seconds"):
+        for name in (
+            "invisible_seconds",
+            "max_deliveries",
+            "batch",
+            "await_seconds",
+            "give_up_seconds",
+            "shutdown_seconds",
+        ):
             raw = values.get(name)
             if raw:
                 # Zero would mean a message redelivered at once, never delivered, or never received.
                 if not raw.strip().isdigit() or int(raw) < 1:
                     raise ConfigError(f"WANHOOK_ROCKETMQ_{name.upper()} must be a whole number above 0, got {raw!r}")
                 numbers[name] = int(raw)
+        invisible = numbers.get("invisible_seconds", cls.invisible_seconds)
+        if not MIN_INVISIBLE_SECONDS <= invisible <= MAX_INVISIBLE_SECONDS:
+            raise ConfigError(
+                f"WANHOOK_ROCKETMQ_INVISIBLE_SECONDS must be {MIN_INVISIBLE_SECONDS} to "
+                f"{MAX_INVISIBLE_SECONDS}: the RocketMQ 5.x proxy refuses a receive asking for "
+                f"{invisible} s (ILLEGAL_INVISIBLE_TIME)"
+            )
+        if numbers.get("await_seconds", cls.await_seconds) < MIN_AWAIT_SECONDS:
+            raise ConfigError(
+                f"WANHOOK_ROCKETMQ_AWAIT_SECONDS must be at least {MIN_AWAIT_SECONDS}: the RocketMQ "
+                f"5.x proxy polls at least 5 s and refuses a receive whose deadline (the await "
+                f"plus the client's 3 s) is shorter (ILLEGAL_POLLING_TIME)"
+            )
         return cls(
             endpoints=values["endpoints"],
             topic=values["topic"],
@@ -248,6 +289,8 @@ class Consumer:
         self._client = await asyncio.to_thread(self._start_client)
         log.info("consuming %s as group %s from %s", self.settings.topic, self.settings.group, self.settings.endpoints)
         failures = FailureLog(f"receive from {self.settings.endpoints}")
+        failing_since: float | None = None
+        unknown = 0
         try:
             while not stop.is_set():
                 self._client_errors.clear()
@@ -260,15 +303,41 @@ class Consumer:
                 try:
                     messages = await receiving  # a receive in flight is finished, never dropped
                 except Exception as exc:
-                    failures.failed(self._cause(exc))
+                    cause = self._cause(exc)
+                    failures.failed(cause)
+                    unknown = unknown + 1 if SETTINGS_UNKNOWN in cause else 0
+                    if unknown >= SETTINGS_UNKNOWN_RESTART:
+                        unknown = 0
+                        await self._restart_client()
+                    failing_since = failing_since if failing_since is not None else time.monotonic()
+                    if time.monotonic() - failing_since >= self.settings.give_up_seconds:
+                        raise BrokerGone(
+                            f"no RocketMQ broker at {self.settings.endpoints} for "
+                            f"{self.settings.give_up_seconds} s (WANHOOK_ROCKETMQ_GIVE_UP_SECONDS); last cause: "
+                            f"{cause}; exiting so that the process is restarted"
+                        ) from None
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
                 failures.succeeded()
+                failing_since = None
                 if messages:
-                    await self._settle_batch(messages)
+                    await self._settle_within_shutdown(messages, stop)
         finally:
             await asyncio.to_thread(self._client.shutdown)
             logging.getLogger(CLIENT_LOGGER).removeHandler(self._client_errors)
+
+    async def _restart_client(self) -> None:
+        log.warning("the broker does not know this client's settings (it restarted?); starting a new client")
+        old, self._client = self._client, None
+        try:
+            await asyncio.to_thread(old.shutdown)
+        except Exception as exc:
+            log.warning("shutdown of the old client failed: %s", describe(exc))
+        try:
+            self._client = await asyncio.to_thread(self._start_client)
+        except Exception as exc:
+            log.warning("a new client did not start: %s", describe(exc))
+            self._client = old  # its receives fail, and a new client is tried again after as many failures
 
     def _cause(self, exc: Exception) -> str:
         """What ``exc`` says; when it is the client's bare exception, which carries no cause, followed by
@@ -278,6 +347,27 @@ class Consumer:
             return own
         logged = self._client_errors.best(besides=str(exc))
         return f"{own.rstrip('.')}: {logged}" if logged else own
+
+    async def _settle_within_shutdown(self, messages: list[Any], stop: asyncio.Event) -> None:
+        """Settle a batch; once ``stop`` is set, give it ``shutdown_seconds`` more, then leave the rest
+        unacknowledged (it comes back after its invisible duration) rather than wait on a hung Redis."""
+        settling = asyncio.ensure_future(self._settle_batch(messages))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({settling, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not settling.done():
+            done, _ = await asyncio.wait({settling}, timeout=self.settings.shutdown_seconds)
+            if not done:
+                settling.cancel()
+                log.warning(
+                    "stopping: %d messages not recorded within %d s (WANHOOK_ROCKETMQ_SHUTDOWN_SECONDS) "
+                    "are left unacknowledged; they come back after their invisible duration",
+                    len(messages),
+                    self.settings.shutdown_seconds,
+                )
+                await asyncio.gather(settling, return_exceptions=True)
+                return
+        await settling
 
     async def _settle_batch(self, messages: list[Any]) -> None:
         pending = {id(message): message for message in messages}

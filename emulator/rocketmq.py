@@ -36,10 +36,28 @@ Code = pb.Code
 
 MAX_BODY_SIZE = 4 * 1024 * 1024
 RECEIVE_BATCH_SIZE = 32
+# The bounds below are Apache RocketMQ 5.5.0's, its proxy and broker defaults (ProxyConfig, BrokerConfig,
+# SubscriptionGroupConfig), each observed on the real broker by the same tests that run against this double
+# (tests/test_rocketmq_double.py, parametrized over both).
+# A ReceiveMessage asking for less is refused: 40011 ILLEGAL_INVISIBLE_TIME "the invisibleTime is too small.
+# min is 10000" (proxy minInvisibleTimeMillsForRecv). ChangeInvisibleDuration has no such minimum.
+MIN_INVISIBLE_FOR_RECEIVE = 10.0
+# Receive and change alike: 40011 "the invisibleTime is too large. max is 43200000" (maxInvisibleTimeMills).
+MAX_INVISIBLE = 43200.0
+# A long poll shorter than this is lengthened to it, and a call whose deadline leaves less is refused with
+# 40018 ILLEGAL_POLLING_TIME (grpcClientConsumerMinLongPollingTimeoutMillis); a longer one is cut to
+# MAX_LONG_POLLING (grpcClientConsumerMaxLongPollingTimeoutMillis). The Python client's deadline is its
+# await duration plus its 3 s request timeout, so await_duration=1 is refused and 3 waits 5 s.
+MIN_LONG_POLLING = 5.0
+MAX_LONG_POLLING = 20.0
 # Used when a receive names none: the PushConsumer takes its long polling timeout from our settings
 # and sends no invisible duration (it asks for auto-renewal, which the double does not do).
 LONG_POLLING_TIMEOUT = 20.0
-INVISIBLE_DURATION = 30.0
+INVISIBLE_DURATION = 60.0  # proxy defaultInvisibleTimeMills
+# A consumer group's retries before a message goes to its %DLQ% topic (SubscriptionGroupConfig.retryMaxTimes):
+# a message is delivered at most retries + 1 times (observed: retryMaxTimes 2, deliveries 1, 2, 3, then
+# the message is in %DLQ%group and no longer delivered).
+DEFAULT_MAX_RETRIES = 16
 # Answer a long poll this long before the client's own deadline, or it reports DEADLINE_EXCEEDED.
 POLL_RESERVE = 0.2
 # Every parked long poll and every telemetry stream holds one of these threads.
@@ -86,22 +104,31 @@ class Lease:
 class Progress:
     """What one consumer group has taken from one topic."""
 
+    group: str = ""
+    max_retries: int = DEFAULT_MAX_RETRIES
     cursor: int = 0  # offset of the first record never delivered to the group
     leases: dict[str, Lease] = field(default_factory=dict)  # by receipt handle
     timers: list[tuple[float, str]] = field(default_factory=list)  # heap of (deadline, handle)
     expired: deque[Lease] = field(default_factory=deque)  # visible again, awaiting redelivery
+    # Handles replaced by ChangeInvisibleDuration: the real proxy answers an ack with one of them OK, and
+    # the ack does nothing (the message still comes back when the new handle's time runs out).
+    superseded: set[str] = field(default_factory=set)
 
 
 class Store:
     """Topics, per-group progress and counters, all behind one condition variable."""
 
-    def __init__(self) -> None:
+    def __init__(self, auto_create: bool = True) -> None:
         self._cond = threading.Condition()
+        # Without auto_create, as on the real broker, topics and groups exist only once made
+        # (create_topic, create_group): the proxy refuses the others.
+        self.auto_create = auto_create
+        self._groups: dict[str, int] = {}  # made groups: their maximum retries
         self._topics: dict[str, list[Record]] = {}
         self._progress: dict[tuple[str, str], Progress] = {}  # by (group, topic)
         self._half: dict[str, Record] = {}  # transactional messages awaiting commit, by transaction id
         self._counts = dict.fromkeys(
-            ("sent", "received", "acked", "redelivered", "changed_invisible", "dead_lettered"), 0
+            ("sent", "received", "acked", "redelivered", "changed_invisible", "dead_lettered", "superseded_acks"), 0
         )
         self._polling = 0
         self.closed = False
@@ -109,6 +136,20 @@ class Store:
     def topic(self, name: str) -> None:
         with self._cond:
             self._topics.setdefault(name, [])
+
+    def has_topic(self, name: str) -> bool:
+        with self._cond:
+            if self.auto_create:
+                self._topics.setdefault(name, [])
+            return name in self._topics
+
+    def has_group(self, name: str) -> bool:
+        with self._cond:
+            return self.auto_create or name in self._groups
+
+    def group(self, name: str, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+        with self._cond:
+            self._groups[name] = max_retries
 
     def add(self, record: Record) -> None:
         with self._cond:
@@ -161,6 +202,10 @@ class Store:
         with self._cond:
             lease = self._live_lease(group, topic, handle, message_id)
             if lease is None:
+                progress = self._progress.get((group, topic))
+                if progress is not None and handle in progress.superseded:
+                    self._counts["superseded_acks"] += 1
+                    return True  # answered OK, and nothing happens: see Progress.superseded
                 return False
             self._counts["acked"] += 1
             return True
@@ -171,7 +216,9 @@ class Store:
             if old is None:
                 return None
             self._counts["changed_invisible"] += 1
-            lease = self._lease(self._group(group, topic), old.record, old.attempt, invisible)
+            progress = self._group(group, topic)
+            progress.superseded.add(handle)
+            lease = self._lease(progress, old.record, old.attempt, invisible)
             # A shorter duration may end before a parked poll means to look again.
             self._cond.notify_all()
             return lease.handle
@@ -225,7 +272,11 @@ class Store:
 
     def _group(self, group: str, topic: str) -> Progress:
         self._topics.setdefault(topic, [])
-        return self._progress.setdefault((group, topic), Progress())
+        progress = self._progress.get((group, topic))
+        if progress is None:
+            progress = Progress(group=group, max_retries=self._groups.get(group, DEFAULT_MAX_RETRIES))
+            self._progress[(group, topic)] = progress
+        return progress
 
     def _take(
         self, progress: Progress, topic: str, accepts: TagFilter, batch_size: int, invisible: float
@@ -234,6 +285,11 @@ class Store:
         leases: list[Lease] = []
         while progress.expired and len(leases) < batch_size:
             old = progress.expired.popleft()
+            progress.superseded.discard(old.handle)
+            if old.attempt > progress.max_retries:  # delivered retries + 1 times: to the group's %DLQ% topic
+                self._counts["dead_lettered"] += 1
+                self._append(dataclasses.replace(old.record, topic=f"%DLQ%{progress.group}"))
+                continue
             leases.append(self._lease(progress, old.record, old.attempt + 1, invisible))
             self._counts["redelivered"] += 1
         records = self._topics[topic]
@@ -273,17 +329,24 @@ class Store:
 
 
 class Servicer(service_pb2_grpc.MessagingServiceServicer):
-    def __init__(self, store: Store, endpoints: pb.Endpoints) -> None:
+    def __init__(self, store: Store, endpoints: pb.Endpoints, min_invisible: float = MIN_INVISIBLE_FOR_RECEIVE) -> None:
         self._store = store
         self._endpoints = endpoints
+        self.min_invisible = min_invisible
+        # Clients whose settings this server holds (by the x-mq-client-id header). The real proxy answers a
+        # receive from any other client with an internal error, and a restarted proxy holds none: the
+        # Python client 5.1.2 does not send its settings again after its telemetry stream broke.
+        self._settled_clients: set[str] = set()
 
     def QueryRoute(self, request: rpc.QueryRouteRequest, context: grpc.ServicerContext) -> Any:
-        self._store.topic(request.topic.name)
+        if not self._store.has_topic(request.topic.name):
+            return rpc.QueryRouteResponse(status=_topic_not_found(request.topic.name))
         queue = self._queue(request.topic, request.endpoints)
         return rpc.QueryRouteResponse(status=_status(Code.OK), message_queues=[queue])
 
     def QueryAssignment(self, request: rpc.QueryAssignmentRequest, context: grpc.ServicerContext) -> Any:
-        self._store.topic(request.topic.name)
+        if not self._store.has_topic(request.topic.name):
+            return rpc.QueryAssignmentResponse(status=_topic_not_found(request.topic.name))
         assignment = pb.Assignment(message_queue=self._queue(request.topic, request.endpoints))
         return rpc.QueryAssignmentResponse(status=_status(Code.OK), assignments=[assignment])
 
@@ -300,6 +363,16 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
         try:
             for command in request_iterator:
                 if command.HasField("settings"):
+                    group = command.settings.subscription.group.name
+                    if command.settings.HasField("subscription") and not self._store.has_group(group):
+                        # As the real proxy: the stream ends, and the client's receives then fail.
+                        context.abort(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            f"process client telemetryCommand failed. group not found: {group}",
+                        )
+                    client_id = _client_id(context)
+                    if client_id:
+                        self._settled_clients.add(client_id)
                     yield rpc.TelemetryCommand(status=_status(Code.OK), settings=_settings(command.settings))
         except grpc.RpcError:
             pass  # the client went away
@@ -337,15 +410,44 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
         if accepts is None:
             yield rpc.ReceiveMessageResponse(status=_status(Code.UNSUPPORTED, "only TAG filters are supported"))
             return
+        if not self._store.has_group(request.group.name):
+            # The real proxy fails here with an internal error (its client settings are missing).
+            yield rpc.ReceiveMessageResponse(
+                status=_status(Code.INTERNAL_SERVER_ERROR, f"group not found: {request.group.name}")
+            )
+            return
+        client_id = _client_id(context)
+        if client_id and client_id not in self._settled_clients:
+            yield rpc.ReceiveMessageResponse(
+                status=_status(
+                    Code.INTERNAL_SERVER_ERROR,
+                    'Cannot invoke "apache.rocketmq.v2.Settings.getClientType()" because '
+                    '"settings" is null. NullPointerException. (the proxy holds no settings of this client)',
+                )
+            )
+            return
         poll = LONG_POLLING_TIMEOUT
         if request.HasField("long_polling_timeout"):
             poll = _seconds(request.long_polling_timeout)
+        poll = min(max(poll, MIN_LONG_POLLING), MAX_LONG_POLLING)
         remaining = context.time_remaining()
         if remaining is not None:
+            if remaining < MIN_LONG_POLLING:
+                yield rpc.ReceiveMessageResponse(
+                    status=_status(
+                        Code.ILLEGAL_POLLING_TIME,
+                        "The deadline time remaining is not enough for polling, please check network condition",
+                    )
+                )
+                return
             poll = min(poll, remaining - POLL_RESERVE)
         invisible = INVISIBLE_DURATION
         if request.HasField("invisible_duration"):
             invisible = _seconds(request.invisible_duration)
+        refused = _check_invisible(invisible, self.min_invisible)
+        if refused is not None:
+            yield rpc.ReceiveMessageResponse(status=refused)
+            return
         # A cancelled call must not stay parked until its poll runs out.
         context.add_callback(self._store.wake)
         leases = self._store.receive(
@@ -382,6 +484,9 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
     def ChangeInvisibleDuration(
         self, request: rpc.ChangeInvisibleDurationRequest, context: grpc.ServicerContext
     ) -> Any:
+        refused = _check_invisible(_seconds(request.invisible_duration), 0.0)
+        if refused is not None:
+            return rpc.ChangeInvisibleDurationResponse(status=refused)
         handle = self._store.change_invisible(
             request.group.name,
             request.topic.name,
@@ -417,10 +522,21 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
 class RocketMQDouble:
     """A RocketMQ 5 endpoint in this process: gRPC on `host:port`, served by a thread pool."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8081) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8081,
+        *,
+        min_invisible: float = MIN_INVISIBLE_FOR_RECEIVE,
+        auto_create: bool = True,
+    ) -> None:
+        """``min_invisible``: the shortest invisible duration a receive may ask for, as the proxy's
+        ``minInvisibleTimeMillsForRecv``. ``auto_create``: any topic and group exists (for the demo); without
+        it only those made with ``create_topic`` and ``create_group``, as on the real broker."""
         self.host = host
         self.port = port  # 0 picks a free port; start() stores the one bound
-        self._store = Store()
+        self.min_invisible = min_invisible
+        self._store = Store(auto_create)
         self._server: grpc.Server | None = None
         self._workers: futures.ThreadPoolExecutor | None = None
 
@@ -436,7 +552,7 @@ class RocketMQDouble:
             options=[("grpc.so_reuseport", 0)],
         )
         self.port = server.add_insecure_port(f"{self.host}:{self.port}")
-        servicer = Servicer(self._store, _endpoints(self.host, self.port))
+        servicer = Servicer(self._store, _endpoints(self.host, self.port), self.min_invisible)
         service_pb2_grpc.add_MessagingServiceServicer_to_server(servicer, server)
         self._store.closed = False  # a restarted double keeps its messages
         server.start()
@@ -450,6 +566,14 @@ class RocketMQDouble:
         self._server = None
         if self._workers is not None:
             self._workers.shutdown(wait=False)
+
+    def create_topic(self, name: str) -> None:
+        self._store.topic(name)
+
+    def create_group(self, name: str, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+        """A consumer group; a message is delivered to it at most ``max_retries`` + 1 times, then moved to
+        the topic ``%DLQ%<group>``, as the broker's retryMaxTimes does."""
+        self._store.group(name, max_retries)
 
     def publish(
         self,
@@ -579,6 +703,24 @@ def _overall(entries: list[Any]) -> pb.Status:
 
 def _status(code: int, message: str = "") -> pb.Status:
     return pb.Status(code=code, message=message or Code.Name(code))
+
+
+def _client_id(context: grpc.ServicerContext) -> str:
+    return next((value for key, value in context.invocation_metadata() if key == "x-mq-client-id"), "")
+
+
+def _topic_not_found(topic: str) -> pb.Status:
+    return _status(Code.TOPIC_NOT_FOUND, f"CODE: 17  DESC: No topic route info in name server for the topic: {topic}")
+
+
+def _check_invisible(seconds: float, minimum: float) -> pb.Status | None:
+    if seconds < minimum:
+        return _status(Code.ILLEGAL_INVISIBLE_TIME, f"the invisibleTime is too small. min is {int(minimum * 1000)}")
+    if seconds > MAX_INVISIBLE:
+        return _status(
+            Code.ILLEGAL_INVISIBLE_TIME, f"the invisibleTime is too large. max is {int(MAX_INVISIBLE * 1000)}"
+        )
+    return None
 
 
 def _invalid_handle() -> pb.Status:

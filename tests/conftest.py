@@ -9,6 +9,8 @@ import httpx
 import pytest
 import redis
 
+# The RocketMQ suite's brokers (the double, a real RocketMQ 5.x), for any test module.
+from .rocketmq_backends import broker, real_broker  # noqa: F401
 from .support import Emulator, Process, RedisServer, Wanhook, free_port, sync_client, wait_for
 
 TOKEN = "eb-token-for-tests"
@@ -115,8 +117,10 @@ class Stack:
             "WANHOOK_ROCKETMQ_ENDPOINTS": endpoints,
             "WANHOOK_ROCKETMQ_TOPIC": topic,
             "WANHOOK_ROCKETMQ_GROUP": "wanhook",
-            "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS": "2",
-            "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "1",
+            # The shortest the real proxy allows: a receive may not ask for an invisible duration under
+            # 10 s, and a long poll is at least 5 s (await + the client's 3 s request timeout).
+            "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS": "10",
+            "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "3",
             **{f"WANHOOK_ROCKETMQ_{key.upper()}": value for key, value in settings.items()},
         }
         process = Wanhook(self.tmp_path, {**self.env, **env}, name="consume", port=free_port())

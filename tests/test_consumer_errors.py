@@ -40,7 +40,7 @@ def test_a_broker_gone_is_named_once_not_every_second_and_its_return_said(
         "WANHOOK_ROCKETMQ_ENDPOINTS": f"127.0.0.1:{port}",
         "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
         "WANHOOK_ROCKETMQ_GROUP": "wanhook",
-        "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "1",
+        "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "3",
         "WANHOOK_LOG_LEVEL": "INFO",
         # The client's own log, where each failed receive leaves a line: the count of retries.
         "HOME": str(home),

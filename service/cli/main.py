@@ -193,11 +193,14 @@ def check_endpoints_answer(endpoints: str, timeout: float = 5.0) -> None:
 
 
 def consume(args: argparse.Namespace) -> int:
-    from wanhook.consumers.rocketmq import ConsumerSettings, run_consumer
+    from wanhook.consumers.rocketmq import BrokerGone, ConsumerSettings, run_consumer
 
     settings = Settings.from_env()
     check_endpoints_answer(ConsumerSettings.from_env(settings.rocketmq).endpoints)
-    return run_consumer(settings)
+    try:
+        return run_consumer(settings)
+    except BrokerGone as exc:  # gone for longer than the consumer waits: exit 3, for a restart
+        raise EndpointsUnreachable(str(exc)) from None
 
 
 # `wanhook submit --wait --timeout S` when the task had not ended in S seconds; the task itself goes on.

@@ -1,0 +1,153 @@
+"""7. RocketMQ: events/s through one and two ``wanhook consume`` processes against a real Apache RocketMQ 5.x
+(NameServer + local-mode Proxy, see tests/rocketmq_broker.py), and a consumer's RSS.
+
+Workload: a consumer starts, records one warm-up event (its idle RSS is the RSS baseline) and stops. N
+completion events (for tasks wanhook does not know, so each is recorded in the audit stream and
+acknowledged, with no download behind it) are then published with Apache's Python producer, and 1 (or 2,
+in the same group) consumers drain them. The rate is taken from the audit stream's own entry times, first
+to last of the N, so process start-up and publishing are not counted. The baseline of two consumers is one.
+Skipped, with a line saying so, where Java or Maven is missing, and in --smoke runs (the broker takes ~10 s to start;
+tests/test_rocketmq.py runs the consumer against it).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import redis
+
+from tests.rocketmq_broker import RealBroker, missing
+from tests.support import RedisServer, Wanhook, wait_for
+from wanhook.service import keys
+
+from .common import Context, Result, env_for, figure, running
+
+GROUP = "wanhook"
+
+
+def _event(n: int) -> bytes:
+    return json.dumps(
+        {
+            "datacontenttype": "application/json;charset=utf-8",
+            "specversion": "1.0",
+            "id": f"bench-{n}",
+            "source": "acs.dashscope",
+            "type": "dashscope:System:AsyncTaskFinish",
+            "time": "2026-11-25T01:45:16.969Z",
+            "aliyunregionid": "cn-beijing",
+            "data": {
+                "task_id": f"bench-ds-{n}",
+                "task_status": "SUCCEEDED",
+                "contain_result": False,
+                "user_api_unique_key": "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus",
+                "region": "cn-beijing",
+            },
+        }
+    ).encode()
+
+
+def _publish(endpoints: str, topic: str, count: int, start: int = 0) -> None:
+    import rocketmq as mq
+
+    producer = mq.Producer(mq.ClientConfiguration(endpoints, mq.Credentials()), (topic,))
+    producer.startup()
+    try:
+        for n in range(start, start + count):
+            message = mq.Message()
+            message.topic = topic
+            message.body = _event(n)
+            message.tag = "AsyncTaskFinish"
+            message.keys = f"bench-ds-{n}"
+            producer.send(message)
+    finally:
+        producer.shutdown()
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def bench_rocketmq(ctx: Context) -> Result:
+    reason = missing()
+    if reason:
+        ctx.log(f"rocketmq: skipped: {reason}")
+        return {}
+    if ctx.smoke:
+        ctx.log("rocketmq: skipped in --smoke (tests/test_rocketmq.py runs the consumer against the real broker)")
+        return {}
+    count = 2000
+    ctx.log(f"rocketmq: {count} events through 1 and 2 consumers against a real RocketMQ")
+    store = RedisServer(ctx.tmp / "redis").start()
+    broker = RealBroker(ctx.tmp / "rocketmq")
+    broker.start()
+    ctx.log(f"  RocketMQ started in {broker.start_seconds:.1f} s")
+    rates: dict[int, float] = {}
+    rss: tuple[int, int] = (0, 0)
+    try:
+        with running(store) as processes:
+            memory = redis.Redis.from_url(store.url)
+            for consumers in (1, 2):
+                memory.flushall()
+                topic = f"bench-{uuid.uuid4().hex[:8]}"
+                broker.create((topic,), {GROUP: 16})
+                env = env_for(
+                    store,
+                    ctx.tmp,
+                    WANHOOK_ROCKETMQ_ENDPOINTS=broker.endpoints,
+                    WANHOOK_ROCKETMQ_TOPIC=topic,
+                    WANHOOK_ROCKETMQ_GROUP=GROUP,
+                    WANHOOK_ROCKETMQ_BATCH="32",
+                    WANHOOK_ROCKETMQ_AWAIT_SECONDS="5",
+                    WANHOOK_ROCKETMQ_INVISIBLE_SECONDS="30",
+                )
+                warm = Wanhook(ctx.tmp, env, name="consume")
+                warm.name = f"consume-warm-{consumers}"
+                processes.append(warm.launch())
+                _publish(broker.endpoints, topic, 1)
+                wait_for(lambda: memory.xlen(keys.EVENT_LOG) >= 1, 120, 0.1, what="the warm-up event")
+                idle = _rss_kib(warm.proc.pid, "VmRSS") if warm.proc else 0
+                warm.stop()
+                _publish(broker.endpoints, topic, count, start=1)
+                started = []
+                for n in range(consumers):
+                    process = Wanhook(ctx.tmp, env, name="consume")
+                    process.name = f"consume-{consumers}-{n}"
+                    processes.append(process.launch())
+                    started.append(process)
+                wait_for(lambda: memory.xlen(keys.EVENT_LOG) >= count + 1, 300, 0.2, what=f"{count} events recorded")
+                ((first, _),) = memory.xrange(keys.EVENT_LOG, count=2)[1:]
+                ((last, _),) = memory.xrevrange(keys.EVENT_LOG, count=1)
+                seconds = (int(last.split(b"-")[0]) - int(first.split(b"-")[0])) / 1000
+                rates[consumers] = (count - 1) / max(seconds, 0.001)
+                if consumers == 1 and started[0].proc:
+                    rss = (_rss_kib(started[0].proc.pid, "VmHWM"), idle)
+                ctx.log(f"  {consumers} consumer(s): {rates[consumers]:,.0f} events/s")
+                for process in started:
+                    process.stop()
+    finally:
+        broker.stop()
+    return {
+        "rocketmq_events_per_second_one_consumer": figure(
+            "RocketMQ (real 5.5.0 broker) to the audit stream, events/s, one consumer",
+            rates[1],
+            "events/s",
+            rates[1],
+            "itself (the reference for two)",
+        ),
+        "rocketmq_events_per_second_two_consumers": figure(
+            "the same, two consumers in one group", rates[2], "events/s", rates[1], "one consumer, same run"
+        ),
+        "rocketmq_consumer_peak_rss": figure(
+            f"consumer peak RSS while draining {count} events",
+            rss[0] / 1024,
+            "MiB",
+            rss[1] / 1024,
+            "a consumer idle after one event",
+            higher_is_better=False,
+        ),
+    }
