@@ -87,6 +87,14 @@ DEAD_LETTERS = PREFIX + ":dead-letters"
 # the downloads waiting for room.
 DISK_HELD = PREFIX + ":disk:held:"  # + videos directory
 DISK_WAITING = PREFIX + ":disk:waiting:"  # + videos directory
+# Deletion and retention (retention.py, DELETE /v1/tasks/{id}).
+# sorted set: ended task id -> when it ended (ms, Redis clock); the retention sweep reads the oldest first.
+TASKS_ENDED = PREFIX + ":ended"
+# sorted set: ready task id -> when its video was stored (ms, Redis clock), while the video is kept.
+VIDEOS_KEPT = PREFIX + ":videos"
+# string per deleted task with a TTL (DELETED_TTL_SECONDS): its owner. A second DELETE is answered as
+# done, and a create whose answer lands after the deletion is canceled at DashScope, not left running.
+DELETED = PREFIX + ":deleted:"  # + task id
 # hash: counters (events by outcome, downloads, ...), read by /metrics.
 COUNTERS = PREFIX + ":counters"
 # string: the whsec_ secret that signs outgoing callbacks when none is configured.
@@ -95,6 +103,9 @@ CALLBACK_SECRET = PREFIX + ":callback-secret"
 EVENT_SEEN_TTL_SECONDS = 7 * 24 * 3600
 EARLY_EVENT_TTL_SECONDS = 24 * 3600
 EVENT_LOG_MAXLEN = 100_000
+# A deleted task's tombstone, and its DashScope task id's mapping (so that a late completion event finds
+# nothing to apply rather than waiting as an early event): a day, EventBridge's longest retry horizon.
+DELETED_TTL_SECONDS = 24 * 3600
 # The audit stream is bounded by size as well as by count: an event of a task wanhook knows keeps its
 # body whole up to EVENT_LOG_BODY_MAX bytes (DashScope's are under 1 KB); any other event (a task
 # wanhook does not know, another product's, a duplicate) or a larger body keeps its sha256, its size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -20,6 +21,7 @@ from .failures import FailureReader
 from .feed import ChangeFeed
 from .jobs import JobQueue
 from .quota import Admission, RateLimiter, ReadLimiter, parse_limits
+from .retention import Retention
 from .storage import LocalStorage
 from .store import TaskStore
 from .submission import Dispatcher, Submitter
@@ -57,6 +59,12 @@ class Runtime:
             max_streams=settings.max_streams,
             max_streams_per_token=settings.max_streams_per_token if settings.api_tokens else None,
         )
+
+    @functools.cached_property
+    def storage(self) -> LocalStorage:
+        """Where videos are kept, for the API's deletions and the retention sweep (made on first use:
+        a process that never needs it does not create the directory)."""
+        return LocalStorage(self.settings.videos_dir)
 
     async def _count_call(self, endpoint: str, status: str) -> None:
         await self.store.count(f"dashscope_calls|endpoint={endpoint}|status={status}")
@@ -125,6 +133,13 @@ class Runtime:
             after_seconds=settings.sweep_after_seconds,
             interval_seconds=settings.sweep_interval_seconds,
             slot_lease_seconds=self.slot_lease_seconds,
+            retention=Retention(
+                self.store,
+                self.storage,
+                task_seconds=settings.task_retention_seconds,
+                video_seconds=settings.video_retention_seconds,
+                dry_run=settings.retention_dry_run,
+            ),
         )
         notifier = callbacks.Notifier(
             self.store,

@@ -6,6 +6,7 @@ Every write that changes a task's state goes through one of the Lua scripts in `
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import hashlib
 import json
 import logging
@@ -54,6 +55,19 @@ def utf8_prefix(data: bytes, size: int) -> bytes:
     return data[:cut]
 
 
+@dataclasses.dataclass(frozen=True)
+class Deleted:
+    """What ``TaskStore.delete`` did: "deleted" (and what it removed), "active" (the task has not ended:
+    ``detail`` is its status), "gone" (deleted before: ``detail`` is its owner) or "missing"."""
+
+    outcome: str
+    detail: str = ""
+    video: dict[str, Any] | None = None
+    deliveries: int = 0
+    change_stream: bool = False
+    index_entries: int = 0
+
+
 def _flatten(fields: dict[str, Any]) -> list[str]:
     flat: list[str] = []
     for name, value in fields.items():
@@ -71,6 +85,8 @@ class TaskStore:
         self._mark_submitted = redis.register_script(scripts.MARK_SUBMITTED)
         self._ingest = redis.register_script(scripts.INGEST)
         self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
+        self._delete = redis.register_script(scripts.DELETE)
+        self._drop_video = redis.register_script(scripts.DROP_VIDEO)
 
     async def create(
         self, fields: dict[str, Any], idempotency_key: str | None = None, *, max_queued: int | None = None
@@ -246,6 +262,43 @@ class TaskStore:
             ],
         )
         return Outcome(as_text(outcome)), as_text(task_id) or None
+
+    async def delete(self, task_id: str, *, tombstone: bool = True) -> Deleted:
+        """Remove an ended task and everything kept for it in Redis, atomically (scripts.DELETE).
+
+        With ``tombstone``, a trace of it (its owner) stays for ``keys.DELETED_TTL_SECONDS``: a second
+        DELETE is answered as done, and a create that lands after the deletion is canceled at DashScope.
+        """
+        ttl = keys.DELETED_TTL_SECONDS if tombstone else 0
+        result = await self._delete(keys=keys.ROUTE, args=[task_id, ttl])
+        outcome = as_text(result[0])
+        if outcome == "deleted":
+            video = as_text(result[1])
+            return Deleted(
+                "deleted",
+                video=json.loads(video) if video else None,
+                deliveries=int(result[2]),
+                change_stream=bool(int(result[3])),
+                index_entries=int(result[4]),
+            )
+        return Deleted(outcome, detail=as_text(result[1]))
+
+    async def drop_video(self, task_id: str, reason: str, detail: str) -> dict[str, Any] | None:
+        """The task's video no longer kept (retention): ``video`` reads null and ``video_removed`` says why.
+        Returns the video it pointed to (its file is the caller's to remove), None when it had none."""
+        removed = json.dumps({"reason": reason, "message": detail, "at": now_iso()}, separators=(",", ":"))
+        video = as_text(await self._drop_video(keys=keys.ROUTE, args=[task_id, removed]))
+        return json.loads(video) if video else None
+
+    async def retention_due(self, index: str, keep_ms: int, limit: int) -> builtins.list[str]:
+        """At most ``limit`` ids of the time-ordered ``index`` (keys.TASKS_ENDED, keys.VIDEOS_KEPT) older
+        than ``keep_ms``, on Redis' clock, oldest first."""
+        cutoff = await self.clock_ms() - keep_ms
+        return [as_text(m) for m in await self.redis.zrangebyscore(index, "-inf", cutoff, start=0, num=limit)]
+
+    async def retention_count(self, index: str, keep_ms: int) -> int:
+        """How many ids of ``index`` are older than ``keep_ms`` (what a dry run reports)."""
+        return int(await self.redis.zcount(index, "-inf", await self.clock_ms() - keep_ms))
 
     async def newest_change_id(self, task_id: str) -> str:
         """The id of the newest entry of the task's change stream, progress included ("0-0" when it has none)."""

@@ -77,6 +77,7 @@ class Task:
     dl_bytes: str | None = None
     dl_total: str | None = None
     awaiting_reason: str | None = None  # DashScope ended the task FAILED; its reason is being read
+    video_removed: dict[str, Any] | None = None  # why ``video`` is null on a ready task (retention)
     # The rest of the hash (signed URL, validators, attempt marks, ...), kept as stored for the workers.
     internal: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -106,6 +107,7 @@ class Task:
             dl_bytes=get("dl_bytes"),
             dl_total=get("dl_total"),
             awaiting_reason=get("awaiting_reason"),
+            video_removed=_json(get("video_removed")),
             internal={name: value for name, value in raw.items() if name not in typed},
         )
 
@@ -130,6 +132,8 @@ class Task:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+        if self.video_removed:
+            task["video_removed"] = self.video_removed
         if self.status == Status.DOWNLOADING and self.dl_bytes:
             task["progress"] = {"bytes": int(self.dl_bytes), "total": int(self.dl_total or 0) or None}
         return task
