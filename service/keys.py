@@ -100,7 +100,12 @@ COUNTERS = PREFIX + ":counters"
 # string: the whsec_ secret that signs outgoing callbacks when none is configured.
 CALLBACK_SECRET = PREFIX + ":callback-secret"
 
-EVENT_SEEN_TTL_SECONDS = 7 * 24 * 3600
+# A delivery is retried for at most a day: EventBridge's default policy retries 3 times 10-20 s apart, its
+# exponential-decay policy up to 176 times within one day ("Retry policies and dead-letter queues",
+# https://www.alibabacloud.com/help/en/eventbridge/user-guide/retry-and-dead-letter); RocketMQ's
+# redeliveries end within hours. An hour's margin over that day. A copy arriving later still changes
+# nothing (a known task is past it: stale), it is only no longer told apart as a duplicate.
+EVENT_SEEN_TTL_SECONDS = 25 * 3600
 EARLY_EVENT_TTL_SECONDS = 24 * 3600
 EVENT_LOG_MAXLEN = 100_000
 # A deleted task's tombstone, and its DashScope task id's mapping (so that a late completion event finds

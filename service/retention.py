@@ -83,7 +83,7 @@ class Retention:
             due = await self.store.retention_due(keys.VIDEOS_KEPT, self.video_ms, self.batch)
             done = 0
             for task_id in due:
-                if await self.store.drop_video(task_id, "retention", reason) is not None:
+                if await self.store.drop_video(task_id, "retention", reason):
                     self.storage.remove(task_id)
                     done += 1
             removed += done

@@ -128,6 +128,12 @@ local function transition(id, to, now, fields)
     -- three times the task) stays only as long as a follower may still resume it.
     redis.call('HDEL', key, 'video_url', 'dl_etag', 'dl_total', 'dl_bytes', 'submit_attempt_at', 'awaiting_reason',
       'reason_reads')
+    -- Rewritten whole: a hash that once held a long value (DashScope's signed video URL, hundreds of
+    -- bytes) stays a hashtable after the value goes, some 1.2 KB more than the listpack Redis makes of
+    -- a hash whose values are all short (task.py keeps the stored video's fields short for this).
+    local kept = redis.call('HGETALL', key)
+    redis.call('DEL', key)
+    redis.call('HSET', key, unpack(kept))
     local ttl = tonumber(redis.call('HGET', SETTINGS, 'changes_ttl_ms') or '')
     redis.call('PEXPIRE', changes, ttl or CHANGES_TTL_MS)
     -- Retention reads the oldest ended tasks (and stored videos) first, from these time-ordered indexes.
@@ -440,7 +446,7 @@ return {outcome, task_id}
 # video file is the caller's to remove: the script answers where it was.
 # A task that has not ended is left alone: the caller cancels it first.
 # ARGV: id, tombstone ttl seconds (0: none)
-# Returns {'deleted', video JSON ('' for none), deliveries removed, change stream removed (0/1),
+# Returns {'deleted', '1' if it had a video ('' if not), deliveries removed, change stream removed (0/1),
 #   index entries removed}, {'active', status}, {'gone', owner} (deleted before: its tombstone) or
 #   {'missing', ''}.
 DELETE = (
@@ -448,8 +454,8 @@ DELETE = (
     + """
 local id, tombstone_ttl = ARGV[1], tonumber(ARGV[2])
 local key = TASK .. id
-local status, created, model, owner, ds_id, video = unpack(redis.call('HMGET', key, 'status', 'created_ms', 'model',
-  'owner', 'ds_task_id', 'video'))
+local status, created, model, owner, ds_id, video, video_sha = unpack(redis.call('HMGET', key, 'status',
+  'created_ms', 'model', 'owner', 'ds_task_id', 'video', 'video_sha256'))
 if not status then
   -- Nothing to delete; what the retention indexes still hold of it goes, so that they never stall.
   redis.call('ZREM', TASKS_ENDED, id)
@@ -487,24 +493,27 @@ if ds_id then
 end
 redis.call('DEL', key)
 if tombstone_ttl > 0 then redis.call('SET', DELETED .. id, owner, 'EX', tombstone_ttl) end
-return {'deleted', video or '', #webhook_ids, changes, indexed}
+local had_video = ''
+if video or video_sha then had_video = '1' end
+return {'deleted', had_video, #webhook_ids, changes, indexed}
 """
 )
 
 # A stored video removed by retention: the task stays, its video reads null with the reason why
 # (video_removed), and it leaves the index of kept videos. The caller removes the file the answer names.
 # ARGV: id, reason JSON
-# Returns the video JSON it pointed to ('' when the task has none any more).
+# Returns '1' when it had a video, '' when it has none (any more).
 DROP_VIDEO = (
     KEY_NAMES
     + """
 local key = TASK .. ARGV[1]
 redis.call('ZREM', VIDEOS_KEPT, ARGV[1])
-local video = redis.call('HGET', key, 'video')
-if not video then return '' end
-redis.call('HDEL', key, 'video')
+local video, video_sha = unpack(redis.call('HMGET', key, 'video', 'video_sha256'))
+if not (video or video_sha) then return '' end
+-- Both of task.py's encodings of a video (one JSON value, or its parts).
+redis.call('HDEL', key, 'video', 'video_dir', 'video_bytes', 'video_sha256')
 redis.call('HSET', key, 'video_removed', ARGV[2])
-return video
+return '1'
 """
 )
 

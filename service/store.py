@@ -23,7 +23,7 @@ from . import keys, scripts
 from .errors import IdempotencyKeyReused, QueueFull
 from .ingress.events import CompletionEvent
 from .models import MODELS
-from .task import STATUSES, Outcome, Task, as_text
+from .task import STATUSES, Outcome, Task, as_text, encode_video
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -62,7 +62,7 @@ class Deleted:
 
     outcome: str
     detail: str = ""
-    video: dict[str, Any] | None = None
+    video: bool = False  # the task had a stored video (its file is the caller's to remove)
     deliveries: int = 0
     change_stream: bool = False
     index_entries: int = 0
@@ -172,6 +172,8 @@ class TaskStore:
     async def transition(self, task_id: str, to: str, **fields: Any) -> bool:
         """Move a task forward; False when it is already there or past it (or unknown)."""
         assert to in STATUSES
+        if isinstance(fields.get("video"), dict):
+            fields.update(encode_video(task_id, fields.pop("video")))
         result = await self._transition(keys=keys.ROUTE, args=[task_id, to, now_iso(), *_flatten(fields)])
         return as_text(result) == "ok"
 
@@ -276,19 +278,18 @@ class TaskStore:
             video = as_text(result[1])
             return Deleted(
                 "deleted",
-                video=json.loads(video) if video else None,
+                video=bool(video),
                 deliveries=int(result[2]),
                 change_stream=bool(int(result[3])),
                 index_entries=int(result[4]),
             )
         return Deleted(outcome, detail=as_text(result[1]))
 
-    async def drop_video(self, task_id: str, reason: str, detail: str) -> dict[str, Any] | None:
+    async def drop_video(self, task_id: str, reason: str, detail: str) -> bool:
         """The task's video no longer kept (retention): ``video`` reads null and ``video_removed`` says why.
-        Returns the video it pointed to (its file is the caller's to remove), None when it had none."""
+        Whether it had one (its file is the caller's to remove)."""
         removed = json.dumps({"reason": reason, "message": detail, "at": now_iso()}, separators=(",", ":"))
-        video = as_text(await self._drop_video(keys=keys.ROUTE, args=[task_id, removed]))
-        return json.loads(video) if video else None
+        return bool(as_text(await self._drop_video(keys=keys.ROUTE, args=[task_id, removed])))
 
     async def retention_due(self, index: str, keep_ms: int, limit: int) -> builtins.list[str]:
         """At most ``limit`` ids of the time-ordered ``index`` (keys.TASKS_ENDED, keys.VIDEOS_KEPT) older

@@ -157,3 +157,32 @@ def test_cli_delete(stack: Stack) -> None:
         [*wanhook("delete", "nope"), "--server", stack.url], capture_output=True, text=True, timeout=60
     )
     assert missing.returncode == 1 and "task_not_found" in missing.stderr
+
+
+def test_a_task_deleted_while_its_create_is_in_flight_is_canceled_at_dashscope(
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
+    # wanhook allows 2 at once while the emulator runs 1: the second waits PENDING at DashScope.
+    stack = start(tmp_path, redis_url, processes, WANHOOK_LIMITS=f"{MODEL}=5/2")
+    stack.emulator.configure(render_seconds=30, limits={MODEL: {"rps": 5, "running": 1}})
+    stack.wait_status(stack.create("holds the running slot")["id"], "submitted")
+    stack.emulator.configure(create_answer_delay_seconds=3)
+    task = stack.create("deleted before its create answers")
+    # The create has landed at DashScope; wanhook has not heard back yet.
+    wait_for(lambda: "deleted before its create answers" in emulator_tasks(stack), 10, what="the create to land")
+    assert stack.task(task["id"])["status"] == "queued"
+    answer = stack.http.delete(f"/v1/tasks/{task['id']}")
+    assert answer.status_code == 200 and answer.json()["removed"]["from_queue"] is True
+    # The late answer finds the tombstone: the DashScope task is canceled, not left running unseen.
+    wait_for(
+        lambda: emulator_tasks(stack)["deleted before its create answers"]["status"] == "CANCELED",
+        20,
+        what="the DashScope task to be canceled",
+    )
+    wait_for(
+        lambda: stack.redis.hget("{wanhook}:counters", "events_stale") == "1", 20, what="its CANCELED event, stale"
+    )
+    assert stack.http.get(f"/v1/tasks/{task['id']}").status_code == 404
+    assert keys_of(stack, task["id"]) == []
+    assert not list(stack.redis.scan_iter("{wanhook}:early:*"))
+    assert not stack.redis.hlen("{wanhook}:orphans")
