@@ -92,6 +92,8 @@ DISK_WAITING = PREFIX + ":disk:waiting:"  # + videos directory
 TASKS_ENDED = PREFIX + ":ended"
 # sorted set: ready task id -> when its video was stored (ms, Redis clock), while the video is kept.
 VIDEOS_KEPT = PREFIX + ":videos"
+# string: the retention indexes hold every ended task (tasks that ended before they existed were added once).
+RETENTION_INDEX_READY = PREFIX + ":retention-index-ready"
 # string per deleted task with a TTL (DELETED_TTL_SECONDS): its owner. A second DELETE is answered as
 # done, and a create whose answer lands after the deletion is canceled at DashScope, not left running.
 DELETED = PREFIX + ":deleted:"  # + task id

@@ -86,6 +86,15 @@ class Runtime:
             log.warning(
                 "could not index the earlier tasks by token (%s); retried at the next start", type(exc).__name__
             )
+        try:
+            indexed = await runtime.store.index_ended()
+            if indexed:
+                log.info("added the ended ones of %d tasks stored by an earlier version to retention", indexed)
+        except RedisError as exc:
+            # Retention would keep some older tasks until a process completes it; the next start tries again.
+            log.warning(
+                "could not index the earlier tasks for retention (%s); retried at the next start", type(exc).__name__
+            )
         return runtime
 
     async def close(self) -> None:

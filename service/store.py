@@ -86,6 +86,7 @@ class TaskStore:
         self._ingest = redis.register_script(scripts.INGEST)
         self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
         self._delete = redis.register_script(scripts.DELETE)
+        self._index_ended = redis.register_script(scripts.INDEX_ENDED)
         self._drop_video = redis.register_script(scripts.DROP_VIDEO)
 
     async def create(
@@ -135,6 +136,20 @@ class TaskStore:
             if not after:
                 break
         await self.redis.set(keys.OWNER_INDEX_READY, "1")
+        return read
+
+    async def index_ended(self, batch: int = INDEX_BATCH) -> int:
+        """Add the tasks that ended before the retention indexes existed to them, once per installation
+        (as ``index_owners`` does for the submitters' indexes). Returns how many tasks were read."""
+        if await self.redis.exists(keys.RETENTION_INDEX_READY):
+            return 0
+        after, read = "", 0
+        while True:
+            last, count = await self._index_ended(keys=keys.ROUTE, args=[after, batch])
+            after, read = as_text(last), read + int(count)
+            if not after:
+                break
+        await self.redis.set(keys.RETENTION_INDEX_READY, "1")
         return read
 
     async def raw(self, task_id: str) -> dict[str, str] | None:

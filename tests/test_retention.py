@@ -117,3 +117,24 @@ def test_redis_and_disk_stay_flat_over_many_tasks(tmp_path: Path, redis_url: str
     assert not any(name.startswith(("{wanhook}:task:", "{wanhook}:changes:")) for name in states[-1]["names"])
     counters = stack.redis.hgetall("{wanhook}:counters")
     assert int(counters["retention_deleted|what=task"]) == rounds * per_round
+
+
+def test_tasks_ended_before_the_indexes_existed_are_added_once(
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
+    stack = start(
+        tmp_path, redis_url, processes, WANHOOK_VIDEO_RETENTION_SECONDS="0", WANHOOK_TASK_RETENTION_SECONDS="0"
+    )
+    old = stack.wait_status(stack.create("stored by an earlier version")["id"], "ready")
+    stack.emulator.configure(render_seconds=600)
+    waiting = stack.create("still rendering")  # not ended: never retention's
+    # As an earlier version left it: in neither retention index, and the one-time indexing never done.
+    stack.redis.zrem("{wanhook}:ended", old["id"])
+    stack.redis.zrem("{wanhook}:videos", old["id"])
+    stack.redis.delete("{wanhook}:retention-index-ready")
+    stack.server.stop()
+    stack.serve(stack.port, env={"WANHOOK_TASK_RETENTION_SECONDS": "1"})
+    wait_for(lambda: stack.http.get(f"/v1/tasks/{old['id']}").status_code == 404, 20, what="the old task to go")
+    assert not Path(old["video"]["path"]).exists()
+    assert stack.redis.get("{wanhook}:retention-index-ready") == "1"
+    assert stack.http.get(f"/v1/tasks/{waiting['id']}").status_code == 200
