@@ -4,8 +4,8 @@ Workload: N tasks created through the API while no worker runs (so they stay que
 memory grows by the queued tasks' cost. Then a ``wanhook worker`` takes them all through their life
 against the emulator (submitted, rendered, completion event pushed to the server, video read once,
 downloaded, ready) and the growth from the start is the stored tasks' cost: the task hash, its index
-entries, its DashScope id, its completion event in the audit stream and the event's dedupe key (kept 7
-days), measured once the finished tasks' change streams have expired (WANHOOK_CHANGES_RETENTION_SECONDS,
+entries, its DashScope id, its completion event in the audit stream and the event's dedupe key (kept 25
+hours), measured once the finished tasks' change streams have expired (WANHOOK_CHANGES_RETENTION_SECONDS,
 an hour by default, 3 s here; what a stream adds until then is logged). One task goes through the
 same life first, so scripts and fixed structures are in place before the first measurement. The
 baseline is the size of the task's own JSON as the API returns it. (6b, the receiver on two uvicorn

@@ -61,6 +61,14 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _lasting(env: Mapping[str, str], name: str, default: float) -> float:
+    """How long something is kept, in seconds: 0 keeps it for ever."""
+    value = _number(env, name, default)
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 (keep for ever) or more, got {env.get(name)!r}")
+    return value
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     """``1`` or ``0`` (unset or empty: 0). Anything else is refused rather than guessed at: "true" read as
     off, or "false" as on, would be a silent surprise either way."""
@@ -171,6 +179,10 @@ class Settings:
     min_free_bytes: int = 1 << 30
     callback_schedule: str = ""  # WANHOOK_CALLBACK_SCHEDULE: seconds before each attempt, comma-separated
     changes_retention_seconds: float = 3600.0  # a finished task's change stream, for late SSE resumes
+    # Retention (retention.py): how long an ended task, and a stored video, are kept; 0 keeps them for ever.
+    task_retention_seconds: float = 90 * 86400.0
+    video_retention_seconds: float = 30 * 86400.0
+    retention_dry_run: bool = False  # WANHOOK_RETENTION_DRY_RUN=1: log what would go, remove nothing
     # WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED=1: serve may expose the webhook on a non-loopback address with
     # neither a token nor signature checks (something in front of it authenticates pushes).
     eventbridge_allow_unauthenticated: bool = False
@@ -222,6 +234,9 @@ class Settings:
             dashscope_qps=_count(env, "WANHOOK_DASHSCOPE_QPS", 20),
             callback_schedule=env.get("WANHOOK_CALLBACK_SCHEDULE", ""),
             changes_retention_seconds=_positive(env, "WANHOOK_CHANGES_RETENTION_SECONDS", 3600.0),
+            task_retention_seconds=_lasting(env, "WANHOOK_TASK_RETENTION_SECONDS", 90 * 86400.0),
+            video_retention_seconds=_lasting(env, "WANHOOK_VIDEO_RETENTION_SECONDS", 30 * 86400.0),
+            retention_dry_run=_flag(env, "WANHOOK_RETENTION_DRY_RUN"),
             rate_limit=_count(env, "WANHOOK_RATE_LIMIT", 100),
             max_queued_per_token=_count(env, "WANHOOK_MAX_QUEUED_PER_TOKEN", 10_000),
             max_video_bytes=_count(env, "WANHOOK_MAX_VIDEO_BYTES", 4 << 30),

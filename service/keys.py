@@ -90,14 +90,32 @@ DEAD_LETTERS = PREFIX + ":dead-letters"
 # the downloads waiting for room.
 DISK_HELD = PREFIX + ":disk:held:"  # + videos directory
 DISK_WAITING = PREFIX + ":disk:waiting:"  # + videos directory
+# Deletion and retention (retention.py, DELETE /v1/tasks/{id}).
+# sorted set: ended task id -> when it ended (ms, Redis clock); the retention sweep reads the oldest first.
+TASKS_ENDED = PREFIX + ":ended"
+# sorted set: ready task id -> when its video was stored (ms, Redis clock), while the video is kept.
+VIDEOS_KEPT = PREFIX + ":videos"
+# string: the retention indexes hold every ended task (tasks that ended before they existed were added once).
+RETENTION_INDEX_READY = PREFIX + ":retention-index-ready"
+# string per deleted task with a TTL (DELETED_TTL_SECONDS): its owner. A second DELETE is answered as
+# done, and a create whose answer lands after the deletion is canceled at DashScope, not left running.
+DELETED = PREFIX + ":deleted:"  # + task id
 # hash: counters (events by outcome, downloads, ...), read by /metrics.
 COUNTERS = PREFIX + ":counters"
 # string: the whsec_ secret that signs outgoing callbacks when none is configured.
 CALLBACK_SECRET = PREFIX + ":callback-secret"
 
-EVENT_SEEN_TTL_SECONDS = 7 * 24 * 3600
+# A delivery is retried for at most a day: EventBridge's default policy retries 3 times 10-20 s apart, its
+# exponential-decay policy up to 176 times within one day ("Retry policies and dead-letter queues",
+# https://www.alibabacloud.com/help/en/eventbridge/user-guide/retry-and-dead-letter); RocketMQ's
+# redeliveries end within hours. An hour's margin over that day. A copy arriving later still changes
+# nothing (a known task is past it: stale), it is only no longer told apart as a duplicate.
+EVENT_SEEN_TTL_SECONDS = 25 * 3600
 EARLY_EVENT_TTL_SECONDS = 24 * 3600
 EVENT_LOG_MAXLEN = 100_000
+# A deleted task's tombstone, and its DashScope task id's mapping (so that a late completion event finds
+# nothing to apply rather than waiting as an early event): a day, EventBridge's longest retry horizon.
+DELETED_TTL_SECONDS = 24 * 3600
 # The audit stream is bounded by size as well as by count: an event of a task wanhook knows keeps its
 # body whole up to EVENT_LOG_BODY_MAX bytes (DashScope's are under 1 KB); any other event (a task
 # wanhook does not know, another product's, a duplicate) or a larger body keeps its sha256, its size

@@ -73,6 +73,13 @@ COUNTERS: dict[str, Counter] = {
         _one(*(status for status in STATUSES if status != Status.QUEUED)),
     ),
     "tasks_created": Counter("Tasks created (POST /v1/tasks)"),
+    "tasks_deleted": Counter("Tasks deleted by their submitter (DELETE /v1/tasks/{id}), with their videos"),
+    "retention_deleted": Counter(
+        "What the retention sweep removed once past its time (task: an ended task and all kept for it; video: "
+        "a stored video, its task kept)",
+        ("what",),
+        _one("task", "video"),
+    ),
     "downloads": Counter(
         "Downloads by outcome (completed; failed; expired: the video URL expired first; deferred_disk_full and "
         "resumed_disk_room: a wait for disk space begun and ended)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from .failures import FailureReader
 from .feed import ChangeFeed
 from .jobs import JobQueue
 from .quota import Admission, RateLimiter, ReadLimiter, parse_limits
+from .retention import Retention
 from .storage import LocalStorage
 from .store import TaskStore
 from .submission import Dispatcher, Submitter
@@ -68,6 +70,12 @@ class Runtime:
         self.feed_clients.add(client)
         return client
 
+    @functools.cached_property
+    def storage(self) -> LocalStorage:
+        """Where videos are kept, for the API's deletions and the retention sweep (made on first use:
+        a process that never needs it does not create the directory)."""
+        return LocalStorage(self.settings.videos_dir)
+
     async def _count_call(self, endpoint: str, status: str) -> None:
         await self.store.count(f"dashscope_calls|endpoint={endpoint}|status={status}")
 
@@ -89,6 +97,15 @@ class Runtime:
             # Listing would miss some older tasks until a process completes it; the next start tries again.
             log.warning(
                 "could not index the earlier tasks by token (%s); retried at the next start", type(exc).__name__
+            )
+        try:
+            indexed = await runtime.store.index_ended()
+            if indexed:
+                log.info("added the ended ones of %d tasks stored by an earlier version to retention", indexed)
+        except RedisError as exc:
+            # Retention would keep some older tasks until a process completes it; the next start tries again.
+            log.warning(
+                "could not index the earlier tasks for retention (%s); retried at the next start", type(exc).__name__
             )
         return runtime
 
@@ -138,6 +155,13 @@ class Runtime:
             after_seconds=settings.sweep_after_seconds,
             interval_seconds=settings.sweep_interval_seconds,
             slot_lease_seconds=self.slot_lease_seconds,
+            retention=Retention(
+                self.store,
+                self.storage,
+                task_seconds=settings.task_retention_seconds,
+                video_seconds=settings.video_retention_seconds,
+                dry_run=settings.retention_dry_run,
+            ),
         )
         notifier = callbacks.Notifier(
             self.store,

@@ -128,8 +128,19 @@ local function transition(id, to, now, fields)
     -- three times the task) stays only as long as a follower may still resume it.
     redis.call('HDEL', key, 'video_url', 'dl_etag', 'dl_total', 'dl_bytes', 'submit_attempt_at', 'awaiting_reason',
       'reason_reads')
+    -- Rewritten whole: a hash that once held a long value (DashScope's signed video URL, hundreds of
+    -- bytes) stays a hashtable after the value goes, some 1.2 KB more than the listpack Redis makes of
+    -- a hash whose values are all short (task.py keeps the stored video's fields short for this).
+    local kept = redis.call('HGETALL', key)
+    redis.call('DEL', key)
+    redis.call('HSET', key, unpack(kept))
     local ttl = tonumber(redis.call('HGET', SETTINGS, 'changes_ttl_ms') or '')
     redis.call('PEXPIRE', changes, ttl or CHANGES_TTL_MS)
+    -- Retention reads the oldest ended tasks (and stored videos) first, from these time-ordered indexes.
+    local clock = redis.call('TIME')
+    local ended_ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
+    redis.call('ZADD', TASKS_ENDED, ended_ms, id)
+    if to == 'ready' then redis.call('ZADD', VIDEOS_KEPT, ended_ms, id) end
   end
   outbox(id, to, now)
   return 'ok'
@@ -203,6 +214,8 @@ local max_queued, models = tonumber(ARGV[7]), tonumber(ARGV[8])
 -- Reads before writes: nothing is written unless the task is created.
 if idem_key ~= '' then
   local existing = redis.call('GET', IDEMPOTENCY .. idem_key)
+  -- The key's task was deleted since: the key names nothing any more, and this request creates anew.
+  if existing and redis.call('EXISTS', TASK .. existing) == 0 then existing = nil end
   if existing then
     local first = redis.call('HGET', TASK .. existing, 'request_digest')
     -- A key kept from before digests were stored says nothing about its body: its task, as then.
@@ -272,6 +285,33 @@ return {last, #members}
 """
 )
 
+# Tasks that ended before the retention indexes existed, added to them: one batch of the index of all
+# tasks, after the member ``after`` ('' from the start), each at the time it was created (when it ended
+# is not kept; a task ends within a day of its creation, its video URL's lifetime). NX: a task the
+# scripts indexed meanwhile keeps its own time.
+# ARGV: after, batch size. Returns {the batch's last member ('' once the index is done), tasks read}.
+INDEX_ENDED = (
+    COMMON
+    + """
+local after, count = ARGV[1], tonumber(ARGV[2])
+local start = '-'
+if after ~= '' then start = '(' .. after end
+local members = redis.call('ZRANGEBYLEX', TASKS_ALL, start, '+', 'LIMIT', 0, count)
+for _, member in ipairs(members) do
+  local separator = string.find(member, ':', 1, true)
+  local created, id = string.sub(member, 1, separator - 1), string.sub(member, separator + 1)
+  local status, video, video_sha = unpack(redis.call('HMGET', TASK .. id, 'status', 'video', 'video_sha256'))
+  if status and RANK[status] == 3 then
+    redis.call('ZADD', TASKS_ENDED, 'NX', tonumber(created), id)
+    if status == 'ready' and (video or video_sha) then redis.call('ZADD', VIDEOS_KEPT, 'NX', tonumber(created), id) end
+  end
+end
+local last = ''
+if #members == count then last = members[#members] end
+return {last, #members}
+"""
+)
+
 # ARGV: id, to, now, field, value, ...
 TRANSITION = (
     COMMON
@@ -302,7 +342,16 @@ local id, ds_id, now, adopt, attempt = ARGV[1], ARGV[2], ARGV[5], ARGV[8] == '1'
 local key = TASK .. id
 local ds_key = DASHSCOPE_TASK .. ds_id
 local status, current = unpack(redis.call('HMGET', key, 'status', 'ds_task_id'))
-if not status then return 'missing' end
+if not status then
+  if redis.call('EXISTS', DELETED .. id) == 1 then
+    -- Its user deleted it while the create was in flight: as for a canceled task, the caller cancels
+    -- it at DashScope; its late events find a task that is gone (stale), and no early record is kept.
+    redis.call('SET', ds_key, id, 'EX', math.max(redis.call('TTL', DELETED .. id), 1))
+    redis.call('DEL', EARLY_EVENT .. ds_id)
+    return 'canceled'
+  end
+  return 'missing'
+end
 if adopt then
   if status ~= 'queued' then return 'moved' end
   if redis.call('EXISTS', ds_key) == 1 or redis.call('HEXISTS', ORPHANS, ds_id) == 1 then
@@ -413,6 +462,85 @@ end
 redis.call('XADD', EVENT_LOG, 'MAXLEN', '~', ARGV[12], '*', unpack(entry))
 redis.call('HINCRBY', COUNTERS, 'events_' .. outcome, 1)
 return {outcome, task_id}
+"""
+)
+
+# An ended task and everything kept for it, removed in one step (DELETE /v1/tasks/{id}, retention): its
+# hash, its indexes (all, by status, its owner's, retention's), its change stream, its queue place, slot
+# and sweeper watch, its callback deliveries (their due times and frozen bodies). Its DashScope task's
+# mapping is kept for tombstone ttl seconds (removed when 0), so that a late completion event finds the
+# task gone (stale) instead of being kept as an early event; so is a tombstone naming its owner. The
+# video file is the caller's to remove: the script answers where it was.
+# A task that has not ended is left alone: the caller cancels it first.
+# ARGV: id, tombstone ttl seconds (0: none)
+# Returns {'deleted', '1' if it had a video ('' if not), deliveries removed, change stream removed (0/1),
+#   index entries removed}, {'active', status}, {'gone', owner} (deleted before: its tombstone) or
+#   {'missing', ''}.
+DELETE = (
+    COMMON
+    + """
+local id, tombstone_ttl = ARGV[1], tonumber(ARGV[2])
+local key = TASK .. id
+local status, created, model, owner, ds_id, video, video_sha = unpack(redis.call('HMGET', key, 'status',
+  'created_ms', 'model', 'owner', 'ds_task_id', 'video', 'video_sha256'))
+if not status then
+  -- Nothing to delete; what the retention indexes still hold of it goes, so that they never stall.
+  redis.call('ZREM', TASKS_ENDED, id)
+  redis.call('ZREM', VIDEOS_KEPT, id)
+  local tombstone = redis.call('GET', DELETED .. id)
+  if tombstone then return {'gone', tombstone} end
+  return {'missing', ''}
+end
+if RANK[status] < 3 then
+  redis.call('ZREM', TASKS_ENDED, id)
+  return {'active', status}
+end
+owner = owner or ''
+local member = created .. ':' .. id
+local indexed = redis.call('ZREM', TASKS_ALL, member) + redis.call('ZREM', TASKS_BY_STATUS .. status, member)
+  + redis.call('ZREM', owner_index(owner), member) + redis.call('ZREM', owner_index(owner, status), member)
+  + redis.call('ZREM', TASKS_ENDED, id) + redis.call('ZREM', VIDEOS_KEPT, id)
+if model then
+  dequeue(id, model, owner)
+  redis.call('ZREM', SLOTS .. model, id)
+end
+redis.call('ZREM', SWEEP, id)
+local changes = redis.call('DEL', TASK_CHANGES .. id)
+local webhook_ids = redis.call('HKEYS', DELIVERIES .. id)
+for _, webhook_id in ipairs(webhook_ids) do
+  redis.call('ZREM', CALLBACKS_DUE, webhook_id)
+  redis.call('DEL', CALLBACK_BODY .. webhook_id)
+end
+redis.call('DEL', DELIVERIES .. id)
+if ds_id then
+  local ds_key = DASHSCOPE_TASK .. ds_id
+  if redis.call('GET', ds_key) == id then
+    if tombstone_ttl > 0 then redis.call('EXPIRE', ds_key, tombstone_ttl) else redis.call('DEL', ds_key) end
+  end
+end
+redis.call('DEL', key)
+if tombstone_ttl > 0 then redis.call('SET', DELETED .. id, owner, 'EX', tombstone_ttl) end
+local had_video = ''
+if video or video_sha then had_video = '1' end
+return {'deleted', had_video, #webhook_ids, changes, indexed}
+"""
+)
+
+# A stored video removed by retention: the task stays, its video reads null with the reason why
+# (video_removed), and it leaves the index of kept videos. The caller removes the file the answer names.
+# ARGV: id, reason JSON
+# Returns '1' when it had a video, '' when it has none (any more).
+DROP_VIDEO = (
+    KEY_NAMES
+    + """
+local key = TASK .. ARGV[1]
+redis.call('ZREM', VIDEOS_KEPT, ARGV[1])
+local video, video_sha = unpack(redis.call('HMGET', key, 'video', 'video_sha256'))
+if not (video or video_sha) then return '' end
+-- Both of task.py's encodings of a video (one JSON value, or its parts).
+redis.call('HDEL', key, 'video', 'video_dir', 'video_bytes', 'video_sha256')
+redis.call('HSET', key, 'video_removed', ARGV[2])
+return '1'
 """
 )
 
@@ -679,6 +807,11 @@ return 1
 SETTLE_CALLBACK = (
     KEY_NAMES
     + """
+if redis.call('EXISTS', TASK .. ARGV[1]) == 0 then
+  -- The task was deleted while this attempt was on its way: nothing of it is written back.
+  redis.call('ZREM', CALLBACKS_DUE, ARGV[2])
+  return 0
+end
 redis.call('HSET', DELIVERIES .. ARGV[1], ARGV[2], ARGV[3])
 local delay = tonumber(ARGV[4])
 if delay < 0 then

@@ -50,6 +50,10 @@ class VideoStorage(Protocol):
         """Bytes free for writing where videos are kept, and the size of that disk."""
         ...
 
+    def remove(self, task_id: str) -> bool:
+        """Remove the stored video (and any part file) of the task; whether a stored video was there."""
+        ...
+
 
 def sha256_prefix(file: IO[bytes], length: int) -> hashlib._Hash:
     """The running digest of the first ``length`` bytes of ``file``, to resume hashing a part file."""
@@ -106,6 +110,15 @@ class LocalStorage:
 
     def location(self, task_id: str) -> str:
         return str(self._path(task_id))
+
+    def remove(self, task_id: str) -> bool:
+        # Deletion and retention: a part file left by a download that ended (or broke off) goes too.
+        self._path(task_id, ".part").unlink(missing_ok=True)
+        try:
+            self._path(task_id).unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def free_part(self, task_id: str, part: IO[bytes]) -> None:
         path = self._path(task_id, ".part")

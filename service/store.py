@@ -6,6 +6,7 @@ Every write that changes a task's state goes through one of the Lua scripts in `
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,7 +24,7 @@ from .errors import IdempotencyKeyReused, QueueFull
 from .ingress.events import CompletionEvent
 from .models import MODELS
 from .replication import Durability, Replicated
-from .task import STATUSES, Outcome, Task, as_text
+from .task import STATUSES, Outcome, Task, as_text, encode_video
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -55,6 +56,19 @@ def utf8_prefix(data: bytes, size: int) -> bytes:
     return data[:cut]
 
 
+@dataclasses.dataclass(frozen=True)
+class Deleted:
+    """What ``TaskStore.delete`` did: "deleted" (and what it removed), "active" (the task has not ended:
+    ``detail`` is its status), "gone" (deleted before: ``detail`` is its owner) or "missing"."""
+
+    outcome: str
+    detail: str = ""
+    video: bool = False  # the task had a stored video (its file is the caller's to remove)
+    deliveries: int = 0
+    change_stream: bool = False
+    index_entries: int = 0
+
+
 def _flatten(fields: dict[str, Any]) -> list[str]:
     flat: list[str] = []
     for name, value in fields.items():
@@ -72,6 +86,9 @@ class TaskStore:
         self._mark_submitted = redis.register_script(scripts.MARK_SUBMITTED)
         self._ingest = redis.register_script(scripts.INGEST)
         self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
+        self._delete = redis.register_script(scripts.DELETE)
+        self._index_ended = redis.register_script(scripts.INDEX_ENDED)
+        self._drop_video = redis.register_script(scripts.DROP_VIDEO)
 
     def require(self, durability: Durability) -> None:
         """Answer for the writes a sender is told are safe (a recorded event, a created task, the DashScope
@@ -132,6 +149,20 @@ class TaskStore:
         await self.redis.set(keys.OWNER_INDEX_READY, "1")
         return read
 
+    async def index_ended(self, batch: int = INDEX_BATCH) -> int:
+        """Add the tasks that ended before the retention indexes existed to them, once per installation
+        (as ``index_owners`` does for the submitters' indexes). Returns how many tasks were read."""
+        if await self.redis.exists(keys.RETENTION_INDEX_READY):
+            return 0
+        after, read = "", 0
+        while True:
+            last, count = await self._index_ended(keys=keys.ROUTE, args=[after, batch])
+            after, read = as_text(last), read + int(count)
+            if not after:
+                break
+        await self.redis.set(keys.RETENTION_INDEX_READY, "1")
+        return read
+
     async def raw(self, task_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(keys.TASK + task_id)
         return {as_text(k): as_text(v) for k, v in raw.items()} or None
@@ -167,6 +198,8 @@ class TaskStore:
     async def transition(self, task_id: str, to: str, **fields: Any) -> bool:
         """Move a task forward; False when it is already there or past it (or unknown)."""
         assert to in STATUSES
+        if isinstance(fields.get("video"), dict):
+            fields.update(encode_video(task_id, fields.pop("video")))
         result = await self._transition(keys=keys.ROUTE, args=[task_id, to, now_iso(), *_flatten(fields)])
         return as_text(result) == "ok"
 
@@ -257,6 +290,42 @@ class TaskStore:
             ],
         )
         return Outcome(as_text(outcome)), as_text(task_id) or None
+
+    async def delete(self, task_id: str, *, tombstone: bool = True) -> Deleted:
+        """Remove an ended task and everything kept for it in Redis, atomically (scripts.DELETE).
+
+        With ``tombstone``, a trace of it (its owner) stays for ``keys.DELETED_TTL_SECONDS``: a second
+        DELETE is answered as done, and a create that lands after the deletion is canceled at DashScope.
+        """
+        ttl = keys.DELETED_TTL_SECONDS if tombstone else 0
+        result = await self._delete(keys=keys.ROUTE, args=[task_id, ttl])
+        outcome = as_text(result[0])
+        if outcome == "deleted":
+            video = as_text(result[1])
+            return Deleted(
+                "deleted",
+                video=bool(video),
+                deliveries=int(result[2]),
+                change_stream=bool(int(result[3])),
+                index_entries=int(result[4]),
+            )
+        return Deleted(outcome, detail=as_text(result[1]))
+
+    async def drop_video(self, task_id: str, reason: str, detail: str) -> bool:
+        """The task's video no longer kept (retention): ``video`` reads null and ``video_removed`` says why.
+        Whether it had one (its file is the caller's to remove)."""
+        removed = json.dumps({"reason": reason, "message": detail, "at": now_iso()}, separators=(",", ":"))
+        return bool(as_text(await self._drop_video(keys=keys.ROUTE, args=[task_id, removed])))
+
+    async def retention_due(self, index: str, keep_ms: int, limit: int) -> builtins.list[str]:
+        """At most ``limit`` ids of the time-ordered ``index`` (keys.TASKS_ENDED, keys.VIDEOS_KEPT) older
+        than ``keep_ms``, on Redis' clock, oldest first."""
+        cutoff = await self.clock_ms() - keep_ms
+        return [as_text(m) for m in await self.redis.zrangebyscore(index, "-inf", cutoff, start=0, num=limit)]
+
+    async def retention_count(self, index: str, keep_ms: int) -> int:
+        """How many ids of ``index`` are older than ``keep_ms`` (what a dry run reports)."""
+        return int(await self.redis.zcount(index, "-inf", await self.clock_ms() - keep_ms))
 
     async def newest_change_id(self, task_id: str) -> str:
         """The id of the newest entry of the task's change stream, progress included ("0-0" when it has none)."""

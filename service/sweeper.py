@@ -20,6 +20,7 @@ from .errors import DashScopeError
 from .ingress.events import SOURCE, TYPE, CompletionEvent
 from .quota import ReadLimiter
 from .redact import redact_url
+from .retention import Retention
 from .store import TaskStore
 from .task import Outcome, Status
 
@@ -40,6 +41,7 @@ class Sweeper:
         after_seconds: float,
         interval_seconds: float,
         slot_lease_seconds: float,
+        retention: Retention | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -48,6 +50,7 @@ class Sweeper:
         self.after_ms = int(after_seconds * 1000)
         self.interval = interval_seconds
         self.slot_lease_ms = int(slot_lease_seconds * 1000)
+        self.retention = retention
 
     async def run(self, stop: asyncio.Event) -> None:
         await worker.run_forever(
@@ -57,6 +60,8 @@ class Sweeper:
     async def _round(self) -> None:
         if await self._lead():
             await self.sweep()
+            if self.retention and self.retention.enabled:
+                await self.retention.apply()
 
     async def _lead(self) -> bool:
         return await self.store.lead_sweeper(self.consumer, int(self.interval * 3000))

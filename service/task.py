@@ -54,6 +54,39 @@ def _json(value: str | None, default: Any = None) -> Any:
     return json.loads(value) if value else default
 
 
+# A stored video's fields in the task's hash. Redis keeps a hash compact (a listpack: about a third of
+# the memory) only while every value is at most hash-max-listpack-value bytes, 64 by default; the video
+# as one JSON value (its path, size, digest and URL, some 230 bytes) alone made every ready task's hash
+# a hashtable. Its parts fit: the directory (the file is always "<task id>.mp4" in it), the size, the
+# sha256 (64 hex digits), and the URL, which is the task's own. A video of another shape is kept whole.
+VIDEO_FIELDS = ("video_dir", "video_bytes", "video_sha256")
+
+
+def encode_video(task_id: str, video: dict[str, Any]) -> dict[str, str]:
+    """The hash fields that store ``video`` (read back by ``Task.from_hash``)."""
+    directory, _, name = str(video.get("path", "")).rpartition("/")
+    if (
+        set(video) == {"path", "bytes", "sha256", "url"}
+        and name == f"{task_id}.mp4"
+        and video["url"] == f"/v1/tasks/{task_id}/video"
+    ):
+        return {"video_dir": directory, "video_bytes": str(video["bytes"]), "video_sha256": str(video["sha256"])}
+    return {"video": json.dumps(video, separators=(",", ":"))}
+
+
+def _decode_video(task_id: str, raw: Mapping[str, str]) -> dict[str, Any] | None:
+    if raw.get("video"):
+        return dict(json.loads(raw["video"]))
+    if "video_sha256" not in raw:
+        return None
+    return {
+        "path": f"{raw.get('video_dir', '')}/{task_id}.mp4",
+        "bytes": int(raw.get("video_bytes") or 0),
+        "sha256": raw["video_sha256"],
+        "url": f"/v1/tasks/{task_id}/video",
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """One stored task. A field the hash lacks is None; one stored empty stays "" (the API shows it so)."""
@@ -77,6 +110,7 @@ class Task:
     dl_bytes: str | None = None
     dl_total: str | None = None
     awaiting_reason: str | None = None  # DashScope ended the task FAILED; its reason is being read
+    video_removed: dict[str, Any] | None = None  # why ``video`` is null on a ready task (retention)
     # The rest of the hash (signed URL, validators, attempt marks, ...), kept as stored for the workers.
     internal: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -84,7 +118,7 @@ class Task:
     def from_hash(cls, mapping: Mapping[str, str] | Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> Task:
         """The task from its Redis hash, as redis-py returns it (bytes, or str when it decodes)."""
         raw = {as_text(name): as_text(value) for name, value in mapping.items()}
-        typed = {field.name for field in dataclasses.fields(cls)} - {"internal"}
+        typed = ({field.name for field in dataclasses.fields(cls)} - {"internal"}) | set(VIDEO_FIELDS)
         get = raw.get
         return cls(
             id=raw["id"],
@@ -96,7 +130,7 @@ class Task:
             parameters=_json(get("parameters"), {}),
             metadata=_json(get("metadata"), {}),
             callback=_json(get("callback")),
-            video=_json(get("video")),
+            video=_decode_video(raw["id"], raw),
             error=_json(get("error")),
             ds_task_id=get("ds_task_id"),
             ds_status=get("ds_status"),
@@ -106,6 +140,7 @@ class Task:
             dl_bytes=get("dl_bytes"),
             dl_total=get("dl_total"),
             awaiting_reason=get("awaiting_reason"),
+            video_removed=_json(get("video_removed")),
             internal={name: value for name, value in raw.items() if name not in typed},
         )
 
@@ -130,6 +165,8 @@ class Task:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+        if self.video_removed:
+            task["video_removed"] = self.video_removed
         if self.status == Status.DOWNLOADING and self.dl_bytes:
             task["progress"] = {"bytes": int(self.dl_bytes), "total": int(self.dl_total or 0) or None}
         return task

@@ -22,7 +22,7 @@ SNAPSHOT = (
 local function text(value) if value == false or value == nil then return '' end return value end
 local function after(key, head) return string.sub(key, #head + 1) end
 local snapshot = {tasks = {}, indexes = {}, owner_indexes = {}, queues = {}, rotations = {}, slots = {},
-  sweep = {}, ds = {}, outcomes = {}, jobs = {}, failure_jobs = {}}
+  sweep = {}, ds = {}, outcomes = {}, jobs = {}, failure_jobs = {}, deleted = {}}
 for _, key in ipairs(redis.call('KEYS', TASK .. '*')) do
   local fields = redis.call('HMGET', key, 'id', 'status', 'created_ms', 'model', 'owner', 'ds_task_id',
     'awaiting_reason')
@@ -49,6 +49,10 @@ end
 snapshot.sweep = redis.call('ZRANGE', SWEEP, 0, -1)
 for _, key in ipairs(redis.call('KEYS', DASHSCOPE_TASK .. '*')) do
   snapshot.ds[after(key, DASHSCOPE_TASK)] = text(redis.call('GET', key))
+end
+-- Tasks deleted through the API (a tombstone each, for a day).
+for _, key in ipairs(redis.call('KEYS', DELETED .. '*')) do
+  snapshot.deleted[#snapshot.deleted + 1] = after(key, DELETED)
 end
 for _, entry in ipairs(redis.call('XRANGE', EVENT_LOG, '-', '+')) do
   local fields = entry[2]
@@ -155,10 +159,13 @@ def violations(client: redis.Redis) -> list[str]:
         if task["status"] == "queued" and task_id not in waiting and task_id not in holding:
             found.append(f"task {task_id} is queued but neither in a queue nor holding a slot: stuck")
 
+    # A deleted task's DashScope id stays mapped (for a day), and the events it had stay in the audit log.
+    deleted = set(state["deleted"] or [])
     for ds_id, task_id in state["ds"].items():
         task = tasks.get(task_id)
         if task is None:
-            found.append(f"DashScope task {ds_id}: mapped to {task_id!r}, which does not exist")
+            if task_id not in deleted:
+                found.append(f"DashScope task {ds_id}: mapped to {task_id!r}, which does not exist")
         elif task["ds_task_id"] != ds_id and not (task["status"] == "canceled" and not task["ds_task_id"]):
             # The one exception: a task canceled while its create was in flight is canceled at DashScope
             # when the answer comes, and keeps the mapping so that the late event is stale, not unknown.
@@ -173,7 +180,7 @@ def violations(client: redis.Redis) -> list[str]:
     for entry_id, outcome, task_id in state["outcomes"]:
         if outcome not in outcomes:
             found.append(f"event {entry_id}: unknown outcome {outcome!r}")
-        elif outcome in (Outcome.APPLIED, Outcome.STALE) and task_id not in tasks:
+        elif outcome in (Outcome.APPLIED, Outcome.STALE) and task_id not in tasks and task_id not in deleted:
             found.append(f"event {entry_id}: {outcome} for task {task_id!r}, which does not exist")
 
     jobs = set(state["jobs"])

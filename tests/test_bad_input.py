@@ -187,7 +187,7 @@ def test_a_method_a_path_does_not_take_is_405_naming_those_it_does(stack: Stack)
         # One path, two routes (a route per method): Allow names both, and HEAD with GET.
         ("DELETE", "/v1/tasks", "GET, HEAD, POST"),
         ("PUT", "/v1/tasks", "GET, HEAD, POST"),
-        ("POST", f"/v1/tasks/{task_id}", "GET, HEAD"),
+        ("POST", f"/v1/tasks/{task_id}", "DELETE, GET, HEAD"),
         ("GET", f"/v1/tasks/{task_id}/cancel", "POST"),
         ("DELETE", f"/v1/tasks/{task_id}/video", "GET, HEAD"),
         ("GET", "/v1/events/dashscope", "POST"),

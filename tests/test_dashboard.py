@@ -297,6 +297,10 @@ def test_many_tasks_in_flight_share_one_stream(dash_stack: Stack, page: WebDrive
     button.send_keys(Keys.ENTER)
     wait_card(page, new_id, "canceled", timeout=10)
     assert stack.task(new_id)["status"] == "canceled"
+    # Delete it, ended: its card goes, and so does the task.
+    card(page, new_id).find_element(By.XPATH, ".//button[text()='Delete']").send_keys(Keys.ENTER)
+    wait_for(lambda: card_status(page, new_id) is None, 10, what="the deleted task's card to go")
+    assert stack.http.get(f"/v1/tasks/{new_id}").status_code == 404
     streams = [url for url in requested_urls(page) if "/v1/stream?" in url]
     assert len(streams) == 2  # the first seven, then the eight
 

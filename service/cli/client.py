@@ -73,6 +73,13 @@ def get(server: str, task_id: str, token: str | None = None) -> dict[str, Any]:
         raise ClientError(f"cannot reach {server}: {exc}") from None
 
 
+def delete(server: str, task_id: str, token: str | None = None) -> dict[str, Any]:
+    try:
+        return _check(httpx.delete(f"{server}/v1/tasks/{task_id}", headers=_headers(token), timeout=60))
+    except httpx.HTTPError as exc:
+        raise ClientError(f"cannot reach {server}: {exc}") from None
+
+
 def follow(server: str, task_id: str, token: str | None = None) -> Iterator[dict[str, Any]]:
     """Each state of the task from its event stream, until a terminal one; reconnects with
     Last-Event-ID when the connection drops."""

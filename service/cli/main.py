@@ -260,6 +260,20 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def delete(args: argparse.Namespace) -> int:
+    from . import client
+
+    answer = client.delete(args.server, args.id, os.environ.get("WANHOOK_API_TOKEN"))
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    elif answer.get("already_deleted"):
+        print(f"{args.id}: already deleted")
+    else:
+        removed = [name.replace("_", " ") for name, value in answer.get("removed", {}).items() if value]
+        print(f"{args.id}: deleted ({', '.join(removed)})")
+    return 0
+
+
 def emulator(args: argparse.Namespace) -> int:
     from wanhook.emulator.cli import run
 
@@ -349,6 +363,16 @@ def parser() -> argparse.ArgumentParser:
     )
     command.set_defaults(handler=status)
 
+    command = commands.add_parser("delete", help="delete a task, its records and its video (canceling it first)")
+    command.add_argument("id", help="the task's id")
+    command.add_argument("--json", action="store_true", help="the answer as JSON")
+    command.add_argument(
+        "--server",
+        default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
+        help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})",
+    )
+    command.set_defaults(handler=delete)
+
     from wanhook.emulator.cli import add_arguments
 
     command = commands.add_parser("emulator", help="local stand-in for DashScope, EventBridge and OSS")
@@ -418,7 +442,7 @@ def exit_status(exc: Exception, command: str) -> int | None:
         status = getattr(exc, "status", None)
         if status is None or status in (502, 503, 504):  # no answer, or the server's Redis did not answer
             return EXIT_UNREACHABLE
-        if status == 404 and command == "status":
+        if status == 404 and command in ("status", "delete"):
             return EXIT_FAILED
         return EXIT_USAGE
     return None

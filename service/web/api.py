@@ -133,12 +133,12 @@ async def list_tasks(request: Request) -> Response:
     return JSONResponse({"tasks": [task.public() for task in page], "next_cursor": cursor})
 
 
-async def cancel_task(request: Request) -> Response:
-    task = await load_task(request)
-    rt = runtime(request)
+async def cancel(rt: Runtime, task: Task) -> tuple[Task, str]:
+    """Cancel a task that has not ended: it leaves its queue ("queue") or is canceled at DashScope first
+    ("dashscope"); one canceled already is left as it is ("already"). ``TaskConflict`` when it is too late."""
     task_id = task.id
     if task.status == Status.QUEUED and await rt.store.transition(task_id, Status.CANCELED):
-        return JSONResponse(await rt.store.get(task_id))
+        return await rt.store.task(task_id) or task, "queue"
     task = await rt.store.task(task_id) or task
     if task.status == Status.SUBMITTED and task.awaiting_reason:
         # DashScope has ended it already (FAILED); its reason is being read.
@@ -156,14 +156,71 @@ async def cancel_task(request: Request) -> Response:
                 "too_late", f"DashScope refused to cancel the task ({exc.code}): it is no longer PENDING"
             ) from None
         await rt.store.transition(task_id, Status.CANCELED, ds_status="CANCELED")
-        return JSONResponse(await rt.store.get(task_id))
+        return await rt.store.task(task_id) or task, "dashscope"
     if task.status == Status.CANCELED:
-        return JSONResponse(task.public())
+        return task, "already"
     raise TaskConflict("too_late", f"the task is {task.status}: it can no longer be canceled")
+
+
+async def cancel_task(request: Request) -> Response:
+    task, _ = await cancel(runtime(request), await load_task(request))
+    return JSONResponse(task.public())
+
+
+async def delete_task(request: Request) -> Response:
+    """Delete a task and everything kept for it; one that has not ended is canceled first (as by cancel).
+
+    A second DELETE of a task its caller deleted is answered as done (``already_deleted``), for a day.
+    """
+    caller = await authorize(request)
+    rt = runtime(request)
+    task_id = request.path_params["task_id"]
+    task = await rt.store.task(task_id)
+    removed: dict[str, Any] = {
+        "from_queue": False,
+        "canceled_at_dashscope": False,
+        "task": False,
+        "index_entries": 0,
+        "change_stream": False,
+        "callback_deliveries": 0,
+        "video": False,
+    }
+    if task is None or task.owner != caller:
+        gone = await rt.store.delete(task_id) if task is None else None
+        if gone is not None and gone.outcome == "gone" and gone.detail == caller:
+            # The tombstone says the caller deleted it: deleting twice is harmless.
+            return JSONResponse({"id": task_id, "deleted": True, "already_deleted": True, "removed": removed})
+        raise TaskNotFound(task_id)
+    if not task.status.terminal:
+        task, how = await cancel(rt, task)
+        removed["from_queue"] = how == "queue"
+        removed["canceled_at_dashscope"] = how == "dashscope"
+    result = await rt.store.delete(task_id)
+    if result.outcome == "active":
+        raise TaskConflict(
+            "too_late", f"the task is {result.detail}: it can be deleted once it has ended (its video is on its way)"
+        )
+    if result.outcome in ("missing", "gone"):
+        # Deleted by another request (or retention) meanwhile.
+        return JSONResponse({"id": task_id, "deleted": True, "already_deleted": True, "removed": removed})
+    # The records went first: a failure from here on leaves a file no task names, never a task without its file.
+    removed.update(
+        task=True,
+        index_entries=result.index_entries,
+        change_stream=result.change_stream,
+        callback_deliveries=result.deliveries,
+        video=rt.storage.remove(task_id),
+    )
+    await rt.store.count("tasks_deleted")
+    return JSONResponse({"id": task_id, "deleted": True, "already_deleted": False, "removed": removed})
 
 
 async def get_video(request: Request) -> Response:
     task = await load_task(request)
+    if task.status == Status.READY and not task.video and task.video_removed:
+        raise VideoGone(
+            f"the video was removed ({task.video_removed.get('reason')}): {task.video_removed.get('message')}"
+        )
     if task.status != Status.READY or not task.video:
         raise TaskConflict("not_ready", f"the task is {task.status}: no video yet")
     path = Path(task.video["path"])

@@ -134,6 +134,7 @@ ROUTES = [
     Route("/v1/tasks", api.create_task, methods=["POST"]),
     Route("/v1/tasks", api.list_tasks, methods=["GET"]),
     Route("/v1/tasks/{task_id}", api.get_task, methods=["GET"]),
+    Route("/v1/tasks/{task_id}", api.delete_task, methods=["DELETE"]),
     Route("/v1/tasks/{task_id}/cancel", api.cancel_task, methods=["POST"]),
     Route("/v1/tasks/{task_id}/callbacks/replay", api.replay_callbacks, methods=["POST"]),
     Route("/v1/tasks/{task_id}/video", api.get_video, methods=["GET", "HEAD"]),

@@ -115,7 +115,22 @@ DOCUMENT: dict[str, Any] = {
                 "summary": "Read a task, with its callback deliveries",
                 "parameters": [TASK_ID],
                 "responses": {"200": _json(TASK, "the task"), **_client(404)},
-            }
+            },
+            "delete": {
+                "operationId": "deleteTask",
+                "summary": "Delete a task, its records and its video; one not ended is canceled first",
+                "parameters": [TASK_ID],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Deleted"}, "what was removed"),
+                    **_client(404, 409),
+                    "409": _json(
+                        ERROR,
+                        "too_late: the task can no longer be canceled (running at DashScope, or its video is "
+                        "being downloaded), so it is not deleted; the message says why",
+                    ),
+                    "503": _json(ERROR, "redis_unavailable, or dashscope_unavailable: the cancel could not be sent"),
+                },
+            },
         },
         "/v1/tasks/{task_id}/cancel": {
             "post": {
@@ -408,6 +423,39 @@ DOCUMENT: dict[str, Any] = {
                     },
                 },
             },
+            "Deleted": {
+                "type": "object",
+                "required": ["id", "deleted", "already_deleted", "removed"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "deleted": {"type": "boolean"},
+                    "already_deleted": {
+                        "type": "boolean",
+                        "description": "the caller had deleted it before (within a day): nothing more was removed",
+                    },
+                    "removed": {
+                        "type": "object",
+                        "required": [
+                            "from_queue",
+                            "canceled_at_dashscope",
+                            "task",
+                            "index_entries",
+                            "change_stream",
+                            "callback_deliveries",
+                            "video",
+                        ],
+                        "properties": {
+                            "from_queue": {"type": "boolean"},
+                            "canceled_at_dashscope": {"type": "boolean"},
+                            "task": {"type": "boolean"},
+                            "index_entries": {"type": "integer", "minimum": 0},
+                            "change_stream": {"type": "boolean"},
+                            "callback_deliveries": {"type": "integer", "minimum": 0},
+                            "video": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
             "Delivery": {
                 "type": "object",
                 "properties": {
@@ -448,6 +496,17 @@ DOCUMENT: dict[str, Any] = {
                             "bytes": {"type": "integer"},
                             "sha256": {"type": "string"},
                             "url": {"type": "string"},
+                        },
+                    },
+                    "video_removed": {
+                        "type": "object",
+                        "description": "Present when a ready task's video was removed (reason: retention, "
+                        "after WANHOOK_VIDEO_RETENTION_SECONDS): video is then null and /video answers 410.",
+                        "required": ["reason", "message", "at"],
+                        "properties": {
+                            "reason": {"type": "string"},
+                            "message": {"type": "string"},
+                            "at": {"type": "string"},
                         },
                     },
                     "error": {

@@ -84,7 +84,7 @@ async def test_an_unknown_task_is_404(api: Api) -> None:
     "method,path,allow",
     [
         ("DELETE", "/v1/tasks", "GET, HEAD, POST"),
-        ("PUT", "/v1/tasks/abc", "GET, HEAD"),
+        ("PUT", "/v1/tasks/abc", "DELETE, GET, HEAD"),
         ("GET", "/v1/tasks/abc/cancel", "POST"),
         ("POST", "/v1/tasks/abc/video", "GET, HEAD"),
         ("GET", "/v1/events/dashscope", "POST"),

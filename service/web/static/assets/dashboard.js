@@ -256,6 +256,26 @@
     return button;
   }
 
+  // An ended task can be deleted with its video (DELETE /v1/tasks/{id}); its card goes with it.
+  function deleteButton(task, item) {
+    const button = el("button", { type: "button", class: "secondary", text: "Delete" });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        await api(`/v1/tasks/${task.id}`, { method: "DELETE" });
+        tasks.delete(task.id);
+        reached.delete(task.id);
+        item.remove();
+        announce(`Task “${task.prompt}” was deleted.`);
+        refreshStats();
+      } catch (error) {
+        if (error instanceof Unauthorized) askForToken("The token was refused.");
+        else button.replaceWith(el("span", { class: "hint", text: error.message }));
+      }
+    });
+    return button;
+  }
+
   function renderState(item, task) {
     const state = item.querySelector(".state");
     const ds = (task.dashscope && task.dashscope.task_id) || "";
@@ -294,7 +314,10 @@
       default:
         state.replaceChildren();
     }
-    if (TERMINAL.has(task.status)) announce(`Task “${task.prompt}” is ${task.status}.`);
+    if (TERMINAL.has(task.status)) {
+      state.append(el("div", { class: "actions" }, deleteButton(task, item)));
+      announce(`Task “${task.prompt}” is ${task.status}.`);
+    }
   }
 
   function renderProgress(item, task) {
@@ -319,6 +342,9 @@
   }
 
   function readyView(task) {
+    if (!task.video && task.video_removed) {
+      return [el("p", { class: "hint", text: `Video removed: ${task.video_removed.message || task.video_removed.reason}` })];
+    }
     const video = task.video || {};
     const url = withToken(video.url || `/v1/tasks/${task.id}/video`);
     const player = el("video", {
