@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -27,12 +28,20 @@ from ..errors import (
     VideoGone,
 )
 from ..feed import Ended, Subscription
+from ..models import IMAGE_MAX_BYTES
 from ..runtime import Runtime
 from ..task import STATUSES, Status, Task
-from ..validation import check_task
+from ..validation import ALL_IMAGE_FIELDS, DATA_URL, check_task
 from .responses import ApiError, read_json
 
 TASK_BODY_LIMIT = 64 * 1024
+# A task with images may carry them as base64 data URLs: two (first and last frame) of at most 10 MB each,
+# base64 adding a third. Other tasks keep TASK_BODY_LIMIT.
+IMAGE_TASK_BODY_LIMIT = 2 * ((IMAGE_MAX_BYTES + 2) // 3 * 4) + 64 * 1024
+# Images up to this many bytes are stored with the task and sent to DashScope as base64; larger ones are put
+# in DashScope's temporary storage when the task is created, and only their oss:// URL is stored (Redis
+# keeps tasks small, and a create carries no more than this inline).
+INLINE_IMAGE_MAX = 1024 * 1024
 KEEPALIVE_SECONDS = 15.0
 
 
@@ -83,8 +92,14 @@ async def load_task(request: Request) -> Task:
 async def create_task(request: Request) -> Response:
     caller = await authorize(request)
     rt = runtime(request)
-    fields = check_task(await read_json(request, TASK_BODY_LIMIT),
-                        allow_private_callbacks=rt.settings.callback_allow_private)
+    declared = request.headers.get("content-length")
+    document = await read_json(request, IMAGE_TASK_BODY_LIMIT)
+    size = int(declared) if declared and declared.isdigit() else len(json.dumps(document, ensure_ascii=False).encode())
+    if size > TASK_BODY_LIMIT and not (
+            isinstance(document, dict) and any(isinstance(document.get(name), str) for name in ALL_IMAGE_FIELDS)):
+        raise ApiError(413, "body_too_large", f"the body is over the limit of {TASK_BODY_LIMIT} bytes")
+    fields = check_task(document, allow_private_callbacks=rt.settings.callback_allow_private)
+    await _store_large_images(rt, fields)
     fields["owner"] = caller
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 200:
@@ -94,6 +109,24 @@ async def create_task(request: Request) -> Response:
     task_id = await rt.store.create(fields, scoped_key, max_queued=rt.settings.max_queued_per_token)
     task = await rt.store.get(task_id)
     return JSONResponse(task, status_code=202, headers={"Location": f"/v1/tasks/{task_id}"})
+
+
+async def _store_large_images(rt: Runtime, fields: dict[str, Any]) -> None:
+    """Images over INLINE_IMAGE_MAX go to DashScope's temporary storage now; the task keeps their URL."""
+    parameters = fields["parameters"]
+    for name in ALL_IMAGE_FIELDS:
+        match = DATA_URL.fullmatch(parameters.get(name) or "")
+        if match is None or len(match.group(2)) * 3 // 4 <= INLINE_IMAGE_MAX:
+            continue
+        content_type = match.group(1)
+        data = base64.b64decode(match.group(2))
+        extension = content_type.rsplit("/", 1)[-1].replace("jpeg", "jpg")
+        filename = f"{hashlib.sha256(data).hexdigest()[:32]}.{extension}"
+        try:
+            parameters[name] = await rt.dashscope.upload(fields["model"], filename, data, content_type)
+        except DashScopeError as exc:
+            raise ApiError(502, "upload_failed", f"{name}: DashScope's temporary storage refused the image "
+                           f"({exc.code}: {exc.message})", field=name) from None
 
 
 async def get_task(request: Request) -> Response:
