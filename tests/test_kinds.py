@@ -205,13 +205,15 @@ def test_emulator_image_urls_and_temporary_files(emulator: Emulator, image_serve
     key = f"{policy['upload_dir']}/cat.jpg"
     form = {"OSSAccessKeyId": policy["oss_access_key_id"], "Signature": policy["signature"],
             "policy": policy["policy"], "key": key, "success_action_status": "200"}
-    assert httpx.post(policy["upload_host"], data=form, files={"file": ("cat.jpg", cat.read_bytes())}).status_code == 200
+    uploaded = httpx.post(policy["upload_host"], data=form, files={"file": ("cat.jpg", cat.read_bytes())})
+    assert uploaded.status_code == 200
     body = {"model": "wan2.2-i2v-flash", "input": {"img_url": f"oss://{key}"}, "parameters": {"resolution": "480P"}}
     without = _create(emulator, body)
     assert without.status_code == 400 and "X-DashScope-OssResourceResolve" in without.json()["message"]
-    other_model = _create(emulator, {**body, "model": "wan2.2-i2v-plus"}, headers={"X-DashScope-OssResourceResolve": "enable"})
+    resolve = {"X-DashScope-OssResourceResolve": "enable"}
+    other_model = _create(emulator, {**body, "model": "wan2.2-i2v-plus"}, headers=resolve)
     assert other_model.status_code == 400, other_model.text  # a file is bound to the model it was uploaded for
-    created = _create(emulator, body, headers={"X-DashScope-OssResourceResolve": "enable"})
+    created = _create(emulator, body, headers=resolve)
     assert created.status_code == 200, created.text
 
 

@@ -8,13 +8,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, SHOT_TYPES, SIZES_480P, SIZES_720P, SIZES_1080P
+from ..models import (
+    DEFAULT_MODELS,
+    KINDS,
+    MODELS,
+    NEGATIVE_PROMPT_MAX,
+    RESOLUTIONS,
+    SEED_MAX,
+    SHOT_TYPES,
+    SIZES_480P,
+    SIZES_720P,
+    SIZES_1080P,
+)
+
 from ..task import CALLBACK_EVENTS, STATUSES, Outcome
 from ..validation import AUDIO_URL_MAX_LENGTH, METADATA_MAX_KEYS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 TASK = {"$ref": "#/components/schemas/Task"}
 NULLABLE_STRING = {"type": "string", "nullable": True}
+IMAGE_DESCRIPTION = (
+    "{what}. An http(s) URL (passed on; DashScope fetches it), an oss:// temporary URL, or a base64 data URL "
+    "(data:image/jpeg;base64,...): JPEG, PNG without alpha, BMP or WEBP, sides 360-2000 pixels, at most 10 MB. "
+    "Data URLs over 1 MiB are put in DashScope's temporary storage when the task is created.")
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -175,11 +191,26 @@ DOCUMENT: dict[str, Any] = {
                           "properties": {"code": {"type": "string", "minLength": 1},
                                          "message": {"type": "string", "minLength": 1},
                                          "field": {"type": "string"}}}}},
-            "TaskRequest": {"type": "object", "required": ["prompt"], "additionalProperties": False, "properties": {
+            "TaskRequest": {"type": "object", "additionalProperties": False, "description": (
+                "A text-to-video task needs prompt; an image-to-video task (kind i2v) img_url, a "
+                "first-and-last-frame task (kind kf2v) first_frame_url and last_frame_url, the prompt optional. "
+                "Each model's own rules are checked too (422 naming the field)."), "properties": {
                 # The widest of the models' rules; each model's own is checked too (422 naming the field).
-                "prompt": {"type": "string", "minLength": 1,
+                "prompt": {"type": "string",
                            "maxLength": max(rules.prompt_max for rules in MODELS.values())},
-                "model": {"type": "string", "enum": list(MODELS)},
+                "kind": {"type": "string", "enum": list(KINDS), "description": (
+                    "t2v text-to-video, i2v image-to-video, kf2v first and last frame; default: the model's kind, "
+                    f"or t2v. Default models: {', '.join(f'{k} {m}' for k, m in DEFAULT_MODELS.items())}")},
+                "model": {"type": "string", "enum": list(MODELS), "description": "; ".join(
+                    f"{kind}: {', '.join(m for m, r in MODELS.items() if r.kind == kind)}" for kind in KINDS)},
+                **{name: {"type": "string", "description": IMAGE_DESCRIPTION.format(what=what)}
+                   for name, what in (("img_url", "i2v: the first frame"),
+                                      ("first_frame_url", "kf2v: the first frame"),
+                                      ("last_frame_url", "kf2v: the last frame"))},
+                "resolution": {"type": "string", "enum": list(RESOLUTIONS), "description": (
+                    "i2v and kf2v only (they take no size): the tier; the video keeps the image's aspect ratio. "
+                    "Default: the model's")},
+                "audio": {"type": "boolean", "description": "wan2.5-i2v-preview only: make sound (default true)"},
                 "negative_prompt": {"type": "string", "maxLength": NEGATIVE_PROMPT_MAX},
                 "size": {"type": "string", "enum": [*SIZES_480P, *SIZES_720P, *SIZES_1080P]},
                 "duration": {"type": "integer",
