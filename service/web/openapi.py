@@ -20,7 +20,6 @@ from ..models import (
     SIZES_720P,
     SIZES_1080P,
 )
-
 from ..task import CALLBACK_EVENTS, STATUSES, Outcome
 from ..validation import AUDIO_URL_MAX_LENGTH, METADATA_MAX_KEYS
 
