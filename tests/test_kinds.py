@@ -350,3 +350,36 @@ def test_events_of_other_dashscope_tasks_are_ignored(stack: Stack) -> None:
                                                 "user_api_unique_key": key}}
         response = stack.push(event)
         assert response.status_code == 200 and response.json()["outcome"] == outcome, (key, response.text)
+
+
+def test_images_as_multipart_form_data(stack: Stack, cat: Path, dog: Path) -> None:
+    """A form with the images as files makes the same task as the JSON body with data URLs."""
+    response = stack.http.post("/v1/tasks", data={"kind": "kf2v", "resolution": "480P", "duration": "5",
+                                                  "prompt_extend": "false", "metadata": '{"shot": "12"}'},
+                               files={"first_frame_url": ("cat.jpg", cat.read_bytes(), "image/jpeg"),
+                                      "last_frame_url": ("dog.png", dog.read_bytes(), "image/png")})
+    assert response.status_code == 202, response.text
+    task = response.json()
+    assert task["metadata"] == {"shot": "12"} and task["parameters"]["prompt_extend"] is False
+    assert task["parameters"]["last_frame_url"] == data_url(dog.read_bytes(), "image/png")
+    first, last, _ = frames(_stored(stack, task["id"]))
+    assert difference(first, cat.read_bytes()) < FRAME_TOLERANCE
+    assert difference(last, dog.read_bytes()) < FRAME_TOLERANCE
+
+
+@pytest.mark.parametrize(("data", "files", "status", "field"), [
+    ({"kind": "i2v"}, {"img_url": ("notes.txt", b"plain text", "text/plain")}, 422, "img_url"),
+    ({"kind": "i2v", "duration": "five"}, {"img_url": ("cat.jpg", None, "image/jpeg")}, 422, "duration"),
+    ({"kind": "i2v", "audio": "yes"}, {"img_url": ("cat.jpg", None, "image/jpeg")}, 422, "audio"),
+    ({"kind": "i2v"}, {"prompt": ("cat.jpg", None, "image/jpeg")}, 422, "prompt"),
+])
+def test_bad_forms_are_refused(stack: Stack, cat: Path, data: dict[str, str], files: dict[str, Any], status: int,
+                               field: str) -> None:
+    files = {name: (filename, content if content is not None else cat.read_bytes(), kind)
+             for name, (filename, content, kind) in files.items()}
+    response = stack.http.post("/v1/tasks", data=data, files=files)
+    assert response.status_code == status and response.json()["error"]["field"] == field, response.text
+    assert _task_state(stack) == []
+    broken = stack.http.post("/v1/tasks", content=b"--x\r\nnot a form", headers={
+        "Content-Type": "multipart/form-data; boundary=y"})
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_form", broken.text

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import email.policy
 import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,8 @@ from ..feed import Ended, Subscription
 from ..models import IMAGE_MAX_BYTES
 from ..runtime import Runtime
 from ..task import STATUSES, Status, Task
-from ..validation import ALL_IMAGE_FIELDS, DATA_URL, check_task
-from .responses import ApiError, read_json
+from ..validation import ALL_IMAGE_FIELDS, DATA_URL, check_image_bytes, check_task
+from .responses import ApiError, read_body, read_json
 
 TASK_BODY_LIMIT = 64 * 1024
 # A task with images may carry them as base64 data URLs: two (first and last frame) of at most 10 MB each,
@@ -93,7 +95,11 @@ async def create_task(request: Request) -> Response:
     caller = await authorize(request)
     rt = runtime(request)
     declared = request.headers.get("content-length")
-    document = await read_json(request, IMAGE_TASK_BODY_LIMIT)
+    if (request.headers.get("content-type") or "").lower().startswith("multipart/form-data"):
+        document: Any = await read_form(request)
+        declared = None  # a form's files are its images, whatever the body's size
+    else:
+        document = await read_json(request, IMAGE_TASK_BODY_LIMIT)
     size = int(declared) if declared and declared.isdigit() else len(json.dumps(document, ensure_ascii=False).encode())
     if size > TASK_BODY_LIMIT and not (
             isinstance(document, dict) and any(isinstance(document.get(name), str) for name in ALL_IMAGE_FIELDS)):
@@ -109,6 +115,61 @@ async def create_task(request: Request) -> Response:
     task_id = await rt.store.create(fields, scoped_key, max_queued=rt.settings.max_queued_per_token)
     task = await rt.store.get(task_id)
     return JSONResponse(task, status_code=202, headers={"Location": f"/v1/tasks/{task_id}"})
+
+
+# multipart/form-data: the task's fields as form fields, images as files (or as URLs in the same fields).
+FORM_INTEGERS = ("duration", "seed")
+FORM_BOOLEANS = ("prompt_extend", "watermark", "audio")
+FORM_JSON = ("callback", "metadata")
+FORM_FILE_MAX = IMAGE_MAX_BYTES
+
+
+async def read_form(request: Request) -> dict[str, Any]:
+    """A ``POST /v1/tasks`` form as the JSON body it stands for: each image file becomes a base64 data URL,
+    checked afterwards like any other (``check_task``)."""
+    body = await read_body(request, IMAGE_TASK_BODY_LIMIT)
+    head = b"Content-Type: " + request.headers["content-type"].encode("latin-1") + b"\r\n\r\n"
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart() or message.defects:
+        raise ApiError(400, "invalid_form", "the body is not a valid multipart/form-data form")
+    document: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if not isinstance(name, str) or not name or not isinstance(payload, bytes):
+            raise ApiError(400, "invalid_form", "every part of the form needs a name and a body")
+        if name in document:
+            raise InvalidField(name, "is given more than once")
+        if part.get_filename() is not None:  # a file: only the image fields take one
+            if name not in ALL_IMAGE_FIELDS:
+                raise InvalidField(name, f"takes no file; files go in {', '.join(ALL_IMAGE_FIELDS)}")
+            check_image_bytes(name, payload)
+            kind = part.get_content_type() if part.get_content_type().startswith("image/") else "image/jpeg"
+            document[name] = f"data:{kind};base64,{base64.b64encode(payload).decode()}"
+            continue
+        try:
+            value = payload.decode()
+        except UnicodeDecodeError:
+            raise InvalidField(name, "is not UTF-8 text") from None
+        document[name] = _form_value(name, value)
+    return document
+
+
+def _form_value(name: str, value: str) -> Any:
+    if name in FORM_INTEGERS:
+        if len(value) > 20 or not value.strip().lstrip("-").isdigit():
+            raise InvalidField(name, "must be an integer")
+        return int(value)
+    if name in FORM_BOOLEANS:
+        if value not in ("true", "false"):
+            raise InvalidField(name, "must be true or false")
+        return value == "true"
+    if name in FORM_JSON:
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            raise InvalidField(name, "must be JSON in a form") from None
+    return value
 
 
 async def _store_large_images(rt: Runtime, fields: dict[str, Any]) -> None:

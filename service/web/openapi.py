@@ -67,8 +67,19 @@ DOCUMENT: dict[str, Any] = {
                 "summary": "Create a task",
                 "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                                 "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/TaskRequest"}}}},
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/TaskRequest"}},
+                    # The same fields as a form; img_url, first_frame_url and last_frame_url may be files.
+                    "multipart/form-data": {"schema": {"type": "object", "properties": {
+                        **{name: {"type": "string", "format": "binary", "description": "an image file, or a URL"}
+                           for name in ("img_url", "first_frame_url", "last_frame_url")},
+                        **{name: {"type": "string"} for name in ("prompt", "kind", "model", "resolution", "size",
+                                                                  "negative_prompt", "audio_url", "shot_type")},
+                        **{name: {"type": "integer"} for name in ("duration", "seed")},
+                        **{name: {"type": "string", "enum": ["true", "false"]}
+                           for name in ("prompt_extend", "watermark", "audio")},
+                        **{name: {"type": "string", "description": "JSON, as in the JSON body"}
+                           for name in ("callback", "metadata")}}}}}},
                 "responses": {"202": _json(TASK, "the task, queued (or the Idempotency-Key's task)"),
                               **_client(400, 413, 415, 422),
                               "422": _json(ERROR, "invalid_body or invalid_field (naming the field); "
