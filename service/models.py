@@ -36,6 +36,9 @@ SHOT_TYPES = ("single", "multi")
 #   (dashscope/aigc/video_synthesis.py) switches its task to "image2video" for every "kf2v" model.
 T2V, I2V, KF2V = "t2v", "i2v", "kf2v"
 KINDS = (T2V, I2V, KF2V)
+# The API's names of the kinds (../shared/spec/contract.md: "kind": "text-to-video" by default); the short
+# names, the model families' own, are taken too.
+KIND_NAMES = {"text-to-video": T2V, "image-to-video": I2V, "first-and-last-frame": KF2V}
 ENDPOINTS = {
     T2V: "/services/aigc/video-generation/video-synthesis",
     I2V: "/services/aigc/video-generation/video-synthesis",

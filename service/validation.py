@@ -18,6 +18,7 @@ from .models import (
     IMAGE_MAX_BYTES,
     IMAGE_MAX_SIDE,
     IMAGE_MIN_SIDE,
+    KIND_NAMES,
     KINDS,
     MODELS,
     NEGATIVE_PROMPT_MAX,
@@ -205,8 +206,10 @@ def _model(doc: dict[str, Any]) -> ModelRules:
     """The model asked for, within the kind asked for: ``kind`` defaults to the model's kind, or to
     text-to-video when no model is named; ``model`` to the kind's default."""
     kind = _string(doc, "kind")
-    if kind is not None and kind not in KINDS:
-        raise invalid("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+    if kind is not None:
+        if kind not in KINDS and kind not in KIND_NAMES:
+            raise invalid("kind", f"{kind!r} is not one of {', '.join(KIND_NAMES)} (or {', '.join(KINDS)})")
+        kind = KIND_NAMES.get(kind, kind)
     model = _string(doc, "model") or DEFAULT_MODELS[kind or T2V]
     rules = MODELS.get(model)
     if rules is None:

@@ -227,7 +227,7 @@ def _stored(stack: Stack, task_id: str) -> Path:
 
 def test_image_to_video_end_to_end(stack: Stack, cat: Path) -> None:
     """kind i2v with a base64 image: validated, sent, its event received by webhook, its video stored."""
-    task = stack.create("the cat turns its head", kind="i2v", img_url=data_url(cat.read_bytes()),
+    task = stack.create("the cat turns its head", kind="image-to-video", img_url=data_url(cat.read_bytes()),
                         resolution="480P", size=None)
     assert task["model"] == "wan2.2-i2v-flash"
     first, _, _ = frames(_stored(stack, task["id"]))
@@ -237,7 +237,7 @@ def test_image_to_video_end_to_end(stack: Stack, cat: Path) -> None:
 
 
 def test_first_and_last_frame_end_to_end(stack: Stack, cat: Path, dog: Path) -> None:
-    task = stack.create("", kind="kf2v", first_frame_url=data_url(cat.read_bytes()),
+    task = stack.create("", kind="first-and-last-frame", first_frame_url=data_url(cat.read_bytes()),
                         last_frame_url=data_url(dog.read_bytes(), "image/png"), resolution="480P", size=None)
     assert task["model"] == "wan2.2-kf2v-flash"
     first, last, _ = frames(_stored(stack, task["id"]))
@@ -264,6 +264,7 @@ def test_large_image_goes_through_temporary_storage(stack: Stack, tmp_path: Path
     ({"kind": "i2v"}, "img_url"),
     ({"kind": "kf2v", "first_frame_url": "https://example.com/a.jpg"}, "last_frame_url"),
     ({"kind": "i2v", "model": "wan2.2-t2v-plus", "img_url": "https://example.com/a.jpg"}, "model"),
+    ({"kind": "text-to-video", "model": "wan2.2-i2v-plus", "img_url": "https://example.com/a.jpg"}, "model"),
     ({"kind": "i2v", "img_url": "https://example.com/a.jpg", "resolution": "4K"}, "resolution"),
     ({"kind": "video", "img_url": "https://example.com/a.jpg"}, "kind"),
     ({"img_url": "https://example.com/a.jpg"}, "img_url"),  # text-to-video takes no image

@@ -209,7 +209,7 @@ def submit(args: argparse.Namespace) -> int:
         print("wanhook submit: --first-frame and --last-frame go together", file=sys.stderr)
         return EXIT_USAGE
     if args.image is not None or args.first_frame:
-        body["kind"] = "i2v" if args.image is not None else "kf2v"
+        body["kind"] = "image-to-video" if args.image is not None else "first-and-last-frame"
     for field, given in images.items():
         if given is not None:
             try:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..models import (
     DEFAULT_MODELS,
+    KIND_NAMES,
     KINDS,
     MODELS,
     NEGATIVE_PROMPT_MAX,
@@ -208,9 +209,10 @@ DOCUMENT: dict[str, Any] = {
                 # The widest of the models' rules; each model's own is checked too (422 naming the field).
                 "prompt": {"type": "string",
                            "maxLength": max(rules.prompt_max for rules in MODELS.values())},
-                "kind": {"type": "string", "enum": list(KINDS), "description": (
-                    "t2v text-to-video, i2v image-to-video, kf2v first and last frame; default: the model's kind, "
-                    f"or t2v. Default models: {', '.join(f'{k} {m}' for k, m in DEFAULT_MODELS.items())}")},
+                "kind": {"type": "string", "enum": [*KIND_NAMES, *KINDS], "description": (
+                    "text-to-video (t2v), image-to-video (i2v), first-and-last-frame (kf2v); default: the model's "
+                    "kind, or text-to-video. Default models: "
+                    f"{', '.join(f'{k} {m}' for k, m in DEFAULT_MODELS.items())}")},
                 "model": {"type": "string", "enum": list(MODELS), "description": "; ".join(
                     f"{kind}: {', '.join(m for m, r in MODELS.items() if r.kind == kind)}" for kind in KINDS)},
                 **{name: {"type": "string", "description": IMAGE_DESCRIPTION.format(what=what)}
