@@ -26,6 +26,7 @@ import httpx
 from redis import Redis
 
 from tests.support import Emulator, RedisServer, Wanhook, wait_for
+from wanhook.service import keys
 
 from .common import SIZE, TOKEN, Context, Result, emulator_tasks, env_for, figure, iso_seconds, push, running
 
@@ -108,7 +109,7 @@ class Downloads:
         sent = time.time()
         push(self.hook, task)
         done = wait_for(lambda: self._ready(task["id"]), 600, 0.1, what="the video stored")
-        seconds = iso_seconds(self.redis.hget("{wanhook}:task:" + task["id"], "updated_at") or "") - sent
+        seconds = iso_seconds(self.redis.hget(keys.TASK + task["id"], "updated_at") or "") - sent
         path = Path(done["video"]["path"])
         if verify:
             stored = sha256_file(path)

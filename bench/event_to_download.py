@@ -16,6 +16,7 @@ import httpx
 from redis import Redis
 
 from tests.support import Emulator, RedisServer, Wanhook, wait_for
+from wanhook.service import keys
 
 from .common import (
     SIZE,
@@ -56,7 +57,7 @@ def bench_event_to_download(ctx: Context) -> Result:
         sent = push_all(server.url, tasks, rate)
         wait_for(lambda: tasks_in(client, "ready") == count, 120, 0.5, what="all videos stored")
         store = Redis.from_url(redis.url, decode_responses=True)
-        latencies = [(float(store.hget("{wanhook}:task:" + i, "first_byte_at") or 0) - sent[i]) * 1000 for i in ids]
+        latencies = [(float(store.hget(keys.TASK + i, "first_byte_at") or 0) - sent[i]) * 1000 for i in ids]
         reads = emulator.stats()["reads"]
         direct = direct_first_bytes(emulator, [t["dashscope"]["task_id"] for t in tasks[:50]])
     ctx.samples["push to first byte: wanhook"] = latencies

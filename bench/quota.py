@@ -19,6 +19,7 @@ import httpx
 from redis import Redis
 
 from tests.support import Emulator, RedisServer, Wanhook, wait_for
+from wanhook.service import keys
 from wanhook.service.models import MODELS
 
 from .common import (
@@ -62,7 +63,7 @@ def bench_quota(ctx: Context) -> Result:
                for _ in range(count)]
         wait_for(lambda: tasks_in(client, "ready") == count, 3 * ideal + 60, 0.5, what="every task ready")
         store = Redis.from_url(redis.url, decode_responses=True)
-        makespan = max(iso_seconds(store.hget("{wanhook}:task:" + i, "updated_at") or "") for i in ids) - started
+        makespan = max(iso_seconds(store.hget(keys.TASK + i, "updated_at") or "") for i in ids) - started
         stats = emulator.stats()
         emulator.configure(webhook_targets=[])
         naive = naive_throttled(emulator, count)

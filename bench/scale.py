@@ -20,6 +20,7 @@ import httpx
 import redis
 
 from tests.support import Emulator, RedisServer, Wanhook, wait_for
+from wanhook.service import keys
 
 from .common import MODEL, SIZE, Context, Result, env_for, figure, prerender, running, tasks_in, webhook_target
 
@@ -62,10 +63,10 @@ def bench_scale(ctx: Context) -> Result:
         queued_json = len(client.get(f"/v1/tasks/{ids[0]}").content)
         finish_all(count + 1)
         # The newest task's stream, before the retention ends: what each task costs while it is kept.
-        stream_bytes = memory.memory_usage("{wanhook}:changes:" + ids[-1]) or 0
+        stream_bytes = memory.memory_usage(keys.TASK_CHANGES + ids[-1]) or 0
         stored_json = len(client.get(f"/v1/tasks/{ids[0]}").content)
-        hash_bytes = memory.memory_usage("{wanhook}:task:" + ids[0]) or 0
-        wait_for(lambda: not memory.keys("{wanhook}:changes:*"), 60, 0.5, what="the change streams to expire")
+        hash_bytes = memory.memory_usage(keys.TASK + ids[0]) or 0
+        wait_for(lambda: not memory.keys(keys.TASK_CHANGES + "*"), 60, 0.5, what="the change streams to expire")
         stored = (used_memory(memory) - start) / count
     ctx.log(f"  per queued task: {queued:,.0f} bytes (its JSON: {queued_json} bytes); per stored task: {stored:,.0f} "
             f"bytes (its JSON: {stored_json} bytes), of which its hash {hash_bytes:,} bytes, the rest in shared "

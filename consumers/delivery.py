@@ -40,7 +40,7 @@ async def park(store: TaskStore, transport: str, message_id: str, attempt: int, 
     else:
         entry.update(body_sha256=hashlib.sha256(body).hexdigest(), body_bytes=len(body),
                      body_prefix=utf8_prefix(body, keys.EVENT_LOG_PREFIX))
-    await store.redis.xadd(keys.DEAD_LETTERS, entry, maxlen=keys.EVENT_LOG_MAXLEN, approximate=True)
+    await store.dead_letter(entry)
     await store.count("messages_dead_lettered")
 
 

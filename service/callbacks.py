@@ -34,6 +34,7 @@ from . import keys, outbound, scripts, worker
 from .errors import ConfigError
 from .redact import redact_url
 from .store import TaskStore, now_iso
+from .task import as_text
 
 log = logging.getLogger("wanhook.callbacks")
 
@@ -101,7 +102,7 @@ def retry_after(response: httpx.Response) -> float | None:
 async def deliveries(redis: Redis, task_id: str) -> list[dict[str, Any]]:
     """The task's deliveries as the API shows them, oldest first."""
     raw = await redis.hgetall(keys.DELIVERIES + task_id)
-    items = [dict(json.loads(value), id=_text(key)) for key, value in raw.items()]
+    items = [dict(json.loads(value), id=as_text(key)) for key, value in raw.items()]
     return sorted(items, key=lambda item: item.get("created_at", ""))
 
 
@@ -113,7 +114,7 @@ async def replay(redis: Redis, task_id: str) -> int:
         if delivery["status"] in ("dead", "gone"):
             webhook_id = delivery.pop("id")
             delivery.update(status="pending", attempts=0, replayed_at=now_iso())
-            await settle(keys=keys.ROUTE, args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), 0])
+            await settle(keys=keys.ROUTE, args=[task_id, webhook_id, json.dumps(delivery), 0])
             replayed += 1
     if replayed:
         await redis.rpush(keys.CALLBACKS_WAKE, "1")
@@ -187,9 +188,9 @@ class Notifier:
             free = self.concurrency - len(self._running)
             timeout = MAX_IDLE
             if free > 0:
-                *due, wait_ms = await self._claim(keys=keys.ROUTE, args=[keys.PREFIX, free, self.lease_ms])
+                *due, wait_ms = await self._claim(keys=keys.ROUTE, args=[free, self.lease_ms])
                 if due:
-                    await self._place([_text(webhook_id) for webhook_id in due])
+                    await self._place([as_text(webhook_id) for webhook_id in due])
                     return
                 if int(wait_ms) >= 0:
                     timeout = min(int(wait_ms) / 1000, MAX_IDLE)
@@ -230,7 +231,7 @@ class Notifier:
 
     async def _give_back(self, webhook_ids: list[str], delay: float) -> None:
         if webhook_ids:
-            await self._defer(keys=keys.ROUTE, args=[keys.PREFIX, int(delay * 1000), *webhook_ids])
+            await self._defer(keys=keys.ROUTE, args=[int(delay * 1000), *webhook_ids])
 
     async def _place(self, claimed: list[str]) -> None:
         """Start claimed deliveries whose destination has room; the others wait here for a slot."""
@@ -375,7 +376,7 @@ class Notifier:
         if delay < 0:
             delivery.pop("next_attempt_at", None)
         await self._settle(keys=keys.ROUTE,
-                           args=[keys.PREFIX, task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
+                           args=[task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
         await self.store.count(f"callbacks_{delivery['status'] if delay < 0 else 'retried'}")
         log.info("callback %s for task %s to %s: %s (attempt %d, %s)", webhook_id, task_id, redact_url(url),
                  outcome, attempt, delivery["status"])
@@ -404,14 +405,14 @@ class Notifier:
         key = keys.CALLBACK_BODY + webhook_id
         frozen = await self.redis.get(key)
         if frozen is not None:
-            return _text(frozen)
+            return as_text(frozen)
         task = await self.store.get(task_id) or {}
         data = dict(task, status=state)
         data.pop("callbacks", None)
         body = json.dumps({"type": delivery["event"], "timestamp": delivery.get("created_at") or now_iso(),
                            "data": data}, separators=(",", ":"))
         await self.redis.set(key, body, nx=True, ex=30 * 24 * 3600)
-        return _text(await self.redis.get(key) or body)
+        return as_text(await self.redis.get(key) or body)
 
 
 def destination(url: str) -> str:
@@ -423,6 +424,3 @@ def destination(url: str) -> str:
         return parts.netloc.lower()
     return f"{(parts.hostname or '').lower()}:{port}"
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

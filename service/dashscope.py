@@ -162,3 +162,11 @@ class DashScopeClient:
 
     async def cancel_task(self, task_id: str) -> None:
         await self._request("POST", f"/tasks/{task_id}/cancel")
+
+
+def reported_text(value: Any, limit: int | None = None) -> str:
+    """A code or message of a task DashScope reports, as text: "" unless it is a string or a number,
+    cut to ``limit`` characters when one is given (bounded as an event's are, keys.py)."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
+        return str(value)[:limit]
+    return ""

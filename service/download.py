@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 from redis.exceptions import RedisError
 
-from . import keys, metrics, outbound
+from . import metrics, outbound
 from .config import Settings
 from .dashscope import DashScopeClient
 from .diskspace import DiskSpace, check_floor, disk_full
@@ -136,7 +136,7 @@ class Downloader:
             return
         else:
             if task.get("error"):  # a disk-full wait that is over
-                await self.store.redis.hdel(keys.TASK + job.task_id, "error")
+                await self.store.clear_fields(job.task_id, "error")
             if await self.store.transition(job.task_id, Status.READY, video=video):
                 await self.store.count("downloads_completed")
                 await self.store.count("download_bytes", video["bytes"])
@@ -174,7 +174,7 @@ class Downloader:
                     if grant is None:
                         raise WaitAbandoned() from None
                     since_ms = grant.since_ms
-                    await self.store.redis.hdel(keys.TASK + task_id, "error")
+                    await self.store.clear_fields(task_id, "error")
                     task.pop("error", None)
                     log.info("task %s: room on disk after %.2f s; downloading", task_id, time.monotonic() - waited)
                     await self.store.count("downloads_resumed_disk_room")

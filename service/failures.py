@@ -25,7 +25,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from . import keys
-from .dashscope import DashScopeClient
+from .dashscope import DashScopeClient, reported_text
 from .errors import DashScopeError
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
@@ -91,7 +91,7 @@ class FailureReader:
             if lost.is_set():
                 return None
             # Counted before the read: a worker that dies mid-read has spent it all the same.
-            read = await self.store.redis.hincrby(keys.TASK + task_id, "reason_reads", 1)
+            read = await self.store.add_to_field(task_id, "reason_reads")
             if read > self.attempts:
                 return _unread(f"no read left after {self.attempts} attempts")
             try:
@@ -121,7 +121,8 @@ class FailureReader:
 
 
 def _reported(output: dict[str, Any]) -> dict[str, str]:
-    code, message = _text(output.get("code"), keys.EVENT_CODE_MAX), _text(output.get("message"), keys.EVENT_MESSAGE_MAX)
+    code = reported_text(output.get("code"), keys.EVENT_CODE_MAX)
+    message = reported_text(output.get("message"), keys.EVENT_MESSAGE_MAX)
     if not code:
         return {"code": NO_REASON, "message": message or "DashScope reported the task FAILED and gave no reason"}
     return {"code": code, "message": message or "DashScope reported the task FAILED"}
@@ -129,10 +130,3 @@ def _reported(output: dict[str, Any]) -> dict[str, str]:
 
 def _unread(why: str) -> dict[str, str]:
     return {"code": NO_REASON, "message": f"{UNREAD} ({why})"}
-
-
-def _text(value: Any, limit: int) -> str:
-    """DashScope's code or message, bounded as an event's are (keys.py)."""
-    if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
-        return str(value)[:limit]
-    return ""

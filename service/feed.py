@@ -49,6 +49,7 @@ from redis.typing import KeyT, StreamIdT
 
 from . import keys
 from .errors import Interrupted, TooManyStreams
+from .task import as_text
 
 log = logging.getLogger("wanhook.feed")
 
@@ -71,9 +72,6 @@ def parse_id(value: str) -> StreamId:
     milliseconds, _, sequence = value.partition("-")
     return int(milliseconds), int(sequence or 0)
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -233,13 +231,13 @@ class _Reader:
         finally:
             self.reading = False
         for key, entries in reply or ():
-            name = _text(key)
+            name = as_text(key)
             if name == self.wake_key:
-                self.wake_after = _text(entries[-1][0])
+                self.wake_after = as_text(entries[-1][0])
                 continue
             task_id = name.removeprefix(keys.TASK_CHANGES)
-            decoded = [(_text(entry_id), parse_id(_text(entry_id)), {_text(k): _text(v) for k, v in fields.items()})
-                       for entry_id, fields in entries]
+            decoded = [(as_text(entry_id), parse_id(as_text(entry_id)),
+                        {as_text(k): as_text(v) for k, v in fields.items()}) for entry_id, fields in entries]
             if task_id in self.positions and self.positions[task_id] == issued[task_id]:
                 # Unless a subscription moved the position back meanwhile: then the next read goes from there.
                 self.positions[task_id] = decoded[-1][1]

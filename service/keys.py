@@ -5,8 +5,8 @@ run unchanged on a Redis Cluster (one slot).
 """
 
 PREFIX = "{wanhook}"
-# Scripts name the keys they touch through the prefix; this one declared key sends them to the node
-# that serves the {wanhook} slot on a cluster.
+# The scripts receive every name below from here (scripts.KEY_NAMES) and declare this one key, which
+# sends them to the node that serves the {wanhook} slot on a cluster.
 ROUTE = [PREFIX + ":route"]
 
 # hash per task: the fields of the public task plus internal ones (video URL, download validators).
@@ -17,12 +17,13 @@ TASK_CHANGES = PREFIX + ":changes:"
 # hash: settings every process must apply alike inside the scripts (changes_ttl_ms).
 SETTINGS = PREFIX + ":settings"
 # sorted sets (all scores 0) whose members are "<created ms, 13 digits>:<task id>", for cursor paging.
-TASKS_ALL = PREFIX + ":tasks"
-TASKS_BY_STATUS = PREFIX + ":tasks:"  # + status
+TASKS_INDEX = ":tasks"
+TASKS_ALL = PREFIX + TASKS_INDEX
+TASKS_BY_STATUS = TASKS_ALL + ":"  # + status
 # The same indexes per submitter (API token digest; "" when the API is open), kept by the same scripts,
 # so that listing one token's tasks reads a page of its own, however many tasks the others have.
 # Owner digests are hex, so the owner part never holds a colon. See owner_tasks() below.
-OWNER = PREFIX + ":owner:"  # + owner + ":tasks", or + owner + ":tasks:" + status
+OWNER = PREFIX + ":owner:"  # + owner + TASKS_INDEX, or + owner + TASKS_INDEX + ":" + status
 # string: the per-submitter indexes hold every task (tasks stored before they existed were added once).
 OWNER_INDEX_READY = PREFIX + ":owner-index-ready"
 # string: DashScope task id -> wanhook task id.
@@ -116,5 +117,6 @@ TASK_CHANGES_TTL_MS = 3600 * 1000  # when SETTINGS has none
 
 
 def owner_tasks(owner: str, status: str | None = None) -> str:
-    """The index of the submitter's tasks (of one status, or all); the scripts build the same names."""
-    return OWNER + owner + (":tasks:" + status if status else ":tasks")
+    """The index of the submitter's tasks (of one status, or all); the scripts' owner_index builds the
+    same names from the same parts (a test holds the two together)."""
+    return OWNER + owner + TASKS_INDEX + (":" + status if status else "")

@@ -32,7 +32,7 @@ from prometheus_client.utils import floatToGoString
 from . import keys
 from .models import MODELS
 from .store import TaskStore
-from .task import STATUSES, Outcome, Status
+from .task import STATUSES, Outcome, Status, as_text
 
 PREFIX = "wanhook_"
 # The format generate_latest writes. Spelled out: newer versions of the library name a later format
@@ -139,12 +139,9 @@ class Snapshot:
     slots_in_use: dict[str, int]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def _number(value: Any) -> float:
-    text = _text(value)
+    text = as_text(value)
     # Counters are whole numbers (HINCRBY); only the histogram's sum is a float (HINCRBYFLOAT).
     return int(text) if text.lstrip("-").isdigit() else float(text)
 
@@ -167,10 +164,10 @@ async def snapshot(store: TaskStore) -> Snapshot:
     statuses, rest = rest[:len(STATUSES)], rest[len(STATUSES):]
     oldest_queued, downloads, oldest_download, failures, callbacks_due, *slots = rest
     # A queued task's member is "<created ms>:<id>"; a stream id is "<ms>-<seq>".
-    queued_age = (now_ms - int(_text(oldest_queued[0]).split(":")[0])) / 1000 if oldest_queued else 0.0
-    download_age = (now_ms - int(_text(oldest_download[0][0]).split("-")[0])) / 1000 if oldest_download else 0.0
+    queued_age = (now_ms - int(as_text(oldest_queued[0]).split(":")[0])) / 1000 if oldest_queued else 0.0
+    download_age = (now_ms - int(as_text(oldest_download[0][0]).split("-")[0])) / 1000 if oldest_download else 0.0
     return Snapshot(
-        counters={_text(name): _number(value) for name, value in raw.items()},
+        counters={as_text(name): _number(value) for name, value in raw.items()},
         tasks=dict(zip(STATUSES, statuses, strict=True)),
         queue_depth={"download": downloads, "failure_reasons": failures, "callbacks": callbacks_due},
         oldest_queued_seconds={"submit": max(queued_age, 0.0), "download": max(download_age, 0.0)},

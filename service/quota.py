@@ -73,30 +73,30 @@ class Admission:
         """A task id holding a fresh slot reservation, or None and how many ms to wait (-1: until woken)."""
         limit = self.limits[model]
         task_id, wait = await self._admit(keys=keys.ROUTE, args=[
-            keys.PREFIX, model, limit.rps, limit.running, RATE_WINDOW_MS, self.reserve_ms])
+            model, limit.rps, limit.running, RATE_WINDOW_MS, self.reserve_ms])
         task_id = task_id.decode() if isinstance(task_id, bytes) else task_id
         return task_id or None, int(wait)
 
     async def requeue(self, task_id: str, pause_seconds: float, attempt: str = "") -> None:
         """Back to the head of its queue, the model paused; ``attempt`` ends that attempt's create in flight
         (leave it out when the create may have been sent: the task then waits until it can no longer answer)."""
-        await self._requeue(keys=keys.ROUTE, args=[keys.PREFIX, task_id, int(pause_seconds * 1000), attempt])
+        await self._requeue(keys=keys.ROUTE, args=[task_id, int(pause_seconds * 1000), attempt])
 
     async def claim(self, task_id: str, attempt: str) -> str:
         """Make ``attempt`` the one that may send the admitted task: "ok", "busy" (an earlier create of it
         may still answer) or "moved" (it no longer waits)."""
-        result = await self._claim(keys=keys.ROUTE, args=[keys.PREFIX, task_id, attempt, self.reserve_ms])
+        result = await self._claim(keys=keys.ROUTE, args=[task_id, attempt, self.reserve_ms])
         return result.decode() if isinstance(result, bytes) else str(result)
 
     async def hold(self, task_id: str, attempt: str, deadline_ms: int = 0, sending_at: str = "") -> bool:
         """Renew the attempt's reservation and in-flight marker (for at least ``deadline_ms`` more, the
         create's deadline); with ``sending_at``, its create is about to go. False: the attempt lost the task."""
-        return bool(await self._hold(keys=keys.ROUTE, args=[keys.PREFIX, task_id, attempt, self.reserve_ms,
+        return bool(await self._hold(keys=keys.ROUTE, args=[task_id, attempt, self.reserve_ms,
                                                             max(0, deadline_ms), sending_at]))
 
     async def release(self, task_id: str, attempt: str, keep_ms: int = 0) -> None:
         """The attempt ends; its marker lasts ``keep_ms`` more when its create may still answer."""
-        await self._release(keys=keys.ROUTE, args=[keys.PREFIX, task_id, attempt, max(0, keep_ms)])
+        await self._release(keys=keys.ROUTE, args=[task_id, attempt, max(0, keep_ms)])
 
     @asynccontextmanager
     async def sending(self, model: str, task_id: str) -> AsyncIterator[None]:
@@ -122,6 +122,11 @@ class RateLimiter:
         """(0, the request's member in the window) when one more may go now, else (ms to wait, '')."""
         wait, member = await self._take(keys=[key], args=[per_window, window_ms])
         return int(wait), member.decode() if isinstance(member, bytes) else member
+
+    async def take_request(self, caller: str, per_second: int) -> int:
+        """A client API request of ``caller`` (its token digest; "" when the API is open): 0 when it may go
+        now (and it is counted), else the ms until one may."""
+        return await self.take(keys.API_RATE + (caller or "-"), per_second)
 
     async def restamp(self, key: str, member: str, window_ms: int = RATE_WINDOW_MS) -> None:
         """The request ``member`` stands for has been answered: it counts from now on."""

@@ -60,8 +60,7 @@ class Runtime:
     async def open(cls, settings: Settings) -> Runtime:
         runtime = cls(settings, await connect(settings))
         try:
-            await runtime.redis.hset(keys.SETTINGS, "changes_ttl_ms",
-                                     max(1, int(settings.changes_retention_seconds * 1000)))
+            await runtime.store.record_settings(max(1, int(settings.changes_retention_seconds * 1000)))
         except RedisError as exc:
             # The scripts fall back to the default retention; nothing else depends on it.
             log.warning("could not record the change streams' retention (%s)", type(exc).__name__)

@@ -5,30 +5,55 @@ of times events arrive, a script either applies a change whole, with its side ef
 change stream, next job), or leaves everything as it was.
 """
 
-from .keys import EARLY_EVENT_ID_MAX, EVENT_LOG_FIELD_MAX, TASK_CHANGES_TTL_MS
+import re
 
-# Shared by every script: ARGV[1] is the key prefix.
-COMMON = """
-local prefix = ARGV[1]
+from . import keys
+from .keys import EARLY_EVENT_ID_MAX, EVENT_LOG_FIELD_MAX, TASK_CHANGES_MAXLEN, TASK_CHANGES_TTL_MS
+
+
+def _lua_string(text: str) -> str:
+    # Key names are plain ASCII; anything that would need escaping in Lua is refused, not escaped.
+    if not re.fullmatch(r"[A-Za-z0-9{}:_.-]*", text):
+        raise ValueError(f"not a plain key name: {text!r}")
+    return "'" + text + "'"
+
+
+# Every key name of keys.py, as a Lua local of the same name (TASK, OWNER, COUNTERS, ...), put at the
+# head of each script that names keys itself: the scripts spell no key name of their own, so keys.py is
+# the one place a name is written. They are injected rather than passed as KEYS because most keys a
+# script touches are known only inside it (the task an event names, its model's slots, its owner's
+# indexes). That stays cluster-safe: every name carries the {wanhook} hash tag, so all of them live in
+# the slot of the one key each script declares (keys.ROUTE), which sends the script to that slot's node.
+KEY_NAMES = "".join(f"local {name} = {_lua_string(value)}\n" for name, value in vars(keys).items()
+                    if name.isupper() and isinstance(value, str))
+
+# Shared by every script that changes a task.
+COMMON = KEY_NAMES + """
 local CHANGES_TTL_MS = """ + str(TASK_CHANGES_TTL_MS) + """
+local CHANGES_MAXLEN = """ + str(TASK_CHANGES_MAXLEN) + """
 local RANK = {queued = 0, submitted = 1, downloading = 2, ready = 3, failed = 3, canceled = 3, expired = 3}
 
 -- A submitter's own indexes, as keys.owner_tasks names them: all its tasks, or those of a status.
 local function owner_index(owner, status)
-  local key = prefix .. ':owner:' .. owner .. ':tasks'
+  local key = OWNER .. owner .. TASKS_INDEX
   if status then key = key .. ':' .. status end
   return key
 end
 
+-- The queue of a submitter's tasks of one model (keys.QUEUE).
+local function queue_of(model, owner)
+  return QUEUE .. model .. ':' .. owner
+end
+
 local function wake()
-  redis.call('RPUSH', prefix .. ':wake', '1')
-  redis.call('LTRIM', prefix .. ':wake', -16, -1)
+  redis.call('RPUSH', WAKE, '1')
+  redis.call('LTRIM', WAKE, -16, -1)
 end
 
 -- A queued task waits in its submitter's queue of its model; submitters take turns (round robin).
 local function enqueue(id, model, owner, at_head)
-  local queue = prefix .. ':queue:' .. model .. ':' .. owner
-  local rotation = prefix .. ':rotation:' .. model
+  local queue = queue_of(model, owner)
+  local rotation = ROTATION .. model
   if at_head then redis.call('LPUSH', queue, id) else redis.call('RPUSH', queue, id) end
   if not redis.call('LPOS', rotation, owner) then
     if at_head then redis.call('LPUSH', rotation, owner) else redis.call('RPUSH', rotation, owner) end
@@ -36,25 +61,25 @@ local function enqueue(id, model, owner, at_head)
 end
 
 local function dequeue(id, model, owner)
-  local queue = prefix .. ':queue:' .. model .. ':' .. owner
+  local queue = queue_of(model, owner)
   redis.call('LREM', queue, 0, id)
-  if redis.call('LLEN', queue) == 0 then redis.call('LREM', prefix .. ':rotation:' .. model, 0, owner) end
+  if redis.call('LLEN', queue) == 0 then redis.call('LREM', ROTATION .. model, 0, owner) end
 end
 
 -- The outbox: a callback the submitter asked for is recorded in the same step as the state change,
 -- so a crash between the two cannot lose it. Its webhook id is stable across retries.
 local function outbox(id, to, now)
-  local callback = redis.call('HGET', prefix .. ':task:' .. id, 'callback')
+  local callback = redis.call('HGET', TASK .. id, 'callback')
   if not callback then return end
   local event = 'task.' .. to
   for _, wanted in ipairs(cjson.decode(callback).events or {}) do
     if wanted == event then
       local webhook_id = 'msg_' .. id .. '_' .. to
-      redis.call('HSET', prefix .. ':deliveries:' .. id, webhook_id,
+      redis.call('HSET', DELIVERIES .. id, webhook_id,
         cjson.encode({event = event, status = 'pending', attempts = 0, created_at = now}))
-      redis.call('ZADD', prefix .. ':callbacks:due', 0, webhook_id)
-      redis.call('RPUSH', prefix .. ':callbacks:wake', '1')
-      redis.call('LTRIM', prefix .. ':callbacks:wake', -16, -1)
+      redis.call('ZADD', CALLBACKS_DUE, 0, webhook_id)
+      redis.call('RPUSH', CALLBACKS_WAKE, '1')
+      redis.call('LTRIM', CALLBACKS_WAKE, -16, -1)
     end
   end
 end
@@ -62,12 +87,12 @@ end
 -- DashScope no longer runs the task: its slot goes back (the next task may go), and so does the
 -- sweeper's watch.
 local function release_slot(id, model)
-  if redis.call('ZREM', prefix .. ':slots:' .. model, id) == 1 then wake() end
-  redis.call('ZREM', prefix .. ':sweep', id)
+  if redis.call('ZREM', SLOTS .. model, id) == 1 then wake() end
+  redis.call('ZREM', SWEEP, id)
 end
 
 local function transition(id, to, now, fields)
-  local key = prefix .. ':task:' .. id
+  local key = TASK .. id
   local current = redis.call('HGET', key, 'status')
   if not current then return 'missing' end
   if RANK[to] <= RANK[current] then return 'stale' end
@@ -79,22 +104,22 @@ local function transition(id, to, now, fields)
     if current == 'queued' then dequeue(id, model, owner or '') end
     release_slot(id, model)
   end
-  redis.call('ZREM', prefix .. ':tasks:' .. current, member)
-  redis.call('ZADD', prefix .. ':tasks:' .. to, 0, member)
+  redis.call('ZREM', TASKS_BY_STATUS .. current, member)
+  redis.call('ZADD', TASKS_BY_STATUS .. to, 0, member)
   redis.call('ZREM', owner_index(owner or '', current), member)
   redis.call('ZADD', owner_index(owner or '', to), 0, member)
   -- A task stored before the submitters' indexes existed enters them at its next change, whatever the
   -- one-time indexing at start-up has reached (adding a member twice changes nothing).
   redis.call('ZADD', owner_index(owner or ''), 0, member)
   redis.call('HSET', key, 'status', to, 'updated_at', now, unpack(fields))
-  local changes = prefix .. ':changes:' .. id
-  redis.call('XADD', changes, 'MAXLEN', '~', 1000, '*', 'status', to, 'at', now)
+  local changes = TASK_CHANGES .. id
+  redis.call('XADD', changes, 'MAXLEN', '~', CHANGES_MAXLEN, '*', 'status', to, 'at', now)
   if RANK[to] == 3 then
     -- Ended: what only the way here needed goes, and the change stream (a stream costs some 4 KiB,
     -- three times the task) stays only as long as a follower may still resume it.
     redis.call('HDEL', key, 'video_url', 'dl_etag', 'dl_total', 'dl_bytes', 'submit_attempt_at', 'awaiting_reason',
       'reason_reads')
-    local ttl = tonumber(redis.call('HGET', prefix .. ':settings', 'changes_ttl_ms') or '')
+    local ttl = tonumber(redis.call('HGET', SETTINGS, 'changes_ttl_ms') or '')
     redis.call('PEXPIRE', changes, ttl or CHANGES_TTL_MS)
   end
   outbox(id, to, now)
@@ -111,19 +136,19 @@ end
 -- it turns failed, and its callback is written, only once the reason is known, so that every follower
 -- sees DashScope's own code. Marked once (awaiting_reason): a second FAILED event queues no second read.
 local function await_reason(id, now)
-  local key = prefix .. ':task:' .. id
+  local key = TASK .. id
   local current, awaiting, model = unpack(redis.call('HMGET', key, 'status', 'awaiting_reason', 'model'))
   if not current then return 'missing' end
   if current ~= 'submitted' or awaiting then return 'stale' end
   release_slot(id, model)
   redis.call('HSET', key, 'ds_status', 'FAILED', 'awaiting_reason', now, 'updated_at', now)
-  redis.call('XADD', prefix .. ':jobs:failure', '*', 'task', id)
+  redis.call('XADD', FAILURE_JOBS, '*', 'task', id)
   return 'ok'
 end
 
 -- What a completion event means for a known task.
 local function apply(id, status, now, video_url, code, message)
-  if status ~= 'FAILED' and redis.call('HEXISTS', prefix .. ':task:' .. id, 'awaiting_reason') == 1 then
+  if status ~= 'FAILED' and redis.call('HEXISTS', TASK .. id, 'awaiting_reason') == 1 then
     -- DashScope's last word on the task was FAILED (its reason is being read); nothing says otherwise after.
     return 'stale'
   end
@@ -135,7 +160,7 @@ local function apply(id, status, now, video_url, code, message)
     end
     local result = transition(id, 'downloading', now, fields)
     if result == 'ok' then
-      redis.call('XADD', prefix .. ':jobs:download', '*', 'task', id)
+      redis.call('XADD', DOWNLOAD_JOBS, '*', 'task', id)
     end
     return result
   elseif status == 'FAILED' then
@@ -155,19 +180,19 @@ end
 
 # A new queued task, unless the Idempotency-Key names an earlier one or the submitter's queues are full:
 # both are decided here, in the same step as the write, so parallel creates cannot slip past either.
-# ARGV: prefix, id, idempotency key ('' for none), idempotency ttl, created_ms, now, request digest ('' for
+# ARGV: id, idempotency key ('' for none), idempotency ttl, created_ms, now, request digest ('' for
 #       none), most queued tasks per submitter (-1: no limit), number of models n, model 1 .. model n,
 #       field, value, ...
 # Returns {'created', id}, {'existing', id} (the key's task, created by the same request), {'reused', id}
 # (the key's task was created by another request) or {'full', tasks already queued}.
 CREATE = COMMON + """
-local id, idem_key, idem_ttl, created_ms, now, digest = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local max_queued, models = tonumber(ARGV[8]), tonumber(ARGV[9])
+local id, idem_key, idem_ttl, created_ms, now, digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local max_queued, models = tonumber(ARGV[7]), tonumber(ARGV[8])
 -- Reads before writes: nothing is written unless the task is created.
 if idem_key ~= '' then
-  local existing = redis.call('GET', prefix .. ':idem:' .. idem_key)
+  local existing = redis.call('GET', IDEMPOTENCY .. idem_key)
   if existing then
-    local first = redis.call('HGET', prefix .. ':task:' .. existing, 'request_digest')
+    local first = redis.call('HGET', TASK .. existing, 'request_digest')
     -- A key kept from before digests were stored says nothing about its body: its task, as then.
     if first and first ~= digest then return {'reused', existing} end
     return {'existing', existing}
@@ -175,7 +200,7 @@ if idem_key ~= '' then
 end
 local fields = {}
 local owner = ''
-for i = 10 + models, #ARGV, 2 do
+for i = 9 + models, #ARGV, 2 do
   if ARGV[i] == 'owner' then owner = ARGV[i + 1] end
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
@@ -183,44 +208,44 @@ end
 if max_queued >= 0 then
   -- What waits in the submitter's queues, all models together (an admitted task has left its queue).
   local queued = 0
-  for i = 10, 9 + models do
-    queued = queued + redis.call('LLEN', prefix .. ':queue:' .. ARGV[i] .. ':' .. owner)
+  for i = 9, 8 + models do
+    queued = queued + redis.call('LLEN', queue_of(ARGV[i], owner))
   end
   if queued >= max_queued then return {'full', queued} end
 end
 if idem_key ~= '' then
-  redis.call('SET', prefix .. ':idem:' .. idem_key, id, 'EX', idem_ttl)
+  redis.call('SET', IDEMPOTENCY .. idem_key, id, 'EX', idem_ttl)
   fields[#fields + 1] = 'request_digest'
   fields[#fields + 1] = digest
 end
 local member = created_ms .. ':' .. id
-redis.call('HSET', prefix .. ':task:' .. id, 'id', id, 'status', 'queued', 'created_ms', created_ms,
+redis.call('HSET', TASK .. id, 'id', id, 'status', 'queued', 'created_ms', created_ms,
   'created_at', now, 'updated_at', now, unpack(fields))
-redis.call('ZADD', prefix .. ':tasks', 0, member)
-redis.call('ZADD', prefix .. ':tasks:queued', 0, member)
+redis.call('ZADD', TASKS_ALL, 0, member)
+redis.call('ZADD', TASKS_BY_STATUS .. 'queued', 0, member)
 redis.call('ZADD', owner_index(owner), 0, member)
 redis.call('ZADD', owner_index(owner, 'queued'), 0, member)
-redis.call('XADD', prefix .. ':changes:' .. id, 'MAXLEN', '~', 1000, '*', 'status', 'queued', 'at', now)
-local model = redis.call('HGET', prefix .. ':task:' .. id, 'model')
+redis.call('XADD', TASK_CHANGES .. id, 'MAXLEN', '~', CHANGES_MAXLEN, '*', 'status', 'queued', 'at', now)
+local model = redis.call('HGET', TASK .. id, 'model')
 enqueue(id, model, owner, false)
 outbox(id, 'queued', now)
 wake()
-redis.call('HINCRBY', prefix .. ':counters', 'tasks_created', 1)
+redis.call('HINCRBY', COUNTERS, 'tasks_created', 1)
 return {'created', id}
 """
 
 # Tasks stored before the submitters' indexes existed, added to them: one batch of the index of all
 # tasks, after the member ``after`` ('' from the start). Each task goes to the index of the status it
 # has as the batch runs, so a change made meanwhile by ``transition`` is never undone.
-# ARGV: prefix, after, batch size. Returns {the batch's last member ('' once the index is done), tasks read}.
+# ARGV: after, batch size. Returns {the batch's last member ('' once the index is done), tasks read}.
 INDEX_OWNERS = COMMON + """
-local after, count = ARGV[2], tonumber(ARGV[3])
+local after, count = ARGV[1], tonumber(ARGV[2])
 local start = '-'
 if after ~= '' then start = '(' .. after end
-local members = redis.call('ZRANGEBYLEX', prefix .. ':tasks', start, '+', 'LIMIT', 0, count)
+local members = redis.call('ZRANGEBYLEX', TASKS_ALL, start, '+', 'LIMIT', 0, count)
 for _, member in ipairs(members) do
   local id = string.sub(member, string.find(member, ':', 1, true) + 1)
-  local task = redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'owner')
+  local task = redis.call('HMGET', TASK .. id, 'status', 'owner')
   if task[1] then
     redis.call('ZADD', owner_index(task[2] or ''), 0, member)
     redis.call('ZADD', owner_index(task[2] or '', task[1]), 0, member)
@@ -231,12 +256,12 @@ if #members == count then last = members[#members] end
 return {last, #members}
 """
 
-# ARGV: prefix, id, to, now, field, value, ...
+# ARGV: id, to, now, field, value, ...
 TRANSITION = COMMON + """
 local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-local result = transition(ARGV[2], ARGV[3], ARGV[4], fields)
-if result == 'ok' then redis.call('HINCRBY', prefix .. ':counters', 'transitions_' .. ARGV[3], 1) end
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local result = transition(ARGV[1], ARGV[2], ARGV[3], fields)
+if result == 'ok' then redis.call('HINCRBY', COUNTERS, 'transitions_' .. ARGV[2], 1) end
 return result
 """
 
@@ -246,25 +271,25 @@ return result
 # (queued again, not yet recorded), the same DashScope task found by listing meanwhile, a task its user
 # canceled (the caller cancels at DashScope: the user asked), or else an orphan: left running, recorded,
 # counted. wanhook cancels nothing its user did not ask to cancel.
-# ARGV: prefix, id, DashScope task id, DashScope status, request id, now, slot lease ms, sweep after ms,
+# ARGV: id, DashScope task id, DashScope status, request id, now, slot lease ms, sweep after ms,
 #       adopt (1: the task was found by listing, and must not be another wanhook task's),
 #       attempt (the submission attempt whose create this answers; its in-flight marker ends here)
 # Returns 'ok', 'same', 'canceled', 'orphan', 'missing', or with adopt 'taken' (another task's) or 'moved'
 # (the task no longer waits: nothing to adopt for).
 MARK_SUBMITTED = COMMON + """
-local id, ds_id, now, adopt, attempt = ARGV[2], ARGV[3], ARGV[6], ARGV[9] == '1', ARGV[10] or ''
-local key = prefix .. ':task:' .. id
-local ds_key = prefix .. ':ds:' .. ds_id
+local id, ds_id, now, adopt, attempt = ARGV[1], ARGV[2], ARGV[5], ARGV[8] == '1', ARGV[9] or ''
+local key = TASK .. id
+local ds_key = DASHSCOPE_TASK .. ds_id
 local status, current = unpack(redis.call('HMGET', key, 'status', 'ds_task_id'))
 if not status then return 'missing' end
 if adopt then
   if status ~= 'queued' then return 'moved' end
-  if redis.call('EXISTS', ds_key) == 1 or redis.call('HEXISTS', prefix .. ':orphans', ds_id) == 1 then
+  if redis.call('EXISTS', ds_key) == 1 or redis.call('HEXISTS', ORPHANS, ds_id) == 1 then
     return 'taken'
   end
 end
 -- The attempt's create has answered (or its task was found): nothing of it is in flight any more.
-local marker_key = prefix .. ':inflight:' .. id
+local marker_key = INFLIGHT .. id
 if attempt ~= '' and redis.call('GET', marker_key) == attempt then redis.call('DEL', marker_key) end
 if status ~= 'queued' then
   if current == ds_id then return 'same' end
@@ -273,26 +298,26 @@ if status ~= 'queued' then
     if not current then redis.call('SET', ds_key, id) end
     return 'canceled'
   end
-  redis.call('HSET', prefix .. ':orphans', ds_id, cjson.encode({task = id, status = status, at = now}))
-  redis.call('HINCRBY', prefix .. ':counters', 'submissions_orphaned', 1)
+  redis.call('HSET', ORPHANS, ds_id, cjson.encode({task = id, status = status, at = now}))
+  redis.call('HINCRBY', COUNTERS, 'submissions_orphaned', 1)
   return 'orphan'
 end
-local result = transition(id, 'submitted', now, {'ds_task_id', ds_id, 'ds_status', ARGV[4], 'ds_request_id', ARGV[5]})
+local result = transition(id, 'submitted', now, {'ds_task_id', ds_id, 'ds_status', ARGV[3], 'ds_request_id', ARGV[4]})
 if result ~= 'ok' then return result end
 redis.call('SET', ds_key, id)
 local clock = redis.call('TIME')
 local ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
 local model = redis.call('HGET', key, 'model')
-redis.call('ZADD', prefix .. ':slots:' .. model, ms + tonumber(ARGV[7]), id)
-redis.call('ZADD', prefix .. ':sweep', ms + tonumber(ARGV[8]), id)
-redis.call('HINCRBY', prefix .. ':counters', 'transitions_submitted', 1)
-local early_key = prefix .. ':early:' .. ds_id
+redis.call('ZADD', SLOTS .. model, ms + tonumber(ARGV[6]), id)
+redis.call('ZADD', SWEEP, ms + tonumber(ARGV[7]), id)
+redis.call('HINCRBY', COUNTERS, 'transitions_submitted', 1)
+local early_key = EARLY_EVENT .. ds_id
 local early = redis.call('GET', early_key)
 if early then
   local event = cjson.decode(early)
   apply(id, event.status, now, event.video_url, event.code, event.message)
   redis.call('DEL', early_key)
-  redis.call('HINCRBY', prefix .. ':counters', 'events_early_applied', 1)
+  redis.call('HINCRBY', COUNTERS, 'events_early_applied', 1)
 end
 return result
 """
@@ -300,13 +325,13 @@ return result
 # One completion event, recorded and applied in one step: dedupe, audit log, transition, next job.
 # Everything a stranger's event can leave behind is bounded (see keys.py): the audit entry, the
 # early record and the deduplication key.
-# ARGV: prefix, source, event id, DashScope task id, status, now, video url, code, message, foreign (0/1),
+# ARGV: source, event id, DashScope task id, status, now, video url, code, message, foreign (0/1),
 #       seen ttl, early ttl, log maxlen, raw body ('' when over EVENT_LOG_BODY_MAX), the body's first bytes,
 #       its sha256 (hex), its size
 INGEST = COMMON + """
 local FIELD_MAX, EARLY_ID_MAX = """ + str(EVENT_LOG_FIELD_MAX) + ", " + str(EARLY_EVENT_ID_MAX) + """
-local source, event_id, ds_id, status, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local video_url, code, message, foreign = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local source, event_id, ds_id, status, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local video_url, code, message, foreign = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 
 -- At most n bytes of s, never ending inside a UTF-8 character (the stream's readers decode it).
 local function clip(s, n)
@@ -322,7 +347,7 @@ end
 -- identifiers are short; long ones are keyed by their digest, so a key stays small whatever is sent.
 local seen_id = #source .. ':' .. source .. ':' .. event_id
 if #seen_id > 2 * FIELD_MAX then seen_id = 'sha1:' .. redis.sha1hex(seen_id) end
-local seen_key = prefix .. ':seen:' .. seen_id
+local seen_key = EVENT_SEEN .. seen_id
 local outcome
 local task_id = ''
 if redis.call('EXISTS', seen_key) == 1 then
@@ -330,14 +355,14 @@ if redis.call('EXISTS', seen_key) == 1 then
 elseif foreign == '1' then
   outcome = 'ignored'
 else
-  task_id = redis.call('GET', prefix .. ':ds:' .. ds_id) or ''
+  task_id = redis.call('GET', DASHSCOPE_TASK .. ds_id) or ''
   if task_id == '' then
     -- Either the create call has not returned yet, or the task is not wanhook's. Keep it aside (only
     -- what applying it needs, each part bounded by the caller); an id no DashScope task can have is
     -- not kept, since no create call will ever claim it.
     if #ds_id <= EARLY_ID_MAX then
-      redis.call('SET', prefix .. ':early:' .. ds_id, cjson.encode({status = status, video_url = video_url,
-        code = code, message = message}), 'EX', ARGV[12])
+      redis.call('SET', EARLY_EVENT .. ds_id, cjson.encode({status = status, video_url = video_url,
+        code = code, message = message}), 'EX', ARGV[11])
     end
     outcome = 'unknown_task'
   elseif apply(task_id, status, now, video_url, code, message) == 'ok' then
@@ -346,19 +371,19 @@ else
     outcome = 'stale'
   end
 end
-if outcome ~= 'duplicate' then redis.call('SET', seen_key, '1', 'EX', ARGV[11]) end
+if outcome ~= 'duplicate' then redis.call('SET', seen_key, '1', 'EX', ARGV[10]) end
 local entry = {'source', clip(source, FIELD_MAX), 'id', clip(event_id, FIELD_MAX), 'ds_task_id', clip(ds_id, FIELD_MAX),
-  'status', clip(status, 32), 'task', task_id, 'outcome', outcome, 'body_sha256', ARGV[16], 'body_bytes', ARGV[17]}
-if (outcome == 'applied' or outcome == 'stale') and ARGV[14] ~= '' then
+  'status', clip(status, 32), 'task', task_id, 'outcome', outcome, 'body_sha256', ARGV[15], 'body_bytes', ARGV[16]}
+if (outcome == 'applied' or outcome == 'stale') and ARGV[13] ~= '' then
   -- An event of a task wanhook knows keeps its body whole, for audit and replay.
   entry[#entry + 1] = 'body'
-  entry[#entry + 1] = ARGV[14]
+  entry[#entry + 1] = ARGV[13]
 else
   entry[#entry + 1] = 'body_prefix'
-  entry[#entry + 1] = ARGV[15]
+  entry[#entry + 1] = ARGV[14]
 end
-redis.call('XADD', prefix .. ':events', 'MAXLEN', '~', ARGV[13], '*', unpack(entry))
-redis.call('HINCRBY', prefix .. ':counters', 'events_' .. outcome, 1)
+redis.call('XADD', EVENT_LOG, 'MAXLEN', '~', ARGV[12], '*', unpack(entry))
+redis.call('HINCRBY', COUNTERS, 'events_' .. outcome, 1)
 return {outcome, task_id}
 """
 
@@ -375,7 +400,7 @@ return 1
 # Creates in flight (keys.INFLIGHT), for the admission scripts: a task whose create may still answer
 # is never handed out again; it keeps a slot until that create can no longer answer (DashScope may run
 # what it lands), and only then goes back to its queue, to be looked up at DashScope before it is sent.
-INFLIGHT = """
+CREATES_IN_FLIGHT = """
 local function clock_ms()
   local clock = redis.call('TIME')
   return clock[1] * 1000 + math.floor(clock[2] / 1000)
@@ -383,7 +408,7 @@ end
 
 -- ms until no create of the task can answer any more; 0 when none is in flight.
 local function inflight_ms(id)
-  local marker = prefix .. ':inflight:' .. id
+  local marker = INFLIGHT .. id
   local ttl = redis.call('PTTL', marker)
   if ttl == -1 then
     -- Always written with a TTL; one without could never end, so it is not trusted.
@@ -395,7 +420,7 @@ end
 
 -- The task's slot lasts at least ms from now.
 local function hold_slot(id, model, now, ms)
-  local slots = prefix .. ':slots:' .. model
+  local slots = SLOTS .. model
   local until_ms = now + ms
   if tonumber(redis.call('ZSCORE', slots, id) or '0') < until_ms then redis.call('ZADD', slots, until_ms, id) end
 end
@@ -413,34 +438,34 @@ end
 # Which queued task of a model may go to DashScope now, if any. Both of DashScope's per-model limits
 # are kept here, for every process at once, on Redis' clock: tasks running (slots, each a lease that
 # expires so a dead process cannot leak one) and submissions per second (a sliding window).
-# ARGV: prefix, model, submissions per window, running, window ms, reservation lease ms
+# ARGV: model, submissions per window, running, window ms, reservation lease ms
 # Returns {task id, 0} or {'', ms to wait (-1: until woken)}.
-ADMIT = COMMON + INFLIGHT + """
-local model, rate, running, window, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
-  tonumber(ARGV[6])
+ADMIT = COMMON + CREATES_IN_FLIGHT + """
+local model, rate, running, window, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5])
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
-local slots = prefix .. ':slots:' .. model
+local slots = SLOTS .. model
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', slots, '-inf', now)) do
   -- A lease ran out: its holder died before DashScope answered (or its events were lost for longer
   -- than the sweeper allows). A task still queued goes back to the head of its queue, once no create
   -- of it can answer any more (a holder that stopped renewing may still be waiting for one).
-  local task = redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'owner')
+  local task = redis.call('HMGET', TASK .. id, 'status', 'owner')
   if not (task[1] == 'queued' and park(id, model, now)) then
     redis.call('ZREM', slots, id)
     if task[1] == 'queued' then enqueue(id, model, task[2] or '', true) end
-    redis.call('HINCRBY', prefix .. ':counters', 'slots_recovered', 1)
+    redis.call('HINCRBY', COUNTERS, 'slots_recovered', 1)
   end
 end
-local paused = redis.call('PTTL', prefix .. ':pause:' .. model)
+local paused = redis.call('PTTL', PAUSE .. model)
 if paused > 0 then return {'', paused} end
-local rotation = prefix .. ':rotation:' .. model
+local rotation = ROTATION .. model
 if redis.call('LLEN', rotation) == 0 then return {'', -1} end
 if redis.call('ZCARD', slots) >= running then
   local first = redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')
   return {'', math.max(1, tonumber(first[2]) - now)}
 end
-local rate_key = prefix .. ':rate:submit:' .. model
+local rate_key = SUBMIT_RATE .. model
 redis.call('ZREMRANGEBYSCORE', rate_key, '-inf', now - window)
 if redis.call('ZCARD', rate_key) >= rate then
   local oldest = redis.call('ZRANGE', rate_key, 0, 0, 'WITHSCORES')
@@ -449,10 +474,10 @@ end
 while true do
   local owner = redis.call('LPOP', rotation)
   if not owner then return {'', -1} end
-  local queue = prefix .. ':queue:' .. model .. ':' .. owner
+  local queue = queue_of(model, owner)
   local id = redis.call('LPOP', queue)
   if redis.call('LLEN', queue) > 0 then redis.call('RPUSH', rotation, owner) end
-  if id and redis.call('HGET', prefix .. ':task:' .. id, 'status') == 'queued' then
+  if id and redis.call('HGET', TASK .. id, 'status') == 'queued' then
     if not park(id, model, now) then
       redis.call('ZADD', slots, now + lease, id)
       redis.call('ZADD', rate_key, now, id)
@@ -473,16 +498,16 @@ end
 # its queue, gives back its slot, and the model pauses before anything else is sent. The attempt's
 # in-flight marker ends; a create that may still answer (another attempt's, or this one's when the
 # caller cannot tell whether it was sent: attempt '') keeps the task on its slot until it no longer can.
-# ARGV: prefix, id, pause ms, attempt ('' for unknown)
-REQUEUE = COMMON + INFLIGHT + """
-local id, attempt = ARGV[2], ARGV[4] or ''
-local task = redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'model', 'owner')
+# ARGV: id, pause ms, attempt ('' for unknown)
+REQUEUE = COMMON + CREATES_IN_FLIGHT + """
+local id, attempt = ARGV[1], ARGV[3] or ''
+local task = redis.call('HMGET', TASK .. id, 'status', 'model', 'owner')
 if task[1] ~= 'queued' then return 0 end
-local marker = prefix .. ':inflight:' .. id
+local marker = INFLIGHT .. id
 if attempt ~= '' and redis.call('GET', marker) == attempt then redis.call('DEL', marker) end
-if tonumber(ARGV[3]) > 0 then redis.call('SET', prefix .. ':pause:' .. task[2], '1', 'PX', ARGV[3]) end
+if tonumber(ARGV[2]) > 0 then redis.call('SET', PAUSE .. task[2], '1', 'PX', ARGV[2]) end
 if park(id, task[2], clock_ms()) then return 0 end
-redis.call('ZREM', prefix .. ':slots:' .. task[2], id)
+redis.call('ZREM', SLOTS .. task[2], id)
 enqueue(id, task[2], task[3] or '', true)
 wake()
 return 1
@@ -490,15 +515,15 @@ return 1
 
 # An admitted task's submission begins: this attempt becomes the one that may look it up at DashScope
 # and send it, for a lease its holder renews (HOLD_SUBMISSION).
-# ARGV: prefix, id, attempt, lease ms
+# ARGV: id, attempt, lease ms
 # Returns 'ok'; 'busy' when another attempt's create of it may still answer (the task is left to that
 # one, on its slot); 'moved' when the task no longer waits.
-CLAIM_SUBMISSION = COMMON + INFLIGHT + """
-local id, attempt, lease = ARGV[2], ARGV[3], math.max(tonumber(ARGV[4]), 1)
-local status, model = unpack(redis.call('HMGET', prefix .. ':task:' .. id, 'status', 'model'))
+CLAIM_SUBMISSION = COMMON + CREATES_IN_FLIGHT + """
+local id, attempt, lease = ARGV[1], ARGV[2], math.max(tonumber(ARGV[3]), 1)
+local status, model = unpack(redis.call('HMGET', TASK .. id, 'status', 'model'))
 if status ~= 'queued' then return 'moved' end
 local now = clock_ms()
-local marker = prefix .. ':inflight:' .. id
+local marker = INFLIGHT .. id
 local holder = redis.call('GET', marker)
 if holder and holder ~= attempt and park(id, model, now) then return 'busy' end
 redis.call('SET', marker, attempt, 'PX', lease)
@@ -509,29 +534,29 @@ return 'ok'
 # The attempt still holds its task: its marker and slot last at least another lease, and at least until
 # the create's deadline. With an attempt time, the create is about to be sent: recorded on the task, so
 # that a later attempt looks for it at DashScope before sending again.
-# ARGV: prefix, id, attempt, lease ms, ms until the create's deadline (0: none yet), attempt time ('': none)
+# ARGV: id, attempt, lease ms, ms until the create's deadline (0: none yet), attempt time ('': none)
 # Returns 1, or 0 when the attempt no longer holds the task (nothing may be sent then).
-HOLD_SUBMISSION = COMMON + INFLIGHT + """
-local id, attempt = ARGV[2], ARGV[3]
-local key = prefix .. ':task:' .. id
-local marker = prefix .. ':inflight:' .. id
+HOLD_SUBMISSION = COMMON + CREATES_IN_FLIGHT + """
+local id, attempt = ARGV[1], ARGV[2]
+local key = TASK .. id
+local marker = INFLIGHT .. id
 if redis.call('GET', marker) ~= attempt then return 0 end
 local status, model = unpack(redis.call('HMGET', key, 'status', 'model'))
 if status ~= 'queued' then return 0 end
-local ms = math.max(redis.call('PTTL', marker), tonumber(ARGV[4]), tonumber(ARGV[5]))
+local ms = math.max(redis.call('PTTL', marker), tonumber(ARGV[3]), tonumber(ARGV[4]))
 redis.call('PEXPIRE', marker, ms)
 hold_slot(id, model, clock_ms(), ms)
-if ARGV[6] ~= '' then redis.call('HSET', key, 'submit_attempt_at', ARGV[6]) end
+if ARGV[5] ~= '' then redis.call('HSET', key, 'submit_attempt_at', ARGV[5]) end
 return 1
 """
 
 # The attempt ends without an answer recorded (MARK_SUBMITTED and REQUEUE end it otherwise): its marker
 # goes, or lasts until its create's deadline when one may still answer.
-# ARGV: prefix, id, attempt, ms to keep (0: none)
-RELEASE_SUBMISSION = """
-local marker = ARGV[1] .. ':inflight:' .. ARGV[2]
-if redis.call('GET', marker) ~= ARGV[3] then return 0 end
-if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', marker, ARGV[4]) else redis.call('DEL', marker) end
+# ARGV: id, attempt, ms to keep (0: none)
+RELEASE_SUBMISSION = KEY_NAMES + """
+local marker = INFLIGHT .. ARGV[1]
+if redis.call('GET', marker) ~= ARGV[2] then return 0 end
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', marker, ARGV[3]) else redis.call('DEL', marker) end
 return 1
 """
 
@@ -566,16 +591,15 @@ return 1
 
 
 # Callback deliveries that are due, each leased to this sender for a while (a sender that dies gives
-# them back when the lease ends). ARGV: prefix, how many, lease ms.
+# them back when the lease ends). ARGV: how many, lease ms.
 # Returns {webhook ids..., ms until the next one is due (-1: none)}.
-CLAIM_CALLBACKS = """
-local prefix = ARGV[1]
+CLAIM_CALLBACKS = KEY_NAMES + """
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
-local due_key = prefix .. ':callbacks:due'
-local due = redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local due_key = CALLBACKS_DUE
+local due = redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, webhook_id in ipairs(due) do
-  redis.call('ZADD', due_key, now + tonumber(ARGV[3]), webhook_id)
+  redis.call('ZADD', due_key, now + tonumber(ARGV[2]), webhook_id)
 end
 local next_one = redis.call('ZRANGE', due_key, 0, 0, 'WITHSCORES')
 local wait = -1
@@ -586,28 +610,26 @@ return due
 
 # Claimed deliveries handed back unsent, due again after delay ms (0: at once), on Redis' clock like
 # every score of the set. XX: one settled meanwhile (no longer in the set) stays settled.
-# ARGV: prefix, delay ms, webhook ids...
-DEFER_CALLBACKS = """
-local prefix = ARGV[1]
+# ARGV: delay ms, webhook ids...
+DEFER_CALLBACKS = KEY_NAMES + """
 local clock = redis.call('TIME')
-local at = clock[1] * 1000 + math.floor(clock[2] / 1000) + tonumber(ARGV[2])
-for i = 3, #ARGV do
-  redis.call('ZADD', prefix .. ':callbacks:due', 'XX', at, ARGV[i])
+local at = clock[1] * 1000 + math.floor(clock[2] / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', CALLBACKS_DUE, 'XX', at, ARGV[i])
 end
 return 1
 """
 
 # Record an attempt's outcome and schedule the next (delay_ms >= 0) or none (-1).
-# ARGV: prefix, task id, webhook id, delivery JSON, delay ms
-SETTLE_CALLBACK = """
-local prefix = ARGV[1]
-redis.call('HSET', prefix .. ':deliveries:' .. ARGV[2], ARGV[3], ARGV[4])
-local delay = tonumber(ARGV[5])
+# ARGV: task id, webhook id, delivery JSON, delay ms
+SETTLE_CALLBACK = KEY_NAMES + """
+redis.call('HSET', DELIVERIES .. ARGV[1], ARGV[2], ARGV[3])
+local delay = tonumber(ARGV[4])
 if delay < 0 then
-  redis.call('ZREM', prefix .. ':callbacks:due', ARGV[3])
+  redis.call('ZREM', CALLBACKS_DUE, ARGV[2])
 else
   local clock = redis.call('TIME')
-  redis.call('ZADD', prefix .. ':callbacks:due', clock[1] * 1000 + math.floor(clock[2] / 1000) + delay, ARGV[3])
+  redis.call('ZADD', CALLBACKS_DUE, clock[1] * 1000 + math.floor(clock[2] / 1000) + delay, ARGV[2])
 end
 return 1
 """

@@ -5,21 +5,24 @@ Every write that changes a task's state goes through one of the Lua scripts in `
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from . import keys, scripts
 from .errors import IdempotencyKeyReused, QueueFull
 from .ingress.events import CompletionEvent
 from .models import MODELS
-from .task import STATUSES, Outcome, Task
+from .task import STATUSES, Outcome, Task, as_text
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -79,16 +82,16 @@ class TaskStore:
         """
         task_id = uuid.uuid4().hex
         digest = request_digest(fields) if idempotency_key else ""
-        args: list[str | int] = [keys.PREFIX, task_id, idempotency_key or "", IDEMPOTENCY_TTL_SECONDS,
+        args: list[str | int] = [task_id, idempotency_key or "", IDEMPOTENCY_TTL_SECONDS,
                 f"{int(time.time() * 1000):013d}", now_iso(), digest, -1 if max_queued is None else max_queued,
                 len(MODELS), *MODELS, *_flatten(fields)]
         outcome, value = await self._create(keys=keys.ROUTE, args=args)
-        outcome = _text(outcome)
+        outcome = as_text(outcome)
         if outcome == "full":
             raise QueueFull(int(value), max_queued)
         if outcome == "reused":
-            raise IdempotencyKeyReused(_text(value))
-        return _text(value)
+            raise IdempotencyKeyReused(as_text(value))
+        return as_text(value)
 
     async def index_owners(self, batch: int = INDEX_BATCH) -> int:
         """Add the tasks stored before the submitters' indexes existed to them, once per installation.
@@ -101,8 +104,8 @@ class TaskStore:
             return 0
         after, read = "", 0
         while True:
-            last, count = await self._index_owners(keys=keys.ROUTE, args=[keys.PREFIX, after, batch])
-            after, read = _text(last), read + int(count)
+            last, count = await self._index_owners(keys=keys.ROUTE, args=[after, batch])
+            after, read = as_text(last), read + int(count)
             if not after:
                 break
         await self.redis.set(keys.OWNER_INDEX_READY, "1")
@@ -110,7 +113,7 @@ class TaskStore:
 
     async def raw(self, task_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(keys.TASK + task_id)
-        return {_text(k): _text(v) for k, v in raw.items()} or None
+        return {as_text(k): as_text(v) for k, v in raw.items()} or None
 
     async def task(self, task_id: str) -> Task | None:
         raw = await self.redis.hgetall(keys.TASK + task_id)
@@ -128,7 +131,7 @@ class TaskStore:
         Read from the submitter's own index: a page costs ``limit`` reads whatever the other submitters hold.
         """
         index = keys.owner_tasks(owner, status)
-        members = [_text(m) for m in await self.redis.zrevrangebylex(
+        members = [as_text(m) for m in await self.redis.zrevrangebylex(
             index, "(" + cursor if cursor else "+", "-", start=0, num=limit)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for member in members:
@@ -140,8 +143,8 @@ class TaskStore:
     async def transition(self, task_id: str, to: str, **fields: Any) -> bool:
         """Move a task forward; False when it is already there or past it (or unknown)."""
         assert to in STATUSES
-        result = await self._transition(keys=keys.ROUTE, args=[keys.PREFIX, task_id, to, now_iso(), *_flatten(fields)])
-        return _text(result) == "ok"
+        result = await self._transition(keys=keys.ROUTE, args=[task_id, to, now_iso(), *_flatten(fields)])
+        return as_text(result) == "ok"
 
     async def mark_submitted(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None, *,
                              slot_lease_ms: int, sweep_after_ms: int, adopt: bool = False, attempt: str = "") -> str:
@@ -150,13 +153,21 @@ class TaskStore:
         ``adopt``, "taken" (another wanhook task owns that DashScope task) or "moved" (the task no longer
         waits); "missing". ``attempt`` is the submission attempt whose create answered."""
         result = await self._mark_submitted(keys=keys.ROUTE, args=[
-            keys.PREFIX, task_id, ds_task_id, ds_status, request_id or "", now_iso(), slot_lease_ms, sweep_after_ms,
+            task_id, ds_task_id, ds_status, request_id or "", now_iso(), slot_lease_ms, sweep_after_ms,
             "1" if adopt else "0", attempt])
-        return _text(result)
+        return as_text(result)
 
     async def set_fields(self, task_id: str, **fields: Any) -> None:
         """Internal, non-state fields (download validators, progress); never the status."""
         await self.redis.hset(keys.TASK + task_id, mapping=dict(zip(*[iter(_flatten(fields))] * 2, strict=True)))
+
+    async def clear_fields(self, task_id: str, *names: str) -> None:
+        """Drop internal, non-state fields of the task (a disk-full error once there is room again)."""
+        await self.redis.hdel(keys.TASK + task_id, *names)
+
+    async def add_to_field(self, task_id: str, name: str, amount: int = 1) -> int:
+        """Add to a counting field of the task (reads spent on it), atomically; returns the new value."""
+        return int(await self.redis.hincrby(keys.TASK + task_id, name, amount))
 
     async def progress(self, task_id: str, written: int, total: int | None, **fields: Any) -> None:
         """Download progress: on the task, and on its change stream for live followers."""
@@ -174,7 +185,7 @@ class TaskStore:
         # DashScope's is dropped, and the download reads the task for the real one.
         video_url = event.video_url if event.video_url and len(event.video_url) <= keys.EVENT_URL_MAX else ""
         outcome, task_id = await self._ingest(keys=keys.ROUTE, args=[
-            keys.PREFIX, event.source, event.id, event.task_id, event.task_status, now_iso(),
+            event.source, event.id, event.task_id, event.task_status, now_iso(),
             video_url, (event.code or "")[:keys.EVENT_CODE_MAX], (event.message or "")[:keys.EVENT_MESSAGE_MAX],
             "1" if event.foreign else "0",
             keys.EVENT_SEEN_TTL_SECONDS, keys.EARLY_EVENT_TTL_SECONDS, keys.EVENT_LOG_MAXLEN,
@@ -182,13 +193,69 @@ class TaskStore:
             body if len(body) <= keys.EVENT_LOG_BODY_MAX else b"", utf8_prefix(body, keys.EVENT_LOG_PREFIX),
             hashlib.sha256(body).hexdigest(), len(body),
         ])
-        return Outcome(_text(outcome)), _text(task_id) or None
+        return Outcome(as_text(outcome)), as_text(task_id) or None
+
+    async def newest_change_id(self, task_id: str) -> str:
+        """The id of the newest entry of the task's change stream, progress included ("0-0" when it has none)."""
+        newest = await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=1)
+        return as_text(newest[0][0]) if newest else "0-0"
+
+    async def clock_ms(self) -> int:
+        """Redis' clock (ms), the one the scripts' leases and deadlines are kept on."""
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def slots_in_use(self, models: Iterable[str]) -> builtins.list[int]:
+        """Per model, the DashScope slots held now; a lease that ran out is no longer a task at DashScope,
+        though admission has yet to drop it."""
+        now_ms = await self.clock_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for model in models:
+                pipe.zcount(keys.SLOTS + model, f"({now_ms}", "+inf")
+            return [int(count) for count in await pipe.execute()]
+
+    # The sweeper (sweeper.py): one process at a time reads the tasks whose completion event is overdue.
+
+    async def lead_sweeper(self, holder: str, ttl_ms: int) -> bool:
+        """Whether ``holder`` runs the sweeper, for ``ttl_ms`` more: taken when free, renewed when its own."""
+        if await self.redis.set(keys.SWEEPER_LEADER, holder, nx=True, px=ttl_ms):
+            return True
+        if as_text(await self.redis.get(keys.SWEEPER_LEADER)) == holder:
+            await self.redis.pexpire(keys.SWEEPER_LEADER, ttl_ms)
+            return True
+        return False
+
+    async def overdue(self, limit: int) -> builtins.list[str]:
+        """At most ``limit`` submitted tasks past the time the sweeper reads them, on Redis' clock."""
+        due = await self.redis.zrangebyscore(keys.SWEEP, "-inf", await self.clock_ms(), start=0, num=limit)
+        return [as_text(member) for member in due]
+
+    async def unwatch(self, task_id: str) -> None:
+        """The sweeper no longer reads the task (it is no longer at DashScope)."""
+        await self.redis.zrem(keys.SWEEP, task_id)
+
+    async def watch_again(self, task_id: str, model: str, after_ms: int, slot_lease_ms: int) -> None:
+        """A task still rendering: read again ``after_ms`` from now, its slot kept meanwhile; both only
+        if still there (XX), in one step."""
+        now = await self.clock_ms()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.SWEEP, {task_id: now + after_ms}, xx=True)
+            pipe.zadd(keys.SLOTS + model, {task_id: now + slot_lease_ms}, xx=True)
+            await pipe.execute()
+
+    async def dead_letter(self, entry: Mapping[FieldT, EncodableT]) -> None:
+        """Keep a message a transport gave up on, bounded in number as the audit stream is."""
+        await self.redis.xadd(keys.DEAD_LETTERS, dict(entry), maxlen=keys.EVENT_LOG_MAXLEN, approximate=True)
+
+    async def record_settings(self, changes_ttl_ms: int) -> None:
+        """The settings every process applies alike inside the scripts (SETTINGS)."""
+        await self.redis.hset(keys.SETTINGS, "changes_ttl_ms", changes_ttl_ms)
 
     async def count(self, name: str, amount: int = 1) -> None:
         await self.redis.hincrby(keys.COUNTERS, name, amount)
 
     async def counters(self) -> dict[str, int]:
-        return {_text(k): int(v) for k, v in (await self.redis.hgetall(keys.COUNTERS)).items()}
+        return {as_text(k): int(v) for k, v in (await self.redis.hgetall(keys.COUNTERS)).items()}
 
     async def status_counts(self) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -203,11 +270,9 @@ class TaskStore:
         entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
                        await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=50))
         for entry_id, fields in entries:
-            change = {_text(k): _text(v) for k, v in fields.items()}
+            change = {as_text(k): as_text(v) for k, v in fields.items()}
             if "bytes" not in change:
-                return _text(entry_id), change
+                return as_text(entry_id), change
         return "0-0", {}
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)

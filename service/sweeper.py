@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import cast
 
-from redis.asyncio import Redis
-
-from . import keys, worker
-from .dashscope import DashScopeClient
+from . import worker
+from .dashscope import DashScopeClient, reported_text
 from .errors import DashScopeError
 from .ingress.events import SOURCE, TYPE, CompletionEvent
 from .quota import ReadLimiter
@@ -36,7 +33,6 @@ class Sweeper:
     def __init__(self, store: TaskStore, client: DashScopeClient, reads: ReadLimiter, consumer: str, *,
                  after_seconds: float, interval_seconds: float, slot_lease_seconds: float) -> None:
         self.store = store
-        self.redis: Redis = store.redis
         self.client = client
         self.reads = reads
         self.consumer = consumer
@@ -53,26 +49,12 @@ class Sweeper:
             await self.sweep()
 
     async def _lead(self) -> bool:
-        ttl = int(self.interval * 3000)
-        if await self.redis.set(keys.SWEEPER_LEADER, self.consumer, nx=True, px=ttl):
-            return True
-        leader = cast(bytes | None, await self.redis.get(keys.SWEEPER_LEADER))  # bytes: decode_responses is off
-        if (leader or b"").decode() == self.consumer:
-            await self.redis.pexpire(keys.SWEEPER_LEADER, ttl)
-            return True
-        return False
-
-    async def _now_ms(self) -> int:
-        seconds, micros = await self.redis.time()
-        return seconds * 1000 + micros // 1000
+        return await self.store.lead_sweeper(self.consumer, int(self.interval * 3000))
 
     async def sweep(self) -> int:
         """Read every task past its deadline once; returns how many were recovered."""
         recovered = 0
-        due = cast(list[bytes | str],
-                   await self.redis.zrangebyscore(keys.SWEEP, "-inf", await self._now_ms(), start=0, num=BATCH))
-        for member in due:
-            task_id = member.decode() if isinstance(member, bytes) else member
+        for task_id in await self.store.overdue(BATCH):
             if await self._check(task_id):
                 recovered += 1
         return recovered
@@ -80,7 +62,7 @@ class Sweeper:
     async def _check(self, task_id: str) -> bool:
         task = await self.store.raw(task_id)
         if not task or task["status"] != Status.SUBMITTED or not task.get("ds_task_id"):
-            await self.redis.zrem(keys.SWEEP, task_id)
+            await self.store.unwatch(task_id)
             return False
         try:
             async with self.reads.request():
@@ -93,11 +75,7 @@ class Sweeper:
         status = output.get("task_status")
         if status not in FINAL:
             # Still rendering: look again one deadline later, and keep its slot meanwhile.
-            now = await self._now_ms()
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(keys.SWEEP, {task_id: now + self.after_ms}, xx=True)
-                pipe.zadd(keys.SLOTS + task["model"], {task_id: now + self.slot_lease_ms}, xx=True)
-                await pipe.execute()
+            await self.store.watch_again(task_id, task["model"], self.after_ms, self.slot_lease_ms)
             return False
         video_url = output.get("video_url") if isinstance(output.get("video_url"), str) else None
         code, message = output.get("code"), output.get("message")
@@ -106,7 +84,8 @@ class Sweeper:
             code, message = "TaskFailed", message or "DashScope reported the task FAILED and gave no reason"
         event = CompletionEvent(source=SOURCE, id=f"sweeper-{task['ds_task_id']}-{status}", type=TYPE,
                                 task_id=task["ds_task_id"], task_status=str(status), model=task.get("model"),
-                                video_url=video_url, code=_text(code), message=_text(message))
+                                video_url=video_url, code=reported_text(code) or None,
+                                message=reported_text(message) or None)
         record = dict(output, video_url=redact_url(video_url) if video_url else None, read_by="sweeper")
         outcome, _ = await self.store.ingest(event, json.dumps(record).encode())
         if outcome is Outcome.APPLIED:
@@ -115,10 +94,3 @@ class Sweeper:
                         task_id, status)
             return True
         return False
-
-
-def _text(value: object) -> str | None:
-    """DashScope's code or message as text, as an event's are read (events.py)."""
-    if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
-        return str(value)
-    return None

@@ -44,8 +44,9 @@ class Outcome(enum.StrEnum):
     IGNORED = "ignored"  # another product's or another model family's event
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def as_text(value: Any) -> str:
+    """A Redis reply (bytes, or str on a decoding connection) as text; nothing (None) as ""."""
+    return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)
 
 
 def _json(value: str | None, default: Any = None) -> Any:
@@ -82,7 +83,7 @@ class Task:
     @classmethod
     def from_hash(cls, mapping: Mapping[str, str] | Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> Task:
         """The task from its Redis hash, as redis-py returns it (bytes, or str when it decodes)."""
-        raw = {_text(name): _text(value) for name, value in mapping.items()}
+        raw = {as_text(name): as_text(value) for name, value in mapping.items()}
         typed = {field.name for field in dataclasses.fields(cls)} - {"internal"}
         get = raw.get
         return cls(

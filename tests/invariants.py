@@ -11,46 +11,44 @@ from typing import Any
 
 import redis
 
+from wanhook.service.scripts import KEY_NAMES
 from wanhook.service.task import STATUSES, Outcome
-
-PREFIX = "{wanhook}"
 
 # Everything the checks need, read in one step. Task hashes carry user text (prompts), so only the
 # fields that matter leave Redis; the event log's bodies stay there too.
-SNAPSHOT = """
-local prefix = ARGV[1]
+SNAPSHOT = KEY_NAMES + """
 local function text(value) if value == false or value == nil then return '' end return value end
 local function after(key, head) return string.sub(key, #head + 1) end
 local snapshot = {tasks = {}, indexes = {}, owner_indexes = {}, queues = {}, rotations = {}, slots = {},
   sweep = {}, ds = {}, outcomes = {}, jobs = {}, failure_jobs = {}}
-for _, key in ipairs(redis.call('KEYS', prefix .. ':task:*')) do
+for _, key in ipairs(redis.call('KEYS', TASK .. '*')) do
   local fields = redis.call('HMGET', key, 'id', 'status', 'created_ms', 'model', 'owner', 'ds_task_id',
     'awaiting_reason')
-  snapshot.tasks[after(key, prefix .. ':task:')] = {id = text(fields[1]), status = text(fields[2]),
+  snapshot.tasks[after(key, TASK)] = {id = text(fields[1]), status = text(fields[2]),
     created_ms = text(fields[3]), model = text(fields[4]), owner = text(fields[5]), ds_task_id = text(fields[6]),
     awaiting_reason = text(fields[7])}
 end
-snapshot.indexes['*'] = redis.call('ZRANGE', prefix .. ':tasks', 0, -1)
-for _, key in ipairs(redis.call('KEYS', prefix .. ':tasks:*')) do
-  snapshot.indexes[after(key, prefix .. ':tasks:')] = redis.call('ZRANGE', key, 0, -1)
+snapshot.indexes['*'] = redis.call('ZRANGE', TASKS_ALL, 0, -1)
+for _, key in ipairs(redis.call('KEYS', TASKS_BY_STATUS .. '*')) do
+  snapshot.indexes[after(key, TASKS_BY_STATUS)] = redis.call('ZRANGE', key, 0, -1)
 end
-for _, key in ipairs(redis.call('KEYS', prefix .. ':owner:*')) do
-  snapshot.owner_indexes[after(key, prefix .. ':owner:')] = redis.call('ZRANGE', key, 0, -1)
+for _, key in ipairs(redis.call('KEYS', OWNER .. '*')) do
+  snapshot.owner_indexes[after(key, OWNER)] = redis.call('ZRANGE', key, 0, -1)
 end
-for _, key in ipairs(redis.call('KEYS', prefix .. ':queue:*')) do
-  snapshot.queues[after(key, prefix .. ':queue:')] = redis.call('LRANGE', key, 0, -1)
+for _, key in ipairs(redis.call('KEYS', QUEUE .. '*')) do
+  snapshot.queues[after(key, QUEUE)] = redis.call('LRANGE', key, 0, -1)
 end
-for _, key in ipairs(redis.call('KEYS', prefix .. ':rotation:*')) do
-  snapshot.rotations[after(key, prefix .. ':rotation:')] = redis.call('LRANGE', key, 0, -1)
+for _, key in ipairs(redis.call('KEYS', ROTATION .. '*')) do
+  snapshot.rotations[after(key, ROTATION)] = redis.call('LRANGE', key, 0, -1)
 end
-for _, key in ipairs(redis.call('KEYS', prefix .. ':slots:*')) do
-  snapshot.slots[after(key, prefix .. ':slots:')] = redis.call('ZRANGE', key, 0, -1)
+for _, key in ipairs(redis.call('KEYS', SLOTS .. '*')) do
+  snapshot.slots[after(key, SLOTS)] = redis.call('ZRANGE', key, 0, -1)
 end
-snapshot.sweep = redis.call('ZRANGE', prefix .. ':sweep', 0, -1)
-for _, key in ipairs(redis.call('KEYS', prefix .. ':ds:*')) do
-  snapshot.ds[after(key, prefix .. ':ds:')] = text(redis.call('GET', key))
+snapshot.sweep = redis.call('ZRANGE', SWEEP, 0, -1)
+for _, key in ipairs(redis.call('KEYS', DASHSCOPE_TASK .. '*')) do
+  snapshot.ds[after(key, DASHSCOPE_TASK)] = text(redis.call('GET', key))
 end
-for _, entry in ipairs(redis.call('XRANGE', prefix .. ':events', '-', '+')) do
+for _, entry in ipairs(redis.call('XRANGE', EVENT_LOG, '-', '+')) do
   local fields = entry[2]
   local outcome, task = '', ''
   for i = 1, #fields, 2 do
@@ -67,15 +65,15 @@ local function job_tasks(stream, into)
     end
   end
 end
-job_tasks(prefix .. ':jobs:download', snapshot.jobs)
-job_tasks(prefix .. ':jobs:failure', snapshot.failure_jobs)
+job_tasks(DOWNLOAD_JOBS, snapshot.jobs)
+job_tasks(FAILURE_JOBS, snapshot.failure_jobs)
 -- cjson writes an empty table as {}; lists stay lists only when they have items, which the checks allow.
 return cjson.encode(snapshot)
 """
 
 
 def snapshot(client: redis.Redis) -> dict[str, Any]:
-    raw = client.eval(SNAPSHOT, 0, PREFIX)
+    raw = client.eval(SNAPSHOT, 0)
     # Ids come from outside (events); bytes that are not UTF-8 are replaced the same way everywhere.
     state = json.loads(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
     kept = ("tasks", "indexes", "owner_indexes", "queues", "rotations", "slots", "ds")

@@ -163,7 +163,11 @@ def test_every_counter_the_code_keeps_is_described() -> None:
         text = path.read_text()
         for formatted, name in re.findall(r'store\.count\((f?)"([^"]*)"', text):
             found.append((name, bool(formatted) and "{" in name))
-        for name, joined in re.findall(r"':counters', '([^']*)'( \.\.)?", text):
+        # The scripts name the counters' hash by its Lua local, COUNTERS (scripts.KEY_NAMES).
+        counted = re.findall(r"HINCRBY', COUNTERS, '([^']*)'( \.\.)?", text)
+        # Every Lua call on the hash is one of those: a counter named otherwise would go unchecked.
+        assert len(counted) == text.count("', COUNTERS,"), f"{path}: a counter the pattern does not read"
+        for name, joined in counted:
             found.append((name, bool(joined)))
     assert len(found) >= 20, found
     for name, built in found:

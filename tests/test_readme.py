@@ -183,3 +183,29 @@ def test_the_scan_finds_what_it_must() -> None:
         assert name in names, name
     assert "WANHOOK_ROCKETMQ_" in prefixes
     assert "WANHOOK_ROCKETMQ_MAX_DELIVERIES" in FAMILIES["WANHOOK_ROCKETMQ_"]
+
+
+def test_the_package_layout_names_every_module_in_its_layer() -> None:
+    """README's package picture against the tree: each module under the folder (layer) it is drawn in."""
+    text = README.read_text()
+    picture = text[text.index("### Package layout"):]
+    picture = picture[picture.index("```\n") + 4:]
+    picture = picture[:picture.index("```")]
+    drawn: dict[str, set[str]] = {}
+    folder = ""
+    for line in picture.splitlines():
+        first = line.split()[0] if line.strip() else ""
+        if first.endswith("/") and not first.startswith("static"):
+            folder = ("service/" + first if line.startswith("  ") else first).rstrip("/")
+            continue
+        drawn.setdefault(folder, set()).update(re.findall(r"\b([a-z_]+)\.py\b", line))
+    for top in ("service", "consumers"):
+        for path in (ROOT / top).rglob("*.py"):
+            if path.stem in ("__init__", "__main__"):
+                continue
+            layer = path.parent.relative_to(ROOT).as_posix()
+            if top == "consumers":
+                continue  # drawn as a whole
+            assert path.stem in drawn.get(layer, set()), f"{path.relative_to(ROOT)} is not drawn under {layer}/"
+    assert sum(len(names) for names in drawn.values()) == len(
+        [p for p in (ROOT / "service").rglob("*.py") if p.stem not in ("__init__", "__main__")])

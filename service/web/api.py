@@ -12,12 +12,11 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from .. import callbacks, keys
+from .. import callbacks
 from ..errors import (
     DashScopeError,
     InvalidField,
@@ -75,7 +74,7 @@ async def authorize(request: Request) -> str:
     """The caller (``owner``), within its request rate: ``WANHOOK_RATE_LIMIT`` requests a second."""
     caller = owner(request)
     rt = runtime(request)
-    wait_ms = await rt.request_limiter.take(keys.API_RATE + (caller or "-"), rt.settings.rate_limit)
+    wait_ms = await rt.request_limiter.take_request(caller, rt.settings.rate_limit)
     if wait_ms:
         raise RateLimited(rt.settings.rate_limit, max(1, round(wait_ms / 1000)))
     return caller
@@ -305,7 +304,7 @@ async def task_events(request: Request) -> Response:
         if resume:
             # Status first, then the stream's end: a task that had ended by then has nothing after its end.
             ended = (await store.task(task_id) or known).status.terminal
-            newest = await _newest_change(runtime(request).redis, task_id)
+            newest = await runtime(request).store.newest_change_id(task_id)
             # An id past the end (never sent, or from a clock ahead) resumes at the end, not at that id,
             # which would skip whatever comes before it.
             after = resume if _id_order(resume) < _id_order(newest) else newest
@@ -347,15 +346,6 @@ async def task_events(request: Request) -> Response:
                     return
 
     return EventStream(stream(), subscription)
-
-
-async def _newest_change(redis: Redis, task_id: str) -> str:
-    """The id of the newest entry of the task's change stream ("0-0" when it has none)."""
-    newest = await redis.xrevrange(keys.TASK_CHANGES + task_id, count=1)
-    if not newest:
-        return "0-0"
-    entry_id = newest[0][0]
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
 def _id_order(value: str) -> tuple[int, int]:

@@ -18,13 +18,11 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import keys
 from ..errors import InvalidField
 from ..feed import Ended
 from ..models import DEFAULT_MODEL, DEFAULT_MODELS, MODELS, T2V, TIERS
@@ -121,13 +119,7 @@ async def stats(request: Request) -> Response:
     api.owner(request)
     rt = api.runtime(request)
     counts = await rt.store.status_counts()
-    seconds, micros = await rt.redis.time()
-    now_ms = seconds * 1000 + micros // 1000
-    async with rt.redis.pipeline(transaction=False) as pipe:
-        for model in rt.limits:
-            # A lease that ran out is no longer a task at DashScope, though admission has yet to drop it.
-            pipe.zcount(keys.SLOTS + model, f"({now_ms}", "+inf")
-        running = await pipe.execute()
+    running = await rt.store.slots_in_use(rt.limits)
     models = {model: {"running": count, "limit": limit.running, "rps": limit.rps}
               for (model, limit), count in zip(rt.limits.items(), running, strict=True)}
     return JSONResponse({"tasks": counts, "models": models})
@@ -148,7 +140,7 @@ async def stream(request: Request) -> Response:
 
     async def events() -> AsyncIterator[str]:
         # Each change stream's position before its task: a change in between is sent twice, never missed.
-        after = {task_id: await _position(rt.redis, task_id) for task_id in ids}
+        after = {task_id: await rt.store.newest_change_id(task_id) for task_id in ids}
         for task_id in ids:
             stored = await store.task(task_id)
             if stored is None or stored.owner != caller:
@@ -194,18 +186,9 @@ async def stream(request: Request) -> Response:
     return api.EventStream(events(), subscription)
 
 
-async def _position(redis: Redis, task_id: str) -> str:
-    """The id of the newest entry in the task's change stream ("0-0" when it has none)."""
-    newest = await redis.xrevrange(keys.TASK_CHANGES + task_id, count=1)
-    return _text(newest[0][0]) if newest else "0-0"
-
-
 def _event(task: dict[str, Any], name: str | None = None) -> str:
     return f"event: {name or 'task.' + task['status']}\ndata: {json.dumps(task)}\n\n"
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 ROUTES: list = [
