@@ -1,6 +1,6 @@
 """The baseline: bare Starlette answering 200 to a POST after reading its body, on the same uvicorn.
 
-    python -m bench.bare_app PORT
+python -m bench.bare_app PORT
 """
 
 import sys

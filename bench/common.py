@@ -32,8 +32,17 @@ class Context:
     samples: dict[str, list[float]] = field(default_factory=dict)
 
 
-def figure(label: str, value: float, unit: str, baseline: float, against: str, *, higher_is_better: bool = True,
-           goal: str | None = None, met: bool | None = None) -> dict[str, Any]:
+def figure(
+    label: str,
+    value: float,
+    unit: str,
+    baseline: float,
+    against: str,
+    *,
+    higher_is_better: bool = True,
+    goal: str | None = None,
+    met: bool | None = None,
+) -> dict[str, Any]:
     """A measurement and its baseline, measured in the same run.
 
     ``ratio`` is how many times better wanhook does than the baseline (> 1: better), whichever way
@@ -41,9 +50,16 @@ def figure(label: str, value: float, unit: str, baseline: float, against: str, *
     """
     better, worse = (value, baseline) if higher_is_better else (baseline, value)
     ratio = better / worse if worse else None
-    return {"value": _round(value), "unit": unit, "baseline": _round(baseline),
-            "ratio": None if ratio is None or math.isinf(ratio) else round(ratio, 3),
-            "label": label, "against": against, "goal": goal, "met": met}
+    return {
+        "value": _round(value),
+        "unit": unit,
+        "baseline": _round(baseline),
+        "ratio": None if ratio is None or math.isinf(ratio) else round(ratio, 3),
+        "label": label,
+        "against": against,
+        "goal": goal,
+        "met": met,
+    }
 
 
 def _round(number: float) -> float:
@@ -62,12 +78,19 @@ def median(values: list[float]) -> float:
 
 def env_for(redis: RedisServer, tmp: Path, emulator: Emulator | None = None, **extra: str) -> dict[str, str]:
     """wanhook's settings for a benchmark: its Redis, data under ``tmp``, the emulator as DashScope."""
-    return {"WANHOOK_REDIS_URL": redis.url, "WANHOOK_DATA_DIR": str(tmp / "data"), "DASHSCOPE_API_KEY": "sk-bench",
-            "DASHSCOPE_HTTP_BASE_URL": emulator.api if emulator else "http://127.0.0.1:9/api/v1",
-            "WANHOOK_EVENTBRIDGE_TOKEN": TOKEN, "WANHOOK_VIDEO_HOSTS": "127.0.0.1", "WANHOOK_LOG_LEVEL": "WARNING",
-            # The benchmarks create tasks and read them far faster than a client is allowed to.
-            "WANHOOK_RATE_LIMIT": "1000000", "WANHOOK_MAX_QUEUED_PER_TOKEN": "1000000",
-            **extra}
+    return {
+        "WANHOOK_REDIS_URL": redis.url,
+        "WANHOOK_DATA_DIR": str(tmp / "data"),
+        "DASHSCOPE_API_KEY": "sk-bench",
+        "DASHSCOPE_HTTP_BASE_URL": emulator.api if emulator else "http://127.0.0.1:9/api/v1",
+        "WANHOOK_EVENTBRIDGE_TOKEN": TOKEN,
+        "WANHOOK_VIDEO_HOSTS": "127.0.0.1",
+        "WANHOOK_LOG_LEVEL": "WARNING",
+        # The benchmarks create tasks and read them far faster than a client is allowed to.
+        "WANHOOK_RATE_LIMIT": "1000000",
+        "WANHOOK_MAX_QUEUED_PER_TOKEN": "1000000",
+        **extra,
+    }
 
 
 def webhook_target(server_url: str) -> list[dict[str, str]]:
@@ -118,8 +141,9 @@ async def seed_submitted(redis_url: str, count: int, start: int = 0) -> None:
 
     async def one(n: int) -> None:
         task_id = await store.create({"model": MODEL, "prompt": "bench", "parameters": {"size": SIZE}})
-        await store.mark_submitted(task_id, f"ds-{n}", "PENDING", None, slot_lease_ms=3_600_000,
-                                   sweep_after_ms=3_600_000)
+        await store.mark_submitted(
+            task_id, f"ds-{n}", "PENDING", None, slot_lease_ms=3_600_000, sweep_after_ms=3_600_000
+        )
 
     for first in range(start, start + count, 100):
         await asyncio.gather(*(one(n) for n in range(first, min(start + count, first + 100))))
@@ -132,19 +156,25 @@ def emulator_tasks(emulator: Emulator) -> list[dict[str, Any]]:
 
 def prerender(emulator: Emulator, prompts: list[str]) -> None:
     """Render each prompt's video once (the emulator caches it), so renders end on time in the measured run."""
-    api = httpx.Client(base_url=emulator.api, headers={"Authorization": "Bearer k", "X-DashScope-Async": "enable"},
-                       timeout=30)
+    api = httpx.Client(
+        base_url=emulator.api, headers={"Authorization": "Bearer k", "X-DashScope-Async": "enable"}, timeout=30
+    )
     for prompt in prompts:
         body = {"model": MODEL, "input": {"prompt": prompt}, "parameters": {"size": SIZE}}
         api.post("/services/aigc/video-generation/video-synthesis", json=body).raise_for_status()
-    wait_for(lambda: all(t["status"] == "SUCCEEDED" for t in emulator_tasks(emulator)), 300, 0.2,
-             what="the videos rendered")
+    wait_for(
+        lambda: all(t["status"] == "SUCCEEDED" for t in emulator_tasks(emulator)), 300, 0.2, what="the videos rendered"
+    )
 
 
 def push(hook: httpx.Client, task: dict[str, Any]) -> None:
     """The completion event of a wanhook task's DashScope task, POSTed as EventBridge would."""
-    event = {"specversion": "1.0", "id": f"bench-{task['id']}", "source": "acs.dashscope",
-             "type": "dashscope:System:AsyncTaskFinish",
-             "data": {"task_id": task["dashscope"]["task_id"], "task_status": "SUCCEEDED"}}
+    event = {
+        "specversion": "1.0",
+        "id": f"bench-{task['id']}",
+        "source": "acs.dashscope",
+        "type": "dashscope:System:AsyncTaskFinish",
+        "data": {"task_id": task["dashscope"]["task_id"], "task_status": "SUCCEEDED"},
+    }
     outcome = hook.post("/v1/events/dashscope", json=event).json()["outcome"]
     assert outcome == "applied", outcome

@@ -38,8 +38,10 @@ RSS_GOAL_MIB = 100.0
 
 def bench_download(ctx: Context) -> Result:
     small, big, rounds = (2 * MIB, 16 * MIB, 1) if ctx.smoke else (64 * MIB, 1024 * MIB, 2)
-    ctx.log(f"download: {big // MIB} MiB from the emulator over loopback, wanhook worker vs {baseline_tool()}, best of "
-            f"{rounds}; the worker's peak RSS after {small // MIB} MiB and after {big // MIB} MiB")
+    ctx.log(
+        f"download: {big // MIB} MiB from the emulator over loopback, wanhook worker vs {baseline_tool()}, best of "
+        f"{rounds}; the worker's peak RSS after {small // MIB} MiB and after {big // MIB} MiB"
+    )
     redis = RedisServer(ctx.tmp / "redis").start()
     emulator = Emulator(ctx.tmp, "--render-seconds", "0").start()
     with running(redis, emulator) as processes:
@@ -60,23 +62,41 @@ def bench_download(ctx: Context) -> Result:
         rss_big = peak_rss_mib(worker)
         assert worker.alive, "the worker died during the download"
     wanhook_rate, curl_rate = big / min(wanhook_times) / MB, big / min(curl_times) / MB
-    ctx.log(f"  wanhook: {wanhook_rate:,.0f} MB/s (runs: {', '.join(f'{t:.2f} s' for t in wanhook_times)}); "
-            f"{baseline_tool()}: {curl_rate:,.0f} MB/s (runs: {', '.join(f'{t:.2f} s' for t in curl_times)}); "
-            f"the same, then sha256 and fsync: {big / min(bench.same_work_times) / MB:,.0f} MB/s")
-    ctx.log(f"  worker peak RSS: {rss_small:.1f} MiB after {small // MIB} MiB, {rss_big:.1f} MiB after "
-            f"{big // MIB} MiB")
+    ctx.log(
+        f"  wanhook: {wanhook_rate:,.0f} MB/s (runs: {', '.join(f'{t:.2f} s' for t in wanhook_times)}); "
+        f"{baseline_tool()}: {curl_rate:,.0f} MB/s (runs: {', '.join(f'{t:.2f} s' for t in curl_times)}); "
+        f"the same, then sha256 and fsync: {big / min(bench.same_work_times) / MB:,.0f} MB/s"
+    )
+    ctx.log(
+        f"  worker peak RSS: {rss_small:.1f} MiB after {small // MIB} MiB, {rss_big:.1f} MiB after {big // MIB} MiB"
+    )
     return {
         "download_mb_per_s": figure(
-            f"download of a {big // MIB} MiB video with sha256 + fsync, MB/s", wanhook_rate, "MB/s", curl_rate,
-            f"{baseline_tool()}, same object", goal=f">= {RATE_GOAL} x curl",
-            met=wanhook_rate >= RATE_GOAL * curl_rate),
+            f"download of a {big // MIB} MiB video with sha256 + fsync, MB/s",
+            wanhook_rate,
+            "MB/s",
+            curl_rate,
+            f"{baseline_tool()}, same object",
+            goal=f">= {RATE_GOAL} x curl",
+            met=wanhook_rate >= RATE_GOAL * curl_rate,
+        ),
         "download_vs_same_work_mb_per_s": figure(
-            "the same download, against curl doing the same work", wanhook_rate, "MB/s",
-            big / min(bench.same_work_times) / MB, "curl -o, then sha256 and fsync of its file"),
+            "the same download, against curl doing the same work",
+            wanhook_rate,
+            "MB/s",
+            big / min(bench.same_work_times) / MB,
+            "curl -o, then sha256 and fsync of its file",
+        ),
         "download_peak_rss_mib": figure(
-            f"download worker peak RSS during {big // MIB} MiB", rss_big, "MiB", rss_small,
-            f"same worker after {small // MIB} MiB", higher_is_better=False, goal=f"< {RSS_GOAL_MIB:.0f} MiB",
-            met=rss_big < RSS_GOAL_MIB),
+            f"download worker peak RSS during {big // MIB} MiB",
+            rss_big,
+            "MiB",
+            rss_small,
+            f"same worker after {small // MIB} MiB",
+            higher_is_better=False,
+            goal=f"< {RSS_GOAL_MIB:.0f} MiB",
+            met=rss_big < RSS_GOAL_MIB,
+        ),
     }
 
 
@@ -84,8 +104,7 @@ class Downloads:
     def __init__(self, ctx: Context, emulator: Emulator, server: Wanhook, redis: Redis) -> None:
         self.ctx, self.emulator, self.redis = ctx, emulator, redis
         self.client = httpx.Client(base_url=server.url, timeout=60)
-        self.hook = httpx.Client(base_url=server.url, timeout=60,
-                                 headers={"x-eventbridge-signature-token": TOKEN})
+        self.hook = httpx.Client(base_url=server.url, timeout=60, headers={"x-eventbridge-signature-token": TOKEN})
         self.same_work_times: list[float] = []
         self.object_sha256: str | None = None  # as curl received it
 
@@ -95,9 +114,14 @@ class Downloads:
         task_id = self.client.post("/v1/tasks", json={"prompt": prompt, "size": SIZE}).json()["id"]
         task = wait_for(lambda: self._submitted(task_id), 60, 0.05, what="the task at DashScope")
         ds_id = task["dashscope"]["task_id"]
-        done = wait_for(lambda: next((t for t in emulator_tasks(self.emulator)
-                                      if t["task_id"] == ds_id and t["status"] == "SUCCEEDED"), None),
-                        300, 0.2, what="the padded video")
+        done = wait_for(
+            lambda: next(
+                (t for t in emulator_tasks(self.emulator) if t["task_id"] == ds_id and t["status"] == "SUCCEEDED"), None
+            ),
+            300,
+            0.2,
+            what="the padded video",
+        )
         return {**task, "video_url": done["video_url"]}
 
     def _submitted(self, task_id: str) -> dict | None:

@@ -37,35 +37,55 @@ def bench_ingest(ctx: Context) -> Result:
     # More tasks than the fastest run sends events, so none of them finds its task already moved on.
     tasks = 8000 if ctx.smoke else 100_000
     tool = "wrk -t2" if have_wrk() else "the Python generator (wrk is not installed)"
-    ctx.log(f"ingest: {tasks} tasks seeded; {tool} -c{connections} for {duration:.0f} s; then {rate:.0f} events/s "
-            f"paced for {paced_seconds:.0f} s")
+    ctx.log(
+        f"ingest: {tasks} tasks seeded; {tool} -c{connections} for {duration:.0f} s; then {rate:.0f} events/s "
+        f"paced for {paced_seconds:.0f} s"
+    )
     snapshot = seeded_snapshot(ctx.tmp, tasks)
 
     bare_max, bare_paced = _bare(ctx.tmp, duration, connections, rate, paced_seconds, tasks)
     one = _wanhook(ctx, snapshot, "one", lambda url: highest_rate(url, duration, connections, tasks), tasks)
     paced = _wanhook(ctx, snapshot, "paced", lambda url: at_rate(url, rate, paced_seconds, tasks, "paced"), tasks)
-    two = _wanhook(ctx, snapshot, "two", lambda url: highest_rate(url, duration, connections, tasks), tasks,
-                   workers=2)
+    two = _wanhook(ctx, snapshot, "two", lambda url: highest_rate(url, duration, connections, tasks), tasks, workers=2)
     ctx.samples[f"ingest at {rate:.0f}/s: wanhook"] = paced.latencies_ms
     ctx.samples[f"ingest at {rate:.0f}/s: bare Starlette"] = bare_paced.latencies_ms
 
-    ctx.log(f"  bare Starlette: {bare_max.rate:,.0f}/s; at {rate:.0f}/s p50 {bare_paced.p50_ms:.2f} ms, "
-            f"p99 {bare_paced.p99_ms:.2f} ms")
-    ctx.log(f"  wanhook, 1 worker: {one.rate:,.0f}/s ({one.rate / bare_max.rate:.2f} of bare); at {rate:.0f}/s "
-            f"(sustained {paced.rate:,.0f}/s) p50 {paced.p50_ms:.2f} ms, p99 {paced.p99_ms:.2f} ms")
+    ctx.log(
+        f"  bare Starlette: {bare_max.rate:,.0f}/s; at {rate:.0f}/s p50 {bare_paced.p50_ms:.2f} ms, "
+        f"p99 {bare_paced.p99_ms:.2f} ms"
+    )
+    ctx.log(
+        f"  wanhook, 1 worker: {one.rate:,.0f}/s ({one.rate / bare_max.rate:.2f} of bare); at {rate:.0f}/s "
+        f"(sustained {paced.rate:,.0f}/s) p50 {paced.p50_ms:.2f} ms, p99 {paced.p99_ms:.2f} ms"
+    )
     ctx.log(f"  wanhook, 2 workers: {two.rate:,.0f}/s ({two.rate / one.rate:.2f}x one worker)")
     return {
         "ingest_events_per_s": figure(
-            f"webhook ingest, events/s ({one.tool}, one uvicorn worker)", one.rate, "events/s", bare_max.rate,
-            "bare Starlette, same uvicorn and tool", goal=f">= {RATE_GOAL_RATIO} x bare",
-            met=one.rate >= RATE_GOAL_RATIO * bare_max.rate),
+            f"webhook ingest, events/s ({one.tool}, one uvicorn worker)",
+            one.rate,
+            "events/s",
+            bare_max.rate,
+            "bare Starlette, same uvicorn and tool",
+            goal=f">= {RATE_GOAL_RATIO} x bare",
+            met=one.rate >= RATE_GOAL_RATIO * bare_max.rate,
+        ),
         "ingest_p99_ms_at_rate": figure(
-            f"webhook ingest p99 latency at {rate:,.0f} events/s (paced, open loop)", paced.p99_ms, "ms",
-            bare_paced.p99_ms, "bare Starlette at the same rate", higher_is_better=False,
-            goal=f"< {P99_GOAL_MS:.0f} ms", met=paced.p99_ms < P99_GOAL_MS and paced.rate >= 0.95 * rate),
+            f"webhook ingest p99 latency at {rate:,.0f} events/s (paced, open loop)",
+            paced.p99_ms,
+            "ms",
+            bare_paced.p99_ms,
+            "bare Starlette at the same rate",
+            higher_is_better=False,
+            goal=f"< {P99_GOAL_MS:.0f} ms",
+            met=paced.p99_ms < P99_GOAL_MS and paced.rate >= 0.95 * rate,
+        ),
         "receiver_two_workers_events_per_s": figure(
-            f"webhook ingest, events/s, two uvicorn workers ({two.tool})", two.rate, "events/s", one.rate,
-            "one worker, same run"),
+            f"webhook ingest, events/s, two uvicorn workers ({two.tool})",
+            two.rate,
+            "events/s",
+            one.rate,
+            "one worker, same run",
+        ),
     }
 
 
@@ -104,8 +124,7 @@ def _restored(tmp: Path, snapshot: Path, name: str) -> RedisServer:
     return RedisServer(directory).start()
 
 
-def _bare(tmp: Path, duration: float, connections: int, rate: float, seconds: float,
-          tasks: int) -> tuple[Load, Load]:
+def _bare(tmp: Path, duration: float, connections: int, rate: float, seconds: float, tasks: int) -> tuple[Load, Load]:
     port = free_port()
     bare = Process("bare", [sys.executable, "-m", "bench.bare_app", str(port)], tmp)
     url = f"http://127.0.0.1:{port}"
@@ -114,8 +133,9 @@ def _bare(tmp: Path, duration: float, connections: int, rate: float, seconds: fl
         return highest_rate(url, duration, connections, tasks), at_rate(url, rate, seconds, tasks, "bare")
 
 
-def _wanhook(ctx: Context, snapshot: Path, name: str, drive: Callable[[str], Load], tasks: int,
-             workers: int = 1) -> Load:
+def _wanhook(
+    ctx: Context, snapshot: Path, name: str, drive: Callable[[str], Load], tasks: int, workers: int = 1
+) -> Load:
     """One load against wanhook's receiver (no download workers) on a fresh copy of the seeded store."""
     tmp = ctx.tmp
     store = _restored(tmp, snapshot, name)
@@ -128,8 +148,11 @@ def _wanhook(ctx: Context, snapshot: Path, name: str, drive: Callable[[str], Loa
         else:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            processes.append(Process(f"receiver-{name}", [
-                sys.executable, "-m", "bench.wanhook_app", str(port), str(workers)], tmp, env).start())
+            processes.append(
+                Process(
+                    f"receiver-{name}", [sys.executable, "-m", "bench.wanhook_app", str(port), str(workers)], tmp, env
+                ).start()
+            )
             wait_for(lambda: httpx.get(url + "/readyz", timeout=2).is_success, 60, what="the receiver's workers")
             time.sleep(1.0)  # the first worker answers as soon as it is up; give the others time to join
         load = drive(url)
@@ -143,6 +166,8 @@ def _wanhook(ctx: Context, snapshot: Path, name: str, drive: Callable[[str], Loa
     if applied < 0.9 * min(load.answered, tasks):
         raise AssertionError(f"ingest {name}: only {applied} of {load.answered} events applied")
     if applied < load.answered:
-        ctx.log(f"  note: {load.answered - applied} of {load.answered} events found their task done already "
-                f"({tasks} tasks seeded)")
+        ctx.log(
+            f"  note: {load.answered - applied} of {load.answered} events found their task done already "
+            f"({tasks} tasks seeded)"
+        )
     return load

@@ -44,16 +44,20 @@ class Load:
 
 def event_body(n: int, tasks: int, prefix: str = "bench") -> bytes:
     """The n-th completion CloudEvent: a fresh event id, for DashScope task ds-<n mod tasks> (as ingest.lua)."""
-    return (f'{{"specversion":"1.0","id":"{prefix}-{n}","source":"acs.dashscope",'
-            f'"type":"dashscope:System:AsyncTaskFinish","time":"2026-11-25T01:45:16.969Z",'
-            f'"data":{{"task_id":"ds-{n % tasks}","task_status":"SUCCEEDED","contain_result":false,'
-            f'"user_api_unique_key":"apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"}}}}').encode()
+    return (
+        f'{{"specversion":"1.0","id":"{prefix}-{n}","source":"acs.dashscope",'
+        f'"type":"dashscope:System:AsyncTaskFinish","time":"2026-11-25T01:45:16.969Z",'
+        f'"data":{{"task_id":"ds-{n % tasks}","task_status":"SUCCEEDED","contain_result":false,'
+        f'"user_api_unique_key":"apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"}}}}'
+    ).encode()
 
 
 def http_request(url: str, body: bytes) -> bytes:
     host = urlsplit(url).netloc
-    head = (f"POST {PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"x-eventbridge-signature-token: {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"x-eventbridge-signature-token: {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -63,8 +67,16 @@ def have_wrk() -> bool:
 
 def wrk(url: str, duration: float, connections: int, tasks: int) -> Load:
     """wrk -t2 with ingest.lua: as many requests as the server answers, each a distinct event."""
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
-            "-s", str(HERE / "ingest.lua"), url]
+    args = [
+        "wrk",
+        "-t2",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "-s",
+        str(HERE / "ingest.lua"),
+        url,
+    ]
     env = {**os.environ, "BENCH_TASKS": str(tasks), "BENCH_TOKEN": TOKEN}
     out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
     rate = float(_find(r"Requests/sec:\s+([\d.]+)", out) or 0)

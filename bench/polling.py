@@ -87,8 +87,10 @@ class Waited:
 def bench_polling(ctx: Context) -> Result:
     count, factor = (3, 600.0) if ctx.smoke else (20, 30.0)
     low, high = (m * 60 / factor for m in RENDER_MINUTES)
-    ctx.log(f"polling vs push: {count} prompts, each through the SDK and through wanhook at once; renders "
-            f"{RENDER_MINUTES[0]:.0f}-{RENDER_MINUTES[1]:.0f} min / {factor:.0f} = {low:.1f}-{high:.1f} s")
+    ctx.log(
+        f"polling vs push: {count} prompts, each through the SDK and through wanhook at once; renders "
+        f"{RENDER_MINUTES[0]:.0f}-{RENDER_MINUTES[1]:.0f} min / {factor:.0f} = {low:.1f}-{high:.1f} s"
+    )
     prompts = [f"polling benchmark {n}" for n in range(count)]
     redis = RedisServer(ctx.tmp / "redis").start()
     emulator = Emulator(ctx.tmp, "--render-seconds", "0").start()
@@ -108,8 +110,9 @@ def bench_polling(ctx: Context) -> Result:
     return _figures(ctx, sdk, pushed, reads, ends, factor)
 
 
-def run_both(emulator: Emulator, server_url: str, prompts: list[str],
-             factor: float) -> tuple[list[Waited], list[Waited]]:
+def run_both(
+    emulator: Emulator, server_url: str, prompts: list[str], factor: float
+) -> tuple[list[Waited], list[Waited]]:
     import dashscope
     from dashscope.client import base_api
 
@@ -160,8 +163,9 @@ def sdk_delay(waited: Waited, end: float, factor: float) -> float:
     return (waited.woke - end) * factor + (waited.known - waited.woke)
 
 
-def _figures(ctx: Context, sdk: list[Waited], pushed: list[Waited], reads: dict[str, int], ends: dict[str, float],
-             factor: float) -> Result:
+def _figures(
+    ctx: Context, sdk: list[Waited], pushed: list[Waited], reads: dict[str, int], ends: dict[str, float], factor: float
+) -> Result:
     sdk_ms = [sdk_delay(w, ends[w.ds_id], factor) * 1000 for w in sdk]
     push_ms = [(w.known - ends[w.ds_id]) * 1000 for w in pushed]
     sdk_reads = [reads.get(w.ds_id, 0) for w in sdk]
@@ -175,24 +179,51 @@ def _figures(ctx: Context, sdk: list[Waited], pushed: list[Waited], reads: dict[
     push_rate = exhausting * push_per_task / life  # reads/s of that many tasks in flight through wanhook
     ctx.samples["time to know a task ended: official SDK (polling)"] = sdk_ms
     ctx.samples["time to know a task ended: wanhook (push)"] = push_ms
-    ctx.log(f"  time to know: SDK median {median(sdk_ms):,.0f} ms, max {max(sdk_ms):,.0f} ms; wanhook median "
-            f"{median(push_ms):.1f} ms, max {max(push_ms):.1f} ms")
-    ctx.log(f"  DashScope reads per task: SDK {sum(sdk_reads) / len(sdk):.1f} (min {min(sdk_reads)}, max "
-            f"{max(sdk_reads)}), wanhook {push_per_task:.2f}")
-    ctx.log(f"  SDK: {sdk_rate:.3f} reads/s per waiting task -> {exhausting:.0f} waits exhaust {QPS} QPS; wanhook "
-            f"with {exhausting:.0f} tasks of {life:.0f} s in flight: {push_rate:.2f} reads/s")
+    ctx.log(
+        f"  time to know: SDK median {median(sdk_ms):,.0f} ms, max {max(sdk_ms):,.0f} ms; wanhook median "
+        f"{median(push_ms):.1f} ms, max {max(push_ms):.1f} ms"
+    )
+    ctx.log(
+        f"  DashScope reads per task: SDK {sum(sdk_reads) / len(sdk):.1f} (min {min(sdk_reads)}, max "
+        f"{max(sdk_reads)}), wanhook {push_per_task:.2f}"
+    )
+    ctx.log(
+        f"  SDK: {sdk_rate:.3f} reads/s per waiting task -> {exhausting:.0f} waits exhaust {QPS} QPS; wanhook "
+        f"with {exhausting:.0f} tasks of {life:.0f} s in flight: {push_rate:.2f} reads/s"
+    )
     return {
         "time_to_know_p50_ms": figure(
-            "time from a task's end to the client knowing, median (1-5 min renders)", median(push_ms), "ms",
-            median(sdk_ms), "official SDK polling (VideoSynthesis.call)", higher_is_better=False),
+            "time from a task's end to the client knowing, median (1-5 min renders)",
+            median(push_ms),
+            "ms",
+            median(sdk_ms),
+            "official SDK polling (VideoSynthesis.call)",
+            higher_is_better=False,
+        ),
         "time_to_know_max_ms": figure(
-            f"time from a task's end to the client knowing, max of {len(push_ms)}", max(push_ms), "ms",
-            max(sdk_ms), "official SDK polling", higher_is_better=False),
+            f"time from a task's end to the client knowing, max of {len(push_ms)}",
+            max(push_ms),
+            "ms",
+            max(sdk_ms),
+            "official SDK polling",
+            higher_is_better=False,
+        ),
         "dashscope_reads_per_task": figure(
-            "DashScope reads per task (1-5 min renders)", push_per_task, "reads", sum(sdk_reads) / len(sdk),
-            "official SDK polling", higher_is_better=False, goal=f"<= {READS_GOAL:.0f}",
-            met=max(push_reads) <= READS_GOAL),
+            "DashScope reads per task (1-5 min renders)",
+            push_per_task,
+            "reads",
+            sum(sdk_reads) / len(sdk),
+            "official SDK polling",
+            higher_is_better=False,
+            goal=f"<= {READS_GOAL:.0f}",
+            met=max(push_reads) <= READS_GOAL,
+        ),
         "dashscope_reads_per_s_at_sdk_limit": figure(
-            f"DashScope reads/s with {exhausting:.0f} tasks in flight (where SDK waits exhaust {QPS} QPS)", push_rate,
-            "reads/s", QPS, "official SDK polling", higher_is_better=False),
+            f"DashScope reads/s with {exhausting:.0f} tasks in flight (where SDK waits exhaust {QPS} QPS)",
+            push_rate,
+            "reads/s",
+            QPS,
+            "official SDK polling",
+            higher_is_better=False,
+        ),
     }

@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         missing = chart(samples, chart_path)
         log(f"no chart: {missing}" if missing else f"wrote {chart_path}")
     if readme:
-        note = (f"Measured by `make bench` on {date.today().isoformat()}, {os.cpu_count()} cores, in "
-                f"{elapsed / 60:.1f} minutes; latency distributions in `bench/latency.png`.")
+        note = (
+            f"Measured by `make bench` on {date.today().isoformat()}, {os.cpu_count()} cores, in "
+            f"{elapsed / 60:.1f} minutes; latency distributions in `bench/latency.png`."
+        )
         log(f"updated {readme}" if update_readme(readme, f"{text}\n\n{note}") else f"{readme} has no bench markers")
     return 0
 

@@ -34,8 +34,13 @@ def bench_scale(ctx: Context) -> Result:
     store = RedisServer(ctx.tmp / "redis").start()
     emulator = Emulator(ctx.tmp, "--render-seconds", "0").start()
     with running(store, emulator) as processes:
-        env = env_for(store, ctx.tmp, emulator, WANHOOK_LIMITS=f"{MODEL}=1000/1000",
-                      WANHOOK_CHANGES_RETENTION_SECONDS=str(RETENTION_SECONDS))
+        env = env_for(
+            store,
+            ctx.tmp,
+            emulator,
+            WANHOOK_LIMITS=f"{MODEL}=1000/1000",
+            WANHOOK_CHANGES_RETENTION_SECONDS=str(RETENTION_SECONDS),
+        )
         server = Wanhook(ctx.tmp, env, "--no-workers").start()
         processes.append(server)
         emulator.configure(enforce_limits=False)
@@ -50,8 +55,9 @@ def bench_scale(ctx: Context) -> Result:
         def finish_all(expected: int) -> None:
             worker = Wanhook(ctx.tmp, env, name="worker").start()
             try:
-                wait_for(lambda: tasks_in(client, "ready") == expected, 60 + expected / 10, 0.5,
-                         what="every task ready")
+                wait_for(
+                    lambda: tasks_in(client, "ready") == expected, 60 + expected / 10, 0.5, what="every task ready"
+                )
             finally:
                 worker.stop()
 
@@ -68,17 +74,26 @@ def bench_scale(ctx: Context) -> Result:
         hash_bytes = memory.memory_usage(keys.TASK + ids[0]) or 0
         wait_for(lambda: not memory.keys(keys.TASK_CHANGES + "*"), 60, 0.5, what="the change streams to expire")
         stored = (used_memory(memory) - start) / count
-    ctx.log(f"  per queued task: {queued:,.0f} bytes (its JSON: {queued_json} bytes); per stored task: {stored:,.0f} "
-            f"bytes (its JSON: {stored_json} bytes), of which its hash {hash_bytes:,} bytes, the rest in shared "
-            f"structures (indexes, audit stream, dedupe keys); while a finished task's change stream is kept "
-            f"for SSE resumes ({RETENTION_SECONDS} s here, an hour by default) it adds {stream_bytes:,} bytes")
+    ctx.log(
+        f"  per queued task: {queued:,.0f} bytes (its JSON: {queued_json} bytes); per stored task: {stored:,.0f} "
+        f"bytes (its JSON: {stored_json} bytes), of which its hash {hash_bytes:,} bytes, the rest in shared "
+        f"structures (indexes, audit stream, dedupe keys); while a finished task's change stream is kept "
+        f"for SSE resumes ({RETENTION_SECONDS} s here, an hour by default) it adds {stream_bytes:,} bytes"
+    )
     return {
         "redis_bytes_per_stored_task": figure(
-            "Redis memory per stored task (ready, with its event and dedupe key)", stored, "bytes", stored_json,
-            "the task's JSON", higher_is_better=False, goal=f"< {STORED_GOAL_BYTES // 1024} KiB",
-            met=stored < STORED_GOAL_BYTES),
+            "Redis memory per stored task (ready, with its event and dedupe key)",
+            stored,
+            "bytes",
+            stored_json,
+            "the task's JSON",
+            higher_is_better=False,
+            goal=f"< {STORED_GOAL_BYTES // 1024} KiB",
+            met=stored < STORED_GOAL_BYTES,
+        ),
         "redis_bytes_per_queued_task": figure(
-            "Redis memory per queued task", queued, "bytes", queued_json, "the task's JSON", higher_is_better=False),
+            "Redis memory per queued task", queued, "bytes", queued_json, "the task's JSON", higher_is_better=False
+        ),
     }
 
 

@@ -1,6 +1,6 @@
 """wanhook's receiver without workers, on N uvicorn worker processes.
 
-    python -m bench.wanhook_app PORT WORKERS
+python -m bench.wanhook_app PORT WORKERS
 """
 
 import sys
@@ -17,5 +17,11 @@ def receiver() -> Starlette:
 
 
 if __name__ == "__main__":
-    server.run("bench.wanhook_app:receiver", factory=True, port=int(sys.argv[1]), workers=int(sys.argv[2]),
-               log_level="warning", access_log=False)
+    server.run(
+        "bench.wanhook_app:receiver",
+        factory=True,
+        port=int(sys.argv[1]),
+        workers=int(sys.argv[2]),
+        log_level="warning",
+        access_log=False,
+    )

@@ -33,19 +33,26 @@ async def park(store: TaskStore, transport: str, message_id: str, attempt: int, 
     Bounded as the audit stream is: a body whole up to ``EVENT_LOG_BODY_MAX`` bytes, beyond that its
     sha256, size and first ``EVENT_LOG_PREFIX`` bytes (a topic takes messages of up to 4 MiB)."""
     entry: dict[FieldT, EncodableT] = {
-        "transport": transport, "message_id": message_id[:keys.EVENT_LOG_FIELD_MAX], "attempt": attempt,
-        "reason": reason[:keys.EVENT_LOG_FIELD_MAX * 4]}
+        "transport": transport,
+        "message_id": message_id[: keys.EVENT_LOG_FIELD_MAX],
+        "attempt": attempt,
+        "reason": reason[: keys.EVENT_LOG_FIELD_MAX * 4],
+    }
     if len(body) <= keys.EVENT_LOG_BODY_MAX:
         entry["body"] = body
     else:
-        entry.update(body_sha256=hashlib.sha256(body).hexdigest(), body_bytes=len(body),
-                     body_prefix=utf8_prefix(body, keys.EVENT_LOG_PREFIX))
+        entry.update(
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            body_bytes=len(body),
+            body_prefix=utf8_prefix(body, keys.EVENT_LOG_PREFIX),
+        )
     await store.dead_letter(entry)
     await store.count("messages_dead_lettered")
 
 
-async def settle(store: TaskStore, transport: str, message_id: str, body: bytes, attempt: int,
-                 max_deliveries: int) -> Decision:
+async def settle(
+    store: TaskStore, transport: str, message_id: str, body: bytes, attempt: int, max_deliveries: int
+) -> Decision:
     try:
         outcome, event = await receive(store, body)
         return Decision.ACK
@@ -61,8 +68,9 @@ async def settle(store: TaskStore, transport: str, message_id: str, body: bytes,
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if attempt < max_deliveries:
-            log.warning("message %s (delivery %d) not recorded: %s; it will be redelivered", message_id,
-                        attempt, reason)
+            log.warning(
+                "message %s (delivery %d) not recorded: %s; it will be redelivered", message_id, attempt, reason
+            )
             return Decision.RETRY
         try:
             await park(store, transport, message_id, attempt, f"gave up after {attempt} deliveries: {reason}", body)

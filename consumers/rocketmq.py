@@ -38,7 +38,7 @@ _GRPC_TEXT = re.compile(r'status = StatusCode\.(\w+)\s+details = "([^"]*)"')
 
 def _short(text: str, limit: int = 300) -> str:
     line = " ".join(text.split())
-    return line if len(line) <= limit else line[:limit - 3] + "..."
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -123,8 +123,9 @@ class FailureLog:
     not logged meanwhile. The limit holds whatever the cause: a cause whose text changes from one failure
     to the next must not bring back a line a second."""
 
-    def __init__(self, what: str, interval: float = FAILURE_LOG_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, what: str, interval: float = FAILURE_LOG_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.what = what
         self.interval = interval
         self.clock = clock
@@ -139,8 +140,14 @@ class FailureLog:
             self.unlogged += 1
             return
         repeats = f"; {self.unlogged} more failures since the last line" if self.unlogged else ""
-        log.warning("%s failed (%s); retrying every %g s, logging this at most every %g s%s", self.what, cause,
-                    RETRY_SECONDS, self.interval, repeats)
+        log.warning(
+            "%s failed (%s); retrying every %g s, logging this at most every %g s%s",
+            self.what,
+            cause,
+            RETRY_SECONDS,
+            self.interval,
+            repeats,
+        )
         self.logged_at, self.unlogged = now, 0
 
     def succeeded(self) -> None:
@@ -180,9 +187,16 @@ class ConsumerSettings:
                 if not raw.strip().isdigit() or int(raw) < 1:
                     raise ConfigError(f"WANHOOK_ROCKETMQ_{name.upper()} must be a whole number above 0, got {raw!r}")
                 numbers[name] = int(raw)
-        return cls(endpoints=values["endpoints"], topic=values["topic"], group=values["group"],
-                   access_key=values.get("access_key", ""), secret_key=values.get("secret_key", ""),
-                   namespace=values.get("namespace", ""), tag=values.get("tag", "*"), **numbers)
+        return cls(
+            endpoints=values["endpoints"],
+            topic=values["topic"],
+            group=values["group"],
+            access_key=values.get("access_key", ""),
+            secret_key=values.get("secret_key", ""),
+            namespace=values.get("namespace", ""),
+            tag=values.get("tag", "*"),
+            **numbers,
+        )
 
     def __repr__(self) -> str:  # never the secret key
         return f"ConsumerSettings(endpoints={self.endpoints!r}, topic={self.topic!r}, group={self.group!r})"
@@ -195,8 +209,9 @@ def check_endpoints(endpoints: str) -> None:
         address = item.strip().removeprefix("http://").removeprefix("https://")
         host, _, port = address.rpartition(":")
         if item and not (host and port.isdigit() and 0 < int(port) < 65536):
-            raise ConfigError(f"WANHOOK_ROCKETMQ_ENDPOINTS must be host:port, several separated by ';', "
-                              f"got {endpoints!r}")
+            raise ConfigError(
+                f"WANHOOK_ROCKETMQ_ENDPOINTS must be host:port, several separated by ';', got {endpoints!r}"
+            )
 
 
 class Consumer:
@@ -213,26 +228,31 @@ class Consumer:
         client_log = logging.getLogger(CLIENT_LOGGER)
         if self._client_errors not in client_log.handlers:
             client_log.addHandler(self._client_errors)
-        config = ClientConfiguration(self.settings.endpoints,
-                                     Credentials(self.settings.access_key, self.settings.secret_key),
-                                     namespace=self.settings.namespace)
-        client = SimpleConsumer(config, self.settings.group,
-                                {self.settings.topic: FilterExpression(self.settings.tag)},
-                                await_duration=self.settings.await_seconds)
+        config = ClientConfiguration(
+            self.settings.endpoints,
+            Credentials(self.settings.access_key, self.settings.secret_key),
+            namespace=self.settings.namespace,
+        )
+        client = SimpleConsumer(
+            config,
+            self.settings.group,
+            {self.settings.topic: FilterExpression(self.settings.tag)},
+            await_duration=self.settings.await_seconds,
+        )
         client.startup()
         return client
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand is settled before returning."""
         self._client = await asyncio.to_thread(self._start_client)
-        log.info("consuming %s as group %s from %s", self.settings.topic, self.settings.group,
-                 self.settings.endpoints)
+        log.info("consuming %s as group %s from %s", self.settings.topic, self.settings.group, self.settings.endpoints)
         failures = FailureLog(f"receive from {self.settings.endpoints}")
         try:
             while not stop.is_set():
                 self._client_errors.clear()
-                receiving = asyncio.ensure_future(asyncio.to_thread(
-                    self._client.receive, self.settings.batch, self.settings.invisible_seconds))
+                receiving = asyncio.ensure_future(
+                    asyncio.to_thread(self._client.receive, self.settings.batch, self.settings.invisible_seconds)
+                )
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
@@ -267,8 +287,14 @@ class Consumer:
             keeper.cancel()
 
     async def _settle(self, message: Any, pending: dict[int, Any]) -> None:
-        decision = await settle(self.store, TRANSPORT, str(message.message_id), bytes(message.body or b""),
-                                int(message.delivery_attempt or 1), self.settings.max_deliveries)
+        decision = await settle(
+            self.store,
+            TRANSPORT,
+            str(message.message_id),
+            bytes(message.body or b""),
+            int(message.delivery_attempt or 1),
+            self.settings.max_deliveries,
+        )
         pending.pop(id(message), None)
         if decision is Decision.ACK:
             try:
@@ -283,8 +309,9 @@ class Consumer:
             await asyncio.sleep(self.settings.invisible_seconds / 2)
             for message in list(pending.values()):
                 try:
-                    await asyncio.to_thread(self._client.change_invisible_duration, message,
-                                            self.settings.invisible_seconds)
+                    await asyncio.to_thread(
+                        self._client.change_invisible_duration, message, self.settings.invisible_seconds
+                    )
                 except Exception as exc:
                     log.warning("could not extend message %s: %s", message.message_id, describe(exc))
 

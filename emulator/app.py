@@ -127,8 +127,10 @@ async def _download(url: str) -> bytes:
     """An image URL, as DashScope downloads it (at most the largest image it takes)."""
     import httpx
 
-    async with (httpx.AsyncClient(timeout=IMAGE_FETCH_TIMEOUT, follow_redirects=True) as client,
-                client.stream("GET", url) as response):
+    async with (
+        httpx.AsyncClient(timeout=IMAGE_FETCH_TIMEOUT, follow_redirects=True) as client,
+        client.stream("GET", url) as response,
+    ):
         response.raise_for_status()
         data = bytearray()
         async for chunk in response.aiter_bytes():
@@ -175,7 +177,8 @@ async def upload_file(request: Request) -> Response:
     if len(body) > UPLOAD_BYTES_MAX + (1 << 20):
         return oss.error(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size.")
     message = BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + request.headers.get("content-type", "").encode() + b"\r\n\r\n" + body)
+        b"Content-Type: " + request.headers.get("content-type", "").encode() + b"\r\n\r\n" + body
+    )
     form: dict[str, bytes] = {}
     if message.is_multipart():
         for part in message.iter_parts():
@@ -276,8 +279,11 @@ async def list_tasks(request: Request) -> Response:
         zone = emulator.config.list_time_zone
         start = parse_compact(params["start_time"], zone) if params.get("start_time") else None
         # Without end_time: the 24 hours after start_time, or the last 24 hours (rules, LIST_WINDOW_SECONDS).
-        end = parse_compact(params["end_time"], zone) if params.get("end_time") else (
-            time.time() if start is None else start + MAX_LIST_WINDOW)
+        end = (
+            parse_compact(params["end_time"], zone)
+            if params.get("end_time")
+            else (time.time() if start is None else start + MAX_LIST_WINDOW)
+        )
         start = end - MAX_LIST_WINDOW if start is None else start
         page_no, page_size = int(params.get("page_no", 1)), int(params.get("page_size", LIST_PAGE_SIZE_DEFAULT))
     except ValueError:

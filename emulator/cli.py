@@ -96,9 +96,12 @@ def webhook_url(args: argparse.Namespace) -> str | None:
 def serve_env(api_base_url: str, webhook: str | None, token: str | None) -> str:
     """The lines a `wanhook serve` next to this emulator needs: its environment, and its address when not the
     default one."""
-    env = {"DASHSCOPE_HTTP_BASE_URL": api_base_url, "DASHSCOPE_API_KEY": LOCAL_API_KEY,
-           # serve downloads videos only from hosts it is told to trust; the emulator's is loopback.
-           "WANHOOK_VIDEO_HOSTS": urlsplit(api_base_url).hostname or "127.0.0.1"}
+    env = {
+        "DASHSCOPE_HTTP_BASE_URL": api_base_url,
+        "DASHSCOPE_API_KEY": LOCAL_API_KEY,
+        # serve downloads videos only from hosts it is told to trust; the emulator's is loopback.
+        "WANHOOK_VIDEO_HOSTS": urlsplit(api_base_url).hostname or "127.0.0.1",
+    }
     if token:
         env["WANHOOK_EVENTBRIDGE_TOKEN"] = token
     lines = ["  export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())]
@@ -127,9 +130,12 @@ async def _watch_target(url: str) -> None:
     """Says once whether the target answers; if not, says so again when it starts to."""
     if await _answers(url):
         return
-    print(f"wanhook emulator: warning: nothing answers at {url} yet. Start wanhook serve there (as above) "
-          "before tasks end: an event that finds nobody is retried three times, 10-20 s apart, then dropped.",
-          file=sys.stderr, flush=True)
+    print(
+        f"wanhook emulator: warning: nothing answers at {url} yet. Start wanhook serve there (as above) "
+        "before tasks end: an event that finds nobody is retried three times, 10-20 s apart, then dropped.",
+        file=sys.stderr,
+        flush=True,
+    )
     while not await _answers(url):
         await asyncio.sleep(1.0)  # a local server starting up; nothing else to wait on
     print(f"wanhook emulator: {url} answers now; events go there.", file=sys.stderr, flush=True)
@@ -166,17 +172,26 @@ async def _serve(args: argparse.Namespace) -> int:
         print(where + ")", flush=True)
         if url:
             print(f"completion events go to {url}", flush=True)
-        print("for wanhook serve, in another terminal:\n" + serve_env(emulator.api_base_url, url,
-                                                                      args.webhook_token), flush=True)
+        print(
+            "for wanhook serve, in another terminal:\n" + serve_env(emulator.api_base_url, url, args.webhook_token),
+            flush=True,
+        )
         if double is not None:
-            print("and for wanhook consume, in a third terminal in the same directory, with that environment too:\n"
-                  f"  export WANHOOK_ROCKETMQ_ENDPOINTS={double.endpoints} "
-                  f"WANHOOK_ROCKETMQ_TOPIC={args.rocketmq_topic} WANHOOK_ROCKETMQ_GROUP=wanhook\n"
-                  "  wanhook consume", flush=True)
+            print(
+                "and for wanhook consume, in a third terminal in the same directory, with that environment too:\n"
+                f"  export WANHOOK_ROCKETMQ_ENDPOINTS={double.endpoints} "
+                f"WANHOOK_ROCKETMQ_TOPIC={args.rocketmq_topic} WANHOOK_ROCKETMQ_GROUP=wanhook\n"
+                "  wanhook consume",
+                flush=True,
+            )
         watcher = asyncio.create_task(_watch_target(url)) if url else None
         if url is None and double is None:
-            print("wanhook emulator: warning: no event target (--no-webhook): tasks end without a completion "
-                  "event, and wanhook serve learns of them only from its sweeper.", file=sys.stderr, flush=True)
+            print(
+                "wanhook emulator: warning: no event target (--no-webhook): tasks end without a completion "
+                "event, and wanhook serve learns of them only from its sweeper.",
+                file=sys.stderr,
+                flush=True,
+            )
         await stopping.wait()
         if watcher is not None:
             watcher.cancel()

@@ -104,8 +104,9 @@ class Signer:
         config = self.config
         signed_at = time.time() + config.signature_skew_seconds
         headers = {  # in the signed order
-            "x-eventbridge-signature-timestamp": str(int(signed_at if config.signature_variant == "seconds"
-                                                         else signed_at * 1000)),
+            "x-eventbridge-signature-timestamp": str(
+                int(signed_at if config.signature_variant == "seconds" else signed_at * 1000)
+            ),
             "x-eventbridge-hash-method": "SHA256",
             "x-eventbridge-signature-version": "1.0",
             "x-eventbridge-signature-url": config.signature_cert_url or self.certificate_url(),
@@ -113,8 +114,11 @@ class Signer:
         if token:
             headers[TOKEN_HEADER] = token
         variant = config.signature_variant
-        signed = [(name, value) for name, value in headers.items()
-                  if not (variant == "token-unsigned" and name == TOKEN_HEADER)]
+        signed = [
+            (name, value)
+            for name, value in headers.items()
+            if not (variant == "token-unsigned" and name == TOKEN_HEADER)
+        ]
         lines = [config.signature_target_url or url, *(f"{name}: {value}" for name, value in signed)]
         data = "\n".join(lines).encode() + b"\n" + body
         if variant in ("trailing-newline", "token-unsigned"):
@@ -199,7 +203,11 @@ class EventBus:
     def targets(self) -> list[Target]:
         webhooks: list[Target] = [
             HttpTarget(
-                t["url"], t.get("token"), t.get("body", "original"), self.config.push_timeout_seconds, self._client,
+                t["url"],
+                t.get("token"),
+                t.get("body", "original"),
+                self.config.push_timeout_seconds,
+                self._client,
                 self.signer,
             )
             for t in self.config.webhook_targets

@@ -118,8 +118,7 @@ def serve(request: Request, video: Video, data: bytes | None, config: EmulatorCo
     if data is None:
         return FileSlice(video.path, start, end, status, headers, rate=config.video_bytes_per_second)
     if config.video_bytes_per_second:
-        return Trickle(data[start:end], status, headers, media_type="video/mp4",
-                       rate=config.video_bytes_per_second)
+        return Trickle(data[start:end], status, headers, media_type="video/mp4", rate=config.video_bytes_per_second)
     return Response(data[start:end], status, headers, media_type="video/mp4")
 
 
@@ -178,8 +177,17 @@ class FileSlice(Response):
     ``rate`` paces it as Trickle does; ``hang_up`` drops the connection after the slice, as HangUp does.
     """
 
-    def __init__(self, path: Path, start: int, end: int, status: int, headers: dict[str, str], *,
-                 rate: float = 0, hang_up: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        start: int,
+        end: int,
+        status: int,
+        headers: dict[str, str],
+        *,
+        rate: float = 0,
+        hang_up: bool = False,
+    ) -> None:
         super().__init__(None, status, headers, media_type="video/mp4")
         self.path, self.start, self.end, self.rate, self.hang_up = path, start, end, rate, hang_up
 

@@ -165,9 +165,7 @@ class Store:
             self._counts["acked"] += 1
             return True
 
-    def change_invisible(
-        self, group: str, topic: str, handle: str, message_id: str, invisible: float
-    ) -> str | None:
+    def change_invisible(self, group: str, topic: str, handle: str, message_id: str, invisible: float) -> str | None:
         with self._cond:
             old = self._live_lease(group, topic, handle, message_id)
             if old is None:
@@ -297,9 +295,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
     ) -> Any:
         return rpc.NotifyClientTerminationResponse(status=_status(Code.OK))
 
-    def Telemetry(
-        self, request_iterator: Iterator[rpc.TelemetryCommand], context: grpc.ServicerContext
-    ) -> Any:
+    def Telemetry(self, request_iterator: Iterator[rpc.TelemetryCommand], context: grpc.ServicerContext) -> Any:
         # Clients block in startup() until their settings are answered; the stream then stays open.
         try:
             for command in request_iterator:
@@ -326,9 +322,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
             else:
                 self._store.add(record)
                 entries.append(
-                    rpc.SendResultEntry(
-                        status=_status(Code.OK), message_id=record.message_id, offset=record.offset
-                    )
+                    rpc.SendResultEntry(status=_status(Code.OK), message_id=record.message_id, offset=record.offset)
                 )
         return rpc.SendMessageResponse(status=_overall(entries), entries=entries)
 
@@ -341,9 +335,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
     def ReceiveMessage(self, request: rpc.ReceiveMessageRequest, context: grpc.ServicerContext) -> Any:
         accepts = _tag_filter(request.filter_expression)
         if accepts is None:
-            yield rpc.ReceiveMessageResponse(
-                status=_status(Code.UNSUPPORTED, "only TAG filters are supported")
-            )
+            yield rpc.ReceiveMessageResponse(status=_status(Code.UNSUPPORTED, "only TAG filters are supported"))
             return
         poll = LONG_POLLING_TIMEOUT
         if request.HasField("long_polling_timeout"):
@@ -378,9 +370,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
     def AckMessage(self, request: rpc.AckMessageRequest, context: grpc.ServicerContext) -> Any:
         entries = []
         for entry in request.entries:
-            acked = self._store.ack(
-                request.group.name, request.topic.name, entry.receipt_handle, entry.message_id
-            )
+            acked = self._store.ack(request.group.name, request.topic.name, entry.receipt_handle, entry.message_id)
             status = _status(Code.OK) if acked else _invalid_handle()
             entries.append(
                 rpc.AckMessageResultEntry(
@@ -406,9 +396,7 @@ class Servicer(service_pb2_grpc.MessagingServiceServicer):
     def ForwardMessageToDeadLetterQueue(
         self, request: rpc.ForwardMessageToDeadLetterQueueRequest, context: grpc.ServicerContext
     ) -> Any:
-        if self._store.dead_letter(
-            request.group.name, request.topic.name, request.receipt_handle, request.message_id
-        ):
+        if self._store.dead_letter(request.group.name, request.topic.name, request.receipt_handle, request.message_id):
             return rpc.ForwardMessageToDeadLetterQueueResponse(status=_status(Code.OK))
         return rpc.ForwardMessageToDeadLetterQueueResponse(status=_invalid_handle())
 

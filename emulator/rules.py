@@ -127,35 +127,119 @@ MODELS: dict[str, Model] = {
         # "wan2.6-t2v：长度不超过1500个字符"; GUIDE: durations 2-15 (REF: 5, 10, 15), default 5; no
         # actual_prompt; usage duration/size/SR/input_video_duration/output_video_duration/video_count.
         # RPS 5, concurrent tasks 5 (LIMITS).
-        Model("wan2.6-t2v", "1920*1080", ("720P", "1080P"), tuple(range(2, 16)), 5, 1500, 5, 5,
-              audio=True, shot_type=True, returns_actual_prompt=False, usage="wan2.6",
-              source="REF 模型概览, 请求体, 响应参数; GUIDE (durations); LIMITS"),
+        Model(
+            "wan2.6-t2v",
+            "1920*1080",
+            ("720P", "1080P"),
+            tuple(range(2, 16)),
+            5,
+            1500,
+            5,
+            5,
+            audio=True,
+            shot_type=True,
+            returns_actual_prompt=False,
+            usage="wan2.6",
+            source="REF 模型概览, 请求体, 响应参数; GUIDE (durations); LIMITS",
+        ),
         # REF, 模型概览: "wan2.5-t2v-preview ... 有声视频 ... 480P、720P、1080P ... 5秒、10秒"; size default
         # 1920*1080; prompt "长度不超过1500个字符". RPS 5, concurrent tasks 5 (LIMITS).
-        Model("wan2.5-t2v-preview", "1920*1080", ("480P", "720P", "1080P"), (5, 10), 5, 1500, 5, 5,
-              audio=True, shot_type=False, returns_actual_prompt=True, usage="video",
-              source="REF 模型概览, 请求体, 响应参数; LIMITS"),
+        Model(
+            "wan2.5-t2v-preview",
+            "1920*1080",
+            ("480P", "720P", "1080P"),
+            (5, 10),
+            5,
+            1500,
+            5,
+            5,
+            audio=True,
+            shot_type=False,
+            returns_actual_prompt=True,
+            usage="video",
+            source="REF 模型概览, 请求体, 响应参数; LIMITS",
+        ),
         # REF, 模型概览: "wan2.2-t2v-plus ... 无声视频 ... 480P、1080P ... 5秒"; size default 1920*1080; prompt
         # "wan2.2及以下版本模型：长度不超过800个字符"; duration "固定为5秒". RPS 2, concurrent tasks 2 (LIMITS).
-        Model("wan2.2-t2v-plus", "1920*1080", ("480P", "1080P"), (5,), 5, 800, 2, 2,
-              audio=False, shot_type=False, returns_actual_prompt=True, usage="video",
-              source="REF 模型概览, 请求体; LIMITS"),
+        Model(
+            "wan2.2-t2v-plus",
+            "1920*1080",
+            ("480P", "1080P"),
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            audio=False,
+            shot_type=False,
+            returns_actual_prompt=True,
+            usage="video",
+            source="REF 模型概览, 请求体; LIMITS",
+        ),
         # REF, 模型概览: "wanx2.1-t2v-turbo ... 无声视频 ... 480P、720P ... 5秒" and "wanx2.1-t2v-plus ... 720P
         # ... 5秒"; size default 1280*720 for both. REF-2.1: RPS 2, concurrent tasks 2 for both.
-        Model("wanx2.1-t2v-turbo", "1280*720", ("480P", "720P"), (5,), 5, 800, 2, 2,
-              audio=False, shot_type=False, returns_actual_prompt=True, usage="video",
-              source="REF 模型概览, 请求体; REF-2.1 rate limits"),
-        Model("wanx2.1-t2v-plus", "1280*720", ("720P",), (5,), 5, 800, 2, 2,
-              audio=False, shot_type=False, returns_actual_prompt=True, usage="video",
-              source="REF 模型概览, 请求体; REF-2.1 rate limits"),
+        Model(
+            "wanx2.1-t2v-turbo",
+            "1280*720",
+            ("480P", "720P"),
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            audio=False,
+            shot_type=False,
+            returns_actual_prompt=True,
+            usage="video",
+            source="REF 模型概览, 请求体; REF-2.1 rate limits",
+        ),
+        Model(
+            "wanx2.1-t2v-plus",
+            "1280*720",
+            ("720P",),
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            audio=False,
+            shot_type=False,
+            returns_actual_prompt=True,
+            usage="video",
+            source="REF 模型概览, 请求体; REF-2.1 rate limits",
+        ),
         # REF-2.1 (Singapore) names the 2.1 models wan2.1-t2v-turbo and wan2.1-t2v-plus, with the same
         # limits; their tiers and defaults are those of the wanx2.1 names.
-        Model("wan2.1-t2v-turbo", "1280*720", ("480P", "720P"), (5,), 5, 800, 2, 2,
-              audio=False, shot_type=False, returns_actual_prompt=True, usage="video",
-              source="REF-2.1 model introduction and rate limits"),
-        Model("wan2.1-t2v-plus", "1280*720", ("720P",), (5,), 5, 800, 2, 2,
-              audio=False, shot_type=False, returns_actual_prompt=True, usage="video",
-              source="REF-2.1 model introduction and rate limits"),
+        Model(
+            "wan2.1-t2v-turbo",
+            "1280*720",
+            ("480P", "720P"),
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            audio=False,
+            shot_type=False,
+            returns_actual_prompt=True,
+            usage="video",
+            source="REF-2.1 model introduction and rate limits",
+        ),
+        Model(
+            "wan2.1-t2v-plus",
+            "1280*720",
+            ("720P",),
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            audio=False,
+            shot_type=False,
+            returns_actual_prompt=True,
+            usage="video",
+            source="REF-2.1 model introduction and rate limits",
+        ),
     )
 }
 
@@ -212,29 +296,105 @@ IMAGE_MODELS: dict[str, ImageModel] = {
     for model in (
         # I2V 模型概览: "wan2.5-i2v-preview ... 有声视频 ... 480P、720P、1080P ... 5秒，10秒 ... 24fps"; resolution
         # default 1080P; prompt at most 1500 characters. Quota: LIMITS (as wan2.5-t2v-preview, 5 and 5).
-        ImageModel("wan2.5-i2v-preview", I2V, ("480P", "720P", "1080P"), "1080P", (5, 10), 5, 1500, 5, 5, True,
-                   "I2V 模型概览, 请求体; LIMITS"),
+        ImageModel(
+            "wan2.5-i2v-preview",
+            I2V,
+            ("480P", "720P", "1080P"),
+            "1080P",
+            (5, 10),
+            5,
+            1500,
+            5,
+            5,
+            True,
+            "I2V 模型概览, 请求体; LIMITS",
+        ),
         # I2V 模型概览: "wan2.2-i2v-flash ... 无声视频 ... 480P、720P、1080P ... 5秒 ... 30fps"; default 720P.
-        ImageModel("wan2.2-i2v-flash", I2V, ("480P", "720P", "1080P"), "720P", (5,), 5, 800, 2, 2, False,
-                   "I2V 模型概览, 请求体; LIMITS"),
+        ImageModel(
+            "wan2.2-i2v-flash",
+            I2V,
+            ("480P", "720P", "1080P"),
+            "720P",
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "I2V 模型概览, 请求体; LIMITS",
+        ),
         # I2V 模型概览: "wan2.2-i2v-plus ... 480P、1080P ... 5秒"; default 1080P.
-        ImageModel("wan2.2-i2v-plus", I2V, ("480P", "1080P"), "1080P", (5,), 5, 800, 2, 2, False,
-                   "I2V 模型概览, 请求体; LIMITS"),
+        ImageModel(
+            "wan2.2-i2v-plus",
+            I2V,
+            ("480P", "1080P"),
+            "1080P",
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "I2V 模型概览, 请求体; LIMITS",
+        ),
         # I2V 模型概览: "wanx2.1-i2v-plus ... 720P ... 5秒"; "wanx2.1-i2v-turbo ... 480P、720P ... 3、4、5秒"; the
         # 2025-06-05 edition: "任务下发接口QPS限制 2", "同时处理中任务数量 2" for both.
-        ImageModel("wanx2.1-i2v-plus", I2V, ("720P",), "720P", (5,), 5, 800, 2, 2, False,
-                   "I2V 模型概览, 计费与限流 (2025-06-05 edition)"),
-        ImageModel("wanx2.1-i2v-turbo", I2V, ("480P", "720P"), "720P", (3, 4, 5), 5, 800, 2, 2, False,
-                   "I2V 模型概览, 计费与限流 (2025-06-05 edition)"),
+        ImageModel(
+            "wanx2.1-i2v-plus",
+            I2V,
+            ("720P",),
+            "720P",
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "I2V 模型概览, 计费与限流 (2025-06-05 edition)",
+        ),
+        ImageModel(
+            "wanx2.1-i2v-turbo",
+            I2V,
+            ("480P", "720P"),
+            "720P",
+            (3, 4, 5),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "I2V 模型概览, 计费与限流 (2025-06-05 edition)",
+        ),
         # KF2V: "wan2.1-kf2v-plus ... 分辨率档位：720P 视频时长：5秒 固定规格：30fps"; its Beijing name in the
         # SDK and the Chinese examples is wanx2.1-kf2v-plus. The guide: wan2.2-kf2v-flash, 480P/720P/1080P, 5 s.
         # Default resolution for wan2.2-kf2v-flash: undocumented in what was read; 720P here.
-        ImageModel("wan2.2-kf2v-flash", KF2V, ("480P", "720P", "1080P"), "720P", (5,), 5, 800, 2, 2, False,
-                   "KF2V guide; LIMITS"),
-        ImageModel("wan2.1-kf2v-plus", KF2V, ("720P",), "720P", (5,), 5, 800, 2, 2, False,
-                   "KF2V 模型概览; LIMITS"),
-        ImageModel("wanx2.1-kf2v-plus", KF2V, ("720P",), "720P", (5,), 5, 800, 2, 2, False,
-                   "KF2V (Chinese edition) examples; LIMITS"),
+        ImageModel(
+            "wan2.2-kf2v-flash",
+            KF2V,
+            ("480P", "720P", "1080P"),
+            "720P",
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "KF2V guide; LIMITS",
+        ),
+        ImageModel("wan2.1-kf2v-plus", KF2V, ("720P",), "720P", (5,), 5, 800, 2, 2, False, "KF2V 模型概览; LIMITS"),
+        ImageModel(
+            "wanx2.1-kf2v-plus",
+            KF2V,
+            ("720P",),
+            "720P",
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "KF2V (Chinese edition) examples; LIMITS",
+        ),
     )
 }
 
@@ -257,8 +417,20 @@ USAGE = {
 # item with these fields (gmt_create, start_time, end_time in epoch milliseconds; a time is absent until
 # it has happened, as in the page's RUNNING example without end_time). TASKS, cancel: the answer is
 # {"request_id"}, and only a PENDING task can be cancelled (UnsupportedOperation otherwise).
-LIST_FIELDS = ("task_id", "status", "model_name", "region", "request_id", "api_key_id", "caller_uid",
-               "caller_parent_id", "gmt_create", "start_time", "end_time", "user_api_unique_key")
+LIST_FIELDS = (
+    "task_id",
+    "status",
+    "model_name",
+    "region",
+    "request_id",
+    "api_key_id",
+    "caller_uid",
+    "caller_parent_id",
+    "gmt_create",
+    "start_time",
+    "end_time",
+    "user_api_unique_key",
+)
 
 # ERRORS: the HTTP status of each code this API answers.
 ERROR_STATUS: dict[str, int] = {
@@ -297,11 +469,13 @@ MESSAGES: dict[str, str] = {
     "Throttling.RateQuota": "Requests rate limit exceeded, please try again later.",
     "Throttling.AllocationQuota": "Allocated quota exceeded, please increase your quota limit.",
     "InternalError": "An internal error has occured, please try again later or contact service support.",
-    "InternalError.Algo": ("An internal error has occured during execution, please try again later or contact "
-                           "service support."),
+    "InternalError.Algo": (
+        "An internal error has occured during execution, please try again later or contact service support."
+    ),
     "SystemError": "An system error has occured, please try again later.",
-    "InternalError.Timeout": ("An internal timeout error has occured during execution, please try again later or "
-                              "contact service support."),
+    "InternalError.Timeout": (
+        "An internal timeout error has occured during execution, please try again later or contact service support."
+    ),
     "UnsupportedOperation": "Failed to cancel the task, please confirm if the task is in PENDING status.",
 }
 

@@ -77,8 +77,9 @@ class Emulator:
         port = sock.getsockname()[1]
         if not self.config.public_base_url:
             self.base_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        config = uvicorn.Config(self.app, http=_NoDelayProtocol, log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            self.app, http=_NoDelayProtocol, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
+        )
         self._server = _Server(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:

@@ -139,8 +139,15 @@ class Tasks:
         if not self._queries.admit(limit, time.monotonic()):
             raise throttled()
 
-    def create(self, body: Any, api_key: str, request_id: str, *, path: str = "video-generation",
-               images: dict[str, bytes] | None = None) -> Task:
+    def create(
+        self,
+        body: Any,
+        api_key: str,
+        request_id: str,
+        *,
+        path: str = "video-generation",
+        images: dict[str, bytes] | None = None,
+    ) -> Task:
         """``path``: the endpoint's service (rules.PATHS); ``images``: the image fields' bytes, fetched."""
         spec = model_of(body, path)
         model = spec.name
@@ -203,9 +210,15 @@ class Tasks:
     async def _run(self, task: Task) -> None:
         fail = bool(self.config.fail_marker) and self.config.fail_marker in task.prompt
         # Rendering starts with the task, so the file usually exists by the time the task is due to end.
-        render = None if fail else asyncio.ensure_future(
-            self.videos.get(task.size, task.prompt, task.duration, pad_to=self.config.video_pad_bytes,
-                            images=task.images))
+        render = (
+            None
+            if fail
+            else asyncio.ensure_future(
+                self.videos.get(
+                    task.size, task.prompt, task.duration, pad_to=self.config.video_pad_bytes, images=task.images
+                )
+            )
+        )
         try:
             await asyncio.sleep(self.config.render_time(task.prompt))
             if render is None:
@@ -298,8 +311,11 @@ def _parameters(body: dict[str, Any], spec: Model | ImageModel) -> dict[str, Any
             raise invalid(f"parameters.{name} must be true or false")
         flags[name] = value
     audio_url = given.get("audio_url")
-    if audio_url is not None and (not isinstance(audio_url, str) or urlsplit(audio_url).scheme
-                                  not in rules.AUDIO_URL_SCHEMES or not urlsplit(audio_url).hostname):
+    if audio_url is not None and (
+        not isinstance(audio_url, str)
+        or urlsplit(audio_url).scheme not in rules.AUDIO_URL_SCHEMES
+        or not urlsplit(audio_url).hostname
+    ):
         raise invalid("input.audio_url must be an http or https URL")
     shot_type = params.get("shot_type", rules.SHOT_TYPES[0])
     if shot_type not in rules.SHOT_TYPES:
@@ -347,8 +363,9 @@ def _image_parameters(body: dict[str, Any], spec: ImageModel) -> dict[str, Any]:
         image_source(name, given.get(name))
     resolution = params.get("resolution", spec.default_resolution)
     if resolution not in spec.tiers:
-        raise invalid(f"parameters.resolution {resolution!r} is not supported by {spec.name}; "
-                      f"allowed: {', '.join(spec.tiers)}")
+        raise invalid(
+            f"parameters.resolution {resolution!r} is not supported by {spec.name}; allowed: {', '.join(spec.tiers)}"
+        )
     duration = params.get("duration", spec.default_duration)
     if not _is_int(duration) or duration not in spec.durations:
         allowed = ", ".join(map(str, spec.durations))
@@ -363,8 +380,11 @@ def _image_parameters(body: dict[str, Any], spec: ImageModel) -> dict[str, Any]:
             raise invalid(f"parameters.{name} must be true or false")
         flags[name] = value
     audio_url = given.get("audio_url")
-    if audio_url is not None and (not isinstance(audio_url, str) or urlsplit(audio_url).scheme
-                                  not in rules.AUDIO_URL_SCHEMES or not urlsplit(audio_url).hostname):
+    if audio_url is not None and (
+        not isinstance(audio_url, str)
+        or urlsplit(audio_url).scheme not in rules.AUDIO_URL_SCHEMES
+        or not urlsplit(audio_url).hostname
+    ):
         raise invalid("input.audio_url must be an http or https URL")
     sound = None
     if spec.audio:
@@ -432,7 +452,7 @@ def check_picture(name: str, data: bytes) -> tuple[int, int]:
 
 
 def video_size(resolution: str, first: bytes) -> str:
-    """"W*H" of about the tier's pixels at the first image's aspect ratio (rules, RESOLUTION_PIXELS), even sides."""
+    """ "W*H" of about the tier's pixels at the first image's aspect ratio (rules, RESOLUTION_PIXELS), even sides."""
     from PIL import Image
 
     with Image.open(io.BytesIO(first)) as image:
@@ -442,8 +462,13 @@ def video_size(resolution: str, first: bytes) -> str:
     return f"{max(2, round(width * scale / 2) * 2)}*{max(2, round(height * scale / 2) * 2)}"
 
 
-async def fetch_images(body: Any, path: str, resolve_oss: bool, uploads: dict[str, tuple[str, bytes, float]],
-                       get: Callable[[str], Coroutine[Any, Any, bytes]]) -> dict[str, bytes]:
+async def fetch_images(
+    body: Any,
+    path: str,
+    resolve_oss: bool,
+    uploads: dict[str, tuple[str, bytes, float]],
+    get: Callable[[str], Coroutine[Any, Any, bytes]],
+) -> dict[str, bytes]:
     """The bytes of the body's images, as DashScope reads them before it answers: data URLs decoded, oss://
     files looked up (only with X-DashScope-OssResourceResolve), http(s) URLs downloaded."""
     try:

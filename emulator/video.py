@@ -201,8 +201,9 @@ def _picture(data: bytes, width: int, height: int) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         rgb = image.convert("RGB")
     scale = max(width / rgb.width, height / rgb.height)
-    scaled = rgb.resize((max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale))),
-                        Image.Resampling.LANCZOS)
+    scaled = rgb.resize(
+        (max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale))), Image.Resampling.LANCZOS
+    )
     left, top = (scaled.width - width) // 2, (scaled.height - height) // 2
     return np.asarray(scaled.crop((left, top, left + width, top + height)), dtype=np.float32)
 

@@ -62,8 +62,10 @@ def parse_schedule(text: str | None) -> tuple[float, ...]:
     except ValueError:
         schedule = ()
     if not schedule or not all(math.isfinite(delay) and delay >= 0 for delay in schedule):
-        raise ConfigError("WANHOOK_CALLBACK_SCHEDULE must be the seconds before each attempt, numbers of 0 or more "
-                          f"separated by commas (e.g. 0,5,300), got {text!r}")
+        raise ConfigError(
+            "WANHOOK_CALLBACK_SCHEDULE must be the seconds before each attempt, numbers of 0 or more "
+            f"separated by commas (e.g. 0,5,300), got {text!r}"
+        )
     return schedule
 
 
@@ -73,8 +75,9 @@ def check_secret(configured: str) -> None:
         Webhook(configured)
     except Exception:  # the library's own errors: binascii.Error, its EmptyWebhookSecretError
         # The value is a secret: the message never repeats it.
-        raise ConfigError("WANHOOK_CALLBACK_SECRET must be whsec_ followed by base64 (a Standard Webhooks "
-                          "secret)") from None
+        raise ConfigError(
+            "WANHOOK_CALLBACK_SECRET must be whsec_ followed by base64 (a Standard Webhooks secret)"
+        ) from None
 
 
 async def secret(redis: Redis, configured: str | None) -> str:
@@ -133,9 +136,17 @@ class Notifier:
     live process always settles its attempt before anyone may claim the delivery again.
     """
 
-    def __init__(self, store: TaskStore, secret: str, schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
-                 concurrency: int = 16, allow_private: bool = False, per_destination: int = 2,
-                 deadline: float = TIMEOUT, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        secret: str,
+        schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
+        concurrency: int = 16,
+        allow_private: bool = False,
+        per_destination: int = 2,
+        deadline: float = TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         """``transport`` sends the callbacks; unless given, ``outbound.PinnedTransport``: public addresses
         only, unless ``allow_private``."""
         self.store = store
@@ -199,8 +210,7 @@ class Notifier:
                 if woken is not None:
                     woken.result()  # a wake-up, a Redis timeout, or its error
                 # Redis times a BLPOP out on its own tick only; precise naps are timed here.
-                woken = self._woken = asyncio.ensure_future(
-                    self.redis.blpop([keys.CALLBACKS_WAKE], timeout=MAX_IDLE))
+                woken = self._woken = asyncio.ensure_future(self.redis.blpop([keys.CALLBACKS_WAKE], timeout=MAX_IDLE))
             nudged = asyncio.ensure_future(self._nudge.wait())
             await asyncio.wait({woken, stopping, nudged}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             nudged.cancel()
@@ -249,8 +259,11 @@ class Notifier:
                 # lease is renewed, and it keeps its place in line.
                 del self._start_by[webhook_id]
                 self._start_by[webhook_id] = start_by
-            elif (place not in self._queued and self._busy.get(place, 0) < self.per_destination
-                  and len(self._running) < self.concurrency):
+            elif (
+                place not in self._queued
+                and self._busy.get(place, 0) < self.per_destination
+                and len(self._running) < self.concurrency
+            ):
                 self._start(place, webhook_id)
             elif len(self._start_by) < WAITING_LIMIT:
                 self._queued.setdefault(place, deque()).append(webhook_id)
@@ -348,10 +361,13 @@ class Notifier:
         body = await self._body(task_id, webhook_id, state, delivery)
         attempt = delivery["attempts"] + 1
         now = datetime.now(UTC)
-        headers = {"content-type": "application/json", "webhook-id": webhook_id,
-                   "webhook-timestamp": str(int(now.timestamp())),
-                   "webhook-signature": self.signer.sign(webhook_id, now, body),
-                   "user-agent": "wanhook"}
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self.signer.sign(webhook_id, now, body),
+            "user-agent": "wanhook",
+        }
         wait: float | None = None
         try:
             status_code, wait = await self._post(url, body.encode(), headers)
@@ -371,15 +387,24 @@ class Notifier:
             delivery["status"], delay = "dead", -1.0
         else:
             delay = max(self.schedule[attempt], wait or 0.0)
-            delivery["next_attempt_at"] = datetime.fromtimestamp(time.time() + delay, UTC).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z")
+            delivery["next_attempt_at"] = (
+                datetime.fromtimestamp(time.time() + delay, UTC)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")
+            )
         if delay < 0:
             delivery.pop("next_attempt_at", None)
-        await self._settle(keys=keys.ROUTE,
-                           args=[task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
+        await self._settle(keys=keys.ROUTE, args=[task_id, webhook_id, json.dumps(delivery), int(delay * 1000)])
         await self.store.count(f"callbacks_{delivery['status'] if delay < 0 else 'retried'}")
-        log.info("callback %s for task %s to %s: %s (attempt %d, %s)", webhook_id, task_id, redact_url(url),
-                 outcome, attempt, delivery["status"])
+        log.info(
+            "callback %s for task %s to %s: %s (attempt %d, %s)",
+            webhook_id,
+            task_id,
+            redact_url(url),
+            outcome,
+            attempt,
+            delivery["status"],
+        )
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float | None]:
         """The receiver's status and Retry-After, all within the deadline.
@@ -409,8 +434,10 @@ class Notifier:
         task = await self.store.get(task_id) or {}
         data = dict(task, status=state)
         data.pop("callbacks", None)
-        body = json.dumps({"type": delivery["event"], "timestamp": delivery.get("created_at") or now_iso(),
-                           "data": data}, separators=(",", ":"))
+        body = json.dumps(
+            {"type": delivery["event"], "timestamp": delivery.get("created_at") or now_iso(), "data": data},
+            separators=(",", ":"),
+        )
         await self.redis.set(key, body, nx=True, ex=30 * 24 * 3600)
         return as_text(await self.redis.get(key) or body)
 
@@ -423,4 +450,3 @@ def destination(url: str) -> str:
     except ValueError:
         return parts.netloc.lower()
     return f"{(parts.hostname or '').lower()}:{port}"
-

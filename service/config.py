@@ -99,20 +99,26 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
 
     parts = urlsplit(raw)
     if parts.scheme not in REDIS_SCHEMES:
-        raise ConfigError(f"WANHOOK_REDIS_URL must be a {', '.join(s + '://' for s in REDIS_SCHEMES[:-1])} "
-                          f"or {REDIS_SCHEMES[-1]}:// URL, got {redact_url(raw)!r}")
+        raise ConfigError(
+            f"WANHOOK_REDIS_URL must be a {', '.join(s + '://' for s in REDIS_SCHEMES[:-1])} "
+            f"or {REDIS_SCHEMES[-1]}:// URL, got {redact_url(raw)!r}"
+        )
     if parts.scheme == "unix" and not parts.path:
         raise ConfigError(f"WANHOOK_REDIS_URL names no socket path: {redact_url(raw)!r}")
     if parts.scheme == "redis+sentinel":  # several host:port, then the monitored service's name
         sentinels = parts.netloc.rpartition("@")[2].split(",")
         ports = [item.rpartition(":")[2] for item in sentinels if ":" in item]
         if not all(port.isdigit() and 0 < int(port) < 65536 for port in ports) or not all(sentinels):
-            raise ConfigError(f"WANHOOK_REDIS_URL: expected redis+sentinel://host:26379[,host:port...]/<service>, "
-                              f"got {redact_url(raw)!r}")
+            raise ConfigError(
+                f"WANHOOK_REDIS_URL: expected redis+sentinel://host:26379[,host:port...]/<service>, "
+                f"got {redact_url(raw)!r}"
+            )
         path = [segment for segment in parts.path.split("/") if segment]
         if not path:
-            raise ConfigError("WANHOOK_REDIS_URL: a redis+sentinel:// URL names the monitored service: "
-                              "redis+sentinel://host:26379/mymaster")
+            raise ConfigError(
+                "WANHOOK_REDIS_URL: a redis+sentinel:// URL names the monitored service: "
+                "redis+sentinel://host:26379/mymaster"
+            )
         if len(path) > 1 and not path[1].isdigit():
             raise ConfigError(f"WANHOOK_REDIS_URL: the database after the service is a number, got {path[1]!r}")
     elif parts.scheme != "unix" and not _port_ok(parts):
@@ -245,8 +251,10 @@ class Settings:
         """What ``serve`` refuses to start with: limits that would let streams starve the webhook."""
         if self.max_connections <= self.max_streams:
             # Streams alone must not be able to take every connection: the webhook needs some.
-            raise ConfigError(f"WANHOOK_MAX_CONNECTIONS ({self.max_connections}) must be above WANHOOK_MAX_STREAMS "
-                              f"({self.max_streams})")
+            raise ConfigError(
+                f"WANHOOK_MAX_CONNECTIONS ({self.max_connections}) must be above WANHOOK_MAX_STREAMS "
+                f"({self.max_streams})"
+            )
 
     @property
     def videos_dir(self) -> Path:

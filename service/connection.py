@@ -35,8 +35,9 @@ def embedded_socket(data_dir: Path) -> str:
     try:
         return str(embedded.server(data_dir).socket)
     except OSError as exc:  # the directory cannot be made or written: a setting to fix, not a bug
-        raise ConfigError(f"WANHOOK_DATA_DIR: cannot keep the embedded Redis in {data_dir / 'redis'}: "
-                          f"{exc.strerror or exc}") from None
+        raise ConfigError(
+            f"WANHOOK_DATA_DIR: cannot keep the embedded Redis in {data_dir / 'redis'}: {exc.strerror or exc}"
+        ) from None
 
 
 def redis_url(settings: Settings) -> str:
@@ -57,8 +58,10 @@ def sentinel_client(url: str, options: dict[str, Any]) -> Redis:
         hosts.append((host or item, int(port or 26379)))
     path = [segment for segment in parts.path.split("/") if segment]
     if not path:
-        raise ConfigError("WANHOOK_REDIS_URL: a redis+sentinel:// URL names the monitored service: "
-                          "redis+sentinel://host:26379/mymaster")
+        raise ConfigError(
+            "WANHOOK_REDIS_URL: a redis+sentinel:// URL names the monitored service: "
+            "redis+sentinel://host:26379/mymaster"
+        )
     password = unquote(parts.password) if parts.password else None
     options = {**options, "db": int(path[1]) if len(path) > 1 else 0, "password": password}
     options.pop("health_check_interval", None)
@@ -82,8 +85,13 @@ async def connect(settings: Settings, **kwargs: Any) -> Redis:
     """
     url = redis_url(settings)
     # Blocking reads (the change feed's XREAD, up to 10 s) must fit inside the socket timeout.
-    options: dict[str, Any] = {"socket_timeout": 30.0, "socket_connect_timeout": 5.0, "health_check_interval": 30,
-                               "max_connections": settings.redis_max_connections, **kwargs}
+    options: dict[str, Any] = {
+        "socket_timeout": 30.0,
+        "socket_connect_timeout": 5.0,
+        "health_check_interval": 30,
+        "max_connections": settings.redis_max_connections,
+        **kwargs,
+    }
     if url.startswith("redis+sentinel://"):
         redis = sentinel_client(url, options)
     elif url.startswith(("redis+cluster://", "rediss+cluster://")):

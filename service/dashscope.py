@@ -38,8 +38,11 @@ def error_from_response(response: httpx.Response) -> DashScopeError:
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        return Unreachable("InvalidResponse", f"HTTP {response.status_code} with a body that is not JSON",
-                           status_code=response.status_code)
+        return Unreachable(
+            "InvalidResponse",
+            f"HTTP {response.status_code} with a body that is not JSON",
+            status_code=response.status_code,
+        )
     code = str(body.get("code") or f"HTTP{response.status_code}")
     message = str(body.get("message") or response.reason_phrase)
     kwargs: dict[str, Any] = {"status_code": response.status_code, "request_id": body.get("request_id")}
@@ -51,10 +54,16 @@ def error_from_response(response: httpx.Response) -> DashScopeError:
 
 
 class DashScopeClient:
-    def __init__(self, api_key: str | None, base_url: str, *, timeout: float = 30.0,
-                 workspace: str | None = None,
-                 on_call: Callable[[str, str], Awaitable[None]] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        api_key: str | None,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        workspace: str | None = None,
+        on_call: Callable[[str, str], Awaitable[None]] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         """``transport``, unless given, is httpx's own (which honours HTTPS_PROXY and the like: DashScope is
         a fixed public endpoint, reached as the host's other HTTPS clients reach it); a test gives an
         ``httpx.MockTransport``."""
@@ -65,16 +74,25 @@ class DashScopeClient:
             headers["X-DashScope-WorkSpace"] = workspace
         # ``transport`` replaces the network (tests answer with httpx.MockTransport).
         self._transport = transport
-        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
-                                       follow_redirects=False, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, follow_redirects=False, transport=transport
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        endpoint = ("create" if path in CREATE_PATHS else "upload" if path == UPLOADS_PATH
-                    else "cancel" if path.endswith("/cancel")
-                    else "list" if path == "/tasks/" else "read")
+        endpoint = (
+            "create"
+            if path in CREATE_PATHS
+            else "upload"
+            if path == UPLOADS_PATH
+            else "cancel"
+            if path.endswith("/cancel")
+            else "list"
+            if path == "/tasks/"
+            else "read"
+        )
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -101,21 +119,28 @@ class DashScopeClient:
             except Exception:  # metrics must never fail a call
                 pass
 
-    async def create_task(self, model: str, input: dict[str, Any], parameters: dict[str, Any],
-                          *, path: str = CREATE_PATH) -> CreatedTask:
+    async def create_task(
+        self, model: str, input: dict[str, Any], parameters: dict[str, Any], *, path: str = CREATE_PATH
+    ) -> CreatedTask:
         headers = {"X-DashScope-Async": "enable"}
         if any(isinstance(value, str) and value.startswith("oss://") for value in input.values()):
             headers.update(OSS_RESOLVE)
         body = await self._request(
-            "POST", path, json={"model": model, "input": input, "parameters": parameters}, headers=headers,
+            "POST",
+            path,
+            json={"model": model, "input": input, "parameters": parameters},
+            headers=headers,
         )
         output = body.get("output")
         # Anything but DashScope's shape is an answer that cannot be used (as if none had come), not a crash.
         if not isinstance(output, dict) or not isinstance(output.get("task_id"), str) or not output["task_id"]:
             raise Unreachable("InvalidResponse", "create answered without output.task_id")
         status, request_id = output.get("task_status"), body.get("request_id")
-        return CreatedTask(output["task_id"], status if isinstance(status, str) else "PENDING",
-                           request_id if isinstance(request_id, str) else None)
+        return CreatedTask(
+            output["task_id"],
+            status if isinstance(status, str) else "PENDING",
+            request_id if isinstance(request_id, str) else None,
+        )
 
     async def upload(self, model: str, name: str, data: bytes, content_type: str) -> str:
         """``data`` put in DashScope's temporary storage for ``model``: its oss:// URL, valid 48 hours.
@@ -124,15 +149,21 @@ class DashScopeClient:
         (https://www.alibabacloud.com/help/en/model-studio/get-temporary-file-url)."""
         body = await self._request("GET", UPLOADS_PATH, params={"action": "getPolicy", "model": model})
         policy = body.get("data") if isinstance(body.get("data"), dict) else body.get("output")
-        if not isinstance(policy, dict) or not all(isinstance(policy.get(k), str) for k in
-                                                   ("upload_host", "upload_dir", "policy", "signature")):
+        if not isinstance(policy, dict) or not all(
+            isinstance(policy.get(k), str) for k in ("upload_host", "upload_dir", "policy", "signature")
+        ):
             raise Unreachable("InvalidResponse", "getPolicy answered without an upload policy")
         key = f"{policy['upload_dir']}/{name}"
-        form = {"OSSAccessKeyId": str(policy.get("oss_access_key_id", "")), "Signature": policy["signature"],
-                "policy": policy["policy"], "key": key,
-                "x-oss-object-acl": str(policy.get("x_oss_object_acl", "private")),
-                "x-oss-forbid-overwrite": str(policy.get("x_oss_forbid_overwrite", "true")),
-                "success_action_status": "200", "x-oss-content-type": content_type}
+        form = {
+            "OSSAccessKeyId": str(policy.get("oss_access_key_id", "")),
+            "Signature": policy["signature"],
+            "policy": policy["policy"],
+            "key": key,
+            "x-oss-object-acl": str(policy.get("x_oss_object_acl", "private")),
+            "x-oss-forbid-overwrite": str(policy.get("x_oss_forbid_overwrite", "true")),
+            "success_action_status": "200",
+            "x-oss-content-type": content_type,
+        }
         try:
             # The upload host is OSS, not DashScope: no Authorization header goes there.
             async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as oss:
@@ -142,8 +173,11 @@ class DashScopeClient:
             raise Unreachable("ConnectionError", f"upload to temporary storage: {type(exc).__name__}") from exc
         await self._record("upload", str(response.status_code))
         if response.status_code != 200:
-            raise ServerError("UploadFailed", f"temporary storage answered HTTP {response.status_code}",
-                              status_code=response.status_code)
+            raise ServerError(
+                "UploadFailed",
+                f"temporary storage answered HTTP {response.status_code}",
+                status_code=response.status_code,
+            )
         return f"oss://{key}"
 
     async def get_task(self, task_id: str) -> dict[str, Any]:

@@ -56,8 +56,13 @@ def check_floor(settings: Settings) -> None:
     except OSError:
         return
     if settings.min_free_bytes < 2 * size:
-        log.warning("WANHOOK_MIN_FREE_BYTES (%d) is less than twice the embedded Redis' files on the same disk "
-                    "(%d bytes in %s): the AOF grows into that floor, so raise it", settings.min_free_bytes, size, aof)
+        log.warning(
+            "WANHOOK_MIN_FREE_BYTES (%d) is less than twice the embedded Redis' files on the same disk "
+            "(%d bytes in %s): the AOF grows into that floor, so raise it",
+            settings.min_free_bytes,
+            size,
+            aof,
+        )
 
 
 @dataclass(frozen=True)
@@ -70,14 +75,17 @@ class Grant:
     since_ms: int  # when this download first waited (Redis' clock): its place in line
 
     def explain(self, need: int, floor: int) -> str:
-        return (f"{self.free} bytes free; the video needs {need}, downloads in progress have {self.reserved} "
-                f"still to write, downloads waiting longer need {self.ahead}, and WANHOOK_MIN_FREE_BYTES "
-                f"keeps {floor} free")
+        return (
+            f"{self.free} bytes free; the video needs {need}, downloads in progress have {self.reserved} "
+            f"still to write, downloads waiting longer need {self.ahead}, and WANHOOK_MIN_FREE_BYTES "
+            f"keeps {floor} free"
+        )
 
 
 class DiskSpace:
-    def __init__(self, redis: Redis, storage: VideoStorage, directory: Path, *, floor: int,
-                 lease_seconds: float, owner: str) -> None:
+    def __init__(
+        self, redis: Redis, storage: VideoStorage, directory: Path, *, floor: int, lease_seconds: float, owner: str
+    ) -> None:
         self.storage = storage
         self.owner = owner  # names this process's entries: only it renews or gives them back
         self.floor = floor
@@ -99,14 +107,19 @@ class DiskSpace:
         """Reserve ``need`` bytes for the task, or put it in line (keeping ``since_ms``) when they do not fit."""
         free, capacity = await asyncio.to_thread(self.storage.disk_space)
         granted, room, reserved, ahead, since = await self._reserve(
-            keys=self.keys, args=[task_id, need, free, capacity, self.floor, self.lease_ms, since_ms, self.owner])
+            keys=self.keys, args=[task_id, need, free, capacity, self.floor, self.lease_ms, since_ms, self.owner]
+        )
         return Grant(bool(granted), free, int(room), int(reserved), int(ahead), int(since))
 
     async def renew(self, task_id: str, remaining: int | None = None) -> bool:
         """Keep the task's entry alive; a held one also says how many bytes it has still to write.
         False when the ledger has no entry of this process for the task (its lease lapsed)."""
-        return bool(await self._renew(keys=self.keys, args=[
-            task_id, -1 if remaining is None else max(0, remaining), self.lease_ms, self.owner]))
+        return bool(
+            await self._renew(
+                keys=self.keys,
+                args=[task_id, -1 if remaining is None else max(0, remaining), self.lease_ms, self.owner],
+            )
+        )
 
     async def release(self, task_id: str) -> None:
         """Give back the task's reservation, or its place in line."""
@@ -124,8 +137,7 @@ class DiskSpace:
                     return grant
                 since_ms = grant.since_ms
                 freed = asyncio.ensure_future(self._freed.wait())
-                await asyncio.wait({freed, stopping}, timeout=ROOM_POLL_SECONDS,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({freed, stopping}, timeout=ROOM_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
                 freed.cancel()
             return None
         finally:

@@ -85,9 +85,17 @@ def video_transport(settings: Settings) -> outbound.PinnedTransport:
 
 
 class Downloader:
-    def __init__(self, store: TaskStore, client: DashScopeClient, queue: JobQueue, reads: ReadLimiter,
-                 settings: Settings, *, storage: VideoStorage | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        client: DashScopeClient,
+        queue: JobQueue,
+        reads: ReadLimiter,
+        settings: Settings,
+        *,
+        storage: VideoStorage | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         """``storage`` keeps the videos (``LocalStorage`` in the data directory unless given); ``transport``
         fetches them (unless given, ``video_transport``: only public addresses, or the hosts named in
         ``WANHOOK_VIDEO_HOSTS``)."""
@@ -98,12 +106,20 @@ class Downloader:
         self.settings = settings
         self.storage: VideoStorage = storage if storage is not None else LocalStorage(settings.videos_dir)
         # Leases as long as a job's: a dead worker's space comes back by the time its job is taken over.
-        self.space = DiskSpace(store.redis, self.storage, settings.videos_dir, floor=settings.min_free_bytes,
-                               lease_seconds=settings.claim_idle_seconds, owner=queue.consumer)
+        self.space = DiskSpace(
+            store.redis,
+            self.storage,
+            settings.videos_dir,
+            floor=settings.min_free_bytes,
+            lease_seconds=settings.claim_idle_seconds,
+            owner=queue.consumer,
+        )
         self.stopping = asyncio.Event()  # set with the worker's stop: downloads waiting for room give up
         check_floor(settings)
-        self.http = outbound.client(transport=transport if transport is not None else video_transport(settings),
-                                    timeout=httpx.Timeout(30.0, connect=10.0))
+        self.http = outbound.client(
+            transport=transport if transport is not None else video_transport(settings),
+            timeout=httpx.Timeout(30.0, connect=10.0),
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -169,8 +185,7 @@ class Downloader:
                         full_disk_errors += 1
                         if full_disk_errors > 1:
                             await self._pause(min(30.0, 0.25 * 2 ** (full_disk_errors - 1)))
-                    grant = await self.space.wait_for_room(task_id, exc.need, exc.since_ms or since_ms,
-                                                           self.stopping)
+                    grant = await self.space.wait_for_room(task_id, exc.need, exc.since_ms or since_ms, self.stopping)
                     if grant is None:
                         raise WaitAbandoned() from None
                     since_ms = grant.since_ms
@@ -241,9 +256,11 @@ class Downloader:
                 if not disk_full(exc):
                     raise
                 await asyncio.to_thread(self.storage.free_part, task_id, file)
-                raise InsufficientStorage(f"the disk is full ({os.strerror(exc.errno or errno.ENOSPC)}); the "
-                                          "part file was given back", need=self._expected_size(task),
-                                          disk_full=True) from None
+                raise InsufficientStorage(
+                    f"the disk is full ({os.strerror(exc.errno or errno.ENOSPC)}); the part file was given back",
+                    need=self._expected_size(task),
+                    disk_full=True,
+                ) from None
         await self.store.count("download_transfers_completed")  # a whole video fetched and in place
         return self._video(task_id, digest)
 
@@ -266,16 +283,20 @@ class Downloader:
                 attempts = await self._after_failure(task_id, attempts, exc)
                 continue
             if not host_allowed(url, self.settings.video_hosts):
-                raise DownloadError("VideoHostNotAllowed",
-                                    f"video host {urlsplit(url).hostname!r} is not in WANHOOK_VIDEO_HOSTS")
+                raise DownloadError(
+                    "VideoHostNotAllowed", f"video host {urlsplit(url).hostname!r} is not in WANHOOK_VIDEO_HOSTS"
+                )
             try:
                 return await self._transfer(task, url, file)
             except outbound.DestinationRefused as exc:  # the host resolved inwards as it was connected
                 raise DownloadError("VideoHostNotAllowed", str(exc)) from None
             except URLExpired:
                 if refreshed:
-                    raise DownloadError("VideoURLExpired", "the video URL was refused (expired) even after "
-                                        "reading the task again", status=Status.EXPIRED) from None
+                    raise DownloadError(
+                        "VideoURLExpired",
+                        "the video URL was refused (expired) even after reading the task again",
+                        status=Status.EXPIRED,
+                    ) from None
                 stale, url, refreshed = url, None, True
             except TransientError as exc:
                 attempts = await self._after_failure(task_id, attempts, exc)
@@ -290,8 +311,11 @@ class Downloader:
         except OSError as exc:
             if not disk_full(exc):
                 raise
-            raise InsufficientStorage("the disk is full: no room for a part file",
-                                      need=expected or self.settings.max_video_bytes, disk_full=True) from None
+            raise InsufficientStorage(
+                "the disk is full: no room for a part file",
+                need=expected or self.settings.max_video_bytes,
+                disk_full=True,
+            ) from None
 
     def _expected_size(self, task: dict[str, str]) -> int:
         """The bytes a video needs on disk: its size when the host said it, else the size cap."""
@@ -300,14 +324,17 @@ class Downloader:
     async def _reserve(self, task_id: str, total: int | None, offset: int) -> None:
         """Refuse a video that is too large; reserve the disk space for the rest of one that is not."""
         if total is not None and total > self.settings.max_video_bytes:
-            raise DownloadError("VideoTooLarge", f"the video is {total} bytes, over WANHOOK_MAX_VIDEO_BYTES "
-                                f"({self.settings.max_video_bytes})")
+            raise DownloadError(
+                "VideoTooLarge",
+                f"the video is {total} bytes, over WANHOOK_MAX_VIDEO_BYTES ({self.settings.max_video_bytes})",
+            )
         size = total if total is not None else self.settings.max_video_bytes
         grant = await self.space.reserve(task_id, size - offset)
         if not grant.granted:
             # Refused: the part file is given back (by the caller), so the whole video is what it waits for.
-            raise InsufficientStorage(grant.explain(size - offset, self.space.floor), need=size,
-                                      since_ms=grant.since_ms)
+            raise InsufficientStorage(
+                grant.explain(size - offset, self.space.floor), need=size, since_ms=grant.since_ms
+            )
 
     async def _after_failure(self, task_id: str, attempts: int, exc: TransientError) -> int:
         """Count a failed attempt and wait before the next; the task fails once the attempts are spent."""
@@ -320,8 +347,12 @@ class Downloader:
         return attempts
 
     def _video(self, task_id: str, sha256: str) -> dict[str, Any]:
-        return {"path": self.storage.location(task_id), "bytes": self.storage.stored_size(task_id),
-                "sha256": sha256, "url": f"/v1/tasks/{task_id}/video"}
+        return {
+            "path": self.storage.location(task_id),
+            "bytes": self.storage.stored_size(task_id),
+            "sha256": sha256,
+            "url": f"/v1/tasks/{task_id}/video",
+        }
 
     async def _read_url(self, task: dict[str, str], stale_url: str | None) -> str:
         """One read of the DashScope task for its (fresh) video URL."""
@@ -339,13 +370,16 @@ class Downloader:
             await self.store.set_fields(task["id"], video_url=url)
             return url
         if status == "UNKNOWN" or (status == "SUCCEEDED" and url == stale_url):
-            raise DownloadError("VideoURLExpired", "the video URL expired before the video was stored",
-                                status=Status.EXPIRED)
+            raise DownloadError(
+                "VideoURLExpired", "the video URL expired before the video was stored", status=Status.EXPIRED
+            )
         if status in ("PENDING", "RUNNING", "SUSPENDED"):
             # The event said SUCCEEDED; a read that lags behind it is retried, not believed.
             raise TransientError(f"DashScope still reports the task {status}")
-        raise DownloadError(str(output.get("code") or "NoVideo"),
-                            str(output.get("message") or f"DashScope task is {status} without a video URL"))
+        raise DownloadError(
+            str(output.get("code") or "NoVideo"),
+            str(output.get("message") or f"DashScope task is {status} without a video URL"),
+        )
 
     async def _transfer(self, task: dict[str, str], url: str, file: IO[bytes]) -> str:
         """Append the rest of the video to ``file``; returns the whole file's sha256."""
@@ -391,8 +425,10 @@ class Downloader:
                     digest.update(chunk)
                     written += len(chunk)
                     if written > self.settings.max_video_bytes:
-                        raise DownloadError("VideoTooLarge", f"the video is over WANHOOK_MAX_VIDEO_BYTES "
-                                            f"({self.settings.max_video_bytes} bytes)")
+                        raise DownloadError(
+                            "VideoTooLarge",
+                            f"the video is over WANHOOK_MAX_VIDEO_BYTES ({self.settings.max_video_bytes} bytes)",
+                        )
                     now = time.monotonic()
                     if now - last_report >= PROGRESS_INTERVAL:
                         # Progress, throttled; the first report also keeps what a resume needs.

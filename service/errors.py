@@ -69,6 +69,7 @@ class WanhookError(Exception):
 
 # What was sent.
 
+
 class InvalidInput(WanhookError):
     """What was sent cannot be read as what it should be; ``code`` says how."""
 
@@ -101,8 +102,11 @@ class IdempotencyKeyReused(InvalidRequest):
     def __init__(self, task_id: str) -> None:
         # As payment APIs answer: a key names one request; returning its task for another body would
         # tell the client its second request was done when it was not.
-        super().__init__(f"this Idempotency-Key was first sent with a different body (it created task {task_id}); "
-                         "use a new key for a new request", code="idempotency_key_reused")
+        super().__init__(
+            f"this Idempotency-Key was first sent with a different body (it created task {task_id}); "
+            "use a new key for a new request",
+            code="idempotency_key_reused",
+        )
         self.task_id = task_id
 
 
@@ -113,6 +117,7 @@ class InvalidSignature(WanhookError):
 
 
 # The task asked for.
+
 
 class TaskNotFound(WanhookError):
     """No task of that id, or none the caller may see (another owner's task is not found either)."""
@@ -138,6 +143,7 @@ class VideoGone(WanhookError):
 
 
 # Bounds and what wanhook depends on.
+
 
 class LimitReached(WanhookError):
     """A bound wanhook keeps was reached; trying again after ``retry_after`` seconds may succeed."""
@@ -199,8 +205,9 @@ class CertificateUnavailable(Unavailable):
     """EventBridge's signing certificate cannot be fetched: not the sender's fault."""
 
     def __init__(self) -> None:
-        super().__init__("certificate_unavailable", "the EventBridge certificate cannot be fetched; retry later",
-                         retry_after=5)
+        super().__init__(
+            "certificate_unavailable", "the EventBridge certificate cannot be fetched; retry later", retry_after=5
+        )
 
 
 class ConfigError(WanhookError, ValueError):
@@ -211,14 +218,16 @@ class ConfigError(WanhookError, ValueError):
 
 # DashScope.
 
+
 class DashScopeError(WanhookError):
     """A DashScope call failed; ``retryable`` says whether trying again later can help (throttling, server
     errors, network trouble) or not (the request itself was refused). ``code`` is DashScope's."""
 
     retryable = False
 
-    def __init__(self, code: str, message: str, *, status_code: int | None = None,
-                 request_id: str | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, *, status_code: int | None = None, request_id: str | None = None
+    ) -> None:
         super().__init__(message, code=code)
         self.args = (f"{code}: {message}",)
         self.status_code = status_code
@@ -251,6 +260,7 @@ class Unreachable(DashScopeError):
 
 
 # The bases of errors that live beside their code.
+
 
 class Interrupted(WanhookError):
     """Work stopped short of its end without failing its task: it is tried again, waits, or is left to another."""

@@ -42,8 +42,9 @@ LAGGING = ("PENDING", "RUNNING", "SUSPENDED")
 
 
 class FailureReader:
-    def __init__(self, store: TaskStore, client: DashScopeClient, queue: JobQueue, reads: ReadLimiter, *,
-                 attempts: int) -> None:
+    def __init__(
+        self, store: TaskStore, client: DashScopeClient, queue: JobQueue, reads: ReadLimiter, *, attempts: int
+    ) -> None:
         self.store = store
         self.client = client
         self.queue = queue
@@ -98,8 +99,11 @@ class FailureReader:
                 async with self.reads.request():
                     output = await self.client.get_task(task["ds_task_id"])
             except DashScopeError as exc:
-                why = f"{exc.code}: {exc.message}" if exc.status_code is None else \
-                    f"HTTP {exc.status_code} {exc.code}: {exc.message}"
+                why = (
+                    f"{exc.code}: {exc.message}"
+                    if exc.status_code is None
+                    else f"HTTP {exc.status_code} {exc.code}: {exc.message}"
+                )
                 if exc.retryable and read < self.attempts:
                     await self._pause(task_id, read, why)
                     continue

@@ -73,7 +73,6 @@ def parse_id(value: str) -> StreamId:
     return int(milliseconds), int(sequence or 0)
 
 
-
 @dataclass(frozen=True)
 class Change:
     """One entry of a task's change stream."""
@@ -204,8 +203,9 @@ class _Reader:
                     delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                     failures += 1
                     if isinstance(exc, RedisError):
-                        log.warning("the change feed could not read from Redis (%s); again in %ss",
-                                    type(exc).__name__, delay)
+                        log.warning(
+                            "the change feed could not read from Redis (%s); again in %ss", type(exc).__name__, delay
+                        )
                     else:
                         log.exception("the change feed's reader failed; again in %ss", delay)
                     self.reading = False
@@ -221,8 +221,9 @@ class _Reader:
 
     async def _read(self, redis: Redis) -> None:
         issued = self.issued = dict(self.positions)
-        streams: dict[KeyT, StreamIdT] = {keys.TASK_CHANGES + task_id: f"{ms}-{seq}"
-                                          for task_id, (ms, seq) in issued.items()}
+        streams: dict[KeyT, StreamIdT] = {
+            keys.TASK_CHANGES + task_id: f"{ms}-{seq}" for task_id, (ms, seq) in issued.items()
+        }
         streams[self.wake_key] = self.wake_after
         self.reading, self.wake_sent = True, False
         try:
@@ -236,8 +237,10 @@ class _Reader:
                 self.wake_after = as_text(entries[-1][0])
                 continue
             task_id = name.removeprefix(keys.TASK_CHANGES)
-            decoded = [(as_text(entry_id), parse_id(as_text(entry_id)),
-                        {as_text(k): as_text(v) for k, v in fields.items()}) for entry_id, fields in entries]
+            decoded = [
+                (as_text(entry_id), parse_id(as_text(entry_id)), {as_text(k): as_text(v) for k, v in fields.items()})
+                for entry_id, fields in entries
+            ]
             if task_id in self.positions and self.positions[task_id] == issued[task_id]:
                 # Unless a subscription moved the position back meanwhile: then the next read goes from there.
                 self.positions[task_id] = decoded[-1][1]
@@ -247,9 +250,17 @@ class _Reader:
 class ChangeFeed:
     """The readers of this process and the subscriptions they serve, within the stream caps."""
 
-    def __init__(self, open_client: Callable[[], Awaitable[Redis]], waker: Redis, name: str, *,
-                 max_streams: int, max_streams_per_token: int | None, capacity: int = QUEUE_CAPACITY,
-                 keys_per_reader: int = KEYS_PER_READER) -> None:
+    def __init__(
+        self,
+        open_client: Callable[[], Awaitable[Redis]],
+        waker: Redis,
+        name: str,
+        *,
+        max_streams: int,
+        max_streams_per_token: int | None,
+        capacity: int = QUEUE_CAPACITY,
+        keys_per_reader: int = KEYS_PER_READER,
+    ) -> None:
         self.open_client = open_client  # a client with a connection of its own, for one reader
         self.waker = waker  # the shared client: wake-ups are short writes
         self.name = name

@@ -46,14 +46,18 @@ class JobQueue:
     async def next(self, count: int, block: float) -> list[Job]:
         """Jobs abandoned by dead workers first, then new ones (waiting up to ``block`` seconds)."""
         _, claimed, *_ = await self.redis.xautoclaim(
-            self.stream, self.group, self.consumer, min_idle_time=self.claim_idle_ms, start_id="0-0", count=count)
+            self.stream, self.group, self.consumer, min_idle_time=self.claim_idle_ms, start_id="0-0", count=count
+        )
         jobs = [_job(entry_id, fields, deliveries=2) for entry_id, fields in claimed if fields]
         if jobs:
             return jobs
         # RESP2 (the protocol wanhook speaks) answers [[stream, [(id, fields), ...]]], or None when nothing came.
-        reply = cast(list[Any] | None,
-                     await self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count,
-                                                 block=max(1, int(block * 1000))))
+        reply = cast(
+            list[Any] | None,
+            await self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=count, block=max(1, int(block * 1000))
+            ),
+        )
         return [_job(entry_id, fields) for _, entries in reply or [] for entry_id, fields in entries]
 
     async def hold(self, job: Job) -> bool:
@@ -70,8 +74,13 @@ class JobQueue:
         return int(await self.redis.xlen(self.stream))
 
 
-async def work(queue: JobQueue, handle: Callable[[Job], Awaitable[None]], stop: asyncio.Event,
-               concurrency: int, log: logging.Logger) -> None:
+async def work(
+    queue: JobQueue,
+    handle: Callable[[Job], Awaitable[None]],
+    stop: asyncio.Event,
+    concurrency: int,
+    log: logging.Logger,
+) -> None:
     """Run ``handle`` on the queue's jobs, ``concurrency`` at a time, until ``stop`` is set.
 
     A job whose handler raises stays pending, to be taken over again after ``claim_idle``. Redis

@@ -63,32 +63,41 @@ COUNTERS: dict[str, Counter] = {
     "events": Counter(
         "Completion events received, by what became of them (invalid: refused as malformed; early_applied: "
         "an event kept aside as unknown_task, applied once its create call returned)",
-        ("outcome",), _one(*(outcome.value for outcome in Outcome), "invalid", "early_applied")),
+        ("outcome",),
+        _one(*(outcome.value for outcome in Outcome), "invalid", "early_applied"),
+    ),
     "transitions": Counter(
         "Task state changes made by submission, download and cancel, by the state entered (a change a "
         "completion event makes is counted in wanhook_events_total)",
-        ("to",), _one(*(status for status in STATUSES if status != Status.QUEUED))),
+        ("to",),
+        _one(*(status for status in STATUSES if status != Status.QUEUED)),
+    ),
     "tasks_created": Counter("Tasks created (POST /v1/tasks)"),
     "downloads": Counter(
         "Downloads by outcome (completed; failed; expired: the video URL expired first; deferred_disk_full and "
         "resumed_disk_room: a wait for disk space begun and ended)",
-        ("outcome",), _one("completed", "failed", "expired", "deferred_disk_full", "resumed_disk_room")),
+        ("outcome",),
+        _one("completed", "failed", "expired", "deferred_disk_full", "resumed_disk_room"),
+    ),
     "download_bytes": Counter("Bytes of the videos downloaded and stored"),
     "download_transfers_completed": Counter("Whole videos fetched and put in place"),
     "download_retries": Counter("Download attempts that failed with a transient error and were tried again"),
     "callback_attempts": Counter(
-        "Callback deliveries by outcome (delivered, retried, gone: the receiver answered 410, dead: out of "
-        "attempts)", ("outcome",), _one("delivered", "retried", "gone", "dead")),
+        "Callback deliveries by outcome (delivered, retried, gone: the receiver answered 410, dead: out of attempts)",
+        ("outcome",),
+        _one("delivered", "retried", "gone", "dead"),
+    ),
     "dashscope_calls": Counter(
         "Calls to DashScope's task API by endpoint and HTTP status (or timeout, connection_error); other "
         "statuses appear when first answered",
         ("endpoint", "status"),
-        tuple(product(("create", "read", "list", "cancel"), ("200", "timeout", "connection_error")))),
+        tuple(product(("create", "read", "list", "cancel"), ("200", "timeout", "connection_error"))),
+    ),
     "dashscope_reads_download": Counter("DashScope task reads made by downloads (for the video URL)"),
     "dashscope_reads_sweeper": Counter(
-        "DashScope task reads made by the sweeper (tasks whose completion event is overdue)"),
-    "dashscope_lists_lost_create": Counter(
-        "DashScope task list pages read to find a create whose answer was lost"),
+        "DashScope task reads made by the sweeper (tasks whose completion event is overdue)"
+    ),
+    "dashscope_lists_lost_create": Counter("DashScope task list pages read to find a create whose answer was lost"),
     "dashscope_reads_failure": Counter("DashScope task reads made for a failed task's code and message"),
     "failures_recorded": Counter("Failed tasks recorded with their reason after a FAILED event without one"),
     "failure_read_retries": Counter("Reads of a failed task's reason that failed transiently and were tried again"),
@@ -97,14 +106,20 @@ COUNTERS: dict[str, Counter] = {
     "submissions_orphaned": Counter("Late creates left running at DashScope after their task ended here"),
     "sweeper_recovered": Counter("Tasks moved on by the sweeper's read after no completion event came"),
     "slots_recovered": Counter(
-        "DashScope slots taken back after their lease ran out (the holder died, or the events were lost)"),
+        "DashScope slots taken back after their lease ran out (the holder died, or the events were lost)"
+    ),
     "messages_dead_lettered": Counter("Queue messages set aside as dead letters (malformed, or delivered too often)"),
-    "streams_refused": Counter("Event streams refused over a cap, per token or per process",
-                               ("cap",), _one("token", "process")),
+    "streams_refused": Counter(
+        "Event streams refused over a cap, per token or per process", ("cap",), _one("token", "process")
+    ),
 }
 # Older flat counter names that are one labelled family each: prefix -> (family, label).
-FLAT = {"events_": ("events", "outcome"), "transitions_": ("transitions", "to"),
-        "callbacks_": ("callback_attempts", "outcome"), "downloads_": ("downloads", "outcome")}
+FLAT = {
+    "events_": ("events", "outcome"),
+    "transitions_": ("transitions", "to"),
+    "callbacks_": ("callback_attempts", "outcome"),
+    "downloads_": ("downloads", "outcome"),
+}
 UNKNOWN_HELP = "A counter this version of wanhook does not describe (kept by another version sharing the Redis)"
 
 
@@ -139,7 +154,6 @@ class Snapshot:
     slots_in_use: dict[str, int]
 
 
-
 def _number(value: Any) -> float:
     text = as_text(value)
     # Counters are whole numbers (HINCRBY); only the histogram's sum is a float (HINCRBYFLOAT).
@@ -161,7 +175,7 @@ async def snapshot(store: TaskStore) -> Snapshot:
             pipe.zcard(keys.SLOTS + model)
         raw, *rest = await pipe.execute()
     now_ms = time.time() * 1000
-    statuses, rest = rest[:len(STATUSES)], rest[len(STATUSES):]
+    statuses, rest = rest[: len(STATUSES)], rest[len(STATUSES) :]
     oldest_queued, downloads, oldest_download, failures, callbacks_due, *slots = rest
     # A queued task's member is "<created ms>:<id>"; a stream id is "<ms>-<seq>".
     queued_age = (now_ms - int(as_text(oldest_queued[0]).split(":")[0])) / 1000 if oldest_queued else 0.0
@@ -184,7 +198,8 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         # family -> label values -> value; the known series first, at zero.
         values: dict[str, dict[tuple[str, ...], float]] = {
-            family: dict.fromkeys(counter.known, 0) for family, counter in COUNTERS.items()}
+            family: dict.fromkeys(counter.known, 0) for family, counter in COUNTERS.items()
+        }
         unknown: dict[str, list[tuple[dict[str, str], float]]] = {}
         buckets: dict[float, float] = {}
         histogram_sum = 0.0
@@ -208,20 +223,33 @@ class SnapshotCollector(Collector):
 
         # Buckets are cumulative as counted (observe_download counts every bucket a duration fits in),
         # shown in the order of their bounds; a bound no longer in DOWNLOAD_BUCKETS is left out.
-        histogram = HistogramMetricFamily(PREFIX + HISTOGRAM, "Time to download and store a video, in seconds",
-                                          labels=())
-        histogram.add_metric((), [(floatToGoString(bound), buckets.get(bound, 0))
-                                  for bound in (*DOWNLOAD_BUCKETS, math.inf)], sum_value=histogram_sum)
+        histogram = HistogramMetricFamily(
+            PREFIX + HISTOGRAM, "Time to download and store a video, in seconds", labels=()
+        )
+        histogram.add_metric(
+            (),
+            [(floatToGoString(bound), buckets.get(bound, 0)) for bound in (*DOWNLOAD_BUCKETS, math.inf)],
+            sum_value=histogram_sum,
+        )
         yield histogram
 
         yield self._gauge("tasks", "Tasks per state, for the whole installation", "status", self.taken.tasks)
-        yield self._gauge("queue_depth", "Download jobs not yet acknowledged (waiting or in progress), and "
-                                         "callback deliveries due", "queue", self.taken.queue_depth)
-        yield self._gauge("oldest_queued_seconds", "Age of the oldest task waiting for DashScope's quota (submit) "
-                                                   "and of the oldest download job (download); 0 when none",
-                          "queue", self.taken.oldest_queued_seconds)
-        yield self._gauge("dashscope_slots_in_use", "DashScope running-task slots held per model", "model",
-                          self.taken.slots_in_use)
+        yield self._gauge(
+            "queue_depth",
+            "Download jobs not yet acknowledged (waiting or in progress), and callback deliveries due",
+            "queue",
+            self.taken.queue_depth,
+        )
+        yield self._gauge(
+            "oldest_queued_seconds",
+            "Age of the oldest task waiting for DashScope's quota (submit) "
+            "and of the oldest download job (download); 0 when none",
+            "queue",
+            self.taken.oldest_queued_seconds,
+        )
+        yield self._gauge(
+            "dashscope_slots_in_use", "DashScope running-task slots held per model", "model", self.taken.slots_in_use
+        )
 
         for family, found in sorted(unknown.items()):
             names = sorted({label for labels, _ in found for label in labels})

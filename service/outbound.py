@@ -29,7 +29,6 @@ from .errors import WanhookError
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
-
 class DestinationRefused(WanhookError):
     """The URL points somewhere wanhook must not send requests."""
 
@@ -38,8 +37,11 @@ class DestinationRefused(WanhookError):
 # NAT64's well-known prefix (RFC 6052, section 2.1; its /96 layout puts the IPv4 address last),
 # IPv4-compatible addresses (RFC 4291, section 2.5.5.1, deprecated but still routed by some stacks) and
 # IPv4-translated ones (SIIT, RFC 2765, section 2.1).
-_LAST_32_BITS = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"),
-                 ipaddress.IPv6Network("::ffff:0:0:0/96"))
+_LAST_32_BITS = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+)
 # NAT64's local-use prefix (RFC 8215): an operator takes a prefix of any RFC 6052 length, /48 to /96,
 # inside it, and the IPv4 address sits at a different place for each length (RFC 6052, section 2.2),
 # so nothing in the address tells where it is. The prefix is for use inside one network and is not
@@ -97,15 +99,27 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
 
     ``read_size``, when given, is how much each read asks the socket for (see ``_ReadAhead``)."""
 
-    def __init__(self, *, explicit_hosts: Iterable[str] = (), allow_private: bool = False,
-                 backend: httpcore.AsyncNetworkBackend | None = None, read_size: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        explicit_hosts: Iterable[str] = (),
+        allow_private: bool = False,
+        backend: httpcore.AsyncNetworkBackend | None = None,
+        read_size: int | None = None,
+    ) -> None:
         self.explicit_hosts = _literal_hosts(explicit_hosts)
         self.allow_private = allow_private
         self.backend = backend or httpcore.AnyIOBackend()
         self.read_size = read_size
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         if self.allow_private or host.lower() in self.explicit_hosts:
             addresses = [host]
         else:
@@ -121,8 +135,9 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         assert failure is not None
         raise failure
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
         raise DestinationRefused("Unix sockets are not a destination")
 
     async def sleep(self, seconds: float) -> None:
@@ -153,8 +168,9 @@ class _ReadAhead(httpcore.AsyncNetworkStream):
     async def aclose(self) -> None:
         await self.stream.aclose()
 
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.AsyncNetworkStream:
         return _ReadAhead(await self.stream.start_tls(ssl_context, server_hostname, timeout), self.read_size)
 
     def get_extra_info(self, info: str) -> Any:
@@ -163,13 +179,19 @@ class _ReadAhead(httpcore.AsyncNetworkStream):
 
 # httpcore's errors as httpx raises them, the most specific first: what a caller of an httpx client catches.
 _ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout), (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout), (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
     (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError), (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError), (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.ProxyError, httpx.ProxyError), (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError), (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
     (httpcore.ProtocolError, httpx.ProtocolError),
 )
 
@@ -211,34 +233,58 @@ class PinnedTransport(httpx.AsyncBaseTransport):
     resolves names itself, out of reach of the check.
     """
 
-    def __init__(self, *, explicit_hosts: Iterable[str] = (), allow_private: bool = False,
-                 limits: httpx.Limits = LIMITS, ssl_context: ssl.SSLContext | None = None,
-                 read_size: int | None = None, backend: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self.backend = PinnedBackend(explicit_hosts=explicit_hosts, allow_private=allow_private, backend=backend,
-                                     read_size=read_size)
+    def __init__(
+        self,
+        *,
+        explicit_hosts: Iterable[str] = (),
+        allow_private: bool = False,
+        limits: httpx.Limits = LIMITS,
+        ssl_context: ssl.SSLContext | None = None,
+        read_size: int | None = None,
+        backend: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
+        self.backend = PinnedBackend(
+            explicit_hosts=explicit_hosts, allow_private=allow_private, backend=backend, read_size=read_size
+        )
         self.pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(), max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
-            network_backend=self.backend)
+            ssl_context=ssl_context or httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=self.backend,
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)
-        url = httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port,
-                           target=request.url.raw_path)
+        url = httpcore.URL(
+            scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port, target=request.url.raw_path
+        )
         with _as_httpx_errors():
-            answer = await self.pool.handle_async_request(httpcore.Request(
-                method=request.method, url=url, headers=request.headers.raw, content=request.stream,
-                extensions=request.extensions))
+            answer = await self.pool.handle_async_request(
+                httpcore.Request(
+                    method=request.method,
+                    url=url,
+                    headers=request.headers.raw,
+                    content=request.stream,
+                    extensions=request.extensions,
+                )
+            )
         assert isinstance(answer.stream, AsyncIterable)
-        return httpx.Response(status_code=answer.status, headers=answer.headers, stream=_Body(answer.stream),
-                              extensions=answer.extensions)
+        return httpx.Response(
+            status_code=answer.status, headers=answer.headers, stream=_Body(answer.stream), extensions=answer.extensions
+        )
 
     async def aclose(self) -> None:
         await self.pool.aclose()
 
 
-def client(*, transport: httpx.AsyncBaseTransport | None = None, explicit_hosts: Iterable[str] = (),
-           allow_private: bool = False, **options: Any) -> httpx.AsyncClient:
+def client(
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    explicit_hosts: Iterable[str] = (),
+    allow_private: bool = False,
+    **options: Any,
+) -> httpx.AsyncClient:
     """An httpx client that follows no redirects and connects only to public addresses (or the opt-ins).
 
     It connects directly: proxies from the environment (HTTPS_PROXY) would resolve names themselves,

@@ -50,8 +50,10 @@ def parse_limits(text: str | None) -> dict[str, Limit]:
         if model not in MODELS:
             raise ConfigError(f"WANHOOK_LIMITS: {model!r} is not a model wanhook knows (one of {', '.join(MODELS)})")
         if not (rps.isdigit() and running.isdigit() and int(rps) > 0 and int(running) > 0):
-            raise ConfigError(f"WANHOOK_LIMITS: {item.strip()!r}: submissions a second and running tasks must be "
-                              "whole numbers above 0")
+            raise ConfigError(
+                f"WANHOOK_LIMITS: {item.strip()!r}: submissions a second and running tasks must be "
+                "whole numbers above 0"
+            )
         limits[model] = Limit(int(rps), int(running))
     return limits
 
@@ -72,8 +74,9 @@ class Admission:
     async def admit(self, model: str) -> tuple[str | None, int]:
         """A task id holding a fresh slot reservation, or None and how many ms to wait (-1: until woken)."""
         limit = self.limits[model]
-        task_id, wait = await self._admit(keys=keys.ROUTE, args=[
-            model, limit.rps, limit.running, RATE_WINDOW_MS, self.reserve_ms])
+        task_id, wait = await self._admit(
+            keys=keys.ROUTE, args=[model, limit.rps, limit.running, RATE_WINDOW_MS, self.reserve_ms]
+        )
         task_id = task_id.decode() if isinstance(task_id, bytes) else task_id
         return task_id or None, int(wait)
 
@@ -91,8 +94,9 @@ class Admission:
     async def hold(self, task_id: str, attempt: str, deadline_ms: int = 0, sending_at: str = "") -> bool:
         """Renew the attempt's reservation and in-flight marker (for at least ``deadline_ms`` more, the
         create's deadline); with ``sending_at``, its create is about to go. False: the attempt lost the task."""
-        return bool(await self._hold(keys=keys.ROUTE, args=[task_id, attempt, self.reserve_ms,
-                                                            max(0, deadline_ms), sending_at]))
+        return bool(
+            await self._hold(keys=keys.ROUTE, args=[task_id, attempt, self.reserve_ms, max(0, deadline_ms), sending_at])
+        )
 
     async def release(self, task_id: str, attempt: str, keep_ms: int = 0) -> None:
         """The attempt ends; its marker lasts ``keep_ms`` more when its create may still answer."""
@@ -156,4 +160,3 @@ class ReadLimiter:
             yield
         finally:
             await self.limiter.restamp(keys.READ_RATE, member)
-

@@ -38,8 +38,9 @@ class Runtime:
         self.settings = settings
         self.redis = redis
         self.store = TaskStore(redis)
-        self.dashscope = DashScopeClient(settings.api_key, settings.dashscope_base_url,
-                                         timeout=settings.dashscope_timeout, on_call=self._count_call)
+        self.dashscope = DashScopeClient(
+            settings.api_key, settings.dashscope_base_url, timeout=settings.dashscope_timeout, on_call=self._count_call
+        )
         self.consumer = consumer_name()
         self.limits = parse_limits(settings.limits)
         self.request_limiter = RateLimiter(redis)
@@ -49,9 +50,13 @@ class Runtime:
         self.slot_lease_seconds = settings.sweep_after_seconds + 3 * settings.sweep_interval_seconds
         self.supervisor = Supervisor()
         # The event streams' changes, read on connections of the feed's own, never from the shared pool.
-        self.feed = ChangeFeed(lambda: connect(settings, max_connections=1), redis, self.consumer,
-                               max_streams=settings.max_streams,
-                               max_streams_per_token=settings.max_streams_per_token if settings.api_tokens else None)
+        self.feed = ChangeFeed(
+            lambda: connect(settings, max_connections=1),
+            redis,
+            self.consumer,
+            max_streams=settings.max_streams,
+            max_streams_per_token=settings.max_streams_per_token if settings.api_tokens else None,
+        )
 
     async def _count_call(self, endpoint: str, status: str) -> None:
         await self.store.count(f"dashscope_calls|endpoint={endpoint}|status={status}")
@@ -70,8 +75,9 @@ class Runtime:
                 log.info("added %d tasks stored by an earlier version to their tokens' indexes", indexed)
         except RedisError as exc:
             # Listing would miss some older tasks until a process completes it; the next start tries again.
-            log.warning("could not index the earlier tasks by token (%s); retried at the next start",
-                        type(exc).__name__)
+            log.warning(
+                "could not index the earlier tasks by token (%s); retried at the next start", type(exc).__name__
+            )
         return runtime
 
     async def close(self) -> None:
@@ -87,33 +93,61 @@ class Runtime:
         that crashes is restarted, and ``supervisor.down()`` names it meanwhile."""
         settings = self.settings
         admission = Admission(self.redis, self.limits, settings.reserve_seconds)
-        submitter = Submitter(self.store, self.dashscope, admission, self.reads,
-                              slot_lease_seconds=self.slot_lease_seconds,
-                              sweep_after_seconds=settings.sweep_after_seconds)
-        downloader = Downloader(self.store, self.dashscope, self.queue(keys.DOWNLOAD_JOBS, keys.DOWNLOAD_GROUP),
-                                self.reads, settings, storage=LocalStorage(settings.videos_dir),
-                                transport=video_transport(settings))
-        failures = FailureReader(self.store, self.dashscope, self.queue(keys.FAILURE_JOBS, keys.FAILURE_GROUP),
-                                 self.reads, attempts=settings.download_attempts)
-        sweeper = Sweeper(self.store, self.dashscope, self.reads, self.consumer,
-                          after_seconds=settings.sweep_after_seconds, interval_seconds=settings.sweep_interval_seconds,
-                          slot_lease_seconds=self.slot_lease_seconds)
-        notifier = callbacks.Notifier(self.store, await callbacks.secret(self.redis, settings.callback_secret),
-                                      callbacks.parse_schedule(settings.callback_schedule),
-                                      concurrency=settings.callback_concurrency,
-                                      allow_private=settings.callback_allow_private,
-                                      per_destination=settings.callback_per_destination,
-                                      deadline=settings.callback_timeout,
-                                      transport=outbound.PinnedTransport(allow_private=settings.callback_allow_private))
+        submitter = Submitter(
+            self.store,
+            self.dashscope,
+            admission,
+            self.reads,
+            slot_lease_seconds=self.slot_lease_seconds,
+            sweep_after_seconds=settings.sweep_after_seconds,
+        )
+        downloader = Downloader(
+            self.store,
+            self.dashscope,
+            self.queue(keys.DOWNLOAD_JOBS, keys.DOWNLOAD_GROUP),
+            self.reads,
+            settings,
+            storage=LocalStorage(settings.videos_dir),
+            transport=video_transport(settings),
+        )
+        failures = FailureReader(
+            self.store,
+            self.dashscope,
+            self.queue(keys.FAILURE_JOBS, keys.FAILURE_GROUP),
+            self.reads,
+            attempts=settings.download_attempts,
+        )
+        sweeper = Sweeper(
+            self.store,
+            self.dashscope,
+            self.reads,
+            self.consumer,
+            after_seconds=settings.sweep_after_seconds,
+            interval_seconds=settings.sweep_interval_seconds,
+            slot_lease_seconds=self.slot_lease_seconds,
+        )
+        notifier = callbacks.Notifier(
+            self.store,
+            await callbacks.secret(self.redis, settings.callback_secret),
+            callbacks.parse_schedule(settings.callback_schedule),
+            concurrency=settings.callback_concurrency,
+            allow_private=settings.callback_allow_private,
+            per_destination=settings.callback_per_destination,
+            deadline=settings.callback_timeout,
+            transport=outbound.PinnedTransport(allow_private=settings.callback_allow_private),
+        )
         dispatcher = Dispatcher(self.redis, admission, submitter)
         try:
-            await self.supervisor.run({
-                "dispatcher": dispatcher.run,
-                "downloader": lambda stop: downloader.run(stop, settings.download_concurrency),
-                "failures": failures.run,
-                "sweeper": sweeper.run,
-                "notifier": notifier.run,
-            }, stop)
+            await self.supervisor.run(
+                {
+                    "dispatcher": dispatcher.run,
+                    "downloader": lambda stop: downloader.run(stop, settings.download_concurrency),
+                    "failures": failures.run,
+                    "sweeper": sweeper.run,
+                    "notifier": notifier.run,
+                },
+                stop,
+            )
         finally:
             await downloader.aclose()
             await notifier.aclose()

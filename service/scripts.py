@@ -24,13 +24,22 @@ def _lua_string(text: str) -> str:
 # script touches are known only inside it (the task an event names, its model's slots, its owner's
 # indexes). That stays cluster-safe: every name carries the {wanhook} hash tag, so all of them live in
 # the slot of the one key each script declares (keys.ROUTE), which sends the script to that slot's node.
-KEY_NAMES = "".join(f"local {name} = {_lua_string(value)}\n" for name, value in vars(keys).items()
-                    if name.isupper() and isinstance(value, str))
+KEY_NAMES = "".join(
+    f"local {name} = {_lua_string(value)}\n"
+    for name, value in vars(keys).items()
+    if name.isupper() and isinstance(value, str)
+)
 
 # Shared by every script that changes a task.
-COMMON = KEY_NAMES + """
-local CHANGES_TTL_MS = """ + str(TASK_CHANGES_TTL_MS) + """
-local CHANGES_MAXLEN = """ + str(TASK_CHANGES_MAXLEN) + """
+COMMON = (
+    KEY_NAMES
+    + """
+local CHANGES_TTL_MS = """
+    + str(TASK_CHANGES_TTL_MS)
+    + """
+local CHANGES_MAXLEN = """
+    + str(TASK_CHANGES_MAXLEN)
+    + """
 local RANK = {queued = 0, submitted = 1, downloading = 2, ready = 3, failed = 3, canceled = 3, expired = 3}
 
 -- A submitter's own indexes, as keys.owner_tasks names them: all its tasks, or those of a status.
@@ -177,6 +186,7 @@ local function apply(id, status, now, video_url, code, message)
   return 'stale'
 end
 """
+)
 
 # A new queued task, unless the Idempotency-Key names an earlier one or the submitter's queues are full:
 # both are decided here, in the same step as the write, so parallel creates cannot slip past either.
@@ -185,7 +195,9 @@ end
 #       field, value, ...
 # Returns {'created', id}, {'existing', id} (the key's task, created by the same request), {'reused', id}
 # (the key's task was created by another request) or {'full', tasks already queued}.
-CREATE = COMMON + """
+CREATE = (
+    COMMON
+    + """
 local id, idem_key, idem_ttl, created_ms, now, digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local max_queued, models = tonumber(ARGV[7]), tonumber(ARGV[8])
 -- Reads before writes: nothing is written unless the task is created.
@@ -233,12 +245,15 @@ wake()
 redis.call('HINCRBY', COUNTERS, 'tasks_created', 1)
 return {'created', id}
 """
+)
 
 # Tasks stored before the submitters' indexes existed, added to them: one batch of the index of all
 # tasks, after the member ``after`` ('' from the start). Each task goes to the index of the status it
 # has as the batch runs, so a change made meanwhile by ``transition`` is never undone.
 # ARGV: after, batch size. Returns {the batch's last member ('' once the index is done), tasks read}.
-INDEX_OWNERS = COMMON + """
+INDEX_OWNERS = (
+    COMMON
+    + """
 local after, count = ARGV[1], tonumber(ARGV[2])
 local start = '-'
 if after ~= '' then start = '(' .. after end
@@ -255,15 +270,19 @@ local last = ''
 if #members == count then last = members[#members] end
 return {last, #members}
 """
+)
 
 # ARGV: id, to, now, field, value, ...
-TRANSITION = COMMON + """
+TRANSITION = (
+    COMMON
+    + """
 local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 local result = transition(ARGV[1], ARGV[2], ARGV[3], fields)
 if result == 'ok' then redis.call('HINCRBY', COUNTERS, 'transitions_' .. ARGV[2], 1) end
 return result
 """
+)
 
 # DashScope accepted the task: it holds a slot of its model until its completion event, and the
 # sweeper watches it from its deadline on. An event that raced ahead of this answer is applied now.
@@ -276,7 +295,9 @@ return result
 #       attempt (the submission attempt whose create this answers; its in-flight marker ends here)
 # Returns 'ok', 'same', 'canceled', 'orphan', 'missing', or with adopt 'taken' (another task's) or 'moved'
 # (the task no longer waits: nothing to adopt for).
-MARK_SUBMITTED = COMMON + """
+MARK_SUBMITTED = (
+    COMMON
+    + """
 local id, ds_id, now, adopt, attempt = ARGV[1], ARGV[2], ARGV[5], ARGV[8] == '1', ARGV[9] or ''
 local key = TASK .. id
 local ds_key = DASHSCOPE_TASK .. ds_id
@@ -321,6 +342,7 @@ if early then
 end
 return result
 """
+)
 
 # One completion event, recorded and applied in one step: dedupe, audit log, transition, next job.
 # Everything a stranger's event can leave behind is bounded (see keys.py): the audit entry, the
@@ -328,8 +350,14 @@ return result
 # ARGV: source, event id, DashScope task id, status, now, video url, code, message, foreign (0/1),
 #       seen ttl, early ttl, log maxlen, raw body ('' when over EVENT_LOG_BODY_MAX), the body's first bytes,
 #       its sha256 (hex), its size
-INGEST = COMMON + """
-local FIELD_MAX, EARLY_ID_MAX = """ + str(EVENT_LOG_FIELD_MAX) + ", " + str(EARLY_EVENT_ID_MAX) + """
+INGEST = (
+    COMMON
+    + """
+local FIELD_MAX, EARLY_ID_MAX = """
+    + str(EVENT_LOG_FIELD_MAX)
+    + ", "
+    + str(EARLY_EVENT_ID_MAX)
+    + """
 local source, event_id, ds_id, status, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local video_url, code, message, foreign = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 
@@ -386,6 +414,7 @@ redis.call('XADD', EVENT_LOG, 'MAXLEN', '~', ARGV[12], '*', unpack(entry))
 redis.call('HINCRBY', COUNTERS, 'events_' .. outcome, 1)
 return {outcome, task_id}
 """
+)
 
 # Keep holding a job only if this consumer still owns it (another may have reclaimed it).
 # KEYS: stream; ARGV: group, consumer, entry id
@@ -440,7 +469,10 @@ end
 # expires so a dead process cannot leak one) and submissions per second (a sliding window).
 # ARGV: model, submissions per window, running, window ms, reservation lease ms
 # Returns {task id, 0} or {'', ms to wait (-1: until woken)}.
-ADMIT = COMMON + CREATES_IN_FLIGHT + """
+ADMIT = (
+    COMMON
+    + CREATES_IN_FLIGHT
+    + """
 local model, rate, running, window, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
   tonumber(ARGV[5])
 local clock = redis.call('TIME')
@@ -493,13 +525,17 @@ while true do
   end
 end
 """
+)
 
 # The create call did not go through (throttled, DashScope failing): the task goes back to the head of
 # its queue, gives back its slot, and the model pauses before anything else is sent. The attempt's
 # in-flight marker ends; a create that may still answer (another attempt's, or this one's when the
 # caller cannot tell whether it was sent: attempt '') keeps the task on its slot until it no longer can.
 # ARGV: id, pause ms, attempt ('' for unknown)
-REQUEUE = COMMON + CREATES_IN_FLIGHT + """
+REQUEUE = (
+    COMMON
+    + CREATES_IN_FLIGHT
+    + """
 local id, attempt = ARGV[1], ARGV[3] or ''
 local task = redis.call('HMGET', TASK .. id, 'status', 'model', 'owner')
 if task[1] ~= 'queued' then return 0 end
@@ -512,13 +548,17 @@ enqueue(id, task[2], task[3] or '', true)
 wake()
 return 1
 """
+)
 
 # An admitted task's submission begins: this attempt becomes the one that may look it up at DashScope
 # and send it, for a lease its holder renews (HOLD_SUBMISSION).
 # ARGV: id, attempt, lease ms
 # Returns 'ok'; 'busy' when another attempt's create of it may still answer (the task is left to that
 # one, on its slot); 'moved' when the task no longer waits.
-CLAIM_SUBMISSION = COMMON + CREATES_IN_FLIGHT + """
+CLAIM_SUBMISSION = (
+    COMMON
+    + CREATES_IN_FLIGHT
+    + """
 local id, attempt, lease = ARGV[1], ARGV[2], math.max(tonumber(ARGV[3]), 1)
 local status, model = unpack(redis.call('HMGET', TASK .. id, 'status', 'model'))
 if status ~= 'queued' then return 'moved' end
@@ -530,13 +570,17 @@ redis.call('SET', marker, attempt, 'PX', lease)
 hold_slot(id, model, now, lease)
 return 'ok'
 """
+)
 
 # The attempt still holds its task: its marker and slot last at least another lease, and at least until
 # the create's deadline. With an attempt time, the create is about to be sent: recorded on the task, so
 # that a later attempt looks for it at DashScope before sending again.
 # ARGV: id, attempt, lease ms, ms until the create's deadline (0: none yet), attempt time ('': none)
 # Returns 1, or 0 when the attempt no longer holds the task (nothing may be sent then).
-HOLD_SUBMISSION = COMMON + CREATES_IN_FLIGHT + """
+HOLD_SUBMISSION = (
+    COMMON
+    + CREATES_IN_FLIGHT
+    + """
 local id, attempt = ARGV[1], ARGV[2]
 local key = TASK .. id
 local marker = INFLIGHT .. id
@@ -549,16 +593,20 @@ hold_slot(id, model, clock_ms(), ms)
 if ARGV[5] ~= '' then redis.call('HSET', key, 'submit_attempt_at', ARGV[5]) end
 return 1
 """
+)
 
 # The attempt ends without an answer recorded (MARK_SUBMITTED and REQUEUE end it otherwise): its marker
 # goes, or lasts until its create's deadline when one may still answer.
 # ARGV: id, attempt, ms to keep (0: none)
-RELEASE_SUBMISSION = KEY_NAMES + """
+RELEASE_SUBMISSION = (
+    KEY_NAMES
+    + """
 local marker = INFLIGHT .. ARGV[1]
 if redis.call('GET', marker) ~= ARGV[2] then return 0 end
 if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', marker, ARGV[3]) else redis.call('DEL', marker) end
 return 1
 """
+)
 
 # DashScope's account-wide query limit (reads, lists and cancels), shared by every process.
 # KEYS: the window's key; ARGV: limit per window, window ms.
@@ -593,7 +641,9 @@ return 1
 # Callback deliveries that are due, each leased to this sender for a while (a sender that dies gives
 # them back when the lease ends). ARGV: how many, lease ms.
 # Returns {webhook ids..., ms until the next one is due (-1: none)}.
-CLAIM_CALLBACKS = KEY_NAMES + """
+CLAIM_CALLBACKS = (
+    KEY_NAMES
+    + """
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 local due_key = CALLBACKS_DUE
@@ -607,11 +657,14 @@ if #next_one > 0 then wait = math.max(1, tonumber(next_one[2]) - now) end
 due[#due + 1] = wait
 return due
 """
+)
 
 # Claimed deliveries handed back unsent, due again after delay ms (0: at once), on Redis' clock like
 # every score of the set. XX: one settled meanwhile (no longer in the set) stays settled.
 # ARGV: delay ms, webhook ids...
-DEFER_CALLBACKS = KEY_NAMES + """
+DEFER_CALLBACKS = (
+    KEY_NAMES
+    + """
 local clock = redis.call('TIME')
 local at = clock[1] * 1000 + math.floor(clock[2] / 1000) + tonumber(ARGV[1])
 for i = 2, #ARGV do
@@ -619,10 +672,13 @@ for i = 2, #ARGV do
 end
 return 1
 """
+)
 
 # Record an attempt's outcome and schedule the next (delay_ms >= 0) or none (-1).
 # ARGV: task id, webhook id, delivery JSON, delay ms
-SETTLE_CALLBACK = KEY_NAMES + """
+SETTLE_CALLBACK = (
+    KEY_NAMES
+    + """
 redis.call('HSET', DELIVERIES .. ARGV[1], ARGV[2], ARGV[3])
 local delay = tonumber(ARGV[4])
 if delay < 0 then
@@ -633,6 +689,7 @@ else
 end
 return 1
 """
+)
 
 
 # Reserve disk space for a download in the ledger of its videos directory (diskspace.py), on Redis'

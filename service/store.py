@@ -72,8 +72,9 @@ class TaskStore:
         self._ingest = redis.register_script(scripts.INGEST)
         self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
 
-    async def create(self, fields: dict[str, Any], idempotency_key: str | None = None, *,
-                     max_queued: int | None = None) -> str:
+    async def create(
+        self, fields: dict[str, Any], idempotency_key: str | None = None, *, max_queued: int | None = None
+    ) -> str:
         """Store a new queued task and queue its submission; returns its id (the first one's for a repeated key).
 
         Raises ``IdempotencyKeyReused`` when the key came first with other fields, and ``QueueFull`` when
@@ -82,9 +83,18 @@ class TaskStore:
         """
         task_id = uuid.uuid4().hex
         digest = request_digest(fields) if idempotency_key else ""
-        args: list[str | int] = [task_id, idempotency_key or "", IDEMPOTENCY_TTL_SECONDS,
-                f"{int(time.time() * 1000):013d}", now_iso(), digest, -1 if max_queued is None else max_queued,
-                len(MODELS), *MODELS, *_flatten(fields)]
+        args: list[str | int] = [
+            task_id,
+            idempotency_key or "",
+            IDEMPOTENCY_TTL_SECONDS,
+            f"{int(time.time() * 1000):013d}",
+            now_iso(),
+            digest,
+            -1 if max_queued is None else max_queued,
+            len(MODELS),
+            *MODELS,
+            *_flatten(fields),
+        ]
         outcome, value = await self._create(keys=keys.ROUTE, args=args)
         outcome = as_text(outcome)
         if outcome == "full":
@@ -124,15 +134,18 @@ class TaskStore:
         task = await self.task(task_id)
         return task.public() if task else None
 
-    async def list(self, owner: str, status: str | None, limit: int,
-                   cursor: str | None) -> tuple[list[Task], str | None]:
+    async def list(
+        self, owner: str, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Task], str | None]:
         """The submitter's stored tasks, newest first, and the cursor of the next page (None at the end).
 
         Read from the submitter's own index: a page costs ``limit`` reads whatever the other submitters hold.
         """
         index = keys.owner_tasks(owner, status)
-        members = [as_text(m) for m in await self.redis.zrevrangebylex(
-            index, "(" + cursor if cursor else "+", "-", start=0, num=limit)]
+        members = [
+            as_text(m)
+            for m in await self.redis.zrevrangebylex(index, "(" + cursor if cursor else "+", "-", start=0, num=limit)
+        ]
         async with self.redis.pipeline(transaction=False) as pipe:
             for member in members:
                 pipe.hgetall(keys.TASK + member.split(":", 1)[1])
@@ -146,15 +159,36 @@ class TaskStore:
         result = await self._transition(keys=keys.ROUTE, args=[task_id, to, now_iso(), *_flatten(fields)])
         return as_text(result) == "ok"
 
-    async def mark_submitted(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None, *,
-                             slot_lease_ms: int, sweep_after_ms: int, adopt: bool = False, attempt: str = "") -> str:
+    async def mark_submitted(
+        self,
+        task_id: str,
+        ds_task_id: str,
+        ds_status: str,
+        request_id: str | None,
+        *,
+        slot_lease_ms: int,
+        sweep_after_ms: int,
+        adopt: bool = False,
+        attempt: str = "",
+    ) -> str:
         """Record DashScope's task: "ok"; for an answer that came after the task moved on, "same" (already
         recorded with it), "canceled" (its user canceled it) or "orphan" (left running, recorded); with
         ``adopt``, "taken" (another wanhook task owns that DashScope task) or "moved" (the task no longer
         waits); "missing". ``attempt`` is the submission attempt whose create answered."""
-        result = await self._mark_submitted(keys=keys.ROUTE, args=[
-            task_id, ds_task_id, ds_status, request_id or "", now_iso(), slot_lease_ms, sweep_after_ms,
-            "1" if adopt else "0", attempt])
+        result = await self._mark_submitted(
+            keys=keys.ROUTE,
+            args=[
+                task_id,
+                ds_task_id,
+                ds_status,
+                request_id or "",
+                now_iso(),
+                slot_lease_ms,
+                sweep_after_ms,
+                "1" if adopt else "0",
+                attempt,
+            ],
+        )
         return as_text(result)
 
     async def set_fields(self, task_id: str, **fields: Any) -> None:
@@ -172,11 +206,16 @@ class TaskStore:
     async def progress(self, task_id: str, written: int, total: int | None, **fields: Any) -> None:
         """Download progress: on the task, and on its change stream for live followers."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.TASK + task_id, mapping=dict(zip(*[iter(_flatten({"dl_bytes": written, **fields}))] * 2,
-                                                          strict=True)))
-            pipe.xadd(keys.TASK_CHANGES + task_id, {"status": "downloading", "at": now_iso(), "bytes": written,
-                                                     "total": total or ""},
-                      maxlen=keys.TASK_CHANGES_MAXLEN, approximate=True)
+            pipe.hset(
+                keys.TASK + task_id,
+                mapping=dict(zip(*[iter(_flatten({"dl_bytes": written, **fields}))] * 2, strict=True)),
+            )
+            pipe.xadd(
+                keys.TASK_CHANGES + task_id,
+                {"status": "downloading", "at": now_iso(), "bytes": written, "total": total or ""},
+                maxlen=keys.TASK_CHANGES_MAXLEN,
+                approximate=True,
+            )
             await pipe.execute()
 
     async def ingest(self, event: CompletionEvent, body: bytes) -> tuple[Outcome, str | None]:
@@ -184,15 +223,28 @@ class TaskStore:
         # What the event leaves on the task (or its early record) is bounded; a URL too long to be
         # DashScope's is dropped, and the download reads the task for the real one.
         video_url = event.video_url if event.video_url and len(event.video_url) <= keys.EVENT_URL_MAX else ""
-        outcome, task_id = await self._ingest(keys=keys.ROUTE, args=[
-            event.source, event.id, event.task_id, event.task_status, now_iso(),
-            video_url, (event.code or "")[:keys.EVENT_CODE_MAX], (event.message or "")[:keys.EVENT_MESSAGE_MAX],
-            "1" if event.foreign else "0",
-            keys.EVENT_SEEN_TTL_SECONDS, keys.EARLY_EVENT_TTL_SECONDS, keys.EVENT_LOG_MAXLEN,
-            # A large body is not even sent: the audit entry keeps its digest and first bytes only.
-            body if len(body) <= keys.EVENT_LOG_BODY_MAX else b"", utf8_prefix(body, keys.EVENT_LOG_PREFIX),
-            hashlib.sha256(body).hexdigest(), len(body),
-        ])
+        outcome, task_id = await self._ingest(
+            keys=keys.ROUTE,
+            args=[
+                event.source,
+                event.id,
+                event.task_id,
+                event.task_status,
+                now_iso(),
+                video_url,
+                (event.code or "")[: keys.EVENT_CODE_MAX],
+                (event.message or "")[: keys.EVENT_MESSAGE_MAX],
+                "1" if event.foreign else "0",
+                keys.EVENT_SEEN_TTL_SECONDS,
+                keys.EARLY_EVENT_TTL_SECONDS,
+                keys.EVENT_LOG_MAXLEN,
+                # A large body is not even sent: the audit entry keeps its digest and first bytes only.
+                body if len(body) <= keys.EVENT_LOG_BODY_MAX else b"",
+                utf8_prefix(body, keys.EVENT_LOG_PREFIX),
+                hashlib.sha256(body).hexdigest(),
+                len(body),
+            ],
+        )
         return Outcome(as_text(outcome)), as_text(task_id) or None
 
     async def newest_change_id(self, task_id: str) -> str:
@@ -267,12 +319,11 @@ class TaskStore:
     async def latest_change(self, task_id: str) -> tuple[str, dict[str, str]]:
         """The newest state change (stream id and fields); progress entries are skipped."""
         # XREVRANGE answers a list of (id, fields), never None; the client's types cover every command's replies.
-        entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
-                       await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=50))
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], await self.redis.xrevrange(keys.TASK_CHANGES + task_id, count=50)
+        )
         for entry_id, fields in entries:
             change = {as_text(k): as_text(v) for k, v in fields.items()}
             if "bytes" not in change:
                 return as_text(entry_id), change
         return "0-0", {}
-
-

@@ -140,8 +140,16 @@ class Reservation:
 
 
 class Submitter:
-    def __init__(self, store: TaskStore, client: DashScopeClient, admission: Admission, reads: ReadLimiter,
-                 *, slot_lease_seconds: float, sweep_after_seconds: float) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        client: DashScopeClient,
+        admission: Admission,
+        reads: ReadLimiter,
+        *,
+        slot_lease_seconds: float,
+        sweep_after_seconds: float,
+    ) -> None:
         self.store = store
         self.client = client
         self.admission = admission
@@ -160,8 +168,7 @@ class Submitter:
         try:
             claimed = await self.admission.claim(task_id, attempt)
             if claimed == "busy":
-                log.info("task %s: an earlier create of it may still answer; it is not sent again meanwhile",
-                         task_id)
+                log.info("task %s: an earlier create of it may still answer; it is not sent again meanwhile", task_id)
             if claimed != "ok":
                 return
             async with reservation:
@@ -181,8 +188,9 @@ class Submitter:
         # The deadline counts from here: a process frozen before its request left cannot send it later.
         call_deadline = asyncio.get_running_loop().time() + self.client.timeout
         if not await reservation.sending(attempt_at, time.monotonic() + self.client.timeout + LANDED_SLACK):
-            log.info("task %s: no longer held by this submission (moved on, or its reservation ended); not sent",
-                     task_id)
+            log.info(
+                "task %s: no longer held by this submission (moved on, or its reservation ended); not sent", task_id
+            )
             return
         # On the task in hand too: a lost answer is looked for around this attempt (not a former one, nor
         # none at all: the first attempt's task had no such field, and looking raised KeyError).
@@ -195,8 +203,9 @@ class Submitter:
                     # One deadline for the whole call (the client's timeout is per read): after it, this
                     # attempt can no longer be answered.
                     async with asyncio.timeout_at(call_deadline):
-                        created = await self.client.create_task(task["model"], task_input, parameters,
-                                                                path=MODELS[task["model"]].endpoint)
+                        created = await self.client.create_task(
+                            task["model"], task_input, parameters, path=MODELS[task["model"]].endpoint
+                        )
                 except TimeoutError:
                     raise Unreachable("Timeout", f"create did not answer within {self.client.timeout:g}s") from None
         except RequestRejected as exc:
@@ -216,26 +225,35 @@ class Submitter:
             return
         reservation.answered()
         self.backoff.pop(task["model"], None)
-        await self._record(task_id, created.task_id, created.task_status, created.request_id, adopt=False,
-                           attempt=reservation.attempt)
+        await self._record(
+            task_id, created.task_id, created.task_status, created.request_id, adopt=False, attempt=reservation.attempt
+        )
 
-    async def _record(self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None,
-                      adopt: bool, attempt: str) -> str:
+    async def _record(
+        self, task_id: str, ds_task_id: str, ds_status: str, request_id: str | None, adopt: bool, attempt: str
+    ) -> str:
         delay = 0.25
         while True:
             try:
-                result = await self.store.mark_submitted(task_id, ds_task_id, ds_status, request_id,
-                                                         slot_lease_ms=self.slot_lease_ms,
-                                                         sweep_after_ms=self.sweep_after_ms, adopt=adopt,
-                                                         attempt=attempt)
+                result = await self.store.mark_submitted(
+                    task_id,
+                    ds_task_id,
+                    ds_status,
+                    request_id,
+                    slot_lease_ms=self.slot_lease_ms,
+                    sweep_after_ms=self.sweep_after_ms,
+                    adopt=adopt,
+                    attempt=attempt,
+                )
                 break
             except RedisError as exc:
                 # DashScope has the task and only this process knows its id: keep trying while Redis is
                 # away rather than leave it to the slower listing after the reservation expires.
                 if delay > 30:
                     raise
-                log.warning("recording DashScope task %s: Redis unavailable (%s); retrying", ds_task_id,
-                            type(exc).__name__)
+                log.warning(
+                    "recording DashScope task %s: Redis unavailable (%s); retrying", ds_task_id, type(exc).__name__
+                )
                 await asyncio.sleep(delay)
                 delay *= 2
         if result == "canceled":
@@ -243,15 +261,22 @@ class Submitter:
             try:
                 async with self.reads.request():
                     await self.client.cancel_task(ds_task_id)
-                log.info("task %s: canceled by its user while its create was in flight; DashScope task %s "
-                         "canceled", task_id, ds_task_id)
+                log.info(
+                    "task %s: canceled by its user while its create was in flight; DashScope task %s canceled",
+                    task_id,
+                    ds_task_id,
+                )
             except DashScopeError as exc:
                 log.warning("could not cancel DashScope task of canceled task %s: %s", task_id, exc.code)
         elif result == "same":
             log.info("task %s: its create answered after its DashScope task %s had been found", task_id, ds_task_id)
         elif result == "orphan":
-            log.warning("task %s had moved on when its create answered: DashScope task %s is left running, "
-                        "recorded as an orphan", task_id, ds_task_id)
+            log.warning(
+                "task %s had moved on when its create answered: DashScope task %s is left running, "
+                "recorded as an orphan",
+                task_id,
+                ds_task_id,
+            )
         elif result == "missing":
             log.warning("task %s no longer exists: DashScope task %s is left running", task_id, ds_task_id)
         return result
@@ -261,8 +286,14 @@ class Submitter:
         delay = min(self.backoff.get(model, 0.5) * 2, MAX_BACKOFF)
         self.backoff[model] = delay
         pause = delay * random.uniform(0.5, 1.0)  # jitter: processes sharing the account do not retry in step
-        log.warning("create for task %s: %s %s; back in the queue, %s pauses %.1fs", task["id"], exc.code,
-                    exc.message, model, pause)
+        log.warning(
+            "create for task %s: %s %s; back in the queue, %s pauses %.1fs",
+            task["id"],
+            exc.code,
+            exc.message,
+            model,
+            pause,
+        )
         await self.store.count("submissions_retried")
         await self.admission.requeue(task["id"], pause, attempt)
 
@@ -278,20 +309,30 @@ class Submitter:
             try:
                 listed = await self._list(task["model"], earliest - 1, latest + 1, zone)
             except DashScopeError as exc:
-                log.warning("task %s: cannot tell whether its create landed (%s); not submitting it yet",
-                            task["id"], exc.code)
+                log.warning(
+                    "task %s: cannot tell whether its create landed (%s); not submitting it yet", task["id"], exc.code
+                )
                 await self._retry_later(task, exc, attempt)
                 return True
             created = [(float(item.get("gmt_create") or 0) / 1000, item) for item in listed]
-            candidates = [item for at, item in sorted(created, key=lambda pair: abs(pair[0] - attempt_at))
-                          if earliest <= at <= latest]
+            candidates = [
+                item
+                for at, item in sorted(created, key=lambda pair: abs(pair[0] - attempt_at))
+                if earliest <= at <= latest
+            ]
             for item in candidates:
                 ds_id = item.get("task_id")
                 if not ds_id or not isinstance(ds_id, str) or ds_id in tried:
                     continue
                 tried.add(ds_id)
-                result = await self._record(task["id"], ds_id, str(item.get("status") or "PENDING"),
-                                            item.get("request_id"), adopt=True, attempt=attempt)
+                result = await self._record(
+                    task["id"],
+                    ds_id,
+                    str(item.get("status") or "PENDING"),
+                    item.get("request_id"),
+                    adopt=True,
+                    attempt=attempt,
+                )
                 if result == "ok":
                     log.info("task %s: its earlier create had landed as DashScope task %s", task["id"], ds_id)
                     await self.store.count("submissions_adopted")
@@ -310,18 +351,27 @@ class Submitter:
                 listing = await self.client.list_tasks(
                     start_time=datetime.fromtimestamp(start, zone).strftime("%Y%m%d%H%M%S"),
                     end_time=datetime.fromtimestamp(end, zone).strftime("%Y%m%d%H%M%S"),
-                    model_name=model, page_no=page_no, page_size=LIST_PAGE_SIZE)
+                    model_name=model,
+                    page_no=page_no,
+                    page_size=LIST_PAGE_SIZE,
+                )
             await self.store.count("dashscope_lists_lost_create")
             page = [item for item in listing.get("data") or [] if isinstance(item, dict)]
             found += page
             pages = listing.get("total_page")
             # The last page: as the answer counts them, or (no count given) the first one short of full.
-            if not page or (isinstance(pages, int) and page_no >= pages) or (
-                    not isinstance(pages, int) and len(page) < LIST_PAGE_SIZE):
+            if (
+                not page
+                or (isinstance(pages, int) and page_no >= pages)
+                or (not isinstance(pages, int) and len(page) < LIST_PAGE_SIZE)
+            ):
                 break
         else:
-            log.warning("the task list of %s for a lost create goes on past %d pages; the rest is not read",
-                        model, LIST_MAX_PAGES)
+            log.warning(
+                "the task list of %s for a lost create goes on past %d pages; the rest is not read",
+                model,
+                LIST_MAX_PAGES,
+            )
         return found
 
     async def _give_back(self, task_id: str, attempt: str) -> None:

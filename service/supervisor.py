@@ -53,8 +53,13 @@ class Supervisor:
                     return
             if time.monotonic() - started > self.max_delay:
                 delay = self.first_delay  # it ran well for a while: this crash does not continue a series
-            log.error("worker loop %s %s; restarting it in %.0f s", name,
-                      "crashed" if error else "ended without being stopped", delay, exc_info=error)
+            log.error(
+                "worker loop %s %s; restarting it in %.0f s",
+                name,
+                "crashed" if error else "ended without being stopped",
+                delay,
+                exc_info=error,
+            )
             self._down[name] = time.time()
             try:
                 await asyncio.wait_for(stop.wait(), delay)

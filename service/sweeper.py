@@ -30,8 +30,17 @@ BATCH = 100
 
 
 class Sweeper:
-    def __init__(self, store: TaskStore, client: DashScopeClient, reads: ReadLimiter, consumer: str, *,
-                 after_seconds: float, interval_seconds: float, slot_lease_seconds: float) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        client: DashScopeClient,
+        reads: ReadLimiter,
+        consumer: str,
+        *,
+        after_seconds: float,
+        interval_seconds: float,
+        slot_lease_seconds: float,
+    ) -> None:
         self.store = store
         self.client = client
         self.reads = reads
@@ -41,8 +50,9 @@ class Sweeper:
         self.slot_lease_ms = int(slot_lease_seconds * 1000)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await worker.run_forever(self._round, stop, log=log, retry_seconds=self.interval, interval=self.interval,
-                                 then="sweeping later")
+        await worker.run_forever(
+            self._round, stop, log=log, retry_seconds=self.interval, interval=self.interval, then="sweeping later"
+        )
 
     async def _round(self) -> None:
         if await self._lead():
@@ -82,15 +92,23 @@ class Sweeper:
         if status == "FAILED" and not code:
             # This read was the task's one read: a FAILED answer without a reason queues no second one.
             code, message = "TaskFailed", message or "DashScope reported the task FAILED and gave no reason"
-        event = CompletionEvent(source=SOURCE, id=f"sweeper-{task['ds_task_id']}-{status}", type=TYPE,
-                                task_id=task["ds_task_id"], task_status=str(status), model=task.get("model"),
-                                video_url=video_url, code=reported_text(code) or None,
-                                message=reported_text(message) or None)
+        event = CompletionEvent(
+            source=SOURCE,
+            id=f"sweeper-{task['ds_task_id']}-{status}",
+            type=TYPE,
+            task_id=task["ds_task_id"],
+            task_status=str(status),
+            model=task.get("model"),
+            video_url=video_url,
+            code=reported_text(code) or None,
+            message=reported_text(message) or None,
+        )
         record = dict(output, video_url=redact_url(video_url) if video_url else None, read_by="sweeper")
         outcome, _ = await self.store.ingest(event, json.dumps(record).encode())
         if outcome is Outcome.APPLIED:
             await self.store.count("sweeper_recovered")
-            log.warning("task %s: no completion event came; DashScope says %s (recovered by the sweeper)",
-                        task_id, status)
+            log.warning(
+                "task %s: no completion event came; DashScope says %s (recovered by the sweeper)", task_id, status
+            )
             return True
         return False

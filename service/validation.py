@@ -30,8 +30,20 @@ from .models import (
 from .outbound import not_public
 from .task import CALLBACK_EVENTS, DEFAULT_CALLBACK_EVENTS
 
-FIELDS = {"prompt", "model", "negative_prompt", "size", "duration", "seed", "prompt_extend", "watermark",
-          "audio_url", "shot_type", "callback", "metadata"}
+FIELDS = {
+    "prompt",
+    "model",
+    "negative_prompt",
+    "size",
+    "duration",
+    "seed",
+    "prompt_extend",
+    "watermark",
+    "audio_url",
+    "shot_type",
+    "callback",
+    "metadata",
+}
 # The image kinds' own fields (models.py names their sources).
 IMAGE_TASK_FIELDS = {"kind", "img_url", "first_frame_url", "last_frame_url", "resolution", "audio"}
 ALL_IMAGE_FIELDS = ("img_url", "first_frame_url", "last_frame_url")
@@ -98,8 +110,10 @@ def check_callback(value: Any, allow_private: bool) -> dict[str, Any]:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise invalid("callback.url", "must be an http or https URL with a host")
     if not allow_private and is_private_host(parts.hostname):
-        raise invalid("callback.url", "points at a loopback, private or link-local address "
-                      "(set WANHOOK_CALLBACK_ALLOW_PRIVATE=1 to allow it)")
+        raise invalid(
+            "callback.url",
+            "points at a loopback, private or link-local address (set WANHOOK_CALLBACK_ALLOW_PRIVATE=1 to allow it)",
+        )
     events = value.get("events", list(DEFAULT_CALLBACK_EVENTS))
     if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
         raise invalid("callback.events", "must be a non-empty list of event names")
@@ -122,8 +136,11 @@ def _newer_parameters(doc: dict[str, Any], model: str, audio: bool, shot_type: b
     if url is not None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > AUDIO_URL_MAX_LENGTH:
-            raise invalid("audio_url", f"must be an http or https URL of at most {AUDIO_URL_MAX_LENGTH} characters "
-                          "that DashScope can fetch (wav or mp3, 3 to 30 s, at most 15 MB)")
+            raise invalid(
+                "audio_url",
+                f"must be an http or https URL of at most {AUDIO_URL_MAX_LENGTH} characters "
+                "that DashScope can fetch (wav or mp3, 3 to 30 s, at most 15 MB)",
+            )
         found["audio_url"] = url
     shots = _string(doc, "shot_type")
     if shots is not None:
@@ -185,8 +202,9 @@ def check_task(doc: Any, *, allow_private_callbacks: bool = False) -> dict[str, 
             parameters["audio"] = audio
 
     metadata = doc.get("metadata") or {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                 for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
         raise invalid("metadata", "must be an object of string values")
     if len(metadata) > METADATA_MAX_KEYS or any(len(k) + len(v) > METADATA_MAX_LENGTH for k, v in metadata.items()):
         raise invalid("metadata", f"at most {METADATA_MAX_KEYS} entries of at most {METADATA_MAX_LENGTH} characters")
@@ -227,10 +245,15 @@ def _refuse_image_fields(doc: dict[str, Any]) -> None:
         if name == "resolution":
             raise invalid(name, "is not a known field; text-to-video takes size (W*H, e.g. 1280*720)")
         if name == "audio":
-            raise invalid(name, "is not a known field; wan2.5 and wan2.6 always make sound (their own, or the "
-                          "track at audio_url), wan2.2 and wan2.1 never: DashScope's text-to-video has no switch")
-        raise invalid(name, "is not a known field for text-to-video; give kind i2v (img_url) or kf2v "
-                      "(first_frame_url, last_frame_url)")
+            raise invalid(
+                name,
+                "is not a known field; wan2.5 and wan2.6 always make sound (their own, or the "
+                "track at audio_url), wan2.2 and wan2.1 never: DashScope's text-to-video has no switch",
+            )
+        raise invalid(
+            name,
+            "is not a known field for text-to-video; give kind i2v (img_url) or kf2v (first_frame_url, last_frame_url)",
+        )
 
 
 def _picture(doc: dict[str, Any], rules: ModelRules) -> dict[str, Any]:
@@ -241,12 +264,16 @@ def _picture(doc: dict[str, Any], rules: ModelRules) -> dict[str, Any]:
             raise invalid("size", f"{size!r} is not allowed for {rules.name}; expected one of {', '.join(rules.sizes)}")
         return {"size": size}
     if doc.get("size") is not None:
-        raise invalid("size", f"{rules.name} takes resolution (one of {', '.join(rules.tiers)}), not size: "
-                      "the video keeps the image's aspect ratio")
+        raise invalid(
+            "size",
+            f"{rules.name} takes resolution (one of {', '.join(rules.tiers)}), not size: "
+            "the video keeps the image's aspect ratio",
+        )
     resolution = _string(doc, "resolution") or rules.default_resolution
     if resolution not in rules.tiers:
-        raise invalid("resolution", f"{resolution!r} is not allowed for {rules.name}; "
-                      f"expected one of {', '.join(rules.tiers)}")
+        raise invalid(
+            "resolution", f"{resolution!r} is not allowed for {rules.name}; expected one of {', '.join(rules.tiers)}"
+        )
     return {"resolution": resolution}
 
 
@@ -283,8 +310,11 @@ def check_image(field: str, value: str) -> str:
     if parts.scheme == "oss" and parts.netloc:
         return value
     if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > IMAGE_URL_MAX_LENGTH:
-        raise invalid(field, f"must be an http or https URL of at most {IMAGE_URL_MAX_LENGTH} characters, an oss:// "
-                      "temporary URL, or a base64 data URL (data:image/png;base64,...)")
+        raise invalid(
+            field,
+            f"must be an http or https URL of at most {IMAGE_URL_MAX_LENGTH} characters, an oss:// "
+            "temporary URL, or a base64 data URL (data:image/png;base64,...)",
+        )
     return value
 
 

@@ -43,8 +43,14 @@ class Outage:
     seconds with the failures not logged meanwhile, and its end said once. The limit holds whatever the
     cause: a cause whose text changes from one failure to the next brings no extra line."""
 
-    def __init__(self, log: logging.Logger, *, then: str = "retrying", every: float = LOG_EVERY_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        log: logging.Logger,
+        *,
+        then: str = "retrying",
+        every: float = LOG_EVERY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.log = log
         self.then = then
         self.every = every
@@ -71,8 +77,9 @@ class Outage:
     def over(self) -> None:
         """A step went through: an outage, if there was one, is over."""
         if self.failures:
-            self.log.info("Redis answers again after %d failures in %.1f s", self.failures,
-                          self.clock() - self.began_at)
+            self.log.info(
+                "Redis answers again after %d failures in %.1f s", self.failures, self.clock() - self.began_at
+            )
         # The time of the last line stays: Redis flapping must not bring a line per flap.
         self.failures = self.unlogged = 0
 
@@ -90,8 +97,15 @@ async def pause(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
-async def run_forever(step: Step, stop: asyncio.Event, *, log: logging.Logger, retry_seconds: float = RETRY_SECONDS,
-                      interval: float = 0.0, then: str = "retrying") -> None:
+async def run_forever(
+    step: Step,
+    stop: asyncio.Event,
+    *,
+    log: logging.Logger,
+    retry_seconds: float = RETRY_SECONDS,
+    interval: float = 0.0,
+    then: str = "retrying",
+) -> None:
     """Run ``step`` until ``stop`` is set, ``interval`` seconds apart (0: at once; the step waits itself).
 
     A ``RedisError`` from the step pauses the loop for ``retry_seconds`` and it goes on, the outage

@@ -63,8 +63,9 @@ def redis_url(redis_server: RedisServer) -> str:
 class Stack:
     """The emulator and a wanhook server (with its workers) wired to each other, on loopback."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, processes: list[Process], *emulator_args: str,
-                 webhook: bool = True) -> None:
+    def __init__(
+        self, tmp_path: Path, redis_url: str, processes: list[Process], *emulator_args: str, webhook: bool = True
+    ) -> None:
         self.tmp_path = tmp_path
         self.redis_url = redis_url
         self.processes = processes
@@ -95,8 +96,9 @@ class Stack:
         self.server.wait_ready()
         return self
 
-    def serve(self, port: int | None = None, *extra: str, env: dict[str, str] | None = None,
-              wait: bool = True) -> Wanhook:
+    def serve(
+        self, port: int | None = None, *extra: str, env: dict[str, str] | None = None, wait: bool = True
+    ) -> Wanhook:
         process = Wanhook(self.tmp_path, {**self.env, **(env or {})}, *extra, port=port)
         self.processes.append(process.launch())
         return process.wait_ready() if wait else process
@@ -109,10 +111,14 @@ class Stack:
 
     def consume(self, endpoints: str, topic: str, name: str = "consume", **settings: str) -> Wanhook:
         """A ``wanhook consume`` process of the consumer group "wanhook"."""
-        env = {"WANHOOK_ROCKETMQ_ENDPOINTS": endpoints, "WANHOOK_ROCKETMQ_TOPIC": topic,
-               "WANHOOK_ROCKETMQ_GROUP": "wanhook", "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS": "2",
-               "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "1",
-               **{f"WANHOOK_ROCKETMQ_{key.upper()}": value for key, value in settings.items()}}
+        env = {
+            "WANHOOK_ROCKETMQ_ENDPOINTS": endpoints,
+            "WANHOOK_ROCKETMQ_TOPIC": topic,
+            "WANHOOK_ROCKETMQ_GROUP": "wanhook",
+            "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS": "2",
+            "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "1",
+            **{f"WANHOOK_ROCKETMQ_{key.upper()}": value for key, value in settings.items()},
+        }
         process = Wanhook(self.tmp_path, {**self.env, **env}, name="consume", port=free_port())
         process.name = f"{name}-{process.port}"
         self.processes.append(process.start())

@@ -87,7 +87,7 @@ class Receiver:
     async def _drip(self, writer: asyncio.StreamWriter, hung_up: asyncio.Future, data: bytes) -> int:
         for sent in range(len(data)):
             try:
-                writer.write(data[sent:sent + 1])
+                writer.write(data[sent : sent + 1])
                 await writer.drain()
             except ConnectionError:
                 return sent

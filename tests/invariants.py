@@ -16,7 +16,9 @@ from wanhook.service.task import STATUSES, Outcome
 
 # Everything the checks need, read in one step. Task hashes carry user text (prompts), so only the
 # fields that matter leave Redis; the event log's bodies stay there too.
-SNAPSHOT = KEY_NAMES + """
+SNAPSHOT = (
+    KEY_NAMES
+    + """
 local function text(value) if value == false or value == nil then return '' end return value end
 local function after(key, head) return string.sub(key, #head + 1) end
 local snapshot = {tasks = {}, indexes = {}, owner_indexes = {}, queues = {}, rotations = {}, slots = {},
@@ -70,6 +72,7 @@ job_tasks(FAILURE_JOBS, snapshot.failure_jobs)
 -- cjson writes an empty table as {}; lists stay lists only when they have items, which the checks allow.
 return cjson.encode(snapshot)
 """
+)
 
 
 def snapshot(client: redis.Redis) -> dict[str, Any]:
@@ -116,8 +119,10 @@ def violations(client: redis.Redis) -> list[str]:
     for name in sorted(set(expected) | set(state["owner_indexes"])):
         held = set(state["owner_indexes"].get(name) or [])
         if held != expected.get(name, set()):
-            found.append(f"owner index {name!r}: missing {sorted(expected.get(name, set()) - held)[:5]}, "
-                         f"extra {sorted(held - expected.get(name, set()))[:5]}")
+            found.append(
+                f"owner index {name!r}: missing {sorted(expected.get(name, set()) - held)[:5]}, "
+                f"extra {sorted(held - expected.get(name, set()))[:5]}"
+            )
 
     waiting: set[str] = set()
     for queue, ids in state["queues"].items():
@@ -157,8 +162,9 @@ def violations(client: redis.Redis) -> list[str]:
         elif task["ds_task_id"] != ds_id and not (task["status"] == "canceled" and not task["ds_task_id"]):
             # The one exception: a task canceled while its create was in flight is canceled at DashScope
             # when the answer comes, and keeps the mapping so that the late event is stale, not unknown.
-            found.append(f"DashScope task {ds_id}: mapped to task {task_id}, whose DashScope id is "
-                         f"{task['ds_task_id']!r}")
+            found.append(
+                f"DashScope task {ds_id}: mapped to task {task_id}, whose DashScope id is {task['ds_task_id']!r}"
+            )
     for task_id, task in tasks.items():
         if task["ds_task_id"] and state["ds"].get(task["ds_task_id"]) != task_id:
             found.append(f"task {task_id}: DashScope id {task['ds_task_id']} is not mapped back to it")

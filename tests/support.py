@@ -37,8 +37,9 @@ def wait_for(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.
         except Exception as exc:  # the thing waited for may not answer yet
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error!r})"
-                                                                              if last_error else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error!r})" if last_error else "")
+    )
 
 
 def redis_binary() -> str:
@@ -69,8 +70,9 @@ class Process:
         """Start the process without waiting for it: several can then start up side by side."""
         self.terminating = False
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd, start_new_session=True
+            )
         return self
 
     def wait_ready(self) -> Self:
@@ -112,10 +114,27 @@ class RedisServer(Process):
     def __init__(self, directory: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         directory.mkdir(parents=True, exist_ok=True)
-        super().__init__(f"redis-{self.port}", [
-            redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(directory), "--daemonize", "no",
-        ], directory)
+        super().__init__(
+            f"redis-{self.port}",
+            [
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--dir",
+                str(directory),
+                "--daemonize",
+                "no",
+            ],
+            directory,
+        )
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def wait_ready(self) -> Self:
@@ -162,8 +181,9 @@ class Emulator(Process):
 
 
 class Wanhook(Process):
-    def __init__(self, log_dir: Path, env: dict[str, str], *extra: str, name: str = "serve",
-                 port: int | None = None) -> None:
+    def __init__(
+        self, log_dir: Path, env: dict[str, str], *extra: str, name: str = "serve", port: int | None = None
+    ) -> None:
         self.port = port or free_port()
         args = wanhook("serve", "--port", str(self.port), *extra) if name.startswith("serve") else wanhook(name, *extra)
         super().__init__(f"{name}-{self.port}", args, log_dir, env)
@@ -209,8 +229,14 @@ class RedisCluster:
             port = free_cluster_port()
             node_dir = directory / f"node-{port}"
             node = RedisServer(node_dir, port)
-            node.args += ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
-                          "--cluster-node-timeout", "5000"]
+            node.args += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(node_dir / "nodes.conf"),
+                "--cluster-node-timeout",
+                "5000",
+            ]
             self.nodes.append(node)
         self.url = f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
 
@@ -219,8 +245,20 @@ class RedisCluster:
             node.launch()
         for node in self.nodes:
             node.wait_ready()
-        subprocess.run([redis_cli(), "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
-                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                redis_cli(),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         import redis
 
         def ready() -> bool:
@@ -244,8 +282,10 @@ class RedisSentinel(Process):
         self.port = free_port()
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "sentinel.conf"
-        config.write_text(f"port {self.port}\nbind 127.0.0.1\nsentinel monitor wanhook 127.0.0.1 "
-                          f"{self.master.port} 1\nsentinel down-after-milliseconds wanhook 2000\n")
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\nsentinel monitor wanhook 127.0.0.1 "
+            f"{self.master.port} 1\nsentinel down-after-milliseconds wanhook 2000\n"
+        )
         super().__init__(f"sentinel-{self.port}", [redis_binary(), str(config), "--sentinel"], directory)
         self.url = f"redis+sentinel://127.0.0.1:{self.port}/wanhook"
 
@@ -254,8 +294,11 @@ class RedisSentinel(Process):
         super().start()
         import redis
 
-        wait_for(lambda: redis.Redis(port=self.port).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "wanhook"),
-                 30, what="the sentinel")
+        wait_for(
+            lambda: redis.Redis(port=self.port).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "wanhook"),
+            30,
+            what="the sentinel",
+        )
         return self
 
     def stop(self, timeout: float = 15.0) -> None:

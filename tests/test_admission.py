@@ -34,17 +34,32 @@ def counter(stack: Stack, name: str) -> int:
 @pytest.mark.slow
 def test_200_tasks_from_3_processes_keep_the_limits(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
     rps, running, render, count = 10, 5, 1.0, 200
-    stack = stack_with(tmp_path, redis_url, processes, WANHOOK_LIMITS=f"{MODEL}={rps}/{running}",
-                       WANHOOK_DOWNLOAD_CONCURRENCY="8", WANHOOK_RATE_LIMIT="100000")
+    stack = stack_with(
+        tmp_path,
+        redis_url,
+        processes,
+        WANHOOK_LIMITS=f"{MODEL}={rps}/{running}",
+        WANHOOK_DOWNLOAD_CONCURRENCY="8",
+        WANHOOK_RATE_LIMIT="100000",
+    )
     stack.emulator.configure(render_seconds=render, limits={MODEL: {"rps": rps, "running": running}})
     servers = [stack.server, stack.serve(), stack.serve()]
     clients = [httpx.Client(base_url=server.url, timeout=30) for server in servers]
     started = time.time()
-    ids = [clients[n % 3].post("/v1/tasks", json={"prompt": "a lantern on the water", "size": "832*480"}).json()["id"]
-           for n in range(count)]
-    wait_for(lambda: sum(1 for task_id in ids if stack.task(task_id)["status"] == "ready") == count
-             if stack.redis.zcard("{wanhook}:tasks:ready") == count else None, 300, interval=0.5,
-             what="every task ready")
+    ids = [
+        clients[n % 3].post("/v1/tasks", json={"prompt": "a lantern on the water", "size": "832*480"}).json()["id"]
+        for n in range(count)
+    ]
+    wait_for(
+        lambda: (
+            sum(1 for task_id in ids if stack.task(task_id)["status"] == "ready") == count
+            if stack.redis.zcard("{wanhook}:tasks:ready") == count
+            else None
+        ),
+        300,
+        interval=0.5,
+        what="every task ready",
+    )
     stored = time.time() - started
 
     stats = stack.emulator.stats()
@@ -55,16 +70,19 @@ def test_200_tasks_from_3_processes_keep_the_limits(tmp_path: Path, redis_url: s
     assert max(task["scheduled_time"] - task["submit_time"] for task in tasks) < 0.5
     makespan = max(task["end_time"] for task in tasks) - started
     ideal = max(math.ceil(count / running) * render, count / rps)
-    print(f"\n200 tasks, 3 processes, limits {rps}/s and {running} at once, render {render}s: makespan {makespan:.2f}s "
-          f"against the ideal {ideal:.2f}s ({makespan / ideal:.3f}x); all stored after {stored:.2f}s")
+    print(
+        f"\n200 tasks, 3 processes, limits {rps}/s and {running} at once, render {render}s: makespan {makespan:.2f}s "
+        f"against the ideal {ideal:.2f}s ({makespan / ideal:.3f}x); all stored after {stored:.2f}s"
+    )
     assert makespan <= ideal * 1.10
     # One DashScope read per task: the one after its event.
     assert stats["reads"] == count
 
 
 def test_one_submitter_cannot_starve_another(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
-    stack = stack_with(tmp_path, redis_url, processes, WANHOOK_API_TOKENS="token-a,token-b",
-                       WANHOOK_LIMITS=f"{MODEL}=5/1")
+    stack = stack_with(
+        tmp_path, redis_url, processes, WANHOOK_API_TOKENS="token-a,token-b", WANHOOK_LIMITS=f"{MODEL}=5/1"
+    )
     # The first task holds the only slot long enough for every other task to be queued behind it, so
     # the order after it is the queue's alone, however slowly the requests arrive.
     stack.emulator.configure(render_seconds=5, limits={MODEL: {"rps": 5, "running": 1}})
@@ -90,11 +108,18 @@ def test_one_submitter_cannot_starve_another(tmp_path: Path, redis_url: str, pro
 
 
 def test_slot_of_a_killed_process_comes_back_and_nothing_is_submitted_twice(
-        tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     # The killed process's create might still answer until its deadline (timeout + 2 s): only then is
     # its task looked up and sent by another; a short timeout keeps that wait short.
-    stack = stack_with(tmp_path, redis_url, processes, WANHOOK_LIMITS=f"{MODEL}=5/1", WANHOOK_RESERVE_SECONDS="2",
-                       WANHOOK_DASHSCOPE_TIMEOUT="5")
+    stack = stack_with(
+        tmp_path,
+        redis_url,
+        processes,
+        WANHOOK_LIMITS=f"{MODEL}=5/1",
+        WANHOOK_RESERVE_SECONDS="2",
+        WANHOOK_DASHSCOPE_TIMEOUT="5",
+    )
     stack.server.stop()
     stack.serve(stack.port, "--no-workers")
     stack.emulator.configure(create_answer_delay_seconds=30)  # the create lands; its answer is late
@@ -141,17 +166,20 @@ def test_cancel_in_each_state(tmp_path: Path, redis_url: str, processes: list[Pr
 
 
 def test_throttling_and_server_errors_back_off_refusals_fail(stack: Stack) -> None:
-    stack.emulator.configure(create_errors=[
-        {"status": 429, "code": "Throttling.RateQuota", "message": "Requests rate limit exceeded"},
-        {"status": 500, "code": "InternalError", "message": "An internal error has occured"},
-    ])
+    stack.emulator.configure(
+        create_errors=[
+            {"status": 429, "code": "Throttling.RateQuota", "message": "Requests rate limit exceeded"},
+            {"status": 500, "code": "InternalError", "message": "An internal error has occured"},
+        ]
+    )
     task = stack.wait_status(stack.create("patience")["id"], "ready", timeout=60)
     assert task["video"]
     assert stack.emulator.stats()["creates"] == 3
     assert counter(stack, "submissions_retried") == 2
 
-    stack.emulator.configure(create_errors=[
-        {"status": 429, "code": "Throttling.AllocationQuota", "message": "Free quota exhausted"}])
+    stack.emulator.configure(
+        create_errors=[{"status": 429, "code": "Throttling.AllocationQuota", "message": "Free quota exhausted"}]
+    )
     refused = stack.wait_status(stack.create("no quota left")["id"])
     assert refused["status"] == "failed"
     assert refused["error"] == {"code": "Throttling.AllocationQuota", "message": "Free quota exhausted"}
@@ -159,8 +187,9 @@ def test_throttling_and_server_errors_back_off_refusals_fail(stack: Stack) -> No
 
 
 def test_lost_events_are_recovered_by_the_sweeper(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
-    stack = stack_with(tmp_path, redis_url, processes, WANHOOK_SWEEP_AFTER_SECONDS="2",
-                       WANHOOK_SWEEP_INTERVAL_SECONDS="0.5")
+    stack = stack_with(
+        tmp_path, redis_url, processes, WANHOOK_SWEEP_AFTER_SECONDS="2", WANHOOK_SWEEP_INTERVAL_SECONDS="0.5"
+    )
     stack.emulator.configure(drop_events=True)
     ids = [stack.create(f"lost {n}")["id"] for n in range(4)]
     for task_id in ids:
@@ -172,16 +201,21 @@ def test_lost_events_are_recovered_by_the_sweeper(tmp_path: Path, redis_url: str
     assert sorted(stats["reads_by_task"].values()) == [1, 1, 1, 1]
 
 
-def test_with_events_flowing_the_sweeper_reads_nothing(tmp_path: Path, redis_url: str,
-                                                      processes: list[Process]) -> None:
-    stack = stack_with(tmp_path, redis_url, processes, WANHOOK_SWEEP_AFTER_SECONDS="3",
-                       WANHOOK_SWEEP_INTERVAL_SECONDS="0.2")
+def test_with_events_flowing_the_sweeper_reads_nothing(
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
+    stack = stack_with(
+        tmp_path, redis_url, processes, WANHOOK_SWEEP_AFTER_SECONDS="3", WANHOOK_SWEEP_INTERVAL_SECONDS="0.2"
+    )
     ids = [stack.create(f"steady {n}")["id"] for n in range(4)]
     for task_id in ids:
         stack.wait_status(task_id, "ready")
     deadline_passed = time.monotonic() + 3.5
-    wait_for(lambda: time.monotonic() > deadline_passed and stack.redis.exists("{wanhook}:sweeper"), 10,
-             what="the sweeper to have run past every deadline")
+    wait_for(
+        lambda: time.monotonic() > deadline_passed and stack.redis.exists("{wanhook}:sweeper"),
+        10,
+        what="the sweeper to have run past every deadline",
+    )
     assert counter(stack, "dashscope_reads_sweeper") == 0
     assert stack.redis.zcard("{wanhook}:sweep") == 0
     assert sorted(stack.emulator.stats()["reads_by_task"].values()) == [1, 1, 1, 1]

@@ -9,9 +9,17 @@ import pytest
 
 from .conftest import TOKEN, Stack
 
-EVENT = {"specversion": "1.0", "id": "evt-1", "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish",
-         "data": {"task_id": "ds-1", "task_status": "SUCCEEDED",
-                  "user_api_unique_key": "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"}}
+EVENT = {
+    "specversion": "1.0",
+    "id": "evt-1",
+    "source": "acs.dashscope",
+    "type": "dashscope:System:AsyncTaskFinish",
+    "data": {
+        "task_id": "ds-1",
+        "task_status": "SUCCEEDED",
+        "user_api_unique_key": "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus",
+    },
+}
 
 
 def snapshot(stack: Stack) -> dict[str, Any]:
@@ -21,8 +29,15 @@ def snapshot(stack: Stack) -> dict[str, Any]:
         if key == "{wanhook}:counters" or key.startswith("{wanhook}:rate:"):
             continue  # refused requests are counted, and take from their caller's rate, on purpose
         kind = stack.redis.type(key)
-        state[key] = (stack.redis.hgetall(key) if kind == "hash" else stack.redis.xrange(key) if kind == "stream"
-                      else stack.redis.zrange(key, 0, -1) if kind == "zset" else stack.redis.get(key))
+        state[key] = (
+            stack.redis.hgetall(key)
+            if kind == "hash"
+            else stack.redis.xrange(key)
+            if kind == "stream"
+            else stack.redis.zrange(key, 0, -1)
+            if kind == "zset"
+            else stack.redis.get(key)
+        )
     return state
 
 
@@ -71,8 +86,10 @@ TASK_CASES = [
     ({"prompt": "p", "shot_type": "multi"}, "shot_type"),
     ({"prompt": "p", "model": "wan2.5-t2v-preview", "shot_type": "single"}, "shot_type"),
     ({"prompt": "p", "model": "wan2.6-t2v", "size": "1280*720", "shot_type": "many"}, "shot_type"),
-    ({"prompt": "p", "model": "wan2.6-t2v", "size": "1280*720", "shot_type": "multi", "prompt_extend": False},
-     "shot_type"),
+    (
+        {"prompt": "p", "model": "wan2.6-t2v", "size": "1280*720", "shot_type": "multi", "prompt_extend": False},
+        "shot_type",
+    ),
     ({"prompt": "p", "model": "wan2.6-t2v", "size": "1280*720", "audio": False}, "audio"),
     ({"prompt": "p", "model": "wan2.5-t2v-preview", "audio_url": "ftp://example.com/a.mp3"}, "audio_url"),
     ({"prompt": "p", "model": "wan2.5-t2v-preview", "audio_url": 7}, "audio_url"),
@@ -85,11 +102,18 @@ def test_bad_task_requests(quiet_stack: Stack) -> None:
     for body, field in TASK_CASES:
         assert_error(stack.http.post("/v1/tasks", json=body), 422, "invalid_field", field)
     assert_error(stack.http.post("/v1/tasks", json=["prompt"]), 422, "invalid_body")
-    assert_error(stack.http.post("/v1/tasks", content=b"{not json", headers={"content-type": "application/json"}),
-                 400, "invalid_json")
-    assert_error(stack.http.post("/v1/tasks", content=b"prompt=x",
-                                 headers={"content-type": "application/x-www-form-urlencoded"}),
-                 415, "unsupported_media_type")
+    assert_error(
+        stack.http.post("/v1/tasks", content=b"{not json", headers={"content-type": "application/json"}),
+        400,
+        "invalid_json",
+    )
+    assert_error(
+        stack.http.post(
+            "/v1/tasks", content=b"prompt=x", headers={"content-type": "application/x-www-form-urlencoded"}
+        ),
+        415,
+        "unsupported_media_type",
+    )
     assert_error(stack.http.post("/v1/tasks", json={"prompt": "p" * 70_000}), 413, "body_too_large")
     assert_error(stack.http.get("/v1/tasks/nope"), 404, "task_not_found")
     assert_error(stack.http.get("/v1/tasks", params={"status": "done"}), 422, "invalid_field", "status")
@@ -116,14 +140,23 @@ def test_bad_pushes(quiet_stack: Stack) -> None:
     assert_error(stack.http.post("/v1/events/dashscope", json=EVENT), 401, "invalid_token")
     assert_error(stack.http.post("/v1/events/dashscope", content=b"{oops", headers=headers), 400, "invalid_json")
     assert_error(stack.http.post("/v1/events/dashscope", content=b"[1, 2]", headers=headers), 400, "invalid_event")
-    assert_error(stack.http.post("/v1/events/dashscope", content=b'{"hello": "world"}', headers=headers),
-                 400, "invalid_event")
-    for broken in ({**EVENT, "id": None}, {**EVENT, "data": "text"},
-                   {**EVENT, "data": {**EVENT["data"], "task_status": "DONE"}},
-                   {**EVENT, "data": {**EVENT["data"], "task_id": 7}}):
+    assert_error(
+        stack.http.post("/v1/events/dashscope", content=b'{"hello": "world"}', headers=headers), 400, "invalid_event"
+    )
+    for broken in (
+        {**EVENT, "id": None},
+        {**EVENT, "data": "text"},
+        {**EVENT, "data": {**EVENT["data"], "task_status": "DONE"}},
+        {**EVENT, "data": {**EVENT["data"], "task_id": 7}},
+    ):
         assert_error(stack.push(broken), 400, "invalid_event")
-    assert_error(stack.http.post("/v1/events/dashscope", content=json.dumps(EVENT).encode(),
-                                 headers={**headers, "content-type": "text/html"}), 415, "unsupported_media_type")
+    assert_error(
+        stack.http.post(
+            "/v1/events/dashscope", content=json.dumps(EVENT).encode(), headers={**headers, "content-type": "text/html"}
+        ),
+        415,
+        "unsupported_media_type",
+    )
     big = {**EVENT, "data": {**EVENT["data"], "padding": "x" * (256 * 1024)}}
     assert_error(stack.push(big), 413, "body_too_large")
     assert snapshot(stack) == before
@@ -131,8 +164,11 @@ def test_bad_pushes(quiet_stack: Stack) -> None:
 
 def test_foreign_and_unknown_events_are_acknowledged(quiet_stack: Stack) -> None:
     stack = quiet_stack
-    asr = {**EVENT, "id": "evt-asr", "data": {**EVENT["data"],
-           "user_api_unique_key": "apikey:v1:audio:asr:transcription:paraformer-8k-v1"}}
+    asr = {
+        **EVENT,
+        "id": "evt-asr",
+        "data": {**EVENT["data"], "user_api_unique_key": "apikey:v1:audio:asr:transcription:paraformer-8k-v1"},
+    }
     other = {**EVENT, "id": "evt-oss", "source": "acs.oss", "type": "oss:ObjectCreated:PutObject", "data": {}}
     unknown = {**EVENT, "id": "evt-unknown", "time": "2023-1-25T01:45:16.969Z"}  # the spec's malformed time
     assert stack.push(asr).json() == {"outcome": "ignored", "event_id": "evt-asr"}
@@ -148,17 +184,18 @@ def test_foreign_and_unknown_events_are_acknowledged(quiet_stack: Stack) -> None
 def test_a_method_a_path_does_not_take_is_405_naming_those_it_does(stack: Stack) -> None:
     task_id = stack.create("here")["id"]
     for method, path, allowed in (
-            # One path, two routes (a route per method): Allow names both, and HEAD with GET.
-            ("DELETE", "/v1/tasks", "GET, HEAD, POST"),
-            ("PUT", "/v1/tasks", "GET, HEAD, POST"),
-            ("POST", f"/v1/tasks/{task_id}", "GET, HEAD"),
-            ("GET", f"/v1/tasks/{task_id}/cancel", "POST"),
-            ("DELETE", f"/v1/tasks/{task_id}/video", "GET, HEAD"),
-            ("GET", "/v1/events/dashscope", "POST"),
-            ("POST", "/metrics", "GET, HEAD"),
-            ("POST", "/openapi.json", "GET, HEAD"),
-            # Static files answer 405 with no Allow of their own.
-            ("POST", "/static/dashboard.css", "GET, HEAD")):
+        # One path, two routes (a route per method): Allow names both, and HEAD with GET.
+        ("DELETE", "/v1/tasks", "GET, HEAD, POST"),
+        ("PUT", "/v1/tasks", "GET, HEAD, POST"),
+        ("POST", f"/v1/tasks/{task_id}", "GET, HEAD"),
+        ("GET", f"/v1/tasks/{task_id}/cancel", "POST"),
+        ("DELETE", f"/v1/tasks/{task_id}/video", "GET, HEAD"),
+        ("GET", "/v1/events/dashscope", "POST"),
+        ("POST", "/metrics", "GET, HEAD"),
+        ("POST", "/openapi.json", "GET, HEAD"),
+        # Static files answer 405 with no Allow of their own.
+        ("POST", "/static/dashboard.css", "GET, HEAD"),
+    ):
         response = stack.http.request(method, path)
         assert_error(response, 405, "method_not_allowed")
         assert response.headers["allow"] == allowed, (method, path)

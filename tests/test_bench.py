@@ -21,12 +21,36 @@ COUNTS = {"429s"}
 def test_smoke_run_reports_every_figure(tmp_path: Path) -> None:
     results, chart, readme = tmp_path / "results.json", tmp_path / "latency.png", tmp_path / "README.md"
     readme.write_text("before\n<!-- bench:start -->\nold\n<!-- bench:end -->\nafter\n")
-    run = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--output", str(results), "--chart",
-                          str(chart), "--readme", str(readme)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--smoke",
+            "--output",
+            str(results),
+            "--chart",
+            str(chart),
+            "--readme",
+            str(readme),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     figures = json.loads(results.read_text())
-    for prefix in ("ingest_", "event_to_first_byte_", "time_to_know_", "dashscope_reads_per_task", "download_",
-                   "quota_", "redis_bytes_per_", "receiver_two_workers"):
+    for prefix in (
+        "ingest_",
+        "event_to_first_byte_",
+        "time_to_know_",
+        "dashscope_reads_per_task",
+        "download_",
+        "quota_",
+        "redis_bytes_per_",
+        "receiver_two_workers",
+    ):
         assert any(name.startswith(prefix) for name in figures), f"no {prefix}* figure in {sorted(figures)}"
     for name, row in figures.items():
         assert {"value", "unit", "baseline", "ratio", "label", "against"} <= row.keys(), name

@@ -31,8 +31,11 @@ class Hostile(Process):
     def __init__(self, log_dir: Path, mode: str) -> None:
         self.mode = mode
         self.port = free_port()
-        super().__init__(f"receiver-{mode}-{self.port}",
-                         [sys.executable, "-m", "tests.hostile_receiver", mode, str(self.port)], log_dir)
+        super().__init__(
+            f"receiver-{mode}-{self.port}",
+            [sys.executable, "-m", "tests.hostile_receiver", mode, str(self.port)],
+            log_dir,
+        )
         self.url = f"http://127.0.0.1:{self.port}/hook"
 
     def wait_ready(self) -> Self:
@@ -58,14 +61,20 @@ def _epoch(iso: str) -> float:
 
 
 def test_hostile_receivers_cost_a_bounded_amount_and_delay_nobody_else(
-        tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
-    endless, headers, drip, drip_body = (Hostile(tmp_path, mode) for mode in
-                                         ("endless", "endless-headers", "drip", "drip-body"))
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
+    endless, headers, drip, drip_body = (
+        Hostile(tmp_path, mode) for mode in ("endless", "endless-headers", "drip", "drip-body")
+    )
     for receiver in (endless, headers, drip, drip_body):
         processes.append(receiver.launch())
     stack = Stack(tmp_path, redis_url, processes)
-    stack.env.update(WANHOOK_CALLBACK_ALLOW_PRIVATE="1", WANHOOK_CALLBACK_SCHEDULE="0,1,1",
-                     WANHOOK_CALLBACK_TIMEOUT=str(DEADLINE), WANHOOK_CALLBACK_PER_DESTINATION=str(PER_DESTINATION))
+    stack.env.update(
+        WANHOOK_CALLBACK_ALLOW_PRIVATE="1",
+        WANHOOK_CALLBACK_SCHEDULE="0,1,1",
+        WANHOOK_CALLBACK_TIMEOUT=str(DEADLINE),
+        WANHOOK_CALLBACK_PER_DESTINATION=str(PER_DESTINATION),
+    )
     stack.start()
     for receiver in (endless, headers, drip, drip_body):
         receiver.wait_ready()
@@ -76,22 +85,29 @@ def test_hostile_receivers_cost_a_bounded_amount_and_delay_nobody_else(
     with CallbackReceiver() as good:
         # Every state of three tasks for each hostile receiver: 12 deliveries each, more than their
         # destinations take at once, all due before the well-behaved receiver's.
-        hostile = {receiver: [stack.create(f"{receiver.mode} {n}", callback={"url": receiver.url, "events": EVERY})
-                              for n in range(3)] for receiver in (endless, headers, drip, drip_body)}
+        hostile = {
+            receiver: [
+                stack.create(f"{receiver.mode} {n}", callback={"url": receiver.url, "events": EVERY}) for n in range(3)
+            ]
+            for receiver in (endless, headers, drip, drip_body)
+        }
         started = time.monotonic()
         polite = [stack.create(f"polite {n}", callback={"url": good.url}) for n in range(6)]
         wait_for(lambda: len(good.received) == len(polite), 30, what="the well-behaved receiver's callbacks")
         took = time.monotonic() - started
         ready_at = {task["id"]: _epoch(stack.task(task["id"])["updated_at"]) for task in polite}
-        latencies = [item.at - ready_at[item.headers["webhook-id"].removeprefix("msg_").removesuffix("_ready")]
-                     for item in good.received]
+        latencies = [
+            item.at - ready_at[item.headers["webhook-id"].removeprefix("msg_").removesuffix("_ready")]
+            for item in good.received
+        ]
         for task in polite:
             shown = stack.task(task["id"])["callbacks"]
             assert [(d["status"], d["attempts"]) for d in shown] == [("delivered", 1)]
 
         # The endless body: answered 200, so delivered, once each, whatever followed the headers.
-        endless_ids = {f"msg_{task['id']}_{event.removeprefix('task.')}" for task in hostile[endless]
-                       for event in EVERY}
+        endless_ids = {
+            f"msg_{task['id']}_{event.removeprefix('task.')}" for task in hostile[endless] for event in EVERY
+        }
 
         def endless_done() -> bool:
             shown = [d for task in hostile[endless] for d in stack.task(task["id"])["callbacks"]]
@@ -115,30 +131,38 @@ def test_hostile_receivers_cost_a_bounded_amount_and_delay_nobody_else(
 
         # The dripping ones: cut off at the deadline, recorded as timeouts, retried on the schedule.
         for receiver in (drip, drip_body):
+
             def timed_out(receiver: Hostile = receiver) -> list[dict]:
                 shown = [d for task in hostile[receiver] for d in stack.task(task["id"])["callbacks"]]
                 timeouts = [d for d in shown if d.get("last_outcome") == "timeout"]
                 return timeouts if len(timeouts) >= 2 * PER_DESTINATION else []
 
             for delivery in wait_for(timed_out, 30, 0.2, what=f"{receiver.mode} deliveries to time out"):
-                assert (delivery["status"] == "pending" and delivery["next_attempt_at"]
-                        or delivery["status"] == "dead" and delivery["attempts"] == 3)
+                assert (
+                    delivery["status"] == "pending"
+                    and delivery["next_attempt_at"]
+                    or delivery["status"] == "dead"
+                    and delivery["attempts"] == 3
+                )
             # Never more at once than the per-destination cap.
             assert max(open_then for _, open_then in receiver.requests()) <= PER_DESTINATION
             assert all(sent < 64 for sent in receiver.sent())  # neither answer got anywhere near its end
 
-    print(f"\nwell-behaved receiver: {len(polite)} tasks created after the hostile ones, all called back within "
-          f"{took:.1f} s (their renders included), at most {max(latencies) * 1000:.0f} ms after ready;\n"
-          f"serve peak RSS {baseline:.0f} MB at start, "
-          f"{peak:.0f} MB after {len(endless_ids)} endless bodies (at most {max(endless.sent()) >> 10} KiB of one "
-          f"sent before wanhook hung up) and {3 * len(endless_ids)} endless headers")
+    print(
+        f"\nwell-behaved receiver: {len(polite)} tasks created after the hostile ones, all called back within "
+        f"{took:.1f} s (their renders included), at most {max(latencies) * 1000:.0f} ms after ready;\n"
+        f"serve peak RSS {baseline:.0f} MB at start, "
+        f"{peak:.0f} MB after {len(endless_ids)} endless bodies (at most {max(endless.sent()) >> 10} KiB of one "
+        f"sent before wanhook hung up) and {3 * len(endless_ids)} endless headers"
+    )
     # Far below a dripped answer's length (about 40 s), and independent of it.
     assert max(latencies) < 5.0
     assert peak < 300
 
 
 def test_an_attempt_cut_short_by_a_stop_is_given_back_at_once(
-        tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     drip = Hostile(tmp_path, "drip")
     processes.append(drip.launch())
     stack = Stack(tmp_path, redis_url, processes)
@@ -169,7 +193,8 @@ def test_an_attempt_cut_short_by_a_stop_is_given_back_at_once(
 
 
 def test_an_attempt_outliving_its_lease_is_not_sent_again_by_its_own_process(
-        tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     """The lease ends mid-attempt (shortened here to a second): the sender claims the delivery again
     as it falls due, and must not start it a second time while the first attempt runs."""
     drip = Hostile(tmp_path, "drip")
@@ -183,8 +208,9 @@ def test_an_attempt_outliving_its_lease_is_not_sent_again_by_its_own_process(
 
     async def send() -> dict:
         redis = Redis.from_url(redis_url)
-        notifier = Notifier(TaskStore(redis), "whsec_" + "A" * 32, schedule=(0.0, 60.0), allow_private=True,
-                            deadline=3.0)
+        notifier = Notifier(
+            TaskStore(redis), "whsec_" + "A" * 32, schedule=(0.0, 60.0), allow_private=True, deadline=3.0
+        )
         notifier.lease_ms = 1000
         stop = asyncio.Event()
         running = asyncio.create_task(notifier.run(stop))

@@ -24,8 +24,9 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 @pytest.fixture
 def notifying(tmp_path: Path, redis_url: str, processes: list[Process]) -> Stack:
     stack = Stack(tmp_path, redis_url, processes)
-    stack.env.update(WANHOOK_CALLBACK_SECRET=SECRET, WANHOOK_CALLBACK_ALLOW_PRIVATE="1",
-                     WANHOOK_CALLBACK_SCHEDULE="0,0.3,0.3")
+    stack.env.update(
+        WANHOOK_CALLBACK_SECRET=SECRET, WANHOOK_CALLBACK_ALLOW_PRIVATE="1", WANHOOK_CALLBACK_SCHEDULE="0,0.3,0.3"
+    )
     return stack.start()
 
 
@@ -61,8 +62,11 @@ def test_failing_receiver_gets_the_same_webhook_id_until_it_answers(notifying: S
         receiver.answers.extend([(500, {}), (503, {"Retry-After": "1"})])
         task = notifying.create("retried", callback={"url": receiver.url})
         notifying.wait_status(task["id"], "ready")
-        (delivery,) = wait_for(lambda: [d for d in notifying.task(task["id"])["callbacks"]
-                                        if d["status"] == "delivered"], 30, what="the callback delivered")
+        (delivery,) = wait_for(
+            lambda: [d for d in notifying.task(task["id"])["callbacks"] if d["status"] == "delivered"],
+            30,
+            what="the callback delivered",
+        )
         assert delivery["attempts"] == 3 and delivery["last_outcome"] == "HTTP 200"
         assert [item.headers["webhook-id"] for item in receiver.received] == [f"msg_{task['id']}_ready"] * 3
         assert len({item.body for item in receiver.received}) == 1  # every retry carries the same bytes
@@ -93,8 +97,11 @@ def test_410_stops_and_dead_letters_are_replayed(notifying: Stack) -> None:
 
         dead = notifying.create("dead", callback={"url": receiver.url})
         notifying.wait_status(dead["id"], "ready")
-        (delivery,) = wait_for(lambda: [d for d in notifying.task(dead["id"])["callbacks"] if d["status"] == "dead"],
-                               30, what="the delivery to be dead-lettered")
+        (delivery,) = wait_for(
+            lambda: [d for d in notifying.task(dead["id"])["callbacks"] if d["status"] == "dead"],
+            30,
+            what="the delivery to be dead-lettered",
+        )
         assert delivery["attempts"] == 3 and delivery["last_outcome"] == "HTTP 500"
         assert len(receiver.received) == 4
 
@@ -134,14 +141,15 @@ def test_event_stream_resumes_without_gaps(notifying: Stack) -> None:
         rest = read_events(response)
     states = [data["status"] for _, name, data in first + rest if name != "task.progress"]
     every = ["queued", "submitted", "downloading", "ready"]
-    assert states == every[every.index(states[0]):] and len(states) >= 3  # nothing missed across the break
+    assert states == every[every.index(states[0]) :] and len(states) >= 3  # nothing missed across the break
     assert rest[-1][2]["video"]["sha256"]
     with httpx.stream("GET", url, timeout=60) as response:  # a finished task: its state, then the end
         assert [name for _, name, _ in read_events(response)] == ["task.ready"]
 
 
 def test_a_finished_task_sheds_its_change_stream_and_still_streams_its_end(
-        tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     stack = Stack(tmp_path, redis_url, processes)
     stack.env.update(WANHOOK_CHANGES_RETENTION_SECONDS="5")
     stack.start()
@@ -162,7 +170,8 @@ def test_a_finished_task_sheds_its_change_stream_and_still_streams_its_end(
         assert [(name, data["status"]) for _, name, data in read_events(response)] == [("task.ready", "ready")]
     with httpx.stream("GET", url, headers={"Last-Event-ID": followed[0][0]}, timeout=60) as response:
         assert [(name, data["video"]["sha256"]) for _, name, data in read_events(response)] == [
-            ("task.ready", ready["video"]["sha256"])]
+            ("task.ready", ready["video"]["sha256"])
+        ]
 
 
 def test_both_channels_report_ready_and_how_soon(notifying: Stack) -> None:
@@ -181,8 +190,10 @@ def test_both_channels_report_ready_and_how_soon(notifying: Stack) -> None:
             changed = notifying.task(body["data"]["id"])["updated_at"]
             delays_callback.append(item.at - _epoch(changed))
     for name, delays in (("callback", delays_callback), ("event stream", delays_stream)):
-        print(f"\nstate change to {name}: median {statistics.median(delays) * 1000:.1f} ms, "
-              f"max {max(delays) * 1000:.1f} ms over {len(delays)}")
+        print(
+            f"\nstate change to {name}: median {statistics.median(delays) * 1000:.1f} ms, "
+            f"max {max(delays) * 1000:.1f} ms over {len(delays)}"
+        )
     assert max(delays_callback) < 5 and max(delays_stream) < 5
 
 

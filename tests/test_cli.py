@@ -18,17 +18,28 @@ from .conftest import Stack
 from .support import ROOT, wanhook
 
 
-def run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 120,
-        ) -> subprocess.CompletedProcess:
+def run(
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("WANHOOK_", "DASHSCOPE_"))}
-    return subprocess.run(wanhook(*args), cwd=cwd, env={**environment, "PYTHONPATH": str(ROOT), **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        wanhook(*args),
+        cwd=cwd,
+        env={**environment, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("via", ["webhook", "rocketmq"])
 def test_demo_stores_a_playable_video(tmp_path: Path, via: str) -> None:
-    result = run("demo", "a kite over green hills", "--via", via, cwd=tmp_path,
-                 env={"WANHOOK_DEMO_RENDER_SECONDS": "0.5"})
+    result = run(
+        "demo", "a kite over green hills", "--via", via, cwd=tmp_path, env={"WANHOOK_DEMO_RENDER_SECONDS": "0.5"}
+    )
     assert result.returncode == 0, result.stderr
     path = Path(result.stdout.strip().splitlines()[-1])
     assert path.parent == (tmp_path / "wanhook-data" / "videos").resolve()
@@ -67,8 +78,9 @@ def test_submit_wait_and_status(stack: Stack) -> None:
     assert states[-1][2] == f"{path.stat().st_size:,} bytes"
     seconds = [elapsed for elapsed, _, _ in states]
     assert seconds == sorted(seconds) and seconds[-1] > 1.0
-    assert any(" / " in details and details.endswith("%)") for _, status, details in states
-               if status == "downloading"), states
+    assert any(
+        " / " in details and details.endswith("%)") for _, status, details in states if status == "downloading"
+    ), states
     status = run("status", task_id, "--json", "--server", stack.url)
     assert status.returncode == 0
     assert json.loads(status.stdout)["status"] == "ready"
@@ -84,7 +96,12 @@ def test_submit_wait_clock_ticks_on_a_terminal(stack: Stack) -> None:
     environment |= {"PYTHONPATH": str(ROOT), "TERM": "xterm", "COLUMNS": "160"}
     process = subprocess.Popen(
         wanhook("submit", "a lighthouse in fog", "--size", "832*480", "--wait", "--server", stack.url),
-        cwd=ROOT, env=environment, stdin=follower, stdout=follower, stderr=follower)
+        cwd=ROOT,
+        env=environment,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
     os.close(follower)
     screen = b""
     deadline = time.monotonic() + 60
@@ -113,12 +130,23 @@ def test_submit_wait_clock_ticks_on_a_terminal(stack: Stack) -> None:
 
 def test_submit_wait_times_out(stack: Stack) -> None:
     stack.emulator.configure(render_seconds=30)
-    result = run("submit", "a glacier calving, slowly", "--size", "832*480", "--wait", "--timeout", "1",
-                 "--server", stack.url, timeout=30)
+    result = run(
+        "submit",
+        "a glacier calving, slowly",
+        "--size",
+        "832*480",
+        "--wait",
+        "--timeout",
+        "1",
+        "--server",
+        stack.url,
+        timeout=30,
+    )
     assert result.returncode == 4, result.stderr
     task_id = result.stdout.splitlines()[0].removeprefix("task ")
     assert result.stderr.strip().splitlines()[-1] == (
-        f"wanhook submit: task {task_id} still submitted after 1 s (--timeout); it goes on: wanhook status {task_id}")
+        f"wanhook submit: task {task_id} still submitted after 1 s (--timeout); it goes on: wanhook status {task_id}"
+    )
     # Giving up the wait is not giving up the task.
     assert stack.task(task_id)["status"] == "submitted"
     usage = run("submit", "p", "--timeout", "1", "--server", stack.url)

@@ -27,17 +27,24 @@ def failure_lines(log: str) -> list[str]:
 
 
 def test_a_broker_gone_is_named_once_not_every_second_and_its_return_said(
-        tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     """The endpoint answers at start (unreachable at start is exit 3, see test_settings_check), then goes."""
     from wanhook.emulator.rocketmq import RocketMQDouble
 
     port = free_port()
     home = tmp_path / "home"
-    env = {"WANHOOK_REDIS_URL": redis_url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
-           "WANHOOK_ROCKETMQ_ENDPOINTS": f"127.0.0.1:{port}", "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
-           "WANHOOK_ROCKETMQ_GROUP": "wanhook", "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "1", "WANHOOK_LOG_LEVEL": "INFO",
-           # The client's own log, where each failed receive leaves a line: the count of retries.
-           "HOME": str(home)}
+    env = {
+        "WANHOOK_REDIS_URL": redis_url,
+        "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+        "WANHOOK_ROCKETMQ_ENDPOINTS": f"127.0.0.1:{port}",
+        "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
+        "WANHOOK_ROCKETMQ_GROUP": "wanhook",
+        "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "1",
+        "WANHOOK_LOG_LEVEL": "INFO",
+        # The client's own log, where each failed receive leaves a line: the count of retries.
+        "HOME": str(home),
+    }
     client_log = home / "logs" / "rocketmq_python" / "rocketmq_client.log"
 
     def attempts() -> int:
@@ -49,6 +56,7 @@ def test_a_broker_gone_is_named_once_not_every_second_and_its_return_said(
     consume = Wanhook(tmp_path, env, name="consume", port=free_port())
     processes.append(consume.start())
     try:
+
         def receiving() -> bool:
             topic = double.stats().get("topics", {}).get("dashscope-events", {})
             return "wanhook" in topic.get("groups", {})
@@ -124,14 +132,41 @@ def test_describe_unwraps_and_names_grpc_status() -> None:
 
 def test_client_errors_keep_the_logged_grpc_status() -> None:
     errors = ClientErrors()
-    errors.emit(logging.LogRecord("rocketmq-python-client", logging.ERROR, __file__, 1,
-                                  'query topic raise exception, <AioRpcError of RPC that terminated with:\n'
-                                  '\tstatus = StatusCode.UNAUTHENTICATED\n\tdetails = "bad signature"\n'
-                                  '\tdebug_error_string = "..."\n>', None, None))
-    errors.emit(logging.LogRecord("rocketmq-python-client", logging.ERROR, __file__, 1,
-                                  "select topic queue raise exception: failed to fetch topic:t route.", None, None))
+    errors.emit(
+        logging.LogRecord(
+            "rocketmq-python-client",
+            logging.ERROR,
+            __file__,
+            1,
+            "query topic raise exception, <AioRpcError of RPC that terminated with:\n"
+            '\tstatus = StatusCode.UNAUTHENTICATED\n\tdetails = "bad signature"\n'
+            '\tdebug_error_string = "..."\n>',
+            None,
+            None,
+        )
+    )
+    errors.emit(
+        logging.LogRecord(
+            "rocketmq-python-client",
+            logging.ERROR,
+            __file__,
+            1,
+            "select topic queue raise exception: failed to fetch topic:t route.",
+            None,
+            None,
+        )
+    )
     assert errors.best(besides="failed to fetch topic:t route.") == "UNAUTHENTICATED: bad signature"
     errors.clear()
-    errors.emit(logging.LogRecord("rocketmq-python-client", logging.ERROR, __file__, 1,
-                                  "select topic queue raise exception: failed to fetch topic:t route.", None, None))
+    errors.emit(
+        logging.LogRecord(
+            "rocketmq-python-client",
+            logging.ERROR,
+            __file__,
+            1,
+            "select topic queue raise exception: failed to fetch topic:t route.",
+            None,
+            None,
+        )
+    )
     assert errors.best(besides="failed to fetch topic:t route.") is None

@@ -32,10 +32,18 @@ from selenium.webdriver.support.select import Select  # noqa: E402
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"
+)
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+)
 DESKTOP = (1280, 800)
 
 
@@ -79,9 +87,12 @@ def dash_stack(tmp_path: Path, redis_url: str, processes: list[Process]) -> Iter
 
 def shot(driver: WebDriver, folder: Path, name: str, scroll_to: str | None = None) -> Path:
     """A screenshot of the page from its top (or from the element ``scroll_to``)."""
-    driver.execute_script("document.activeElement.blur();"
-                          "const target = arguments[0] && document.querySelector(arguments[0]);"
-                          "if (target) target.scrollIntoView(); else window.scrollTo(0, 0);", scroll_to)
+    driver.execute_script(
+        "document.activeElement.blur();"
+        "const target = arguments[0] && document.querySelector(arguments[0]);"
+        "if (target) target.scrollIntoView(); else window.scrollTo(0, 0);",
+        scroll_to,
+    )
     path = folder / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
@@ -104,8 +115,12 @@ def card_status(driver: WebDriver, task_id: str) -> str | None:
 
 
 def wait_card(driver: WebDriver, task_id: str, *statuses: str, timeout: float = 30) -> Any:
-    wait_for(lambda: card_status(driver, task_id) in statuses, timeout, interval=0.05,
-             what=f"task {task_id} shown as {'/'.join(statuses)}")
+    wait_for(
+        lambda: card_status(driver, task_id) in statuses,
+        timeout,
+        interval=0.05,
+        what=f"task {task_id} shown as {'/'.join(statuses)}",
+    )
     return card(driver, task_id)
 
 
@@ -129,9 +144,11 @@ def requested_urls(driver: WebDriver) -> list[str]:
 
 
 def responses(driver: WebDriver) -> list[dict[str, Any]]:
-    return [message["params"]["response"] for message in
-            (json.loads(entry["message"])["message"] for entry in driver.get_log("performance"))
-            if message["method"] == "Network.responseReceived"]
+    return [
+        message["params"]["response"]
+        for message in (json.loads(entry["message"])["message"] for entry in driver.get_log("performance"))
+        if message["method"] == "Network.responseReceived"
+    ]
 
 
 def keyboard_to(driver: WebDriver, element_id: str, limit: int = 15) -> None:
@@ -180,8 +197,15 @@ def test_submit_watch_play_and_fail(dash_stack: Stack, page: WebDriver, tmp_path
 
     # Download progress arrives through the stream while the video is fetched.
     wait_card(page, task_id, "downloading")
-    label = wait_for(lambda: (text := item.find_element(By.CSS_SELECTOR, ".progress-label").text)
-                     and re.search(r"\(([3-9]\d)%\)", text) and text, 15, what="download progress past 30%")
+    label = wait_for(
+        lambda: (
+            (text := item.find_element(By.CSS_SELECTOR, ".progress-label").text)
+            and re.search(r"\(([3-9]\d)%\)", text)
+            and text
+        ),
+        15,
+        what="download progress past 30%",
+    )
     assert re.search(r"Downloading: [\d.]+ KB of [\d.]+ (KB|MB) \(\d+%\)", label), label
     shot(page, tmp_path, "03-downloading")
 
@@ -195,13 +219,18 @@ def test_submit_watch_play_and_fail(dash_stack: Stack, page: WebDriver, tmp_path
     duration = float(wait_for(lambda: video.get_attribute("data-duration"), 15, what="the video's duration"))
     assert abs(duration - 5.0) < 0.2
     assert f"{duration:.1f} s" in item.find_element(By.CSS_SELECTOR, ".duration").text
-    page.execute_async_script("const done = arguments[arguments.length - 1];"
-                              "arguments[0].muted = true; arguments[0].play().then(() => done(true));", video)
-    wait_for(lambda: page.execute_script("return arguments[0].currentTime", video) > 0.3, 15,
-             what="the video to play")
+    page.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "arguments[0].muted = true; arguments[0].play().then(() => done(true));",
+        video,
+    )
+    wait_for(lambda: page.execute_script("return arguments[0].currentTime", video) > 0.3, 15, what="the video to play")
     page.execute_script("arguments[0].currentTime = 4.2", video)
-    wait_for(lambda: page.execute_script("return !arguments[0].seeking && arguments[0].currentTime >= 4.2", video),
-             15, what="the seek")
+    wait_for(
+        lambda: page.execute_script("return !arguments[0].seeking && arguments[0].currentTime >= 4.2", video),
+        15,
+        what="the seek",
+    )
     page.execute_script("arguments[0].pause(); arguments[0].currentTime = 2.5", video)
     wait_for(lambda: page.find_element(By.ID, "count-ready").text == "1", 10, what="the Ready counter")
     shot(page, tmp_path, "04-ready")
@@ -224,8 +253,11 @@ def test_submit_watch_play_and_fail(dash_stack: Stack, page: WebDriver, tmp_path
 
     # Phone width: nothing wider than the screen.
     set_viewport(page, 390, 844)
-    wait_for(lambda: page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth"), 5,
-             what="the page to fit a phone-width screen")
+    wait_for(
+        lambda: page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth"),
+        5,
+        what="the page to fit a phone-width screen",
+    )
     shot(page, tmp_path, "06-phone")
     shot(page, tmp_path, "07-phone-tasks", scroll_to="#tasks-heading")
 
@@ -240,16 +272,23 @@ def test_many_tasks_in_flight_share_one_stream(dash_stack: Stack, page: WebDrive
     stack.emulator.configure(render_seconds=60)
     created = [stack.create(f"waiting task {n}") for n in range(7)]
     open_dashboard(page, stack.url)
-    wait_for(lambda: page.find_element(By.ID, "connection").text == "Live · following 7 tasks", 10,
-             what="one stream for the 7 tasks")
+    wait_for(
+        lambda: page.find_element(By.ID, "connection").text == "Live · following 7 tasks",
+        10,
+        what="one stream for the 7 tasks",
+    )
     # A stream per task would take every connection the browser allows a host; the form still works.
     prompt = page.find_element(By.ID, "prompt")
     prompt.send_keys("one more")
     prompt.send_keys(Keys.CONTROL, Keys.ENTER)
-    new_id = wait_for(lambda: (newest := newest_card_id(page)) != created[-1]["id"] and newest, 10,
-                      what="the eighth task's card")
-    wait_for(lambda: page.find_element(By.ID, "connection").text == "Live · following 8 tasks", 10,
-             what="the stream to take the new task in")
+    new_id = wait_for(
+        lambda: (newest := newest_card_id(page)) != created[-1]["id"] and newest, 10, what="the eighth task's card"
+    )
+    wait_for(
+        lambda: page.find_element(By.ID, "connection").text == "Live · following 8 tasks",
+        10,
+        what="the stream to take the new task in",
+    )
     assert page.find_element(By.ID, "count-queued").text in {"5", "6"}
     shot(page, tmp_path, "01-eight-in-flight")
 
@@ -286,8 +325,11 @@ def test_callback_deliveries_are_shown(dash_stack: Stack, page: WebDriver, tmp_p
         task_id = wait_for(lambda: newest_card_id(page), 15, what="the task's card")
         item = wait_card(page, task_id, "ready", timeout=30)
         # Its last states came within a second: the counters still end up telling the same.
-        wait_for(lambda: [page.find_element(By.ID, f"count-{name}").text for name in ("downloading", "ready")]
-                 == ["0", "1"], 10, what="the counters to show the task ready")
+        wait_for(
+            lambda: [page.find_element(By.ID, f"count-{name}").text for name in ("downloading", "ready")] == ["0", "1"],
+            10,
+            what="the counters to show the task ready",
+        )
         wait_for(lambda: received, 15, what="the callback")
 
         def delivered() -> bool:
@@ -307,10 +349,16 @@ def test_callback_deliveries_are_shown(dash_stack: Stack, page: WebDriver, tmp_p
 def test_with_tokens_the_page_asks_for_one(stack: Stack, page: WebDriver, tmp_path: Path) -> None:
     guarded = stack.serve(env={"WANHOOK_API_TOKENS": "token-a,token-b"})
     http = httpx.Client(base_url=guarded.url, timeout=30)
-    mine = http.post("/v1/tasks", json={"prompt": "mine: a heron in the reeds", "size": "832*480"},
-                     headers={"Authorization": "Bearer token-a"}).json()
-    theirs = http.post("/v1/tasks", json={"prompt": "theirs: a city at night", "size": "832*480"},
-                       headers={"Authorization": "Bearer token-b"}).json()
+    mine = http.post(
+        "/v1/tasks",
+        json={"prompt": "mine: a heron in the reeds", "size": "832*480"},
+        headers={"Authorization": "Bearer token-a"},
+    ).json()
+    theirs = http.post(
+        "/v1/tasks",
+        json={"prompt": "theirs: a city at night", "size": "832*480"},
+        headers={"Authorization": "Bearer token-b"},
+    ).json()
 
     # Reads may carry the token in the query (for EventSource and <video>); writes may not.
     assert http.get("/v1/stats").status_code == 401
@@ -320,10 +368,14 @@ def test_with_tokens_the_page_asks_for_one(stack: Stack, page: WebDriver, tmp_pa
     assert [task["id"] for task in listed] == [mine["id"]]
     refused = http.post("/v1/tasks?access_token=token-a", json={"prompt": "p", "size": "832*480"})
     assert refused.status_code == 401
-    wait_for(lambda: http.get(f"/v1/tasks/{mine['id']}", params={"access_token": "token-a"}).json()["status"]
-             == "ready", 30, what="the token's task to be ready")
-    with http.stream("GET", "/v1/stream", params={"tasks": f"{mine['id']},{theirs['id']}",
-                                                  "access_token": "token-a"}) as response:
+    wait_for(
+        lambda: http.get(f"/v1/tasks/{mine['id']}", params={"access_token": "token-a"}).json()["status"] == "ready",
+        30,
+        what="the token's task to be ready",
+    )
+    with http.stream(
+        "GET", "/v1/stream", params={"tasks": f"{mine['id']},{theirs['id']}", "access_token": "token-a"}
+    ) as response:
         lines = [line for line in response.iter_lines() if line.startswith(("event: ", "data: "))]
     assert lines[0] == "event: task.ready" and json.loads(lines[1][6:])["id"] == mine["id"]
     assert lines[2:] == ["event: end", "data: {}"]  # the other token's task is left out
@@ -333,8 +385,9 @@ def test_with_tokens_the_page_asks_for_one(stack: Stack, page: WebDriver, tmp_pa
 
     open_dashboard_for_token = guarded.url + "/"
     page.get(open_dashboard_for_token)
-    signin = wait_for(lambda: (form := page.find_element(By.ID, "signin")).is_displayed() and form, 10,
-                      what="the token form")
+    signin = wait_for(
+        lambda: (form := page.find_element(By.ID, "signin")).is_displayed() and form, 10, what="the token form"
+    )
     assert not page.find_element(By.ID, "compose").is_displayed()
     assert page.switch_to.active_element.get_attribute("id") == "token"
     page.switch_to.active_element.send_keys("wrong", Keys.ENTER)
@@ -345,8 +398,11 @@ def test_with_tokens_the_page_asks_for_one(stack: Stack, page: WebDriver, tmp_pa
     assert not signin.is_displayed()
     assert "theirs" not in page.find_element(By.ID, "tasks").text
     assert page.find_elements(By.CSS_SELECTOR, "#tasks > li.task") == [item]
-    duration = wait_for(lambda: item.find_element(By.TAG_NAME, "video").get_attribute("data-duration"), 15,
-                        what="the video to load with the token")
+    duration = wait_for(
+        lambda: item.find_element(By.TAG_NAME, "video").get_attribute("data-duration"),
+        15,
+        what="the video to load with the token",
+    )
     assert abs(float(duration) - 5.0) < 0.2
     assert page.find_element(By.ID, "counters-note").is_displayed()
     shot(page, tmp_path, "02-token-accepted")
@@ -372,8 +428,10 @@ def test_page_without_javascript(stack: Stack, page: WebDriver, tmp_path: Path) 
     for path in ("/", "/static/dashboard.css", "/static/dashboard.js", "/static/icon.svg"):
         asset = stack.http.get(path)
         assert asset.status_code == 200, path
-        assert not re.search(r"""(src|href)=["'](?!/|#)|url\((?!["']?/)|https?://(?!example\.com)""",
-                             asset.text.replace('xmlns="http://www.w3.org/2000/svg"', "")), path
+        assert not re.search(
+            r"""(src|href)=["'](?!/|#)|url\((?!["']?/)|https?://(?!example\.com)""",
+            asset.text.replace('xmlns="http://www.w3.org/2000/svg"', ""),
+        ), path
 
     page.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
     try:
@@ -388,15 +446,28 @@ def test_page_without_javascript(stack: Stack, page: WebDriver, tmp_path: Path) 
         page.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
 
 
-def test_demo_serve_prints_the_page_and_keeps_serving(tmp_path: Path, redis_url: str,
-                                                      processes: list[Process]) -> None:
-    demo = Process("demo", wanhook("demo", "a kite over green hills", "--serve"), tmp_path, env={
-        "WANHOOK_REDIS_URL": redis_url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
-        "WANHOOK_DEMO_RENDER_SECONDS": "0.3", "WANHOOK_API_TOKENS": "", "COLUMNS": "200"})
+def test_demo_serve_prints_the_page_and_keeps_serving(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    demo = Process(
+        "demo",
+        wanhook("demo", "a kite over green hills", "--serve"),
+        tmp_path,
+        env={
+            "WANHOOK_REDIS_URL": redis_url,
+            "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+            "WANHOOK_DEMO_RENDER_SECONDS": "0.3",
+            "WANHOOK_API_TOKENS": "",
+            "COLUMNS": "200",
+        },
+    )
     processes.append(demo.start())
-    url = wait_for(lambda: "serving until interrupted" in demo.log()
-                   and re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/", demo.log()).group(1), 60,
-                   what="the demo to print its page and keep serving")
+    url = wait_for(
+        lambda: (
+            "serving until interrupted" in demo.log()
+            and re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/", demo.log()).group(1)
+        ),
+        60,
+        what="the demo to print its page and keep serving",
+    )
     assert demo.alive
     assert "a kite over green hills" in httpx.get(url + "/", timeout=10).text
     task = httpx.get(url + "/v1/tasks", timeout=10).json()["tasks"][0]
@@ -416,15 +487,19 @@ def test_form_per_kind(dash_stack: Stack, page: WebDriver, tmp_path: Path) -> No
         images[name] = tmp_path / f"{name}.jpg"
         Image.new("RGB", shape, colour).save(images[name], "JPEG")
     open_dashboard(page, stack.url)
-    kind, model, resolution, duration = (Select(page.find_element(By.ID, name))
-                                         for name in ("kind", "model", "resolution", "duration"))
+    kind, model, resolution, duration = (
+        Select(page.find_element(By.ID, name)) for name in ("kind", "model", "resolution", "duration")
+    )
 
     def shown(element_id: str) -> bool:
         return page.find_element(By.ID, element_id).is_displayed()
 
     def models_offered() -> list[str]:
-        return [option.get_attribute("value") for option in model.options
-                if page.execute_script("return !arguments[0].hidden", option)]
+        return [
+            option.get_attribute("value")
+            for option in model.options
+            if page.execute_script("return !arguments[0].hidden", option)
+        ]
 
     assert shown("size") and not shown("image") and not shown("first-frame") and not shown("resolution")
     assert models_offered() == [name for name, rules in MODELS.items() if rules.kind == "t2v"]

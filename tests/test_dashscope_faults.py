@@ -24,8 +24,10 @@ from .support import Process, wait_for
 TIMEOUT = 3.0
 HANG = TIMEOUT + 5.0  # how long a hanging DashScope holds a request
 ATTEMPTS = 5  # WANHOOK_DOWNLOAD_ATTEMPTS
-HTML_502 = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
-            "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+HTML_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+    "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
 SERVER_ERROR = {"status": 500, "code": "InternalError", "message": "An internal error has occured"}
 GARBAGE = {"status": 200, "body": "\x00\x01<<not json", "content_type": "application/json"}
 WRONG_SHAPE = {"status": 200, "body": '{"output": ["not", "an", "object"]}', "content_type": "application/json"}

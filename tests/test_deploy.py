@@ -14,9 +14,14 @@ from .support import ROOT
 
 DEPLOY = ROOT / "deploy" / "eventbridge"
 SPEC_EXAMPLE = {
-    "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish", "id": "81765e5b",
-    "data": {"task_id": "a154c328", "task_status": "SUCCEEDED",
-             "user_api_unique_key": "apikey:v1:audio:asr:transcription:paraformer-8k-v1"},
+    "source": "acs.dashscope",
+    "type": "dashscope:System:AsyncTaskFinish",
+    "id": "81765e5b",
+    "data": {
+        "task_id": "a154c328",
+        "task_status": "SUCCEEDED",
+        "user_api_unique_key": "apikey:v1:audio:asr:transcription:paraformer-8k-v1",
+    },
 }
 
 
@@ -65,8 +70,10 @@ def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
         if isinstance(rule, dict):
             if not isinstance(value, dict) or not matches(rule, value):
                 return False
-        elif not any(_operator(option, value, present) if isinstance(option, dict) else present and value == option
-                     for option in rule):
+        elif not any(
+            _operator(option, value, present) if isinstance(option, dict) else present and value == option
+            for option in rule
+        ):
             return False
     return True
 
@@ -98,8 +105,16 @@ def test_rule_selects_the_wan_video_completions_wanhook_makes() -> None:
         assert matches(pattern, with_key(f"apikey:v1:aigc:image2video:video-synthesis:{model}")), model
     # DashScope's other video and image models share the source, the type and the key's first segments
     # (wan2.6-i2v, the newest image-to-video, is not one wanhook makes yet).
-    for other in ("wan2.6-i2v", "wan2.2-s2v", "wanx2.1-vace-plus", "wan2.2-t2i-plus", "wanx2.1-t2i-turbo",
-                  "wan2.2-s2v-detect", "wanx2.1-imageedit", "wan2.5-t2i-preview"):
+    for other in (
+        "wan2.6-i2v",
+        "wan2.2-s2v",
+        "wanx2.1-vace-plus",
+        "wan2.2-t2i-plus",
+        "wanx2.1-t2i-turbo",
+        "wan2.2-s2v-detect",
+        "wanx2.1-imageedit",
+        "wan2.5-t2i-preview",
+    ):
         assert not matches(pattern, with_key(USER_API_KEY_PREFIX + other)), other
     video = with_key(USER_API_KEY_PREFIX + "wan2.2-t2v-plus")
     assert not matches(pattern, {**video, "source": "acs.oss"})
@@ -109,8 +124,12 @@ def test_rule_selects_the_wan_video_completions_wanhook_makes() -> None:
 
 def test_the_matcher_follows_the_patterns_page() -> None:
     # The page's own examples, so the test above rests on EventBridge's semantics, not on this file's.
-    event = {"source": "acs.oss", "subject": "acs:oss:cn-hangzhou:1234567:xls-papk/game_apk/123.jpg",
-             "type": "oss:ObjectCreated:PostObject", "data": {"c-count": 5, "source-ip": "10.0.0.123", "state": None}}
+    event = {
+        "source": "acs.oss",
+        "subject": "acs:oss:cn-hangzhou:1234567:xls-papk/game_apk/123.jpg",
+        "type": "oss:ObjectCreated:PostObject",
+        "data": {"c-count": 5, "source-ip": "10.0.0.123", "state": None},
+    }
     assert matches({"source": ["acs.oss"]}, event)
     assert matches({"source": [{"prefix": "acs."}]}, event)
     assert matches({"subject": [{"suffix": ".jpg"}]}, event)
@@ -143,8 +162,9 @@ def test_targets_use_the_recommended_settings() -> None:
     assert http_params["url"]["Value"] == http["Endpoint"]
     assert http_params["Token"]["Form"] == "CONSTANT"  # sent as x-eventbridge-signature-token, which serve checks
     assert http_params["Network"]["Value"] == "PublicNetwork"
-    assert all(load(name)["RuleName"] == load("rule.json")["RuleName"]
-               for name in ("http-target.json", "rocketmq-target.json"))
+    assert all(
+        load(name)["RuleName"] == load("rule.json")["RuleName"] for name in ("http-target.json", "rocketmq-target.json")
+    )
 
 
 def test_files_are_plain_json() -> None:

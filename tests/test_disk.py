@@ -34,8 +34,9 @@ def mount_tmpfs(where: Path, size: int) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("mounting a small filesystem needs root: run the disk tests as root")
     where.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
     try:
@@ -89,12 +90,19 @@ async def clients(redis_url: str) -> AsyncIterator[list[Redis]]:
 def ledger(clients: list[Redis], redis_url: str, directory: Path, lease_seconds: float = 30.0) -> DiskSpace:
     """One process's view of the ledger of ``directory``, with a Redis connection of its own."""
     clients.append(Redis.from_url(redis_url))
-    return DiskSpace(clients[-1], LocalStorage(directory), directory, floor=1 * MIB, lease_seconds=lease_seconds,
-                     owner=f"process-{len(clients)}")
+    return DiskSpace(
+        clients[-1],
+        LocalStorage(directory),
+        directory,
+        floor=1 * MIB,
+        lease_seconds=lease_seconds,
+        owner=f"process-{len(clients)}",
+    )
 
 
 async def test_reservations_count_across_processes_and_the_oldest_waiter_comes_first(
-        small_disk: Path, redis_url: str, clients: list[Redis]) -> None:
+    small_disk: Path, redis_url: str, clients: list[Redis]
+) -> None:
     one, two = ledger(clients, redis_url, small_disk), ledger(clients, redis_url, small_disk)
     free, _ = LocalStorage(small_disk).disk_space()
     assert free == 8 * MIB
@@ -125,8 +133,9 @@ async def test_reservations_count_across_processes_and_the_oldest_waiter_comes_f
     assert [await clients[0].hlen(key) for key in one.keys] == [0, 0]  # nothing held, nobody waiting
 
 
-async def test_a_need_larger_than_the_disk_keeps_no_one_waiting(small_disk: Path, redis_url: str,
-                                                                clients: list[Redis]) -> None:
+async def test_a_need_larger_than_the_disk_keeps_no_one_waiting(
+    small_disk: Path, redis_url: str, clients: list[Redis]
+) -> None:
     space = ledger(clients, redis_url, small_disk)
     huge = await space.reserve("huge", 64 * MIB)
     assert not huge.granted
@@ -134,8 +143,7 @@ async def test_a_need_larger_than_the_disk_keeps_no_one_waiting(small_disk: Path
     assert (await space.reserve("huge", 64 * MIB, huge.since_ms)).since_ms == huge.since_ms  # keeps its place
 
 
-async def test_the_reservation_of_a_dead_process_lapses(small_disk: Path, redis_url: str,
-                                                        clients: list[Redis]) -> None:
+async def test_the_reservation_of_a_dead_process_lapses(small_disk: Path, redis_url: str, clients: list[Redis]) -> None:
     dead = ledger(clients, redis_url, small_disk, lease_seconds=1)
     alive = ledger(clients, redis_url, small_disk)
     assert (await dead.reserve("orphan", 6 * MIB)).granted  # then never renewed: its process died
@@ -154,8 +162,9 @@ async def test_the_reservation_of_a_dead_process_lapses(small_disk: Path, redis_
     assert await alive.renew("orphan", 0)
 
 
-async def test_a_waiting_download_proceeds_as_soon_as_room_is_made(small_disk: Path, redis_url: str,
-                                                                  clients: list[Redis]) -> None:
+async def test_a_waiting_download_proceeds_as_soon_as_room_is_made(
+    small_disk: Path, redis_url: str, clients: list[Redis]
+) -> None:
     space = ledger(clients, redis_url, small_disk)
     filler = small_disk / "filler"
     fill(filler, 6 * MIB)
@@ -213,8 +222,9 @@ def served_sha256(stack: Stack, ds_task_id: str) -> str:
     return hashlib.sha256(httpx.get(url, timeout=60).content).hexdigest()
 
 
-def test_a_disk_too_small_for_the_downloads_never_deadlocks(tmp_path: Path, videos_disk: Path, redis_url: str,
-                                                           processes: list[Process]) -> None:
+def test_a_disk_too_small_for_the_downloads_never_deadlocks(
+    tmp_path: Path, videos_disk: Path, redis_url: str, processes: list[Process]
+) -> None:
     videos = videos_disk
     stack = Stack(tmp_path, redis_url, processes)
     stack.env.update(WANHOOK_MIN_FREE_BYTES=str(1 * MIB), WANHOOK_DOWNLOAD_CONCURRENCY="4")
@@ -233,8 +243,9 @@ def test_a_disk_too_small_for_the_downloads_never_deadlocks(tmp_path: Path, vide
     assert all(stack.task(task_id)["status"] == "downloading" for task_id in ids)
     assert not parts(videos)
     where = str(videos.absolute())
-    line = sorted(stack.redis.hgetall(keys.DISK_WAITING + where).items(),
-                  key=lambda item: (int(item[1].split(":")[1]), item[0]))  # by when each began to wait
+    line = sorted(
+        stack.redis.hgetall(keys.DISK_WAITING + where).items(), key=lambda item: (int(item[1].split(":")[1]), item[0])
+    )  # by when each began to wait
     assert len(line) == 8
 
     # 2. Room for two: the two downloads waiting longest go, one reservation each, and no more.
@@ -246,14 +257,21 @@ def test_a_disk_too_small_for_the_downloads_never_deadlocks(tmp_path: Path, vide
     wait_for(lambda: len(waiting_for_room(stack, ids)) == 6, 10, what="two downloads to resume")
     in_flight = [task_id for task_id in ids if task_id not in waiting_for_room(stack, ids)]
     assert sorted(in_flight) == sorted(task_id for task_id, _ in line[:2])
-    wait_for(lambda: len(parts(videos)) == 2 and all(p.stat().st_size for p in parts(videos)), 10,
-             interval=0.005, what="the two downloads to write")
+    wait_for(
+        lambda: len(parts(videos)) == 2 and all(p.stat().st_size for p in parts(videos)),
+        10,
+        interval=0.005,
+        what="the two downloads to write",
+    )
 
     # 3. The disk fills under them (something outside wanhook writes): ENOSPC mid-transfer. Both give
     #    their part files back and wait again; nothing fails.
     fill(eater)
-    wait_for(lambda: len(waiting_for_room(stack, ids)) == 8 and not parts(videos), 15,
-             what="the two downloads to give their space back and wait")
+    wait_for(
+        lambda: len(waiting_for_room(stack, ids)) == 8 and not parts(videos),
+        15,
+        what="the two downloads to give their space back and wait",
+    )
     for task_id in in_flight:
         assert "disk is full" in stack.task(task_id)["error"]["message"]
     assert int(stack.redis.hget(keys.COUNTERS, "downloads_deferred_disk_full")) >= 10
@@ -300,8 +318,9 @@ def tight_disk(tmp_path: Path) -> Iterator[Path]:
     yield from mount_tmpfs(tmp_path / "data" / "videos", 16 * MIB)
 
 
-def test_a_worker_killed_while_holding_space_does_not_keep_it(tmp_path: Path, tight_disk: Path, redis_url: str,
-                                                              processes: list[Process]) -> None:
+def test_a_worker_killed_while_holding_space_does_not_keep_it(
+    tmp_path: Path, tight_disk: Path, redis_url: str, processes: list[Process]
+) -> None:
     videos = tight_disk
     stack = Stack(tmp_path, redis_url, processes)
     stack.env.update(WANHOOK_MIN_FREE_BYTES=str(1 * MIB))
@@ -322,13 +341,15 @@ def test_a_worker_killed_while_holding_space_does_not_keep_it(tmp_path: Path, ti
     # have lapsed: the heir holds no space for them twice. Whichever goes first (the first resumed from
     # its part file, or the second, which waited longer, while the first frees its part and waits),
     # one video is stored and the other waits for room: 2 MiB are left.
-    wait_for(lambda: sum(stack.task(t)["status"] == "ready" for t in (first, second)) == 1, 60,
-             what="one video to be stored")
+    wait_for(
+        lambda: sum(stack.task(t)["status"] == "ready" for t in (first, second)) == 1, 60, what="one video to be stored"
+    )
     print(f"\nkilled -> first video stored: {time.monotonic() - killed:.2f} s")
     done = next(t for t in (first, second) if stack.task(t)["status"] == "ready")
     other = second if done == first else first
-    wait_for(lambda: waiting_for_room(stack, [other]) and not parts(videos), 30,
-             what="the other to wait, holding nothing")
+    wait_for(
+        lambda: waiting_for_room(stack, [other]) and not parts(videos), 30, what="the other to wait, holding nothing"
+    )
 
     stored = Path(stack.task(done)["video"]["path"])
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == stack.task(done)["video"]["sha256"]

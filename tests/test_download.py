@@ -59,11 +59,19 @@ def test_task_that_died_at_dashscope_expires(stack: Stack) -> None:
     created = stack.create(PROMPT)
     ds_id = stack.wait_status(created["id"], "submitted")["dashscope"]["task_id"]
     dashscope = httpx.Client(base_url=stack.emulator.api, headers={"Authorization": "Bearer k"})
-    wait_for(lambda: dashscope.get(f"/tasks/{ds_id}").json()["output"]["task_status"] == "SUCCEEDED", 30,
-             what="the render")
+    wait_for(
+        lambda: dashscope.get(f"/tasks/{ds_id}").json()["output"]["task_status"] == "SUCCEEDED", 30, what="the render"
+    )
     assert httpx.post(f"{stack.emulator.url}/_emulator/tasks/{ds_id}/expire").status_code == 200
-    stack.push({"specversion": "1.0", "id": "late-event", "source": "acs.dashscope",
-                "type": "dashscope:System:AsyncTaskFinish", "data": {"task_id": ds_id, "task_status": "SUCCEEDED"}})
+    stack.push(
+        {
+            "specversion": "1.0",
+            "id": "late-event",
+            "source": "acs.dashscope",
+            "type": "dashscope:System:AsyncTaskFinish",
+            "data": {"task_id": ds_id, "task_status": "SUCCEEDED"},
+        }
+    )
     task = stack.wait_status(created["id"])
     assert task["status"] == "expired" and task["error"]["code"] == "VideoURLExpired"
 

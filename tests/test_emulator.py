@@ -100,7 +100,9 @@ class Receiver:
 
 def start_emulator(port: int, *args: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "wanhook.emulator", "--port", str(port), *args], cwd=ROOT, stdout=subprocess.PIPE,
+        [sys.executable, "-m", "wanhook.emulator", "--port", str(port), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
         text=True,
     )
     assert process.stdout is not None
@@ -234,8 +236,16 @@ def test_create_refusals(client: Client, change: dict[str, Any], status: int, co
 
 def test_long_prompts_are_truncated_not_refused(client: Client) -> None:
     """DashScope cuts an over-long prompt or negative_prompt to the model's limit (emulator/rules.py)."""
-    body = {"model": MODEL, "input": {"prompt": "p" * 801, "negative_prompt": "x" * 501, "extend_prompt": True,
-                                      "function": "video-synthesis"}, "parameters": {"size": SIZE}}
+    body = {
+        "model": MODEL,
+        "input": {
+            "prompt": "p" * 801,
+            "negative_prompt": "x" * 501,
+            "extend_prompt": True,
+            "function": "video-synthesis",
+        },
+        "parameters": {"size": SIZE},
+    }
     headers = {"Authorization": "Bearer k", "X-DashScope-Async": "enable"}
     response = client.http.post(CREATE, json=body, headers=headers)
     assert response.status_code == 200, response.text
@@ -263,13 +273,19 @@ def create_body(model: str, given: dict[str, Any], parameters: dict[str, Any]) -
         ("wan2.6-t2v", {"img_url": "https://example.com/a.png"}, {"size": "1280*720"}, 400, "img_url"),
         ("wan2.6-t2v", {}, {"size": SIZE}, 400, "size"),  # wan2.6 has no 480P tier
         ("wan2.6-t2v", {}, {"size": "1280*720", "duration": 1}, 400, "duration"),
-        ("wan2.6-t2v", {"audio_url": "https://example.com/a.mp3"},
-         {"size": "1280*720", "duration": 2, "shot_type": "multi", "watermark": True}, 200, ""),
+        (
+            "wan2.6-t2v",
+            {"audio_url": "https://example.com/a.mp3"},
+            {"size": "1280*720", "duration": 2, "shot_type": "multi", "watermark": True},
+            200,
+            "",
+        ),
         ("wan2.5-t2v-preview", {"audio_url": "https://example.com/a.mp3"}, {"duration": 10}, 200, ""),
     ],
 )
-def test_parameters_per_model(client: Client, model: str, given: dict[str, Any], parameters: dict[str, Any],
-                              status: int, mentions: str) -> None:
+def test_parameters_per_model(
+    client: Client, model: str, given: dict[str, Any], parameters: dict[str, Any], status: int, mentions: str
+) -> None:
     client.knobs(limits={**UNLIMITED, model: {"rps": 1000, "running": 100}})
     headers = {"Authorization": "Bearer k", "X-DashScope-Async": "enable"}
     response = client.http.post(CREATE, json=create_body(model, given, parameters), headers=headers)
@@ -282,16 +298,22 @@ def test_actual_prompt_and_usage_per_model(client: Client) -> None:
     """wan2.6 answers no actual_prompt and reports usage in its own shape (emulator/rules.py)."""
     client.knobs(limits={**UNLIMITED, "wan2.6-t2v": {"rps": 1000, "running": 100}})
     headers = {"Authorization": "Bearer k", "X-DashScope-Async": "enable"}
-    wan26 = client.http.post(CREATE, json=create_body("wan2.6-t2v", {}, {"size": "1280*720", "duration": 2}),
-                             headers=headers).json()["output"]["task_id"]
+    wan26 = client.http.post(
+        CREATE, json=create_body("wan2.6-t2v", {}, {"size": "1280*720", "duration": 2}), headers=headers
+    ).json()["output"]["task_id"]
     wan22 = client.submit()
     newer, older = client.wait(wan26), client.wait(wan22)
     assert "actual_prompt" not in newer["output"] and newer["output"]["orig_prompt"] == PROMPT
-    assert set(newer["usage"]) == {"duration", "size", "SR", "input_video_duration", "output_video_duration",
-                                   "video_count"}
+    assert set(newer["usage"]) == {
+        "duration",
+        "size",
+        "SR",
+        "input_video_duration",
+        "output_video_duration",
+        "video_count",
+    }
     assert newer["usage"]["SR"] == 720 and newer["usage"]["duration"] == 2
-    assert older["output"]["actual_prompt"] and set(older["usage"]) == {"video_duration", "video_ratio",
-                                                                        "video_count"}
+    assert older["output"]["actual_prompt"] and set(older["usage"]) == {"video_duration", "video_ratio", "video_count"}
 
 
 def test_injected_create_errors_are_used_once_each(client: Client) -> None:
@@ -545,8 +567,11 @@ def test_list(client: Client) -> None:
     paged = client.http.get("/api/v1/tasks", params={**window, "page_size": 1, "status": "SUCCEEDED"}, headers=auth)
     assert len(paged.json()["data"]) == 1 and paged.json()["total_page"] == paged.json()["total"] >= 2
     # Without end_time, the 24 hours after start_time.
-    after = client.http.get("/api/v1/tasks", params={"start_time": window["start_time"], "model_name": MODEL,
-                                                     "page_size": 100}, headers=auth).json()
+    after = client.http.get(
+        "/api/v1/tasks",
+        params={"start_time": window["start_time"], "model_name": MODEL, "page_size": 100},
+        headers=auth,
+    ).json()
     assert set(ids) <= {item["task_id"] for item in after["data"]}
     none = client.http.get("/api/v1/tasks", params={**window, "model_name": "wan2.1-t2v-plus"}, headers=auth).json()
     assert none["total"] == 0 and none["data"] == []

@@ -40,15 +40,24 @@ def definition(name: str) -> dict[str, Any]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("ALIBABA_CLOUD_", "WANHOOK_", "DASHSCOPE_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("ALIBABA_CLOUD_", "WANHOOK_", "DASHSCOPE_"))
+    }
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
 def dry_run(*args: str) -> list[tuple[str, dict[str, Any]]]:
     """The calls a dry run prints, as (operation, body); no credentials in the environment."""
-    result = subprocess.run(wanhook("eventbridge", "setup", "--dry-run", *args), cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, env=clean_env(WANHOOK_EVENTBRIDGE_TOKEN=TOKEN))
+    result = subprocess.run(
+        wanhook("eventbridge", "setup", "--dry-run", *args),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(WANHOOK_EVENTBRIDGE_TOKEN=TOKEN),
+    )
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout + result.stderr
     calls = []
@@ -97,8 +106,9 @@ def test_dry_run_prints_each_call_for_the_rocketmq_target() -> None:
 
 
 def test_sdk_requests_carry_the_definitions() -> None:
-    plan = eb.build_plan(eb.load_definitions(DEFINITIONS), target="http", region=REGION, url=URL, token=TOKEN,
-                         dead_letter_arn=DLQ)
+    plan = eb.build_plan(
+        eb.load_definitions(DEFINITIONS), target="http", region=REGION, url=URL, token=TOKEN, dead_letter_arn=DLQ
+    )
     requests = eb.build_requests(plan)
     create = requests["CreateRule"]
     assert json.loads(create.filter_pattern) == definition("rule.json")["FilterPattern"]
@@ -140,14 +150,16 @@ class Recorder:
         data: dict[str, Any] = {}
         if params.action == "PutTargets":
             data = {"ErrorEntriesCount": len(self.put_errors), "ErrorEntries": self.put_errors}
-        return {"statusCode": 200, "headers": {},
-                "body": {"Code": "Success", "Success": True, "RequestId": f"req-{params.action}", "Data": data}}
+        return {
+            "statusCode": 200,
+            "headers": {},
+            "body": {"Code": "Success", "Success": True, "RequestId": f"req-{params.action}", "Data": data},
+        }
 
 
 def applied(recorder: Recorder, monkeypatch: pytest.MonkeyPatch, target: str = "http") -> str:
     extra = {"url": URL, "token": TOKEN} if target == "http" else {"topic_arn": TOPIC}
-    plan = eb.build_plan(eb.load_definitions(DEFINITIONS), target=target, region=REGION, dead_letter_arn=DLQ,
-                         **extra)
+    plan = eb.build_plan(eb.load_definitions(DEFINITIONS), target=target, region=REGION, dead_letter_arn=DLQ, **extra)
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "test-key-id")
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "test-secret")
     client = eb.make_client(REGION, None)
@@ -159,8 +171,13 @@ def applied(recorder: Recorder, monkeypatch: pytest.MonkeyPatch, target: str = "
 
 @pytest.fixture(autouse=True)
 def _no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN",
-                 "ALIBABA_CLOUD_REGION_ID", "WANHOOK_EVENTBRIDGE_TOKEN"):
+    for name in (
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        "ALIBABA_CLOUD_SECURITY_TOKEN",
+        "ALIBABA_CLOUD_REGION_ID",
+        "WANHOOK_EVENTBRIDGE_TOKEN",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -186,8 +203,10 @@ def test_an_existing_rule_is_updated_so_setup_can_run_again(monkeypatch: pytest.
 
 
 def test_a_refused_target_fails_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    recorder = Recorder(rule_exists=True, put_errors=[{"EntryId": "wanhook-webhook", "ErrorCode": "InvalidArgument",
-                                                       "ErrorMessage": "bad url"}])
+    recorder = Recorder(
+        rule_exists=True,
+        put_errors=[{"EntryId": "wanhook-webhook", "ErrorCode": "InvalidArgument", "ErrorMessage": "bad url"}],
+    )
     with pytest.raises(eb.SetupError, match="InvalidArgument"):
         applied(recorder, monkeypatch)
 
@@ -204,20 +223,31 @@ def test_any_other_get_rule_failure_stops_before_writing(monkeypatch: pytest.Mon
     assert [action for action, _ in recorder.calls] == ["GetRule"]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--url", URL, "--dead-letter-arn", DLQ], "region"),
-    (["--region", REGION, "--dead-letter-arn", DLQ], "--url"),
-    (["--region", REGION, "--url", "http://wanhook.example.org/v1/events/dashscope", "--dead-letter-arn", DLQ],
-     "https"),
-    (["--region", REGION, "--url", URL], "--dead-letter-arn"),
-    (["--region", "cn-shanghai", "--url", URL, "--dead-letter-arn", DLQ], "cn-beijing but the rule is in cn-shanghai"),
-    (["--region", REGION, "--target", "rocketmq", "--dead-letter-arn", DLQ], "--topic-arn"),
-    (["--region", REGION, "--target", "rocketmq", "--topic-arn", "dashscope-events", "--dead-letter-arn", DLQ],
-     "--topic-arn"),
-    ([*HTTP_ARGS, "--definitions", "/nonexistent"], "--definitions"),
-])
-def test_incomplete_or_inconsistent_input_is_refused(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--url", URL, "--dead-letter-arn", DLQ], "region"),
+        (["--region", REGION, "--dead-letter-arn", DLQ], "--url"),
+        (
+            ["--region", REGION, "--url", "http://wanhook.example.org/v1/events/dashscope", "--dead-letter-arn", DLQ],
+            "https",
+        ),
+        (["--region", REGION, "--url", URL], "--dead-letter-arn"),
+        (
+            ["--region", "cn-shanghai", "--url", URL, "--dead-letter-arn", DLQ],
+            "cn-beijing but the rule is in cn-shanghai",
+        ),
+        (["--region", REGION, "--target", "rocketmq", "--dead-letter-arn", DLQ], "--topic-arn"),
+        (
+            ["--region", REGION, "--target", "rocketmq", "--topic-arn", "dashscope-events", "--dead-letter-arn", DLQ],
+            "--topic-arn",
+        ),
+        ([*HTTP_ARGS, "--definitions", "/nonexistent"], "--definitions"),
+    ],
+)
+def test_incomplete_or_inconsistent_input_is_refused(
+    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("WANHOOK_EVENTBRIDGE_TOKEN", TOKEN)
     assert cli.main(["eventbridge", "setup", "--dry-run", *args]) == 2
     assert message in capsys.readouterr().err
@@ -242,6 +272,7 @@ def test_an_installed_copy_finds_the_definitions_under_its_prefix() -> None:
 
 
 # --- the documented limits: each one broken once, refused before any call with the limit and its page ------------
+
 
 def refused(change: Any, target: str = "http", **overrides: str) -> str:
     """build_plan's one-line refusal after ``change(definitions)``; the shipped definitions otherwise."""
@@ -275,89 +306,222 @@ def mq_one(definitions: dict[str, Any]) -> dict[str, Any]:
 SEVEN_SUFFIXES = [{"suffix": f":wan2.{n}-t2v-plus"} for n in range(7)]
 
 
-@pytest.mark.parametrize(("change", "target", "expected", "source"), [
-    # the pattern
-    (lambda d: rule_pattern(d)["data"].update(user_api_unique_key=SEVEN_SUFFIXES), "http",
-     "FilterPattern field data.user_api_unique_key: has 7 expressions; EventBridge: at most 5 expressions per field",
-     lim.LIMITS_PAGE),
-    (lambda d: rule_pattern(d).update(source=[f"acs.s{n}" for n in range(6)]), "http",
-     "FilterPattern field source: has 6 expressions", lim.LIMITS_PAGE),
-    (lambda d: rule_pattern(d).update(type=[{"equals-ignore-case": "x"}]), "http",
-     "FilterPattern field type: uses the operator equals-ignore-case", lim.PATTERNS_PAGE),
-    (lambda d: rule_pattern(d).update(type=[{}]), "http", "has an empty operator object", lim.PATTERNS_PAGE),
-    (lambda d: rule_pattern(d).update(source="acs.dashscope"), "http",
-     "FilterPattern field source: is not a non-empty array", lim.PATTERNS_PAGE),
-    (lambda d: rule_pattern(d).update(source=[]), "http", "is not a non-empty array", lim.PATTERNS_PAGE),
-    (lambda d: rule_pattern(d).update(source=[["acs.dashscope"]]), "http", "has an array inside its array",
-     lim.PATTERNS_PAGE),
-    (lambda d: rule_pattern(d).update(data={}), "http", "FilterPattern field data: is an empty object",
-     lim.PATTERNS_PAGE),
-    (lambda d: d["rule.json"].update(FilterPattern=[]), "http", "FilterPattern: is not a non-empty JSON object",
-     lim.PATTERNS_PAGE),
-    # names and status
-    (lambda d: d["rule.json"].update(RuleName="r" * 128), "http", "RuleName: 'rrrrrrrrrrrrrrrrrrrr'... has 128",
-     lim.LIMITS_PAGE),
-    (lambda d: d["rule.json"].update(RuleName="wanhook_video"), "http", "RuleName: 'wanhook_video' is not a valid",
-     lim.LIMITS_PAGE),
-    (lambda d: d["rule.json"].update(RuleName="-wanhook"), "http", "RuleName: '-wanhook' is not a valid",
-     lim.LIMITS_PAGE),
-    (lambda d: d["rule.json"].update(RuleName="eventbridge-reserved-wanhook"), "http", "is not a valid name",
-     lim.LIMITS_PAGE),
-    (lambda d: d["rule.json"].update(EventBusName="dashscope.bus"), "http", "EventBusName: 'dashscope.bus'",
-     lim.LIMITS_PAGE),
-    (lambda d: d["rule.json"].update(Status="ENABLED"), "http", "Status: 'ENABLED'; EventBridge: a rule's Status",
-     lim.TARGETS_PAGE),
-    # target ids
-    (lambda d: mq_one(d).update(Id="wanhook-webhook"), "http",
-     "rocketmq-target.json Id: 'wanhook-webhook' is also the Id in http-target.json", lim.TARGETS_PAGE),
-    (lambda d: http_one(d).update(Id=""), "http", "http-target.json Id: missing", lim.TARGETS_PAGE),
-    # retries, fault tolerance, dead letters
-    (lambda d: http_one(d).update(PushRetryStrategy="LINEAR_RETRY"), "http",
-     "http-target.json PushRetryStrategy: 'LINEAR_RETRY'; EventBridge: PushRetryStrategy is required",
-     lim.TARGETS_PAGE),
-    (lambda d: mq_one(d).pop("PushRetryStrategy"), "rocketmq", "rocketmq-target.json PushRetryStrategy: None",
-     lim.TARGETS_PAGE),
-    (lambda d: http_one(d).update(ErrorsTolerance="SOME"), "http", "ErrorsTolerance: 'SOME'", lim.SDK_TARGETS),
-    # Forms per key, values, sizes
-    (lambda d: mq_one(d)["ParamList"].append({"ResourceKey": "Properties", "Form": "CONSTANT", "Value": "{}"}),
-     "rocketmq", "parameter Properties: has Form CONSTANT; EventBridge: Properties takes Form JSONPATH, TEMPLATE",
-     lim.TARGETS_PAGE),
-    (lambda d: param(d, "http-target.json", "Body").update(Form="RAW"), "http",
-     "parameter Body: has Form 'RAW'; EventBridge: Form is ORIGINAL, JSONPATH, CONSTANT or TEMPLATE",
-     lim.TARGETS_PAGE),
-    (lambda d: param(d, "http-target.json", "Token").update(Form="JSONPATH"), "http",
-     "parameter Token: has Form JSONPATH; EventBridge: Token takes Form CONSTANT", lim.TARGETS_PAGE),
-    (lambda d: param(d, "rocketmq-target.json", "Keys").update(Value=""), "rocketmq",
-     "parameter Keys: has Form JSONPATH but no Value", lim.TARGETS_PAGE),
-    (lambda d: param(d, "rocketmq-target.json", "Body").update(Form="TEMPLATE", Value='{"id": "$.data.task_id"}'),
-     "rocketmq", "parameter Body: has Form TEMPLATE but no Template", lim.TARGETS_PAGE),
-    (lambda d: param(d, "rocketmq-target.json", "Tags").update(Value="t" * 10_241), "rocketmq",
-     "parameter Tags: has a Value of 10,241 characters; EventBridge: a parameter's Value and Template have at most "
-     "10,240", lim.LIMITS_PAGE),
-    (lambda d: param(d, "rocketmq-target.json", "Body").update(Form="TEMPLATE", Value="{}", Template="x" * 10_241),
-     "rocketmq", "has a Template of 10,241 characters", lim.LIMITS_PAGE),
-    (lambda d: param(d, "http-target.json", "Network").update(Value="Internet"), "http",
-     "parameter Network: is 'Internet'; EventBridge: Network is PublicNetwork or PrivateNetwork", lim.TARGETS_PAGE),
-    # keys per target type
-    (lambda d: http_one(d)["ParamList"].append({"ResourceKey": "AuthType", "Form": "CONSTANT", "Value": "TOKEN"}),
-     "http", "http-target.json ParamList: AuthType is not one of them; EventBridge: a https target's keys are url, "
-     "Body, Network", lim.TARGETS_PAGE),
-    (lambda d: param(d, "http-target.json", "url").update(ResourceKey="URL"), "http",
-     "URL is not one of them (the page spells it url)", lim.TARGETS_PAGE),
-    (lambda d: mq_one(d)["ParamList"].append({"ResourceKey": "InstanceType", "Form": "CONSTANT", "Value": "Cloud_5"}),
-     "rocketmq", "InstanceType is not one of them", lim.TARGETS_PAGE),
-    (lambda d: http_one(d)["ParamList"].remove(param(d, "http-target.json", "Network")), "http",
-     "http-target.json ParamList: lacks Network; EventBridge: a https target needs url, Body, Network",
-     lim.TARGETS_PAGE),
-    (lambda d: param(d, "http-target.json", "Network").update(Value="PrivateNetwork"), "http",
-     "lacks VPCNameAndId, VSwitchesNameAndId, SecurityGroupNameAndId", lim.TARGETS_PAGE),
-    (lambda d: mq_one(d)["ParamList"].append({"ResourceKey": "Body", "Form": "ORIGINAL"}), "rocketmq",
-     "rocketmq-target.json ParamList: has Body twice", lim.TARGETS_PAGE),
-    (lambda d: param(d, "http-target.json", "url").update(Value="https://elsewhere.example.org/v1/events/dashscope"),
-     "http", "parameter url: differs from the Endpoint", lim.TARGETS_PAGE),
-])
-def test_a_definition_breaking_a_documented_limit_is_refused(change: Any, target: str, expected: str,
-                                                             source: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "target", "expected", "source"),
+    [
+        # the pattern
+        (
+            lambda d: rule_pattern(d)["data"].update(user_api_unique_key=SEVEN_SUFFIXES),
+            "http",
+            "FilterPattern field data.user_api_unique_key: has 7 expressions; EventBridge: at most 5 expressions per field",
+            lim.LIMITS_PAGE,
+        ),
+        (
+            lambda d: rule_pattern(d).update(source=[f"acs.s{n}" for n in range(6)]),
+            "http",
+            "FilterPattern field source: has 6 expressions",
+            lim.LIMITS_PAGE,
+        ),
+        (
+            lambda d: rule_pattern(d).update(type=[{"equals-ignore-case": "x"}]),
+            "http",
+            "FilterPattern field type: uses the operator equals-ignore-case",
+            lim.PATTERNS_PAGE,
+        ),
+        (lambda d: rule_pattern(d).update(type=[{}]), "http", "has an empty operator object", lim.PATTERNS_PAGE),
+        (
+            lambda d: rule_pattern(d).update(source="acs.dashscope"),
+            "http",
+            "FilterPattern field source: is not a non-empty array",
+            lim.PATTERNS_PAGE,
+        ),
+        (lambda d: rule_pattern(d).update(source=[]), "http", "is not a non-empty array", lim.PATTERNS_PAGE),
+        (
+            lambda d: rule_pattern(d).update(source=[["acs.dashscope"]]),
+            "http",
+            "has an array inside its array",
+            lim.PATTERNS_PAGE,
+        ),
+        (
+            lambda d: rule_pattern(d).update(data={}),
+            "http",
+            "FilterPattern field data: is an empty object",
+            lim.PATTERNS_PAGE,
+        ),
+        (
+            lambda d: d["rule.json"].update(FilterPattern=[]),
+            "http",
+            "FilterPattern: is not a non-empty JSON object",
+            lim.PATTERNS_PAGE,
+        ),
+        # names and status
+        (
+            lambda d: d["rule.json"].update(RuleName="r" * 128),
+            "http",
+            "RuleName: 'rrrrrrrrrrrrrrrrrrrr'... has 128",
+            lim.LIMITS_PAGE,
+        ),
+        (
+            lambda d: d["rule.json"].update(RuleName="wanhook_video"),
+            "http",
+            "RuleName: 'wanhook_video' is not a valid",
+            lim.LIMITS_PAGE,
+        ),
+        (
+            lambda d: d["rule.json"].update(RuleName="-wanhook"),
+            "http",
+            "RuleName: '-wanhook' is not a valid",
+            lim.LIMITS_PAGE,
+        ),
+        (
+            lambda d: d["rule.json"].update(RuleName="eventbridge-reserved-wanhook"),
+            "http",
+            "is not a valid name",
+            lim.LIMITS_PAGE,
+        ),
+        (
+            lambda d: d["rule.json"].update(EventBusName="dashscope.bus"),
+            "http",
+            "EventBusName: 'dashscope.bus'",
+            lim.LIMITS_PAGE,
+        ),
+        (
+            lambda d: d["rule.json"].update(Status="ENABLED"),
+            "http",
+            "Status: 'ENABLED'; EventBridge: a rule's Status",
+            lim.TARGETS_PAGE,
+        ),
+        # target ids
+        (
+            lambda d: mq_one(d).update(Id="wanhook-webhook"),
+            "http",
+            "rocketmq-target.json Id: 'wanhook-webhook' is also the Id in http-target.json",
+            lim.TARGETS_PAGE,
+        ),
+        (lambda d: http_one(d).update(Id=""), "http", "http-target.json Id: missing", lim.TARGETS_PAGE),
+        # retries, fault tolerance, dead letters
+        (
+            lambda d: http_one(d).update(PushRetryStrategy="LINEAR_RETRY"),
+            "http",
+            "http-target.json PushRetryStrategy: 'LINEAR_RETRY'; EventBridge: PushRetryStrategy is required",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: mq_one(d).pop("PushRetryStrategy"),
+            "rocketmq",
+            "rocketmq-target.json PushRetryStrategy: None",
+            lim.TARGETS_PAGE,
+        ),
+        (lambda d: http_one(d).update(ErrorsTolerance="SOME"), "http", "ErrorsTolerance: 'SOME'", lim.SDK_TARGETS),
+        # Forms per key, values, sizes
+        (
+            lambda d: mq_one(d)["ParamList"].append({"ResourceKey": "Properties", "Form": "CONSTANT", "Value": "{}"}),
+            "rocketmq",
+            "parameter Properties: has Form CONSTANT; EventBridge: Properties takes Form JSONPATH, TEMPLATE",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: param(d, "http-target.json", "Body").update(Form="RAW"),
+            "http",
+            "parameter Body: has Form 'RAW'; EventBridge: Form is ORIGINAL, JSONPATH, CONSTANT or TEMPLATE",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: param(d, "http-target.json", "Token").update(Form="JSONPATH"),
+            "http",
+            "parameter Token: has Form JSONPATH; EventBridge: Token takes Form CONSTANT",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: param(d, "rocketmq-target.json", "Keys").update(Value=""),
+            "rocketmq",
+            "parameter Keys: has Form JSONPATH but no Value",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: param(d, "rocketmq-target.json", "Body").update(
+                Form="TEMPLATE", Value='{"id": "$.data.task_id"}'
+            ),
+            "rocketmq",
+            "parameter Body: has Form TEMPLATE but no Template",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: param(d, "rocketmq-target.json", "Tags").update(Value="t" * 10_241),
+            "rocketmq",
+            "parameter Tags: has a Value of 10,241 characters; EventBridge: a parameter's Value and Template have at most "
+            "10,240",
+            lim.LIMITS_PAGE,
+        ),
+        (
+            lambda d: param(d, "rocketmq-target.json", "Body").update(
+                Form="TEMPLATE", Value="{}", Template="x" * 10_241
+            ),
+            "rocketmq",
+            "has a Template of 10,241 characters",
+            lim.LIMITS_PAGE,
+        ),
+        (
+            lambda d: param(d, "http-target.json", "Network").update(Value="Internet"),
+            "http",
+            "parameter Network: is 'Internet'; EventBridge: Network is PublicNetwork or PrivateNetwork",
+            lim.TARGETS_PAGE,
+        ),
+        # keys per target type
+        (
+            lambda d: http_one(d)["ParamList"].append(
+                {"ResourceKey": "AuthType", "Form": "CONSTANT", "Value": "TOKEN"}
+            ),
+            "http",
+            "http-target.json ParamList: AuthType is not one of them; EventBridge: a https target's keys are url, "
+            "Body, Network",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: param(d, "http-target.json", "url").update(ResourceKey="URL"),
+            "http",
+            "URL is not one of them (the page spells it url)",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: mq_one(d)["ParamList"].append(
+                {"ResourceKey": "InstanceType", "Form": "CONSTANT", "Value": "Cloud_5"}
+            ),
+            "rocketmq",
+            "InstanceType is not one of them",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: http_one(d)["ParamList"].remove(param(d, "http-target.json", "Network")),
+            "http",
+            "http-target.json ParamList: lacks Network; EventBridge: a https target needs url, Body, Network",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: param(d, "http-target.json", "Network").update(Value="PrivateNetwork"),
+            "http",
+            "lacks VPCNameAndId, VSwitchesNameAndId, SecurityGroupNameAndId",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: mq_one(d)["ParamList"].append({"ResourceKey": "Body", "Form": "ORIGINAL"}),
+            "rocketmq",
+            "rocketmq-target.json ParamList: has Body twice",
+            lim.TARGETS_PAGE,
+        ),
+        (
+            lambda d: param(d, "http-target.json", "url").update(
+                Value="https://elsewhere.example.org/v1/events/dashscope"
+            ),
+            "http",
+            "parameter url: differs from the Endpoint",
+            lim.TARGETS_PAGE,
+        ),
+    ],
+)
+def test_a_definition_breaking_a_documented_limit_is_refused(
+    change: Any, target: str, expected: str, source: str
+) -> None:
     message = refused(change, target)
     assert expected in message
     assert message.endswith(f"({source})")
@@ -368,18 +532,28 @@ def test_a_dead_letter_queue_of_an_undocumented_kind_is_refused() -> None:
     message = refused(lambda d: None, dead_letter_arn=kafka)
     assert f"DeadLetterQueue.Arn: {kafka!r} is neither form" in message and lim.TARGETS_PAGE in message
     mns = "acs:mns:cn-beijing:1234567890123456:/queues/wanhook-dead-letters"  # the other documented kind
-    eb.build_plan(eb.load_definitions(DEFINITIONS), target="http", region=REGION, url=URL, token=TOKEN,
-                  dead_letter_arn=mns)
+    eb.build_plan(
+        eb.load_definitions(DEFINITIONS), target="http", region=REGION, url=URL, token=TOKEN, dead_letter_arn=mns
+    )
 
 
-@pytest.mark.parametrize(("change", "target", "expected"), [
-    # The shape the HTTP target had before: an API destination's Type with an HTTPS Endpoint.
-    (lambda d: http_one(d).update(Type="acs.api.destination"), "http",
-     "http-target.json: Type 'acs.api.destination' is not https"),
-    (lambda d: http_one(d).update(Type="http"), "http", "http-target.json: Type 'http' is not https"),
-    (lambda d: mq_one(d).update(Type="acs.mns.queue"), "rocketmq",
-     "rocketmq-target.json: Type 'acs.mns.queue' is not acs.rocketmq"),
-])
+@pytest.mark.parametrize(
+    ("change", "target", "expected"),
+    [
+        # The shape the HTTP target had before: an API destination's Type with an HTTPS Endpoint.
+        (
+            lambda d: http_one(d).update(Type="acs.api.destination"),
+            "http",
+            "http-target.json: Type 'acs.api.destination' is not https",
+        ),
+        (lambda d: http_one(d).update(Type="http"), "http", "http-target.json: Type 'http' is not https"),
+        (
+            lambda d: mq_one(d).update(Type="acs.mns.queue"),
+            "rocketmq",
+            "rocketmq-target.json: Type 'acs.mns.queue' is not acs.rocketmq",
+        ),
+    ],
+)
 def test_each_target_file_holds_its_documented_type(change: Any, target: str, expected: str) -> None:
     message = refused(change, target)
     assert expected in message and lim.TARGETS_PAGE in message
@@ -405,16 +579,22 @@ def test_the_rule_name_from_the_command_line_is_checked_too(capsys: pytest.Captu
 
 def test_the_api_destination_form_is_checked_as_documented() -> None:
     # Not shipped, but documented: its Endpoint is an acs:api-destination ARN and its Name key names it.
-    target = {"Id": "wanhook-api", "Type": "acs.api.destination", "PushRetryStrategy": "BACKOFF_RETRY",
-              "Endpoint": "acs:api-destination:cn-beijing:1234567890123456:name/wanhook",
-              "ParamList": [{"ResourceKey": "Name", "Form": "CONSTANT", "Value": "wanhook"}]}
+    target = {
+        "Id": "wanhook-api",
+        "Type": "acs.api.destination",
+        "PushRetryStrategy": "BACKOFF_RETRY",
+        "Endpoint": "acs:api-destination:cn-beijing:1234567890123456:name/wanhook",
+        "ParamList": [{"ResourceKey": "Name", "Form": "CONSTANT", "Value": "wanhook"}],
+    }
     lim.check_target(target, "t")
     for change, expected in (
         ({"Endpoint": URL}, "Endpoint: 'https://wanhook.example.org/v1/events/dashscope' does not fit"),
         ({"ParamList": [{"ResourceKey": "Name", "Form": "CONSTANT", "Value": "other"}]}, "differs from the Endpoint"),
         ({"ParamList": []}, "lacks Name"),
-        ({"ParamList": [*target["ParamList"], {"ResourceKey": "URL", "Form": "CONSTANT", "Value": URL}]},
-         "URL is not one of them"),
+        (
+            {"ParamList": [*target["ParamList"], {"ResourceKey": "URL", "Form": "CONSTANT", "Value": URL}]},
+            "URL is not one of them",
+        ),
         ({"Type": "acs.http"}, "Type: 'acs.http' is not one of them"),
     ):
         with pytest.raises(lim.LimitError, match=re.escape(expected)):
@@ -429,8 +609,9 @@ def test_at_most_five_targets_on_one_rule() -> None:
 
 def test_the_shipped_definitions_pass_every_check() -> None:
     for target, extra in (("http", {"url": URL, "token": TOKEN}), ("rocketmq", {"topic_arn": TOPIC})):
-        plan = eb.build_plan(eb.load_definitions(DEFINITIONS), target=target, region=REGION, dead_letter_arn=DLQ,
-                             **extra)
+        plan = eb.build_plan(
+            eb.load_definitions(DEFINITIONS), target=target, region=REGION, dead_letter_arn=DLQ, **extra
+        )
         lim.check_rule({**plan.create_rule.body, "FilterPattern": json.loads(plan.create_rule.body["FilterPattern"])})
         [one] = plan.put_targets.body["Targets"]
         lim.check_target(one, target)
@@ -444,11 +625,13 @@ def write_definitions(directory: Path, change: Any) -> Path:
     return directory
 
 
-def test_the_command_says_which_limit_in_one_line_and_exits_2(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_says_which_limit_in_one_line_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = write_definitions(tmp_path, lambda d: rule_pattern(d)["data"].update(user_api_unique_key=SEVEN_SUFFIXES))
-    assert cli.main(["eventbridge", "setup", "--dry-run", *HTTP_ARGS, "--token", TOKEN,
-                     "--definitions", str(broken)]) == 2
+    assert (
+        cli.main(["eventbridge", "setup", "--dry-run", *HTTP_ARGS, "--token", TOKEN, "--definitions", str(broken)]) == 2
+    )
     captured = capsys.readouterr()
     assert captured.out == ""  # not one call printed
     lines = captured.err.strip().splitlines()
@@ -457,8 +640,9 @@ def test_the_command_says_which_limit_in_one_line_and_exits_2(tmp_path: Path,
     assert lim.LIMITS_PAGE in lines[0]
 
 
-def test_a_real_run_checks_before_it_makes_a_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_real_run_checks_before_it_makes_a_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = write_definitions(tmp_path, lambda d: param(d, "http-target.json", "Token").update(Form="TEMPLATE"))
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "test-key-id")
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "test-secret")

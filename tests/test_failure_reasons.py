@@ -40,8 +40,12 @@ MODEL = "wan2.2-t2v-plus"
 @pytest.fixture
 def failing(tmp_path: Path, redis_url: str, processes: list[Process]) -> Stack:
     stack = Stack(tmp_path, redis_url, processes)
-    stack.env.update(WANHOOK_CALLBACK_ALLOW_PRIVATE="1", WANHOOK_CALLBACK_SCHEDULE="0,0.3,0.3",
-                     WANHOOK_DOWNLOAD_ATTEMPTS=str(ATTEMPTS), WANHOOK_DASHSCOPE_TIMEOUT="3")
+    stack.env.update(
+        WANHOOK_CALLBACK_ALLOW_PRIVATE="1",
+        WANHOOK_CALLBACK_SCHEDULE="0,0.3,0.3",
+        WANHOOK_DOWNLOAD_ATTEMPTS=str(ATTEMPTS),
+        WANHOOK_DASHSCOPE_TIMEOUT="3",
+    )
     stack.start()
     stack.emulator.configure(fail_code=CODE, fail_message=MESSAGE)
     return stack
@@ -53,8 +57,14 @@ def reads_of(stack: Stack, task: dict[str, Any]) -> int:
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("WANHOOK_", "DASHSCOPE_"))}
-    return subprocess.run(wanhook(*args, "--server", stack.url), cwd=ROOT, capture_output=True, text=True,
-                          env={**environment, "PYTHONPATH": str(ROOT)}, timeout=120)
+    return subprocess.run(
+        wanhook(*args, "--server", stack.url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**environment, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
 
 
 def followed(stack: Stack, task_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -134,8 +144,9 @@ def test_a_reason_that_cannot_be_read_still_fails_the_task_saying_so(failing: St
     assert_consistent(failing.redis)
 
 
-def test_a_worker_that_dies_mid_read_leaves_the_reason_to_another(tmp_path: Path, redis_url: str,
-                                                                  processes: list[Process]) -> None:
+def test_a_worker_that_dies_mid_read_leaves_the_reason_to_another(
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     stack = Stack(tmp_path, redis_url, processes)
     stack.env.update(WANHOOK_DOWNLOAD_ATTEMPTS=str(ATTEMPTS), WANHOOK_DASHSCOPE_TIMEOUT="30")
     stack.start("--no-workers")
@@ -160,19 +171,33 @@ def test_an_event_that_carries_the_reason_needs_no_read(failing: Stack) -> None:
     created = failing.create("failed, and the event says why [fail]")
     ds_id = failing.wait_status(created["id"], "submitted")["dashscope"]["task_id"]
     api = httpx.Client(base_url=failing.emulator.api, headers={"Authorization": "Bearer k"})
-    wait_for(lambda: api.get(f"/tasks/{ds_id}").json()["output"]["task_status"] == "FAILED", 30,
-             what="DashScope to fail the task")
+    wait_for(
+        lambda: api.get(f"/tasks/{ds_id}").json()["output"]["task_status"] == "FAILED",
+        30,
+        what="DashScope to fail the task",
+    )
     api.close()
     before = failing.emulator.stats()["reads_by_task"].get(ds_id, 0)
-    event = {"specversion": "1.0", "id": "failed-with-reason", "source": SOURCE, "type": TYPE,
-             "data": {"task_id": ds_id, "task_status": "FAILED", "code": "IPInfringementSuspect",
-                      "message": "Input data is suspected of being involved in IP infringement.",
-                      "user_api_unique_key": f"apikey:v1:aigc:video-generation:video-synthesis:{MODEL}"}}
+    event = {
+        "specversion": "1.0",
+        "id": "failed-with-reason",
+        "source": SOURCE,
+        "type": TYPE,
+        "data": {
+            "task_id": ds_id,
+            "task_status": "FAILED",
+            "code": "IPInfringementSuspect",
+            "message": "Input data is suspected of being involved in IP infringement.",
+            "user_api_unique_key": f"apikey:v1:aigc:video-generation:video-synthesis:{MODEL}",
+        },
+    }
     assert failing.push(event).json()["outcome"] == "applied"
     task = failing.task(created["id"])
     assert task["status"] == "failed"
-    assert task["error"] == {"code": "IPInfringementSuspect",
-                             "message": "Input data is suspected of being involved in IP infringement."}
+    assert task["error"] == {
+        "code": "IPInfringementSuspect",
+        "message": "Input data is suspected of being involved in IP infringement.",
+    }
     assert failing.emulator.stats()["reads_by_task"].get(ds_id, 0) == before
     assert_consistent(failing.redis)
 
@@ -181,8 +206,17 @@ def test_an_event_that_carries_the_reason_needs_no_read(failing: Stack) -> None:
 
 
 def event(ds_id: str, status: str, event_id: str, code: str | None = None) -> CompletionEvent:
-    return CompletionEvent(source=SOURCE, id=event_id, type=TYPE, task_id=ds_id, task_status=status, model=MODEL,
-                           video_url=None, code=code, message=None)
+    return CompletionEvent(
+        source=SOURCE,
+        id=event_id,
+        type=TYPE,
+        task_id=ds_id,
+        task_status=status,
+        model=MODEL,
+        video_url=None,
+        code=code,
+        message=None,
+    )
 
 
 def test_a_failed_event_queues_one_read_and_gives_the_slot_back(redis_url: str) -> None:
@@ -192,8 +226,12 @@ def test_a_failed_event_queues_one_read_and_gives_the_slot_back(redis_url: str) 
         try:
             task_id = await store.create({"model": MODEL, "prompt": "fails", "owner": "t"})
             assert await admission.admit(MODEL) == (task_id, 0)
-            assert await store.mark_submitted(task_id, "ds-1", "PENDING", None, slot_lease_ms=600_000,
-                                              sweep_after_ms=600_000) == "ok"
+            assert (
+                await store.mark_submitted(
+                    task_id, "ds-1", "PENDING", None, slot_lease_ms=600_000, sweep_after_ms=600_000
+                )
+                == "ok"
+            )
             outcome, _ = await store.ingest(event("ds-1", "FAILED", "e-1"), b"{}")
             assert outcome == "applied"
             raw = await store.raw(task_id)
@@ -217,8 +255,12 @@ def test_a_failed_event_queues_one_read_and_gives_the_slot_back(redis_url: str) 
             early = await store.create({"model": MODEL, "prompt": "fails early", "owner": "t"})
             assert await admission.admit(MODEL) == (early, 0)
             assert (await store.ingest(event("ds-2", "FAILED", "e-4"), b"{}"))[0] == "unknown_task"
-            assert await store.mark_submitted(early, "ds-2", "PENDING", None, slot_lease_ms=600_000,
-                                              sweep_after_ms=600_000) == "ok"
+            assert (
+                await store.mark_submitted(
+                    early, "ds-2", "PENDING", None, slot_lease_ms=600_000, sweep_after_ms=600_000
+                )
+                == "ok"
+            )
             raw = await store.raw(early)
             assert raw is not None and raw["status"] == "submitted" and raw.get("awaiting_reason")
             assert await client.zscore(keys.SLOTS + MODEL, early) is None

@@ -32,8 +32,15 @@ def test_redis_unreachable_then_back(tmp_path: Path, processes: list[Process]) -
     assert stack.http.get("/healthz").status_code == 200  # alive, but not ready
     ready = stack.http.get("/readyz")
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "redis_unavailable"
-    push = stack.push({"specversion": "1.0", "id": "during", "source": "acs.dashscope",
-                       "type": "dashscope:System:AsyncTaskFinish", "data": {"task_id": "x", "task_status": "FAILED"}})
+    push = stack.push(
+        {
+            "specversion": "1.0",
+            "id": "during",
+            "source": "acs.dashscope",
+            "type": "dashscope:System:AsyncTaskFinish",
+            "data": {"task_id": "x", "task_status": "FAILED"},
+        }
+    )
     assert push.status_code == 503 and push.headers["retry-after"]  # so EventBridge retries
     assert stack.http.post("/v1/tasks", json={"prompt": "p", "size": "832*480"}).status_code == 503
 
@@ -66,19 +73,28 @@ def test_redis_restarted_mid_run_loses_nothing(tmp_path: Path, processes: list[P
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [20261125, 7])
-def test_random_kills_lose_nothing_and_download_nothing_twice(tmp_path: Path, processes: list[Process],
-                                                               seed: int) -> None:
+def test_random_kills_lose_nothing_and_download_nothing_twice(
+    tmp_path: Path, processes: list[Process], seed: int
+) -> None:
     count = 100
     rng = random.Random(seed)
     server = own_redis(tmp_path, processes)
     mq_port = free_port()
     # Every event goes both ways, as with two EventBridge targets: the webhook and the topic.
     stack = Stack(tmp_path, server.url, processes, "--rocketmq", "--rocketmq-port", str(mq_port))
-    stack.env.update(WANHOOK_LIMITS="wan2.2-t2v-plus=10/10", WANHOOK_SWEEP_AFTER_SECONDS="20",
-                     WANHOOK_SWEEP_INTERVAL_SECONDS="2", WANHOOK_RESERVE_SECONDS="3")
+    stack.env.update(
+        WANHOOK_LIMITS="wan2.2-t2v-plus=10/10",
+        WANHOOK_SWEEP_AFTER_SECONDS="20",
+        WANHOOK_SWEEP_INTERVAL_SECONDS="2",
+        WANHOOK_RESERVE_SECONDS="3",
+    )
     stack.start("--no-workers")
-    stack.emulator.configure(render_seconds=1, limits={"wan2.2-t2v-plus": {"rps": 10, "running": 10}},
-                             push_retry_delays=[0.5, 1, 2], video_bytes_per_second=1_000_000)
+    stack.emulator.configure(
+        render_seconds=1,
+        limits={"wan2.2-t2v-plus": {"rps": 10, "running": 10}},
+        push_retry_delays=[0.5, 1, 2],
+        video_bytes_per_second=1_000_000,
+    )
     workers = [stack.worker("worker-a"), stack.worker("worker-b")]
     consumer = stack.consume(f"127.0.0.1:{mq_port}", "dashscope-events")
     ids = [stack.create(f"survivor {n % 5}")["id"] for n in range(count)]
@@ -109,7 +125,9 @@ def test_random_kills_lose_nothing_and_download_nothing_twice(tmp_path: Path, pr
     transfers = int(counters.get("download_transfers_completed", 0))
     assert transfers <= count  # no video fetched whole twice
     assert not list((stack.data_dir / "videos").glob("*.part"))
-    print(f"\n{count} tasks, kills {kills} ({sum(kills.values())} in all), tasks lost 0, whole transfers "
-          f"{transfers}, duplicate downloads {max(0, transfers - count)}, sweeper recovered "
-          f"{counters.get('sweeper_recovered', 0)}, slots recovered {counters.get('slots_recovered', 0)}")
+    print(
+        f"\n{count} tasks, kills {kills} ({sum(kills.values())} in all), tasks lost 0, whole transfers "
+        f"{transfers}, duplicate downloads {max(0, transfers - count)}, sweeper recovered "
+        f"{counters.get('sweeper_recovered', 0)}, slots recovered {counters.get('slots_recovered', 0)}"
+    )
     assert httpx.get(stack.url + "/readyz").status_code == 200

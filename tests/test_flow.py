@@ -66,9 +66,15 @@ def test_video_is_409_until_ready_and_listing(stack: Stack) -> None:
     assert [t["id"] for t in listed["tasks"]] == [second["id"]]
     rest = stack.http.get("/v1/tasks", params={"limit": 1, "cursor": listed["next_cursor"]}).json()
     assert [t["id"] for t in rest["tasks"]] == [first["id"]]
-    submitted = wait_for(lambda: stack.http.get("/v1/tasks", params={"status": "submitted"}).json()["tasks"]
-                         if len(stack.http.get("/v1/tasks", params={"status": "submitted"}).json()["tasks"]) == 2
-                         else None, 30, what="both tasks submitted")
+    submitted = wait_for(
+        lambda: (
+            stack.http.get("/v1/tasks", params={"status": "submitted"}).json()["tasks"]
+            if len(stack.http.get("/v1/tasks", params={"status": "submitted"}).json()["tasks"]) == 2
+            else None
+        ),
+        30,
+        what="both tasks submitted",
+    )
     assert {t["id"] for t in submitted} == {first["id"], second["id"]}
     assert stack.http.get("/v1/tasks", params={"status": "queued"}).json()["tasks"] == []
 
@@ -82,11 +88,15 @@ def test_idempotency_key_returns_the_first_task(stack: Stack) -> None:
 
 
 def test_duplicate_and_body_only_events(stack: Stack) -> None:
-    stack.emulator.configure(duplicate_events=2, webhook_targets=[
-        {"url": stack.webhook, "token": TOKEN, "body": "data"}])
+    stack.emulator.configure(
+        duplicate_events=2, webhook_targets=[{"url": stack.webhook, "token": TOKEN, "body": "data"}]
+    )
     task = stack.wait_status(stack.create("duplicates")["id"], "ready")
-    outcomes = wait_for(lambda: (o := [e["outcome"] for _, e in stack.redis.xrange("{wanhook}:events")])
-                        and len(o) >= 3 and o, 30, what="three deliveries")
+    outcomes = wait_for(
+        lambda: (o := [e["outcome"] for _, e in stack.redis.xrange("{wanhook}:events")]) and len(o) >= 3 and o,
+        30,
+        what="three deliveries",
+    )
     # (A push slower than the emulator's timeout is retried: more copies, still one applied.)
     assert outcomes.count("applied") == 1 and set(outcomes) == {"applied", "duplicate"}
     assert stack.emulator.stats()["reads_by_task"] == {task["dashscope"]["task_id"]: 1}
@@ -107,14 +117,24 @@ def test_reordered_events_never_move_a_task_backwards(stack: Stack) -> None:
     created = stack.create("ordering")
     ds_id = stack.wait_status(created["id"], "submitted")["dashscope"]["task_id"]
     dashscope = httpx.Client(base_url=stack.emulator.api, headers={"Authorization": "Bearer k"})
-    wait_for(lambda: dashscope.get(f"/tasks/{ds_id}").json()["output"]["task_status"] == "SUCCEEDED",
-             30, what="the render to finish")
+    wait_for(
+        lambda: dashscope.get(f"/tasks/{ds_id}").json()["output"]["task_status"] == "SUCCEEDED",
+        30,
+        what="the render to finish",
+    )
 
     def event(status: str, event_id: str) -> dict:
-        return {"specversion": "1.0", "id": event_id, "source": "acs.dashscope",
-                "type": "dashscope:System:AsyncTaskFinish",
-                "data": {"task_id": ds_id, "task_status": status,
-                         "user_api_unique_key": "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"}}
+        return {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": "acs.dashscope",
+            "type": "dashscope:System:AsyncTaskFinish",
+            "data": {
+                "task_id": ds_id,
+                "task_status": status,
+                "user_api_unique_key": "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus",
+            },
+        }
 
     assert stack.push(event("SUCCEEDED", "e-1")).json()["outcome"] == "applied"
     ready = stack.wait_status(created["id"], "ready")
@@ -151,4 +171,4 @@ def test_sse_stream_follows_the_task(stack: Stack) -> None:
             elif line.startswith("data: ") and name != "task.progress":
                 states.append(json.loads(line[6:])["status"])
     assert states[-1] == "ready"
-    assert states[1:] == ["submitted", "downloading", "ready"][-len(states) + 1:]
+    assert states[1:] == ["submitted", "downloading", "ready"][-len(states) + 1 :]

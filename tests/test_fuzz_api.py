@@ -36,8 +36,14 @@ from .support import Process
 
 EXAMPLES = 60  # per operation and mode
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=EXAMPLES, print_blob=False,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=EXAMPLES,
+    print_blob=False,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @pytest.fixture
@@ -66,11 +72,13 @@ def negatable(operation: APIOperation) -> bool:
     constrained (a path's task id, like an optional free-form header, is any string)."""
     return bool(operation.body) or any(
         parameter.location.value != "path" and (parameter.is_required or parameter.raw_schema != {"type": "string"})
-        for parameter in operation.iter_parameters())
+        for parameter in operation.iter_parameters()
+    )
 
 
-def fuzz(base_url: str, session: requests.Session, operation: APIOperation, mode: GenerationMode,
-         existing: str) -> None:
+def fuzz(
+    base_url: str, session: requests.Session, operation: APIOperation, mode: GenerationMode, existing: str
+) -> None:
     """Generated requests to one operation; a path's task id is now and then a task that exists."""
     strategies = [operation.as_strategy(generation_mode=mode)]
     if any(parameter.name == "task_id" for parameter in operation.path_parameters):
@@ -81,8 +89,13 @@ def fuzz(base_url: str, session: requests.Session, operation: APIOperation, mode
     @FUZZ
     @given(case=st.one_of(strategies))
     def check(case: schemathesis.Case) -> None:
-        case.call_and_validate(base_url=base_url, session=session, headers={"x-eventbridge-signature-token": TOKEN},
-                               checks=checks, timeout=30)
+        case.call_and_validate(
+            base_url=base_url,
+            session=session,
+            headers={"x-eventbridge-signature-token": TOKEN},
+            checks=checks,
+            timeout=30,
+        )
 
     check()
 
@@ -107,9 +120,13 @@ def test_deep_or_unencodable_json_bodies_are_refused_not_crashed(api: Stack) -> 
     # Beyond what a schema-driven generator makes: JSON nested past the parser's depth, and a lone
     # surrogate, which JSON can escape but UTF-8 (and so Redis) cannot hold.
     headers = {"content-type": "application/json"}
-    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"prompt": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
-                 b'{"prompt": "\\ud800 fox"}', b'{"prompt": "fox", "metadata": {"\\udfff": "x"}}',
-                 b'{"prompt": "fox", "negative_prompt": "\\ud83d"}'):
+    for body in (
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"prompt": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
+        b'{"prompt": "\\ud800 fox"}',
+        b'{"prompt": "fox", "metadata": {"\\udfff": "x"}}',
+        b'{"prompt": "fox", "negative_prompt": "\\ud83d"}',
+    ):
         response = api.http.post("/v1/tasks", content=body, headers=headers)
         assert response.status_code in (400, 413, 422), (body[:60], response.status_code, response.text[:300])
         error = response.json()["error"]

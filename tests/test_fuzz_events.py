@@ -29,9 +29,18 @@ from .support import Process, wait_for
 UNIQUE_KEY = "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"
 OTHER_PRODUCT = "apikey:v1:audio:asr:transcription:paraformer-8k-v1"
 EVENT_LIMIT = 256 * 1024
-FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=False,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.large_base_example, HealthCheck.filter_too_much])
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=False,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 # Text as it comes: any code point, lone surrogates included now and then (JSON can escape them).
 texts = st.one_of(
@@ -52,20 +61,35 @@ junk = st.recursive(
 )
 statuses = st.one_of(st.sampled_from(sorted(STATUSES)), st.sampled_from(["succeeded", "DONE", ""]), junk)
 # Never a fetchable address off this machine: loopback's discard port, or a host the test set-up refuses.
-video_urls = st.sampled_from(["http://127.0.0.1:9/video.mp4", "https://dashscope-result-bj.oss-cn-beijing"
-                              ".aliyuncs.com/1d/ab/video.mp4?Expires=1&Signature=x", "", "not a url"])
+video_urls = st.sampled_from(
+    [
+        "http://127.0.0.1:9/video.mp4",
+        "https://dashscope-result-bj.oss-cn-beijing.aliyuncs.com/1d/ab/video.mp4?Expires=1&Signature=x",
+        "",
+        "not a url",
+    ]
+)
 
 
 def data_of(task_ids: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
     """The CloudEvent's ``data``, as the spec shows it, with optional parts present or not."""
-    output = st.fixed_dictionaries({}, optional={"video_url": video_urls | junk, "code": texts | junk,
-                                                 "message": texts | junk, "task_status": statuses})
+    output = st.fixed_dictionaries(
+        {},
+        optional={
+            "video_url": video_urls | junk,
+            "code": texts | junk,
+            "message": texts | junk,
+            "task_status": statuses,
+        },
+    )
     return st.fixed_dictionaries(
         {"task_id": task_ids, "task_status": statuses},
         optional={
             "user_api_unique_key": st.sampled_from([UNIQUE_KEY, OTHER_PRODUCT, ""]) | texts,
-            "request_id": texts, "end_time": st.just("2025-01-25 09:45:16.969") | texts,
-            "code": texts | junk, "message": texts | junk,
+            "request_id": texts,
+            "end_time": st.just("2025-01-25 09:45:16.969") | texts,
+            "code": texts | junk,
+            "message": texts | junk,
             "contain_result": st.booleans() | junk,
             "output_result": st.fixed_dictionaries({}, optional={"output": output | junk}) | output | junk,
         },
@@ -75,23 +99,39 @@ def data_of(task_ids: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any
 def valid_data(task_ids: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
     """Well-formed ``data`` of a Wan video task, in any status."""
     return st.fixed_dictionaries(
-        {"task_id": task_ids, "task_status": st.sampled_from(sorted(STATUSES)),
-         "user_api_unique_key": st.just(UNIQUE_KEY), "request_id": st.uuids().map(str),
-         "end_time": st.just("2025-01-25 09:45:16.969")},
-        optional={"code": texts, "message": texts, "contain_result": st.booleans(),
-                  "output_result": st.fixed_dictionaries({"video_url": video_urls})},
+        {
+            "task_id": task_ids,
+            "task_status": st.sampled_from(sorted(STATUSES)),
+            "user_api_unique_key": st.just(UNIQUE_KEY),
+            "request_id": st.uuids().map(str),
+            "end_time": st.just("2025-01-25 09:45:16.969"),
+        },
+        optional={
+            "code": texts,
+            "message": texts,
+            "contain_result": st.booleans(),
+            "output_result": st.fixed_dictionaries({"video_url": video_urls}),
+        },
     )
 
 
-def cloud_events(task_ids: st.SearchStrategy[Any], data: st.SearchStrategy[dict[str, Any]] | None = None,
-                 ) -> st.SearchStrategy[dict[str, Any]]:
+def cloud_events(
+    task_ids: st.SearchStrategy[Any],
+    data: st.SearchStrategy[dict[str, Any]] | None = None,
+) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
-        {"specversion": st.just("1.0"), "id": odd_ids,
-         "source": st.sampled_from([SOURCE, SOURCE, "acs.oss"]) | texts,
-         "type": st.sampled_from([TYPE, TYPE, "oss:ObjectCreated:PutObject"]) | texts,
-         "data": data if data is not None else data_of(task_ids)},
-        optional={"time": st.just("2023-1-25T01:45:16.969Z") | texts, "aliyunaccountid": texts,
-                  "datacontenttype": st.just("application/json;charset=utf-8")},
+        {
+            "specversion": st.just("1.0"),
+            "id": odd_ids,
+            "source": st.sampled_from([SOURCE, SOURCE, "acs.oss"]) | texts,
+            "type": st.sampled_from([TYPE, TYPE, "oss:ObjectCreated:PutObject"]) | texts,
+            "data": data if data is not None else data_of(task_ids),
+        },
+        optional={
+            "time": st.just("2023-1-25T01:45:16.969Z") | texts,
+            "aliyunaccountid": texts,
+            "datacontenttype": st.just("application/json;charset=utf-8"),
+        },
     )
 
 
@@ -127,8 +167,13 @@ def nested(depth: int, inside_data: bool) -> bytes:
     deep = b"[" * depth + b"]" * depth
     if not inside_data:
         return deep
-    return (b'{"specversion": "1.0", "id": "deep", "source": "acs.dashscope", "type": "' + TYPE.encode()
-            + b'", "data": {"task_id": "deep", "task_status": "FAILED", "code": ' + deep + b"}}")
+    return (
+        b'{"specversion": "1.0", "id": "deep", "source": "acs.dashscope", "type": "'
+        + TYPE.encode()
+        + b'", "data": {"task_id": "deep", "task_status": "FAILED", "code": '
+        + deep
+        + b"}}"
+    )
 
 
 def bodies(task_ids: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
@@ -144,8 +189,11 @@ def bodies(task_ids: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
         st.binary(max_size=64),
         st.builds(spliced, whole, st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x80abc", b"\xf0\x28"])),
         st.builds(nested, st.sampled_from([50, 900, 5_000, 100_000]), st.booleans()),
-        st.builds(lambda doc, size: encode({**doc, "padding": "x" * size}), whole,
-                  st.sampled_from([100_000, EVENT_LIMIT - 2_000, EVENT_LIMIT + 1, 400_000])),
+        st.builds(
+            lambda doc, size: encode({**doc, "padding": "x" * size}),
+            whole,
+            st.sampled_from([100_000, EVENT_LIMIT - 2_000, EVENT_LIMIT + 1, 400_000]),
+        ),
         st.builds(lambda doc, size: encode({**doc, "id": "i" * size}), whole, st.sampled_from([10_000, 200_000])),
     )
 
@@ -173,16 +221,26 @@ def test_parse_raises_nothing_but_invalid_event() -> None:
         if not event.foreign:
             assert event.task_id and event.task_status in STATUSES
         # What parse returns is recorded as is: Redis takes its text as UTF-8.
-        for value in (event.source, event.id, event.type, event.task_id, event.task_status, event.model,
-                      event.video_url, event.code, event.message):
+        for value in (
+            event.source,
+            event.id,
+            event.type,
+            event.task_id,
+            event.task_status,
+            event.model,
+            event.video_url,
+            event.code,
+            event.message,
+        ):
             if value is not None:
                 value.encode()
 
     check()
 
 
-def test_generated_events_never_crash_the_receiver_or_corrupt_state(tmp_path: Path, redis_url: str,
-                                                                   processes: list[Process]) -> None:
+def test_generated_events_never_crash_the_receiver_or_corrupt_state(
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     stack = Stack(tmp_path, redis_url, processes)
     # Downloads that generated events start (of tasks still rendering, or from URLs nobody serves) give up
     # after one retry, so that they end within the test.
@@ -196,8 +254,14 @@ def test_generated_events_never_crash_the_receiver_or_corrupt_state(tmp_path: Pa
     seen: dict[int | str, int] = {}  # answers by status code, and 200s by outcome
 
     def event(task_id: str, status: Any, **fields: Any) -> dict[str, Any]:
-        return {"specversion": "1.0", "id": f"evt-{task_id}-{status}", "source": SOURCE, "type": TYPE,
-                "data": {"task_id": task_id, "task_status": status, "user_api_unique_key": UNIQUE_KEY}, **fields}
+        return {
+            "specversion": "1.0",
+            "id": f"evt-{task_id}-{status}",
+            "source": SOURCE,
+            "type": TYPE,
+            "data": {"task_id": task_id, "task_status": status, "user_api_unique_key": UNIQUE_KEY},
+            **fields,
+        }
 
     json_type = "application/json"
 
@@ -214,9 +278,12 @@ def test_generated_events_never_crash_the_receiver_or_corrupt_state(tmp_path: Pa
     @example(encode(event("ds-unknown", ["SUCCEEDED"])), json_type)
     @example(encode(event(known[1], "RUNNING")), json_type)  # not an end: stale
     @settings(FUZZ, max_examples=200)
-    @given(body=bodies(st.sampled_from(known) | odd_ids),
-           content_type=st.sampled_from([json_type, "application/json; charset=utf-8",
-                                         "application/cloudevents+json", None, "text/plain"]))
+    @given(
+        body=bodies(st.sampled_from(known) | odd_ids),
+        content_type=st.sampled_from(
+            [json_type, "application/json; charset=utf-8", "application/cloudevents+json", None, "text/plain"]
+        ),
+    )
     def check(body: bytes, content_type: str | None) -> None:
         headers = {"x-eventbridge-signature-token": TOKEN}
         if content_type is not None:
@@ -243,6 +310,9 @@ def test_generated_events_never_crash_the_receiver_or_corrupt_state(tmp_path: Pa
     assert stack.http.get("/healthz").status_code == 200
     # Whatever the generated events did to the known tasks, each ends somewhere or is still in flight,
     # and the state stays consistent while the workers finish what the events started.
-    wait_for(lambda: all(stack.task(task_id)["status"] != "downloading" for task_id in created), 30,
-             what="downloads started by generated events to end")
+    wait_for(
+        lambda: all(stack.task(task_id)["status"] != "downloading" for task_id in created),
+        30,
+        what="downloads started by generated events to end",
+    )
     assert_consistent(stack.redis)

@@ -29,19 +29,27 @@ HEADER_DEADLINE = 4.0
 
 
 def test_hostile_peers_at_once_leave_the_event_path_and_the_polite_tenant_alone(
-        tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     endless, drip = Hostile(tmp_path, "endless"), Hostile(tmp_path, "drip-body")
     for receiver in (endless, drip):
         processes.append(receiver.launch())
     stack = Stack(tmp_path, redis_url, processes)
-    stack.env.update({
-        "WANHOOK_API_TOKENS": f"{HOSTILE},{POLITE}", "WANHOOK_CALLBACK_ALLOW_PRIVATE": "1",
-        "WANHOOK_CALLBACK_TIMEOUT": "3", "WANHOOK_CALLBACK_SCHEDULE": "0,2,2",
-        # One token may hold most of the process's streams, never all of them.
-        "WANHOOK_MAX_STREAMS": "1200", "WANHOOK_MAX_STREAMS_PER_TOKEN": "1000",
-        "WANHOOK_HEADER_TIMEOUT_SECONDS": str(HEADER_DEADLINE), "WANHOOK_RATE_LIMIT": "100000",
-        "WANHOOK_LOG_LEVEL": "WARNING", "WANHOOK_LIMITS": "wan2.2-t2v-plus=50/100",
-    })
+    stack.env.update(
+        {
+            "WANHOOK_API_TOKENS": f"{HOSTILE},{POLITE}",
+            "WANHOOK_CALLBACK_ALLOW_PRIVATE": "1",
+            "WANHOOK_CALLBACK_TIMEOUT": "3",
+            "WANHOOK_CALLBACK_SCHEDULE": "0,2,2",
+            # One token may hold most of the process's streams, never all of them.
+            "WANHOOK_MAX_STREAMS": "1200",
+            "WANHOOK_MAX_STREAMS_PER_TOKEN": "1000",
+            "WANHOOK_HEADER_TIMEOUT_SECONDS": str(HEADER_DEADLINE),
+            "WANHOOK_RATE_LIMIT": "100000",
+            "WANHOOK_LOG_LEVEL": "WARNING",
+            "WANHOOK_LIMITS": "wan2.2-t2v-plus=50/100",
+        }
+    )
     stack.start()
     for receiver in (endless, drip):
         receiver.wait_ready()
@@ -49,8 +57,10 @@ def test_hostile_peers_at_once_leave_the_event_path_and_the_polite_tenant_alone(
     stack.emulator.configure(drop_events=True, enforce_limits=False)
     server = stack.server.proc
     assert server is not None
-    clients = {token: httpx.Client(base_url=stack.url, timeout=30, headers={"Authorization": f"Bearer {token}"})
-               for token in (HOSTILE, POLITE)}
+    clients = {
+        token: httpx.Client(base_url=stack.url, timeout=30, headers={"Authorization": f"Bearer {token}"})
+        for token in (HOSTILE, POLITE)
+    }
 
     def create(token: str, prompt: str, callback: dict[str, Any]) -> str:
         answer = clients[token].post("/v1/tasks", json={"prompt": prompt, "size": "832*480", "callback": callback})
@@ -64,16 +74,27 @@ def test_hostile_peers_at_once_leave_the_event_path_and_the_polite_tenant_alone(
 
         return wait_for(check, 30, interval=0.1, what=f"task {task_id} submitted")
 
-    hostile = [create(HOSTILE, f"hostile {n}", {"url": receiver.url, "events": EVERY})
-               for n, receiver in enumerate((endless, drip) * 3)]
+    hostile = [
+        create(HOSTILE, f"hostile {n}", {"url": receiver.url, "events": EVERY})
+        for n, receiver in enumerate((endless, drip) * 3)
+    ]
     ds_ids = {task_id: submitted(HOSTILE, task_id) for task_id in hostile}
     # The hostile tenant's follows: one task each, or two through the dashboard's stream.
-    follows = [(f"/v1/tasks/{hostile[n % 6]}/events" if n % 2 else
-                f"/v1/stream?tasks={hostile[n % 6]},{hostile[(n + 1) % 6]}", HOSTILE) for n in range(1500)]
+    follows = [
+        (
+            f"/v1/tasks/{hostile[n % 6]}/events"
+            if n % 2
+            else f"/v1/stream?tasks={hostile[n % 6]},{hostile[(n + 1) % 6]}",
+            HOSTILE,
+        )
+        for n in range(1500)
+    ]
 
     with CallbackReceiver() as good:
+
         async def scenario() -> dict[str, Any]:
             async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+
                 async def push(body: dict[str, Any]) -> float:
                     return await timed_push(http, body)
 
@@ -82,12 +103,15 @@ def test_hostile_peers_at_once_leave_the_event_path_and_the_polite_tenant_alone(
                 opened = await open_many(stack.port, follows)
                 statuses = [item.status for item in opened]
                 refused = [item for item in opened if item.status != 200]
-                assert all(item.status == 429 and item.body["error"]["code"] == "too_many_streams"
-                           and int(item.headers["retry-after"]) > 0 for item in refused), refused[:1]
+                assert all(
+                    item.status == 429
+                    and item.body["error"]["code"] == "too_many_streams"
+                    and int(item.headers["retry-after"]) > 0
+                    for item in refused
+                ), refused[:1]
 
                 # The polite tenant, meanwhile: creates, follows one task, waits for its callbacks.
-                polite = [await asyncio.to_thread(create, POLITE, f"polite {n}", {"url": good.url})
-                          for n in range(4)]
+                polite = [await asyncio.to_thread(create, POLITE, f"polite {n}", {"url": good.url}) for n in range(4)]
                 polite_ds = {task_id: await asyncio.to_thread(submitted, POLITE, task_id) for task_id in polite}
                 follow = await open_stream(stack.port, f"/v1/tasks/{polite[0]}/events", POLITE)
                 assert follow.status == 200, follow.body
@@ -98,11 +122,19 @@ def test_hostile_peers_at_once_leave_the_event_path_and_the_polite_tenant_alone(
                 completed_at = time.time()
                 latencies += [await push(event(polite_ds[task_id])) for task_id in polite]
                 await asyncio.wait_for(follow.ended.wait(), 60)
-                closed = await _closed_within(half_open, max(0.1, HEADER_DEADLINE + 3 - (time.monotonic()
-                                                                                     - half_opened_at)))
+                closed = await _closed_within(
+                    half_open, max(0.1, HEADER_DEADLINE + 3 - (time.monotonic() - half_opened_at))
+                )
                 clients_open = stack.redis.info("clients")["connected_clients"]
-                return {"statuses": statuses, "latencies": latencies, "follow": follow, "closed": closed,
-                        "clients": clients_open, "completed_at": completed_at, "polite": polite}
+                return {
+                    "statuses": statuses,
+                    "latencies": latencies,
+                    "follow": follow,
+                    "closed": closed,
+                    "clients": clients_open,
+                    "completed_at": completed_at,
+                    "polite": polite,
+                }
 
         result = asyncio.run(scenario())
         polite = result["polite"]
@@ -125,7 +157,9 @@ def test_hostile_peers_at_once_leave_the_event_path_and_the_polite_tenant_alone(
     assert peak < 400, peak
     for client in clients.values():
         client.close()
-    print(f"\n1,500 streams asked for by one token, {held:,} held; 300 half-sent headers closed at the deadline; "
-          f"webhook p99 {p99(latencies) * 1000:.0f} ms (max {max(latencies) * 1000:.0f} ms) over {len(latencies)} "
-          f"pushes; polite callbacks within {callback_delay:.1f} s of the last push; Redis clients "
-          f"{result['clients']}; serve peak RSS {peak:.0f} MB")
+    print(
+        f"\n1,500 streams asked for by one token, {held:,} held; 300 half-sent headers closed at the deadline; "
+        f"webhook p99 {p99(latencies) * 1000:.0f} ms (max {max(latencies) * 1000:.0f} ms) over {len(latencies)} "
+        f"pushes; polite callbacks within {callback_delay:.1f} s of the last push; Redis clients "
+        f"{result['clients']}; serve peak RSS {peak:.0f} MB"
+    )

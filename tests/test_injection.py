@@ -19,8 +19,9 @@ async def test_the_dashscope_client_sends_through_the_transport_it_is_given() ->
             return httpx.Response(429, json={"code": "Throttling", "message": "slow down", "request_id": "r-2"})
         return httpx.Response(200, json={"request_id": "r-1", "output": {"task_id": "t-1", "task_status": "PENDING"}})
 
-    client = DashScopeClient("sk-test-key", "https://dashscope.example/api/v1",
-                             transport=httpx.MockTransport(dashscope))
+    client = DashScopeClient(
+        "sk-test-key", "https://dashscope.example/api/v1", transport=httpx.MockTransport(dashscope)
+    )
     try:
         created = await client.create_task("wan2.2-t2v-plus", {"prompt": "a heron"}, {"size": "1280*720"})
         assert (created.task_id, created.task_status, created.request_id) == ("t-1", "PENDING", "r-1")

@@ -24,9 +24,13 @@ KEYS_PY = ROOT / "service" / "keys.py"
 def _strings(path: Path) -> Iterator[str]:
     """Every string literal of a Python file, docstrings left out (they may name a key in prose)."""
     tree = ast.parse(path.read_text())
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-                  and node.body and isinstance(node.body[0], ast.Expr)}
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             yield node.value
@@ -38,15 +42,19 @@ def _key_texts() -> set[str]:
     texts: set[str] = set()
     for node in ast.parse(KEYS_PY.read_text()).body:
         if isinstance(node, ast.Assign) and isinstance(getattr(keys, node.targets[0].id, None), str | list):
-            texts.update(part.value for part in ast.walk(node.value)
-                         if isinstance(part, ast.Constant) and isinstance(part.value, str) and len(part.value) > 1)
+            texts.update(
+                part.value
+                for part in ast.walk(node.value)
+                if isinstance(part, ast.Constant) and isinstance(part.value, str) and len(part.value) > 1
+            )
     return texts
 
 
 def _spells(literal: str, text: str) -> bool:
     # ':sweep' is not spelled by ':sweeper', nor ':wake' by ':callbacks:wake'; ':tasks' is by ':tasks:'.
-    return re.search(r"(?<![\w-])" + re.escape(text) + (r"(?![\w-])" if text[-1].isalnum() else ""),
-                     literal) is not None
+    return (
+        re.search(r"(?<![\w-])" + re.escape(text) + (r"(?![\w-])" if text[-1].isalnum() else ""), literal) is not None
+    )
 
 
 def _lua_sources() -> Iterator[tuple[str, str]]:
@@ -72,8 +80,12 @@ def test_no_key_name_is_spelled_in_lua() -> None:
 
 
 def test_each_key_name_is_spelled_once_in_the_code() -> None:
-    literals = [(path, literal) for folder in CODE for path in sorted((ROOT / folder).rglob("*.py"))
-                for literal in _strings(path)]
+    literals = [
+        (path, literal)
+        for folder in CODE
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for literal in _strings(path)
+    ]
     assert len(literals) > 1000  # the walk reached the code
     for text in sorted(_key_texts()):
         places = [str(path.relative_to(ROOT)) for path, literal in literals if _spells(literal, text)]
@@ -85,8 +97,12 @@ def test_every_script_that_names_keys_receives_them() -> None:
     used = 0
     for name, value in vars(scripts).items():
         # CREATES_IN_FLIGHT is a piece of scripts, only ever put after COMMON.
-        if name.isupper() and isinstance(value, str) and name not in ("KEY_NAMES", "CREATES_IN_FLIGHT") \
-                and names.search(value.removeprefix(scripts.KEY_NAMES)):
+        if (
+            name.isupper()
+            and isinstance(value, str)
+            and name not in ("KEY_NAMES", "CREATES_IN_FLIGHT")
+            and names.search(value.removeprefix(scripts.KEY_NAMES))
+        ):
             used += 1
             assert value.startswith(scripts.KEY_NAMES), f"scripts.{name} uses key names it is not given"
     assert used >= 10
@@ -95,13 +111,22 @@ def test_every_script_that_names_keys_receives_them() -> None:
 def test_the_scripts_build_keys_as_keys_py_does(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        built = client.eval(scripts.COMMON + """
+        built = client.eval(
+            scripts.COMMON
+            + """
 return {owner_index('ab12'), owner_index('ab12', 'queued'), owner_index(''), queue_of('wan2.2-t2v-plus', 'ab12')}
-""", 1, *keys.ROUTE)
+""",
+            1,
+            *keys.ROUTE,
+        )
     finally:
         client.close()
-    assert built == [keys.owner_tasks("ab12"), keys.owner_tasks("ab12", "queued"), keys.owner_tasks(""),
-                     keys.QUEUE + "wan2.2-t2v-plus:ab12"]
+    assert built == [
+        keys.owner_tasks("ab12"),
+        keys.owner_tasks("ab12", "queued"),
+        keys.owner_tasks(""),
+        keys.QUEUE + "wan2.2-t2v-plus:ab12",
+    ]
 
 
 def test_only_the_redis_layer_names_keys() -> None:
@@ -110,8 +135,11 @@ def test_only_the_redis_layer_names_keys() -> None:
     names = [name for name, value in vars(keys).items() if isinstance(value, str) and value.startswith(keys.PREFIX)]
     # A readiness probe's PING names no key.
     uses = re.compile(r"\bkeys\.(?:" + "|".join(names) + r")\b|\.redis\.(?!ping\()\w+\(")
-    outer = [*(ROOT / "service").glob("*/**/*.py"), *(ROOT / "consumers").rglob("*.py"),
-             *(ROOT / "service" / name for name in ("download.py", "sweeper.py", "failures.py"))]
+    outer = [
+        *(ROOT / "service").glob("*/**/*.py"),
+        *(ROOT / "consumers").rglob("*.py"),
+        *(ROOT / "service" / name for name in ("download.py", "sweeper.py", "failures.py")),
+    ]
     assert len(outer) > 15
     found = [(str(path.relative_to(ROOT)), use) for path in outer for use in uses.findall(path.read_text())]
     assert not found, found

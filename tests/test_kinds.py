@@ -69,8 +69,9 @@ def difference(frame: np.ndarray, image: bytes) -> float:
     with Image.open(io.BytesIO(image)) as opened:
         rgb = opened.convert("RGB")
     scale = max(width / rgb.width, height / rgb.height)
-    scaled = rgb.resize((max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale))),
-                        Image.Resampling.LANCZOS)
+    scaled = rgb.resize(
+        (max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale))), Image.Resampling.LANCZOS
+    )
     left, top = (scaled.width - width) // 2, (scaled.height - height) // 2
     expected = np.asarray(scaled.crop((left, top, left + width, top + height)), dtype=np.float32)
     return float(np.abs(frame.astype(np.float32) - expected).mean())
@@ -123,13 +124,17 @@ def emulator(tmp_path: Path, processes: list[Process]) -> Emulator:
 # --- the official SDK against the emulator ------------------------------------------------------------
 
 
-def test_sdk_image_to_video_with_a_local_file(emulator: Emulator, cat: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sdk_image_to_video_with_a_local_file(emulator: Emulator, cat: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The SDK puts a file:// image in the temporary storage (getPolicy, form upload) and creates the task
     with its oss:// URL and the resolve header; the video opens on the image."""
     monkeypatch.setattr(dashscope, "base_http_api_url", emulator.api)
-    result = dashscope.VideoSynthesis.call(model="wan2.2-i2v-flash", prompt="the cat turns its head",
-                                           img_url=f"file://{cat}", resolution="480P", api_key="sk-x")
+    result = dashscope.VideoSynthesis.call(
+        model="wan2.2-i2v-flash",
+        prompt="the cat turns its head",
+        img_url=f"file://{cat}",
+        resolution="480P",
+        api_key="sk-x",
+    )
     assert result.status_code == 200, result
     assert result.output.task_status == "SUCCEEDED", result
     first, _, count = frames(httpx.get(result.output.video_url).content)
@@ -139,16 +144,21 @@ def test_sdk_image_to_video_with_a_local_file(emulator: Emulator, cat: Path,
     assert difference(first, cat.read_bytes()) < FRAME_TOLERANCE
 
 
-def test_sdk_first_and_last_frame(emulator: Emulator, cat: Path, dog: Path, image_server: str,
-                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sdk_first_and_last_frame(
+    emulator: Emulator, cat: Path, dog: Path, image_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """kf2v goes to the image2video path with first_frame_url and last_frame_url (here public URLs the
     emulator downloads); the video starts on the first image and ends on the last."""
     for path in (cat, dog):
         (tmp_path / "www" / path.name).write_bytes(path.read_bytes())
     monkeypatch.setattr(dashscope, "base_http_api_url", emulator.api)
-    task = dashscope.VideoSynthesis.async_call(model="wan2.1-kf2v-plus", prompt="the cat becomes a dog",
-                                               first_frame_url=f"{image_server}/cat.jpg",
-                                               last_frame_url=f"{image_server}/dog.png", api_key="sk-x")
+    task = dashscope.VideoSynthesis.async_call(
+        model="wan2.1-kf2v-plus",
+        prompt="the cat becomes a dog",
+        first_frame_url=f"{image_server}/cat.jpg",
+        last_frame_url=f"{image_server}/dog.png",
+        api_key="sk-x",
+    )
     assert task.status_code == 200, task
     result = dashscope.VideoSynthesis.wait(task, api_key="sk-x")
     assert result.output.task_status == "SUCCEEDED", result
@@ -158,37 +168,86 @@ def test_sdk_first_and_last_frame(emulator: Emulator, cat: Path, dog: Path, imag
     assert difference(first, dog.read_bytes()) > 3 * FRAME_TOLERANCE  # the comparison tells images apart
 
 
-def _create(emulator: Emulator, body: dict[str, Any], path: str = "video-generation",
-            headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(f"{emulator.api}/services/aigc/{path}/video-synthesis", json=body, timeout=30,
-                      headers={"Authorization": "Bearer sk-x", "X-DashScope-Async": "enable", **(headers or {})})
+def _create(
+    emulator: Emulator, body: dict[str, Any], path: str = "video-generation", headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return httpx.post(
+        f"{emulator.api}/services/aigc/{path}/video-synthesis",
+        json=body,
+        timeout=30,
+        headers={"Authorization": "Bearer sk-x", "X-DashScope-Async": "enable", **(headers or {})},
+    )
 
 
-@pytest.mark.parametrize(("body", "path", "wanted"), [
-    # an image DashScope does not take: not an image, sides out of [360, 2000], a PNG with alpha
-    ({"model": "wan2.2-i2v-flash", "input": {"img_url": data_url(b"not an image")}}, "video-generation",
-     "not an image"),
-    ({"model": "wan2.2-i2v-flash", "input": {"img_url": data_url(encoded(picture(300, 300, 0)))}},
-     "video-generation", "[360, 2000]"),
-    ({"model": "wan2.2-i2v-flash", "input": {"img_url": data_url(encoded(picture(2100, 600, 0)))}},
-     "video-generation", "[360, 2000]"),
-    ({"model": "wan2.2-i2v-flash", "input": {"img_url": data_url(
-        encoded(picture(400, 400, 0).convert("RGBA"), "PNG"), "image/png")}}, "video-generation", "alpha"),
-    # no image; an image kind's parameter the model lacks; size instead of resolution
-    ({"model": "wan2.2-i2v-flash", "input": {"prompt": "p"}}, "video-generation", "input.img_url"),
-    ({"model": "wan2.2-i2v-plus", "input": {"img_url": data_url(encoded(picture(400, 400, 0)))},
-      "parameters": {"resolution": "720P"}}, "video-generation", "resolution"),
-    ({"model": "wan2.2-i2v-flash", "input": {"img_url": data_url(encoded(picture(400, 400, 0)))},
-      "parameters": {"size": "832*480"}}, "video-generation", "parameters.size"),
-    # a first-and-last-frame model on the text-to-video path (what an old SDK does), and without its last frame
-    ({"model": "wan2.1-kf2v-plus", "input": {"first_frame_url": "https://example.com/a.jpg",
-                                             "last_frame_url": "https://example.com/b.jpg"}},
-     "video-generation", "url error"),
-    ({"model": "wan2.1-kf2v-plus", "input": {"first_frame_url": data_url(encoded(picture(400, 400, 0)))}},
-     "image2video", "input.last_frame_url"),
-])
-def test_emulator_refuses_what_dashscope_refuses(emulator: Emulator, body: dict[str, Any], path: str,
-                                                 wanted: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "path", "wanted"),
+    [
+        # an image DashScope does not take: not an image, sides out of [360, 2000], a PNG with alpha
+        (
+            {"model": "wan2.2-i2v-flash", "input": {"img_url": data_url(b"not an image")}},
+            "video-generation",
+            "not an image",
+        ),
+        (
+            {"model": "wan2.2-i2v-flash", "input": {"img_url": data_url(encoded(picture(300, 300, 0)))}},
+            "video-generation",
+            "[360, 2000]",
+        ),
+        (
+            {"model": "wan2.2-i2v-flash", "input": {"img_url": data_url(encoded(picture(2100, 600, 0)))}},
+            "video-generation",
+            "[360, 2000]",
+        ),
+        (
+            {
+                "model": "wan2.2-i2v-flash",
+                "input": {"img_url": data_url(encoded(picture(400, 400, 0).convert("RGBA"), "PNG"), "image/png")},
+            },
+            "video-generation",
+            "alpha",
+        ),
+        # no image; an image kind's parameter the model lacks; size instead of resolution
+        ({"model": "wan2.2-i2v-flash", "input": {"prompt": "p"}}, "video-generation", "input.img_url"),
+        (
+            {
+                "model": "wan2.2-i2v-plus",
+                "input": {"img_url": data_url(encoded(picture(400, 400, 0)))},
+                "parameters": {"resolution": "720P"},
+            },
+            "video-generation",
+            "resolution",
+        ),
+        (
+            {
+                "model": "wan2.2-i2v-flash",
+                "input": {"img_url": data_url(encoded(picture(400, 400, 0)))},
+                "parameters": {"size": "832*480"},
+            },
+            "video-generation",
+            "parameters.size",
+        ),
+        # a first-and-last-frame model on the text-to-video path (what an old SDK does), and without its last frame
+        (
+            {
+                "model": "wan2.1-kf2v-plus",
+                "input": {
+                    "first_frame_url": "https://example.com/a.jpg",
+                    "last_frame_url": "https://example.com/b.jpg",
+                },
+            },
+            "video-generation",
+            "url error",
+        ),
+        (
+            {"model": "wan2.1-kf2v-plus", "input": {"first_frame_url": data_url(encoded(picture(400, 400, 0)))}},
+            "image2video",
+            "input.last_frame_url",
+        ),
+    ],
+)
+def test_emulator_refuses_what_dashscope_refuses(
+    emulator: Emulator, body: dict[str, Any], path: str, wanted: str
+) -> None:
     response = _create(emulator, body, path)
     assert response.status_code == 400, response.text
     assert response.json()["code"].startswith("InvalidParameter") and wanted in response.json()["message"]
@@ -200,11 +259,17 @@ def test_emulator_image_urls_and_temporary_files(emulator: Emulator, image_serve
     response = _create(emulator, {"model": "wan2.2-i2v-flash", "input": {"img_url": f"{image_server}/missing.jpg"}})
     assert response.status_code == 400 and response.json()["code"] == "InvalidParameter.DataInspection"
     auth = {"Authorization": "Bearer sk-x"}
-    policy = httpx.get(f"{emulator.api}/uploads", params={"action": "getPolicy", "model": "wan2.2-i2v-flash"},
-                       headers=auth).json()["data"]
+    policy = httpx.get(
+        f"{emulator.api}/uploads", params={"action": "getPolicy", "model": "wan2.2-i2v-flash"}, headers=auth
+    ).json()["data"]
     key = f"{policy['upload_dir']}/cat.jpg"
-    form = {"OSSAccessKeyId": policy["oss_access_key_id"], "Signature": policy["signature"],
-            "policy": policy["policy"], "key": key, "success_action_status": "200"}
+    form = {
+        "OSSAccessKeyId": policy["oss_access_key_id"],
+        "Signature": policy["signature"],
+        "policy": policy["policy"],
+        "key": key,
+        "success_action_status": "200",
+    }
     uploaded = httpx.post(policy["upload_host"], data=form, files={"file": ("cat.jpg", cat.read_bytes())})
     assert uploaded.status_code == 200
     body = {"model": "wan2.2-i2v-flash", "input": {"img_url": f"oss://{key}"}, "parameters": {"resolution": "480P"}}
@@ -227,8 +292,13 @@ def _stored(stack: Stack, task_id: str) -> Path:
 
 def test_image_to_video_end_to_end(stack: Stack, cat: Path) -> None:
     """kind i2v with a base64 image: validated, sent, its event received by webhook, its video stored."""
-    task = stack.create("the cat turns its head", kind="image-to-video", img_url=data_url(cat.read_bytes()),
-                        resolution="480P", size=None)
+    task = stack.create(
+        "the cat turns its head",
+        kind="image-to-video",
+        img_url=data_url(cat.read_bytes()),
+        resolution="480P",
+        size=None,
+    )
     assert task["model"] == "wan2.2-i2v-flash"
     first, _, _ = frames(_stored(stack, task["id"]))
     assert difference(first, cat.read_bytes()) < FRAME_TOLERANCE
@@ -237,8 +307,14 @@ def test_image_to_video_end_to_end(stack: Stack, cat: Path) -> None:
 
 
 def test_first_and_last_frame_end_to_end(stack: Stack, cat: Path, dog: Path) -> None:
-    task = stack.create("", kind="first-and-last-frame", first_frame_url=data_url(cat.read_bytes()),
-                        last_frame_url=data_url(dog.read_bytes(), "image/png"), resolution="480P", size=None)
+    task = stack.create(
+        "",
+        kind="first-and-last-frame",
+        first_frame_url=data_url(cat.read_bytes()),
+        last_frame_url=data_url(dog.read_bytes(), "image/png"),
+        resolution="480P",
+        size=None,
+    )
     assert task["model"] == "wan2.2-kf2v-flash"
     first, last, _ = frames(_stored(stack, task["id"]))
     assert difference(first, cat.read_bytes()) < FRAME_TOLERANCE
@@ -256,19 +332,22 @@ def test_large_image_goes_through_temporary_storage(stack: Stack, tmp_path: Path
     assert first.shape[1] / first.shape[0] == pytest.approx(1600 / 1200, rel=0.01)
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"kind": "i2v", "img_url": data_url(b"GIF89a not really")}, "img_url"),
-    ({"kind": "i2v", "img_url": data_url(encoded(picture(200, 200, 0)))}, "img_url"),
-    ({"kind": "i2v", "img_url": "data:image/jpeg;base64,@@@"}, "img_url"),
-    ({"kind": "i2v", "img_url": "ftp://example.com/cat.jpg"}, "img_url"),
-    ({"kind": "i2v"}, "img_url"),
-    ({"kind": "kf2v", "first_frame_url": "https://example.com/a.jpg"}, "last_frame_url"),
-    ({"kind": "i2v", "model": "wan2.2-t2v-plus", "img_url": "https://example.com/a.jpg"}, "model"),
-    ({"kind": "text-to-video", "model": "wan2.2-i2v-plus", "img_url": "https://example.com/a.jpg"}, "model"),
-    ({"kind": "i2v", "img_url": "https://example.com/a.jpg", "resolution": "4K"}, "resolution"),
-    ({"kind": "video", "img_url": "https://example.com/a.jpg"}, "kind"),
-    ({"img_url": "https://example.com/a.jpg"}, "img_url"),  # text-to-video takes no image
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"kind": "i2v", "img_url": data_url(b"GIF89a not really")}, "img_url"),
+        ({"kind": "i2v", "img_url": data_url(encoded(picture(200, 200, 0)))}, "img_url"),
+        ({"kind": "i2v", "img_url": "data:image/jpeg;base64,@@@"}, "img_url"),
+        ({"kind": "i2v", "img_url": "ftp://example.com/cat.jpg"}, "img_url"),
+        ({"kind": "i2v"}, "img_url"),
+        ({"kind": "kf2v", "first_frame_url": "https://example.com/a.jpg"}, "last_frame_url"),
+        ({"kind": "i2v", "model": "wan2.2-t2v-plus", "img_url": "https://example.com/a.jpg"}, "model"),
+        ({"kind": "text-to-video", "model": "wan2.2-i2v-plus", "img_url": "https://example.com/a.jpg"}, "model"),
+        ({"kind": "i2v", "img_url": "https://example.com/a.jpg", "resolution": "4K"}, "resolution"),
+        ({"kind": "video", "img_url": "https://example.com/a.jpg"}, "kind"),
+        ({"img_url": "https://example.com/a.jpg"}, "img_url"),  # text-to-video takes no image
+    ],
+)
 def test_bad_images_are_refused_and_nothing_is_stored(stack: Stack, body: dict[str, Any], field: str) -> None:
     response = stack.http.post("/v1/tasks", json={"prompt": "p", **body})
     assert response.status_code == 422, response.text
@@ -279,8 +358,11 @@ def test_bad_images_are_refused_and_nothing_is_stored(stack: Stack, body: dict[s
 
 def _task_state(stack: Stack) -> list[str]:
     """Every Redis key a task leaves: the task, its indexes and queues (keys.py)."""
-    return sorted(key for pattern in ("task:*", "tasks*", "owner:*", "queue:*", "idem:*", "changes:*")
-                  for key in stack.redis.keys("{wanhook}:" + pattern))
+    return sorted(
+        key
+        for pattern in ("task:*", "tasks*", "owner:*", "queue:*", "idem:*", "changes:*")
+        for key in stack.redis.keys("{wanhook}:" + pattern)
+    )
 
 
 def test_too_large_image_is_refused(stack: Stack) -> None:
@@ -294,9 +376,25 @@ def test_too_large_image_is_refused(stack: Stack) -> None:
 def test_submit_image_done_when(stack: Stack, cat: Path) -> None:
     """`wanhook submit --image cat.jpg "the cat turns its head"` stores an MP4 whose first frame is the cat."""
     result = subprocess.run(
-        [sys.executable, "-m", "wanhook.service.cli", "submit", "--image", str(cat), "the cat turns its head",
-         "--wait", "--timeout", "120", "--server", stack.url],
-        cwd=ROOT, capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "wanhook.service.cli",
+            "submit",
+            "--image",
+            str(cat),
+            "the cat turns its head",
+            "--wait",
+            "--timeout",
+            "120",
+            "--server",
+            stack.url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     video = Path(result.stdout.strip().splitlines()[-1])
     first, _, _ = frames(video)
@@ -306,29 +404,73 @@ def test_submit_image_done_when(stack: Stack, cat: Path) -> None:
 def test_submit_refuses_a_bad_local_image(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "notes.jpg").write_text("not an image")
     result = subprocess.run(
-        [sys.executable, "-m", "wanhook.service.cli", "submit", "--image", str(tmp_path / "notes.jpg"), "x",
-         "--server", stack.url], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "wanhook.service.cli",
+            "submit",
+            "--image",
+            str(tmp_path / "notes.jpg"),
+            "x",
+            "--server",
+            stack.url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "not an image" in result.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "wanhook.service.cli", "submit", "--first-frame", str(tmp_path / "none.jpg"),
-         "--last-frame", str(tmp_path / "none.jpg"), "x", "--server", stack.url],
-        cwd=ROOT, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "wanhook.service.cli",
+            "submit",
+            "--first-frame",
+            str(tmp_path / "none.jpg"),
+            "--last-frame",
+            str(tmp_path / "none.jpg"),
+            "x",
+            "--server",
+            stack.url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 2 and "none.jpg" in missing.stderr
 
 
-def test_image_kinds_by_rocketmq(tmp_path: Path, redis_url: str, processes: list[Process], cat: Path,
-                                 dog: Path) -> None:
+def test_image_kinds_by_rocketmq(
+    tmp_path: Path, redis_url: str, processes: list[Process], cat: Path, dog: Path
+) -> None:
     """The same path for the image kinds' events over RocketMQ: the emulator publishes, `wanhook consume` reads."""
     from .support import free_port
 
     port = free_port()
-    stack = Stack(tmp_path, redis_url, processes, "--rocketmq", "--rocketmq-port", str(port),
-                  "--rocketmq-topic", "dashscope-events", webhook=False).start()
+    stack = Stack(
+        tmp_path,
+        redis_url,
+        processes,
+        "--rocketmq",
+        "--rocketmq-port",
+        str(port),
+        "--rocketmq-topic",
+        "dashscope-events",
+        webhook=False,
+    ).start()
     stack.consume(f"127.0.0.1:{port}", "dashscope-events")
-    image = stack.create("over the topic", kind="i2v", img_url=data_url(cat.read_bytes()), resolution="480P",
-                         size=None)
-    frames_task = stack.create("", kind="kf2v", first_frame_url=data_url(cat.read_bytes()),
-                               last_frame_url=data_url(dog.read_bytes(), "image/png"), resolution="480P", size=None)
+    image = stack.create("over the topic", kind="i2v", img_url=data_url(cat.read_bytes()), resolution="480P", size=None)
+    frames_task = stack.create(
+        "",
+        kind="kf2v",
+        first_frame_url=data_url(cat.read_bytes()),
+        last_frame_url=data_url(dog.read_bytes(), "image/png"),
+        resolution="480P",
+        size=None,
+    )
     first, _, _ = frames(_stored(stack, image["id"]))
     assert difference(first, cat.read_bytes()) < FRAME_TOLERANCE
     _, last, _ = frames(_stored(stack, frames_task["id"]))
@@ -343,22 +485,38 @@ def test_events_of_other_dashscope_tasks_are_ignored(stack: Stack) -> None:
     and ignored, whatever its kind."""
     # An image model's completion is another product's: ignored. A video task of no wanhook task (wan2.6-i2v
     # here) is kept aside for a day in case its create call is still on its way, as for any kind.
-    for key, outcome in (("apikey:v1:aigc:text2image:image-synthesis:wan2.2-t2i-plus", "ignored"),
-                         ("apikey:v1:aigc:video-generation:video-synthesis:wan2.6-i2v", "unknown_task"),
-                         ("apikey:v1:aigc:image2video:video-synthesis:wan2.1-kf2v-plus", "unknown_task")):
-        event = {"id": f"evt-{key}", "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish",
-                 "specversion": "1.0", "data": {"task_id": f"ds-{key[-12:]}", "task_status": "SUCCEEDED",
-                                                "user_api_unique_key": key}}
+    for key, outcome in (
+        ("apikey:v1:aigc:text2image:image-synthesis:wan2.2-t2i-plus", "ignored"),
+        ("apikey:v1:aigc:video-generation:video-synthesis:wan2.6-i2v", "unknown_task"),
+        ("apikey:v1:aigc:image2video:video-synthesis:wan2.1-kf2v-plus", "unknown_task"),
+    ):
+        event = {
+            "id": f"evt-{key}",
+            "source": "acs.dashscope",
+            "type": "dashscope:System:AsyncTaskFinish",
+            "specversion": "1.0",
+            "data": {"task_id": f"ds-{key[-12:]}", "task_status": "SUCCEEDED", "user_api_unique_key": key},
+        }
         response = stack.push(event)
         assert response.status_code == 200 and response.json()["outcome"] == outcome, (key, response.text)
 
 
 def test_images_as_multipart_form_data(stack: Stack, cat: Path, dog: Path) -> None:
     """A form with the images as files makes the same task as the JSON body with data URLs."""
-    response = stack.http.post("/v1/tasks", data={"kind": "kf2v", "resolution": "480P", "duration": "5",
-                                                  "prompt_extend": "false", "metadata": '{"shot": "12"}'},
-                               files={"first_frame_url": ("cat.jpg", cat.read_bytes(), "image/jpeg"),
-                                      "last_frame_url": ("dog.png", dog.read_bytes(), "image/png")})
+    response = stack.http.post(
+        "/v1/tasks",
+        data={
+            "kind": "kf2v",
+            "resolution": "480P",
+            "duration": "5",
+            "prompt_extend": "false",
+            "metadata": '{"shot": "12"}',
+        },
+        files={
+            "first_frame_url": ("cat.jpg", cat.read_bytes(), "image/jpeg"),
+            "last_frame_url": ("dog.png", dog.read_bytes(), "image/png"),
+        },
+    )
     assert response.status_code == 202, response.text
     task = response.json()
     assert task["metadata"] == {"shot": "12"} and task["parameters"]["prompt_extend"] is False
@@ -368,19 +526,26 @@ def test_images_as_multipart_form_data(stack: Stack, cat: Path, dog: Path) -> No
     assert difference(last, dog.read_bytes()) < FRAME_TOLERANCE
 
 
-@pytest.mark.parametrize(("data", "files", "status", "field"), [
-    ({"kind": "i2v"}, {"img_url": ("notes.txt", b"plain text", "text/plain")}, 422, "img_url"),
-    ({"kind": "i2v", "duration": "five"}, {"img_url": ("cat.jpg", None, "image/jpeg")}, 422, "duration"),
-    ({"kind": "i2v", "audio": "yes"}, {"img_url": ("cat.jpg", None, "image/jpeg")}, 422, "audio"),
-    ({"kind": "i2v"}, {"prompt": ("cat.jpg", None, "image/jpeg")}, 422, "prompt"),
-])
-def test_bad_forms_are_refused(stack: Stack, cat: Path, data: dict[str, str], files: dict[str, Any], status: int,
-                               field: str) -> None:
-    files = {name: (filename, content if content is not None else cat.read_bytes(), kind)
-             for name, (filename, content, kind) in files.items()}
+@pytest.mark.parametrize(
+    ("data", "files", "status", "field"),
+    [
+        ({"kind": "i2v"}, {"img_url": ("notes.txt", b"plain text", "text/plain")}, 422, "img_url"),
+        ({"kind": "i2v", "duration": "five"}, {"img_url": ("cat.jpg", None, "image/jpeg")}, 422, "duration"),
+        ({"kind": "i2v", "audio": "yes"}, {"img_url": ("cat.jpg", None, "image/jpeg")}, 422, "audio"),
+        ({"kind": "i2v"}, {"prompt": ("cat.jpg", None, "image/jpeg")}, 422, "prompt"),
+    ],
+)
+def test_bad_forms_are_refused(
+    stack: Stack, cat: Path, data: dict[str, str], files: dict[str, Any], status: int, field: str
+) -> None:
+    files = {
+        name: (filename, content if content is not None else cat.read_bytes(), kind)
+        for name, (filename, content, kind) in files.items()
+    }
     response = stack.http.post("/v1/tasks", data=data, files=files)
     assert response.status_code == status and response.json()["error"]["field"] == field, response.text
     assert _task_state(stack) == []
-    broken = stack.http.post("/v1/tasks", content=b"--x\r\nnot a form", headers={
-        "Content-Type": "multipart/form-data; boundary=y"})
+    broken = stack.http.post(
+        "/v1/tasks", content=b"--x\r\nnot a form", headers={"Content-Type": "multipart/form-data; boundary=y"}
+    )
     assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_form", broken.text

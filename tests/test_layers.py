@@ -32,11 +32,19 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_only_the_web_layer_imports_starlette_or_uvicorn() -> None:
-    sources = [path for folder in ("service", "consumers") for path in (ROOT / folder).rglob("*.py")
-               if (ROOT / "service" / "web") not in path.parents]
+    sources = [
+        path
+        for folder in ("service", "consumers")
+        for path in (ROOT / folder).rglob("*.py")
+        if (ROOT / "service" / "web") not in path.parents
+    ]
     assert len(sources) > 30
-    offenders = {f"{path.relative_to(ROOT)}: {module}" for path in sources for module in _imports(path)
-                 if module.split(".")[0] in WEB_ONLY}
+    offenders = {
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sources
+        for module in _imports(path)
+        if module.split(".")[0] in WEB_ONLY
+    }
     assert not offenders, f"starlette or uvicorn imported outside service/web/: {sorted(offenders)}"
 
 
@@ -48,8 +56,11 @@ def _service_errors() -> set[type[errors.WanhookError]]:
             if info.name.endswith("__main__"):
                 continue  # runs the command line
             module = importlib.import_module(info.name)
-            found |= {value for value in vars(module).values() if inspect.isclass(value)
-                      and issubclass(value, errors.WanhookError) and value.__module__ == info.name}
+            found |= {
+                value
+                for value in vars(module).values()
+                if inspect.isclass(value) and issubclass(value, errors.WanhookError) and value.__module__ == info.name
+            }
     return found
 
 
@@ -85,36 +96,44 @@ def test_every_error_carries_a_code_and_a_message() -> None:
     for cls in _service_errors():
         assert isinstance(cls.code, str) and cls.code, cls
     refused = errors.InvalidField("seed", "must be between 0 and 2147483647")
-    assert (refused.code, refused.message, refused.field) == ("invalid_field", "seed: must be between 0 and "
-                                                              "2147483647", "seed")
+    assert (refused.code, refused.message, refused.field) == (
+        "invalid_field",
+        "seed: must be between 0 and 2147483647",
+        "seed",
+    )
     rejected = errors.RequestRejected("InvalidParameter", "bad size", status_code=400)
     assert str(rejected) == "InvalidParameter: bad size" and rejected.message == "bad size"
     assert not rejected.retryable and errors.Throttled("Throttling", "slow down").retryable
     assert isinstance(errors.ConfigError("x"), ValueError)
 
 
-@pytest.mark.parametrize(("error", "status", "headers"), [
-    (errors.InvalidEvent("invalid_json", "the body is not valid JSON"), 400, None),
-    (errors.InvalidRequest("the body must be a JSON object"), 422, None),
-    (errors.InvalidField("prompt", "is required"), 422, None),
-    (errors.IdempotencyKeyReused("t1"), 422, None),
-    (errors.InvalidSignature("stale timestamp"), 401, None),
-    (errors.TaskNotFound("t1"), 404, None),
-    (errors.TaskConflict("too_late", "no"), 409, None),
-    (errors.VideoGone("gone"), 410, None),
-    (errors.RateLimited(5, 2), 429, {"Retry-After": "2"}),
-    (errors.QueueFull(3, 3), 429, {"Retry-After": "60"}),
-    (errors.TooManyStreams(True, 4), 429, {"Retry-After": "30"}),
-    (errors.TooManyStreams(False, 4), 503, {"Retry-After": "10"}),
-    (errors.CertificateUnavailable(), 503, {"Retry-After": "5"}),
-    (errors.Unavailable("dashscope_unavailable", "down"), 503, None),
-])
-def test_the_web_layer_answers_each_domain_error(error: errors.WanhookError, status: int,
-                                                 headers: dict[str, str] | None) -> None:
+@pytest.mark.parametrize(
+    ("error", "status", "headers"),
+    [
+        (errors.InvalidEvent("invalid_json", "the body is not valid JSON"), 400, None),
+        (errors.InvalidRequest("the body must be a JSON object"), 422, None),
+        (errors.InvalidField("prompt", "is required"), 422, None),
+        (errors.IdempotencyKeyReused("t1"), 422, None),
+        (errors.InvalidSignature("stale timestamp"), 401, None),
+        (errors.TaskNotFound("t1"), 404, None),
+        (errors.TaskConflict("too_late", "no"), 409, None),
+        (errors.VideoGone("gone"), 410, None),
+        (errors.RateLimited(5, 2), 429, {"Retry-After": "2"}),
+        (errors.QueueFull(3, 3), 429, {"Retry-After": "60"}),
+        (errors.TooManyStreams(True, 4), 429, {"Retry-After": "30"}),
+        (errors.TooManyStreams(False, 4), 503, {"Retry-After": "10"}),
+        (errors.CertificateUnavailable(), 503, {"Retry-After": "5"}),
+        (errors.Unavailable("dashscope_unavailable", "down"), 503, None),
+    ],
+)
+def test_the_web_layer_answers_each_domain_error(
+    error: errors.WanhookError, status: int, headers: dict[str, str] | None
+) -> None:
     answer = responses.error_response(error)
     assert answer.status_code == status
-    assert {name: value for name, value in answer.headers.items() if name not in ("content-length", "content-type")} \
-        == {name.lower(): value for name, value in (headers or {}).items()}
+    assert {
+        name: value for name, value in answer.headers.items() if name not in ("content-length", "content-type")
+    } == {name.lower(): value for name, value in (headers or {}).items()}
     body = json.loads(answer.body)["error"]
     assert body["code"] == error.code and body["message"] == error.message
     assert body.get("field") == getattr(error, "field", None)
@@ -126,21 +145,40 @@ def test_an_error_without_an_answer_is_a_bug() -> None:
 
 
 def test_a_task_reads_from_its_hash_into_the_contract_shape() -> None:
-    stored = {b"id": b"t1", b"status": b"downloading", b"owner": b"abc", b"model": b"wan2.2-t2v-plus",
-              b"prompt": "a caf\u00e9".encode(), b"negative_prompt": b"", b"parameters": b'{"size":"1280*720"}',
-              b"callback": b'{"url":"https://example.com/h","events":["task.ready"]}', b"error": b"",
-              b"ds_task_id": b"ds1", b"created_at": b"2025-01-01T00:00:00.000Z", b"dl_bytes": b"10",
-              b"dl_total": b"40", b"video_url": b"https://videos.example/v.mp4?signed"}
+    stored = {
+        b"id": b"t1",
+        b"status": b"downloading",
+        b"owner": b"abc",
+        b"model": b"wan2.2-t2v-plus",
+        b"prompt": "a caf\u00e9".encode(),
+        b"negative_prompt": b"",
+        b"parameters": b'{"size":"1280*720"}',
+        b"callback": b'{"url":"https://example.com/h","events":["task.ready"]}',
+        b"error": b"",
+        b"ds_task_id": b"ds1",
+        b"created_at": b"2025-01-01T00:00:00.000Z",
+        b"dl_bytes": b"10",
+        b"dl_total": b"40",
+        b"video_url": b"https://videos.example/v.mp4?signed",
+    }
     task = Task.from_hash(stored)
     assert Task.from_hash({k.decode(): v.decode() for k, v in stored.items()}) == task
     assert task.status is Status.DOWNLOADING and task.owner == "abc"
     assert task.internal == {"video_url": "https://videos.example/v.mp4?signed"}
     assert task.public() == {
-        "id": "t1", "status": "downloading", "model": "wan2.2-t2v-plus", "prompt": "a caf\u00e9",
-        "negative_prompt": "", "parameters": {"size": "1280*720"}, "metadata": {},
+        "id": "t1",
+        "status": "downloading",
+        "model": "wan2.2-t2v-plus",
+        "prompt": "a caf\u00e9",
+        "negative_prompt": "",
+        "parameters": {"size": "1280*720"},
+        "metadata": {},
         "callback": {"url": "https://example.com/h", "events": ["task.ready"]},
         "dashscope": {"task_id": "ds1", "status": None, "request_id": None},
-        "video": None, "error": None, "created_at": "2025-01-01T00:00:00.000Z", "updated_at": None,
+        "video": None,
+        "error": None,
+        "created_at": "2025-01-01T00:00:00.000Z",
+        "updated_at": None,
         "progress": {"bytes": 10, "total": 40},
     }
     # Internal fields (the owner, the signed URL) never reach the contract's shape.

@@ -17,8 +17,15 @@ def stack_with(tmp_path: Path, redis_url: str, processes: list[Process], **env: 
 
 
 def test_request_rate_and_queue_per_token(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
-    stack = stack_with(tmp_path, redis_url, processes, WANHOOK_API_TOKENS="busy,calm", WANHOOK_RATE_LIMIT="5",
-                       WANHOOK_MAX_QUEUED_PER_TOKEN="2", WANHOOK_LIMITS="wan2.2-t2v-plus=5/1")
+    stack = stack_with(
+        tmp_path,
+        redis_url,
+        processes,
+        WANHOOK_API_TOKENS="busy,calm",
+        WANHOOK_RATE_LIMIT="5",
+        WANHOOK_MAX_QUEUED_PER_TOKEN="2",
+        WANHOOK_LIMITS="wan2.2-t2v-plus=5/1",
+    )
     stack.emulator.configure(render_seconds=30)
     busy = httpx.Client(base_url=stack.url, headers={"Authorization": "Bearer busy"})
     calm = httpx.Client(base_url=stack.url, headers={"Authorization": "Bearer calm"})
@@ -53,8 +60,9 @@ def test_video_host_resolving_inwards_is_refused(tmp_path: Path, redis_url: str,
     assert stack.emulator.stats()["video_requests"] == 0
 
 
-def test_full_disk_defers_the_download_until_there_is_room(tmp_path: Path, redis_url: str,
-                                                          processes: list[Process]) -> None:
+def test_full_disk_defers_the_download_until_there_is_room(
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     stack = stack_with(tmp_path, redis_url, processes, WANHOOK_MIN_FREE_BYTES=str(10**18))
     created = stack.create("no room yet")
     waiting = wait_for(lambda: (t := stack.task(created["id"]))["error"] and t, 30, what="the disk-full error")

@@ -47,33 +47,46 @@ def test_the_readme_local_section_ends_ready(tmp_path: Path, processes: list[Pro
     # The README's ports (8090, 8000) may be taken on a shared machine: its "Other ports" item, as it says.
     emulator_port, serve_port = free_port(), free_port()
     server = f"http://127.0.0.1:{serve_port}"
-    readme_env = {name: value.replace(":8090/", f":{emulator_port}/")
-                  for name, value in exported(serve_lines[0]).items()}
+    readme_env = {
+        name: value.replace(":8090/", f":{emulator_port}/") for name, value in exported(serve_lines[0]).items()
+    }
 
     # Terminal 1. (20 s of rendering by default; one is enough here.)
-    emulator = Emulator(tmp_path, "--webhook-url", f"{server}/v1/events/dashscope", "--render-seconds", "1",
-                        port=emulator_port)
+    emulator = Emulator(
+        tmp_path, "--webhook-url", f"{server}/v1/events/dashscope", "--render-seconds", "1", port=emulator_port
+    )
     emulator.env, emulator.cwd = clean_environment(), tmp_path
     processes.append(emulator.start())
     # It tells terminal 2 what the README does, and that nobody takes its events yet.
-    printed = wait_for(lambda: "wanhook serve --port" in emulator.log() and emulator.log(), 10,
-                       what="the emulator's lines for serve")
+    printed = wait_for(
+        lambda: "wanhook serve --port" in emulator.log() and emulator.log(), 10, what="the emulator's lines for serve"
+    )
     export = next(line.strip() for line in printed.splitlines() if line.strip().startswith("export "))
     assert exported(export) == readme_env
     assert f"  wanhook serve --port {serve_port}\n" in printed
-    wait_for(lambda: f"nothing answers at {server}/v1/events/dashscope yet" in emulator.log(), 10,
-             what="the emulator's warning")
+    wait_for(
+        lambda: f"nothing answers at {server}/v1/events/dashscope yet" in emulator.log(),
+        10,
+        what="the emulator's warning",
+    )
 
     # Terminal 2, in a fresh directory: the embedded Redis and the videos go under ./wanhook-data.
     serve = Wanhook(tmp_path, {}, port=serve_port)
     serve.env, serve.cwd = {**clean_environment(), **readme_env}, tmp_path
     processes.append(serve.start())
-    wait_for(lambda: f"{server}/v1/events/dashscope answers now" in emulator.log(), 10,
-             what="the emulator to see serve")
+    wait_for(
+        lambda: f"{server}/v1/events/dashscope answers now" in emulator.log(), 10, what="the emulator to see serve"
+    )
 
     # Terminal 3.
-    result = subprocess.run([*wanhook(*shlex.split(submit_line)[1:]), "--server", server], cwd=tmp_path,
-                            env=clean_environment(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*wanhook(*shlex.split(submit_line)[1:]), "--server", server],
+        cwd=tmp_path,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("task ")
@@ -105,22 +118,38 @@ def test_the_emulator_pushes_to_serves_default_address_unless_told(tmp_path: Pat
 def test_dev_wires_the_emulator_and_serve_in_one_step(tmp_path: Path, processes: list[Process]) -> None:
     port, emulator_port = free_port(), free_port()
     server = f"http://127.0.0.1:{port}"
-    dev = Process(f"dev-{port}", wanhook("dev", "--port", str(port), "--emulator-port", str(emulator_port),
-                                         "--render-seconds", "1"), tmp_path, clean_environment())
+    dev = Process(
+        f"dev-{port}",
+        wanhook("dev", "--port", str(port), "--emulator-port", str(emulator_port), "--render-seconds", "1"),
+        tmp_path,
+        clean_environment(),
+    )
     dev.cwd = tmp_path
     processes.append(dev.launch())
     hint = f'  wanhook submit "a paper boat drifting on a calm lake at dawn" --wait --server {server}\n'
     wait_for(lambda: hint in dev.log(), 60, what="wanhook dev to say how to submit")
     assert f"the emulator as its DashScope on http://127.0.0.1:{emulator_port}" in dev.log()
-    result = subprocess.run([*wanhook(*shlex.split(hint)[1:])], cwd=tmp_path, env=clean_environment(),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*wanhook(*shlex.split(hint)[1:])],
+        cwd=tmp_path,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr + dev.log()
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("task ") and lines[-2].split()[1] == "ready"
     assert (tmp_path / lines[-1]).stat().st_size > 0
     # A port in use: one line, before anything starts.
-    taken = subprocess.run(wanhook("dev", "--port", str(port), "--emulator-port", str(free_port())), cwd=tmp_path,
-                           env=clean_environment(), capture_output=True, text=True, timeout=60)
+    taken = subprocess.run(
+        wanhook("dev", "--port", str(port), "--emulator-port", str(free_port())),
+        cwd=tmp_path,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert taken.returncode == 2
     assert taken.stderr.strip() == f"wanhook dev: cannot listen on 127.0.0.1:{port}: Address already in use"
 
@@ -133,15 +162,19 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_which_target_and_what_serve_needs() -> None:
     assert webhook_url(parse()) == DEFAULT_WEBHOOK_URL
-    assert webhook_url(parse("--webhook-url", "http://127.0.0.1:9000/v1/events/dashscope")).endswith(":9000/v1/"
-                                                                                                      "events/dashscope")
+    assert webhook_url(parse("--webhook-url", "http://127.0.0.1:9000/v1/events/dashscope")).endswith(
+        ":9000/v1/events/dashscope"
+    )
     # RocketMQ chosen: its stand-in gets the events, not a webhook nobody asked for.
     assert webhook_url(parse("--rocketmq")) is None
     assert webhook_url(parse("--no-webhook")) is None
     api = "http://127.0.0.1:8090/api/v1"
     assert serve_env(api, DEFAULT_WEBHOOK_URL, None) == (
         "  export DASHSCOPE_HTTP_BASE_URL=http://127.0.0.1:8090/api/v1 DASHSCOPE_API_KEY=sk-local "
-        "WANHOOK_VIDEO_HOSTS=127.0.0.1\n  wanhook serve")
+        "WANHOOK_VIDEO_HOSTS=127.0.0.1\n  wanhook serve"
+    )
     assert serve_env(api, "http://127.0.0.1:9000/v1/events/dashscope", "a b").splitlines() == [
         "  export DASHSCOPE_HTTP_BASE_URL=http://127.0.0.1:8090/api/v1 DASHSCOPE_API_KEY=sk-local "
-        "WANHOOK_VIDEO_HOSTS=127.0.0.1 WANHOOK_EVENTBRIDGE_TOKEN='a b'", "  wanhook serve --port 9000"]
+        "WANHOOK_VIDEO_HOSTS=127.0.0.1 WANHOOK_EVENTBRIDGE_TOKEN='a b'",
+        "  wanhook serve --port 9000",
+    ]

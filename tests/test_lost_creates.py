@@ -37,8 +37,9 @@ def emulator_tasks(emulator: Emulator) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("zone", [8, 0], ids=["list-reads-utc+8", "list-reads-utc"])
-def test_a_lost_create_is_adopted_whatever_zone_the_list_reads(tmp_path: Path, redis_url: str,
-                                                               processes: list[Process], zone: int) -> None:
+def test_a_lost_create_is_adopted_whatever_zone_the_list_reads(
+    tmp_path: Path, redis_url: str, processes: list[Process], zone: int
+) -> None:
     stack = Stack(tmp_path, redis_url, processes, "--list-time-zone", str(zone))
     stack.env.update(WANHOOK_DASHSCOPE_TIMEOUT=str(TIMEOUT))
     stack.start()
@@ -56,18 +57,24 @@ def test_a_lost_create_is_adopted_whatever_zone_the_list_reads(tmp_path: Path, r
 
 
 @pytest.mark.parametrize("zone", [8, 0], ids=["list-reads-utc+8", "list-reads-utc"])
-def test_the_lookup_pages_through_the_whole_list(tmp_path: Path, redis_url: str, processes: list[Process],
-                                                 monkeypatch: pytest.MonkeyPatch, zone: int) -> None:
+def test_the_lookup_pages_through_the_whole_list(
+    tmp_path: Path, redis_url: str, processes: list[Process], monkeypatch: pytest.MonkeyPatch, zone: int
+) -> None:
     emulator = Emulator(tmp_path, "--render-seconds", "600", "--list-time-zone", str(zone))
     processes.append(emulator.start())
     emulator.configure(enforce_limits=False)
     monkeypatch.setattr(submission, "LIST_PAGE_SIZE", 2)  # five tasks in the window: three pages
-    api = httpx.Client(base_url=emulator.api, headers={"Authorization": "Bearer sk-test-key",
-                                                       "X-DashScope-Async": "enable"}, timeout=30)
+    api = httpx.Client(
+        base_url=emulator.api,
+        headers={"Authorization": "Bearer sk-test-key", "X-DashScope-Async": "enable"},
+        timeout=30,
+    )
 
     def create(prompt: str) -> str:
-        response = api.post("/services/aigc/video-generation/video-synthesis",
-                            json={"model": MODEL, "input": {"prompt": prompt}, "parameters": {"size": "832*480"}})
+        response = api.post(
+            "/services/aigc/video-generation/video-synthesis",
+            json={"model": MODEL, "input": {"prompt": prompt}, "parameters": {"size": "832*480"}},
+        )
         response.raise_for_status()
         return response.json()["output"]["task_id"]
 
@@ -83,13 +90,25 @@ def test_the_lookup_pages_through_the_whole_list(tmp_path: Path, redis_url: str,
         store = TaskStore(client)
         admission = Admission(client, parse_limits(f"{MODEL}=10/10"), 60)
         dashscope = DashScopeClient("sk-test-key", emulator.api, timeout=TIMEOUT)
-        submitter = Submitter(store, dashscope, admission, ReadLimiter(RateLimiter(client), 20),
-                              slot_lease_seconds=600, sweep_after_seconds=600)
+        submitter = Submitter(
+            store,
+            dashscope,
+            admission,
+            ReadLimiter(RateLimiter(client), 20),
+            slot_lease_seconds=600,
+            sweep_after_seconds=600,
+        )
         try:
             for ds_id in others:
                 await client.hset(keys.ORPHANS, ds_id, '{"task": "elsewhere", "status": "submitted", "at": ""}')
-            task_id = await store.create({"model": MODEL, "prompt": "the create whose answer was lost",
-                                          "parameters": {"size": "832*480"}, "owner": "t"})
+            task_id = await store.create(
+                {
+                    "model": MODEL,
+                    "prompt": "the create whose answer was lost",
+                    "parameters": {"size": "832*480"},
+                    "owner": "t",
+                }
+            )
             # An earlier attempt sent it, and its deadline has passed: it is looked up before it is sent.
             await client.hset(keys.TASK + task_id, "submit_attempt_at", f"{attempt_at:.3f}")
             assert await admission.admit(MODEL) == (task_id, 0)

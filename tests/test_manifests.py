@@ -72,6 +72,7 @@ def known_variables() -> set[str]:
 
 # --- the image ---------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def dockerfile() -> DockerfileParser:
     return DockerfileParser(path=str(DOCKERFILE))
@@ -129,8 +130,12 @@ def modules_the_image_lacks(dockerfile: DockerfileParser) -> set[str]:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     [arg] = [value for value in instructions(dockerfile, "ARG", stage=0) if value.startswith("EXTRAS=")]
     installed = set(arg.removeprefix("EXTRAS=").split(",")) | {"test"}
-    wanted = {re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
-              for name, requirements in extras.items() if name not in installed for requirement in requirements}
+    wanted = {
+        re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        for name, requirements in extras.items()
+        if name not in installed
+        for requirement in requirements
+    }
     modules: set[str] = set()
     for module, distributions in importlib.metadata.packages_distributions().items():
         if any(distribution.lower().replace("_", "-") in wanted for distribution in distributions):
@@ -142,16 +147,22 @@ def test_image_commands_work_without_the_extras_it_leaves_out(dockerfile: Docker
     # Each command's code is imported as its handler would; a module of a left-out extra (the emulator's PyAV)
     # is made unimportable, as it is in the image.
     lacking = sorted(modules_the_image_lacks(dockerfile))
-    commands = [json.loads(instructions(dockerfile, "CMD")[0]), ["worker"], ["consume"],
-                ["eventbridge", "setup", "--dry-run"]]
-    code = "\n".join([
-        "import sys",
-        f"for name in {lacking!r}: sys.modules[name] = None",
-        "from wanhook.service.cli.main import parser",
-        f"for argv in {commands!r}: parser().parse_args(argv)",
-        "import wanhook.service.web.app, wanhook.service.runtime, wanhook.consumers.rocketmq",
-        "import wanhook.service.cli.eventbridge as setup; setup._sdk()",
-    ])
+    commands = [
+        json.loads(instructions(dockerfile, "CMD")[0]),
+        ["worker"],
+        ["consume"],
+        ["eventbridge", "setup", "--dry-run"],
+    ]
+    code = "\n".join(
+        [
+            "import sys",
+            f"for name in {lacking!r}: sys.modules[name] = None",
+            "from wanhook.service.cli.main import parser",
+            f"for argv in {commands!r}: parser().parse_args(argv)",
+            "import wanhook.service.web.app, wanhook.service.runtime, wanhook.consumers.rocketmq",
+            "import wanhook.service.cli.eventbridge as setup; setup._sdk()",
+        ]
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"without {lacking}:\n{result.stderr[-2000:]}"
 
@@ -195,7 +206,8 @@ def health_server() -> Iterator[tuple[int, type[Health]]]:
 
 
 def test_healthcheck_is_python_on_healthz_and_fails_when_unhealthy(
-        dockerfile: DockerfileParser, health_server: tuple[int, type[Health]]) -> None:
+    dockerfile: DockerfileParser, health_server: tuple[int, type[Health]]
+) -> None:
     [healthcheck] = instructions(dockerfile, "HEALTHCHECK")
     # The slim base has neither curl nor wget, and the runtime stage installs nothing.
     assert not any(tool in value for value in instructions(dockerfile, "RUN") for tool in ("curl", "wget", "apt-get"))
@@ -216,14 +228,19 @@ def test_healthcheck_is_python_on_healthz_and_fails_when_unhealthy(
 
 # --- compose -----------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
 
 
 def check_compose_schema(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
-                           str(path)], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_compose_file_matches_the_compose_specification(compose: dict[str, Any], tmp_path: Path) -> None:
@@ -267,6 +284,7 @@ def test_compose_redis_keeps_what_wanhook_acknowledged(compose: dict[str, Any]) 
 
 # --- Kubernetes --------------------------------------------------------------------------------------------------
 
+
 def manifests() -> list[tuple[str, dict[str, Any]]]:
     found = []
     for path in sorted(KUBERNETES.glob("*.yaml")):
@@ -301,8 +319,11 @@ def test_kustomization_lists_the_manifests() -> None:
     present = {path.name for path in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed <= present
     assert present - listed == OPTIONAL_MANIFESTS
-    images = {container["image"] for deployment in of_kind("Deployment").values()
-              for container in deployment["spec"]["template"]["spec"]["containers"]}
+    images = {
+        container["image"]
+        for deployment in of_kind("Deployment").values()
+        for container in deployment["spec"]["template"]["spec"]["containers"]
+    }
     assert images == {image["name"] for image in kustomization["images"]}
 
 
@@ -377,8 +398,11 @@ def test_disruption_budgets_and_autoscalers_point_at_the_deployments() -> None:
     deployments = of_kind("Deployment")
     for budget in of_kind("PodDisruptionBudget").values():
         selector = budget["spec"]["selector"]["matchLabels"]
-        matching = [name for name, deployment in deployments.items()
-                    if selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()]
+        matching = [
+            name
+            for name, deployment in deployments.items()
+            if selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert len(matching) == 1, budget["metadata"]["name"]
         # A budget that keeps every replica up would block node drains for good.
         keep = budget["spec"].get("minAvailable", 0)
@@ -405,8 +429,9 @@ async def test_workers_scale_on_a_series_that_metrics_exposes(redis_url: str) ->
     [metric] = of_kind("HorizontalPodAutoscaler")["wanhook-worker"]["spec"]["metrics"]
     wanted = metric["external"]["metric"]
     labels = set(wanted.get("selector", {}).get("matchLabels", {}).items())
-    assert any(name == wanted["name"] and labels <= found for name, found in series), \
+    assert any(name == wanted["name"] and labels <= found for name, found in series), (
         f"/metrics has no {wanted['name']} with {labels}"
+    )
 
 
 def test_optional_redis_is_configured_for_nothing_lost() -> None:
@@ -418,6 +443,7 @@ def test_optional_redis_is_configured_for_nothing_lost() -> None:
 
 
 # --- systemd -----------------------------------------------------------------------------------------------------
+
 
 def unit(path: Path) -> configparser.ConfigParser:
     # systemd allows repeated keys (Environment=); strict=False keeps the parser from refusing them.
@@ -457,21 +483,26 @@ def test_systemd_accepts_the_units(tmp_path: Path) -> None:
         text = text.replace("EnvironmentFile=/", "EnvironmentFile=-/")  # the file exists only once installed
         (tmp_path / path.name).write_text(text)
         names.append(path.name.replace("@.service", "@1.service"))
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *names], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *names], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     ours = [line for line in result.stderr.splitlines() if any(path.name.split("@")[0] in line for path in UNITS)]
     assert result.returncode == 0 and not ours, result.stderr
 
 
 # --- across the files --------------------------------------------------------------------------------------------
 
+
 def test_every_variable_set_in_deploy_is_documented(compose: dict[str, Any]) -> None:
     used: set[str] = set()
     for service in compose["services"].values():
         used |= set(service.get("environment", {}))
     for _, doc in manifests():
-        if doc["kind"] in {"ConfigMap", "Secret"} and doc["metadata"]["name"].startswith("wanhook-") \
-                and doc["metadata"]["name"] != "wanhook-redis":
+        if (
+            doc["kind"] in {"ConfigMap", "Secret"}
+            and doc["metadata"]["name"].startswith("wanhook-")
+            and doc["metadata"]["name"] != "wanhook-redis"
+        ):
             used |= set(doc.get("data") or {}) | set(doc.get("stringData") or {})
     for _, _, container in containers():
         used |= {variable["name"] for variable in container.get("env", [])}

@@ -30,13 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 DELIBERATE: dict[tuple[str, str], str] = {
     ("*", "over-long prompt"): (
         "DashScope cuts a prompt past the model's limit and says nothing; wanhook refuses it with 422 so that "
-        "the video is never made from a prompt its sender did not write (README, HTTP API)."),
+        "the video is never made from a prompt its sender did not write (README, HTTP API)."
+    ),
     ("*", "over-long negative_prompt"): "the same, for the 500 characters of negative_prompt.",
     ("wan2.6-t2v", "shot_type multi without prompt_extend"): (
         "DashScope makes one shot when prompt_extend is false, whatever shot_type says; wanhook refuses the "
-        "combination rather than bill a video that is not what was asked."),
+        "combination rather than bill a video that is not what was asked."
+    ),
     ("*", "audio_url over 2048 characters"): (
-        "wanhook bounds what it stores; DashScope documents no length for the URL."),
+        "wanhook bounds what it stores; DashScope documents no length for the URL."
+    ),
 }
 
 ALL_MODELS = sorted(set(models.MODELS) | set(rules.MODELS) | set(rules.IMAGE_MODELS))
@@ -92,39 +95,71 @@ def differences() -> dict[tuple[str, str], str]:
         if ours is None or theirs is None:
             found[(name, "model")] = f"known to {'the emulator' if ours is None else 'wanhook'} only"
             continue
-        for field in ("default_size", "tiers", "durations", "default_duration", "prompt_max", "submit_rps",
-                      "max_running", "audio", "shot_type"):
+        for field in (
+            "default_size",
+            "tiers",
+            "durations",
+            "default_duration",
+            "prompt_max",
+            "submit_rps",
+            "max_running",
+            "audio",
+            "shot_type",
+        ):
             compare(name, field, getattr(ours, field), getattr(theirs, field))
 
         # The parameters each model takes, by what each side does with a request that sends them.
-        for field, value in (("audio_url", "https://example.com/a.mp3"), ("audio", False), ("shot_type", "multi"),
-                             ("resolution", "720P")):
+        for field, value in (
+            ("audio_url", "https://example.com/a.mp3"),
+            ("audio", False),
+            ("shot_type", "multi"),
+            ("resolution", "720P"),
+        ):
             into = "input" if field == "audio_url" else "parameters"
-            compare(name, f"takes {field}", _service_accepts({"prompt": "p", "model": name, field: value}),
-                    _emulator_accepts(name, {field: value} if into == "input" else {},
-                                      {field: value} if into == "parameters" else {}))
+            compare(
+                name,
+                f"takes {field}",
+                _service_accepts({"prompt": "p", "model": name, field: value}),
+                _emulator_accepts(
+                    name, {field: value} if into == "input" else {}, {field: value} if into == "parameters" else {}
+                ),
+            )
         if theirs.shot_type:
-            compare(name, "shot_type multi without prompt_extend",
-                    _service_accepts({"prompt": "p", "model": name, "shot_type": "multi", "prompt_extend": False}),
-                    _emulator_accepts(name, {}, {"shot_type": "multi", "prompt_extend": False}))
+            compare(
+                name,
+                "shot_type multi without prompt_extend",
+                _service_accepts({"prompt": "p", "model": name, "shot_type": "multi", "prompt_extend": False}),
+                _emulator_accepts(name, {}, {"shot_type": "multi", "prompt_extend": False}),
+            )
         if theirs.audio:
             long_url = "https://example.com/" + "a" * 2100
-            compare("*", "audio_url over 2048 characters",
-                    _service_accepts({"prompt": "p", "model": name, "audio_url": long_url}),
-                    _emulator_accepts(name, {"audio_url": long_url}, {}))
+            compare(
+                "*",
+                "audio_url over 2048 characters",
+                _service_accepts({"prompt": "p", "model": name, "audio_url": long_url}),
+                _emulator_accepts(name, {"audio_url": long_url}, {}),
+            )
 
         # Over-long text: wanhook refuses it (422), DashScope cuts it.
         long_prompt = "p" * (theirs.prompt_max + 1)
-        compare("*", "over-long prompt",
-                "accepted" if _service_accepts({"prompt": long_prompt, "model": name}) else "refused",
-                "cut" if len(_emulator_keeps(name, {"prompt": long_prompt})["prompt"]) == theirs.prompt_max
-                else "not cut")
+        compare(
+            "*",
+            "over-long prompt",
+            "accepted" if _service_accepts({"prompt": long_prompt, "model": name}) else "refused",
+            "cut" if len(_emulator_keeps(name, {"prompt": long_prompt})["prompt"]) == theirs.prompt_max else "not cut",
+        )
         long_negative = "n" * (rules.NEGATIVE_PROMPT_MAX + 1)
-        compare("*", "over-long negative_prompt",
-                "accepted" if _service_accepts({"prompt": "p", "model": name, "negative_prompt": long_negative})
-                else "refused",
-                "cut" if len(_emulator_keeps(name, {"prompt": "p", "negative_prompt": long_negative})
-                             ["negative_prompt"]) == rules.NEGATIVE_PROMPT_MAX else "not cut")
+        compare(
+            "*",
+            "over-long negative_prompt",
+            "accepted"
+            if _service_accepts({"prompt": "p", "model": name, "negative_prompt": long_negative})
+            else "refused",
+            "cut"
+            if len(_emulator_keeps(name, {"prompt": "p", "negative_prompt": long_negative})["negative_prompt"])
+            == rules.NEGATIVE_PROMPT_MAX
+            else "not cut",
+        )
     return found
 
 
@@ -171,8 +206,18 @@ def _compare_image_model(name: str, compare: Any, found: dict[tuple[str, str], s
     if ours is None or theirs is None:
         found[(name, "model")] = f"known to {'the emulator' if ours is None else 'wanhook'} only"
         return
-    for field in ("kind", "tiers", "default_resolution", "durations", "default_duration", "prompt_max", "submit_rps",
-                  "max_running", "audio", "image_fields"):
+    for field in (
+        "kind",
+        "tiers",
+        "default_resolution",
+        "durations",
+        "default_duration",
+        "prompt_max",
+        "submit_rps",
+        "max_running",
+        "audio",
+        "image_fields",
+    ):
         compare(name, field, getattr(ours, field), getattr(theirs, field))
     url = "https://example.com/a.jpg"
     images = {field: url for field in theirs.image_fields}
@@ -194,13 +239,21 @@ def _compare_image_model(name: str, compare: Any, found: dict[tuple[str, str], s
         compare(name, f"duration {seconds}", service(duration=seconds), emulator({}, {"duration": seconds}))
     compare(name, "takes size", service(size="1280*720"), emulator({}, {"size": "1280*720"}))
     compare(name, "takes audio", service(audio=False), emulator({}, {"audio": False}))
-    compare(name, "takes audio_url", service(audio_url="https://example.com/a.mp3"),
-            emulator({"audio_url": "https://example.com/a.mp3"}, {}))
+    compare(
+        name,
+        "takes audio_url",
+        service(audio_url="https://example.com/a.mp3"),
+        emulator({"audio_url": "https://example.com/a.mp3"}, {}),
+    )
     compare(name, "takes shot_type", service(shot_type="single"), emulator({}, {"shot_type": "single"}))
     for field in theirs.image_fields:
         without = {k: v for k, v in images.items() if k != field}
-        compare(name, f"needs {field}", _service_accepts({"model": name, **without}),
-                _emulator_accepts_input(theirs, without))
+        compare(
+            name,
+            f"needs {field}",
+            _service_accepts({"model": name, **without}),
+            _emulator_accepts_input(theirs, without),
+        )
     for value in ("ftp://example.com/a.jpg", "oss://dashscope-instant/x/a.jpg", "data:image/png;base64,@@"):
         field = theirs.image_fields[0]
         compare(name, f"{field} {value[:12]}", service(**{field: value}), emulator({field: value}, {}))
@@ -218,7 +271,8 @@ def test_every_difference_is_deliberate() -> None:
     found = differences()
     unexplained = {key: value for key, value in found.items() if key not in DELIBERATE}
     assert not unexplained, "wanhook and the documented rules differ: " + "; ".join(
-        f"{model} {what}: {value}" for (model, what), value in sorted(unexplained.items()))
+        f"{model} {what}: {value}" for (model, what), value in sorted(unexplained.items())
+    )
     gone = sorted(set(DELIBERATE) - set(found))
     assert not gone, f"listed as deliberate but no longer different: {gone}"
 
@@ -227,8 +281,11 @@ def test_every_model_fact_names_its_source() -> None:
     assert all(model.source for model in rules.MODELS.values())
     assert all(model.source for model in rules.IMAGE_MODELS.values())
     # Each kind's page is named, in the emulator's statement and, independently, in wanhook's table.
-    for page in ("legacy-image-to-video-api-reference", "image-to-video-by-first-and-last-frame-api-reference",
-                 "get-temporary-file-url"):
+    for page in (
+        "legacy-image-to-video-api-reference",
+        "image-to-video-by-first-and-last-frame-api-reference",
+        "get-temporary-file-url",
+    ):
         assert page in (rules.__doc__ or ""), page
         assert page in (ROOT / "service" / "models.py").read_text(), page
     assert "https://www.alibabacloud.com/help/" in (rules.__doc__ or "")
@@ -253,8 +310,11 @@ def test_emulator_imports_nothing_of_wanhook() -> None:
     for path in sources:
         assert not {root for root in _imported_roots(path) if root in ("wanhook.service", "wanhook.consumers")}, path
     modules = [f"wanhook.emulator.{path.stem}" for path in sources if path.stem not in ("__main__",)]
-    check = ("import sys\n" + "".join(f"import {name}\n" for name in modules)
-             + "bad = sorted(m for m in sys.modules if m.startswith(('wanhook.service', 'wanhook.consumers')))\n"
-             "assert not bad, bad\n")
+    check = (
+        "import sys\n"
+        + "".join(f"import {name}\n" for name in modules)
+        + "bad = sorted(m for m in sys.modules if m.startswith(('wanhook.service', 'wanhook.consumers')))\n"
+        "assert not bad, bad\n"
+    )
     result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

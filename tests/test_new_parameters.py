@@ -29,8 +29,9 @@ def submitted(stack: Stack, task_id: str) -> dict[str, Any]:
 
 def test_new_parameters_reach_dashscope(stack: Stack) -> None:
     stack.emulator.configure(render_seconds=30)  # they stay PENDING or RUNNING: only the create is looked at
-    multi = stack.create("a heist in three shots", model="wan2.6-t2v", size="1280*720", duration=12,
-                         shot_type="multi", audio_url=AUDIO)
+    multi = stack.create(
+        "a heist in three shots", model="wan2.6-t2v", size="1280*720", duration=12, shot_type="multi", audio_url=AUDIO
+    )
     assert multi["parameters"] == {"size": "1280*720", "duration": 12, "shot_type": "multi", "audio_url": AUDIO}
     dubbed = stack.create("rain on a tin roof", model="wan2.5-t2v-preview", duration=10)
     single = stack.create("a brass band", model="wan2.6-t2v", size="1920*1080", shot_type="single")
@@ -38,11 +39,15 @@ def test_new_parameters_reach_dashscope(stack: Stack) -> None:
 
     record = submitted(stack, multi["id"])
     assert (record["model"], record["shot_type"], record["audio_url"], record["sound"], record["duration"]) == (
-        "wan2.6-t2v", "multi", AUDIO, "audio_url", 12)
+        "wan2.6-t2v",
+        "multi",
+        AUDIO,
+        "audio_url",
+        12,
+    )
     # Without audio_url, wan2.5 and wan2.6 dub the video themselves (emulator/rules.py, 设置音频参数).
     record = submitted(stack, dubbed["id"])
-    assert (record["sound"], record["audio_url"], record["shot_type"], record["duration"]) == (
-        "dubbed", None, None, 10)
+    assert (record["sound"], record["audio_url"], record["shot_type"], record["duration"]) == ("dubbed", None, None, 10)
     record = submitted(stack, single["id"])
     assert (record["sound"], record["shot_type"]) == ("dubbed", "single")
     record = submitted(stack, plain["id"])
@@ -51,9 +56,11 @@ def test_new_parameters_reach_dashscope(stack: Stack) -> None:
 
 def test_refused_for_models_that_do_not_take_them(stack: Stack) -> None:
     before = stack.emulator.stats()["creates"]
-    for body in ({"model": "wan2.2-t2v-plus", "audio_url": AUDIO},
-                 {"model": "wanx2.1-t2v-turbo", "shot_type": "single"},
-                 {"model": "wan2.5-t2v-preview", "shot_type": "multi"}):
+    for body in (
+        {"model": "wan2.2-t2v-plus", "audio_url": AUDIO},
+        {"model": "wanx2.1-t2v-turbo", "shot_type": "single"},
+        {"model": "wan2.5-t2v-preview", "shot_type": "multi"},
+    ):
         response = stack.http.post("/v1/tasks", json={"prompt": "p", **body})
         field = next(name for name in body if name != "model")
         assert response.status_code == 422, response.text
@@ -66,8 +73,20 @@ def test_submit_flags(stack: Stack) -> None:
     from .test_cli import run
 
     stack.emulator.configure(render_seconds=30)
-    result = run("submit", "two shots of a lighthouse", "--model", "wan2.6-t2v", "--size", "1280*720",
-                 "--shot-type", "multi", "--audio-url", AUDIO, "--server", stack.url)
+    result = run(
+        "submit",
+        "two shots of a lighthouse",
+        "--model",
+        "wan2.6-t2v",
+        "--size",
+        "1280*720",
+        "--shot-type",
+        "multi",
+        "--audio-url",
+        AUDIO,
+        "--server",
+        stack.url,
+    )
     assert result.returncode == 0, result.stderr
     task = json.loads(result.stdout)
     assert task["parameters"] == {"size": "1280*720", "shot_type": "multi", "audio_url": AUDIO}

@@ -30,8 +30,10 @@ def test_request_id_is_echoed(stack: Stack) -> None:
 
 def test_logs_are_json_with_ids_and_no_secrets(stack: Stack) -> None:
     stack.server.stop()
-    stack.serve(stack.port, env={"WANHOOK_CALLBACK_ALLOW_PRIVATE": "1",
-                                 "WANHOOK_CALLBACK_SECRET": "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ="})
+    stack.serve(
+        stack.port,
+        env={"WANHOOK_CALLBACK_ALLOW_PRIVATE": "1", "WANHOOK_CALLBACK_SECRET": "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ="},
+    )
     with CallbackReceiver() as receiver:
         task = stack.create("logged", callback={"url": receiver.url})
         stack.wait_status(task["id"], "ready")
@@ -58,8 +60,9 @@ def scrape(http: httpx.Client) -> dict[str, Metric]:
     families = list(text_string_to_metric_families(response.text))
     assert len({family.name for family in families}) == len(families)  # each family declared once
     # Every family has HELP and TYPE lines (the parser calls a family without TYPE "unknown").
-    assert all(family.documentation and family.type != "unknown" for family in families), \
-        [family.name for family in families if not family.documentation or family.type == "unknown"]
+    assert all(family.documentation and family.type != "unknown" for family in families), [
+        family.name for family in families if not family.documentation or family.type == "unknown"
+    ]
     return {family.name: family for family in families}
 
 
@@ -70,13 +73,18 @@ def value(families: dict[str, Metric], sample: str, **labels: str) -> float:
 
 
 def buckets(families: dict[str, Metric]) -> list[tuple[str, float]]:
-    return [(s.labels["le"], s.value) for s in families["wanhook_download_seconds"].samples
-            if s.name.endswith("_bucket")]
+    return [
+        (s.labels["le"], s.value) for s in families["wanhook_download_seconds"].samples if s.name.endswith("_bucket")
+    ]
 
 
 def counters(families: dict[str, Metric]) -> dict[tuple[str, frozenset], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value for family in families.values()
-            if family.type in ("counter", "histogram") for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in families.values()
+        if family.type in ("counter", "histogram")
+        for s in family.samples
+    }
 
 
 BOUNDS = [*(floatToGoString(bound) for bound in metrics.DOWNLOAD_BUCKETS), "+Inf"]
@@ -93,20 +101,23 @@ def test_metrics(stack: Stack) -> None:
 
     families = wait_for(once_failed, 30, what="the refused task in the metrics")
     for sample, labels, expected in (
-            ("wanhook_events_total", {"outcome": "applied"}, 1), ("wanhook_events_total", {"outcome": "ignored"}, 1),
-            ("wanhook_events_total", {"outcome": "duplicate"}, 0),
-            ("wanhook_transitions_total", {"to": "ready"}, 1),
-            ("wanhook_downloads_total", {"outcome": "completed"}, 1),
-            ("wanhook_downloads_total", {"outcome": "failed"}, 0),
-            ("wanhook_dashscope_calls_total", {"endpoint": "create", "status": "200"}, 1),
-            ("wanhook_dashscope_calls_total", {"endpoint": "create", "status": "400"}, 1),
-            ("wanhook_dashscope_calls_total", {"endpoint": "read", "status": "200"}, 1),
-            ("wanhook_download_seconds_count", {}, 1),
-            ("wanhook_tasks", {"status": "ready"}, 1), ("wanhook_tasks", {"status": "failed"}, 1),
-            ("wanhook_queue_depth", {"queue": "download"}, 0),
-            ("wanhook_oldest_queued_seconds", {"queue": "submit"}, 0),
-            # Exact: the bytes stored, to the byte.
-            ("wanhook_download_bytes_total", {}, task["video"]["bytes"])):
+        ("wanhook_events_total", {"outcome": "applied"}, 1),
+        ("wanhook_events_total", {"outcome": "ignored"}, 1),
+        ("wanhook_events_total", {"outcome": "duplicate"}, 0),
+        ("wanhook_transitions_total", {"to": "ready"}, 1),
+        ("wanhook_downloads_total", {"outcome": "completed"}, 1),
+        ("wanhook_downloads_total", {"outcome": "failed"}, 0),
+        ("wanhook_dashscope_calls_total", {"endpoint": "create", "status": "200"}, 1),
+        ("wanhook_dashscope_calls_total", {"endpoint": "create", "status": "400"}, 1),
+        ("wanhook_dashscope_calls_total", {"endpoint": "read", "status": "200"}, 1),
+        ("wanhook_download_seconds_count", {}, 1),
+        ("wanhook_tasks", {"status": "ready"}, 1),
+        ("wanhook_tasks", {"status": "failed"}, 1),
+        ("wanhook_queue_depth", {"queue": "download"}, 0),
+        ("wanhook_oldest_queued_seconds", {"queue": "submit"}, 0),
+        # Exact: the bytes stored, to the byte.
+        ("wanhook_download_bytes_total", {}, task["video"]["bytes"]),
+    ):
         assert value(families, sample, **labels) == expected, (sample, labels)
     # The buckets in the order of their bounds, cumulative, the last one the count.
     counted = buckets(families)
@@ -181,5 +192,6 @@ def test_every_counter_the_code_keeps_is_described() -> None:
         if built:
             assert names == set(counter.labels), name
         else:
-            assert tuple(labels.get(label, "") for label in counter.labels) in counter.known, \
+            assert tuple(labels.get(label, "") for label in counter.labels) in counter.known, (
                 f"{name!r} is counted but not shown at zero from the start (COUNTERS[{family!r}].known)"
+            )

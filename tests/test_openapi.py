@@ -17,13 +17,19 @@ METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
 def operations() -> list[tuple[str, str, dict]]:
-    return [(path, method, operation) for path, item in DOCUMENT["paths"].items()
-            for method, operation in item.items() if method in METHODS]
+    return [
+        (path, method, operation)
+        for path, item in DOCUMENT["paths"].items()
+        for method, operation in item.items()
+        if method in METHODS
+    ]
 
 
 def test_the_document_is_valid_openapi_3_0() -> None:
-    errors = [f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
-              for error in jsonschema.Draft4Validator(OPENAPI_30).iter_errors(DOCUMENT)]
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in jsonschema.Draft4Validator(OPENAPI_30).iter_errors(DOCUMENT)
+    ]
     assert not errors, errors
 
 

@@ -30,8 +30,14 @@ class Recording(httpcore.AsyncNetworkBackend):
     def __init__(self) -> None:
         self.connected: list[str] = []
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
         self.connected.append(host)
         return httpcore.AsyncMockStream([])
 
@@ -89,20 +95,38 @@ async def test_a_name_resolving_inwards_is_refused_as_it_connects() -> None:
 # one passes where the IPv6 address is itself global (Teredo's 2001::/32 never is).
 EMBEDDED = [
     # NAT64, the well-known prefix (RFC 6052): the last 32 bits.
-    ("64:ff9b::7f00:1", True), ("64:ff9b::a9fe:a9fe", True), ("64:ff9b::10.0.0.1", True),
+    ("64:ff9b::7f00:1", True),
+    ("64:ff9b::a9fe:a9fe", True),
+    ("64:ff9b::10.0.0.1", True),
     ("64:ff9b::808:808", False),
     # NAT64, the local-use prefix (RFC 8215): where the IPv4 address sits is the operator's choice; refused whole.
-    ("64:ff9b:1::7f00:1", True), ("64:ff9b:1:808:8:800::", True), ("64:ff9b:1::808:808", True),
+    ("64:ff9b:1::7f00:1", True),
+    ("64:ff9b:1:808:8:800::", True),
+    ("64:ff9b:1::808:808", True),
     # 6to4 (RFC 3056): bits 16 to 48.
-    ("2002:7f00:1::1", True), ("2002:a9fe:a9fe::1", True), ("2002:c0a8:101::1", True), ("2002:808:808::1", False),
+    ("2002:7f00:1::1", True),
+    ("2002:a9fe:a9fe::1", True),
+    ("2002:c0a8:101::1", True),
+    ("2002:808:808::1", False),
     # Teredo (RFC 4380): the server, and the client under its obfuscation (here 127.0.0.1 and 8.8.8.8).
-    ("2001:0:808:808:0:0:80ff:fffe", True), ("2001:0:808:808:0:0:f7f7:f7f7", True),
+    ("2001:0:808:808:0:0:80ff:fffe", True),
+    ("2001:0:808:808:0:0:f7f7:f7f7", True),
     # IPv4-compatible (RFC 4291, section 2.5.5.1) and IPv4-translated (RFC 2765).
-    ("::127.0.0.1", True), ("::169.254.169.254", True), ("::10.1.2.3", True), ("::8.8.8.8", False),
-    ("::ffff:0:7f00:1", True), ("::ffff:0:808:808", False),
+    ("::127.0.0.1", True),
+    ("::169.254.169.254", True),
+    ("::10.1.2.3", True),
+    ("::8.8.8.8", False),
+    ("::ffff:0:7f00:1", True),
+    ("::ffff:0:808:808", False),
     # Mapped, and plain addresses, as before.
-    ("::ffff:127.0.0.1", True), ("::ffff:8.8.8.8", False), ("::1", True), ("::", True),
-    ("2606:4700:4700::1111", False), ("fe80::1%eth0", True), ("127.0.0.1", True), ("8.8.8.8", False),
+    ("::ffff:127.0.0.1", True),
+    ("::ffff:8.8.8.8", False),
+    ("::1", True),
+    ("::", True),
+    ("2606:4700:4700::1111", False),
+    ("fe80::1%eth0", True),
+    ("127.0.0.1", True),
+    ("8.8.8.8", False),
 ]
 
 
@@ -152,11 +176,18 @@ def certificate(directory: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLCont
 
     Key = ec.EllipticCurvePrivateKey
 
-    def issue(subject: x509.Name, issuer: x509.Name, key: Key, signer: Key,
-              *extensions: tuple[x509.ExtensionType, bool]) -> x509.Certificate:
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-                   .not_valid_after(now + timedelta(hours=1)))
+    def issue(
+        subject: x509.Name, issuer: x509.Name, key: Key, signer: Key, *extensions: tuple[x509.ExtensionType, bool]
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+        )
         for extension, critical in extensions:
             builder = builder.add_extension(extension, critical=critical)
         return builder.sign(signer, hashes.SHA256())
@@ -164,11 +195,17 @@ def certificate(directory: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLCont
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wanhook test CA")])
     ca = issue(ca_name, ca_name, ca_key, ca_key, (x509.BasicConstraints(ca=True, path_length=None), True))
-    leaf = issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), ca_name, key, ca_key,
-                 (x509.SubjectAlternativeName([x509.DNSName(name)]), False))
+    leaf = issue(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+        ca_name,
+        key,
+        ca_key,
+        (x509.SubjectAlternativeName([x509.DNSName(name)]), False),
+    )
     (directory / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(directory / "leaf.pem", directory / "key.pem")
     client = ssl.create_default_context(cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
@@ -183,8 +220,14 @@ class ToLoopback(httpcore.AsyncNetworkBackend):
         self.connected: list[str] = []
         self.real = httpcore.AnyIOBackend()
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
         self.connected.append(host)
         return await self.real.connect_tcp("127.0.0.1", self.port, timeout)
 
@@ -209,8 +252,9 @@ async def serve_once(answer: bytes, context: ssl.SSLContext | None = None) -> tu
     return await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=context), heads
 
 
-async def test_https_through_the_pinned_transport_verifies_the_urls_host(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_https_through_the_pinned_transport_verifies_the_urls_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def getaddrinfo(host: str, port: int, **_: Any) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
 
@@ -233,8 +277,9 @@ async def test_https_through_the_pinned_transport_verifies_the_urls_host(tmp_pat
         other, _ = certificate(tmp_path, "elsewhere.example")
         impostor, _ = await serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", other)
         async with impostor:
-            transport = outbound.PinnedTransport(ssl_context=trusted,
-                                                 backend=ToLoopback(impostor.sockets[0].getsockname()[1]))
+            transport = outbound.PinnedTransport(
+                ssl_context=trusted, backend=ToLoopback(impostor.sockets[0].getsockname()[1])
+            )
             async with outbound.client(transport=transport, timeout=10) as client:
                 with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                     await client.get("https://videos.example/v.mp4")

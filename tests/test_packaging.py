@@ -23,8 +23,23 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     for folder in ("service", "consumers", "emulator"):
         shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     # The build backend of the running environment: no download, the same setuptools `make` installs with.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(out), str(source)], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     [built] = out.glob("wanhook-*.whl")
     return zipfile.ZipFile(built)
 
@@ -49,9 +64,11 @@ def test_the_wheel_carries_the_dashboard_and_every_module_of_the_checkout(wheel:
 
 def test_the_console_script_and_python_dash_m_start_the_same_command_line(tmp_path: Path) -> None:
     # Run from a folder that holds nothing of the checkout, so only the installed names can resolve.
-    for command in ([sys.executable, "-m", "wanhook.service", "--version"],
-                    [sys.executable, "-m", "wanhook.service.cli", "--version"],
-                    [str(Path(sys.executable).parent / "wanhook"), "--version"]):
+    for command in (
+        [sys.executable, "-m", "wanhook.service", "--version"],
+        [sys.executable, "-m", "wanhook.service.cli", "--version"],
+        [str(Path(sys.executable).parent / "wanhook"), "--version"],
+    ):
         result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, (command, result.stderr)
         assert result.stdout.startswith("wanhook "), (command, result.stdout)

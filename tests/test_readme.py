@@ -40,8 +40,10 @@ def section(title: str) -> str:
 
 # --- Command line -------------------------------------------------------------------------------------------------
 
-def commands(command: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[
-        tuple[tuple[str, ...], argparse.ArgumentParser]]:
+
+def commands(
+    command: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     """Every parser, the root's and each (nested) subcommand's, with its path of command names."""
     yield path, command
     for action in command._actions:
@@ -88,23 +90,29 @@ def test_every_command_and_option_is_in_the_readme() -> None:
             problems.append(f"no subsection '### `{name}`'")
             continue
         for option in sorted(wanted - documented[name]):
-            action = next(action for action in command._actions
-                          if option in action.option_strings or (action.metavar or action.dest).upper() == option)
+            action = next(
+                action
+                for action in command._actions
+                if option in action.option_strings or (action.metavar or action.dest).upper() == option
+            )
             default = "" if action.default in (None, False, argparse.SUPPRESS) else f"`{action.default}`"
             help_text = (action.help or "") % {"default": action.default, "prog": command.prog}
             problems.append(f"{name}: missing row | `{option}` | {default} | {help_text} |")
-        problems.extend(f"{name}: '{option}' is not an option of the command"
-                        for option in sorted(documented[name] - wanted))
+        problems.extend(
+            f"{name}: '{option}' is not an option of the command" for option in sorted(documented[name] - wanted)
+        )
     problems.extend(f"'### `{name}`' documents no command" for name in sorted(set(documented) - set(expected)))
     assert not problems, "README.md, section Command line:\n" + "\n".join(problems)
 
 
 # --- Configuration ------------------------------------------------------------------------------------------------
 
+
 def _environ(node: ast.AST) -> bool:
     """``os.environ``, ``environ``, or a mapping named ``env`` (as Settings.from_env takes it)."""
     return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
-        isinstance(node, ast.Name) and node.id in {"environ", "env"})
+        isinstance(node, ast.Name) and node.id in {"environ", "env"}
+    )
 
 
 def _name(node: ast.AST) -> str | None:
@@ -123,8 +131,12 @@ def read_variables() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
                 found: list[str | None] = []
                 if isinstance(node, ast.Call):
                     function = node.func
-                    if isinstance(function, ast.Attribute) and function.attr in {"get", "pop", "setdefault"} \
-                            and _environ(function.value) and node.args:
+                    if (
+                        isinstance(function, ast.Attribute)
+                        and function.attr in {"get", "pop", "setdefault"}
+                        and _environ(function.value)
+                        and node.args
+                    ):
                         found.append(_name(node.args[0]))  # os.environ.get("X"), env.get("X")
                     elif isinstance(function, ast.Attribute) and function.attr == "getenv" and node.args:
                         found.append(_name(node.args[0]))  # os.getenv("X")
@@ -138,8 +150,12 @@ def read_variables() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
                     found.append(_name(node.slice))  # os.environ["X"]
                 elif isinstance(node, ast.Compare) and any(_environ(side) for side in node.comparators):
                     found.append(_name(node.left))  # "X" in os.environ
-                elif isinstance(node, ast.Constant) and isinstance(node.value, str) and NAME.fullmatch(node.value) \
-                        and node.value.startswith(NAMESPACES):
+                elif (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and NAME.fullmatch(node.value)
+                    and node.value.startswith(NAMESPACES)
+                ):
                     found.append(node.value)
                 for name in found:
                     if name and NAME.fullmatch(name):
@@ -157,8 +173,10 @@ def documented_variables() -> set[str]:
 def test_every_variable_the_code_reads_is_in_the_readme() -> None:
     names, prefixes = read_variables()
     unknown = sorted(set(prefixes) - set(FAMILIES))
-    assert not unknown, (f"variables read by prefix {unknown} ({prefixes}): list their names in FAMILIES in "
-                         "tests/test_readme.py, where they are read from")
+    assert not unknown, (
+        f"variables read by prefix {unknown} ({prefixes}): list their names in FAMILIES in "
+        "tests/test_readme.py, where they are read from"
+    )
     read = {name: sorted(files) for name, files in names.items()}
     for prefix, family in FAMILIES.items():
         if prefix in prefixes:
@@ -167,19 +185,23 @@ def test_every_variable_the_code_reads_is_in_the_readme() -> None:
     documented = documented_variables()
     missing = [f"{name} (read in {', '.join(files)})" for name, files in sorted(read.items()) if name not in documented]
     stale = sorted(documented - set(read))
-    assert not missing and not stale, ("README.md, the Configuration table:\n"
-                                       + "".join(f"  missing: {entry}\n" for entry in missing)
-                                       + "".join(f"  no code reads: {name}\n" for name in stale))
+    assert not missing and not stale, (
+        "README.md, the Configuration table:\n"
+        + "".join(f"  missing: {entry}\n" for entry in missing)
+        + "".join(f"  no code reads: {name}\n" for name in stale)
+    )
 
 
 def test_the_scan_finds_what_it_must() -> None:
     """The scan itself: each way the code reads a variable today is found."""
     names, prefixes = read_variables()
-    for name in ("DASHSCOPE_API_KEY",                 # env.get("...") in service/config.py
-                 "WANHOOK_DOWNLOAD_CONCURRENCY",      # _number(env, "...")
-                 "WANHOOK_LOG_FORMAT",                # os.environ.get("...") in service/cli/main.py
-                 "ALIBABA_CLOUD_SECURITY_TOKEN",      # service/cli/eventbridge.py
-                 "WANHOOK_DEMO_RENDER_SECONDS"):
+    for name in (
+        "DASHSCOPE_API_KEY",  # env.get("...") in service/config.py
+        "WANHOOK_DOWNLOAD_CONCURRENCY",  # _number(env, "...")
+        "WANHOOK_LOG_FORMAT",  # os.environ.get("...") in service/cli/main.py
+        "ALIBABA_CLOUD_SECURITY_TOKEN",  # service/cli/eventbridge.py
+        "WANHOOK_DEMO_RENDER_SECONDS",
+    ):
         assert name in names, name
     assert "WANHOOK_ROCKETMQ_" in prefixes
     assert "WANHOOK_ROCKETMQ_MAX_DELIVERIES" in FAMILIES["WANHOOK_ROCKETMQ_"]
@@ -188,9 +210,9 @@ def test_the_scan_finds_what_it_must() -> None:
 def test_the_package_layout_names_every_module_in_its_layer() -> None:
     """README's package picture against the tree: each module under the folder (layer) it is drawn in."""
     text = README.read_text()
-    picture = text[text.index("### Package layout"):]
-    picture = picture[picture.index("```\n") + 4:]
-    picture = picture[:picture.index("```")]
+    picture = text[text.index("### Package layout") :]
+    picture = picture[picture.index("```\n") + 4 :]
+    picture = picture[: picture.index("```")]
     drawn: dict[str, set[str]] = {}
     folder = ""
     for line in picture.splitlines():
@@ -208,4 +230,5 @@ def test_the_package_layout_names_every_module_in_its_layer() -> None:
                 continue  # drawn as a whole
             assert path.stem in drawn.get(layer, set()), f"{path.relative_to(ROOT)} is not drawn under {layer}/"
     assert sum(len(names) for names in drawn.values()) == len(
-        [p for p in (ROOT / "service").rglob("*.py") if p.stem not in ("__init__", "__main__")])
+        [p for p in (ROOT / "service").rglob("*.py") if p.stem not in ("__init__", "__main__")]
+    )

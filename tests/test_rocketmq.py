@@ -21,15 +21,28 @@ TOPIC = "dashscope-events"
 UNIQUE_KEY = "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"
 
 
-def cloud_event(ds_task_id: str, status: str = "SUCCEEDED", event_id: str | None = None,
-                unique_key: str = UNIQUE_KEY) -> bytes:
-    return json.dumps({
-        "datacontenttype": "application/json;charset=utf-8", "specversion": "1.0", "aliyuneventbusname": "default",
-        "id": event_id or str(uuid.uuid4()), "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish",
-        "time": "2026-11-25T01:45:16.969Z", "aliyunregionid": "cn-beijing",
-        "data": {"task_id": ds_task_id, "task_status": status, "contain_result": False,
-                 "user_api_unique_key": unique_key, "region": "cn-beijing"},
-    }).encode()
+def cloud_event(
+    ds_task_id: str, status: str = "SUCCEEDED", event_id: str | None = None, unique_key: str = UNIQUE_KEY
+) -> bytes:
+    return json.dumps(
+        {
+            "datacontenttype": "application/json;charset=utf-8",
+            "specversion": "1.0",
+            "aliyuneventbusname": "default",
+            "id": event_id or str(uuid.uuid4()),
+            "source": "acs.dashscope",
+            "type": "dashscope:System:AsyncTaskFinish",
+            "time": "2026-11-25T01:45:16.969Z",
+            "aliyunregionid": "cn-beijing",
+            "data": {
+                "task_id": ds_task_id,
+                "task_status": status,
+                "contain_result": False,
+                "user_api_unique_key": unique_key,
+                "region": "cn-beijing",
+            },
+        }
+    ).encode()
 
 
 @pytest.fixture
@@ -62,8 +75,17 @@ def outcomes(stack: Stack) -> list[str]:
 
 def test_emulator_to_topic_to_stored_video(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
     port = free_port()
-    stack = Stack(tmp_path, redis_url, processes, "--rocketmq", "--rocketmq-port", str(port),
-                  "--rocketmq-topic", TOPIC, webhook=False).start()
+    stack = Stack(
+        tmp_path,
+        redis_url,
+        processes,
+        "--rocketmq",
+        "--rocketmq-port",
+        str(port),
+        "--rocketmq-topic",
+        TOPIC,
+        webhook=False,
+    ).start()
     stack.consume(f"127.0.0.1:{port}", TOPIC)
     task = stack.wait_status(stack.create("over the topic")["id"], "ready")
     assert task["video"]["bytes"] > 0
@@ -133,7 +155,7 @@ def test_poison_message_is_dead_lettered(quiet: Stack, double: Any) -> None:
     quiet.redis.hset("{wanhook}:ds:poison", "not", "a string")  # recording any event for it fails (WRONGTYPE)
     double.publish(TOPIC, cloud_event("poison"), keys=["poison"])
     parked = wait_for(lambda: quiet.redis.xrange("{wanhook}:dead-letters"), 60, what="the message to be parked")
-    (_, entry), = parked
+    ((_, entry),) = parked
     assert entry["attempt"] == "2" and entry["reason"].startswith("gave up after 2 deliveries")
     assert json.loads(entry["body"])["data"]["task_id"] == "poison"
     wait_for(lambda: double.stats()["acked"] == 1, 30, what="the parked message to be acked")
@@ -146,8 +168,11 @@ def test_two_consumers_share_200_events(quiet: Stack, double: Any) -> None:
     started = time.monotonic()
     for ds_id in ids:
         double.publish(TOPIC, cloud_event(ds_id, event_id=f"event-{ds_id}"), keys=[ds_id])
-    wait_for(lambda: quiet.redis.xlen("{wanhook}:events") >= 200 and double.stats()["acked"] == 200, 60,
-             what="200 events settled")
+    wait_for(
+        lambda: quiet.redis.xlen("{wanhook}:events") >= 200 and double.stats()["acked"] == 200,
+        60,
+        what="200 events settled",
+    )
     elapsed = time.monotonic() - started
     log = quiet.redis.xrange("{wanhook}:events")
     assert sorted(entry["ds_task_id"] for _, entry in log) == sorted(ids)  # each once: nothing handled twice

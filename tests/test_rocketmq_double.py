@@ -82,9 +82,7 @@ def producer(mq: ModuleType, config: Any, topic: str) -> Iterator[Any]:
     client.shutdown()
 
 
-def message(
-    mq: ModuleType, topic: str, body: bytes, tag: str | None = None, keys: tuple[str, ...] = ()
-) -> Any:
+def message(mq: ModuleType, topic: str, body: bytes, tag: str | None = None, keys: tuple[str, ...] = ()) -> Any:
     msg = mq.Message()
     msg.topic = topic
     msg.body = body
@@ -114,9 +112,7 @@ def group_stats(double: RocketMQDouble, topic: str, group: str = "G") -> dict[st
     return double.stats()["topics"].get(topic, {}).get("groups", {}).get(group)
 
 
-def test_send_receive_ack(
-    mq: ModuleType, double: RocketMQDouble, producer: Any, consumer: Any, topic: str
-) -> None:
+def test_send_receive_ack(mq: ModuleType, double: RocketMQDouble, producer: Any, consumer: Any, topic: str) -> None:
     outgoing = message(mq, topic, b'{"task_id": "t-1"}', tag="AsyncTaskFinish", keys=("t-1", "req-1"))
     outgoing.add_property("source", "acs:dashscope")
     receipt = producer.send(outgoing)
@@ -160,9 +156,7 @@ def test_server_publish_wakes_a_parked_receive(double: RocketMQDouble, consumer:
     client.ack(msg)
 
 
-def test_unacked_message_comes_back(
-    mq: ModuleType, double: RocketMQDouble, consumer: Any, topic: str
-) -> None:
+def test_unacked_message_comes_back(mq: ModuleType, double: RocketMQDouble, consumer: Any, topic: str) -> None:
     double.publish(topic, b"retry me")
     client = consumer()
 
@@ -270,9 +264,7 @@ def test_push_consumer(mq: ModuleType, double: RocketMQDouble, config: Any, topi
     try:
         double.publish(topic, b"fine")
         double.publish(topic, b"flaky")
-        wait_for(
-            lambda: group_stats(double, topic, "P") == {"depth": 0, "inflight": 0} and len(consumed) == 3
-        )
+        wait_for(lambda: group_stats(double, topic, "P") == {"depth": 0, "inflight": 0} and len(consumed) == 3)
     finally:
         client.shutdown()
 

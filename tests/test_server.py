@@ -28,8 +28,10 @@ async def _accepted_nodelay(app: Starlette) -> list[int]:
         async with httpx.AsyncClient() as client:
             answer = await client.get(f"http://127.0.0.1:{port}/")
             assert answer.text == "ok"
-            return [connection.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-                    for connection in config.http.keywords["open_connections"]]  # as wanhook's protocol counts them
+            return [
+                connection.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                for connection in config.http.keywords["open_connections"]
+            ]  # as wanhook's protocol counts them
     finally:
         instance.should_exit = True
         await serving
@@ -58,8 +60,9 @@ def test_the_uvicorn_internals_wanhook_relies_on_are_there_in_the_range_it_allow
     from uvicorn.protocols.http import httptools_impl
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    allowed = next(Requirement(text) for text in pyproject["project"]["dependencies"]
-                   if Requirement(text).name == "uvicorn").specifier
+    allowed = next(
+        Requirement(text) for text in pyproject["project"]["dependencies"] if Requirement(text).name == "uvicorn"
+    ).specifier
     assert any(spec.operator == "<" for spec in allowed), "uvicorn needs an upper bound: server.py uses its internals"
     assert version("uvicorn") in allowed
     protocol = httptools_impl.HttpToolsProtocol

@@ -17,8 +17,11 @@ from wanhook.service.errors import ConfigError
 from .support import ROOT, Process, Wanhook, wait_for, wanhook
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
-ROCKETMQ = {"WANHOOK_ROCKETMQ_ENDPOINTS": "127.0.0.1:8081", "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
-            "WANHOOK_ROCKETMQ_GROUP": "wanhook"}
+ROCKETMQ = {
+    "WANHOOK_ROCKETMQ_ENDPOINTS": "127.0.0.1:8081",
+    "WANHOOK_ROCKETMQ_TOPIC": "dashscope-events",
+    "WANHOOK_ROCKETMQ_GROUP": "wanhook",
+}
 KEY = {"DASHSCOPE_API_KEY": "sk-test-key"}
 
 
@@ -29,8 +32,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def refused(tmp_path: Path, args: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess:
     # From a directory of its own: a command that started anything would leave its data directory there.
-    return subprocess.run(wanhook(*args), cwd=tmp_path, env=clean_env(**env), capture_output=True, text=True,
-                          timeout=30)
+    return subprocess.run(
+        wanhook(*args), cwd=tmp_path, env=clean_env(**env), capture_output=True, text=True, timeout=30
+    )
 
 
 def assert_one_line(result: subprocess.CompletedProcess, command: str, status: int, *words: str) -> str:
@@ -66,12 +70,18 @@ MISCONFIGURED = [
     (("worker",), {**KEY, "WANHOOK_CLAIM_IDLE_SECONDS": "nan"}, "WANHOOK_CLAIM_IDLE_SECONDS"),
     (("serve", "--no-workers"), {"WANHOOK_HEADER_TIMEOUT_SECONDS": "-1"}, "WANHOOK_HEADER_TIMEOUT_SECONDS"),
     (("serve",), {**KEY, "WANHOOK_CALLBACK_ALLOW_PRIVATE": "true"}, "WANHOOK_CALLBACK_ALLOW_PRIVATE"),
-    (("serve",), {**KEY, "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED": "yes"},
-     "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED"),
+    (
+        ("serve",),
+        {**KEY, "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED": "yes"},
+        "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED",
+    ),
     (("worker",), {**KEY, "WANHOOK_REDIS_URL": "http://127.0.0.1:6379"}, "WANHOOK_REDIS_URL"),
     (("worker",), {**KEY, "WANHOOK_REDIS_URL": "redis://127.0.0.1:port/0"}, "WANHOOK_REDIS_URL"),
-    (("serve",), {**KEY, "WANHOOK_EVENTBRIDGE_URL": "wanhook.example.com/v1/events/dashscope"},
-     "WANHOOK_EVENTBRIDGE_URL"),
+    (
+        ("serve",),
+        {**KEY, "WANHOOK_EVENTBRIDGE_URL": "wanhook.example.com/v1/events/dashscope"},
+        "WANHOOK_EVENTBRIDGE_URL",
+    ),
     (("worker",), {**KEY, "WANHOOK_VIDEO_HOSTS": ""}, "WANHOOK_VIDEO_HOSTS"),
     (("worker",), {**KEY, "WANHOOK_CALLBACK_SECRET": "whsec_"}, "WANHOOK_CALLBACK_SECRET"),
     (("serve",), {**KEY, "WANHOOK_LOG_LEVEL": "loud"}, "WANHOOK_LOG_LEVEL"),
@@ -84,35 +94,58 @@ MISCONFIGURED = [
 ]
 
 
-@pytest.mark.parametrize(("args", "env", "named"), MISCONFIGURED,
-                         ids=[f"{args[0]}-{named}-{list(env.values())[-1] if env else 'unset'}"
-                              for args, env, named in MISCONFIGURED])
-def test_a_bad_setting_is_one_line_and_exit_status_2(tmp_path: Path, args: tuple[str, ...], env: dict[str, str],
-                                                     named: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    MISCONFIGURED,
+    ids=[f"{args[0]}-{named}-{list(env.values())[-1] if env else 'unset'}" for args, env, named in MISCONFIGURED],
+)
+def test_a_bad_setting_is_one_line_and_exit_status_2(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], named: str
+) -> None:
     result = refused(tmp_path, args, env)
     assert_one_line(result, args[0], 2, named)
     assert not (tmp_path / "wanhook-data").exists()  # nothing was started: not even the embedded Redis
 
 
 def test_a_secret_in_a_refused_setting_is_not_repeated(tmp_path: Path) -> None:
-    line = assert_one_line(refused(tmp_path, ("worker",), {**KEY, "WANHOOK_CALLBACK_SECRET": "whsec_s3cr3",
-                                                             "WANHOOK_REDIS_URL": UNREACHABLE_REDIS}),
-                           "worker", 2, "WANHOOK_CALLBACK_SECRET")
+    line = assert_one_line(
+        refused(
+            tmp_path,
+            ("worker",),
+            {**KEY, "WANHOOK_CALLBACK_SECRET": "whsec_s3cr3", "WANHOOK_REDIS_URL": UNREACHABLE_REDIS},
+        ),
+        "worker",
+        2,
+        "WANHOOK_CALLBACK_SECRET",
+    )
     assert "s3cr3" not in line
-    line = assert_one_line(refused(tmp_path, ("worker",), {**KEY, "WANHOOK_REDIS_URL": "redis://:hunter2@h:x/0"}),
-                           "worker", 2, "WANHOOK_REDIS_URL")
+    line = assert_one_line(
+        refused(tmp_path, ("worker",), {**KEY, "WANHOOK_REDIS_URL": "redis://:hunter2@h:x/0"}),
+        "worker",
+        2,
+        "WANHOOK_REDIS_URL",
+    )
     assert "hunter2" not in line
 
 
-@pytest.mark.parametrize(("args", "url"), [
-    (("serve",), UNREACHABLE_REDIS), (("serve", "--no-workers"), UNREACHABLE_REDIS), (("worker",), UNREACHABLE_REDIS),
-    (("consume",), UNREACHABLE_REDIS), (("serve",), "redis+cluster://127.0.0.1:1"),
-    (("worker",), "unix:///nonexistent/redis.sock"),
-])
+@pytest.mark.parametrize(
+    ("args", "url"),
+    [
+        (("serve",), UNREACHABLE_REDIS),
+        (("serve", "--no-workers"), UNREACHABLE_REDIS),
+        (("worker",), UNREACHABLE_REDIS),
+        (("consume",), UNREACHABLE_REDIS),
+        (("serve",), "redis+cluster://127.0.0.1:1"),
+        (("worker",), "unix:///nonexistent/redis.sock"),
+    ],
+)
 def test_unreachable_redis_is_one_line_and_exit_status_3(tmp_path: Path, args: tuple[str, ...], url: str) -> None:
     # consume and serve --no-workers submit nothing: they get this far without an API key.
-    env = {"WANHOOK_REDIS_URL": url, "WANHOOK_DATA_DIR": str(tmp_path / "data"),
-           **({} if args[0] == "consume" or len(args) > 1 else KEY)}
+    env = {
+        "WANHOOK_REDIS_URL": url,
+        "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+        **({} if args[0] == "consume" or len(args) > 1 else KEY),
+    }
     with socket.socket() as broker:  # consume reaches its RocketMQ endpoint first: this one answers
         broker.bind(("127.0.0.1", 0))
         broker.listen()
@@ -125,10 +158,14 @@ def test_consume_with_an_unreachable_endpoint_is_one_line_and_exit_status_3(tmp_
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
         endpoint = f"127.0.0.1:{closed.getsockname()[1]}"
-        result = refused(tmp_path, ("consume",), {**ROCKETMQ, "WANHOOK_ROCKETMQ_ENDPOINTS": endpoint,
-                                                  "WANHOOK_REDIS_URL": UNREACHABLE_REDIS})
-    assert_one_line(result, "consume", 3, "cannot reach the RocketMQ endpoint", "WANHOOK_ROCKETMQ_ENDPOINTS", endpoint,
-                    "refused")
+        result = refused(
+            tmp_path,
+            ("consume",),
+            {**ROCKETMQ, "WANHOOK_ROCKETMQ_ENDPOINTS": endpoint, "WANHOOK_REDIS_URL": UNREACHABLE_REDIS},
+        )
+    assert_one_line(
+        result, "consume", 3, "cannot reach the RocketMQ endpoint", "WANHOOK_ROCKETMQ_ENDPOINTS", endpoint, "refused"
+    )
 
 
 def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
@@ -148,37 +185,57 @@ def test_a_client_command_without_its_server_exits_3(tmp_path: Path) -> None:
     assert_one_line(result, "status", 3, "cannot reach")
 
 
-@pytest.mark.parametrize(("args", "env"), [(("submit", "a prompt", "--server", "127.0.0.1:8000"), {}),
-                                           (("status", "some-task"), {"WANHOOK_SERVER": "notaurl"})])
-def test_a_client_command_refuses_a_server_that_is_not_a_url(tmp_path: Path, args: tuple[str, ...],
-                                                             env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("submit", "a prompt", "--server", "127.0.0.1:8000"), {}),
+        (("status", "some-task"), {"WANHOOK_SERVER": "notaurl"}),
+    ],
+)
+def test_a_client_command_refuses_a_server_that_is_not_a_url(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
+) -> None:
     assert_one_line(refused(tmp_path, args, env), args[0], 2, "--server (or WANHOOK_SERVER)")
 
 
 def test_serve_without_workers_needs_no_api_key(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
-    server = Wanhook(tmp_path, clean_env(WANHOOK_REDIS_URL=redis_url, WANHOOK_DATA_DIR=str(tmp_path / "data")),
-                     "--no-workers")
+    server = Wanhook(
+        tmp_path, clean_env(WANHOOK_REDIS_URL=redis_url, WANHOOK_DATA_DIR=str(tmp_path / "data")), "--no-workers"
+    )
     processes.append(server.launch())
     server.wait_ready()
     wait_for(lambda: httpx.get(server.url + "/readyz", timeout=5).status_code == 200, 15, what="readyz")
 
 
-@pytest.mark.parametrize("env", [
-    {"WANHOOK_CALLBACK_SCHEDULE": "0,0.3,0.3"}, {"WANHOOK_CALLBACK_SCHEDULE": "0"},
-    {"WANHOOK_LIMITS": "wan2.2-t2v-plus=2/20, wan2.6-t2v=1/1"}, {"WANHOOK_MIN_FREE_BYTES": "0"},
-    {"WANHOOK_REDIS_URL": "redis+sentinel://:pw@a:26379,b:26380/mymaster/2"},
-    {"WANHOOK_REDIS_URL": "rediss+cluster://node:7000"}, {"WANHOOK_REDIS_URL": "unix:///run/redis.sock"},
-    {"DASHSCOPE_HTTP_BASE_URL": "http://127.0.0.1:8080/api/v1/"}, {"WANHOOK_CALLBACK_ALLOW_PRIVATE": "1"},
-    {"WANHOOK_CALLBACK_SECRET": "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ="}, {"WANHOOK_DOWNLOAD_CONCURRENCY": "1e1"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"WANHOOK_CALLBACK_SCHEDULE": "0,0.3,0.3"},
+        {"WANHOOK_CALLBACK_SCHEDULE": "0"},
+        {"WANHOOK_LIMITS": "wan2.2-t2v-plus=2/20, wan2.6-t2v=1/1"},
+        {"WANHOOK_MIN_FREE_BYTES": "0"},
+        {"WANHOOK_REDIS_URL": "redis+sentinel://:pw@a:26379,b:26380/mymaster/2"},
+        {"WANHOOK_REDIS_URL": "rediss+cluster://node:7000"},
+        {"WANHOOK_REDIS_URL": "unix:///run/redis.sock"},
+        {"DASHSCOPE_HTTP_BASE_URL": "http://127.0.0.1:8080/api/v1/"},
+        {"WANHOOK_CALLBACK_ALLOW_PRIVATE": "1"},
+        {"WANHOOK_CALLBACK_SECRET": "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ="},
+        {"WANHOOK_DOWNLOAD_CONCURRENCY": "1e1"},
+    ],
+)
 def test_good_settings_are_taken(env: dict[str, str]) -> None:
     Settings.from_env(env)
 
 
 def test_settings_parse_to_their_values() -> None:
-    settings = Settings.from_env({"DASHSCOPE_HTTP_BASE_URL": "http://127.0.0.1:8080/api/v1/",
-                                  "WANHOOK_DOWNLOAD_CONCURRENCY": "8", "WANHOOK_CALLBACK_ALLOW_PRIVATE": "1",
-                                  "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED": ""})
+    settings = Settings.from_env(
+        {
+            "DASHSCOPE_HTTP_BASE_URL": "http://127.0.0.1:8080/api/v1/",
+            "WANHOOK_DOWNLOAD_CONCURRENCY": "8",
+            "WANHOOK_CALLBACK_ALLOW_PRIVATE": "1",
+            "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED": "",
+        }
+    )
     assert settings.dashscope_base_url == "http://127.0.0.1:8080/api/v1"
     assert settings.download_concurrency == 8 and settings.callback_allow_private is True
     assert settings.eventbridge_allow_unauthenticated is False

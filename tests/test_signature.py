@@ -34,16 +34,24 @@ EVENT_LOG = "{wanhook}:events"
 
 
 def test_string_to_sign_layout() -> None:
-    headers = {"x-eventbridge-signature-timestamp": "1700000000000", "x-eventbridge-hash-method": "SHA256",
-               "x-eventbridge-signature-version": "1.0", "x-eventbridge-signature-url": CERT,
-               "x-eventbridge-signature-v2": "not signed", "content-type": "application/json"}
-    lines = (f"{URL}\nx-eventbridge-signature-timestamp: 1700000000000\nx-eventbridge-hash-method: SHA256\n"
-             f"x-eventbridge-signature-version: 1.0\nx-eventbridge-signature-url: {CERT}\n")
+    headers = {
+        "x-eventbridge-signature-timestamp": "1700000000000",
+        "x-eventbridge-hash-method": "SHA256",
+        "x-eventbridge-signature-version": "1.0",
+        "x-eventbridge-signature-url": CERT,
+        "x-eventbridge-signature-v2": "not signed",
+        "content-type": "application/json",
+    }
+    lines = (
+        f"{URL}\nx-eventbridge-signature-timestamp: 1700000000000\nx-eventbridge-hash-method: SHA256\n"
+        f"x-eventbridge-signature-version: 1.0\nx-eventbridge-signature-url: {CERT}\n"
+    )
     assert signature.string_to_sign(URL, headers, b'{"a": 1}') == lines.encode() + b'{"a": 1}'
     assert signature.string_to_sign(URL, headers, b"{}", trailing_newline=True) == lines.encode() + b"{}\n"
     with_token = {**headers, "x-eventbridge-signature-token": "tök"}
     assert signature.string_to_sign(URL, with_token, b"{}") == (
-        lines.encode() + "x-eventbridge-signature-token: tök\n".encode("latin-1") + b"{}")
+        lines.encode() + "x-eventbridge-signature-token: tök\n".encode("latin-1") + b"{}"
+    )
     assert signature.string_to_sign(URL, with_token, b"{}", sign_token=False) == lines.encode() + b"{}"
     # Every reading, each once, the likeliest first; without a token the token's two readings are one.
     assert signature.signed_forms(URL, with_token, b"{}") == [
@@ -67,14 +75,18 @@ def test_certificate_url_hosts() -> None:
     default = (DEFAULT_CERT_HOST,)
     for good in (CERT, "https://ap-southeast-1-eventbridge.oss-accelerate.aliyuncs.com/c.pem"):
         signature.check_certificate_url(good, default)
-    for bad in ("http://cn-beijing-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
-                "https://cn-beijing-eventbridge.oss-accelerate.aliyuncs.com:8443/c.pem",
-                "https://user:pw@cn-beijing-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
-                "https://a.b-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
-                "https://cn-beijing-eventbridge.oss-accelerate.aliyuncs.com.evil.example/c.pem",
-                "https://-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
-                "https://evil.example/c.pem", "ftp://cn-beijing-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
-                "https://[::1/c.pem", "not a url"):
+    for bad in (
+        "http://cn-beijing-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
+        "https://cn-beijing-eventbridge.oss-accelerate.aliyuncs.com:8443/c.pem",
+        "https://user:pw@cn-beijing-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
+        "https://a.b-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
+        "https://cn-beijing-eventbridge.oss-accelerate.aliyuncs.com.evil.example/c.pem",
+        "https://-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
+        "https://evil.example/c.pem",
+        "ftp://cn-beijing-eventbridge.oss-accelerate.aliyuncs.com/c.pem",
+        "https://[::1/c.pem",
+        "not a url",
+    ):
         with pytest.raises(InvalidSignature) as refused:
             signature.check_certificate_url(bad, default)
         assert status_of(refused.value) == 401 and refused.value.code == "invalid_signature"
@@ -88,8 +100,13 @@ def test_settings() -> None:
     settings = Settings.from_env({})
     assert settings.eventbridge_verify == "token" and settings.eventbridge_url is None
     assert settings.eventbridge_cert_hosts == ("*-eventbridge.oss-accelerate.aliyuncs.com",)
-    settings = Settings.from_env({"WANHOOK_EVENTBRIDGE_VERIFY": "signature", "WANHOOK_EVENTBRIDGE_URL": URL,
-                                  "WANHOOK_EVENTBRIDGE_CERT_HOSTS": "127.0.0.1, cn-beijing-eventbridge.x"})
+    settings = Settings.from_env(
+        {
+            "WANHOOK_EVENTBRIDGE_VERIFY": "signature",
+            "WANHOOK_EVENTBRIDGE_URL": URL,
+            "WANHOOK_EVENTBRIDGE_CERT_HOSTS": "127.0.0.1, cn-beijing-eventbridge.x",
+        }
+    )
     assert settings.eventbridge_verify == "signature" and settings.eventbridge_url == URL
     assert settings.eventbridge_cert_hosts == ("127.0.0.1", "cn-beijing-eventbridge.x")
     with pytest.raises(ConfigError):
@@ -99,8 +116,9 @@ def test_settings() -> None:
 def test_certificate_or_public_key() -> None:
     signer = Signer(EmulatorConfig())
     from_certificate = signature.load_public_key(signer.certificate_pem)
-    public_pem = signer.key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = signer.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     assert signature.load_public_key(public_pem).public_numbers() == from_certificate.public_numbers()
     for bad in (b"", b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n", b"<html>404</html>"):
         with pytest.raises(InvalidSignature):
@@ -193,11 +211,15 @@ def test_unsigned_and_malformed_pushes(signed: Stack) -> None:
     stack.wait_status(stack.create("already here")["id"], "submitted")
     before = snapshot(stack)
     body = json.dumps(EVENT).encode()
-    good = {"content-type": "application/json", "x-eventbridge-signature-token": TOKEN,
-            "x-eventbridge-signature-timestamp": str(int(time.time() * 1000)),
-            "x-eventbridge-hash-method": "SHA256", "x-eventbridge-signature-version": "1.0",
-            "x-eventbridge-signature-url": stack.emulator.url + CERT_PATH,
-            "x-eventbridge-signature-v2": base64.b64encode(b"\x01" * 256).decode()}
+    good = {
+        "content-type": "application/json",
+        "x-eventbridge-signature-token": TOKEN,
+        "x-eventbridge-signature-timestamp": str(int(time.time() * 1000)),
+        "x-eventbridge-hash-method": "SHA256",
+        "x-eventbridge-signature-version": "1.0",
+        "x-eventbridge-signature-url": stack.emulator.url + CERT_PATH,
+        "x-eventbridge-signature-v2": base64.b64encode(b"\x01" * 256).decode(),
+    }
 
     def push(message: str, **changes: str | None) -> None:
         headers = {name: value for name, value in {**good, **changes}.items() if value is not None}
@@ -220,16 +242,22 @@ def test_unsigned_and_malformed_pushes(signed: Stack) -> None:
     push("answered 404", **{"x-eventbridge-signature-url": stack.emulator.url + "/_emulator/nothing.pem"})
     push("signature does not match")
     # The token is still checked, before the signature.
-    assert_error(stack.http.post("/v1/events/dashscope", content=body,
-                                 headers={**good, "x-eventbridge-signature-token": "wrong"}), 401, "invalid_token")
+    assert_error(
+        stack.http.post(
+            "/v1/events/dashscope", content=body, headers={**good, "x-eventbridge-signature-token": "wrong"}
+        ),
+        401,
+        "invalid_token",
+    )
     assert snapshot(stack) == before
 
 
 def test_canonical_url_behind_a_proxy(signed: Stack) -> None:
     """A server told the public URL verifies pushes signed for it; one that is not refuses them."""
     proxied = signed.serve(env={"WANHOOK_EVENTBRIDGE_URL": URL})
-    signed.emulator.configure(signature_target_url=URL,
-                              webhook_targets=[{"url": proxied.url + "/v1/events/dashscope", "token": TOKEN}])
+    signed.emulator.configure(
+        signature_target_url=URL, webhook_targets=[{"url": proxied.url + "/v1/events/dashscope", "token": TOKEN}]
+    )
     signed.wait_status(signed.create("through the proxy")["id"], "ready")
     signed.emulator.configure(webhook_targets=[{"url": signed.webhook, "token": TOKEN}])
     refused_push(signed, "signature does not match", signature_target_url=URL)

@@ -50,12 +50,13 @@ VECTOR_URL = "http://127.0.0.1:8080/cloudevents"
 VECTOR_HEADERS = {  # as the test sends them (no token)
     "x-eventbridge-signature-timestamp": "1612167546574",
     "x-eventbridge-signature-method": "HMAC-SHA1",
-    "x-eventbridge-signature-url":
-        "https://cn-hangzhou-eventbridge.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate_2021012101.pem",
+    "x-eventbridge-signature-url": "https://cn-hangzhou-eventbridge.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate_2021012101.pem",
     "x-eventbridge-signature-version": "1.0",
 }
-VECTOR_SECRET = ("IVmo9s1qRamopH4Ei5ZQKmVYHJ01yoOYuCTQbc4ENtINM1Gwy+x2goGfXl+NhpE6P8xgL01A/vwOn4anzVlhsvmBkkzRwbXqaY"
-                 "mcP44Of7nHMIfAUDeS9d0ftVOEJlPh8SmxUjUvcf4neLkkv9fgjqYjKEOEPGhLMvkyx1EKB+4=")
+VECTOR_SECRET = (
+    "IVmo9s1qRamopH4Ei5ZQKmVYHJ01yoOYuCTQbc4ENtINM1Gwy+x2goGfXl+NhpE6P8xgL01A/vwOn4anzVlhsvmBkkzRwbXqaY"
+    "mcP44Of7nHMIfAUDeS9d0ftVOEJlPh8SmxUjUvcf4neLkkv9fgjqYjKEOEPGhLMvkyx1EKB+4="
+)
 VECTOR_SIGNATURE = "okK0HtfrD9y1xX0UuhKxR0DILgc="
 VECTOR_BODY = b"Data is data1, constant is Please deal with it timely."
 # CN=eventbridge.aliyun.com, O=Aliyun, OU=Middleware; valid 2021-01-21 to 2031-01-19; RSA 1024.
@@ -89,7 +90,7 @@ def decrypt_with_public_key(key: rsa.RSAPublicKey, encrypted: bytes) -> bytes:
     assert block[:2] == b"\x00\x01", "not a block made with the certificate's private key"
     end = block.index(b"\x00", 2)
     assert end >= 10 and set(block[2:end]) == {0xFF}
-    return block[end + 1:]
+    return block[end + 1 :]
 
 
 def v1_string(lines: list[str], body: bytes, *, trailing_newline: bool) -> bytes:
@@ -106,8 +107,12 @@ def test_a_push_signed_with_alibabas_key_pins_the_layout() -> None:
         return base64.b64encode(hmac.new(secret, data, hashlib.sha1).digest()).decode() == VECTOR_SIGNATURE
 
     # The fixed headers in the documented order, whatever order they came in, each as "name: value".
-    order = ("x-eventbridge-signature-timestamp", V1_METHOD, "x-eventbridge-signature-version",
-             "x-eventbridge-signature-url")
+    order = (
+        "x-eventbridge-signature-timestamp",
+        V1_METHOD,
+        "x-eventbridge-signature-version",
+        "x-eventbridge-signature-url",
+    )
     lines = [VECTOR_URL, *(f"{name}: {VECTOR_HEADERS[name]}" for name in order)]
     signed = v1_string(lines, VECTOR_BODY, trailing_newline=True)
     assert signs(signed)
@@ -122,8 +127,9 @@ def test_a_push_signed_with_alibabas_key_pins_the_layout() -> None:
     v2_headers = {name: value for name, value in VECTOR_HEADERS.items() if name != V1_METHOD}
     v2_headers["x-eventbridge-hash-method"] = "SHA256"
     ours = signature.string_to_sign(VECTOR_URL, v2_headers, VECTOR_BODY, trailing_newline=True)
-    assert ours == signed.replace(b"x-eventbridge-signature-method: HMAC-SHA1\n",
-                                  b"x-eventbridge-hash-method: SHA256\n")
+    assert ours == signed.replace(
+        b"x-eventbridge-signature-method: HMAC-SHA1\n", b"x-eventbridge-hash-method: SHA256\n"
+    )
     # And it is the form wanhook tries first.
     assert signature.signed_forms(VECTOR_URL, v2_headers, VECTOR_BODY)[0] == ours
 
@@ -149,8 +155,10 @@ def reference_string_to_sign(url_with_query: str, headers: Mapping[str, str], bo
     - SignatureVerify then hashes ``stringToSign.getBytes()``: UTF-8, Java's default charset since JDK 18 (and the
       usual one before). The bodies below are valid UTF-8, which the round trip through a String keeps as it is.
     """
-    lines = [url_with_query, *(f"{name}: {headers.get(name, '')}" for name in (TIMESTAMP, HASH_METHOD, VERSION,
-                                                                                CERT_URL))]
+    lines = [
+        url_with_query,
+        *(f"{name}: {headers.get(name, '')}" for name in (TIMESTAMP, HASH_METHOD, VERSION, CERT_URL)),
+    ]
     return ("\n".join(lines) + "\n" + body.decode("utf-8") + "\n").encode("utf-8")
 
 
@@ -161,8 +169,12 @@ def reference_verify(url_with_query: str, headers: Mapping[str, str], body: byte
     if not url_with_query or not all(name in headers for name in (TIMESTAMP, HASH_METHOD, VERSION, CERT_URL)):
         return False
     try:
-        key.verify(base64.b64decode(headers["x-eventbridge-signature-v2"]),
-                   reference_string_to_sign(url_with_query, headers, body), padding.PKCS1v15(), hashes.SHA256())
+        key.verify(
+            base64.b64decode(headers["x-eventbridge-signature-v2"]),
+            reference_string_to_sign(url_with_query, headers, body),
+            padding.PKCS1v15(),
+            hashes.SHA256(),
+        )
     except InvalidSignature:
         return False
     return True
@@ -173,8 +185,10 @@ def key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-URLS = ("https://hooks.example.com/v1/events/dashscope",
-        "https://hooks.example.com:8443/v1/events/dashscope?tenant=a&x=%20y")
+URLS = (
+    "https://hooks.example.com/v1/events/dashscope",
+    "https://hooks.example.com:8443/v1/events/dashscope?tenant=a&x=%20y",
+)
 BODIES = (
     json.dumps(EVENT).encode(),
     json.dumps({**EVENT, "data": {**EVENT["data"], "message": "视频生成失败：内容审核"}}, ensure_ascii=False).encode(),
@@ -184,9 +198,13 @@ BODIES = (
 
 
 def push_headers(token: str | None) -> dict[str, str]:
-    headers = {TIMESTAMP: "1764403200123", HASH_METHOD: "SHA256", VERSION: "1.0",
-               CERT_URL: "https://cn-beijing-eventbridge.oss-accelerate.aliyuncs.com/x509_public_certificate_1.pem",
-               "content-type": "application/json;charset=utf-8"}
+    headers = {
+        TIMESTAMP: "1764403200123",
+        HASH_METHOD: "SHA256",
+        VERSION: "1.0",
+        CERT_URL: "https://cn-beijing-eventbridge.oss-accelerate.aliyuncs.com/x509_public_certificate_1.pem",
+        "content-type": "application/json;charset=utf-8",
+    }
     if token is not None:
         headers[TOKEN_HEADER] = token
     return headers
@@ -206,8 +224,9 @@ def test_the_reference_string_is_one_of_wanhooks(url: str, body: bytes, token: s
 
 @pytest.mark.parametrize("token", [TOKEN, None])
 @pytest.mark.parametrize("body", BODIES)
-def test_pushes_the_reference_target_accepts_verify_in_wanhook(key: rsa.RSAPrivateKey, body: bytes,
-                                                                token: str | None) -> None:
+def test_pushes_the_reference_target_accepts_verify_in_wanhook(
+    key: rsa.RSAPrivateKey, body: bytes, token: str | None
+) -> None:
     url = URLS[1]
     headers = push_headers(token)
     signed = key.sign(reference_string_to_sign(url, headers, body), padding.PKCS1v15(), hashes.SHA256())
@@ -222,10 +241,14 @@ def test_pushes_the_reference_target_accepts_verify_in_wanhook(key: rsa.RSAPriva
 
 # Which of the emulator's forms the reference target accepts, with a token and without.
 REFERENCE_ACCEPTS = {
-    ("trailing-newline", False): True, ("trailing-newline", True): False,
-    ("token-unsigned", False): True, ("token-unsigned", True): True,
-    ("plain", False): False, ("plain", True): False,
-    ("seconds", False): False, ("seconds", True): False,
+    ("trailing-newline", False): True,
+    ("trailing-newline", True): False,
+    ("token-unsigned", False): True,
+    ("token-unsigned", True): True,
+    ("plain", False): False,
+    ("plain", True): False,
+    ("seconds", False): False,
+    ("seconds", True): False,
 }
 
 

@@ -37,9 +37,13 @@ MODEL_KEY = "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"
 
 
 def event(ds_id: str, status: str = "SUCCEEDED") -> dict[str, Any]:
-    return {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "acs.dashscope",
-            "type": "dashscope:System:AsyncTaskFinish",
-            "data": {"task_id": ds_id, "task_status": status, "user_api_unique_key": MODEL_KEY}}
+    return {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "acs.dashscope",
+        "type": "dashscope:System:AsyncTaskFinish",
+        "data": {"task_id": ds_id, "task_status": status, "user_api_unique_key": MODEL_KEY},
+    }
 
 
 async def timed_push(http: httpx.AsyncClient, body: dict[str, Any]) -> float:
@@ -71,8 +75,10 @@ class Opened:
 async def open_stream(port: int, path: str, token: str) -> Opened:
     """A GET on a raw socket (no HTTP client per stream: cheap enough for thousands)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                 "Accept: text/event-stream\r\n\r\n".encode())
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
     head = (await reader.readuntil(b"\r\n\r\n")).decode()
     lines = head.split("\r\n")
     headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:] if line)}
@@ -117,10 +123,17 @@ def blocked_readers(stack: Stack) -> int:
 @pytest.fixture
 def capped(tmp_path: Path, redis_url: str, processes: list[Process]) -> Stack:
     stack = Stack(tmp_path, redis_url, processes)
-    stack.env.update({"WANHOOK_API_TOKENS": ",".join(TOKENS), "WANHOOK_MAX_STREAMS": "1200",
-                      "WANHOOK_MAX_STREAMS_PER_TOKEN": "500", "WANHOOK_RATE_LIMIT": "100000",
-                      "WANHOOK_REDIS_MAX_CONNECTIONS": "40", "WANHOOK_LOG_LEVEL": "WARNING",
-                      "WANHOOK_LIMITS": "wan2.2-t2v-plus=50/100"})  # all of its tasks submitted at once
+    stack.env.update(
+        {
+            "WANHOOK_API_TOKENS": ",".join(TOKENS),
+            "WANHOOK_MAX_STREAMS": "1200",
+            "WANHOOK_MAX_STREAMS_PER_TOKEN": "500",
+            "WANHOOK_RATE_LIMIT": "100000",
+            "WANHOOK_REDIS_MAX_CONNECTIONS": "40",
+            "WANHOOK_LOG_LEVEL": "WARNING",
+            "WANHOOK_LIMITS": "wan2.2-t2v-plus=50/100",
+        }
+    )  # all of its tasks submitted at once
     stack.start()
     # The tasks wait as "submitted" until this test's pushes.
     stack.emulator.configure(drop_events=True, enforce_limits=False)
@@ -129,27 +142,43 @@ def capped(tmp_path: Path, redis_url: str, processes: list[Process]) -> Stack:
 
 def test_1500_streams_within_the_caps_leave_the_webhook_and_creates_alone(capped: Stack) -> None:
     stack = capped
-    clients = {token: httpx.Client(base_url=stack.url, timeout=30, headers={"Authorization": f"Bearer {token}"})
-               for token in TOKENS}
+    clients = {
+        token: httpx.Client(base_url=stack.url, timeout=30, headers={"Authorization": f"Bearer {token}"})
+        for token in TOKENS
+    }
     tasks: dict[str, list[str]] = {}
     for token, client in clients.items():
-        tasks[token] = [client.post("/v1/tasks", json={"prompt": f"stream {n}", "size": "832*480"}).json()["id"]
-                        for n in range(8)]
+        tasks[token] = [
+            client.post("/v1/tasks", json={"prompt": f"stream {n}", "size": "832*480"}).json()["id"] for n in range(8)
+        ]
     ds_ids: dict[str, str] = {}
     for token, ids in tasks.items():
         for task_id in ids:
             ds_ids[task_id] = wait_for(
-                lambda t=task_id, c=clients[token]: (task := c.get(f"/v1/tasks/{t}").json())["status"] == "submitted"
-                and task["dashscope"]["task_id"], 30, interval=0.1, what=f"task {task_id} submitted")
+                lambda t=task_id, c=clients[token]: (
+                    (task := c.get(f"/v1/tasks/{t}").json())["status"] == "submitted" and task["dashscope"]["task_id"]
+                ),
+                30,
+                interval=0.1,
+                what=f"task {task_id} submitted",
+            )
 
     def requests(token: str, count: int) -> list[tuple[str, str]]:
         ids = tasks[token]
         # Half follow one task each, half a pair of them through the dashboard's stream.
-        return [(f"/v1/tasks/{ids[n % len(ids)]}/events" if n % 2 else
-                 f"/v1/stream?tasks={ids[n % len(ids)]},{ids[(n + 1) % len(ids)]}", token) for n in range(count)]
+        return [
+            (
+                f"/v1/tasks/{ids[n % len(ids)]}/events"
+                if n % 2
+                else f"/v1/stream?tasks={ids[n % len(ids)]},{ids[(n + 1) % len(ids)]}",
+                token,
+            )
+            for n in range(count)
+        ]
 
     async def scenario() -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+
             async def push(body: dict[str, Any]) -> float:
                 return await timed_push(http, body)
 
@@ -183,8 +212,11 @@ def test_1500_streams_within_the_caps_leave_the_webhook_and_creates_alone(capped
             creates = []
             for n in range(10):
                 begun = time.monotonic()
-                answer = await http.post("/v1/tasks", json={"prompt": f"while streaming {n}", "size": "832*480"},
-                                         headers={"Authorization": f"Bearer {TOKENS[0]}"})
+                answer = await http.post(
+                    "/v1/tasks",
+                    json={"prompt": f"while streaming {n}", "size": "832*480"},
+                    headers={"Authorization": f"Bearer {TOKENS[0]}"},
+                )
                 assert answer.status_code == 202, answer.text
                 creates.append(time.monotonic() - begun)
             clients_open = stack.redis.info("clients")["connected_clients"]
@@ -197,8 +229,16 @@ def test_1500_streams_within_the_caps_leave_the_webhook_and_creates_alone(capped
                     applied_at[task_id] = time.monotonic()
                     await push(event(ds_ids[task_id]))
             await asyncio.wait_for(asyncio.gather(*(item.ended.wait() for item in streams)), 120)
-            return {"quiet": quiet, "loaded": loaded, "creates": creates, "opening": opening, "streams": streams,
-                    "clients": clients_open, "readers": readers, "applied_at": applied_at}
+            return {
+                "quiet": quiet,
+                "loaded": loaded,
+                "creates": creates,
+                "opening": opening,
+                "streams": streams,
+                "clients": clients_open,
+                "readers": readers,
+                "applied_at": applied_at,
+            }
 
     result = asyncio.run(scenario())
     fan_out = []
@@ -207,16 +247,19 @@ def test_1500_streams_within_the_caps_leave_the_webhook_and_creates_alone(capped
         ready = {data["id"] for _, name, data in item.events if name == "task.ready"}
         assert ready >= followed and ready, item.events
         assert item.events[-1][1] == ("end" if item.path.startswith("/v1/stream") else "task.ready")
-        fan_out += [at - result["applied_at"][data["id"]] for at, name, data in item.events
-                    if name == "task.downloading"]
+        fan_out += [
+            at - result["applied_at"][data["id"]] for at, name, data in item.events if name == "task.downloading"
+        ]
     held = len(result["streams"])
-    print(f"\nasked for 1,500 streams, {held:,} held, in {result['opening']:.1f}s; webhook p99 before them "
-          f"{p99(result['quiet']) * 1000:.0f} ms, with them open "
-          f"{p99(result['loaded']) * 1000:.0f} ms "
-          f"(max {max(result['loaded']) * 1000:.0f} ms); create max {max(result['creates']) * 1000:.0f} ms; "
-          f"Redis clients {result['clients']}, readers blocked in XREAD {result['readers']}; "
-          f"event to stream p50 {sorted(fan_out)[len(fan_out) // 2] * 1000:.0f} ms, p99 {p99(fan_out) * 1000:.0f} ms "
-          f"over {len(fan_out)} deliveries")
+    print(
+        f"\nasked for 1,500 streams, {held:,} held, in {result['opening']:.1f}s; webhook p99 before them "
+        f"{p99(result['quiet']) * 1000:.0f} ms, with them open "
+        f"{p99(result['loaded']) * 1000:.0f} ms "
+        f"(max {max(result['loaded']) * 1000:.0f} ms); create max {max(result['creates']) * 1000:.0f} ms; "
+        f"Redis clients {result['clients']}, readers blocked in XREAD {result['readers']}; "
+        f"event to stream p50 {sorted(fan_out)[len(fan_out) // 2] * 1000:.0f} ms, p99 {p99(fan_out) * 1000:.0f} ms "
+        f"over {len(fan_out)} deliveries"
+    )
     assert max(result["loaded"]) < 2.0 and max(result["creates"]) < 2.0
     # The shared pool (40 here), the feed's one reader, this test's client: not one per stream.
     assert result["clients"] < 60
@@ -254,19 +297,30 @@ async def _closed_within(connections: list[Connection], seconds: float) -> list[
 
 
 def test_serve_refuses_a_connection_cap_streams_alone_could_fill(tmp_path: Path) -> None:
-    env = {**os.environ, "WANHOOK_MAX_STREAMS": "500", "WANHOOK_MAX_CONNECTIONS": "500",
-           "WANHOOK_REDIS_URL": "redis://127.0.0.1:1/0"}
-    done = subprocess.run(wanhook("serve", "--port", str(free_port())), env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    env = {
+        **os.environ,
+        "WANHOOK_MAX_STREAMS": "500",
+        "WANHOOK_MAX_CONNECTIONS": "500",
+        "WANHOOK_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    done = subprocess.run(
+        wanhook("serve", "--port", str(free_port())), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     assert "WANHOOK_MAX_CONNECTIONS (500) must be above WANHOOK_MAX_STREAMS (500)" in done.stderr
 
 
 def test_half_sent_headers_are_closed_at_the_deadline_and_the_cap_refuses_more(stack: Stack) -> None:
     deadline = 3.0
-    guarded = stack.serve(None, "--no-workers", env={"WANHOOK_HEADER_TIMEOUT_SECONDS": str(deadline),
-                                                     "WANHOOK_MAX_CONNECTIONS": "300",
-                                                     "WANHOOK_MAX_STREAMS": "100"})
+    guarded = stack.serve(
+        None,
+        "--no-workers",
+        env={
+            "WANHOOK_HEADER_TIMEOUT_SECONDS": str(deadline),
+            "WANHOOK_MAX_CONNECTIONS": "300",
+            "WANHOOK_MAX_STREAMS": "100",
+        },
+    )
 
     async def scenario() -> None:
         started = time.monotonic()
@@ -276,8 +330,9 @@ def test_half_sent_headers_are_closed_at_the_deadline_and_the_cap_refuses_more(s
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
-        await reader.readexactly(next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                                      if line.lower().startswith(b"content-length")))
+        await reader.readexactly(
+            next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        )
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         held.append((reader, writer))
         # Below the cap, serve still answers while the half-sent headers wait.
@@ -296,8 +351,10 @@ def test_half_sent_headers_are_closed_at_the_deadline_and_the_cap_refuses_more(s
         assert deadline - 0.5 < took < deadline + 3.0, took
         async with httpx.AsyncClient(base_url=guarded.url, timeout=5) as http:
             assert (await http.get("/healthz")).status_code == 200
-        print(f"\n250 half-sent headers closed {took:.1f}s after they began (deadline {deadline}s); "
-              f"{sum(refused)} connections past the cap refused at once")
+        print(
+            f"\n250 half-sent headers closed {took:.1f}s after they began (deadline {deadline}s); "
+            f"{sum(refused)} connections past the cap refused at once"
+        )
 
     asyncio.run(scenario())
 
@@ -408,10 +465,14 @@ def test_the_client_waits_out_a_refused_stream() -> None:
     async def events(request: Request) -> Response:
         asked.append(time.monotonic())
         if len(asked) == 1:
-            return JSONResponse({"error": {"code": "too_many_streams", "message": "full"}}, status_code=503,
-                                headers={"Retry-After": "1"})
-        return PlainTextResponse('id: 1-0\nevent: task.ready\ndata: {"id": "t", "status": "ready"}\n\n',
-                                 media_type="text/event-stream")
+            return JSONResponse(
+                {"error": {"code": "too_many_streams", "message": "full"}},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        return PlainTextResponse(
+            'id: 1-0\nevent: task.ready\ndata: {"id": "t", "status": "ready"}\n\n', media_type="text/event-stream"
+        )
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -50,10 +50,12 @@ def logged(process: Process, *needles: str) -> bool:
 # Through real processes
 
 
-@pytest.mark.parametrize("slow", ["create_answer_delay_seconds", "create_land_delay_seconds"],
-                         ids=["lands-then-answers-late", "lands-late"])
-def test_creates_slower_than_the_reservation_are_each_sent_once(tmp_path: Path, redis_url: str,
-                                                                processes: list[Process], slow: str) -> None:
+@pytest.mark.parametrize(
+    "slow", ["create_answer_delay_seconds", "create_land_delay_seconds"], ids=["lands-then-answers-late", "lands-late"]
+)
+def test_creates_slower_than_the_reservation_are_each_sent_once(
+    tmp_path: Path, redis_url: str, processes: list[Process], slow: str
+) -> None:
     count, delay = 6, 3.0
     stack = Stack(tmp_path, redis_url, processes)
     # A reservation of 1 s, creates answered after 3 s: each call outlives its reservation three times.
@@ -70,8 +72,10 @@ def test_creates_slower_than_the_reservation_are_each_sent_once(tmp_path: Path, 
 
     stats = stack.emulator.stats()
     prompts = Counter(task["prompt"] for task in emulator_tasks(stack))
-    print(f"\n{count} tasks, {slow}={delay:g}, reservation 1s, 2 processes: "
-          f"{stats['creates']} creates, all ready after {elapsed:.1f}s")
+    print(
+        f"\n{count} tasks, {slow}={delay:g}, reservation 1s, 2 processes: "
+        f"{stats['creates']} creates, all ready after {elapsed:.1f}s"
+    )
     assert stats["creates"] == count
     assert prompts == Counter({f"slow create {n}": 1 for n in range(count)})  # exactly one per task
     assert stats["cancels"] == 0  # no live task canceled
@@ -79,7 +83,8 @@ def test_creates_slower_than_the_reservation_are_each_sent_once(tmp_path: Path, 
     assert counter(stack.redis, "submissions_orphaned") == 0
     assert counter(stack.redis, "submissions_adopted") == 0  # nothing lost, nothing to look up
     assert {stack.task(task_id)["dashscope"]["task_id"] for task_id in ids} == {
-        task["task_id"] for task in emulator_tasks(stack)}
+        task["task_id"] for task in emulator_tasks(stack)
+    }
     assert not stack.redis.keys(keys.INFLIGHT + "*")
     assert_consistent(stack.redis)
 
@@ -91,8 +96,11 @@ def test_a_late_answer_for_a_task_its_user_canceled_cancels_at_dashscope(stack: 
     wait_for(lambda: stack.emulator.stats()["creates"] == 1, 30, what="the create to land")
     canceled = stack.http.post(f"/v1/tasks/{task_id}/cancel")
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
-    landed = wait_for(lambda: [task for task in emulator_tasks(stack) if task["status"] == "CANCELED"], 30,
-                      what="the DashScope task canceled once its create answered")
+    landed = wait_for(
+        lambda: [task for task in emulator_tasks(stack) if task["status"] == "CANCELED"],
+        30,
+        what="the DashScope task canceled once its create answered",
+    )
     assert len(landed) == 1 and landed[0]["prompt"] == "canceled while its create is in flight"
     assert stack.emulator.stats()["cancels"] == 1
     assert stack.task(task_id)["status"] == "canceled"
@@ -100,8 +108,9 @@ def test_a_late_answer_for_a_task_its_user_canceled_cancels_at_dashscope(stack: 
     assert_consistent(stack.redis)
 
 
-def test_a_sender_frozen_past_its_deadline_is_not_duplicated_nor_canceled(tmp_path: Path, redis_url: str,
-                                                                         processes: list[Process]) -> None:
+def test_a_sender_frozen_past_its_deadline_is_not_duplicated_nor_canceled(
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     stack = Stack(tmp_path, redis_url, processes)
     stack.env.update(WANHOOK_RESERVE_SECONDS="1", WANHOOK_DASHSCOPE_TIMEOUT="3", WANHOOK_LIMITS=f"{MODEL}=5/1")
     stack.start("--no-workers")
@@ -122,12 +131,16 @@ def test_a_sender_frozen_past_its_deadline_is_not_duplicated_nor_canceled(tmp_pa
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
     # Woken, the frozen sender reads its late answer (or its own timeout) and finds the task recorded.
-    wait_for(lambda: logged(frozen, "its create answered after its DashScope task", "moved on meanwhile"), 30,
-             what="the frozen sender to settle its late create")
+    wait_for(
+        lambda: logged(frozen, "its create answered after its DashScope task", "moved on meanwhile"),
+        30,
+        what="the frozen sender to settle its late create",
+    )
     stats = stack.emulator.stats()
     assert stats["creates"] == 2 and stats["cancels"] == 0
     assert Counter(task["prompt"] for task in emulator_tasks(stack)) == Counter(
-        {"sent by a sender that froze": 1, "queued behind it": 1})
+        {"sent by a sender that froze": 1, "queued behind it": 1}
+    )
     assert stack.task(first["id"])["status"] == "ready"
     assert counter(stack.redis, "submissions_orphaned") == 0
     assert_consistent(stack.redis)
@@ -167,8 +180,9 @@ async def sent(store: TaskStore, admission: Admission, prompt: str, attempt: str
 
 
 async def record(store: TaskStore, task_id: str, ds_id: str, attempt: str = "", adopt: bool = False) -> str:
-    return await store.mark_submitted(task_id, ds_id, "PENDING", None, slot_lease_ms=600_000,
-                                      sweep_after_ms=600_000, adopt=adopt, attempt=attempt)
+    return await store.mark_submitted(
+        task_id, ds_id, "PENDING", None, slot_lease_ms=600_000, sweep_after_ms=600_000, adopt=adopt, attempt=attempt
+    )
 
 
 async def lease_runs_out(client: aioredis.Redis, task_id: str) -> None:

@@ -18,9 +18,15 @@ from wanhook.service.supervisor import Supervisor
 from .conftest import TOKEN, Stack
 from .support import Emulator, Process, Wanhook, free_port, wait_for
 
-EVENT = {"specversion": "1.0", "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish",
-         "data": {"task_status": "FAILED",
-                  "user_api_unique_key": "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"}}
+EVENT = {
+    "specversion": "1.0",
+    "source": "acs.dashscope",
+    "type": "dashscope:System:AsyncTaskFinish",
+    "data": {
+        "task_status": "FAILED",
+        "user_api_unique_key": "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus",
+    },
+}
 
 
 async def test_supervisor_restarts_a_crashing_loop_with_growing_delays() -> None:
@@ -52,8 +58,9 @@ async def test_supervisor_restarts_a_crashing_loop_with_growing_delays() -> None
     assert supervisor.down() == {} and supervisor.restarts == {"flaky": 4}
 
 
-def test_a_crashed_worker_loop_is_logged_restarted_and_unready_meanwhile(tmp_path: Path, redis_url: str,
-                                                                         processes: list[Process]) -> None:
+def test_a_crashed_worker_loop_is_logged_restarted_and_unready_meanwhile(
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     stack = Stack(tmp_path, redis_url, processes)
     stack.env["WANHOOK_SWEEP_INTERVAL_SECONDS"] = "0.5"
     stack.start()
@@ -69,9 +76,18 @@ def test_a_crashed_worker_loop_is_logged_restarted_and_unready_meanwhile(tmp_pat
     down = wait_for(unready, 20, interval=0.02, what="/readyz to say the sweeper is down")
     assert down["error"] == {"code": "worker_loop_down", "message": "worker loops down, being restarted: sweeper"}
     assert stack.http.get("/healthz").status_code == 200  # alive: the loop is being restarted
-    crash = wait_for(lambda: next((line for line in map(json.loads, stack.server.log().splitlines())
-                                   if "worker loop sweeper crashed" in line["message"]), None),
-                     10, what="the crash in the log")
+    crash = wait_for(
+        lambda: next(
+            (
+                line
+                for line in map(json.loads, stack.server.log().splitlines())
+                if "worker loop sweeper crashed" in line["message"]
+            ),
+            None,
+        ),
+        10,
+        what="the crash in the log",
+    )
     assert crash["level"] == "error" and "Traceback" in crash["error"] and "UnicodeDecodeError" in crash["error"]
     # The other loops go on meanwhile: a task is submitted, rendered, downloaded.
     assert stack.wait_status(stack.create("a kingfisher over a stream")["id"], "ready")["video"]
@@ -79,16 +95,25 @@ def test_a_crashed_worker_loop_is_logged_restarted_and_unready_meanwhile(tmp_pat
     # Repaired; and a task id the sweeper drops once it sweeps again (it knows no such task).
     stack.redis.zrem("{wanhook}:sweep", b"\xff\xfe-not-a-task-id")
     stack.redis.zadd("{wanhook}:sweep", {"no-such-task": 0})
-    wait_for(lambda: stack.redis.zscore("{wanhook}:sweep", "no-such-task") is None, 40, interval=0.05,
-             what="the restarted sweeper to sweep")
+    wait_for(
+        lambda: stack.redis.zscore("{wanhook}:sweep", "no-such-task") is None,
+        40,
+        interval=0.05,
+        what="the restarted sweeper to sweep",
+    )
     wait_for(lambda: stack.http.get("/readyz").status_code == 200, 10, interval=0.05, what="readiness again")
     assert "worker loop sweeper restarted" in stack.server.log()
 
 
 def embedded_serve(tmp_path: Path, processes: list[Process], emulator: Emulator | None = None) -> Wanhook:
     """serve with the embedded Redis (no WANHOOK_REDIS_URL) in ``tmp_path / "data"``."""
-    env = {"WANHOOK_REDIS_URL": "", "WANHOOK_DATA_DIR": str(tmp_path / "data"), "DASHSCOPE_API_KEY": "sk-test-key",
-           "WANHOOK_EVENTBRIDGE_TOKEN": TOKEN, "WANHOOK_VIDEO_HOSTS": "127.0.0.1"}
+    env = {
+        "WANHOOK_REDIS_URL": "",
+        "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+        "DASHSCOPE_API_KEY": "sk-test-key",
+        "WANHOOK_EVENTBRIDGE_TOKEN": TOKEN,
+        "WANHOOK_VIDEO_HOSTS": "127.0.0.1",
+    }
     if emulator is not None:
         env["DASHSCOPE_HTTP_BASE_URL"] = emulator.api
     server = Wanhook(tmp_path, env, port=free_port())
@@ -98,8 +123,9 @@ def embedded_serve(tmp_path: Path, processes: list[Process], emulator: Emulator 
 
 
 def embedded_client(tmp_path: Path) -> redis.Redis:
-    return redis.Redis(unix_socket_path=str(tmp_path / "data" / "redis" / "redis.sock"), decode_responses=True,
-                       socket_timeout=5)
+    return redis.Redis(
+        unix_socket_path=str(tmp_path / "data" / "redis" / "redis.sock"), decode_responses=True, socket_timeout=5
+    )
 
 
 def redis_pid(tmp_path: Path, serve: Wanhook) -> int:
@@ -141,13 +167,25 @@ def redis_servers_on(socket_path: Path) -> list[int]:
 
 def test_killed_embedded_redis_is_restarted_and_loses_no_event(tmp_path: Path, processes: list[Process]) -> None:
     port = free_port()
-    emulator = Emulator(tmp_path, "--render-seconds", "0.3", "--webhook-url",
-                        f"http://127.0.0.1:{port}/v1/events/dashscope", "--webhook-token", TOKEN)
+    emulator = Emulator(
+        tmp_path,
+        "--render-seconds",
+        "0.3",
+        "--webhook-url",
+        f"http://127.0.0.1:{port}/v1/events/dashscope",
+        "--webhook-token",
+        TOKEN,
+    )
     processes.append(emulator.launch())
     emulator.wait_ready()
-    env = {"WANHOOK_REDIS_URL": "", "WANHOOK_DATA_DIR": str(tmp_path / "data"), "DASHSCOPE_API_KEY": "sk-test-key",
-           "DASHSCOPE_HTTP_BASE_URL": emulator.api, "WANHOOK_EVENTBRIDGE_TOKEN": TOKEN,
-           "WANHOOK_VIDEO_HOSTS": "127.0.0.1"}
+    env = {
+        "WANHOOK_REDIS_URL": "",
+        "WANHOOK_DATA_DIR": str(tmp_path / "data"),
+        "DASHSCOPE_API_KEY": "sk-test-key",
+        "DASHSCOPE_HTTP_BASE_URL": emulator.api,
+        "WANHOOK_EVENTBRIDGE_TOKEN": TOKEN,
+        "WANHOOK_VIDEO_HOSTS": "127.0.0.1",
+    }
     serve = Wanhook(tmp_path, env, port=port)
     processes.append(serve.launch())
     serve.wait_ready()
@@ -178,8 +216,9 @@ def test_killed_embedded_redis_is_restarted_and_loses_no_event(tmp_path: Path, p
                 n += 1
                 event = {**EVENT, "id": event_id, "data": {**EVENT["data"], "task_id": f"ds-{event_id}"}}
                 try:
-                    answer = client.post("/v1/events/dashscope", json=event,
-                                         headers={"x-eventbridge-signature-token": TOKEN})
+                    answer = client.post(
+                        "/v1/events/dashscope", json=event, headers={"x-eventbridge-signature-token": TOKEN}
+                    )
                 except httpx.HTTPError:
                     refused.append(0)
                     continue
@@ -216,8 +255,10 @@ def test_killed_embedded_redis_is_restarted_and_loses_no_event(tmp_path: Path, p
     assert f"the embedded Redis (pid {first_pid}) died; restarting it from its AOF" in serve.log()
     # The workers found their way back too.
     assert create_and_finish("after the restart")["status"] == "ready"
-    print(f"\nembedded Redis killed: ready again after {recovery * 1000:.0f} ms; {len(acknowledged)} events "
-          f"acknowledged, all recorded; {len(refused)} refused meanwhile (retried by EventBridge)")
+    print(
+        f"\nembedded Redis killed: ready again after {recovery * 1000:.0f} ms; {len(acknowledged)} events "
+        f"acknowledged, all recorded; {len(refused)} refused meanwhile (retried by EventBridge)"
+    )
 
     second_pid = redis_pid(tmp_path, serve)
     serve.stop()  # SIGTERM
@@ -253,8 +294,12 @@ def test_embedded_redis_that_cannot_come_back_fails_healthz(tmp_path: Path, proc
     wait_for(lambda: "exited at start" in serve.log(), 20, what="the failed restart in the log")
 
     os.replace(backup, aof)  # repaired: the next attempt (1 s, 2 s, 4 s... apart) starts it
-    wait_for(lambda: httpx.get(serve.url + "/healthz", timeout=5).status_code == 200, 40, interval=0.05,
-             what="/healthz again")
+    wait_for(
+        lambda: httpx.get(serve.url + "/healthz", timeout=5).status_code == 200,
+        40,
+        interval=0.05,
+        what="/healthz again",
+    )
     wait_for(lambda: httpx.get(serve.url + "/readyz", timeout=5).status_code == 200, 20, what="/readyz again")
     client = embedded_client(tmp_path)
     assert client.get("kept") == "1"
@@ -268,8 +313,7 @@ def test_embedded_redis_that_cannot_come_back_fails_healthz(tmp_path: Path, proc
     assert redis_servers_on(tmp_path / "data" / "redis" / "redis.sock") == []
 
 
-def test_processes_on_one_data_directory_hand_the_embedded_redis_over(tmp_path: Path,
-                                                                      processes: list[Process]) -> None:
+def test_processes_on_one_data_directory_hand_the_embedded_redis_over(tmp_path: Path, processes: list[Process]) -> None:
     socket_path = tmp_path / "data" / "redis" / "redis.sock"
     owner = embedded_serve(tmp_path, processes)
     client = embedded_client(tmp_path)

@@ -63,19 +63,24 @@ def hold_the_only_slot(stack: Stack, http: httpx.Client) -> dict[str, Any]:
     """A task that renders for ten minutes in the model's one slot: whatever is created next stays queued."""
     stack.emulator.configure(render_seconds=600)
     task = create(http, "holds the slot").json()
-    wait_for(lambda: http.get(f"/v1/tasks/{task['id']}").json()["status"] == "submitted", 30,
-             what="the slot to be taken")
+    wait_for(
+        lambda: http.get(f"/v1/tasks/{task['id']}").json()["status"] == "submitted", 30, what="the slot to be taken"
+    )
     return task
 
 
-def test_a_token_lists_its_own_tasks_from_its_own_index(tmp_path: Path, redis_url: str,
-                                                         processes: list[Process]) -> None:
+def test_a_token_lists_its_own_tasks_from_its_own_index(
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     stack = start(tmp_path, redis_url, processes, WANHOOK_API_TOKENS="alpha,beta")
     alpha, beta = client(stack, "alpha"), client(stack, "beta")
     ready = [create(beta, f"beta ready {n}").json()["id"] for n in range(3)]
     for task_id in ready:
-        wait_for(lambda task_id=task_id: beta.get(f"/v1/tasks/{task_id}").json()["status"] == "ready", 60,
-                 what="beta's first tasks to be ready")
+        wait_for(
+            lambda task_id=task_id: beta.get(f"/v1/tasks/{task_id}").json()["status"] == "ready",
+            60,
+            what="beta's first tasks to be ready",
+        )
     hold_the_only_slot(stack, alpha)
     crowd = [create(alpha, f"alpha {n}") for n in range(30)]
     assert {r.status_code for r in crowd} == {202}
@@ -106,7 +111,8 @@ def test_a_token_lists_its_own_tasks_from_its_own_index(tmp_path: Path, redis_ur
 
 
 def test_tasks_stored_before_the_token_indexes_are_listed_after_an_upgrade(
-        tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
     stack = start(tmp_path, redis_url, processes, WANHOOK_API_TOKENS="alpha,beta")
     alpha, beta = client(stack, "alpha"), client(stack, "beta")
     done = create(beta, "beta ready").json()["id"]
@@ -157,8 +163,7 @@ async def test_indexing_runs_in_batches_and_keeps_changes_made_meanwhile(redis_u
     assert_consistent(sync_redis.Redis.from_url(redis_url, decode_responses=True))
 
 
-def test_parallel_creates_stop_at_the_queued_limit(tmp_path: Path, redis_url: str,
-                                                   processes: list[Process]) -> None:
+def test_parallel_creates_stop_at_the_queued_limit(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
     stack = start(tmp_path, redis_url, processes, WANHOOK_API_TOKENS="busy", WANHOOK_MAX_QUEUED_PER_TOKEN="10")
     busy = client(stack, "busy")
     hold_the_only_slot(stack, busy)
@@ -184,9 +189,11 @@ def test_an_idempotency_key_names_one_request(tmp_path: Path, redis_url: str, pr
     again = alpha.post("/v1/tasks", json=body, headers={"Idempotency-Key": "order-42"})
     assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
     # The same request written otherwise: keys in another order, the default model spelled out.
-    respelled = alpha.post("/v1/tasks", headers={"Idempotency-Key": "order-42", "Content-Type": "application/json"},
-                           content=b'{"metadata": {"order": "42"}, "model": "wan2.2-t2v-plus", "size": "832*480",'
-                                   b' "prompt": "once only"}')
+    respelled = alpha.post(
+        "/v1/tasks",
+        headers={"Idempotency-Key": "order-42", "Content-Type": "application/json"},
+        content=b'{"metadata": {"order": "42"}, "model": "wan2.2-t2v-plus", "size": "832*480", "prompt": "once only"}',
+    )
     assert respelled.status_code == 202 and respelled.json()["id"] == first.json()["id"]
     created = stack.redis.hget(keys.COUNTERS, "tasks_created")
 
@@ -211,8 +218,7 @@ def test_an_idempotency_key_names_one_request(tmp_path: Path, redis_url: str, pr
 
 
 def test_callback_passwords_stay_out_of_the_log(tmp_path: Path, redis_url: str, processes: list[Process]) -> None:
-    stack = start(tmp_path, redis_url, processes, WANHOOK_CALLBACK_ALLOW_PRIVATE="1",
-                  WANHOOK_CALLBACK_SCHEDULE="0,0.3")
+    stack = start(tmp_path, redis_url, processes, WANHOOK_CALLBACK_ALLOW_PRIVATE="1", WANHOOK_CALLBACK_SCHEDULE="0,0.3")
     secret = "s3cret-Pa55word"
     with CallbackReceiver() as receiver:
         url = receiver.url.replace("http://", f"http://alice:{secret}@")
@@ -220,19 +226,28 @@ def test_callback_passwords_stay_out_of_the_log(tmp_path: Path, redis_url: str, 
         stack.wait_status(task["id"], "ready")
         wait_for(lambda: len(receiver.received) >= 1, 30, what="the callback")
         assert receiver.received[0].headers["authorization"].startswith("Basic ")  # the userinfo was used
-    wait_for(lambda: [d["status"] for d in stack.task(task["id"])["callbacks"]] == ["delivered"], 10,
-             what="the delivery to be recorded")
+    wait_for(
+        lambda: [d["status"] for d in stack.task(task["id"])["callbacks"]] == ["delivered"],
+        10,
+        what="the delivery to be recorded",
+    )
     log = stack.server.log()
     assert secret not in log and "alice" not in log
     assert "http://<redacted>@127.0.0.1" in log
 
 
-@pytest.mark.parametrize(("text", "shown"), [
-    ("to https://user:pass@host/a?Signature=x", "to https://<redacted>@host/a?<redacted>"),
-    ("redis://:hunter2@10.0.0.5:6379/0 refused", "redis://<redacted>@10.0.0.5:6379/0 refused"),
-    ("rediss+sentinel://:pw/with/slashes@h1:26379,h2:26379/main", "rediss+sentinel://<redacted>@h1:26379,h2:26379/main"),
-    ("https://host/path ok", "https://host/path ok"),
-])
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("to https://user:pass@host/a?Signature=x", "to https://<redacted>@host/a?<redacted>"),
+        ("redis://:hunter2@10.0.0.5:6379/0 refused", "redis://<redacted>@10.0.0.5:6379/0 refused"),
+        (
+            "rediss+sentinel://:pw/with/slashes@h1:26379,h2:26379/main",
+            "rediss+sentinel://<redacted>@h1:26379,h2:26379/main",
+        ),
+        ("https://host/path ok", "https://host/path ok"),
+    ],
+)
 def test_userinfo_is_redacted_from_every_log_line(text: str, shown: str) -> None:
     assert redact(text) == shown
 

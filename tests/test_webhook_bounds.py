@@ -13,9 +13,15 @@ import httpx
 from .conftest import TOKEN, Stack
 from .support import ROOT, Process, Wanhook, free_port, wanhook
 
-EVENT = {"specversion": "1.0", "source": "acs.dashscope", "type": "dashscope:System:AsyncTaskFinish",
-         "data": {"task_status": "FAILED",
-                  "user_api_unique_key": "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus"}}
+EVENT = {
+    "specversion": "1.0",
+    "source": "acs.dashscope",
+    "type": "dashscope:System:AsyncTaskFinish",
+    "data": {
+        "task_status": "FAILED",
+        "user_api_unique_key": "apikey:v1:aigc:video-generation:video-synthesis:wan2.2-t2v-plus",
+    },
+}
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -23,20 +29,31 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**environment, "PYTHONPATH": str(ROOT), **extra}
 
 
-def test_serve_refuses_an_open_webhook_on_a_public_address(tmp_path: Path, redis_url: str,
-                                                           processes: list[Process]) -> None:
-    env = clean_env(WANHOOK_API_TOKENS="client-token", WANHOOK_REDIS_URL=redis_url,
-                    WANHOOK_DATA_DIR=str(tmp_path / "data"))
-    refused = subprocess.run(wanhook("serve", "--host", "0.0.0.0", "--port", str(free_port())), cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=60)
+def test_serve_refuses_an_open_webhook_on_a_public_address(
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
+    env = clean_env(
+        WANHOOK_API_TOKENS="client-token", WANHOOK_REDIS_URL=redis_url, WANHOOK_DATA_DIR=str(tmp_path / "data")
+    )
+    refused = subprocess.run(
+        wanhook("serve", "--host", "0.0.0.0", "--port", str(free_port())),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2, refused.stderr
     message = refused.stderr.strip().splitlines()
     assert len(message) == 1 and message[0].startswith("wanhook serve: refusing to serve the EventBridge webhook")
     assert "WANHOOK_EVENTBRIDGE_TOKEN" in message[0] and "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED" in message[0]
 
     # The operator who says so gets an open webhook; so does one with a token or signature checks.
-    for setting in ({"WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED": "1"}, {"WANHOOK_EVENTBRIDGE_TOKEN": TOKEN},
-                    {"WANHOOK_EVENTBRIDGE_VERIFY": "signature"}):
+    for setting in (
+        {"WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED": "1"},
+        {"WANHOOK_EVENTBRIDGE_TOKEN": TOKEN},
+        {"WANHOOK_EVENTBRIDGE_VERIFY": "signature"},
+    ):
         server = Wanhook(tmp_path, {**env, **setting}, "--host", "0.0.0.0", "--no-workers")
         processes.append(server.launch())
         server.wait_ready()
@@ -46,12 +63,18 @@ def test_serve_refuses_an_open_webhook_on_a_public_address(tmp_path: Path, redis
 
 def test_unknown_task_events_leave_a_bounded_record(stack: Stack) -> None:
     # About 200 KiB, under EventBridge's 256 KiB; a message and an id far beyond anything DashScope sends.
-    event = {**EVENT, "id": "evt-big", "data": {**EVENT["data"], "task_id": "ds-nobody-knows",
-                                                 "message": "m" * 20_000, "padding": "é" * 100_000}}
+    event = {
+        **EVENT,
+        "id": "evt-big",
+        "data": {**EVENT["data"], "task_id": "ds-nobody-knows", "message": "m" * 20_000, "padding": "é" * 100_000},
+    }
     body = json.dumps(event, ensure_ascii=False).encode()
     assert 190 * 1024 < len(body) < 256 * 1024
-    answer = stack.http.post("/v1/events/dashscope", content=body,
-                             headers={"x-eventbridge-signature-token": TOKEN, "content-type": "application/json"})
+    answer = stack.http.post(
+        "/v1/events/dashscope",
+        content=body,
+        headers={"x-eventbridge-signature-token": TOKEN, "content-type": "application/json"},
+    )
     assert answer.status_code == 200 and answer.json()["outcome"] == "unknown_task"
 
     [(_, entry)] = stack.redis.xrevrange("{wanhook}:events", count=1)
@@ -67,8 +90,12 @@ def test_unknown_task_events_leave_a_bounded_record(stack: Stack) -> None:
 
     # Identifiers no DashScope event has: the deduplication key and the audit entry stay small, and a
     # redelivery is still a duplicate.
-    strange = {**EVENT, "id": "i" * 50_000, "source": "acs.dashscope",
-               "data": {**EVENT["data"], "task_id": "t" * 50_000}}
+    strange = {
+        **EVENT,
+        "id": "i" * 50_000,
+        "source": "acs.dashscope",
+        "data": {**EVENT["data"], "task_id": "t" * 50_000},
+    }
     assert stack.push(strange).json()["outcome"] == "unknown_task"
     assert stack.push(strange).json()["outcome"] == "duplicate"
     [(_, entry)] = stack.redis.xrevrange("{wanhook}:events", count=1)
@@ -90,8 +117,13 @@ def test_audit_entries_stay_under_their_documented_size(stack: Stack) -> None:
     from wanhook.service import keys
 
     # Every identifier far over its bound, and a large body: the entry still fits its share of the budget.
-    event = {**EVENT, "id": "x" * 10_000, "source": "s" * 10_000, "type": "t" * 10_000,
-             "data": {"task_id": "d" * 10_000, "task_status": "z" * 10_000, "padding": "p" * 200_000}}
+    event = {
+        **EVENT,
+        "id": "x" * 10_000,
+        "source": "s" * 10_000,
+        "type": "t" * 10_000,
+        "data": {"task_id": "d" * 10_000, "task_status": "z" * 10_000, "padding": "p" * 200_000},
+    }
     assert stack.push(event).json()["outcome"] == "ignored"
     [(_, entry)] = stack.redis.xrevrange("{wanhook}:events", count=1)
     size = sum(len(key.encode()) + len(value.encode()) for key, value in entry.items())

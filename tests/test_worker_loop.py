@@ -43,7 +43,8 @@ async def test_a_stop_ends_the_loop_at_once_even_mid_pause() -> None:
 
 
 async def test_redis_away_pauses_the_loop_and_it_goes_on_when_redis_is_back(
-        tmp_path: Path, processes: list[Process], caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, processes: list[Process], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, LOG.name)
     port = free_port()
     # Nothing listens there yet: a real refusal, at once (redis-py's own retries are not under test).
@@ -88,12 +89,15 @@ def test_an_outage_is_logged_at_once_then_at_most_once_a_minute(caplog: pytest.L
     for _ in range(30):  # thirty failures a second apart, each with another text
         outage.failed(RedisConnectionError(f"Error 111 connecting to 127.0.0.1:{now[0]:.0f}. Connection refused."))
         now[0] += 1
-    assert lines(caplog) == ["Redis unavailable (ConnectionError: Error 111 connecting to 127.0.0.1:100. "
-                             "Connection refused.); sweeping later"]
+    assert lines(caplog) == [
+        "Redis unavailable (ConnectionError: Error 111 connecting to 127.0.0.1:100. "
+        "Connection refused.); sweeping later"
+    ]
     now[0] = 161.0
     outage.failed(TimeoutError())
-    assert lines(caplog)[1:] == ["Redis unavailable (TimeoutError); sweeping later; 29 more failures since the last "
-                                 "line"]
+    assert lines(caplog)[1:] == [
+        "Redis unavailable (TimeoutError); sweeping later; 29 more failures since the last line"
+    ]
     outage.over()
     assert lines(caplog)[2:] == ["Redis answers again after 31 failures in 61.0 s"]
     outage.over()  # nothing more to say while it works

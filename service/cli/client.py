@@ -19,8 +19,15 @@ from rich.text import Text
 from ..errors import CommandError
 from ..task import TERMINAL, Status
 
-STYLES = {Status.QUEUED: "yellow", Status.SUBMITTED: "cyan", Status.DOWNLOADING: "blue", Status.READY: "bold green",
-          Status.FAILED: "bold red", Status.CANCELED: "magenta", Status.EXPIRED: "red"}
+STYLES = {
+    Status.QUEUED: "yellow",
+    Status.SUBMITTED: "cyan",
+    Status.DOWNLOADING: "blue",
+    Status.READY: "bold green",
+    Status.FAILED: "bold red",
+    Status.CANCELED: "magenta",
+    Status.EXPIRED: "red",
+}
 
 
 class ClientError(CommandError):
@@ -52,8 +59,9 @@ def image_value(given: str) -> str:
     path = Path(given.removeprefix("file://")).expanduser()
     try:
         if path.stat().st_size > IMAGE_MAX_BYTES:
-            raise ImageError(f"{given}: {path.stat().st_size} bytes; DashScope takes images of at most "
-                             f"{IMAGE_MAX_BYTES} (10 MB)")
+            raise ImageError(
+                f"{given}: {path.stat().st_size} bytes; DashScope takes images of at most {IMAGE_MAX_BYTES} (10 MB)"
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise ImageError(f"{given}: {exc.strerror or exc}") from None
@@ -75,8 +83,10 @@ def _check(response: httpx.Response) -> dict[str, Any]:
         body = None
     if response.status_code >= 400:
         error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-        raise ClientError(f"HTTP {response.status_code} {error.get('code', '')}: "
-                          f"{error.get('message', response.text[:200])}", response.status_code)
+        raise ClientError(
+            f"HTTP {response.status_code} {error.get('code', '')}: {error.get('message', response.text[:200])}",
+            response.status_code,
+        )
     if not isinstance(body, dict):
         raise ClientError(f"HTTP {response.status_code} with a body that is not a JSON object", response.status_code)
     return body
@@ -104,8 +114,9 @@ def follow(server: str, task_id: str, token: str | None = None) -> Iterator[dict
     while True:
         headers = _headers(token) | ({"Last-Event-ID": last_id} if last_id else {})
         try:
-            with httpx.stream("GET", f"{server}/v1/tasks/{task_id}/events", headers=headers,
-                              timeout=httpx.Timeout(30.0, read=60.0)) as response:
+            with httpx.stream(
+                "GET", f"{server}/v1/tasks/{task_id}/events", headers=headers, timeout=httpx.Timeout(30.0, read=60.0)
+            ) as response:
                 if response.status_code in (429, 503) and failures < 5:
                     # Too many streams open (or Redis away): wait as the server asks, then again.
                     failures += 1
@@ -162,8 +173,11 @@ def _details(task: dict[str, Any]) -> tuple[str, bool]:
 
 def render(task: dict[str, Any], started: float) -> Text:
     status = task.get("status", "?")
-    line = Text.assemble(("● ", STYLES.get(status, "")), (f"{status:<12}", STYLES.get(status, "")),
-                         f" {time.monotonic() - started:6.1f}s  task {task.get('id')}")
+    line = Text.assemble(
+        ("● ", STYLES.get(status, "")),
+        (f"{status:<12}", STYLES.get(status, "")),
+        f" {time.monotonic() - started:6.1f}s  task {task.get('id')}",
+    )
     details, is_error = _details(task)
     if details:
         line.append(f"  {details}", style="red" if is_error else "")
@@ -224,9 +238,17 @@ def _follow_in_background(server: str, task_id: str, token: str | None) -> queue
     return updates
 
 
-def wait(server: str, task: dict[str, Any], token: str | None = None, console: Console | None = None, *,
-         timeout: float | None = None, plain: bool = False, out: IO[str] | None = None,
-         started: float | None = None) -> dict[str, Any]:
+def wait(
+    server: str,
+    task: dict[str, Any],
+    token: str | None = None,
+    console: Console | None = None,
+    *,
+    timeout: float | None = None,
+    plain: bool = False,
+    out: IO[str] | None = None,
+    started: float | None = None,
+) -> dict[str, Any]:
     """Shows the task's progress until it ends; returns its final state.
 
     Live (a line redrawn at least once a second on ``console``, stderr by default), or with ``plain`` one line
@@ -276,16 +298,24 @@ def table(task: dict[str, Any]) -> Table:
     view = Table(show_header=False, box=None)
     view.add_column(style="bold")
     view.add_column()
-    rows = [("id", task["id"]), ("status", Text(task["status"], style=STYLES.get(task["status"], ""))),
-            ("model", task.get("model")), ("prompt", task.get("prompt")),
-            ("parameters", json.dumps(task.get("parameters"))),
-            ("dashscope task", (task.get("dashscope") or {}).get("task_id") or "-"),
-            # FAILED here while the task is still submitted: its reason is being read.
-            ("dashscope status", (task.get("dashscope") or {}).get("status") or "-"),
-            ("created", task.get("created_at")), ("updated", task.get("updated_at"))]
+    rows = [
+        ("id", task["id"]),
+        ("status", Text(task["status"], style=STYLES.get(task["status"], ""))),
+        ("model", task.get("model")),
+        ("prompt", task.get("prompt")),
+        ("parameters", json.dumps(task.get("parameters"))),
+        ("dashscope task", (task.get("dashscope") or {}).get("task_id") or "-"),
+        # FAILED here while the task is still submitted: its reason is being read.
+        ("dashscope status", (task.get("dashscope") or {}).get("status") or "-"),
+        ("created", task.get("created_at")),
+        ("updated", task.get("updated_at")),
+    ]
     if task.get("video"):
-        rows += [("video", task["video"]["path"]), ("bytes", f"{task['video']['bytes']:,}"),
-                 ("sha256", task["video"]["sha256"])]
+        rows += [
+            ("video", task["video"]["path"]),
+            ("bytes", f"{task['video']['bytes']:,}"),
+            ("sha256", task["video"]["sha256"]),
+        ]
     if task.get("error"):
         rows.append(("error", f"{task['error']['code']}: {task['error']['message']}"))
     for name, value in rows:

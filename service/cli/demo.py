@@ -63,8 +63,15 @@ class _Local:
 
 
 @contextlib.asynccontextmanager
-async def _local(console: Console, *, via: str, render_seconds: float, port: int = 0, emulator_port: int = 0,
-                 what: str = "wanhook demo") -> AsyncIterator[_Local]:
+async def _local(
+    console: Console,
+    *,
+    via: str,
+    render_seconds: float,
+    port: int = 0,
+    emulator_port: int = 0,
+    what: str = "wanhook demo",
+) -> AsyncIterator[_Local]:
     """The emulator and the service with its workers in this process, wired to each other: the service takes
     DashScope's address, a key and the emulator's video host, the emulator pushes its events to the service's
     webhook (or RocketMQ stand-in) with a token of the moment. Yields once both serve."""
@@ -80,12 +87,18 @@ async def _local(console: Console, *, via: str, render_seconds: float, port: int
         raise ConfigError(f"cannot listen on 127.0.0.1:{emulator_port}: {exc.strerror or exc}") from None
     token = secrets.token_urlsafe(16)
     settings = dataclasses.replace(
-        Settings.from_env(), api_key="sk-demo", dashscope_base_url=emulator.api_base_url,
-        eventbridge_token=token, video_hosts=("127.0.0.1",), api_tokens=(),
+        Settings.from_env(),
+        api_key="sk-demo",
+        dashscope_base_url=emulator.api_base_url,
+        eventbridge_token=token,
+        video_hosts=("127.0.0.1",),
+        api_tokens=(),
     )
-    console.print(f"[bold]{what}[/]  data in {settings.data_dir.resolve()}, "
-                  f"{'embedded Redis' if not settings.redis_url else 'Redis at WANHOOK_REDIS_URL'}, "
-                  f"events via {via}")
+    console.print(
+        f"[bold]{what}[/]  data in {settings.data_dir.resolve()}, "
+        f"{'embedded Redis' if not settings.redis_url else 'Redis at WANHOOK_REDIS_URL'}, "
+        f"events via {via}"
+    )
     stop = asyncio.Event()
     background: list[asyncio.Task] = []
     double = runtime = server = None
@@ -98,13 +111,17 @@ async def _local(console: Console, *, via: str, render_seconds: float, port: int
             double = RocketMQDouble(port=0)
             double.start()
             emulator.add_target(RocketMQTarget(double, DEMO_TOPIC))
-            consumer = Consumer(runtime.store, ConsumerSettings(endpoints=double.endpoints, topic=DEMO_TOPIC,
-                                                                group="wanhook-demo"))
+            consumer = Consumer(
+                runtime.store, ConsumerSettings(endpoints=double.endpoints, topic=DEMO_TOPIC, group="wanhook-demo")
+            )
             background.append(asyncio.create_task(consumer.run(stop)))
         else:
             emulator.add_target(HttpTarget(url + "/v1/events/dashscope", token))
-        server = http_server.EmbeddedServer(http_server.config(create_app(runtime=runtime, workers=True),
-                                                               log_level="warning", lifespan="on", access_log=False))
+        server = http_server.EmbeddedServer(
+            http_server.config(
+                create_app(runtime=runtime, workers=True), log_level="warning", lifespan="on", access_log=False
+            )
+        )
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         background.append(serving)
         while not server.started:
@@ -144,16 +161,19 @@ async def _demo(prompt: str, via: str, console: Console, serve: bool = False) ->
         task = await asyncio.to_thread(client.submit, url, {"prompt": prompt, "size": "832*480"})
         console.print(f"submitted task {task['id']}: {prompt!r}")
         # Lines rather than a live display when the output is a log or a pipe, as `wanhook submit --wait` does.
-        final = await asyncio.to_thread(client.wait, url, task, None, console, plain=not console.is_terminal,
-                                        out=console.file)
+        final = await asyncio.to_thread(
+            client.wait, url, task, None, console, plain=not console.is_terminal, out=console.file
+        )
         if final["status"] != Status.READY:
             error = final.get("error") or {}
             console.print(f"[red]task ended {final['status']}: {error.get('code')} {error.get('message')}[/]")
         else:
             video = final["video"]
             reads = emulator.stats.reads_by_task.get(final["dashscope"]["task_id"])
-            console.print(f"[green]stored[/] {video['bytes']:,} bytes, sha256 {video['sha256'][:16]}…, "
-                          f"DashScope reads for this task: {reads}")
+            console.print(
+                f"[green]stored[/] {video['bytes']:,} bytes, sha256 {video['sha256'][:16]}…, "
+                f"DashScope reads for this task: {reads}"
+            )
             print(Path(video["path"]).resolve(), flush=True)
         if serve:
             console.print(f"dashboard: {url}/ serving until interrupted (Ctrl-C)")
@@ -163,15 +183,24 @@ async def _demo(prompt: str, via: str, console: Console, serve: bool = False) ->
 
 async def _dev(port: int, emulator_port: int, render_seconds: float) -> int:
     console = Console(stderr=True)
-    async with _local(console, via="webhook", render_seconds=render_seconds, port=port,
-                      emulator_port=emulator_port, what="wanhook dev") as local:
+    async with _local(
+        console,
+        via="webhook",
+        render_seconds=render_seconds,
+        port=port,
+        emulator_port=emulator_port,
+        what="wanhook dev",
+    ) as local:
         server = "" if local.url == DEFAULT_SERVER else f" --server {local.url}"
         # On stdout, flushed: the lines another terminal (or a script) needs, whatever the console does.
-        print(f"wanhook on {local.url} (dashboard {local.url}/), the emulator as its DashScope on "
-              f"{local.emulator.base_url}, videos in {local.settings.data_dir.resolve() / 'videos'}\n"
-              "in another terminal:\n"
-              f"  wanhook submit \"a paper boat drifting on a calm lake at dawn\" --wait{server}\n"
-              "Ctrl-C stops both.", flush=True)
+        print(
+            f"wanhook on {local.url} (dashboard {local.url}/), the emulator as its DashScope on "
+            f"{local.emulator.base_url}, videos in {local.settings.data_dir.resolve() / 'videos'}\n"
+            "in another terminal:\n"
+            f'  wanhook submit "a paper boat drifting on a calm lake at dawn" --wait{server}\n'
+            "Ctrl-C stops both.",
+            flush=True,
+        )
         await _until_interrupted()
     return 0
 

@@ -36,8 +36,10 @@ TARGET_FILES = {"http": "http-target.json", "rocketmq": "rocketmq-target.json"}
 # EventBridge's answer when GetRule finds no rule of that name (an exception code, or the body's Code).
 RULE_MISSING = "EventRuleNotExisted"
 PLACEHOLDER = re.compile(r"<[^<>]+>")
-MQ_TOPIC_ARN = re.compile(r"^acs:mq:(?P<region>[^:]+):(?P<account>[^:]+):/instances/(?P<instance>[^/]+)"
-                          r"/topic/(?P<topic>[^/]+)$")
+MQ_TOPIC_ARN = re.compile(
+    r"^acs:mq:(?P<region>[^:]+):(?P<account>[^:]+):/instances/(?P<instance>[^/]+)"
+    r"/topic/(?P<topic>[^/]+)$"
+)
 
 
 class SetupError(CommandError):
@@ -130,13 +132,17 @@ def http_target(template: dict[str, Any], url: str | None, token: str | None) ->
         # The token travels in a header: over plain HTTP anyone on the path could read and replay it.
         raise ConfigError(f"--url must be an https:// URL, got {url!r}")
     if not token:
-        raise ConfigError("the HTTP target needs the token: set WANHOOK_EVENTBRIDGE_TOKEN (as for wanhook serve) "
-                          "or pass --token")
+        raise ConfigError(
+            "the HTTP target needs the token: set WANHOOK_EVENTBRIDGE_TOKEN (as for wanhook serve) or pass --token"
+        )
     # An API destination (acs.api.destination) would need an Endpoint acs:api-destination:... and a Name key, and
     # a Connection carrying the token; the HTTP/HTTPS target takes the URL and the token directly.
-    _expect_type(template, TARGET_FILES["http"], ("https",),
-                 f"the webhook target is EventBridge's HTTP/HTTPS target, Type https for an https URL "
-                 f"({limits.TARGETS_PAGE})")
+    _expect_type(
+        template,
+        TARGET_FILES["http"],
+        ("https",),
+        f"the webhook target is EventBridge's HTTP/HTTPS target, Type https for an https URL ({limits.TARGETS_PAGE})",
+    )
     target = _replace_strings(template, {template["Endpoint"]: url})
     token_param = _params(target).get("token")
     if token_param is None:
@@ -147,42 +153,66 @@ def http_target(template: dict[str, Any], url: str | None, token: str | None) ->
 
 def rocketmq_target(template: dict[str, Any], topic_arn: str | None) -> dict[str, Any]:
     if not topic_arn:
-        raise ConfigError("--topic-arn is required for the RocketMQ target "
-                          "(acs:mq:<region>:<account id>:/instances/<instance id>/topic/<topic>)")
+        raise ConfigError(
+            "--topic-arn is required for the RocketMQ target "
+            "(acs:mq:<region>:<account id>:/instances/<instance id>/topic/<topic>)"
+        )
     wanted = MQ_TOPIC_ARN.match(topic_arn)
     if wanted is None:
         raise ConfigError(f"--topic-arn {topic_arn!r} is not acs:mq:<region>:<account id>:/instances/<id>/topic/<name>")
-    _expect_type(template, TARGET_FILES["rocketmq"], ("acs.rocketmq",),
-                 f"the RocketMQ target's Type is acs.rocketmq ({limits.TARGETS_PAGE})")
+    _expect_type(
+        template,
+        TARGET_FILES["rocketmq"],
+        ("acs.rocketmq",),
+        f"the RocketMQ target's Type is acs.rocketmq ({limits.TARGETS_PAGE})",
+    )
     example = MQ_TOPIC_ARN.match(template["Endpoint"])
     if example is None:
         raise ConfigError(f"rocketmq-target.json: Endpoint {template['Endpoint']!r} is not a topic ARN")
     # The instance id and topic appear in the Endpoint and again as parameters; the ARN is the one source.
-    return _replace_strings(template, {template["Endpoint"]: topic_arn,
-                                       example["instance"]: wanted["instance"],
-                                       example["topic"]: wanted["topic"]})
+    return _replace_strings(
+        template,
+        {template["Endpoint"]: topic_arn, example["instance"]: wanted["instance"], example["topic"]: wanted["topic"]},
+    )
 
 
-def build_plan(definitions: dict[str, dict[str, Any]], *, target: str, region: str | None,
-               url: str | None = None, token: str | None = None, topic_arn: str | None = None,
-               dead_letter_arn: str | None = None, bus: str | None = None, rule_name: str | None = None) -> Plan:
+def build_plan(
+    definitions: dict[str, dict[str, Any]],
+    *,
+    target: str,
+    region: str | None,
+    url: str | None = None,
+    token: str | None = None,
+    topic_arn: str | None = None,
+    dead_letter_arn: str | None = None,
+    bus: str | None = None,
+    rule_name: str | None = None,
+) -> Plan:
     """The four calls, from the definitions and this installation's values; checks them before anything is sent."""
     if not region:
-        raise ConfigError("the region is required: --region or ALIBABA_CLOUD_REGION_ID (the region of the "
-                          "DashScope tasks, whose default bus receives their events)")
+        raise ConfigError(
+            "the region is required: --region or ALIBABA_CLOUD_REGION_ID (the region of the "
+            "DashScope tasks, whose default bus receives their events)"
+        )
     rule = definitions["rule.json"]
     template = copy.deepcopy(definitions[TARGET_FILES[target]])
     if len(template.get("Targets", [])) != 1:
         raise ConfigError(f"{TARGET_FILES[target]} must hold exactly one target")
     bus = bus or rule["EventBusName"]
     rule_name = rule_name or rule["RuleName"]
-    rule_fields = {"EventBusName": bus, "RuleName": rule_name, "Description": rule.get("Description"),
-                   "Status": rule.get("Status"), "FilterPattern": rule.get("FilterPattern")}
+    rule_fields = {
+        "EventBusName": bus,
+        "RuleName": rule_name,
+        "Description": rule.get("Description"),
+        "Status": rule.get("Status"),
+        "FilterPattern": rule.get("FilterPattern"),
+    }
     rule_fields = {key: value for key, value in rule_fields.items() if value is not None}
     limits.check_rule(rule_fields)
     # Both target files put their target on the one rule, so their Ids must differ.
-    limits.check_target_ids((name, (definitions[name].get("Targets") or [{}])[0]) for name in TARGET_FILES.values()
-                            if name in definitions)
+    limits.check_target_ids(
+        (name, (definitions[name].get("Targets") or [{}])[0]) for name in TARGET_FILES.values() if name in definitions
+    )
 
     one = template["Targets"][0]
     one = http_target(one, url, token) if target == "http" else rocketmq_target(one, topic_arn)
@@ -190,13 +220,19 @@ def build_plan(definitions: dict[str, dict[str, Any]], *, target: str, region: s
         one["DeadLetterQueue"] = {**one.get("DeadLetterQueue", {}), "Arn": dead_letter_arn}
     if not one.get("DeadLetterQueue", {}).get("Arn") or PLACEHOLDER.search(one["DeadLetterQueue"]["Arn"]):
         # Without it, an event that outlives 176 retries over a day is dropped without trace.
-        raise ConfigError("--dead-letter-arn is required (e.g. acs:mq:<region>:<account id>:/instances/<id>/topic/"
-                          "<dead-letter topic>)")
-    for field, arn in (("--topic-arn", one["Endpoint"] if target == "rocketmq" else None),
-                       ("--dead-letter-arn", one["DeadLetterQueue"]["Arn"])):
+        raise ConfigError(
+            "--dead-letter-arn is required (e.g. acs:mq:<region>:<account id>:/instances/<id>/topic/"
+            "<dead-letter topic>)"
+        )
+    for field, arn in (
+        ("--topic-arn", one["Endpoint"] if target == "rocketmq" else None),
+        ("--dead-letter-arn", one["DeadLetterQueue"]["Arn"]),
+    ):
         if arn and _arn_region(arn) != region:
-            raise ConfigError(f"{field} is in {_arn_region(arn)} but the rule is in {region}: "
-                              "EventBridge delivers only within the rule's region")
+            raise ConfigError(
+                f"{field} is in {_arn_region(arn)} but the rule is in {region}: "
+                "EventBridge delivers only within the rule's region"
+            )
     left = [path for path, value in _strings(one) if PLACEHOLDER.search(value)]
     if left:
         raise ConfigError(f"{TARGET_FILES[target]} still has placeholders at {', '.join(left)}")
@@ -205,11 +241,13 @@ def build_plan(definitions: dict[str, dict[str, Any]], *, target: str, region: s
     names = {"EventBusName": bus, "RuleName": rule_name}
     pattern = json.dumps(rule["FilterPattern"], separators=(",", ":"))  # the API takes the pattern as a string
     fields = {**rule_fields, "FilterPattern": pattern}
-    return Plan(region=region,
-                get_rule=Call("GetRule", dict(names)),
-                create_rule=Call("CreateRule", fields),
-                update_rule=Call("UpdateRule", dict(fields)),
-                put_targets=Call("PutTargets", {**names, "Targets": [one]}))
+    return Plan(
+        region=region,
+        get_rule=Call("GetRule", dict(names)),
+        create_rule=Call("CreateRule", fields),
+        update_rule=Call("UpdateRule", dict(fields)),
+        put_targets=Call("PutTargets", {**names, "Targets": [one]}),
+    )
 
 
 def redacted(body: dict[str, Any]) -> dict[str, Any]:
@@ -223,6 +261,7 @@ def redacted(body: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- the SDK: imported only here, so the core runs without the extra --------------------------------------------
+
 
 def _sdk() -> Any:
     try:
@@ -258,8 +297,10 @@ def build_requests(plan: Plan) -> dict[str, Any]:
     for call in (plan.get_rule, plan.create_rule, plan.update_rule, plan.put_targets):
         sent = _without_empty(requests[call.operation].to_map())
         if sent != call.body:
-            raise ConfigError(f"{call.operation}: the SDK would not send the definition as written "
-                              f"(sent {json.dumps(redacted(sent))}, defined {json.dumps(redacted(call.body))})")
+            raise ConfigError(
+                f"{call.operation}: the SDK would not send the definition as written "
+                f"(sent {json.dumps(redacted(sent))}, defined {json.dumps(redacted(call.body))})"
+            )
     return requests
 
 
@@ -280,8 +321,11 @@ def _call(operation: str, method: Any, request: Any) -> Any:
     try:
         response = method(request)
     except Exception as failure:  # the SDK raises its own exception types, each with .code and .message
-        raise SetupError(operation, str(getattr(failure, "code", "") or type(failure).__name__),
-                         str(getattr(failure, "message", "") or failure)) from None
+        raise SetupError(
+            operation,
+            str(getattr(failure, "code", "") or type(failure).__name__),
+            str(getattr(failure, "message", "") or failure),
+        ) from None
     # EventBridge can also answer HTTP 200 with the failure in the body (Code other than Success).
     body = getattr(response, "body", None)
     code = getattr(body, "code", None)
@@ -303,8 +347,9 @@ def apply(plan: Plan, client: EventBridgeClient, out: TextIO) -> None:
         body = _call(step, call, requests[step])
         data = getattr(body, "data", None)
         if step == "PutTargets" and data is not None and (getattr(data, "error_entries_count", 0) or 0) > 0:
-            errors = [f"{entry.entry_id}: {entry.error_code} {entry.error_message}"
-                      for entry in data.error_entries or []]
+            errors = [
+                f"{entry.entry_id}: {entry.error_code} {entry.error_message}" for entry in data.error_entries or []
+            ]
             raise SetupError(step, "ErrorEntries", "; ".join(errors))
         print(f"{step}: done (request id {getattr(body, 'request_id', None) or '?'})", file=out)
 
@@ -313,15 +358,21 @@ def make_client(region: str, endpoint: str | None) -> EventBridgeClient:
     key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
     secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
     if not key_id or not secret:
-        raise ConfigError("set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (a RAM user allowed "
-                          "eventbridge:GetRule, CreateRule, UpdateRule and PutTargets), or use --dry-run")
+        raise ConfigError(
+            "set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (a RAM user allowed "
+            "eventbridge:GetRule, CreateRule, UpdateRule and PutTargets), or use --dry-run"
+        )
     _sdk()
     from alibabacloud_eventbridge20200401.client import Client
     from alibabacloud_tea_openapi.utils_models import Config
 
-    config = Config(access_key_id=key_id, access_key_secret=secret,
-                    security_token=os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None,
-                    region_id=region, endpoint=endpoint)
+    config = Config(
+        access_key_id=key_id,
+        access_key_secret=secret,
+        security_token=os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None,
+        region_id=region,
+        endpoint=endpoint,
+    )
     return Client(config)
 
 
@@ -335,30 +386,53 @@ def print_plan(plan: Plan, out: TextIO) -> None:
 
 # --- the command line -------------------------------------------------------------------------------------------
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", choices=sorted(TARGET_FILES), default="http",
-                        help="which target to put on the rule (run once per target for both)")
-    parser.add_argument("--region", default=os.environ.get("ALIBABA_CLOUD_REGION_ID"),
-                        help="the DashScope tasks' region, e.g. cn-beijing (default: $ALIBABA_CLOUD_REGION_ID)")
+    parser.add_argument(
+        "--target",
+        choices=sorted(TARGET_FILES),
+        default="http",
+        help="which target to put on the rule (run once per target for both)",
+    )
+    parser.add_argument(
+        "--region",
+        default=os.environ.get("ALIBABA_CLOUD_REGION_ID"),
+        help="the DashScope tasks' region, e.g. cn-beijing (default: $ALIBABA_CLOUD_REGION_ID)",
+    )
     parser.add_argument("--url", help="HTTP target: wanhook's public webhook, https://<host>/v1/events/dashscope")
-    parser.add_argument("--token", default=None,
-                        help="HTTP target: the push token (default: $WANHOOK_EVENTBRIDGE_TOKEN, which keeps it out "
-                             "of the process list)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="HTTP target: the push token (default: $WANHOOK_EVENTBRIDGE_TOKEN, which keeps it out "
+        "of the process list)",
+    )
     parser.add_argument("--topic-arn", help="RocketMQ target: acs:mq:<region>:<account id>:/instances/<id>/topic/<t>")
     parser.add_argument("--dead-letter-arn", help="where events go after the last retry (RocketMQ topic or MNS queue)")
     parser.add_argument("--bus", help="event bus (default: the rule file's, 'default', which receives DashScope's)")
     parser.add_argument("--rule", help="rule name (default: the rule file's)")
-    parser.add_argument("--definitions", type=Path, default=None,
-                        help="folder with rule.json and the target files (default: deploy/eventbridge)")
+    parser.add_argument(
+        "--definitions",
+        type=Path,
+        default=None,
+        help="folder with rule.json and the target files (default: deploy/eventbridge)",
+    )
     parser.add_argument("--endpoint", help="EventBridge API endpoint, when not the region's public one")
     parser.add_argument("--dry-run", action="store_true", help="print the calls and their bodies; send nothing")
 
 
 def run(args: argparse.Namespace) -> int:
     definitions = load_definitions(args.definitions or default_definitions())
-    plan = build_plan(definitions, target=args.target, region=args.region, url=args.url,
-                      token=args.token or os.environ.get("WANHOOK_EVENTBRIDGE_TOKEN"), topic_arn=args.topic_arn,
-                      dead_letter_arn=args.dead_letter_arn, bus=args.bus, rule_name=args.rule)
+    plan = build_plan(
+        definitions,
+        target=args.target,
+        region=args.region,
+        url=args.url,
+        token=args.token or os.environ.get("WANHOOK_EVENTBRIDGE_TOKEN"),
+        topic_arn=args.topic_arn,
+        dead_letter_arn=args.dead_letter_arn,
+        bus=args.bus,
+        rule_name=args.rule,
+    )
     if args.dry_run:
         build_requests(plan)  # the same check as a real run: every field survives the SDK's models
         print_plan(plan, sys.stdout)

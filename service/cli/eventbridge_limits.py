@@ -22,8 +22,10 @@ LIMITS_PAGE = "https://www.alibabacloud.com/help/en/eventbridge/product-overview
 PATTERNS_PAGE = "https://www.alibabacloud.com/help/en/eventbridge/user-guide/event-patterns"
 TARGETS_PAGE = "https://www.alibabacloud.com/help/en/eventbridge/user-guide/event-target-parameters"
 # Alibaba's own SDK (the package this command calls), docstring of PutTargetsRequestTargets.errors_tolerance.
-SDK_TARGETS = ("https://github.com/aliyun/alibabacloud-python-sdk/blob/master/eventbridge-20200401/"
-               "alibabacloud_eventbridge20200401/models/_put_targets_request.py")
+SDK_TARGETS = (
+    "https://github.com/aliyun/alibabacloud-python-sdk/blob/master/eventbridge-20200401/"
+    "alibabacloud_eventbridge20200401/models/_put_targets_request.py"
+)
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,28 @@ EXPRESSIONS = Limit(f"at most {EXPRESSIONS_PER_FIELD} expressions per field of a
 
 # Each operator is an object with one of these keys inside the field's array; two keys in one object combine.
 PATTERN_OPERATORS = frozenset({"prefix", "suffix", "contains", "anything-but", "numeric", "cidr", "exists"})
-OPERATORS = Limit("the pattern operators are prefix, suffix, contains, anything-but, numeric, cidr and exists",
-                  PATTERNS_PAGE)
-SHAPE = Limit("a pattern is a JSON object; each field's value is an array of values or operators, or an object "
-              "for a nested field", PATTERNS_PAGE)
+OPERATORS = Limit(
+    "the pattern operators are prefix, suffix, contains, anything-but, numeric, cidr and exists", PATTERNS_PAGE
+)
+SHAPE = Limit(
+    "a pattern is a JSON object; each field's value is an array of values or operators, or an object "
+    "for a nested field",
+    PATTERNS_PAGE,
+)
 
 NAME_MAX = 127
 RESERVED_PREFIX = "eventbridge-reserved-"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
-RULE_NAME = Limit(f"a rule name has at most {NAME_MAX} characters, starts with a letter or digit, holds only "
-                  f"letters, digits and hyphens, and does not start with {RESERVED_PREFIX}", LIMITS_PAGE)
-BUS_NAME = Limit(f"an event bus name has at most {NAME_MAX} characters, starts with a letter or digit, holds only "
-                 f"letters, digits and hyphens, and does not start with {RESERVED_PREFIX}", LIMITS_PAGE)
+RULE_NAME = Limit(
+    f"a rule name has at most {NAME_MAX} characters, starts with a letter or digit, holds only "
+    f"letters, digits and hyphens, and does not start with {RESERVED_PREFIX}",
+    LIMITS_PAGE,
+)
+BUS_NAME = Limit(
+    f"an event bus name has at most {NAME_MAX} characters, starts with a letter or digit, holds only "
+    f"letters, digits and hyphens, and does not start with {RESERVED_PREFIX}",
+    LIMITS_PAGE,
+)
 # "default" is reserved for custom buses because it names the one system bus, which is where DashScope publishes.
 SYSTEM_BUS = "default"
 
@@ -87,27 +99,36 @@ PUSH_RETRY_STRATEGIES = {
     "BACKOFF_RETRY": RetryBounds(3, "a random 10 to 20 s apart", "about a minute"),
     "EXPONENTIAL_DECAY_RETRY": RetryBounds(176, "1, 2, 4 ... 256 s, then 512 s apart", "one day"),
 }
-RETRY = Limit("PushRetryStrategy is required: BACKOFF_RETRY (3 retries, 10-20 s apart) or EXPONENTIAL_DECAY_RETRY "
-              "(176 retries, intervals doubling to 512 s, one day)", TARGETS_PAGE)
+RETRY = Limit(
+    "PushRetryStrategy is required: BACKOFF_RETRY (3 retries, 10-20 s apart) or EXPONENTIAL_DECAY_RETRY "
+    "(176 retries, intervals doubling to 512 s, one day)",
+    TARGETS_PAGE,
+)
 
 ERRORS_TOLERANCES = frozenset({"ALL", "NONE"})
-ERRORS_TOLERANCE = Limit("ErrorsTolerance is ALL (after the last retry the event goes to the dead-letter queue) or "
-                         "NONE (delivery blocks)", SDK_TARGETS)
+ERRORS_TOLERANCE = Limit(
+    "ErrorsTolerance is ALL (after the last retry the event goes to the dead-letter queue) or NONE (delivery blocks)",
+    SDK_TARGETS,
+)
 
 DEAD_LETTER_ARNS = (
     re.compile(r"acs:mns:[a-z0-9-]+:\d+:/queues/[^/]+"),
     re.compile(r"acs:mq:[a-z0-9-]+:\d+:/instances/[^/]+/topic/[^/]+"),
 )
-DEAD_LETTER = Limit("a dead-letter queue is a Simple Message Queue (MNS) queue, acs:mns:<region>:<account>:/queues/"
-                    "<name>, or an ApsaraMQ for RocketMQ topic, acs:mq:<region>:<account>:/instances/<id>/topic/<name>",
-                    TARGETS_PAGE)
+DEAD_LETTER = Limit(
+    "a dead-letter queue is a Simple Message Queue (MNS) queue, acs:mns:<region>:<account>:/queues/"
+    "<name>, or an ApsaraMQ for RocketMQ topic, acs:mq:<region>:<account>:/instances/<id>/topic/<name>",
+    TARGETS_PAGE,
+)
 
 FORMS = frozenset({"ORIGINAL", "JSONPATH", "CONSTANT", "TEMPLATE"})
-FORM = Limit("Form is ORIGINAL, JSONPATH, CONSTANT or TEMPLATE; JSONPATH and CONSTANT need a Value, TEMPLATE a "
-             "Value and a Template, ORIGINAL neither", TARGETS_PAGE)
+FORM = Limit(
+    "Form is ORIGINAL, JSONPATH, CONSTANT or TEMPLATE; JSONPATH and CONSTANT need a Value, TEMPLATE a "
+    "Value and a Template, ORIGINAL neither",
+    TARGETS_PAGE,
+)
 TRANSFORM_MAX = 10_240
-TRANSFORM_SIZE = Limit(f"a parameter's Value and Template have at most {TRANSFORM_MAX:,} characters each",
-                       LIMITS_PAGE)
+TRANSFORM_SIZE = Limit(f"a parameter's Value and Template have at most {TRANSFORM_MAX:,} characters each", LIMITS_PAGE)
 
 ALL_FORMS = ("ORIGINAL", "JSONPATH", "CONSTANT", "TEMPLATE")
 
@@ -181,11 +202,13 @@ TARGET_TYPES: dict[str, TargetType] = {
     ),
 }
 TARGET_TYPE = Limit("each target Type has its own Endpoint format and ParamList keys", TARGETS_PAGE)
-PARAM_KEY = Limit("each target Type accepts only the ParamList keys its section lists, each with its own Forms",
-                  TARGETS_PAGE)
+PARAM_KEY = Limit(
+    "each target Type accepts only the ParamList keys its section lists, each with its own Forms", TARGETS_PAGE
+)
 
 
 # --- the checks ----------------------------------------------------------------------------------------------------
+
 
 def check_name(value: Any, where: str, limit: Limit, *, system_bus: bool = False) -> None:
     if system_bus and value == SYSTEM_BUS:

@@ -111,18 +111,22 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     check_port(args.port)
     if not settings.api_tokens and not _is_loopback(args.host):
-        raise ConfigError(f"refusing to serve the API unauthenticated on {args.host}: "
-                          "set WANHOOK_API_TOKENS or bind to 127.0.0.1")
+        raise ConfigError(
+            f"refusing to serve the API unauthenticated on {args.host}: set WANHOOK_API_TOKENS or bind to 127.0.0.1"
+        )
     webhook_checked = settings.eventbridge_token is not None or settings.eventbridge_verify == "signature"
     if not webhook_checked and not settings.eventbridge_allow_unauthenticated and not _is_loopback(args.host):
         # Anyone reaching an open webhook can post FAILED or SUCCEEDED for the tasks it knows of.
-        raise ConfigError(f"refusing to serve the EventBridge webhook unauthenticated on {args.host}: "
-                          "set WANHOOK_EVENTBRIDGE_TOKEN (or WANHOOK_EVENTBRIDGE_VERIFY=signature), or "
-                          "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED=1 if pushes are authenticated in front of wanhook")
+        raise ConfigError(
+            f"refusing to serve the EventBridge webhook unauthenticated on {args.host}: "
+            "set WANHOOK_EVENTBRIDGE_TOKEN (or WANHOOK_EVENTBRIDGE_VERIFY=signature), or "
+            "WANHOOK_EVENTBRIDGE_ALLOW_UNAUTHENTICATED=1 if pushes are authenticated in front of wanhook"
+        )
     settings.check_serving_limits()
     if not args.no_workers:
-        settings.require_api_key("serve runs the workers, which submit tasks with it "
-                                 "(serve --no-workers leaves them to wanhook worker)")
+        settings.require_api_key(
+            "serve runs the workers, which submit tasks with it (serve --no-workers leaves them to wanhook worker)"
+        )
         check_videos_dir(settings)
     check_listening(args.host, args.port)
     asyncio.run(check_redis(settings))
@@ -131,8 +135,16 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(settings, workers=not args.no_workers)
     # log_config=None: uvicorn's own lines (an application's traceback among them) go through wanhook's
     # handler and its redaction, not a handler of uvicorn's that would print secrets as they come.
-    server.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, log_config=None,
-               header_timeout=settings.header_timeout_seconds, max_connections=settings.max_connections)
+    server.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+        header_timeout=settings.header_timeout_seconds,
+        max_connections=settings.max_connections,
+    )
     return 0
 
 
@@ -231,8 +243,9 @@ def submit(args: argparse.Namespace) -> int:
     # The id first, at once: whoever waits (or reads a log) can look the task up while it runs.
     print(f"task {task['id']}", flush=True)
     try:
-        final = client.wait(args.server, task, token, timeout=args.timeout, plain=not sys.stdout.isatty(),
-                            started=started)
+        final = client.wait(
+            args.server, task, token, timeout=args.timeout, plain=not sys.stdout.isatty(), started=started
+        )
     except client.WaitTimeout as exc:
         print(f"wanhook submit: {exc} (--timeout); it goes on: wanhook status {task['id']}", file=sys.stderr)
         return EXIT_TIMEOUT
@@ -240,8 +253,10 @@ def submit(args: argparse.Namespace) -> int:
         print(final["video"]["path"], flush=True)
         return 0
     error = final.get("error") or {}
-    print(f"task {final.get('id')} ended {final.get('status')}: {error.get('code', '')} {error.get('message', '')}",
-          file=sys.stderr)
+    print(
+        f"task {final.get('id')} ended {final.get('status')}: {error.get('code', '')} {error.get('message', '')}",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -290,8 +305,11 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     command = commands.add_parser("serve", help="HTTP API and EventBridge webhook receiver (and the workers)")
-    command.add_argument("--host", default="127.0.0.1",
-                         help="address to listen on (default: %(default)s; any other needs WANHOOK_API_TOKENS)")
+    command.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; any other needs WANHOOK_API_TOKENS)",
+    )
     command.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     command.add_argument("--no-workers", action="store_true", help="run the workers apart (wanhook worker)")
     command.set_defaults(handler=serve)
@@ -304,40 +322,66 @@ def parser() -> argparse.ArgumentParser:
 
     command = commands.add_parser("submit", help="submit a task (and follow it with --wait)")
     command.add_argument("prompt", help="what the video shows (may be empty for --image and --first-frame)")
-    command.add_argument("--model", help=f"the Wan model (default: {DEFAULT_MODEL}, or the kind's: "
-                         f"{DEFAULT_MODELS['i2v']} with --image, {DEFAULT_MODELS['kf2v']} with --first-frame)")
-    command.add_argument("--image", metavar="PATH_OR_URL",
-                         help="image-to-video: the first frame, a local file (sent as base64) or an http(s) URL")
-    command.add_argument("--first-frame", dest="first_frame", metavar="PATH_OR_URL",
-                         help="first-and-last-frame video: the first frame (with --last-frame)")
-    command.add_argument("--last-frame", dest="last_frame", metavar="PATH_OR_URL",
-                         help="first-and-last-frame video: the last frame (with --first-frame)")
+    command.add_argument(
+        "--model",
+        help=f"the Wan model (default: {DEFAULT_MODEL}, or the kind's: "
+        f"{DEFAULT_MODELS['i2v']} with --image, {DEFAULT_MODELS['kf2v']} with --first-frame)",
+    )
+    command.add_argument(
+        "--image",
+        metavar="PATH_OR_URL",
+        help="image-to-video: the first frame, a local file (sent as base64) or an http(s) URL",
+    )
+    command.add_argument(
+        "--first-frame",
+        dest="first_frame",
+        metavar="PATH_OR_URL",
+        help="first-and-last-frame video: the first frame (with --last-frame)",
+    )
+    command.add_argument(
+        "--last-frame",
+        dest="last_frame",
+        metavar="PATH_OR_URL",
+        help="first-and-last-frame video: the last frame (with --first-frame)",
+    )
     command.add_argument("--resolution", help="480P, 720P or 1080P: the image kinds' tier (default: the model's)")
     command.add_argument("--size", help="W*H, e.g. 832*480 (default: the model's)")
     command.add_argument("--negative-prompt", dest="negative_prompt", help="what the video should not show")
     command.add_argument("--seed", type=int, help="DashScope's random seed, for a repeatable video")
     command.add_argument("--duration", type=int, help="seconds of video (default: the model's)")
     command.add_argument("--audio-url", dest="audio_url", help="a wav or mp3 track the video follows (wan2.5, wan2.6)")
-    command.add_argument("--shot-type", dest="shot_type", choices=("single", "multi"),
-                         help="one shot or a multi-shot narrative (wan2.6)")
+    command.add_argument(
+        "--shot-type", dest="shot_type", choices=("single", "multi"), help="one shot or a multi-shot narrative (wan2.6)"
+    )
     command.add_argument("--callback-url", help="POST the task's terminal states to this URL (signed)")
     command.add_argument(
-        "--wait", action="store_true",
+        "--wait",
+        action="store_true",
         help="follow the task until it ends: the task id at once, then a live line on a terminal, or one line per "
-             "state change (elapsed seconds, state, bytes while downloading) otherwise; the video's path last. "
-             "Exit 0 ready, 1 failed/canceled/expired")
+        "state change (elapsed seconds, state, bytes while downloading) otherwise; the video's path last. "
+        "Exit 0 ready, 1 failed/canceled/expired",
+    )
     command.add_argument(
-        "--timeout", type=_positive_seconds, metavar="SECONDS",
-        help=f"with --wait: stop waiting after SECONDS and exit {EXIT_TIMEOUT} (the task goes on)")
-    command.add_argument("--server", default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
-                         help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})")
+        "--timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help=f"with --wait: stop waiting after SECONDS and exit {EXIT_TIMEOUT} (the task goes on)",
+    )
+    command.add_argument(
+        "--server",
+        default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
+        help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})",
+    )
     command.set_defaults(handler=submit)
 
     command = commands.add_parser("status", help="print a task")
     command.add_argument("id", help="the task's id")
     command.add_argument("--json", action="store_true", help="the task as JSON")
-    command.add_argument("--server", default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
-                         help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})")
+    command.add_argument(
+        "--server",
+        default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
+        help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})",
+    )
     command.set_defaults(handler=status)
 
     from wanhook.emulator.cli import add_arguments
@@ -347,25 +391,43 @@ def parser() -> argparse.ArgumentParser:
     command.set_defaults(handler=emulator)
 
     command = commands.add_parser("demo", help="the whole flow offline, in one process")
-    command.add_argument("prompt", nargs="?", default="a paper boat drifting on a calm lake at dawn",
-                         help="what the video shows (default: %(default)s)")
-    command.add_argument("--via", choices=["webhook", "rocketmq"], default="webhook",
-                         help="how the completion event travels: EventBridge's HTTP push or a RocketMQ topic "
-                              "(default: %(default)s)")
-    command.add_argument("--serve", action="store_true",
-                         help="print the dashboard's URL and keep serving until interrupted")
+    command.add_argument(
+        "prompt",
+        nargs="?",
+        default="a paper boat drifting on a calm lake at dawn",
+        help="what the video shows (default: %(default)s)",
+    )
+    command.add_argument(
+        "--via",
+        choices=["webhook", "rocketmq"],
+        default="webhook",
+        help="how the completion event travels: EventBridge's HTTP push or a RocketMQ topic (default: %(default)s)",
+    )
+    command.add_argument(
+        "--serve", action="store_true", help="print the dashboard's URL and keep serving until interrupted"
+    )
     command.set_defaults(handler=demo)
 
     command = commands.add_parser(
-        "dev", help="the emulator and serve wired to each other in one process, until interrupted",
+        "dev",
+        help="the emulator and serve wired to each other in one process, until interrupted",
         description="Local development in one step: the emulator (DashScope, EventBridge, OSS) and wanhook serve with "
-                    "its workers, wired to each other, on their usual addresses; submit tasks from another terminal "
-                    "with `wanhook submit PROMPT --wait`.")
+        "its workers, wired to each other, on their usual addresses; submit tasks from another terminal "
+        "with `wanhook submit PROMPT --wait`.",
+    )
     command.add_argument("--port", type=_port_number, default=8000, help="wanhook's port (default: %(default)s)")
-    command.add_argument("--emulator-port", type=_port_number, default=8090,
-                         help="the emulator's port, its DashScope API under /api/v1 (default: %(default)s)")
-    command.add_argument("--render-seconds", type=_positive_seconds, default=20.0,
-                         help="how long the emulator renders a task (default: %(default)s)")
+    command.add_argument(
+        "--emulator-port",
+        type=_port_number,
+        default=8090,
+        help="the emulator's port, its DashScope API under /api/v1 (default: %(default)s)",
+    )
+    command.add_argument(
+        "--render-seconds",
+        type=_positive_seconds,
+        default=20.0,
+        help="how long the emulator renders a task (default: %(default)s)",
+    )
     command.set_defaults(handler=dev)
 
     from . import eventbridge

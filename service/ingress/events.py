@@ -68,9 +68,10 @@ def parse(body: bytes) -> CompletionEvent:
     elif "task_id" in document and "task_status" in document:
         data, source, event_type, event_id = document, SOURCE, TYPE, ""
     else:
-        raise InvalidEvent("invalid_event",
-                           "expected a CloudEvent with 'source', 'id' and 'data', or its data with "
-                           "'task_id' and 'task_status'")
+        raise InvalidEvent(
+            "invalid_event",
+            "expected a CloudEvent with 'source', 'id' and 'data', or its data with 'task_id' and 'task_status'",
+        )
 
     unique_key = data.get("user_api_unique_key")
     if source == SOURCE and event_type == TYPE and not _is_video_synthesis(unique_key):
@@ -99,11 +100,15 @@ def parse(body: bytes) -> CompletionEvent:
     code = code or data.get("code")
     message = message or data.get("message")
     event = CompletionEvent(
-        source=source, id=event_id, type=event_type,
+        source=source,
+        id=event_id,
+        type=event_type,
         task_id=task_id if isinstance(task_id, str) else "",
         task_status=status if isinstance(status, str) else "",
-        model=_model_of(unique_key), video_url=video_url,
-        code=_scalar(code), message=_scalar(message),
+        model=_model_of(unique_key),
+        video_url=video_url,
+        code=_scalar(code),
+        message=_scalar(message),
     )
     if not all(_encodable(value) for value in vars(event).values()):
         # JSON can spell a lone surrogate (\ud800); Redis, the logs and every client take UTF-8, which cannot.

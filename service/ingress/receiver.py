@@ -20,6 +20,13 @@ async def receive(store: TaskStore, body: bytes) -> tuple[Outcome, CompletionEve
     logs.event_id.set(event.id)
     outcome, task_id = await store.ingest(event, body)
     logs.task_id.set(task_id)
-    log.info("event %s (%s %s) for DashScope task %s: %s", event.id, event.source, event.task_status,
-             event.task_id or "-", outcome.value, extra={"task_id": task_id, "event_id": event.id})
+    log.info(
+        "event %s (%s %s) for DashScope task %s: %s",
+        event.id,
+        event.source,
+        event.task_status,
+        event.task_id or "-",
+        outcome.value,
+        extra={"task_id": task_id, "event_id": event.id},
+    )
     return outcome, event

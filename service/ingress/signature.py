@@ -82,8 +82,9 @@ def refuse(message: str) -> InvalidSignature:
     return InvalidSignature(message)
 
 
-def string_to_sign(url: str, headers: Mapping[str, str], body: bytes, *, trailing_newline: bool = False,
-                   sign_token: bool = True) -> bytes:
+def string_to_sign(
+    url: str, headers: Mapping[str, str], body: bytes, *, trailing_newline: bool = False, sign_token: bool = True
+) -> bytes:
     """The bytes EventBridge signs for a push of ``body`` to ``url`` carrying ``headers`` (lower-case names).
 
     ``trailing_newline`` puts a newline after the body; ``sign_token=False`` leaves the token line out even when the
@@ -122,8 +123,9 @@ def timestamp_seconds(raw: str) -> float:
 def _host_pattern(pattern: str) -> re.Pattern[str]:
     # "*" stands for part of one DNS label, never a dot: "*-eventbridge.oss-accelerate.aliyuncs.com" is
     # ^[a-z0-9-]+-eventbridge\.oss-accelerate\.aliyuncs\.com$ and cannot match "a.evil-eventbridge...".
-    return re.compile("".join(CERT_HOST_LABEL if part == "*" else re.escape(part)
-                              for part in re.split(r"(\*)", pattern.lower())))
+    return re.compile(
+        "".join(CERT_HOST_LABEL if part == "*" else re.escape(part) for part in re.split(r"(\*)", pattern.lower()))
+    )
 
 
 def check_certificate_url(url: str, patterns: tuple[str, ...]) -> None:
@@ -142,8 +144,10 @@ def check_certificate_url(url: str, patterns: tuple[str, ...]) -> None:
     if parts.username is not None or parts.password is not None:
         raise refuse("the certificate URL (x-eventbridge-signature-url) must not carry credentials")
     if not literal and not any(_host_pattern(pattern).fullmatch(host) for pattern in patterns):
-        raise refuse(f"the certificate URL (x-eventbridge-signature-url) is not on an EventBridge certificate host "
-                     f"({', '.join(patterns)}): {host or 'no host'}")
+        raise refuse(
+            f"the certificate URL (x-eventbridge-signature-url) is not on an EventBridge certificate host "
+            f"({', '.join(patterns)}): {host or 'no host'}"
+        )
     if not (parts.scheme == "https" or (literal and parts.scheme == "http")):
         raise refuse("the certificate URL (x-eventbridge-signature-url) is not https")
     if port is not None and not literal:
@@ -167,8 +171,10 @@ def load_public_key(pem: bytes) -> rsa.RSAPublicKey:
 
 async def _fetch(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
     try:
-        async with (outbound.client(explicit_hosts=hosts, timeout=CERT_TIMEOUT) as client,
-                    client.stream("GET", url) as response):
+        async with (
+            outbound.client(explicit_hosts=hosts, timeout=CERT_TIMEOUT) as client,
+            client.stream("GET", url) as response,
+        ):
             if response.status_code != 200:
                 # The URL passed the host check yet names no certificate: the push is not EventBridge's.
                 raise refuse(f"the certificate URL (x-eventbridge-signature-url) answered {response.status_code}")
@@ -209,8 +215,9 @@ async def public_key(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
     return await asyncio.shield(loading)
 
 
-def signature_matches(key: rsa.RSAPublicKey, signature: bytes, url: str, headers: Mapping[str, str],
-                      body: bytes) -> bool:
+def signature_matches(
+    key: rsa.RSAPublicKey, signature: bytes, url: str, headers: Mapping[str, str], body: bytes
+) -> bool:
     """Whether ``signature`` signs the push in one of the accepted forms (``signed_forms``)."""
     for data in signed_forms(url, headers, body):
         try:
@@ -221,8 +228,9 @@ def signature_matches(key: rsa.RSAPublicKey, signature: bytes, url: str, headers
     return False
 
 
-async def verify_signature(url: str, headers: Mapping[str, str], body: bytes, settings: Settings,
-                           now: float | None = None) -> None:
+async def verify_signature(
+    url: str, headers: Mapping[str, str], body: bytes, settings: Settings, now: float | None = None
+) -> None:
     """Raises ``InvalidSignature`` unless the push of ``body`` to ``url`` (where this process received it)
     with ``headers`` (looked up by lower-case name) carries EventBridge's valid v2 signature;
     ``CertificateUnavailable`` when the certificate cannot be fetched."""
@@ -234,8 +242,7 @@ async def verify_signature(url: str, headers: Mapping[str, str], body: bytes, se
         raise
 
 
-async def _verify(received_url: str, headers: Mapping[str, str], body: bytes, settings: Settings,
-                  now: float) -> None:
+async def _verify(received_url: str, headers: Mapping[str, str], body: bytes, settings: Settings, now: float) -> None:
     missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
     if missing:
         raise refuse(f"missing signature header(s): {', '.join(missing)}")
@@ -249,8 +256,10 @@ async def _verify(received_url: str, headers: Mapping[str, str], body: bytes, se
         raise refuse(f"{TIMESTAMP} is not a number of seconds or milliseconds") from None
     skew = now - signed_at
     if abs(skew) > WINDOW_SECONDS:
-        raise refuse(f"stale timestamp: {TIMESTAMP} is {abs(skew):.0f} s {'old' if skew > 0 else 'ahead'}, "
-                     f"outside the {WINDOW_SECONDS:.0f} s window")
+        raise refuse(
+            f"stale timestamp: {TIMESTAMP} is {abs(skew):.0f} s {'old' if skew > 0 else 'ahead'}, "
+            f"outside the {WINDOW_SECONDS:.0f} s window"
+        )
     try:
         signature = base64.b64decode(headers[SIGNATURE], validate=True)
     except (binascii.Error, ValueError):
@@ -261,5 +270,7 @@ async def _verify(received_url: str, headers: Mapping[str, str], body: bytes, se
     url = settings.eventbridge_url or received_url
     signed = {name: headers[name] for name in SIGNED_HEADERS if name in headers}
     if not signature_matches(key, signature, url, signed, body):
-        raise refuse(f"the signature does not match the push to {url} (behind a proxy, set WANHOOK_EVENTBRIDGE_URL "
-                     "to the URL the EventBridge target posts to)")
+        raise refuse(
+            f"the signature does not match the push to {url} (behind a proxy, set WANHOOK_EVENTBRIDGE_URL "
+            "to the URL the EventBridge target posts to)"
+        )

@@ -21,8 +21,9 @@ from .signature import verify_signature
 EVENT_BODY_LIMIT = 256 * 1024
 
 
-async def receive_push(url: str, headers: Mapping[str, str], body: bytes, settings: Settings,
-                       store: TaskStore) -> tuple[Outcome, CompletionEvent]:
+async def receive_push(
+    url: str, headers: Mapping[str, str], body: bytes, settings: Settings, store: TaskStore
+) -> tuple[Outcome, CompletionEvent]:
     """Verify (when ``WANHOOK_EVENTBRIDGE_VERIFY=signature``), record and apply one push.
 
     ``headers`` are looked up by lower-case name; ``url`` is where the push arrived. Raises

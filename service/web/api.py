@@ -65,8 +65,12 @@ def owner(request: Request) -> str:
     for token in tokens:
         matched |= hmac.compare_digest(given.encode(), token.encode())
     if scheme.lower() != "bearer" or not matched:
-        raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid 'Authorization: Bearer <token>' header is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return hashlib.sha256(given.encode()).hexdigest()[:16]
 
 
@@ -101,7 +105,8 @@ async def create_task(request: Request) -> Response:
         document = await read_json(request, IMAGE_TASK_BODY_LIMIT)
     size = int(declared) if declared and declared.isdigit() else len(json.dumps(document, ensure_ascii=False).encode())
     if size > TASK_BODY_LIMIT and not (
-            isinstance(document, dict) and any(isinstance(document.get(name), str) for name in ALL_IMAGE_FIELDS)):
+        isinstance(document, dict) and any(isinstance(document.get(name), str) for name in ALL_IMAGE_FIELDS)
+    ):
         raise ApiError(413, "body_too_large", f"the body is over the limit of {TASK_BODY_LIMIT} bytes")
     fields = check_task(document, allow_private_callbacks=rt.settings.callback_allow_private)
     await _store_large_images(rt, fields)
@@ -185,8 +190,12 @@ async def _store_large_images(rt: Runtime, fields: dict[str, Any]) -> None:
         try:
             parameters[name] = await rt.dashscope.upload(fields["model"], filename, data, content_type)
         except DashScopeError as exc:
-            raise ApiError(502, "upload_failed", f"{name}: DashScope's temporary storage refused the image "
-                           f"({exc.code}: {exc.message})", field=name) from None
+            raise ApiError(
+                502,
+                "upload_failed",
+                f"{name}: DashScope's temporary storage refused the image ({exc.code}: {exc.message})",
+                field=name,
+            ) from None
 
 
 async def get_task(request: Request) -> Response:
@@ -203,8 +212,9 @@ async def replay_callbacks(request: Request) -> Response:
     if not task.callback:
         raise TaskConflict("no_callback", "the task has no callback settings")
     replayed = await callbacks.replay(runtime(request).redis, task.id)
-    return JSONResponse({"replayed": replayed,
-                         "callbacks": await callbacks.deliveries(runtime(request).redis, task.id)})
+    return JSONResponse(
+        {"replayed": replayed, "callbacks": await callbacks.deliveries(runtime(request).redis, task.id)}
+    )
 
 
 async def list_tasks(request: Request) -> Response:
@@ -237,10 +247,12 @@ async def cancel_task(request: Request) -> Response:
                 await rt.dashscope.cancel_task(task.ds_task_id)
         except DashScopeError as exc:
             if exc.retryable:
-                raise Unavailable("dashscope_unavailable",
-                                  f"DashScope could not be reached to cancel: {exc.code}") from None
-            raise TaskConflict("too_late", f"DashScope refused to cancel the task ({exc.code}): "
-                               "it is no longer PENDING") from None
+                raise Unavailable(
+                    "dashscope_unavailable", f"DashScope could not be reached to cancel: {exc.code}"
+                ) from None
+            raise TaskConflict(
+                "too_late", f"DashScope refused to cancel the task ({exc.code}): it is no longer PENDING"
+            ) from None
         await rt.store.transition(task_id, Status.CANCELED, ds_status="CANCELED")
         return JSONResponse(await rt.store.get(task_id))
     if task.status == Status.CANCELED:
@@ -255,8 +267,7 @@ async def get_video(request: Request) -> Response:
     path = Path(task.video["path"])
     if not path.exists():
         raise VideoGone("the stored video file is missing from the data directory")
-    return FileResponse(path, media_type="video/mp4", filename=f"{task.id}.mp4",
-                        content_disposition_type="inline")
+    return FileResponse(path, media_type="video/mp4", filename=f"{task.id}.mp4", content_disposition_type="inline")
 
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -291,12 +302,16 @@ async def task_events(request: Request) -> Response:
     known = await load_task(request)
     store = runtime(request).store
     task_id = known.id
-    given = [value for value in (request.headers.get("last-event-id"), request.query_params.get("last_event_id"))
-             if value is not None]
+    given = [
+        value
+        for value in (request.headers.get("last-event-id"), request.query_params.get("last_event_id"))
+        if value is not None
+    ]
     if not all(_stream_id(value) for value in given):
         # Checked before the stream starts: once it has, a Redis error could only break the connection.
-        raise InvalidInput("invalid_last_event_id", "Last-Event-ID must be an id this stream sent, e.g. "
-                           "1732536000000-0")
+        raise InvalidInput(
+            "invalid_last_event_id", "Last-Event-ID must be an id this stream sent, e.g. 1732536000000-0"
+        )
     resume = given[0] if given else None
     subscription = await open_stream(request, known.owner)
 
@@ -356,8 +371,9 @@ def _id_order(value: str) -> tuple[int, int]:
 def _stream_id(value: str) -> bool:
     """Whether ``value`` is a Redis stream id (``<ms>-<seq>``, or ``<ms>``), each part a 64-bit number."""
     parts = value.split("-")
-    return 1 <= len(parts) <= 2 and all(part.isascii() and part.isdigit() and len(part) <= 20 and int(part) < 2**64
-                                        for part in parts)
+    return 1 <= len(parts) <= 2 and all(
+        part.isascii() and part.isdigit() and len(part) <= 20 and int(part) < 2**64 for part in parts
+    )
 
 
 def _sse(entry_id: str, task: dict[str, Any] | None, event: str | None = None) -> str:

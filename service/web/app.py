@@ -52,22 +52,33 @@ async def readyz(request: Request) -> Response:
     """Ready: Redis answers and every worker loop of this process runs (none waits to be restarted)."""
     down = _embedded_down()
     if down is not None:
-        return error_response(ApiError(503, "embedded_redis_down",
-                                       "the embedded Redis is down and being restarted from its AOF",
-                                       headers={"Retry-After": "1"}))
+        return error_response(
+            ApiError(
+                503,
+                "embedded_redis_down",
+                "the embedded Redis is down and being restarted from its AOF",
+                headers={"Retry-After": "1"},
+            )
+        )
     runtime = request.app.state.runtime
     await runtime.redis.ping()
     loops = runtime.supervisor.down()
     if loops:
-        return error_response(ApiError(503, "worker_loop_down",
-                                       f"worker loops down, being restarted: {', '.join(sorted(loops))}",
-                                       headers={"Retry-After": "1"}))
+        return error_response(
+            ApiError(
+                503,
+                "worker_loop_down",
+                f"worker loops down, being restarted: {', '.join(sorted(loops))}",
+                headers={"Retry-After": "1"},
+            )
+        )
     return JSONResponse({"status": "ready"})
 
 
 async def metrics_text(request: Request) -> Response:
-    return Response(metrics.exposition(await metrics.snapshot(request.app.state.runtime.store)),
-                    media_type=metrics.CONTENT_TYPE)
+    return Response(
+        metrics.exposition(await metrics.snapshot(request.app.state.runtime.store)), media_type=metrics.CONTENT_TYPE
+    )
 
 
 async def openapi(request: Request) -> Response:
@@ -112,8 +123,11 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 async def on_redis_error(request: Request, exc: Exception) -> Response:
     # 503 makes EventBridge (and well-behaved clients) retry once Redis is back.
     log.warning("Redis unavailable: %s", type(exc).__name__)
-    return error_response(ApiError(503, "redis_unavailable", "the task store (Redis) is unavailable; retry later",
-                                   headers={"Retry-After": "5"}))
+    return error_response(
+        ApiError(
+            503, "redis_unavailable", "the task store (Redis) is unavailable; retry later", headers={"Retry-After": "5"}
+        )
+    )
 
 
 ROUTES = [
@@ -159,8 +173,7 @@ class RequestIds:
             logs.request_id.reset(token)
 
 
-def create_app(settings: Settings | None = None, *, workers: bool = True,
-               runtime: Runtime | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, workers: bool = True, runtime: Runtime | None = None) -> Starlette:
     """The app; with ``workers`` it also runs the submission and download workers in this process.
 
     A ready ``runtime`` can be passed in (the demo shares one between the app and other parts).
@@ -190,8 +203,11 @@ def create_app(settings: Settings | None = None, *, workers: bool = True,
         lifespan=lifespan,
         middleware=[Middleware(RequestIds)],
         # Only the errors that have an answer: any other is a bug, answered 500 (Starlette's own handler).
-        exception_handlers={**dict.fromkeys((*STATUS, ApiError), on_error), HTTPException: on_http_error,
-                            RedisError: on_redis_error},
+        exception_handlers={
+            **dict.fromkeys((*STATUS, ApiError), on_error),
+            HTTPException: on_http_error,
+            RedisError: on_redis_error,
+        },
     )
 
 

@@ -38,7 +38,7 @@ FALLBACK_TASKS = 20
 # The page loads nothing from anywhere else; the policy makes the browser hold it to that.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-                               "frame-ancestors 'none'; form-action 'self'",
+    "frame-ancestors 'none'; form-action 'self'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
@@ -50,18 +50,21 @@ def page_config(request: Request) -> dict[str, Any]:
     return {
         "auth": bool(api.runtime(request).settings.api_tokens),
         "default_models": DEFAULT_MODELS,
-        "models": [{
-            "name": rules.name,
-            "kind": rules.kind,
-            # Text-to-video picks a size within each tier; the image kinds pick the tier itself (resolution).
-            "tiers": {tier: list(TIERS[tier]) for tier in rules.tiers} if rules.kind == T2V else {},
-            "resolutions": list(rules.tiers) if rules.kind != T2V else [],
-            "default_resolution": rules.default_resolution,
-            "prompt_required": rules.prompt_required,
-            "durations": list(rules.durations),
-            "default_duration": rules.default_duration,
-            "prompt_max": rules.prompt_max,
-        } for rules in MODELS.values()],
+        "models": [
+            {
+                "name": rules.name,
+                "kind": rules.kind,
+                # Text-to-video picks a size within each tier; the image kinds pick the tier itself (resolution).
+                "tiers": {tier: list(TIERS[tier]) for tier in rules.tiers} if rules.kind == T2V else {},
+                "resolutions": list(rules.tiers) if rules.kind != T2V else [],
+                "default_resolution": rules.default_resolution,
+                "prompt_required": rules.prompt_required,
+                "durations": list(rules.durations),
+                "default_duration": rules.default_duration,
+                "prompt_max": rules.prompt_max,
+            }
+            for rules in MODELS.values()
+        ],
     }
 
 
@@ -70,9 +73,11 @@ async def page(request: Request) -> Response:
     config = page_config(request)
     if config["auth"]:
         counts: dict[str, int] = {}
-        items = ('<li class="placeholder">This server requires an API token. The page asks for it once '
-                 'JavaScript runs; without JavaScript, use the API: <code>curl -H "Authorization: Bearer '
-                 '&lt;token&gt;" /v1/tasks</code>.</li>')
+        items = (
+            '<li class="placeholder">This server requires an API token. The page asks for it once '
+            'JavaScript runs; without JavaScript, use the API: <code>curl -H "Authorization: Bearer '
+            '&lt;token&gt;" /v1/tasks</code>.</li>'
+        )
     else:
         counts = await rt.store.status_counts()
         tasks, _ = await rt.store.list("", None, FALLBACK_TASKS, None)  # the open API's tasks: owner ""
@@ -85,9 +90,12 @@ async def page(request: Request) -> Response:
         downloading=counts.get(Status.DOWNLOADING, "–"),
         ready=counts.get(Status.READY, "–"),
         failed=(counts[Status.FAILED] + counts[Status.EXPIRED]) if counts else "–",
-        model_options="".join(f'<option value="{name}" data-kind="{rules.kind}"'
-                              f'{" selected" if name == DEFAULT_MODEL else ""}{"" if rules.kind == T2V else " hidden"}>'
-                              f'{name}</option>' for name, rules in MODELS.items()),
+        model_options="".join(
+            f'<option value="{name}" data-kind="{rules.kind}"'
+            f"{' selected' if name == DEFAULT_MODEL else ''}{'' if rules.kind == T2V else ' hidden'}>"
+            f"{name}</option>"
+            for name, rules in MODELS.items()
+        ),
         tasks=items,
     )
     return HTMLResponse(body, headers=PAGE_HEADERS)
@@ -99,19 +107,30 @@ def _task_item(task: dict[str, Any]) -> str:
     status = task["status"]
     size = (task.get("parameters") or {}).get("size") or (task.get("parameters") or {}).get("resolution", "")
     created = (task.get("created_at") or "").replace("T", " ")[:19]
-    meta = " · ".join(part for part in (e(task.get("model") or ""), e(size.replace("*", "×")),
-                                        f"created {e(created)} UTC" if created else "") if part)
+    meta = " · ".join(
+        part
+        for part in (
+            e(task.get("model") or ""),
+            e(size.replace("*", "×")),
+            f"created {e(created)} UTC" if created else "",
+        )
+        if part
+    )
     body = ""
     if status == Status.READY and task.get("video"):
         url = e(task["video"]["url"])
-        body = (f'<video controls preload="metadata" src="{url}"></video>'
-                f'<p><a href="{url}" download>Download the MP4</a> ({task["video"]["bytes"]:,} bytes)</p>')
+        body = (
+            f'<video controls preload="metadata" src="{url}"></video>'
+            f'<p><a href="{url}" download>Download the MP4</a> ({task["video"]["bytes"]:,} bytes)</p>'
+        )
     elif task.get("error"):
         error = task["error"]
         body = f'<p class="error"><strong>{e(error.get("code") or "")}</strong> {e(error.get("message") or "")}</p>'
-    return (f'<li class="task" data-status="{e(status)}"><article><header class="task-head">'
-            f'<span class="badge">{e(status)}</span><h3 class="prompt">{e(task.get("prompt") or "")}</h3></header>'
-            f'<p class="meta">{meta}</p>{body}</article></li>')
+    return (
+        f'<li class="task" data-status="{e(status)}"><article><header class="task-head">'
+        f'<span class="badge">{e(status)}</span><h3 class="prompt">{e(task.get("prompt") or "")}</h3></header>'
+        f'<p class="meta">{meta}</p>{body}</article></li>'
+    )
 
 
 async def stats(request: Request) -> Response:
@@ -120,8 +139,10 @@ async def stats(request: Request) -> Response:
     rt = api.runtime(request)
     counts = await rt.store.status_counts()
     running = await rt.store.slots_in_use(rt.limits)
-    models = {model: {"running": count, "limit": limit.running, "rps": limit.rps}
-              for (model, limit), count in zip(rt.limits.items(), running, strict=True)}
+    models = {
+        model: {"running": count, "limit": limit.running, "rps": limit.rps}
+        for (model, limit), count in zip(rt.limits.items(), running, strict=True)
+    }
     return JSONResponse({"tasks": counts, "models": models})
 
 
@@ -171,8 +192,10 @@ async def stream(request: Request) -> Response:
                 fields = change.fields
                 snapshot = dict(tasks[task_id], status=fields["status"], updated_at=fields.get("at"))
                 if fields.get("bytes"):
-                    snapshot["progress"] = {"bytes": int(fields["bytes"]), "total": int(fields.get("total") or 0)
-                                            or None}
+                    snapshot["progress"] = {
+                        "bytes": int(fields["bytes"]),
+                        "total": int(fields.get("total") or 0) or None,
+                    }
                     yield _event(snapshot, "task.progress")
                     continue
                 snapshot.pop("progress", None)
@@ -188,7 +211,6 @@ async def stream(request: Request) -> Response:
 
 def _event(task: dict[str, Any], name: str | None = None) -> str:
     return f"event: {name or 'task.' + task['status']}\ndata: {json.dumps(task)}\n\n"
-
 
 
 ROUTES: list = [

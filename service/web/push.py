@@ -32,6 +32,7 @@ async def receive_event(request: Request) -> Response:
     body = await read_body(request, webhook.EVENT_BODY_LIMIT)
     # The URL as this process received it (scheme, Host header, path and query): what the signature
     # covers unless WANHOOK_EVENTBRIDGE_URL names the one EventBridge posts to.
-    outcome, event = await webhook.receive_push(str(request.url), request.headers, body, runtime.settings,
-                                                runtime.store)
+    outcome, event = await webhook.receive_push(
+        str(request.url), request.headers, body, runtime.settings, runtime.store
+    )
     return JSONResponse({"outcome": outcome.value, "event_id": event.id})

@@ -36,8 +36,9 @@ from ..errors import (
 class ApiError(WanhookError):
     """An answer only HTTP has (a bearer token, a body's size or type, ...), with its own ``status``."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message, code=code)
         self.status = status
         self.field = field

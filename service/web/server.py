@@ -72,9 +72,14 @@ class HttpProtocol(HttpToolsProtocol):
     uvicorn version against the range ``pyproject.toml`` allows and that these names are there.
     """
 
-    def __init__(self, *args: Any, header_timeout: float | None = HEADER_TIMEOUT_SECONDS,
-                 max_connections: int | None = None, open_connections: set[asyncio.Protocol] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout: float | None = HEADER_TIMEOUT_SECONDS,
+        max_connections: int | None = None,
+        open_connections: set[asyncio.Protocol] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
         self.max_connections = max_connections
@@ -111,8 +116,9 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _arm_header_deadline(self) -> None:
         if self.header_timeout is not None and self.header_deadline is None:
-            self.header_deadline = asyncio.get_running_loop().call_later(self.header_timeout,
-                                                                         self._header_deadline_passed)
+            self.header_deadline = asyncio.get_running_loop().call_later(
+                self.header_timeout, self._header_deadline_passed
+            )
 
     def _cancel_header_deadline(self) -> None:
         if self.header_deadline is not None:
@@ -128,9 +134,13 @@ class HttpProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         cycle = self.cycle
         # getattr: these are uvicorn's own fields; should a release rename them, a stop waits as before.
-        streaming = (cycle is not None and getattr(cycle, "response_started", False)
-                     and not getattr(cycle, "response_complete", True) and getattr(cycle, "chunked_encoding", False)
-                     and hasattr(cycle, "message_event"))
+        streaming = (
+            cycle is not None
+            and getattr(cycle, "response_started", False)
+            and not getattr(cycle, "response_complete", True)
+            and getattr(cycle, "chunked_encoding", False)
+            and hasattr(cycle, "message_event")
+        )
         if streaming:
             # A response of unknown length (an event stream) is still going: end its body well-formed,
             # drop whatever the app would still send, wake its wait for the client's disconnect, close.
@@ -158,25 +168,40 @@ def raise_descriptor_limit(needed: int) -> None:
     except (ValueError, OSError):
         target = soft
     if target < needed:
-        log.warning("this process may open %d files, fewer than WANHOOK_MAX_CONNECTIONS needs (%d): raise its "
-                    "hard limit (LimitNOFILE= in systemd, ulimit -n)", target, needed)
+        log.warning(
+            "this process may open %d files, fewer than WANHOOK_MAX_CONNECTIONS needs (%d): raise its "
+            "hard limit (LimitNOFILE= in systemd, ulimit -n)",
+            target,
+            needed,
+        )
 
 
 def protocol(header_timeout: float | None = HEADER_TIMEOUT_SECONDS, max_connections: int | None = None) -> Any:
     """wanhook's HTTP protocol with these limits, as uvicorn's ``http`` option (a partial: it pickles, for
     ``workers``, each worker process counting its own connections)."""
-    return functools.partial(HttpProtocol, header_timeout=header_timeout, max_connections=max_connections,
-                             open_connections=set())
+    return functools.partial(
+        HttpProtocol, header_timeout=header_timeout, max_connections=max_connections, open_connections=set()
+    )
 
 
-def config(app: Any, *, header_timeout: float | None = HEADER_TIMEOUT_SECONDS, max_connections: int | None = None,
-           **options: Any) -> uvicorn.Config:
+def config(
+    app: Any,
+    *,
+    header_timeout: float | None = HEADER_TIMEOUT_SECONDS,
+    max_connections: int | None = None,
+    **options: Any,
+) -> uvicorn.Config:
     """uvicorn's configuration for ``app`` with wanhook's HTTP protocol."""
     return uvicorn.Config(app, http=protocol(header_timeout, max_connections), **options)
 
 
-def run(app: Any, *, header_timeout: float | None = HEADER_TIMEOUT_SECONDS, max_connections: int | None = None,
-        **options: Any) -> None:
+def run(
+    app: Any,
+    *,
+    header_timeout: float | None = HEADER_TIMEOUT_SECONDS,
+    max_connections: int | None = None,
+    **options: Any,
+) -> None:
     """``uvicorn.run`` with wanhook's HTTP protocol (``app`` may be an import string, for ``workers``)."""
     uvicorn.run(app, http=protocol(header_timeout, max_connections), **options)
 

@@ -19,8 +19,12 @@ PNG_URL = "https://example.com/a.png"
 def stored(doc: dict[str, object]) -> dict[str, str]:
     """A task as the store keeps it: strings, the parameters as JSON."""
     fields = check_task(doc)
-    return {"model": fields["model"], "prompt": fields["prompt"], "negative_prompt": fields["negative_prompt"] or "",
-            "parameters": json.dumps(fields["parameters"])}
+    return {
+        "model": fields["model"],
+        "prompt": fields["prompt"],
+        "negative_prompt": fields["negative_prompt"] or "",
+        "parameters": json.dumps(fields["parameters"]),
+    }
 
 
 def test_each_kind_goes_to_its_path_with_its_fields_in_input() -> None:
@@ -54,9 +58,15 @@ async def test_an_oss_image_asks_dashscope_to_resolve_it() -> None:
 
 async def test_upload_gets_a_policy_then_posts_the_form_without_the_api_key() -> None:
     seen: list[httpx.Request] = []
-    policy = {"upload_host": "https://bucket.test", "upload_dir": "dashscope-instant/abc", "policy": "cG9saWN5",
-              "signature": "sig", "oss_access_key_id": "LTAI", "x_oss_object_acl": "private",
-              "x_oss_forbid_overwrite": "true"}
+    policy = {
+        "upload_host": "https://bucket.test",
+        "upload_dir": "dashscope-instant/abc",
+        "policy": "cG9saWN5",
+        "signature": "sig",
+        "oss_access_key_id": "LTAI",
+        "x_oss_object_acl": "private",
+        "x_oss_forbid_overwrite": "true",
+    }
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
