@@ -313,7 +313,8 @@ SEVEN_SUFFIXES = [{"suffix": f":wan2.{n}-t2v-plus"} for n in range(7)]
         (
             lambda d: rule_pattern(d)["data"].update(user_api_unique_key=SEVEN_SUFFIXES),
             "http",
-            "FilterPattern field data.user_api_unique_key: has 7 expressions; EventBridge: at most 5 expressions per field",
+            "FilterPattern field data.user_api_unique_key: has 7 expressions; "
+            "EventBridge: at most 5 expressions per field",
             lim.LIMITS_PAGE,
         ),
         (
@@ -449,8 +450,8 @@ SEVEN_SUFFIXES = [{"suffix": f":wan2.{n}-t2v-plus"} for n in range(7)]
         (
             lambda d: param(d, "rocketmq-target.json", "Tags").update(Value="t" * 10_241),
             "rocketmq",
-            "parameter Tags: has a Value of 10,241 characters; EventBridge: a parameter's Value and Template have at most "
-            "10,240",
+            "parameter Tags: has a Value of 10,241 characters; "
+            "EventBridge: a parameter's Value and Template have at most 10,240",
             lim.LIMITS_PAGE,
         ),
         (

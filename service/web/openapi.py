@@ -417,8 +417,8 @@ DOCUMENT: dict[str, Any] = {
                         "type": "string",
                         "enum": [*KIND_NAMES, *KINDS],
                         "description": (
-                            "text-to-video (t2v), image-to-video (i2v), first-and-last-frame (kf2v); default: the model's "
-                            "kind, or text-to-video. Default models: "
+                            "text-to-video (t2v), image-to-video (i2v), first-and-last-frame (kf2v); default: the "
+                            "model's kind, or text-to-video. Default models: "
                             f"{', '.join(f'{k} {m}' for k, m in DEFAULT_MODELS.items())}"
                         ),
                     },
@@ -441,8 +441,8 @@ DOCUMENT: dict[str, Any] = {
                         "type": "string",
                         "enum": list(RESOLUTIONS),
                         "description": (
-                            "i2v and kf2v only (they take no size): the tier; the video keeps the image's aspect ratio. "
-                            "Default: the model's"
+                            "i2v and kf2v only (they take no size): the tier; the video keeps the image's aspect "
+                            "ratio. Default: the model's"
                         ),
                     },
                     "audio": {"type": "boolean", "description": "wan2.5-i2v-preview only: make sound (default true)"},
@@ -460,8 +460,8 @@ DOCUMENT: dict[str, Any] = {
                         "type": "string",
                         "maxLength": AUDIO_URL_MAX_LENGTH,
                         "description": (
-                            "http or https URL of a wav or mp3 track (3-30 s, at most 15 MB) the video follows, instead "
-                            "of sound of the model's own; only "
+                            "http or https URL of a wav or mp3 track (3-30 s, at most 15 MB) the video follows, "
+                            "instead of sound of the model's own; only "
                             f"{', '.join(m for m, r in MODELS.items() if r.audio)}"
                         ),
                     },
