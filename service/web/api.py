@@ -33,7 +33,7 @@ from ..models import IMAGE_MAX_BYTES
 from ..runtime import Runtime
 from ..task import STATUSES, Status, Task
 from ..validation import ALL_IMAGE_FIELDS, DATA_URL, check_image_bytes, check_task
-from .responses import ApiError, read_body, read_json
+from .responses import ApiError, parse_json, read_body, require_json
 
 TASK_BODY_LIMIT = 64 * 1024
 # A task with images may carry them as base64 data URLs: two (first and last frame) of at most 10 MB each,
@@ -97,17 +97,20 @@ async def load_task(request: Request) -> Task:
 async def create_task(request: Request) -> Response:
     caller = await authorize(request)
     rt = runtime(request)
-    declared = request.headers.get("content-length")
-    if (request.headers.get("content-type") or "").lower().startswith("multipart/form-data"):
-        document: Any = await read_form(request)
-        declared = None  # a form's files are its images, whatever the body's size
+    content_type = (request.headers.get("content-type") or "").lower()
+    if content_type.startswith("multipart/form-data") and "boundary=" in content_type:
+        document: Any = await read_form(request)  # its files are its images, whatever the body's size
     else:
-        document = await read_json(request, IMAGE_TASK_BODY_LIMIT)
-    size = int(declared) if declared and declared.isdigit() else len(json.dumps(document, ensure_ascii=False).encode())
-    if size > TASK_BODY_LIMIT and not (
-        isinstance(document, dict) and any(isinstance(document.get(name), str) for name in ALL_IMAGE_FIELDS)
-    ):
-        raise ApiError(413, "body_too_large", f"the body is over the limit of {TASK_BODY_LIMIT} bytes")
+        require_json(request)  # a multipart type without a boundary cannot be a form: 415 as before
+        body = await read_body(request, IMAGE_TASK_BODY_LIMIT)
+        too_large = ApiError(413, "body_too_large", f"the body is over the limit of {TASK_BODY_LIMIT} bytes")
+        # Only a task with images may be larger: first by its text (before parsing), then by its fields.
+        if len(body) > TASK_BODY_LIMIT and not any(f'"{name}"'.encode() in body for name in ALL_IMAGE_FIELDS):
+            raise too_large
+        document = parse_json(body)
+        images = isinstance(document, dict) and any(isinstance(document.get(name), str) for name in ALL_IMAGE_FIELDS)
+        if len(body) > TASK_BODY_LIMIT and not images:
+            raise too_large
     fields = check_task(document, allow_private_callbacks=rt.settings.callback_allow_private)
     await _store_large_images(rt, fields)
     fields["owner"] = caller
