@@ -63,6 +63,21 @@ IMAGE_MAX_BYTES = 10 * 1024 * 1024
 # oss://<upload_dir>/<name>, bound to that model and account, valid 48 hours; a create naming one needs the
 # header X-DashScope-OssResourceResolve: enable.
 TEMPORARY_STORAGE_HOURS = 48
+# The input fields that hold images, whatever the kind.
+IMAGE_INPUTS = ("img_url", "first_frame_url", "last_frame_url")
+
+
+def brief_image(value: str) -> str:
+    """An image field as tasks are shown: a base64 data URL (up to a megabyte or so) by its type, size and
+    digest instead of its bytes, so that lists, event streams and callbacks stay small; a URL as it is."""
+    head, comma, data = value.partition(",")
+    if not value.startswith("data:") or not comma:
+        return value
+    import hashlib
+
+    return f"{head},… ({len(data)} characters, sha256 {hashlib.sha256(data.encode()).hexdigest()[:16]})"
+
+
 OSS_RESOLVE_HEADER = "X-DashScope-OssResourceResolve"
 
 
