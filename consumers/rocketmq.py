@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wanhook.service import replication
 from wanhook.service.config import Settings
 from wanhook.service.errors import ConfigError
 from wanhook.service.store import TaskStore
@@ -328,9 +329,15 @@ def run_consumer(settings: Settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         redis = await connect(settings)
+        store = TaskStore(redis)
+        # A message is acknowledged once its event is recorded: on as many replicas as asked, and on the
+        # current primary (a demoted one's connections are dropped).
+        store.require(settings.durability)
+        following = replication.start_following(redis)
         try:
-            await Consumer(TaskStore(redis), consumer_settings).run(stop)
+            await Consumer(store, consumer_settings).run(stop)
         finally:
+            await replication.stop_following(following)
             await redis.aclose()
 
     asyncio.run(main())

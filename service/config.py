@@ -7,9 +7,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .replication import Durability
 
 DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
 # Where EventBridge keeps its signing certificates: https://<region>-eventbridge.oss-accelerate.aliyuncs.com/...
@@ -178,6 +182,11 @@ class Settings:
     redis_max_connections: int = 100  # the shared pool's size; event streams are not in it
     header_timeout_seconds: float = 10.0  # a request's headers must have arrived by then
     max_connections: int = 2000  # open client connections per process
+    # WANHOOK_REDIS_WAIT_REPLICAS / _AOF / _TIMEOUT_SECONDS: what a write must reach before wanhook answers
+    # for it (service/replication.py); 0 and 0 wait for nothing.
+    redis_wait_replicas: int = 0
+    redis_wait_aof: int = 0
+    redis_wait_timeout: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -226,6 +235,9 @@ class Settings:
             redis_max_connections=_count(env, "WANHOOK_REDIS_MAX_CONNECTIONS", 100),
             header_timeout_seconds=_positive(env, "WANHOOK_HEADER_TIMEOUT_SECONDS", 10.0),
             max_connections=_count(env, "WANHOOK_MAX_CONNECTIONS", 2000),
+            redis_wait_replicas=_count(env, "WANHOOK_REDIS_WAIT_REPLICAS", 0, minimum=0),
+            redis_wait_aof=_count(env, "WANHOOK_REDIS_WAIT_AOF", 0, minimum=0),
+            redis_wait_timeout=_positive(env, "WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS", 1.0),
         )
         settings.check_formats()
         return settings
@@ -241,6 +253,9 @@ class Settings:
         parse_schedule(self.callback_schedule)
         if self.callback_secret is not None:
             check_secret(self.callback_secret)
+        if self.redis_url is None and self.redis_wait_replicas:
+            # Every event and create would be refused (503) for ever.
+            raise ConfigError("WANHOOK_REDIS_WAIT_REPLICAS needs WANHOOK_REDIS_URL: the embedded Redis has no replicas")
 
     def require_api_key(self, why: str) -> None:
         """For the commands that submit tasks: without a key, every task would wait in the queue for ever."""
@@ -255,6 +270,12 @@ class Settings:
                 f"WANHOOK_MAX_CONNECTIONS ({self.max_connections}) must be above WANHOOK_MAX_STREAMS "
                 f"({self.max_streams})"
             )
+
+    @property
+    def durability(self) -> Durability:
+        from .replication import Durability
+
+        return Durability(self.redis_wait_replicas, self.redis_wait_aof, self.redis_wait_timeout)
 
     @property
     def videos_dir(self) -> Path:

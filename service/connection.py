@@ -20,6 +20,7 @@ from . import embedded
 from .config import Settings
 from .errors import ConfigError, WanhookError
 from .redact import redact_url
+from .replication import check_server
 
 MIN_VERSION = (6, 2)
 
@@ -115,6 +116,10 @@ async def connect(settings: Settings, **kwargs: Any) -> Redis:
     if tuple(int(part) for part in str(version).split(".")[:2]) < MIN_VERSION:
         await redis.aclose()
         raise ConfigError(f"WANHOOK_REDIS_URL: Redis {version} is too old: wanhook needs 6.2 or newer (XAUTOCLAIM)")
+    problem = check_server(settings.durability, tuple(int(part) for part in str(version).split(".")[:2]))
+    if problem:
+        await redis.aclose()
+        raise ConfigError(problem)
     return redis
 
 

@@ -23,7 +23,8 @@ WanhookError                        code, message
 │   ├── QueueFull                   a submitter's tasks waiting in the queues; ``queued``, ``limit``
 │   └── TooManyStreams              open event streams, of a token or of the process; ``per_token``
 ├── Unavailable                     something wanhook depends on does not answer now; ``retry_after``
-│   └── CertificateUnavailable      EventBridge's signing certificate cannot be fetched
+│   ├── CertificateUnavailable      EventBridge's signing certificate cannot be fetched
+│   └── NotReplicated               (replication.py; also redis' RedisError) too few replicas confirmed a write
 ├── ConfigError (also ValueError)   a setting has a value wanhook cannot use
 │   ├── EmbeddedRedisError          (embedded.py) the embedded Redis cannot be started or joined
 │   └── LimitError                  (cli/eventbridge_limits.py) a definition breaks EventBridge's limits

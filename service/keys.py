@@ -34,6 +34,9 @@ EARLY_EVENT = PREFIX + ":early:"
 EVENT_SEEN = PREFIX + ":seen:"
 # stream: every completion event received, whatever its outcome (audit and replay).
 EVENT_LOG = PREFIX + ":events"
+# string: written after each write wanhook waits for replicas of (replication.py), so that WAIT waits for
+# everything the primary had then, even when the write itself changed nothing (a duplicate).
+REPLICATION_BARRIER = PREFIX + ":replicated"
 # string: Idempotency-Key of POST /v1/tasks -> task id. The task's hash keeps the digest of the request
 # (field request_digest), so that the key reused with another body is told apart.
 IDEMPOTENCY = PREFIX + ":idem:"

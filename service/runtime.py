@@ -7,11 +7,12 @@ import logging
 import os
 import socket
 import uuid
+import weakref
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import callbacks, keys, outbound
+from . import callbacks, keys, outbound, replication
 from .config import Settings
 from .connection import connect
 from .dashscope import DashScopeClient
@@ -38,6 +39,8 @@ class Runtime:
         self.settings = settings
         self.redis = redis
         self.store = TaskStore(redis)
+        self.store.require(settings.durability)
+        self.following: asyncio.Task[None] | None = None
         self.dashscope = DashScopeClient(
             settings.api_key, settings.dashscope_base_url, timeout=settings.dashscope_timeout, on_call=self._count_call
         )
@@ -49,14 +52,21 @@ class Runtime:
         # has had time to read the task.
         self.slot_lease_seconds = settings.sweep_after_seconds + 3 * settings.sweep_interval_seconds
         self.supervisor = Supervisor()
+        self.feed_clients: weakref.WeakSet[Redis] = weakref.WeakSet()
         # The event streams' changes, read on connections of the feed's own, never from the shared pool.
         self.feed = ChangeFeed(
-            lambda: connect(settings, max_connections=1),
+            self._feed_client,
             redis,
             self.consumer,
             max_streams=settings.max_streams,
             max_streams_per_token=settings.max_streams_per_token if settings.api_tokens else None,
         )
+
+    async def _feed_client(self) -> Redis:
+        client = await connect(self.settings, max_connections=1)
+        # Through Sentinel, the feed's readers follow a promotion with the shared pool (replication.py).
+        self.feed_clients.add(client)
+        return client
 
     async def _count_call(self, endpoint: str, status: str) -> None:
         await self.store.count(f"dashscope_calls|endpoint={endpoint}|status={status}")
@@ -64,6 +74,8 @@ class Runtime:
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         runtime = cls(settings, await connect(settings))
+        runtime.following = replication.start_following(runtime.redis, lambda: list(runtime.feed_clients))
+        await replication.warn_if_short(runtime.redis, settings.durability)
         try:
             await runtime.store.record_settings(max(1, int(settings.changes_retention_seconds * 1000)))
         except RedisError as exc:
@@ -81,6 +93,7 @@ class Runtime:
         return runtime
 
     async def close(self) -> None:
+        await replication.stop_following(self.following)
         await self.feed.aclose()
         await self.dashscope.aclose()
         await self.redis.aclose()

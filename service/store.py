@@ -22,6 +22,7 @@ from . import keys, scripts
 from .errors import IdempotencyKeyReused, QueueFull
 from .ingress.events import CompletionEvent
 from .models import MODELS
+from .replication import Durability, Replicated
 from .task import STATUSES, Outcome, Task, as_text
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
@@ -71,6 +72,16 @@ class TaskStore:
         self._mark_submitted = redis.register_script(scripts.MARK_SUBMITTED)
         self._ingest = redis.register_script(scripts.INGEST)
         self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
+
+    def require(self, durability: Durability) -> None:
+        """Answer for the writes a sender is told are safe (a recorded event, a created task, the DashScope
+        task id a create returned) only once ``durability`` holds: they raise ``NotReplicated`` otherwise."""
+        if durability.off:
+            return
+        for name in ("_create", "_mark_submitted", "_ingest"):
+            script = getattr(self, name)
+            original = script.script if isinstance(script, Replicated) else script
+            setattr(self, name, Replicated(self.redis, original, durability))
 
     async def create(
         self, fields: dict[str, Any], idempotency_key: str | None = None, *, max_queued: int | None = None

@@ -144,11 +144,13 @@ def test_submit_wait_times_out(stack: Stack) -> None:
     )
     assert result.returncode == 4, result.stderr
     task_id = result.stdout.splitlines()[0].removeprefix("task ")
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"wanhook submit: task {task_id} still submitted after 1 s (--timeout); it goes on: wanhook status {task_id}"
-    )
+    # The task is at DashScope within the second, or still in line on a busy machine: the line names which.
+    assert result.stderr.strip().splitlines()[-1] in {
+        f"wanhook submit: task {task_id} still {status} after 1 s (--timeout); it goes on: wanhook status {task_id}"
+        for status in ("queued", "submitted")
+    }
     # Giving up the wait is not giving up the task.
-    assert stack.task(task_id)["status"] == "submitted"
+    stack.wait_status(task_id, "submitted")
     usage = run("submit", "p", "--timeout", "1", "--server", stack.url)
     assert usage.returncode == 2 and "--timeout goes with --wait" in usage.stderr
 

@@ -442,6 +442,123 @@ def test_optional_redis_is_configured_for_nothing_lost() -> None:
     assert settings["maxmemory-policy"] == "noeviction"
 
 
+# --- Redis, highly available (deploy/redis) ----------------------------------------------------------------------
+
+REDIS_HA = DEPLOY / "redis"
+
+
+def redis_settings(path: Path) -> dict[str, str]:
+    """A Redis config file's directives (the last of a repeated one), comments left out."""
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    return dict(line.split(None, 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_ha_redis_keeps_what_wanhook_acknowledged() -> None:
+    node = redis_settings(REDIS_HA / "redis.conf")
+    assert node["appendonly"] == "yes" and node["appendfsync"] in {"everysec", "always"}
+    assert node["maxmemory-policy"] == "noeviction"
+    # A primary cut off from its replicas stops taking writes, soon.
+    assert int(node["min-replicas-to-write"]) >= 1 and 0 < int(node["min-replicas-max-lag"]) <= 10
+    replica = redis_settings(REDIS_HA / "replica.conf")
+    assert replica["include"] == "/etc/redis/redis.conf" and replica["replicaof"].endswith(" 6379")
+    name, _, port, quorum = sentinel_monitor(REDIS_HA / "sentinel.conf")
+    assert name == "wanhook" and port == "6379"
+    assert quorum == 2  # of the three Sentinels: a majority, so one cut off alone cannot fail over
+
+
+def sentinel_monitor(path: Path) -> tuple[str, str, str, int]:
+    found = re.search(r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", path.read_text(), re.M)
+    assert found, "sentinel.conf monitors no master"
+    return found[1], found[2], found[3], int(found[4])
+
+
+def test_ha_redis_files_start_real_servers(tmp_path: Path) -> None:
+    """The files as redis-server reads them: a primary refuses writes until a replica is connected
+    (min-replicas-to-write), a replica from replica.conf follows it, a Sentinel from sentinel.conf watches it."""
+    import redis
+
+    from .support import Process, redis_binary, wait_for
+
+    started: list[Process] = []
+
+    def node(name: str, config: str) -> tuple[Process, redis.Redis]:
+        directory, port = tmp_path / name, free_port()
+        directory.mkdir()
+        path = directory / f"{name}.conf"
+        # redis-server changes to a dir as it reads the line: the deployed one does not exist here.
+        path.write_text(re.sub(r"^dir .*$", f"dir {directory}", config, flags=re.M))
+        process = Process(
+            name,
+            [
+                redis_binary(),
+                str(path),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(directory),
+                "--daemonize",
+                "no",
+            ],
+            directory,
+        )
+        started.append(process.launch())
+        client = redis.Redis(port=port, decode_responses=True, socket_timeout=5)
+        wait_for(client.ping, 15, what=f"{name} to answer")
+        return process, client
+
+    try:
+        common = (REDIS_HA / "redis.conf").read_text()
+        _, primary = node("primary", common)
+        primary_port = primary.connection_pool.connection_kwargs["port"]
+        with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
+            primary.set("probe", "1")
+        replica_config = (REDIS_HA / "replica.conf").read_text()
+        replica_config = replica_config.replace("/etc/redis/redis.conf", str(tmp_path / "primary" / "primary.conf"))
+        replica_config = re.sub(r"^replicaof .*$", f"replicaof 127.0.0.1 {primary_port}", replica_config, flags=re.M)
+        _, replica = node("replica", replica_config)
+        wait_for(lambda: primary.info("replication")["connected_slaves"] == 1, 30, what="the replica")
+        wait_for(lambda: primary.set("probe", "1"), 15, what="the primary to take writes")
+        wait_for(lambda: replica.get("probe") == "1", 15, what="the write on the replica")
+        assert replica.config_get("appendonly")["appendonly"] == "yes"
+        sentinel_config = re.sub(
+            r"^sentinel monitor wanhook \S+ 6379",
+            f"sentinel monitor wanhook 127.0.0.1 {primary_port}",
+            (REDIS_HA / "sentinel.conf").read_text(),
+            flags=re.M,
+        )
+        directory, port = tmp_path / "sentinel", free_port()
+        directory.mkdir()
+        (directory / "sentinel.conf").write_text(re.sub(r"^dir .*$", f"dir {directory}", sentinel_config, flags=re.M))
+        started.append(
+            Process(
+                "sentinel",
+                [
+                    redis_binary(),
+                    str(directory / "sentinel.conf"),
+                    "--sentinel",
+                    "--port",
+                    str(port),
+                    "--dir",
+                    str(directory),
+                ],
+                directory,
+            ).launch()
+        )
+        sentinel = redis.Redis(port=port, decode_responses=True, socket_timeout=5)
+        master = wait_for(lambda: sentinel.sentinel_master("wanhook"), 15, what="the sentinel")
+        assert int(master["quorum"]) == 2 and master["port"] == primary_port
+        wait_for(
+            lambda: int(sentinel.sentinel_master("wanhook")["num-slaves"]) == 1,
+            30,
+            what="the sentinel to find the replica",
+        )
+    finally:
+        for process in started:
+            process.stop()
+
+
 # --- systemd -----------------------------------------------------------------------------------------------------
 
 

@@ -60,7 +60,9 @@ def test_two_of_each_process_share_500_tasks(tmp_path: Path, redis_url: str, pro
 
     counters = stack.redis.hgetall("{wanhook}:counters")
     assert int(counters["download_transfers_completed"]) == count  # no video downloaded twice
-    assert int(counters["events_applied"]) == count
+    # Each event applied once: on arrival, or (when it beat its create's answer, as it can under load) by the
+    # script that records that answer.
+    assert int(counters["events_applied"]) + int(counters.get("events_early_applied", 0)) == count
     downloads = [worker.log().count('"logger": "wanhook.download", "message": "task ') for worker in workers]
     handled = [consumer.log().count('"logger": "wanhook.events"') for consumer in consumers]
     assert min(downloads) > count * 0.2 and min(handled) > count * 0.2, (downloads, handled)

@@ -91,6 +91,11 @@ MISCONFIGURED = [
     (("worker",), {**KEY, "WANHOOK_DATA_DIR": "/dev/null"}, "WANHOOK_DATA_DIR"),
     (("serve", "--no-workers"), {"WANHOOK_DATA_DIR": "/dev/null/data"}, "WANHOOK_DATA_DIR"),
     (("demo",), {"WANHOOK_DEMO_RENDER_SECONDS": "abc"}, "WANHOOK_DEMO_RENDER_SECONDS"),
+    (("serve",), {**KEY, "WANHOOK_REDIS_WAIT_REPLICAS": "-1"}, "WANHOOK_REDIS_WAIT_REPLICAS"),
+    (("serve",), {**KEY, "WANHOOK_REDIS_WAIT_REPLICAS": "1"}, "WANHOOK_REDIS_URL"),  # the embedded Redis has none
+    (("worker",), {**KEY, "WANHOOK_REDIS_WAIT_REPLICAS": "one"}, "WANHOOK_REDIS_WAIT_REPLICAS"),
+    (("consume",), {**ROCKETMQ, "WANHOOK_REDIS_WAIT_AOF": "1.5"}, "WANHOOK_REDIS_WAIT_AOF"),
+    (("serve",), {**KEY, "WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS": "0"}, "WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS"),
 ]
 
 

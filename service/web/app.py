@@ -203,6 +203,8 @@ def create_app(settings: Settings | None = None, *, workers: bool = True, runtim
         lifespan=lifespan,
         middleware=[Middleware(RequestIds)],
         # Only the errors that have an answer: any other is a bug, answered 500 (Starlette's own handler).
+        # replication.NotReplicated is an Unavailable (in STATUS) before it is a RedisError: it is answered
+        # 503 not_replicated by on_error, found first along its bases.
         exception_handlers={
             **dict.fromkeys((*STATUS, ApiError), on_error),
             HTTPException: on_http_error,
