@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import email.policy
+import hashlib
 import json
 import math
 import time
 import uuid
+from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -17,8 +21,21 @@ from starlette.routing import Route
 from . import oss
 from .clock import china_time, epoch_millis, parse_compact
 from .eventbridge import CERT_PATH, USER_API_KEY_PREFIX
-from .rules import LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, LIST_WINDOW_SECONDS, MODELS
-from .tasks import ApiError, Task, error, invalid
+from .rules import (
+    IMAGE_MODELS,
+    LIST_PAGE_SIZE_DEFAULT,
+    LIST_PAGE_SIZE_MAX,
+    LIST_WINDOW_SECONDS,
+    MODELS,
+    OSS_RESOLVE_HEADER,
+    PATHS,
+    UPLOAD_BYTES_MAX,
+    UPLOAD_TTL_SECONDS,
+)
+from .tasks import ApiError, Task, error, fetch_images, invalid, spec_of
+
+UPLOAD_PATH = "/_oss_upload"  # the policy's upload_host: the emulator stands in for the OSS bucket too
+IMAGE_FETCH_TIMEOUT = 10.0  # undocumented: how long DashScope waits for an image URL
 
 if TYPE_CHECKING:
     from .server import Emulator
@@ -29,7 +46,9 @@ MAX_LIST_WINDOW = LIST_WINDOW_SECONDS
 def build_app(emulator: Emulator) -> Starlette:
     app = Starlette(
         routes=[
-            Route("/api/v1/services/aigc/video-generation/video-synthesis", create, methods=["POST"]),
+            Route("/api/v1/services/aigc/{service}/video-synthesis", create, methods=["POST"]),
+            Route("/api/v1/uploads", upload_policy),
+            Route(UPLOAD_PATH, upload_file, methods=["POST"]),
             Route("/api/v1/tasks", list_tasks),
             Route("/api/v1/tasks/", list_tasks),
             Route("/api/v1/tasks/{task_id}", read_task),
@@ -69,6 +88,9 @@ def _api_key(request: Request) -> str:
 
 async def create(request: Request) -> Response:
     emulator = _emulator(request)
+    service = request.path_params["service"]
+    if service not in PATHS.values():
+        return JSONResponse({"code": "NotFound", "message": "Not Found"}, 404)
     emulator.stats.creates += 1
     api_key = _api_key(request)
     if request.headers.get("x-dashscope-async", "").lower() != "enable":
@@ -85,7 +107,9 @@ async def create(request: Request) -> Response:
     request_id = str(uuid.uuid4())
     if emulator.config.create_land_delay_seconds:
         await asyncio.sleep(emulator.config.create_land_delay_seconds)
-    task = emulator.tasks.create(body, api_key, request_id)
+    resolve = request.headers.get(OSS_RESOLVE_HEADER, "").lower() == "enable"
+    images = await fetch_images(body, service, resolve, emulator.uploads, _download)
+    task = emulator.tasks.create(body, api_key, request_id, path=service, images=images)
     if emulator.config.early_events:
         await task.settled.wait()
     if emulator.config.create_answer_delay_seconds:
@@ -97,6 +121,79 @@ async def create(request: Request) -> Response:
         if answer is not None:
             return answer
     return JSONResponse({"output": {"task_status": "PENDING", "task_id": task.id}, "request_id": request_id})
+
+
+async def _download(url: str) -> bytes:
+    """An image URL, as DashScope downloads it (at most the largest image it takes)."""
+    import httpx
+
+    async with (
+        httpx.AsyncClient(timeout=IMAGE_FETCH_TIMEOUT, follow_redirects=True) as client,
+        client.stream("GET", url) as response,
+    ):
+        response.raise_for_status()
+        data = bytearray()
+        async for chunk in response.aiter_bytes():
+            data += chunk
+            if len(data) > UPLOAD_BYTES_MAX:
+                raise ValueError("too large")
+        return bytes(data)
+
+
+async def upload_policy(request: Request) -> Response:
+    """GET /api/v1/uploads?action=getPolicy&model=...: a form-upload policy (rules, UPLOAD)."""
+    emulator = _emulator(request)
+    api_key = _api_key(request)
+    params = request.query_params
+    if params.get("action") != "getPolicy":
+        raise invalid("action must be getPolicy")
+    model = params.get("model", "")
+    try:
+        spec_of(model)
+    except KeyError:
+        raise error("ModelNotFound") from None
+    directory = f"dashscope-instant/{hashlib.sha256(api_key.encode()).hexdigest()[:16]}/{uuid.uuid4().hex}"
+    policy = base64.b64encode(json.dumps({"model": model, "dir": directory}).encode()).decode()
+    data = {
+        "policy": policy,
+        "signature": emulator.bucket.sign_text(policy),
+        "upload_dir": directory,
+        "upload_host": emulator.base_url + UPLOAD_PATH,
+        "expire_in_seconds": 300,
+        "max_file_size_mb": UPLOAD_BYTES_MAX >> 20,
+        "capacity_limit_mb": 999999999,
+        "oss_access_key_id": oss.ACCESS_KEY_ID,
+        "x_oss_object_acl": "private",
+        "x_oss_forbid_overwrite": "true",
+    }
+    # The documentation's sample reads "data"; the official SDK reads "output": both carry the policy.
+    return JSONResponse({"request_id": str(uuid.uuid4()), "data": data, "output": data})
+
+
+async def upload_file(request: Request) -> Response:
+    """The form upload to upload_host: the file is kept as oss://<key> for the policy's model."""
+    emulator = _emulator(request)
+    body = await request.body()
+    if len(body) > UPLOAD_BYTES_MAX + (1 << 20):
+        return oss.error(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size.")
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + request.headers.get("content-type", "").encode() + b"\r\n\r\n" + body
+    )
+    form: dict[str, bytes] = {}
+    if message.is_multipart():
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if isinstance(name, str) and isinstance(payload, bytes):
+                form[name] = payload
+    policy, key, data = form.get("policy", b"").decode(), form.get("key", b"").decode(), form.get("file")
+    if data is None or not key or form.get("Signature", b"").decode() != emulator.bucket.sign_text(policy):
+        return oss.error(403, "AccessDenied", "Invalid according to Policy: Policy Condition failed.")
+    stated = json.loads(base64.b64decode(policy))
+    if not key.startswith(stated["dir"] + "/"):
+        return oss.error(403, "AccessDenied", "Invalid according to Policy: Policy Condition failed.")
+    emulator.uploads[key] = (stated["model"], data, time.time() + UPLOAD_TTL_SECONDS)
+    return Response(status_code=200)
 
 
 def _faulty(fault: dict[str, Any]) -> bool:
@@ -150,7 +247,7 @@ def _output(task: Task) -> dict[str, Any]:
     if status == "SUCCEEDED":
         output["orig_prompt"] = task.prompt
         # The rewritten prompt, where the model reports one (not wan2.6: rules, Model.returns_actual_prompt).
-        if task.prompt_extend and MODELS[task.model].returns_actual_prompt:
+        if task.prompt_extend and (task.model in IMAGE_MODELS or MODELS[task.model].returns_actual_prompt):
             output["actual_prompt"] = task.prompt
         output["video_url"] = task.video_url
     elif status == "FAILED":
@@ -159,7 +256,7 @@ def _output(task: Task) -> dict[str, Any]:
 
 
 def _usage(task: Task) -> dict[str, Any]:
-    if MODELS[task.model].usage == "wan2.6":
+    if task.model in MODELS and MODELS[task.model].usage == "wan2.6":
         short_side = min(int(side) for side in task.size.split("*"))
         return {
             "duration": task.duration,
@@ -297,6 +394,8 @@ def _inspected(task: Task) -> dict[str, Any]:
         "task_id": task.id,
         "status": task.visible_status(),
         "model": task.model,
+        "kind": task.kind,
+        "resolution": task.resolution,
         "prompt": task.prompt,
         "negative_prompt": task.negative_prompt,
         "size": task.size,

@@ -26,6 +26,8 @@ from .stats import Stats
 if TYPE_CHECKING:
     from .tasks import Task
 
+from .rules import PATHS
+
 logger = logging.getLogger("emulator.eventbridge")
 
 USER_API_KEY_PREFIX = "apikey:v1:aigc:video-generation:video-synthesis:"
@@ -44,7 +46,10 @@ def build_event(task: Task, config: EmulatorConfig) -> dict[str, Any]:
         "aliyunpublishtime": utc_iso(now),
         "data": {
             "start_time": china_time(task.scheduled_time or task.submit_time, millis=False),
-            "user_api_unique_key": USER_API_KEY_PREFIX + task.model,
+            # apikey:v1:<group>:<task>:<function>:<model>; the task segment is the create path's service
+            # (first-and-last-frame: image2video; undocumented, by analogy with the documented example).
+            "user_api_unique_key": USER_API_KEY_PREFIX.replace(":video-generation:", f":{PATHS[task.kind]}:")
+            + task.model,
             "task_status": task.status,
             "contain_result": False,
             "end_time": china_time(end, millis=False),

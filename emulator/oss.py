@@ -58,6 +58,10 @@ class Bucket:
             return expired(int(expires))
         return None
 
+    def sign_text(self, text: str) -> str:
+        """A form upload's Signature over its policy, as OSS's PostObject computes it."""
+        return base64.b64encode(hmac.new(self._secret, text.encode(), hashlib.sha1).digest()).decode()
+
     def _sign(self, name: str, expires: int) -> str:
         # OSS's V1 query signature; always over GET, so HEAD on the same URL is accepted too.
         text = f"GET\n\n\n{expires}\n/{BUCKET}/{name}"

@@ -28,6 +28,26 @@ Each fact carries its source. The pages, by the short names used below:
 - ERRORS: "错误信息" (error messages), https://help.aliyun.com/zh/model-studio/error-code; international
   edition https://www.alibabacloud.com/help/en/model-studio/error-code.
 
+- I2V: "通义万相-图生视频API参考" / "Wan - image-to-video - first frame API reference (2.1-2.6)",
+  https://help.aliyun.com/zh/model-studio/image-to-video-api-reference and
+  https://www.alibabacloud.com/help/en/model-studio/legacy-image-to-video-api-reference: 模型概览 (models,
+  tiers, durations, fps), 请求体 (input.prompt optional, input.img_url required, input.audio_url and
+  parameters.audio for wan2.5, parameters.resolution, duration, prompt_extend, seed, watermark).
+- KF2V: "通义万相-首尾帧生视频API参考" / "Wan - first-and-last-frame-to-video API reference",
+  https://www.alibabacloud.com/help/zh/model-studio/image-to-video-by-first-and-last-frame-api-reference
+  and the guide https://www.alibabacloud.com/help/en/model-studio/image-to-video-first-and-last-frames-guide:
+  "POST https://dashscope.aliyuncs.com/api/v1/services/aigc/image2video/video-synthesis", input.first_frame_url
+  and input.last_frame_url (URL or "data:{MIME_type};base64,{base64_data}"), an optional prompt, "Fixed video
+  duration (5 seconds)", resolution "480P/720P/1080P" (wan2.1-kf2v-plus: 720P only). The guide warns that an
+  SDK older than 1.25.8 gets "url error, please check url!" (it sends kf2v to the text-to-video path).
+- UPLOAD: "上传本地文件获取临时URL" / "Upload local files to get temporary URLs",
+  https://help.aliyun.com/zh/model-studio/get-temporary-file-url and
+  https://www.alibabacloud.com/help/en/model-studio/get-temporary-file-url: GET /api/v1/uploads with
+  action=getPolicy and model; a form upload to the policy's upload_host; the file is oss://<key>, bound to
+  the model and the account, "valid for 48 hours"; HTTP calls naming it need "X-DashScope-OssResourceResolve:
+  enable"; the policy call is limited to 100 QPS per account and model; files at most 1 GB and the model's
+  own limit.
+
 Where the documentation is silent the entry says "undocumented" and what the emulator does instead.
 """
 
@@ -223,6 +243,161 @@ MODELS: dict[str, Model] = {
     )
 }
 
+# The kinds, by the path each is created at (REF, I2V: video-generation; KF2V: image2video).
+T2V, I2V, KF2V = "t2v", "i2v", "kf2v"
+PATHS = {T2V: "video-generation", I2V: "video-generation", KF2V: "image2video"}
+# I2V and KF2V, parameters.resolution: "480P", "720P", "1080P"; the video keeps about the tier's pixels and the
+# input image's aspect ratio ("自动缩放至相近总像素，视频宽高比将尽量与输入图像 img_url 的宽高比保持一致").
+RESOLUTION_PIXELS = {"480P": 832 * 480, "720P": 1280 * 720, "1080P": 1920 * 1080}
+# I2V, input.img_url (KF2V, first_frame_url and last_frame_url, the same): "图像格式：JPEG、JPG、PNG（不支持
+# 透明通道）、BMP、WEBP"; "图像的宽度和高度范围为[360, 2000]，单位为像素"; "文件大小不超过10MB". Given as an
+# http(s) URL, "data:{MIME_type};base64,{base64_data}", or an oss:// temporary URL (UPLOAD).
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
+IMAGE_SIDES = (360, 2000)
+IMAGE_BYTES_MAX = 10 * 1024 * 1024
+# UPLOAD: the temporary URL's life, the policy call's rate, and a file's largest size (also the model's own).
+UPLOAD_TTL_SECONDS = 48 * 3600
+UPLOAD_POLICY_QPS = 100
+UPLOAD_BYTES_MAX = 1 << 30
+OSS_RESOLVE_HEADER = "x-dashscope-ossresourceresolve"
+
+
+@dataclass(frozen=True)
+class ImageModel:
+    """An image-to-video or first-and-last-frame model (I2V, KF2V)."""
+
+    name: str
+    kind: str
+    tiers: tuple[str, ...]  # parameters.resolution
+    default_resolution: str  # I2V, parameters.resolution: per model
+    durations: tuple[int, ...]
+    default_duration: int
+    prompt_max: int  # cut, not refused, as for text-to-video
+    submit_rps: int
+    max_running: int
+    audio: bool  # I2V: wan2.5 takes input.audio_url and parameters.audio (default true)
+    source: str
+
+    @property
+    def image_fields(self) -> tuple[str, ...]:
+        return ("img_url",) if self.kind == I2V else ("first_frame_url", "last_frame_url")
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        return ("prompt", "negative_prompt") + self.image_fields + (("audio_url",) if self.audio else ())
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return ("resolution", "duration", "prompt_extend", "watermark", "seed") + (("audio",) if self.audio else ())
+
+
+IMAGE_MODELS: dict[str, ImageModel] = {
+    model.name: model
+    for model in (
+        # I2V 模型概览: "wan2.5-i2v-preview ... 有声视频 ... 480P、720P、1080P ... 5秒，10秒 ... 24fps"; resolution
+        # default 1080P; prompt at most 1500 characters. Quota: LIMITS (as wan2.5-t2v-preview, 5 and 5).
+        ImageModel(
+            "wan2.5-i2v-preview",
+            I2V,
+            ("480P", "720P", "1080P"),
+            "1080P",
+            (5, 10),
+            5,
+            1500,
+            5,
+            5,
+            True,
+            "I2V 模型概览, 请求体; LIMITS",
+        ),
+        # I2V 模型概览: "wan2.2-i2v-flash ... 无声视频 ... 480P、720P、1080P ... 5秒 ... 30fps"; default 720P.
+        ImageModel(
+            "wan2.2-i2v-flash",
+            I2V,
+            ("480P", "720P", "1080P"),
+            "720P",
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "I2V 模型概览, 请求体; LIMITS",
+        ),
+        # I2V 模型概览: "wan2.2-i2v-plus ... 480P、1080P ... 5秒"; default 1080P.
+        ImageModel(
+            "wan2.2-i2v-plus",
+            I2V,
+            ("480P", "1080P"),
+            "1080P",
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "I2V 模型概览, 请求体; LIMITS",
+        ),
+        # I2V 模型概览: "wanx2.1-i2v-plus ... 720P ... 5秒"; "wanx2.1-i2v-turbo ... 480P、720P ... 3、4、5秒"; the
+        # 2025-06-05 edition: "任务下发接口QPS限制 2", "同时处理中任务数量 2" for both.
+        ImageModel(
+            "wanx2.1-i2v-plus",
+            I2V,
+            ("720P",),
+            "720P",
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "I2V 模型概览, 计费与限流 (2025-06-05 edition)",
+        ),
+        ImageModel(
+            "wanx2.1-i2v-turbo",
+            I2V,
+            ("480P", "720P"),
+            "720P",
+            (3, 4, 5),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "I2V 模型概览, 计费与限流 (2025-06-05 edition)",
+        ),
+        # KF2V: "wan2.1-kf2v-plus ... 分辨率档位：720P 视频时长：5秒 固定规格：30fps"; its Beijing name in the
+        # SDK and the Chinese examples is wanx2.1-kf2v-plus. The guide: wan2.2-kf2v-flash, 480P/720P/1080P, 5 s.
+        # Default resolution for wan2.2-kf2v-flash: undocumented in what was read; 720P here.
+        ImageModel(
+            "wan2.2-kf2v-flash",
+            KF2V,
+            ("480P", "720P", "1080P"),
+            "720P",
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "KF2V guide; LIMITS",
+        ),
+        ImageModel("wan2.1-kf2v-plus", KF2V, ("720P",), "720P", (5,), 5, 800, 2, 2, False, "KF2V 模型概览; LIMITS"),
+        ImageModel(
+            "wanx2.1-kf2v-plus",
+            KF2V,
+            ("720P",),
+            "720P",
+            (5,),
+            5,
+            800,
+            2,
+            2,
+            False,
+            "KF2V (Chinese edition) examples; LIMITS",
+        ),
+    )
+}
+
 # REF, input.audio_url: "支持 HTTP 或 HTTPS 协议"; a wav or mp3 file of 3 to 30 s and at most 15 MB; longer
 # audio is cut to the video's duration, shorter leaves the rest silent. The emulator fetches nothing, so
 # it checks only the form of the URL.
@@ -260,6 +435,7 @@ LIST_FIELDS = (
 # ERRORS: the HTTP status of each code this API answers.
 ERROR_STATUS: dict[str, int] = {
     "InvalidParameter": 400,
+    "InvalidParameter.DataInspection": 400,  # an input image or file could not be downloaded
     "DataInspectionFailed": 400,  # content moderation refused the input (REF, 使用限制)
     "IPInfringementSuspect": 400,  # the same (REF, 使用限制)
     "Arrearage": 400,  # the account is overdue
@@ -282,6 +458,7 @@ ERROR_STATUS: dict[str, int] = {
 # sentence of its own (InternalError.Algo for a failed render, InvalidParameter naming the field).
 MESSAGES: dict[str, str] = {
     "InvalidParameter": "Required parameter(s) missing or invalid, please check the request parameters.",
+    "InvalidParameter.DataInspection": "Unable to download the media resource during the data inspection process.",
     "DataInspectionFailed": "Input or output data may contain inappropriate content.",
     "Arrearage": "Access denied, please make sure your account is in good standing.",
     "InvalidApiKey": "Invalid API-key provided.",
@@ -301,6 +478,11 @@ MESSAGES: dict[str, str] = {
     ),
     "UnsupportedOperation": "Failed to cancel the task, please confirm if the task is in PENDING status.",
 }
+
+# KF2V guide: what an old SDK gets for a first-and-last-frame model sent to the text-to-video path (as
+# InvalidParameter here; the code is undocumented).
+WRONG_PATH_MESSAGE = "url error, please check url!"
+# UPLOAD: an oss:// URL without the resolve header "causes errors"; which one is undocumented (InvalidParameter).
 
 # Undocumented, decided here: a field the model does not take (shot_type for wan2.5, audio_url for
 # wan2.2; resolution and audio, which are image-to-video's) is answered 400 InvalidParameter. The real

@@ -50,6 +50,8 @@ class Emulator:
         self.videos = VideoStore(self.config.cache_dir)
         self.bus = EventBus(self.config, self.stats)
         self.bucket = Bucket()
+        # Temporary storage (rules, UPLOAD): oss:// key -> (model, bytes, expiry in epoch seconds).
+        self.uploads: dict[str, tuple[str, bytes, float]] = {}
         self.tasks = Tasks(self.config, self.stats, self.videos, self.bus, self._sign)
         self.app = build_app(self)
         self.base_url = self.config.public_base_url or ""

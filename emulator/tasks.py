@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
+import io
 import logging
 import math
 import time
@@ -17,7 +20,7 @@ from urllib.parse import urlsplit
 from . import rules
 from .config import EmulatorConfig
 from .eventbridge import EventBus, build_event
-from .rules import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, Model
+from .rules import IMAGE_MODELS, MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, ImageModel, Model
 from .stats import Stats
 from .video import Video, VideoStore
 
@@ -62,6 +65,9 @@ class Task:
     audio_url: str | None = None
     sound: str | None = None  # "dubbed" (the model's own), "audio_url" (the track given), None: silent
     shot_type: str | None = None  # None: the model takes no shot_type
+    kind: str = rules.T2V
+    resolution: str | None = None  # the image kinds' tier; ``size`` is then the video's, from the image
+    images: tuple[bytes, ...] = ()  # the first frame (and the last, for kf2v)
     status: str = "PENDING"
     submit_time: float = field(default_factory=time.time)
     scheduled_time: float | None = None
@@ -133,21 +139,28 @@ class Tasks:
         if not self._queries.admit(limit, time.monotonic()):
             raise throttled()
 
-    def create(self, body: Any, api_key: str, request_id: str) -> Task:
-        if not isinstance(body, dict):
-            raise invalid("The request body must be a JSON object.")
-        model = body.get("model")
-        if not model or not isinstance(model, str):
-            raise invalid("Field required: model")
-        spec = MODELS.get(model)
-        if spec is None:
-            raise error("ModelNotFound")
+    def create(
+        self,
+        body: Any,
+        api_key: str,
+        request_id: str,
+        *,
+        path: str = "video-generation",
+        images: dict[str, bytes] | None = None,
+    ) -> Task:
+        """``path``: the endpoint's service (rules.PATHS); ``images``: the image fields' bytes, fetched."""
+        spec = model_of(body, path)
+        model = spec.name
         if not self._submits[model].admit(self._limit(model, "rps", spec.submit_rps), time.monotonic()):
             self.stats.creates_throttled += 1
             raise throttled()
-        task = Task(
-            id=str(uuid.uuid4()), model=model, api_key=api_key, request_id=request_id, **_parameters(body, spec)
-        )
+        fields = _parameters(body, spec)
+        if isinstance(spec, ImageModel):
+            pictures = tuple((images or {})[name] for name in spec.image_fields)
+            for name, data in zip(spec.image_fields, pictures, strict=True):
+                check_picture(name, data)
+            fields.update(kind=spec.kind, images=pictures, size=video_size(fields["resolution"], pictures[0]))
+        task = Task(id=str(uuid.uuid4()), model=model, api_key=api_key, request_id=request_id, **fields)
         marker = self.config.block_marker
         if marker and (marker in task.prompt or marker in (task.negative_prompt or "")):
             raise error("DataInspectionFailed")
@@ -186,7 +199,7 @@ class Tasks:
 
     def _schedule(self, model: str) -> None:
         queue, running = self._queues[model], self._running[model]
-        while queue and len(running) < self._limit(model, "running", MODELS[model].max_running):
+        while queue and len(running) < self._limit(model, "running", spec_of(model).max_running):
             task = queue.popleft()
             task.status, task.scheduled_time = "RUNNING", time.time()
             running.add(task.id)
@@ -201,7 +214,9 @@ class Tasks:
             None
             if fail
             else asyncio.ensure_future(
-                self.videos.get(task.size, task.prompt, task.duration, pad_to=self.config.video_pad_bytes)
+                self.videos.get(
+                    task.size, task.prompt, task.duration, pad_to=self.config.video_pad_bytes, images=task.images
+                )
             )
         )
         try:
@@ -239,8 +254,30 @@ class Tasks:
         worker.add_done_callback(self._workers.discard)
 
 
-def _parameters(body: dict[str, Any], spec: Model) -> dict[str, Any]:
+def spec_of(model: str) -> Model | ImageModel:
+    return MODELS[model] if model in MODELS else IMAGE_MODELS[model]
+
+
+def model_of(body: Any, path: str) -> Model | ImageModel:
+    """The body's model, if it is created at ``path`` (rules.PATHS)."""
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    model = body.get("model")
+    if not model or not isinstance(model, str):
+        raise invalid("Field required: model")
+    spec = MODELS.get(model) or IMAGE_MODELS.get(model)
+    if spec is None:
+        raise error("ModelNotFound")
+    kind = spec.kind if isinstance(spec, ImageModel) else rules.T2V
+    if rules.PATHS[kind] != path:
+        raise invalid(rules.WRONG_PATH_MESSAGE)
+    return spec
+
+
+def _parameters(body: dict[str, Any], spec: Model | ImageModel) -> dict[str, Any]:
     """The task's fields from a create body, checked as DashScope checks them (see ``rules``)."""
+    if isinstance(spec, ImageModel):
+        return _image_parameters(body, spec)
     given, params = body.get("input"), body.get("parameters") or {}
     if not isinstance(given, dict):
         raise invalid("Field required: input")
@@ -302,3 +339,164 @@ def _parameters(body: dict[str, Any], spec: Model) -> dict[str, Any]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _image_parameters(body: dict[str, Any], spec: ImageModel) -> dict[str, Any]:
+    """An image kind's fields (rules: I2V and KF2V); the images are checked for form here, for content once
+    fetched (``check_picture``)."""
+    given, params = body.get("input"), body.get("parameters") or {}
+    if not isinstance(given, dict):
+        raise invalid("Field required: input")
+    if not isinstance(params, dict):
+        raise invalid("parameters must be an object")
+    unknown = [f"input.{name}" for name in sorted(set(given) - set(spec.input_fields) - set(rules.SDK_INPUT))]
+    unknown += [f"parameters.{name}" for name in sorted(set(params) - set(spec.parameters))]
+    if unknown:
+        raise invalid(f"{unknown[0]} is not supported by {spec.name}")
+    prompt = given.get("prompt")  # optional for both image kinds
+    if prompt is not None and not isinstance(prompt, str):
+        raise invalid("input.prompt must be a string")
+    negative = given.get("negative_prompt")
+    if negative is not None and not isinstance(negative, str):
+        raise invalid("input.negative_prompt must be a string")
+    for name in spec.image_fields:
+        image_source(name, given.get(name))
+    resolution = params.get("resolution", spec.default_resolution)
+    if resolution not in spec.tiers:
+        raise invalid(
+            f"parameters.resolution {resolution!r} is not supported by {spec.name}; allowed: {', '.join(spec.tiers)}"
+        )
+    duration = params.get("duration", spec.default_duration)
+    if not _is_int(duration) or duration not in spec.durations:
+        allowed = ", ".join(map(str, spec.durations))
+        raise invalid(f"parameters.duration {duration!r} is not supported by {spec.name}; allowed: {allowed}")
+    seed = params.get("seed")
+    if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):
+        raise invalid(f"parameters.seed must be an integer from 0 to {SEED_MAX}")
+    flags = {}
+    for name, default in (("prompt_extend", True), ("watermark", False), ("audio", True)):
+        value = params.get(name, default)
+        if not isinstance(value, bool):
+            raise invalid(f"parameters.{name} must be true or false")
+        flags[name] = value
+    audio_url = given.get("audio_url")
+    if audio_url is not None and (
+        not isinstance(audio_url, str)
+        or urlsplit(audio_url).scheme not in rules.AUDIO_URL_SCHEMES
+        or not urlsplit(audio_url).hostname
+    ):
+        raise invalid("input.audio_url must be an http or https URL")
+    sound = None
+    if spec.audio:
+        sound = "audio_url" if audio_url is not None else ("dubbed" if flags["audio"] else None)
+    return {
+        "prompt": (prompt or "")[: spec.prompt_max],
+        "negative_prompt": None if negative is None else negative[:NEGATIVE_PROMPT_MAX],
+        "resolution": resolution,
+        "size": "",  # from the first image, once fetched
+        "duration": duration,
+        "seed": seed,
+        "prompt_extend": flags["prompt_extend"],
+        "watermark": flags["watermark"],
+        "audio_url": audio_url,
+        "sound": sound,
+    }
+
+
+def image_source(name: str, value: Any) -> str:
+    """How an image field is given: "data", "oss" or "http" (rules, IMAGE_FORMATS and UPLOAD)."""
+    if value is None or value == "":
+        raise invalid(f"Field required: input.{name}")
+    if not isinstance(value, str):
+        raise invalid(f"input.{name} must be a string")
+    if value.startswith("data:"):
+        _decode_data_url(name, value)
+        return "data"
+    parts = urlsplit(value)
+    if parts.scheme == "oss" and parts.netloc:
+        return "oss"
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return "http"
+    raise invalid(f"input.{name} must be an http or https URL, an oss:// URL or data:{{MIME_type}};base64,{{data}}")
+
+
+def _decode_data_url(name: str, value: str) -> bytes:
+    head, comma, data = value.partition(",")
+    if not comma or not head.startswith("data:image/") or not head.endswith(";base64"):
+        raise invalid(f"input.{name}: a data URL must read data:{{MIME_type}};base64,{{base64_data}}")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid(f"input.{name}: the base64 data does not decode") from None
+
+
+def check_picture(name: str, data: bytes) -> tuple[int, int]:
+    """Width and height of an image DashScope takes (rules: IMAGE_FORMATS, IMAGE_SIDES, IMAGE_BYTES_MAX)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) > rules.IMAGE_BYTES_MAX:
+        raise invalid(f"input.{name}: the image is larger than 10MB")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            kind, size, mode, info = image.format, image.size, image.mode, image.info
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise invalid(f"input.{name}: the file is not an image of a supported format") from None
+    if kind not in rules.IMAGE_FORMATS:
+        raise invalid(f"input.{name}: the image format {kind} is not supported (JPEG, JPG, PNG, BMP, WEBP)")
+    if kind == "PNG" and (mode in ("RGBA", "LA", "PA") or "transparency" in info):
+        raise invalid(f"input.{name}: PNG images with an alpha channel are not supported")
+    low, high = rules.IMAGE_SIDES
+    if not all(low <= side <= high for side in size):
+        raise invalid(f"input.{name}: the image is {size[0]}x{size[1]}; width and height must be in [{low}, {high}]")
+    return size
+
+
+def video_size(resolution: str, first: bytes) -> str:
+    """ "W*H" of about the tier's pixels at the first image's aspect ratio (rules, RESOLUTION_PIXELS), even sides."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(first)) as image:
+        width, height = image.size
+    pixels = rules.RESOLUTION_PIXELS[resolution]
+    scale = math.sqrt(pixels / (width * height))
+    return f"{max(2, round(width * scale / 2) * 2)}*{max(2, round(height * scale / 2) * 2)}"
+
+
+async def fetch_images(
+    body: Any,
+    path: str,
+    resolve_oss: bool,
+    uploads: dict[str, tuple[str, bytes, float]],
+    get: Callable[[str], Coroutine[Any, Any, bytes]],
+) -> dict[str, bytes]:
+    """The bytes of the body's images, as DashScope reads them before it answers: data URLs decoded, oss://
+    files looked up (only with X-DashScope-OssResourceResolve), http(s) URLs downloaded."""
+    try:
+        spec = model_of(body, path)
+    except ApiError:
+        return {}  # create() answers it
+    if not isinstance(spec, ImageModel) or not isinstance(body.get("input"), dict):
+        return {}
+    found: dict[str, bytes] = {}
+    for name in spec.image_fields:
+        value = body["input"].get(name)
+        try:
+            source = image_source(name, value)
+        except ApiError:
+            return {}  # create() answers it
+        if source == "data":
+            found[name] = _decode_data_url(name, value)
+        elif source == "oss":
+            if not resolve_oss:
+                raise invalid(f"input.{name}: an oss:// URL needs the header X-DashScope-OssResourceResolve: enable")
+            model, data, expires = uploads.get(value.removeprefix("oss://"), ("", b"", 0.0))
+            # Bound to the model it was uploaded for, and gone after 48 hours (rules, UPLOAD).
+            if model != spec.name or time.time() > expires:
+                raise error("InvalidParameter.DataInspection")
+            found[name] = data
+        else:
+            try:
+                found[name] = await get(value)
+            except Exception:
+                raise error("InvalidParameter.DataInspection") from None
+    return found

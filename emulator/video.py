@@ -43,8 +43,10 @@ def parse_size(size: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def cache_key(size: str, prompt: str, seconds: int) -> str:
+def cache_key(size: str, prompt: str, seconds: int, images: tuple[bytes, ...] = ()) -> str:
     material = f"{RENDER_VERSION}\n{size}\n{seconds}\n{prompt}".encode()
+    for image in images:
+        material += b"\n" + hashlib.sha256(image).digest()
     return hashlib.sha256(material).hexdigest()[:32]
 
 
@@ -60,10 +62,11 @@ class VideoStore:
         self._rendering: dict[str, asyncio.Future[Video]] = {}
         self._bodies: OrderedDict[str, bytes] = OrderedDict()
 
-    async def get(self, size: str, prompt: str, seconds: int, pad_to: int = 0) -> Video:
-        """The video; with ``pad_to``, a copy padded up to that many bytes (see ``pad``)."""
-        key = cache_key(size, prompt, seconds)
-        video = await self._once(key, lambda: self._make(key, size, prompt, seconds))
+    async def get(self, size: str, prompt: str, seconds: int, pad_to: int = 0, images: tuple[bytes, ...] = ()) -> Video:
+        """The video; with ``pad_to``, a copy padded up to that many bytes (see ``pad``). With ``images``, it
+        starts on the first (and ends on the second, if there are two)."""
+        key = cache_key(size, prompt, seconds, images)
+        video = await self._once(key, lambda: self._make(key, size, prompt, seconds, images))
         if pad_to < video.length + PAD_HEADER:
             return video
         return await self._once(f"{key}-{pad_to}", lambda: self._pad(video, pad_to))
@@ -89,10 +92,10 @@ class VideoStore:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _make(self, key: str, size: str, prompt: str, seconds: int) -> Video:
+    async def _make(self, key: str, size: str, prompt: str, seconds: int, images: tuple[bytes, ...] = ()) -> Video:
         path = self.dir / f"{key}.mp4"
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self._executor, _load_or_render, path, size, prompt, seconds)
+        data = await loop.run_in_executor(self._executor, _load_or_render, path, size, prompt, seconds, images)
         video = Video(key, path, len(data), f'"{hashlib.md5(data).hexdigest().upper()}"', path.stat().st_mtime)
         self._videos[key] = video
         self._remember(key, data)
@@ -113,12 +116,15 @@ class VideoStore:
             self._bodies.popitem(last=False)
 
 
-def _load_or_render(path: Path, size: str, prompt: str, seconds: int) -> bytes:
+def _load_or_render(path: Path, size: str, prompt: str, seconds: int, images: tuple[bytes, ...] = ()) -> bytes:
     if not path.exists():
         width, height = parse_size(size)
         # Several emulator processes may share the cache: write aside, then rename atomically.
         partial = path.with_name(f"{path.stem}.{os.getpid()}.part")
-        render(partial, width, height, seconds, prompt)
+        if images:
+            render_images(partial, width, height, seconds, images)
+        else:
+            render(partial, width, height, seconds, prompt)
         os.replace(partial, path)
     return path.read_bytes()
 
@@ -162,6 +168,44 @@ def render(path: Path, width: int, height: int, seconds: int, text: str) -> None
             frame = av.VideoFrame.from_ndarray(_pack(planes, width, height), format="yuv420p")
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+
+
+def render_images(path: Path, width: int, height: int, seconds: int, images: tuple[bytes, ...]) -> None:
+    """An H.264 yuv420p MP4 that opens on ``images[0]`` and, given a second image, dissolves into it and ends
+    on it; with one, the picture slowly brightens and darkens. A bar fills along the bottom in between (not
+    on the first and last frames, which are the images themselves)."""
+    first = _picture(images[0], width, height)
+    last = _picture(images[1], width, height) if len(images) > 1 else None
+    frames = seconds * FPS
+    bar = max(4, height // 60)
+    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=FPS, options={"preset": "ultrafast", "crf": "12"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            t = index / max(1, frames - 1)
+            if last is not None:
+                rgb = first * (1 - t) + last * t
+            else:
+                rgb = np.clip(first * (1 + 0.15 * np.sin(t * np.pi)), 0, 255)
+            picture = rgb.astype(np.uint8)
+            if 0 < index < frames - 1:
+                picture[-bar:, : width * index // frames] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        container.mux(stream.encode(None))
+
+
+def _picture(data: bytes, width: int, height: int) -> np.ndarray:
+    """The image as RGB floats, scaled to fill width x height and cropped to it (centred)."""
+    import io
+
+    with Image.open(io.BytesIO(data)) as image:
+        rgb = image.convert("RGB")
+    scale = max(width / rgb.width, height / rgb.height)
+    scaled = rgb.resize(
+        (max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale))), Image.Resampling.LANCZOS
+    )
+    left, top = (scaled.width - width) // 2, (scaled.height - height) // 2
+    return np.asarray(scaled.crop((left, top, left + width, top + height)), dtype=np.float32)
 
 
 def _background(x: np.ndarray, y: np.ndarray, cx: np.ndarray, cy: np.ndarray, t: float) -> list[np.ndarray]:

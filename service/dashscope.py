@@ -16,6 +16,13 @@ import httpx
 from .errors import DashScopeError, RequestRejected, ServerError, Throttled, Unreachable
 
 CREATE_PATH = "/services/aigc/video-generation/video-synthesis"
+# First-and-last-frame models are created here instead (models.ENDPOINTS names the source).
+IMAGE2VIDEO_PATH = "/services/aigc/image2video/video-synthesis"
+CREATE_PATHS = (CREATE_PATH, IMAGE2VIDEO_PATH)
+UPLOADS_PATH = "/uploads"
+# A create naming an oss:// temporary file must ask DashScope to resolve it
+# (https://www.alibabacloud.com/help/en/model-studio/get-temporary-file-url).
+OSS_RESOLVE = {"X-DashScope-OssResourceResolve": "enable"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class DashScopeClient:
         if workspace:
             headers["X-DashScope-WorkSpace"] = workspace
         # ``transport`` replaces the network (tests answer with httpx.MockTransport).
+        self._transport = transport
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, follow_redirects=False, transport=transport
         )
@@ -76,7 +84,9 @@ class DashScopeClient:
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         endpoint = (
             "create"
-            if path == CREATE_PATH
+            if path in CREATE_PATHS
+            else "upload"
+            if path == UPLOADS_PATH
             else "cancel"
             if path.endswith("/cancel")
             else "list"
@@ -109,12 +119,17 @@ class DashScopeClient:
             except Exception:  # metrics must never fail a call
                 pass
 
-    async def create_task(self, model: str, input: dict[str, Any], parameters: dict[str, Any]) -> CreatedTask:
+    async def create_task(
+        self, model: str, input: dict[str, Any], parameters: dict[str, Any], *, path: str = CREATE_PATH
+    ) -> CreatedTask:
+        headers = {"X-DashScope-Async": "enable"}
+        if any(isinstance(value, str) and value.startswith("oss://") for value in input.values()):
+            headers.update(OSS_RESOLVE)
         body = await self._request(
             "POST",
-            CREATE_PATH,
+            path,
             json={"model": model, "input": input, "parameters": parameters},
-            headers={"X-DashScope-Async": "enable"},
+            headers=headers,
         )
         output = body.get("output")
         # Anything but DashScope's shape is an answer that cannot be used (as if none had come), not a crash.
@@ -126,6 +141,44 @@ class DashScopeClient:
             status if isinstance(status, str) else "PENDING",
             request_id if isinstance(request_id, str) else None,
         )
+
+    async def upload(self, model: str, name: str, data: bytes, content_type: str) -> str:
+        """``data`` put in DashScope's temporary storage for ``model``: its oss:// URL, valid 48 hours.
+
+        GET /uploads?action=getPolicy&model=..., then a form POST of the file to the policy's upload_host
+        (https://www.alibabacloud.com/help/en/model-studio/get-temporary-file-url)."""
+        body = await self._request("GET", UPLOADS_PATH, params={"action": "getPolicy", "model": model})
+        policy = body.get("data") if isinstance(body.get("data"), dict) else body.get("output")
+        if not isinstance(policy, dict) or not all(
+            isinstance(policy.get(k), str) for k in ("upload_host", "upload_dir", "policy", "signature")
+        ):
+            raise Unreachable("InvalidResponse", "getPolicy answered without an upload policy")
+        key = f"{policy['upload_dir']}/{name}"
+        form = {
+            "OSSAccessKeyId": str(policy.get("oss_access_key_id", "")),
+            "Signature": policy["signature"],
+            "policy": policy["policy"],
+            "key": key,
+            "x-oss-object-acl": str(policy.get("x_oss_object_acl", "private")),
+            "x-oss-forbid-overwrite": str(policy.get("x_oss_forbid_overwrite", "true")),
+            "success_action_status": "200",
+            "x-oss-content-type": content_type,
+        }
+        try:
+            # The upload host is OSS, not DashScope: no Authorization header goes there.
+            async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as oss:
+                response = await oss.post(policy["upload_host"], data=form, files={"file": (name, data, content_type)})
+        except httpx.HTTPError as exc:
+            await self._record("upload", "connection_error")
+            raise Unreachable("ConnectionError", f"upload to temporary storage: {type(exc).__name__}") from exc
+        await self._record("upload", str(response.status_code))
+        if response.status_code != 200:
+            raise ServerError(
+                "UploadFailed",
+                f"temporary storage answered HTTP {response.status_code}",
+                status_code=response.status_code,
+            )
+        return f"oss://{key}"
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         """The task's ``output`` (status, video_url or code/message), with ``request_id`` added."""

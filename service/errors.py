@@ -47,6 +47,7 @@ WanhookError                        code, message
 ├── CommandError                    what a command of the command line meets, told in one line
 │   ├── ClientError                 (cli/client.py) a request to the wanhook server failed; ``status``
 │   ├── WaitTimeout                 (cli/client.py) the task had not ended in the time given
+│   ├── ImageError                  (cli/client.py) a local image that cannot be sent (missing, not one DashScope takes)
 │   ├── EndpointsUnreachable        (cli/main.py) what a command needs from its start did not answer
 │   └── SetupError                  (cli/eventbridge.py) EventBridge refused a set-up call
 └── ApiError                        (web/responses.py) an answer only HTTP has (401, 413, 415, ...); ``status``

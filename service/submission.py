@@ -40,6 +40,8 @@ from .task import Status
 
 log = logging.getLogger("wanhook.submission")
 
+INPUT_PARAMETERS = ("audio_url", "img_url", "first_frame_url", "last_frame_url")
+
 MAX_BACKOFF = 60.0
 MAX_IDLE = 15.0  # a dispatcher's longest block; below the Redis socket timeout
 # The task list's window (start_time, end_time: YYYYMMDDhhmmss) comes without a zone in the documentation
@@ -56,13 +58,14 @@ REDIS_BACK_PAUSE = 0.5  # seconds a model waits after Redis came back, so its pr
 
 def dashscope_request(task: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The create call's ``input`` and ``parameters`` for a stored task."""
-    task_input = {"prompt": task["prompt"]}
+    task_input = {"prompt": task["prompt"]} if task.get("prompt") else {}  # optional for the image kinds
     if task.get("negative_prompt"):
         task_input["negative_prompt"] = task["negative_prompt"]
     parameters = json.loads(task.get("parameters") or "{}")
-    # wanhook keeps audio_url among the task's parameters; DashScope reads it from input.
-    if "audio_url" in parameters:
-        task_input["audio_url"] = parameters.pop("audio_url")
+    # wanhook keeps audio_url and the images among the task's parameters; DashScope reads them from input.
+    for name in INPUT_PARAMETERS:
+        if name in parameters:
+            task_input[name] = parameters.pop(name)
     return task_input, parameters
 
 
@@ -200,7 +203,9 @@ class Submitter:
                     # One deadline for the whole call (the client's timeout is per read): after it, this
                     # attempt can no longer be answered.
                     async with asyncio.timeout_at(call_deadline):
-                        created = await self.client.create_task(task["model"], task_input, parameters)
+                        created = await self.client.create_task(
+                            task["model"], task_input, parameters, path=MODELS[task["model"]].endpoint
+                        )
                 except TimeoutError:
                     raise Unreachable("Timeout", f"create did not answer within {self.client.timeout:g}s") from None
         except RequestRejected as exc:

@@ -13,6 +13,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .models import IMAGE_INPUTS, brief_image
+
 
 class Status(enum.StrEnum):
     QUEUED = "queued"
@@ -152,7 +154,10 @@ class Task:
             "model": self.model,
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
-            "parameters": self.parameters,
+            # Inline images are shown by their digest, not their bytes (models.brief_image).
+            "parameters": {
+                k: brief_image(v) if k in IMAGE_INPUTS and isinstance(v, str) else v for k, v in self.parameters.items()
+            },
             "metadata": self.metadata,
             "callback": self.callback,
             "dashscope": {

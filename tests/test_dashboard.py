@@ -168,9 +168,9 @@ def test_submit_watch_play_and_fail(dash_stack: Stack, page: WebDriver, tmp_path
     assert page.find_element(By.ID, "connection").text == "Live · no task in flight"
     assert "No tasks yet" in page.find_element(By.ID, "tasks").text
 
-    # Only the chosen model's sizes and durations can be picked.
+    # Only the chosen model's sizes and durations can be picked (text-to-video's; test_form_per_kind has the others).
     model, size, duration = (Select(page.find_element(By.ID, name)) for name in ("model", "size", "duration"))
-    for rules in MODELS.values():
+    for rules in (rules for rules in MODELS.values() if rules.kind == "t2v"):
         model.select_by_value(rules.name)
         assert [option.get_attribute("value") for option in size.options] == list(rules.sizes)
         assert [int(option.get_attribute("value")) for option in duration.options] == list(rules.durations)
@@ -479,3 +479,64 @@ def test_demo_serve_prints_the_page_and_keeps_serving(tmp_path: Path, redis_url:
     assert demo.proc is not None
     demo.proc.send_signal(signal.SIGINT)
     assert demo.proc.wait(20) == 0
+
+
+def test_form_per_kind(dash_stack: Stack, page: WebDriver, tmp_path: Path) -> None:
+    """Choosing a kind shows only its fields and models; images chosen as files make image tasks."""
+    from PIL import Image
+
+    stack = dash_stack
+    images = {}
+    for name, colour, shape in (("first", (200, 40, 40), (640, 480)), ("last", (40, 40, 200), (640, 480))):
+        images[name] = tmp_path / f"{name}.jpg"
+        Image.new("RGB", shape, colour).save(images[name], "JPEG")
+    open_dashboard(page, stack.url)
+    kind, model, resolution, duration = (
+        Select(page.find_element(By.ID, name)) for name in ("kind", "model", "resolution", "duration")
+    )
+
+    def shown(element_id: str) -> bool:
+        return page.find_element(By.ID, element_id).is_displayed()
+
+    def models_offered() -> list[str]:
+        return [
+            option.get_attribute("value")
+            for option in model.options
+            if page.execute_script("return !arguments[0].hidden", option)
+        ]
+
+    assert shown("size") and not shown("image") and not shown("first-frame") and not shown("resolution")
+    assert models_offered() == [name for name, rules in MODELS.items() if rules.kind == "t2v"]
+    for chosen, fields in (("i2v", ("image",)), ("kf2v", ("first-frame", "last-frame"))):
+        kind.select_by_value(chosen)
+        assert models_offered() == [name for name, rules in MODELS.items() if rules.kind == chosen]
+        assert all(shown(field) for field in fields) and shown("resolution") and not shown("size")
+        for name in models_offered():
+            model.select_by_value(name)
+            assert [option.get_attribute("value") for option in resolution.options] == list(MODELS[name].tiers)
+            assert [int(option.get_attribute("value")) for option in duration.options] == list(MODELS[name].durations)
+        shot(page, tmp_path, f"kind-{chosen}")
+
+    # First and last frame: both files, no prompt.
+    model.select_by_value("wan2.2-kf2v-flash")
+    resolution.select_by_value("480P")
+    page.find_element(By.ID, "first-frame").send_keys(str(images["first"]))
+    page.find_element(By.ID, "submit").click()
+    assert "Choose an image" in page.find_element(By.ID, "compose-error").text  # the last frame is missing
+    page.find_element(By.ID, "last-frame").send_keys(str(images["last"]))
+    page.find_element(By.ID, "submit").click()
+    task_id = wait_for(lambda: newest_card_id(page), 15, what="the new task's card")
+    wait_card(page, task_id, "ready", timeout=60)
+    task = stack.task(task_id)
+    assert task["model"] == "wan2.2-kf2v-flash" and task["parameters"]["resolution"] == "480P"
+    assert task["parameters"]["first_frame_url"].startswith("data:image/jpeg;base64,")
+
+    # Image to video, with a prompt.
+    kind.select_by_value("i2v")
+    page.find_element(By.ID, "image").send_keys(str(images["first"]))
+    page.find_element(By.ID, "prompt").send_keys("the red square turns")
+    page.find_element(By.ID, "submit").click()
+    second = wait_for(lambda: (found := newest_card_id(page)) != task_id and found, 15, what="the second card")
+    wait_card(page, second, "ready", timeout=60)
+    assert stack.task(second)["model"] == "wan2.2-i2v-flash"
+    shot(page, tmp_path, "kinds-ready")

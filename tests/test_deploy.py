@@ -91,7 +91,7 @@ def with_key(unique_key: str) -> dict[str, Any]:
     return event
 
 
-def test_rule_selects_text_to_video_completions_only() -> None:
+def test_rule_selects_the_wan_video_completions_wanhook_makes() -> None:
     from wanhook.emulator.eventbridge import USER_API_KEY_PREFIX
     from wanhook.service.models import MODELS
 
@@ -101,17 +101,19 @@ def test_rule_selects_text_to_video_completions_only() -> None:
     for model in MODELS:  # every model wanhook accepts, keyed as the emulator keys it, and whatever the group segment
         for prefix in (USER_API_KEY_PREFIX, "apikey:v1:video:video-generation:video-synthesis:"):
             assert matches(pattern, with_key(prefix + model)), model
-    # DashScope's other video and image models share the source, the type and the key's first segments.
+        # First-and-last-frame tasks are created at image2video, whose name the key carries (emulator, build_event).
+        assert matches(pattern, with_key(f"apikey:v1:aigc:image2video:video-synthesis:{model}")), model
+    # DashScope's other video and image models share the source, the type and the key's first segments
+    # (wan2.6-i2v, the newest image-to-video, is not one wanhook makes yet).
     for other in (
-        "wanx2.1-i2v-turbo",
-        "wan2.2-i2v-plus",
-        "wan2.5-i2v-preview",
         "wan2.6-i2v",
-        "wanx2.1-kf2v-plus",
         "wan2.2-s2v",
         "wanx2.1-vace-plus",
         "wan2.2-t2i-plus",
         "wanx2.1-t2i-turbo",
+        "wan2.2-s2v-detect",
+        "wanx2.1-imageedit",
+        "wan2.5-t2i-preview",
     ):
         assert not matches(pattern, with_key(USER_API_KEY_PREFIX + other)), other
     video = with_key(USER_API_KEY_PREFIX + "wan2.2-t2v-plus")

@@ -10,6 +10,7 @@ does a listed one that has gone away.
 from __future__ import annotations
 
 import ast
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import Any
 from wanhook.emulator import rules
 from wanhook.emulator.tasks import ApiError as EmulatorError
 from wanhook.emulator.tasks import _parameters as emulator_checks
+from wanhook.emulator.tasks import check_picture as emulator_picture
 from wanhook.service import models
 from wanhook.service.errors import InvalidRequest as ServiceError
-from wanhook.service.validation import check_task
+from wanhook.service.validation import check_image_bytes, check_task
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +42,7 @@ DELIBERATE: dict[tuple[str, str], str] = {
     ),
 }
 
-ALL_MODELS = sorted(set(models.MODELS) | set(rules.MODELS))
+ALL_MODELS = sorted(set(models.MODELS) | set(rules.MODELS) | set(rules.IMAGE_MODELS))
 
 
 def _service_accepts(body: dict[str, Any]) -> bool:
@@ -75,7 +77,20 @@ def differences() -> dict[tuple[str, str], str]:
     compare("*", "seed maximum", models.SEED_MAX, rules.SEED_MAX)
     compare("*", "negative_prompt limit", models.NEGATIVE_PROMPT_MAX, rules.NEGATIVE_PROMPT_MAX)
     compare("*", "shot types", models.SHOT_TYPES, rules.SHOT_TYPES)
+    compare("*", "kinds", set(models.KINDS), set(rules.PATHS))
+    compare("*", "create paths", {kind: path.split("/")[-2] for kind, path in models.ENDPOINTS.items()}, rules.PATHS)
+    compare("*", "resolution tiers", set(models.RESOLUTIONS), set(rules.RESOLUTION_PIXELS))
+    compare("*", "image formats", models.IMAGE_FORMATS, rules.IMAGE_FORMATS)
+    compare("*", "image sides", (models.IMAGE_MIN_SIDE, models.IMAGE_MAX_SIDE), rules.IMAGE_SIDES)
+    compare("*", "image bytes", models.IMAGE_MAX_BYTES, rules.IMAGE_BYTES_MAX)
+    compare("*", "temporary file life", models.TEMPORARY_STORAGE_HOURS * 3600, rules.UPLOAD_TTL_SECONDS)
+    compare("*", "oss resolve header", models.OSS_RESOLVE_HEADER.lower(), rules.OSS_RESOLVE_HEADER)
+    for name, image in SAMPLE_IMAGES.items():
+        compare("*", f"image {name}", _service_takes_image(image), _emulator_takes_image(image))
     for name in ALL_MODELS:
+        if name in rules.IMAGE_MODELS or (name in models.MODELS and models.MODELS[name].kind != models.T2V):
+            _compare_image_model(name, compare, found)
+            continue
         ours, theirs = models.MODELS.get(name), rules.MODELS.get(name)
         if ours is None or theirs is None:
             found[(name, "model")] = f"known to {'the emulator' if ours is None else 'wanhook'} only"
@@ -148,6 +163,110 @@ def differences() -> dict[tuple[str, str], str]:
     return found
 
 
+def _image(width: int, height: int, format: str = "JPEG", mode: str = "RGB") -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), (120, 60, 30, 255)[: len(mode)]).save(buffer, format)
+    return buffer.getvalue()
+
+
+SAMPLE_IMAGES: dict[str, bytes] = {
+    "jpeg 640x480": _image(640, 480),
+    "png 360x2000": _image(360, 2000, "PNG"),
+    "webp 800x800": _image(800, 800, "WEBP"),
+    "bmp 400x400": _image(400, 400, "BMP"),
+    "gif 400x400": _image(400, 400, "GIF"),
+    "jpeg 359x400": _image(359, 400),
+    "jpeg 2001x400": _image(2001, 400),
+    "png with alpha": _image(400, 400, "PNG", "RGBA"),
+    "not an image": b"plain text, not a picture",
+}
+
+
+def _service_takes_image(data: bytes) -> bool:
+    try:
+        check_image_bytes("img_url", data)
+    except ServiceError:
+        return False
+    return True
+
+
+def _emulator_takes_image(data: bytes) -> bool:
+    try:
+        emulator_picture("img_url", data)
+    except EmulatorError:
+        return False
+    return True
+
+
+def _compare_image_model(name: str, compare: Any, found: dict[tuple[str, str], str]) -> None:
+    """An image-to-video or first-and-last-frame model, by its table and by what each side accepts."""
+    ours, theirs = models.MODELS.get(name), rules.IMAGE_MODELS.get(name)
+    if ours is None or theirs is None:
+        found[(name, "model")] = f"known to {'the emulator' if ours is None else 'wanhook'} only"
+        return
+    for field in (
+        "kind",
+        "tiers",
+        "default_resolution",
+        "durations",
+        "default_duration",
+        "prompt_max",
+        "submit_rps",
+        "max_running",
+        "audio",
+        "image_fields",
+    ):
+        compare(name, field, getattr(ours, field), getattr(theirs, field))
+    url = "https://example.com/a.jpg"
+    images = {field: url for field in theirs.image_fields}
+
+    def service(**extra: Any) -> bool:
+        return _service_accepts({"model": name, **images, **extra})
+
+    def emulator(given: dict[str, Any], parameters: dict[str, Any]) -> bool:
+        try:
+            emulator_checks({"input": {**images, **given}, "parameters": parameters}, theirs)
+        except EmulatorError:
+            return False
+        return True
+
+    compare(name, "prompt optional", service(), emulator({}, {}))
+    for tier in models.RESOLUTIONS:
+        compare(name, f"resolution {tier}", service(resolution=tier), emulator({}, {"resolution": tier}))
+    for seconds in range(1, 16):
+        compare(name, f"duration {seconds}", service(duration=seconds), emulator({}, {"duration": seconds}))
+    compare(name, "takes size", service(size="1280*720"), emulator({}, {"size": "1280*720"}))
+    compare(name, "takes audio", service(audio=False), emulator({}, {"audio": False}))
+    compare(
+        name,
+        "takes audio_url",
+        service(audio_url="https://example.com/a.mp3"),
+        emulator({"audio_url": "https://example.com/a.mp3"}, {}),
+    )
+    compare(name, "takes shot_type", service(shot_type="single"), emulator({}, {"shot_type": "single"}))
+    for field in theirs.image_fields:
+        without = {k: v for k, v in images.items() if k != field}
+        compare(
+            name,
+            f"needs {field}",
+            _service_accepts({"model": name, **without}),
+            _emulator_accepts_input(theirs, without),
+        )
+    for value in ("ftp://example.com/a.jpg", "oss://dashscope-instant/x/a.jpg", "data:image/png;base64,@@"):
+        field = theirs.image_fields[0]
+        compare(name, f"{field} {value[:12]}", service(**{field: value}), emulator({field: value}, {}))
+
+
+def _emulator_accepts_input(spec: Any, given: dict[str, Any]) -> bool:
+    try:
+        emulator_checks({"input": given, "parameters": {}}, spec)
+    except EmulatorError:
+        return False
+    return True
+
+
 def test_every_difference_is_deliberate() -> None:
     found = differences()
     unexplained = {key: value for key, value in found.items() if key not in DELIBERATE}
@@ -160,6 +279,15 @@ def test_every_difference_is_deliberate() -> None:
 
 def test_every_model_fact_names_its_source() -> None:
     assert all(model.source for model in rules.MODELS.values())
+    assert all(model.source for model in rules.IMAGE_MODELS.values())
+    # Each kind's page is named, in the emulator's statement and, independently, in wanhook's table.
+    for page in (
+        "legacy-image-to-video-api-reference",
+        "image-to-video-by-first-and-last-frame-api-reference",
+        "get-temporary-file-url",
+    ):
+        assert page in (rules.__doc__ or ""), page
+        assert page in (ROOT / "service" / "models.py").read_text(), page
     assert "https://www.alibabacloud.com/help/" in (rules.__doc__ or "")
     assert set(rules.ERROR_STATUS) >= set(rules.MESSAGES)
 

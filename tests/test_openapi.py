@@ -50,3 +50,16 @@ def test_a_client_finds_each_operation_by_its_id() -> None:
     for path, method, operation in operations():
         found = schema.find_operation_by_id(operation["operationId"])
         assert (found.path, found.method.lower()) == (path, method)
+
+
+def test_the_task_request_names_every_kind_and_its_fields() -> None:
+    from wanhook.service.models import KIND_NAMES, KINDS, MODELS, RESOLUTIONS
+
+    request = DOCUMENT["components"]["schemas"]["TaskRequest"]
+    fields = request["properties"]
+    assert fields["kind"]["enum"] == [*KIND_NAMES, *KINDS]
+    assert "text-to-video" in fields["kind"]["enum"]  # the contract's name of the default kind
+    assert set(fields["model"]["enum"]) == set(MODELS)
+    assert {"img_url", "first_frame_url", "last_frame_url", "audio"} <= set(fields)
+    assert fields["resolution"]["enum"] == list(RESOLUTIONS)
+    assert "prompt" not in request.get("required", [])  # optional for the image kinds

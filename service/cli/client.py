@@ -39,6 +39,39 @@ class ClientError(CommandError):
         self.status = status
 
 
+class ImageError(CommandError):
+    """A local image that cannot be sent: missing, unreadable, or not one DashScope takes."""
+
+
+def image_value(given: str) -> str:
+    """An image argument as the API takes it: an http(s) or oss:// URL as it is (DashScope fetches it), a
+    local file as a base64 data URL, checked here first as the server would (format, sides, bytes) so that
+    a wrong file is refused before anything is sent."""
+    import base64
+    from pathlib import Path
+
+    from ..errors import InvalidField
+    from ..models import IMAGE_MAX_BYTES
+    from ..validation import check_image_bytes
+
+    if given.split("://", 1)[0] in ("http", "https", "oss"):
+        return given
+    path = Path(given.removeprefix("file://")).expanduser()
+    try:
+        if path.stat().st_size > IMAGE_MAX_BYTES:
+            raise ImageError(
+                f"{given}: {path.stat().st_size} bytes; DashScope takes images of at most {IMAGE_MAX_BYTES} (10 MB)"
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{given}: {exc.strerror or exc}") from None
+    try:
+        kind, _, _ = check_image_bytes("image", data)
+    except InvalidField as exc:
+        raise ImageError(f"{given}: {exc.message.removeprefix('image: ')}") from None
+    return f"data:image/{kind.lower()};base64,{base64.b64encode(data).decode()}"
+
+
 def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -61,7 +94,7 @@ def _check(response: httpx.Response) -> dict[str, Any]:
 
 def submit(server: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
     try:
-        return _check(httpx.post(f"{server}/v1/tasks", json=body, headers=_headers(token), timeout=30))
+        return _check(httpx.post(f"{server}/v1/tasks", json=body, headers=_headers(token), timeout=120))
     except httpx.HTTPError as exc:
         raise ClientError(f"cannot reach {server}: {exc}") from None
 

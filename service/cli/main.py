@@ -212,10 +212,26 @@ def submit(args: argparse.Namespace) -> int:
 
     from . import client
 
-    body: dict = {"prompt": args.prompt, "model": args.model}
-    for name in ("size", "negative_prompt", "seed", "duration", "audio_url", "shot_type"):
+    body: dict = {"prompt": args.prompt}
+    for name in ("model", "size", "resolution", "negative_prompt", "seed", "duration", "audio_url", "shot_type"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
+    images = {"img_url": args.image, "first_frame_url": args.first_frame, "last_frame_url": args.last_frame}
+    if args.image is not None and (args.first_frame or args.last_frame):
+        print("wanhook submit: --image (image-to-video) does not go with --first-frame/--last-frame", file=sys.stderr)
+        return EXIT_USAGE
+    if bool(args.first_frame) != bool(args.last_frame):
+        print("wanhook submit: --first-frame and --last-frame go together", file=sys.stderr)
+        return EXIT_USAGE
+    if args.image is not None or args.first_frame:
+        body["kind"] = "image-to-video" if args.image is not None else "first-and-last-frame"
+    for field, given in images.items():
+        if given is not None:
+            try:
+                body[field] = client.image_value(given)
+            except client.ImageError as exc:
+                print(f"wanhook submit: {exc}", file=sys.stderr)
+                return EXIT_USAGE
     if args.callback_url:
         body["callback"] = {"url": args.callback_url}
     if args.timeout is not None and not args.wait:
@@ -295,7 +311,7 @@ def dev(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     from importlib.metadata import PackageNotFoundError, version
 
-    from ..models import DEFAULT_MODEL
+    from ..models import DEFAULT_MODEL, DEFAULT_MODELS
 
     try:
         installed = version("wanhook")
@@ -322,8 +338,30 @@ def parser() -> argparse.ArgumentParser:
     command.set_defaults(handler=consume)
 
     command = commands.add_parser("submit", help="submit a task (and follow it with --wait)")
-    command.add_argument("prompt", help="what the video shows")
-    command.add_argument("--model", default=DEFAULT_MODEL, help="the Wan model (default: %(default)s)")
+    command.add_argument("prompt", help="what the video shows (may be empty for --image and --first-frame)")
+    command.add_argument(
+        "--model",
+        help=f"the Wan model (default: {DEFAULT_MODEL}, or the kind's: "
+        f"{DEFAULT_MODELS['i2v']} with --image, {DEFAULT_MODELS['kf2v']} with --first-frame)",
+    )
+    command.add_argument(
+        "--image",
+        metavar="PATH_OR_URL",
+        help="image-to-video: the first frame, a local file (sent as base64) or an http(s) URL",
+    )
+    command.add_argument(
+        "--first-frame",
+        dest="first_frame",
+        metavar="PATH_OR_URL",
+        help="first-and-last-frame video: the first frame (with --last-frame)",
+    )
+    command.add_argument(
+        "--last-frame",
+        dest="last_frame",
+        metavar="PATH_OR_URL",
+        help="first-and-last-frame video: the last frame (with --first-frame)",
+    )
+    command.add_argument("--resolution", help="480P, 720P or 1080P: the image kinds' tier (default: the model's)")
     command.add_argument("--size", help="W*H, e.g. 832*480 (default: the model's)")
     command.add_argument("--negative-prompt", dest="negative_prompt", help="what the video should not show")
     command.add_argument("--seed", type=int, help="DashScope's random seed, for a repeatable video")

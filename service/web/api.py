@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import email.policy
 import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +29,20 @@ from ..errors import (
     VideoGone,
 )
 from ..feed import Ended, Subscription
+from ..models import IMAGE_MAX_BYTES
 from ..runtime import Runtime
 from ..task import STATUSES, Status, Task
-from ..validation import check_task
-from .responses import ApiError, read_json
+from ..validation import ALL_IMAGE_FIELDS, DATA_URL, check_image_bytes, check_task
+from .responses import ApiError, parse_json, read_body, require_json
 
 TASK_BODY_LIMIT = 64 * 1024
+# A task with images may carry them as base64 data URLs: two (first and last frame) of at most 10 MB each,
+# base64 adding a third. Other tasks keep TASK_BODY_LIMIT.
+IMAGE_TASK_BODY_LIMIT = 2 * ((IMAGE_MAX_BYTES + 2) // 3 * 4) + 64 * 1024
+# Images up to this many bytes are stored with the task and sent to DashScope as base64; larger ones are put
+# in DashScope's temporary storage when the task is created, and only their oss:// URL is stored (Redis
+# keeps tasks small, and a create carries no more than this inline).
+INLINE_IMAGE_MAX = 1024 * 1024
 KEEPALIVE_SECONDS = 15.0
 
 
@@ -86,9 +97,22 @@ async def load_task(request: Request) -> Task:
 async def create_task(request: Request) -> Response:
     caller = await authorize(request)
     rt = runtime(request)
-    fields = check_task(
-        await read_json(request, TASK_BODY_LIMIT), allow_private_callbacks=rt.settings.callback_allow_private
-    )
+    content_type = (request.headers.get("content-type") or "").lower()
+    if content_type.startswith("multipart/form-data") and "boundary=" in content_type:
+        document: Any = await read_form(request)  # its files are its images, whatever the body's size
+    else:
+        require_json(request)  # a multipart type without a boundary cannot be a form: 415 as before
+        body = await read_body(request, IMAGE_TASK_BODY_LIMIT)
+        too_large = ApiError(413, "body_too_large", f"the body is over the limit of {TASK_BODY_LIMIT} bytes")
+        # Only a task with images may be larger: first by its text (before parsing), then by its fields.
+        if len(body) > TASK_BODY_LIMIT and not any(f'"{name}"'.encode() in body for name in ALL_IMAGE_FIELDS):
+            raise too_large
+        document = parse_json(body)
+        images = isinstance(document, dict) and any(isinstance(document.get(name), str) for name in ALL_IMAGE_FIELDS)
+        if len(body) > TASK_BODY_LIMIT and not images:
+            raise too_large
+    fields = check_task(document, allow_private_callbacks=rt.settings.callback_allow_private)
+    await _store_large_images(rt, fields)
     fields["owner"] = caller
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 200:
@@ -98,6 +122,83 @@ async def create_task(request: Request) -> Response:
     task_id = await rt.store.create(fields, scoped_key, max_queued=rt.settings.max_queued_per_token)
     task = await rt.store.get(task_id)
     return JSONResponse(task, status_code=202, headers={"Location": f"/v1/tasks/{task_id}"})
+
+
+# multipart/form-data: the task's fields as form fields, images as files (or as URLs in the same fields).
+FORM_INTEGERS = ("duration", "seed")
+FORM_BOOLEANS = ("prompt_extend", "watermark", "audio")
+FORM_JSON = ("callback", "metadata")
+FORM_FILE_MAX = IMAGE_MAX_BYTES
+
+
+async def read_form(request: Request) -> dict[str, Any]:
+    """A ``POST /v1/tasks`` form as the JSON body it stands for: each image file becomes a base64 data URL,
+    checked afterwards like any other (``check_task``)."""
+    body = await read_body(request, IMAGE_TASK_BODY_LIMIT)
+    head = b"Content-Type: " + request.headers["content-type"].encode("latin-1") + b"\r\n\r\n"
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart() or message.defects:
+        raise ApiError(400, "invalid_form", "the body is not a valid multipart/form-data form")
+    document: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if not isinstance(name, str) or not name or not isinstance(payload, bytes):
+            raise ApiError(400, "invalid_form", "every part of the form needs a name and a body")
+        if name in document:
+            raise InvalidField(name, "is given more than once")
+        if part.get_filename() is not None:  # a file: only the image fields take one
+            if name not in ALL_IMAGE_FIELDS:
+                raise InvalidField(name, f"takes no file; files go in {', '.join(ALL_IMAGE_FIELDS)}")
+            check_image_bytes(name, payload)
+            kind = part.get_content_type() if part.get_content_type().startswith("image/") else "image/jpeg"
+            document[name] = f"data:{kind};base64,{base64.b64encode(payload).decode()}"
+            continue
+        try:
+            value = payload.decode()
+        except UnicodeDecodeError:
+            raise InvalidField(name, "is not UTF-8 text") from None
+        document[name] = _form_value(name, value)
+    return document
+
+
+def _form_value(name: str, value: str) -> Any:
+    if name in FORM_INTEGERS:
+        if len(value) > 20 or not value.strip().lstrip("-").isdigit():
+            raise InvalidField(name, "must be an integer")
+        return int(value)
+    if name in FORM_BOOLEANS:
+        if value not in ("true", "false"):
+            raise InvalidField(name, "must be true or false")
+        return value == "true"
+    if name in FORM_JSON:
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            raise InvalidField(name, "must be JSON in a form") from None
+    return value
+
+
+async def _store_large_images(rt: Runtime, fields: dict[str, Any]) -> None:
+    """Images over INLINE_IMAGE_MAX go to DashScope's temporary storage now; the task keeps their URL."""
+    parameters = fields["parameters"]
+    for name in ALL_IMAGE_FIELDS:
+        match = DATA_URL.fullmatch(parameters.get(name) or "")
+        if match is None or len(match.group(2)) * 3 // 4 <= INLINE_IMAGE_MAX:
+            continue
+        content_type = match.group(1)
+        data = base64.b64decode(match.group(2))
+        extension = content_type.rsplit("/", 1)[-1].replace("jpeg", "jpg")
+        filename = f"{hashlib.sha256(data).hexdigest()[:32]}.{extension}"
+        try:
+            parameters[name] = await rt.dashscope.upload(fields["model"], filename, data, content_type)
+        except DashScopeError as exc:
+            raise ApiError(
+                502,
+                "upload_failed",
+                f"{name}: DashScope's temporary storage refused the image ({exc.code}: {exc.message})",
+                field=name,
+            ) from None
 
 
 async def get_task(request: Request) -> Response:

@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import InvalidField
 from ..feed import Ended
-from ..models import DEFAULT_MODEL, MODELS, TIERS
+from ..models import DEFAULT_MODEL, DEFAULT_MODELS, MODELS, T2V, TIERS
 from ..task import Status
 from . import api
 
@@ -49,10 +49,16 @@ def page_config(request: Request) -> dict[str, Any]:
     """What the page's script needs: each model's sizes, durations and prompt limit, and whether to ask for a token."""
     return {
         "auth": bool(api.runtime(request).settings.api_tokens),
+        "default_models": DEFAULT_MODELS,
         "models": [
             {
                 "name": rules.name,
-                "tiers": {tier: list(TIERS[tier]) for tier in rules.tiers},
+                "kind": rules.kind,
+                # Text-to-video picks a size within each tier; the image kinds pick the tier itself (resolution).
+                "tiers": {tier: list(TIERS[tier]) for tier in rules.tiers} if rules.kind == T2V else {},
+                "resolutions": list(rules.tiers) if rules.kind != T2V else [],
+                "default_resolution": rules.default_resolution,
+                "prompt_required": rules.prompt_required,
                 "durations": list(rules.durations),
                 "default_duration": rules.default_duration,
                 "prompt_max": rules.prompt_max,
@@ -85,7 +91,10 @@ async def page(request: Request) -> Response:
         ready=counts.get(Status.READY, "–"),
         failed=(counts[Status.FAILED] + counts[Status.EXPIRED]) if counts else "–",
         model_options="".join(
-            f'<option value="{name}"{" selected" if name == DEFAULT_MODEL else ""}>{name}</option>' for name in MODELS
+            f'<option value="{name}" data-kind="{rules.kind}"'
+            f"{' selected' if name == DEFAULT_MODEL else ''}{'' if rules.kind == T2V else ' hidden'}>"
+            f"{name}</option>"
+            for name, rules in MODELS.items()
         ),
         tasks=items,
     )
@@ -96,7 +105,7 @@ def _task_item(task: dict[str, Any]) -> str:
     """One task as the page shows it before (or without) its script."""
     e = html.escape
     status = task["status"]
-    size = (task.get("parameters") or {}).get("size", "")
+    size = (task.get("parameters") or {}).get("size") or (task.get("parameters") or {}).get("resolution", "")
     created = (task.get("created_at") or "").replace("T", " ")[:19]
     meta = " · ".join(
         part

@@ -8,13 +8,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import MODELS, NEGATIVE_PROMPT_MAX, SEED_MAX, SHOT_TYPES, SIZES_480P, SIZES_720P, SIZES_1080P
+from ..models import (
+    DEFAULT_MODELS,
+    KIND_NAMES,
+    KINDS,
+    MODELS,
+    NEGATIVE_PROMPT_MAX,
+    RESOLUTIONS,
+    SEED_MAX,
+    SHOT_TYPES,
+    SIZES_480P,
+    SIZES_720P,
+    SIZES_1080P,
+)
 from ..task import CALLBACK_EVENTS, STATUSES, Outcome
 from ..validation import AUDIO_URL_MAX_LENGTH, METADATA_MAX_KEYS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 TASK = {"$ref": "#/components/schemas/Task"}
 NULLABLE_STRING = {"type": "string", "nullable": True}
+IMAGE_DESCRIPTION = (
+    "{what}. An http(s) URL (passed on; DashScope fetches it), an oss:// temporary URL, or a base64 data URL "
+    "(data:image/jpeg;base64,...): JPEG, PNG without alpha, BMP or WEBP, sides 360-2000 pixels, at most 10 MB. "
+    "Data URLs over 1 MiB are put in DashScope's temporary storage when the task is created."
+)
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -70,7 +87,47 @@ DOCUMENT: dict[str, Any] = {
                 ],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskRequest"}}},
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/TaskRequest"}},
+                        # The same fields as a form; img_url, first_frame_url and last_frame_url may be files.
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    **{
+                                        name: {
+                                            "type": "string",
+                                            "format": "binary",
+                                            "description": "an image file, or a URL",
+                                        }
+                                        for name in ("img_url", "first_frame_url", "last_frame_url")
+                                    },
+                                    **{
+                                        name: {"type": "string"}
+                                        for name in (
+                                            "prompt",
+                                            "kind",
+                                            "model",
+                                            "resolution",
+                                            "size",
+                                            "negative_prompt",
+                                            "audio_url",
+                                            "shot_type",
+                                        )
+                                    },
+                                    **{name: {"type": "integer"} for name in ("duration", "seed")},
+                                    **{
+                                        name: {"type": "string", "enum": ["true", "false"]}
+                                        for name in ("prompt_extend", "watermark", "audio")
+                                    },
+                                    **{
+                                        name: {"type": "string", "description": "JSON, as in the JSON body"}
+                                        for name in ("callback", "metadata")
+                                    },
+                                },
+                            }
+                        },
+                    },
                 },
                 "responses": {
                     "202": _json(TASK, "the task, queued (or the Idempotency-Key's task)"),
@@ -362,16 +419,48 @@ DOCUMENT: dict[str, Any] = {
             },
             "TaskRequest": {
                 "type": "object",
-                "required": ["prompt"],
                 "additionalProperties": False,
+                "description": (
+                    "A text-to-video task needs prompt; an image-to-video task (kind i2v) img_url, a "
+                    "first-and-last-frame task (kind kf2v) first_frame_url and last_frame_url, the prompt optional. "
+                    "Each model's own rules are checked too (422 naming the field)."
+                ),
                 "properties": {
                     # The widest of the models' rules; each model's own is checked too (422 naming the field).
-                    "prompt": {
+                    "prompt": {"type": "string", "maxLength": max(rules.prompt_max for rules in MODELS.values())},
+                    "kind": {
                         "type": "string",
-                        "minLength": 1,
-                        "maxLength": max(rules.prompt_max for rules in MODELS.values()),
+                        "enum": [*KIND_NAMES, *KINDS],
+                        "description": (
+                            "text-to-video (t2v), image-to-video (i2v), first-and-last-frame (kf2v); default: the "
+                            "model's kind, or text-to-video. Default models: "
+                            f"{', '.join(f'{k} {m}' for k, m in DEFAULT_MODELS.items())}"
+                        ),
                     },
-                    "model": {"type": "string", "enum": list(MODELS)},
+                    "model": {
+                        "type": "string",
+                        "enum": list(MODELS),
+                        "description": "; ".join(
+                            f"{kind}: {', '.join(m for m, r in MODELS.items() if r.kind == kind)}" for kind in KINDS
+                        ),
+                    },
+                    **{
+                        name: {"type": "string", "description": IMAGE_DESCRIPTION.format(what=what)}
+                        for name, what in (
+                            ("img_url", "i2v: the first frame"),
+                            ("first_frame_url", "kf2v: the first frame"),
+                            ("last_frame_url", "kf2v: the last frame"),
+                        )
+                    },
+                    "resolution": {
+                        "type": "string",
+                        "enum": list(RESOLUTIONS),
+                        "description": (
+                            "i2v and kf2v only (they take no size): the tier; the video keeps the image's aspect "
+                            "ratio. Default: the model's"
+                        ),
+                    },
+                    "audio": {"type": "boolean", "description": "wan2.5-i2v-preview only: make sound (default true)"},
                     "negative_prompt": {"type": "string", "maxLength": NEGATIVE_PROMPT_MAX},
                     "size": {"type": "string", "enum": [*SIZES_480P, *SIZES_720P, *SIZES_1080P]},
                     "duration": {

@@ -116,7 +116,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def read_json(request: Request, limit: int) -> Any:
     require_json(request)
-    body = await read_body(request, limit)
+    return parse_json(await read_body(request, limit))
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON document of a body already read; 400 ``invalid_json`` if it is none."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes

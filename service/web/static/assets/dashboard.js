@@ -77,6 +77,7 @@
   }
 
   function sizeLabel(size, tier) {
+    if (!size.includes("*")) return size; // an image task's tier: its size follows the image
     const [width, height] = size.split("*").map(Number);
     const shape = width > height ? "landscape" : width < height ? "portrait" : "square";
     return `${width}×${height} · ${shape}${tier ? ` · ${tier}` : ""}`;
@@ -96,9 +97,38 @@
   const prompt = $("prompt");
   const callback = $("callback");
   const composeError = $("compose-error");
+  const kindSelect = $("kind");
+  const resolutionSelect = $("resolution");
+  const imageInputs = { img_url: $("image"), first_frame_url: $("first-frame"), last_frame_url: $("last-frame") };
+  const KIND_IMAGES = { t2v: [], i2v: ["img_url"], kf2v: ["first_frame_url", "last_frame_url"] };
+  const DEFAULT_MODELS = config.default_models;
+
+  // Choosing a kind shows only its fields and its models.
+  function fillKind() {
+    const kind = kindSelect.value;
+    for (const part of document.querySelectorAll("#compose [data-kinds]")) part.hidden = !part.dataset.kinds.split(" ").includes(kind);
+    for (const option of modelSelect.options) option.hidden = option.dataset.kind !== kind;
+    if (modelSelect.selectedOptions[0].dataset.kind !== kind) modelSelect.value = DEFAULT_MODELS[kind];
+    fillModel();
+  }
+
+  function readImage(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(new Error(`${file.name} could not be read`));
+      reader.readAsDataURL(file);
+    });
+  }
 
   function fillModel() {
     const model = models.get(modelSelect.value);
+    const previousResolution = resolutionSelect.value;
+    resolutionSelect.replaceChildren(...model.resolutions.map((tier) => el("option", { value: tier, text: tier })));
+    if (model.resolutions.length) {
+      // The smallest, quickest tier unless the one chosen before is offered.
+      resolutionSelect.value = model.resolutions.includes(previousResolution) ? previousResolution : model.resolutions[0];
+    }
     const previousSize = sizeSelect.value;
     sizeSelect.replaceChildren();
     for (const [tier, sizes] of Object.entries(model.tiers)) {
@@ -108,7 +138,7 @@
     }
     const sizes = Object.values(model.tiers).flat();
     // Keep the size across models when the new one offers it; otherwise the smallest, quickest one.
-    sizeSelect.value = sizes.includes(previousSize) ? previousSize : sizes[0];
+    if (sizes.length) sizeSelect.value = sizes.includes(previousSize) ? previousSize : sizes[0];
     const previousDuration = Number(durationSelect.value);
     durationSelect.replaceChildren(...model.durations.map((seconds) => el("option", { value: seconds, text: `${seconds}\u00a0s` })));
     durationSelect.value = model.durations.includes(previousDuration) ? previousDuration : model.default_duration;
@@ -123,8 +153,11 @@
 
   function showFormError(message, field) {
     composeError.textContent = message || "";
-    for (const input of [prompt, sizeSelect, durationSelect, modelSelect, callback]) input.removeAttribute("aria-invalid");
-    const input = { prompt, size: sizeSelect, duration: durationSelect, model: modelSelect, callback, "callback.url": callback }[field];
+    for (const input of [prompt, sizeSelect, durationSelect, modelSelect, callback, resolutionSelect, ...Object.values(imageInputs)]) {
+      input.removeAttribute("aria-invalid");
+    }
+    const input = { prompt, size: sizeSelect, duration: durationSelect, model: modelSelect, callback, "callback.url": callback,
+                    resolution: resolutionSelect, ...imageInputs }[field];
     if (input) {
       input.setAttribute("aria-invalid", "true");
       if (input === callback) callback.closest("details").open = true;
@@ -134,16 +167,31 @@
 
   async function submit(event) {
     event.preventDefault();
-    if (!prompt.value.trim()) {
+    const kind = kindSelect.value;
+    const model = models.get(modelSelect.value);
+    if (!prompt.value.trim() && model.prompt_required) {
       showFormError("Write a prompt first.", "prompt");
       return;
     }
-    const body = {
-      prompt: prompt.value.trim(),
-      model: modelSelect.value,
-      size: sizeSelect.value,
-      duration: Number(durationSelect.value),
-    };
+    const body = { prompt: prompt.value.trim(), model: modelSelect.value, duration: Number(durationSelect.value) };
+    if (kind === "t2v") body.size = sizeSelect.value;
+    else {
+      body.kind = kind;
+      body.resolution = resolutionSelect.value;
+      for (const field of KIND_IMAGES[kind]) {
+        const file = imageInputs[field].files[0];
+        if (!file) {
+          showFormError("Choose an image first.", field);
+          return;
+        }
+        try {
+          body[field] = await readImage(file);
+        } catch (error) {
+          showFormError(error.message, field);
+          return;
+        }
+      }
+    }
     if (callback.value.trim()) body.callback = { url: callback.value.trim() };
     const button = $("submit");
     button.disabled = true;
@@ -153,6 +201,7 @@
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
       });
       prompt.value = "";
+      for (const input of Object.values(imageInputs)) input.value = "";
       countPrompt();
       show(task);
       follow();
@@ -173,7 +222,7 @@
     let item = cards.get(task.id);
     if (item) return item;
     const model = task.model || "";
-    const size = (task.parameters && task.parameters.size) || "";
+    const size = (task.parameters && (task.parameters.size || task.parameters.resolution)) || "";
     const duration = task.parameters && task.parameters.duration;
     item = el("li", { class: "task", id: `task-${task.id}`, "data-id": task.id });
     const heading = el("h3", { class: "prompt", id: `prompt-${task.id}`, text: task.prompt || "" });
@@ -567,6 +616,7 @@
   }
 
   modelSelect.addEventListener("change", () => { fillModel(); refreshStats(); });
+  kindSelect.addEventListener("change", () => { fillKind(); refreshStats(); });
   prompt.addEventListener("input", countPrompt);
   prompt.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
@@ -579,7 +629,7 @@
     followed = new Set();
   });
   window.addEventListener("pageshow", (event) => { if (event.persisted) load(); });
-  fillModel();
+  fillKind();
   setConnection("idle", "Connecting…");
   load();
 })();
