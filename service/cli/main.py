@@ -308,6 +308,15 @@ def dev(args: argparse.Namespace) -> int:
     return run_dev(args.port, args.emulator_port, args.render_seconds)
 
 
+def _add_server(command: argparse.ArgumentParser) -> None:
+    """The client commands' --server: where wanhook's HTTP API answers."""
+    command.add_argument(
+        "--server",
+        default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
+        help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -384,31 +393,19 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"with --wait: stop waiting after SECONDS and exit {EXIT_TIMEOUT} (the task goes on)",
     )
-    command.add_argument(
-        "--server",
-        default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
-        help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})",
-    )
+    _add_server(command)
     command.set_defaults(handler=submit)
 
     command = commands.add_parser("status", help="print a task")
     command.add_argument("id", help="the task's id")
     command.add_argument("--json", action="store_true", help="the task as JSON")
-    command.add_argument(
-        "--server",
-        default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
-        help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})",
-    )
+    _add_server(command)
     command.set_defaults(handler=status)
 
     command = commands.add_parser("delete", help="delete a task, its records and its video (canceling it first)")
     command.add_argument("id", help="the task's id")
     command.add_argument("--json", action="store_true", help="the answer as JSON")
-    command.add_argument(
-        "--server",
-        default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
-        help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})",
-    )
+    _add_server(command)
     command.set_defaults(handler=delete)
 
     from wanhook.emulator.cli import add_arguments
