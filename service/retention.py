@@ -11,6 +11,7 @@ for it, as ``DELETE /v1/tasks/{id}`` does (but no tombstone: nobody deletes it t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from . import keys
@@ -84,7 +85,7 @@ class Retention:
             done = 0
             for task_id in due:
                 if await self.store.drop_video(task_id, "retention", reason):
-                    self.storage.remove(task_id)
+                    await asyncio.to_thread(self.storage.remove, task_id)
                     done += 1
             removed += done
             if done:
@@ -100,7 +101,7 @@ class Retention:
             done = 0
             for task_id in due:
                 if (await self.store.delete(task_id, tombstone=False)).outcome == "deleted":
-                    self.storage.remove(task_id)
+                    await asyncio.to_thread(self.storage.remove, task_id)
                     done += 1
             removed += done
             if done:

@@ -2,7 +2,7 @@
 
 ``LocalStorage`` keeps ``<data dir>/videos/<task id>.mp4``. A video is written to ``<id>.mp4.part``
 (locked, so two workers never write one video), fsynced, and renamed into place. An object store
-would be a second implementation: the part file stays on local disk and ``publish`` uploads it.
+is the second implementation (``s3.py``): the part file stays on local disk and ``publish`` uploads it.
 """
 
 from __future__ import annotations
@@ -14,15 +14,22 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from .errors import Interrupted
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 CHUNK = 1 << 20
 
 
 class StorageBusy(Interrupted):
     """Another worker is writing this video."""
+
+
+class UploadFailed(Interrupted):
+    """The object store refused or broke off an upload, or the stored object did not match: tried again."""
 
 
 class VideoStorage(Protocol):
@@ -135,3 +142,13 @@ class LocalStorage:
     def disk_space(self) -> tuple[int, int]:
         usage = shutil.disk_usage(self.directory)
         return usage.free, usage.total
+
+
+def make_storage(settings: Settings) -> VideoStorage:
+    """The object store of ``WANHOOK_STORAGE_URL`` when set (part files still in the data directory), else
+    the data directory itself."""
+    if settings.object_store is not None:
+        from .s3 import S3Storage
+
+        return S3Storage(settings.object_store, settings.videos_dir)
+    return LocalStorage(settings.videos_dir)
