@@ -13,8 +13,8 @@ from urllib.parse import SplitResult, urlsplit
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from .objectstore import S3Config
     from .replication import Durability
-    from .s3 import S3Config
 
 DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
 # Where EventBridge keeps its signing certificates: https://<region>-eventbridge.oss-accelerate.aliyuncs.com/...
@@ -47,7 +47,7 @@ def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) ->
 
 
 def _object_store(env: Mapping[str, str]) -> S3Config | None:
-    from .s3 import config_from_env  # httpx only when needed
+    from .objectstore import config_from_env  # httpx only when needed
 
     return config_from_env(env)
 
@@ -206,7 +206,7 @@ class Settings:
     redis_wait_replicas: int = 0
     redis_wait_aof: int = 0
     redis_wait_timeout: float = 1.0
-    # WANHOOK_STORAGE_URL=s3://bucket/prefix and WANHOOK_S3_*: videos in an object store (s3.py); None: on disk.
+    # WANHOOK_STORAGE_URL=s3://bucket/prefix and WANHOOK_S3_*: videos in an object store (objectstore.py).
     object_store: S3Config | None = None
 
     @classmethod

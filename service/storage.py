@@ -2,7 +2,7 @@
 
 ``LocalStorage`` keeps ``<data dir>/videos/<task id>.mp4``. A video is written to ``<id>.mp4.part``
 (locked, so two workers never write one video), fsynced, and renamed into place. An object store
-is the second implementation (``s3.py``): the part file stays on local disk and ``publish`` uploads it.
+is the second implementation (``objectstore.py``): the part file stays on local disk and ``publish`` uploads it.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def make_storage(settings: Settings) -> VideoStorage:
     """The object store of ``WANHOOK_STORAGE_URL`` when set (part files still in the data directory), else
     the data directory itself."""
     if settings.object_store is not None:
-        from .s3 import S3Storage
+        from .objectstore import S3Storage
 
         return S3Storage(settings.object_store, settings.videos_dir)
     return LocalStorage(settings.videos_dir)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from wanhook.service.config import Settings
-from wanhook.service.s3 import MULTIPART_THRESHOLD, S3Config, S3Storage, Signer
+from wanhook.service.objectstore import MULTIPART_THRESHOLD, S3Config, S3Storage, Signer
 
 from .conftest import Stack
 from .support import Process, free_port, http_ready, wait_for

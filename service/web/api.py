@@ -32,8 +32,8 @@ from ..errors import (
 )
 from ..feed import Ended, Subscription
 from ..models import IMAGE_MAX_BYTES
+from ..objectstore import S3Storage
 from ..runtime import Runtime
-from ..s3 import S3Storage
 from ..task import STATUSES, Status, Task
 from ..validation import ALL_IMAGE_FIELDS, DATA_URL, check_image_bytes, check_task
 from .responses import ApiError, parse_json, read_body, require_json
