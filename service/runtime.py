@@ -114,6 +114,9 @@ class Runtime:
         await self.feed.aclose()
         await self.dashscope.aclose()
         await self.redis.aclose()
+        close = getattr(self.__dict__.get("storage"), "close", None)  # an object store's connection pool
+        if close is not None:
+            close()
 
     def queue(self, stream: str, group: str) -> JobQueue:
         return JobQueue(self.redis, stream, group, self.consumer, claim_idle=self.settings.claim_idle_seconds)

@@ -197,3 +197,26 @@ def test_failed_upload_is_retried_and_survives_a_restart(
     # The video was not downloaded again: at most the resume's range request past the end reached the host.
     assert stack.emulator.stats()["video_requests"] <= served_before["video_requests"] + 1
     assert SECRET not in stack.server.log()
+
+
+def test_retention_removes_the_object(tmp_path: Path, redis_url: str, processes: list[Process], moto: Moto) -> None:
+    stack = s3_stack(
+        tmp_path,
+        redis_url,
+        processes,
+        moto,
+        WANHOOK_SWEEP_INTERVAL_SECONDS="0.3",
+        WANHOOK_VIDEO_RETENTION_SECONDS="1",
+        WANHOOK_TASK_RETENTION_SECONDS="600",
+    )
+    task = stack.wait_status(stack.create("kept a little while")["id"], "ready")
+    storage = moto.storage(tmp_path)
+    assert storage.stored_size(task["id"]) == task["video"]["bytes"]
+
+    gone = wait_for(
+        lambda: (shown := stack.task(task["id"]))["video"] is None and shown, 20, what="the video to be removed"
+    )
+    assert gone["video_removed"]["reason"] == "retention"
+    assert storage.stored_size(task["id"]) is None
+    answer = stack.http.get(f"/v1/tasks/{task['id']}/video")
+    assert answer.status_code == 410 and answer.json()["error"]["code"] == "video_gone"
