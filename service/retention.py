@@ -11,11 +11,10 @@ for it, as ``DELETE /v1/tasks/{id}`` does (but no tombstone: nobody deletes it t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from . import keys
-from .storage import VideoStorage
+from .storage import VideoStorage, remove_video
 from .store import TaskStore
 
 log = logging.getLogger("wanhook.retention")
@@ -85,7 +84,7 @@ class Retention:
             done = 0
             for task_id in due:
                 if await self.store.drop_video(task_id, "retention", reason):
-                    await asyncio.to_thread(self.storage.remove, task_id)
+                    await remove_video(self.storage, task_id)
                     done += 1
             removed += done
             if done:
@@ -101,7 +100,7 @@ class Retention:
             done = 0
             for task_id in due:
                 if (await self.store.delete(task_id, tombstone=False)).outcome == "deleted":
-                    await asyncio.to_thread(self.storage.remove, task_id)
+                    await remove_video(self.storage, task_id)
                     done += 1
             removed += done
             if done:

@@ -7,6 +7,7 @@ is the second implementation (``objectstore.py``): the part file stays on local 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -152,3 +153,12 @@ def make_storage(settings: Settings) -> VideoStorage:
 
         return S3Storage(settings.object_store, settings.videos_dir)
     return LocalStorage(settings.videos_dir)
+
+
+async def remove_video(storage: VideoStorage, task_id: str) -> bool:
+    """``storage.remove`` from the event loop. A local file goes at once, on the loop (an unlink is quick,
+    and no request can see the task gone but its file still there); an object store's requests run in a
+    thread."""
+    if isinstance(storage, LocalStorage):
+        return storage.remove(task_id)
+    return await asyncio.to_thread(storage.remove, task_id)

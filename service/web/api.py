@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email.policy
 import hashlib
@@ -34,6 +33,7 @@ from ..feed import Ended, Subscription
 from ..models import IMAGE_MAX_BYTES
 from ..objectstore import S3Storage
 from ..runtime import Runtime
+from ..storage import remove_video
 from ..task import STATUSES, Status, Task
 from ..validation import ALL_IMAGE_FIELDS, DATA_URL, check_image_bytes, check_task
 from .responses import ApiError, parse_json, read_body, require_json
@@ -313,7 +313,7 @@ async def delete_task(request: Request) -> Response:
         index_entries=result.index_entries,
         change_stream=result.change_stream,
         callback_deliveries=result.deliveries,
-        video=await asyncio.to_thread(rt.storage.remove, task_id),
+        video=await remove_video(rt.storage, task_id),
     )
     await rt.store.count("tasks_deleted")
     return JSONResponse({"id": task_id, "deleted": True, "already_deleted": False, "removed": removed})
