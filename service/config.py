@@ -13,6 +13,7 @@ from urllib.parse import SplitResult, urlsplit
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from .objectstore import S3Config
     from .replication import Durability
 
 DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
@@ -43,6 +44,12 @@ def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) ->
         above = "above 0" if minimum == 1 else f"of {minimum} or more"
         raise ConfigError(f"{name} must be a whole number {above}, got {env.get(name)!r}")
     return int(value)
+
+
+def _object_store(env: Mapping[str, str]) -> S3Config | None:
+    from .objectstore import config_from_env  # httpx only when needed
+
+    return config_from_env(env)
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
@@ -199,6 +206,8 @@ class Settings:
     redis_wait_replicas: int = 0
     redis_wait_aof: int = 0
     redis_wait_timeout: float = 1.0
+    # WANHOOK_STORAGE_URL=s3://bucket/prefix and WANHOOK_S3_*: videos in an object store (objectstore.py).
+    object_store: S3Config | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -253,6 +262,7 @@ class Settings:
             redis_wait_replicas=_count(env, "WANHOOK_REDIS_WAIT_REPLICAS", 0, minimum=0),
             redis_wait_aof=_count(env, "WANHOOK_REDIS_WAIT_AOF", 0, minimum=0),
             redis_wait_timeout=_positive(env, "WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS", 1.0),
+            object_store=_object_store(env),
         )
         settings.check_formats()
         return settings

@@ -41,7 +41,7 @@ from .errors import DashScopeError, Interrupted, WanhookError
 from .jobs import Job, JobQueue, work
 from .quota import ReadLimiter
 from .redact import redact_url
-from .storage import LocalStorage, StorageBusy, VideoStorage, sha256_prefix
+from .storage import LocalStorage, StorageBusy, UploadFailed, VideoStorage, sha256_prefix
 from .store import TaskStore
 from .task import Status
 
@@ -241,14 +241,15 @@ class Downloader:
     async def _fetch(self, task: dict[str, str], lost: asyncio.Event) -> dict[str, Any]:
         task_id = task["id"]
         expected = int(task.get("dl_total") or 0)
-        if expected and self.storage.stored_size(task_id) == expected:
+        # In a thread: with an object store, these are requests.
+        if expected and await asyncio.to_thread(self.storage.stored_size, task_id) == expected:
             # Published by a worker that died before recording it.
-            return self._video(task_id, self.storage.sha256(task_id))
+            return await asyncio.to_thread(self._video, task_id, await asyncio.to_thread(self.storage.sha256, task_id))
 
         with self._part(task_id, expected) as file:
             try:
                 digest = await self._fetch_into(task, file)
-                await asyncio.to_thread(self.storage.publish, task_id, file)
+                await self._publish(task_id, file, lost)
             except InsufficientStorage:
                 await asyncio.to_thread(self.storage.free_part, task_id, file)
                 raise
@@ -262,7 +263,23 @@ class Downloader:
                     disk_full=True,
                 ) from None
         await self.store.count("download_transfers_completed")  # a whole video fetched and in place
-        return self._video(task_id, digest)
+        return await asyncio.to_thread(self._video, task_id, digest)
+
+    async def _publish(self, task_id: str, file: IO[bytes], lost: asyncio.Event) -> None:
+        """Publish the finished part file; an upload to an object store that fails is tried again (the
+        part file stays, so nothing is downloaded again) for as long as this worker holds the job."""
+        failures = 0
+        while True:
+            try:
+                await asyncio.to_thread(self.storage.publish, task_id, file)
+                return
+            except UploadFailed as exc:
+                if lost.is_set():
+                    raise JobLost() from None
+                failures += 1
+                await self.store.count("upload_retries")
+                log.warning("task %s: %s; uploading again (attempt %d)", task_id, exc, failures + 1)
+                await asyncio.sleep(min(0.2 * 2**failures, 30.0))
 
     async def _fetch_into(self, task: dict[str, str], file: IO[bytes]) -> str:
         """Read the video URL when needed and transfer the video into ``file``, retrying what is

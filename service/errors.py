@@ -43,6 +43,7 @@ WanhookError                        code, message
 │   ├── WaitAbandoned               (download.py) the worker stops while the download waits for room
 │   ├── JobLost                     (download.py) another worker holds the job
 │   ├── StorageBusy                 (storage.py) another worker is writing this video
+│   ├── UploadFailed                (storage.py) the object store failed an upload: tried again
 │   └── Ended                       (feed.py) an event stream's subscription was dropped or closed
 ├── CommandError                    what a command of the command line meets, told in one line
 │   ├── ClientError                 (cli/client.py) a request to the wanhook server failed; ``status``

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from . import keys
-from .storage import VideoStorage
+from .storage import VideoStorage, remove_video
 from .store import TaskStore
 
 log = logging.getLogger("wanhook.retention")
@@ -84,7 +84,7 @@ class Retention:
             done = 0
             for task_id in due:
                 if await self.store.drop_video(task_id, "retention", reason):
-                    self.storage.remove(task_id)
+                    await remove_video(self.storage, task_id)
                     done += 1
             removed += done
             if done:
@@ -100,7 +100,7 @@ class Retention:
             done = 0
             for task_id in due:
                 if (await self.store.delete(task_id, tombstone=False)).outcome == "deleted":
-                    self.storage.remove(task_id)
+                    await remove_video(self.storage, task_id)
                     done += 1
             removed += done
             if done:

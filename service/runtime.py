@@ -23,7 +23,7 @@ from .feed import ChangeFeed
 from .jobs import JobQueue
 from .quota import Admission, RateLimiter, ReadLimiter, parse_limits
 from .retention import Retention
-from .storage import LocalStorage
+from .storage import VideoStorage, make_storage
 from .store import TaskStore
 from .submission import Dispatcher, Submitter
 from .supervisor import Supervisor
@@ -71,10 +71,10 @@ class Runtime:
         return client
 
     @functools.cached_property
-    def storage(self) -> LocalStorage:
-        """Where videos are kept, for the API's deletions and the retention sweep (made on first use:
-        a process that never needs it does not create the directory)."""
-        return LocalStorage(self.settings.videos_dir)
+    def storage(self) -> VideoStorage:
+        """Where videos are kept, for the downloader, the API's video and deletions and the retention sweep
+        (made on first use: a process that never needs it does not create the directory)."""
+        return make_storage(self.settings)
 
     async def _count_call(self, endpoint: str, status: str) -> None:
         await self.store.count(f"dashscope_calls|endpoint={endpoint}|status={status}")
@@ -114,6 +114,9 @@ class Runtime:
         await self.feed.aclose()
         await self.dashscope.aclose()
         await self.redis.aclose()
+        close = getattr(self.__dict__.get("storage"), "close", None)  # an object store's connection pool
+        if close is not None:
+            close()
 
     def queue(self, stream: str, group: str) -> JobQueue:
         return JobQueue(self.redis, stream, group, self.consumer, claim_idle=self.settings.claim_idle_seconds)
@@ -137,7 +140,7 @@ class Runtime:
             self.queue(keys.DOWNLOAD_JOBS, keys.DOWNLOAD_GROUP),
             self.reads,
             settings,
-            storage=LocalStorage(settings.videos_dir),
+            storage=self.storage,
             transport=video_transport(settings),
         )
         failures = FailureReader(

@@ -2,11 +2,12 @@
 
 ``LocalStorage`` keeps ``<data dir>/videos/<task id>.mp4``. A video is written to ``<id>.mp4.part``
 (locked, so two workers never write one video), fsynced, and renamed into place. An object store
-would be a second implementation: the part file stays on local disk and ``publish`` uploads it.
+is the second implementation (``objectstore.py``): the part file stays on local disk and ``publish`` uploads it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -14,15 +15,22 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from .errors import Interrupted
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 CHUNK = 1 << 20
 
 
 class StorageBusy(Interrupted):
     """Another worker is writing this video."""
+
+
+class UploadFailed(Interrupted):
+    """The object store refused or broke off an upload, or the stored object did not match: tried again."""
 
 
 class VideoStorage(Protocol):
@@ -135,3 +143,22 @@ class LocalStorage:
     def disk_space(self) -> tuple[int, int]:
         usage = shutil.disk_usage(self.directory)
         return usage.free, usage.total
+
+
+def make_storage(settings: Settings) -> VideoStorage:
+    """The object store of ``WANHOOK_STORAGE_URL`` when set (part files still in the data directory), else
+    the data directory itself."""
+    if settings.object_store is not None:
+        from .objectstore import S3Storage
+
+        return S3Storage(settings.object_store, settings.videos_dir)
+    return LocalStorage(settings.videos_dir)
+
+
+async def remove_video(storage: VideoStorage, task_id: str) -> bool:
+    """``storage.remove`` from the event loop. A local file goes at once, on the loop (an unlink is quick,
+    and no request can see the task gone but its file still there); an object store's requests run in a
+    thread."""
+    if isinstance(storage, LocalStorage):
+        return storage.remove(task_id)
+    return await asyncio.to_thread(storage.remove, task_id)

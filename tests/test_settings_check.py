@@ -23,6 +23,7 @@ ROCKETMQ = {
     "WANHOOK_ROCKETMQ_GROUP": "wanhook",
 }
 KEY = {"DASHSCOPE_API_KEY": "sk-test-key"}
+S3 = {"WANHOOK_STORAGE_URL": "s3://videos/wan", "WANHOOK_S3_ACCESS_KEY_ID": "id", "WANHOOK_S3_SECRET_ACCESS_KEY": "key"}
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -96,6 +97,13 @@ MISCONFIGURED = [
     (("worker",), {**KEY, "WANHOOK_REDIS_WAIT_REPLICAS": "one"}, "WANHOOK_REDIS_WAIT_REPLICAS"),
     (("consume",), {**ROCKETMQ, "WANHOOK_REDIS_WAIT_AOF": "1.5"}, "WANHOOK_REDIS_WAIT_AOF"),
     (("serve",), {**KEY, "WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS": "0"}, "WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS"),
+    (("worker",), {**KEY, "WANHOOK_STORAGE_URL": "https://bucket/videos"}, "WANHOOK_STORAGE_URL"),
+    (("serve",), {**KEY, "WANHOOK_STORAGE_URL": "s3://Bad_Bucket/videos"}, "WANHOOK_STORAGE_URL"),
+    (("serve",), {**KEY, "WANHOOK_STORAGE_URL": "s3://videos"}, "WANHOOK_S3_SECRET_ACCESS_KEY"),  # no credentials
+    (("worker",), {**KEY, **S3, "WANHOOK_S3_ENDPOINT": "s3.oss-cn-hangzhou.aliyuncs.com"}, "WANHOOK_S3_ENDPOINT"),
+    (("serve",), {**KEY, **S3, "WANHOOK_S3_SERVE": "proxy"}, "WANHOOK_S3_SERVE"),
+    (("serve",), {**KEY, **S3, "WANHOOK_S3_PRESIGN_SECONDS": "0"}, "WANHOOK_S3_PRESIGN_SECONDS"),
+    (("worker",), {**KEY, **S3, "WANHOOK_S3_ADDRESSING": "dns"}, "WANHOOK_S3_ADDRESSING"),
 ]
 
 

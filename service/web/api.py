@@ -12,8 +12,9 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+import httpx
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from .. import callbacks
@@ -30,7 +31,9 @@ from ..errors import (
 )
 from ..feed import Ended, Subscription
 from ..models import IMAGE_MAX_BYTES
+from ..objectstore import S3Storage
 from ..runtime import Runtime
+from ..storage import remove_video
 from ..task import STATUSES, Status, Task
 from ..validation import ALL_IMAGE_FIELDS, DATA_URL, check_image_bytes, check_task
 from .responses import ApiError, parse_json, read_body, require_json
@@ -310,7 +313,7 @@ async def delete_task(request: Request) -> Response:
         index_entries=result.index_entries,
         change_stream=result.change_stream,
         callback_deliveries=result.deliveries,
-        video=rt.storage.remove(task_id),
+        video=await remove_video(rt.storage, task_id),
     )
     await rt.store.count("tasks_deleted")
     return JSONResponse({"id": task_id, "deleted": True, "already_deleted": False, "removed": removed})
@@ -324,10 +327,52 @@ async def get_video(request: Request) -> Response:
         )
     if task.status != Status.READY or not task.video:
         raise TaskConflict("not_ready", f"the task is {task.status}: no video yet")
+    storage = runtime(request).storage
+    if isinstance(storage, S3Storage):
+        return await object_video(request, storage, task)
     path = Path(task.video["path"])
     if not path.exists():
         raise VideoGone("the stored video file is missing from the data directory")
     return FileResponse(path, media_type="video/mp4", filename=f"{task.id}.mp4", content_disposition_type="inline")
+
+
+# What the object store's answer passes on to the client when wanhook streams the video itself.
+PASSED_HEADERS = ("content-length", "content-range", "accept-ranges", "etag", "last-modified")
+
+
+async def object_video(request: Request, storage: S3Storage, task: Task) -> Response:
+    """A short-lived presigned URL to the object (302), or, with WANHOOK_S3_SERVE=stream, the object relayed
+    through wanhook with the client's Range."""
+    url = storage.presigned_url(task.id)
+    if storage.config.serve == "redirect":
+        return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+    client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+    headers = {"Range": request.headers["range"]} if "range" in request.headers else {}
+    try:
+        upstream = await client.send(client.build_request("GET", url, headers=headers), stream=True)
+    except httpx.HTTPError:
+        await client.aclose()
+        raise Unavailable("object_store_unreachable", "the object store did not answer") from None
+    if upstream.status_code == 404:
+        await upstream.aclose()
+        await client.aclose()
+        raise VideoGone("the stored video object is missing from the object store")
+    if upstream.status_code not in (200, 206, 416):
+        await upstream.aclose()
+        await client.aclose()
+        raise Unavailable("object_store_error", f"the object store answered HTTP {upstream.status_code}")
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        finally:
+            await upstream.aclose()
+            await client.aclose()
+
+    passed = {name: upstream.headers[name] for name in PASSED_HEADERS if name in upstream.headers}
+    passed["content-disposition"] = f'inline; filename="{task.id}.mp4"'
+    return StreamingResponse(body(), status_code=upstream.status_code, headers=passed, media_type="video/mp4")
 
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

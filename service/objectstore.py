@@ -1,0 +1,321 @@
+"""Videos in an S3-compatible object store (AWS S3, Alibaba Cloud OSS's S3 endpoint, MinIO, R2).
+
+A small AWS Signature V4 signer over httpx rather than an SDK: four calls are needed (PUT, the three
+multipart calls, HEAD, DELETE) plus presigned GETs, and httpx is already a dependency.
+
+``S3Storage`` keeps the part file on local disk exactly like ``LocalStorage`` (so resuming a broken
+download is unchanged); ``publish`` uploads it (multipart above ``MULTIPART_THRESHOLD``), then checks the
+stored object's size and its ``sha256`` metadata with a HEAD before the local file goes. The secret key is
+never logged, and never part of an error message: only the signature derived from it leaves this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import hmac
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from .errors import ConfigError
+from .storage import LocalStorage, UploadFailed, sha256_prefix
+
+log = logging.getLogger(__name__)
+
+MULTIPART_THRESHOLD = 16 << 20  # one PUT up to here; S3 allows 5 GiB, but a failed PUT resends everything
+PART_SIZE = 8 << 20  # S3's smallest part (but the last) is 5 MiB
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+SERVE_MODES = ("redirect", "stream")
+
+
+@dataclass(frozen=True)
+class S3Config:
+    bucket: str
+    prefix: str
+    endpoint: str  # scheme://host[:port], without the bucket
+    region: str
+    access_key: str
+    secret_key: str = field(repr=False)  # never printed, even by a debug dump of the settings
+    session_token: str | None = field(default=None, repr=False)
+    path_style: bool = False
+    serve: str = "redirect"
+    presign_seconds: int = 300
+
+    def key(self, task_id: str) -> str:
+        return f"{self.prefix}{task_id}.mp4"
+
+    def url(self, key: str) -> str:
+        """The object's URL, virtual-hosted (the bucket in the host, as OSS requires) or path style."""
+        parts = urlsplit(self.endpoint)
+        path = "/" + quote(key, safe="/-_.~")
+        if self.path_style:
+            return f"{parts.scheme}://{parts.netloc}/{self.bucket}{path}"
+        return f"{parts.scheme}://{self.bucket}.{parts.netloc}{path}"
+
+
+def config_from_env(env: Mapping[str, str]) -> S3Config | None:
+    """The object store named by ``WANHOOK_STORAGE_URL`` (``s3://bucket/prefix``), or None for local disk;
+    ``ConfigError`` (the command exits 2) for anything incomplete or malformed."""
+    raw = env.get("WANHOOK_STORAGE_URL") or ""
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"WANHOOK_STORAGE_URL must look like s3://bucket/prefix, got {raw!r}")
+    bucket = parts.netloc
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError(f"WANHOOK_STORAGE_URL: {bucket!r} is not a valid bucket name")
+    prefix = parts.path.strip("/")
+    prefix = prefix + "/" if prefix else ""
+    region = env.get("WANHOOK_S3_REGION") or env.get("AWS_REGION") or "us-east-1"
+    endpoint = env.get("WANHOOK_S3_ENDPOINT") or f"https://s3.{region}.amazonaws.com"
+    ends = urlsplit(endpoint)
+    if ends.scheme not in ("http", "https") or not ends.netloc or ends.path.strip("/") or ends.query:
+        raise ConfigError(f"WANHOOK_S3_ENDPOINT must be http(s)://host[:port], got {endpoint!r}")
+    access = env.get("WANHOOK_S3_ACCESS_KEY_ID") or env.get("AWS_ACCESS_KEY_ID") or ""
+    secret = env.get("WANHOOK_S3_SECRET_ACCESS_KEY") or env.get("AWS_SECRET_ACCESS_KEY") or ""
+    if not access or not secret:
+        raise ConfigError(
+            "WANHOOK_STORAGE_URL is set but its credentials are not: set WANHOOK_S3_ACCESS_KEY_ID and "
+            "WANHOOK_S3_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        )
+    addressing = env.get("WANHOOK_S3_ADDRESSING") or "virtual"
+    if addressing not in ("virtual", "path"):
+        raise ConfigError(f"WANHOOK_S3_ADDRESSING must be virtual or path, got {addressing!r}")
+    serve = env.get("WANHOOK_S3_SERVE") or "redirect"
+    if serve not in SERVE_MODES:
+        raise ConfigError(f"WANHOOK_S3_SERVE must be one of {', '.join(SERVE_MODES)}, got {serve!r}")
+    raw_seconds = env.get("WANHOOK_S3_PRESIGN_SECONDS") or "300"
+    # SigV4 presigned URLs live at most 7 days.
+    if not raw_seconds.isdigit() or not 1 <= int(raw_seconds) <= 604800:
+        raise ConfigError(f"WANHOOK_S3_PRESIGN_SECONDS must be a whole number from 1 to 604800, got {raw_seconds!r}")
+    return S3Config(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint=f"{ends.scheme}://{ends.netloc}",
+        region=region,
+        access_key=access,
+        secret_key=secret,
+        session_token=env.get("WANHOOK_S3_SESSION_TOKEN") or env.get("AWS_SESSION_TOKEN") or None,
+        path_style=addressing == "path",
+        serve=serve,
+        presign_seconds=int(raw_seconds),
+    )
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+class Signer:
+    """AWS Signature Version 4 for the ``s3`` service, as headers or as a presigned query string."""
+
+    def __init__(self, config: S3Config) -> None:
+        self.config = config
+
+    def _scope(self, now: datetime.datetime) -> tuple[str, str, str]:
+        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        day = stamp[:8]
+        return stamp, day, f"{day}/{self.config.region}/s3/aws4_request"
+
+    def _signature(self, day: str, string_to_sign: str) -> str:
+        key = _hmac(("AWS4" + self.config.secret_key).encode(), day)
+        for part in (self.config.region, "s3", "aws4_request"):
+            key = _hmac(key, part)
+        return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def _canonical_query(query: Mapping[str, str]) -> str:
+        return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
+
+    def _canonical(
+        self, method: str, url: str, query: Mapping[str, str], headers: Mapping[str, str], payload: str
+    ) -> tuple[str, str]:
+        parts = urlsplit(url)
+        names = sorted(headers)
+        canonical_headers = "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in names)
+        signed = ";".join(names)
+        request = "\n".join(
+            [method, parts.path or "/", self._canonical_query(query), canonical_headers, signed, payload]
+        )
+        return request, signed
+
+    def headers(
+        self,
+        method: str,
+        url: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        payload_sha256: str = EMPTY_SHA256,
+        now: datetime.datetime | None = None,
+    ) -> dict[str, str]:
+        """The request's headers, ``Authorization`` included."""
+        stamp, day, scope = self._scope(now or datetime.datetime.now(datetime.UTC))
+        signed_headers = {k.lower(): v for k, v in (headers or {}).items()}
+        signed_headers.update(
+            {"host": urlsplit(url).netloc, "x-amz-date": stamp, "x-amz-content-sha256": payload_sha256}
+        )
+        if self.config.session_token:
+            signed_headers["x-amz-security-token"] = self.config.session_token
+        request, signed = self._canonical(method, url, query or {}, signed_headers, payload_sha256)
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(request.encode()).hexdigest()])
+        signed_headers["authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={self.config.access_key}/{scope}, SignedHeaders={signed}, "
+            f"Signature={self._signature(day, to_sign)}"
+        )
+        del signed_headers["host"]  # httpx sets it from the URL
+        return signed_headers
+
+    def presign(self, method: str, url: str, seconds: int, *, now: datetime.datetime | None = None) -> str:
+        """A URL anyone can use for ``seconds`` for this one request."""
+        stamp, day, scope = self._scope(now or datetime.datetime.now(datetime.UTC))
+        query = {
+            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+            "X-Amz-Credential": f"{self.config.access_key}/{scope}",
+            "X-Amz-Date": stamp,
+            "X-Amz-Expires": str(seconds),
+            "X-Amz-SignedHeaders": "host",
+        }
+        if self.config.session_token:
+            query["X-Amz-Security-Token"] = self.config.session_token
+        request, _ = self._canonical(method, url, query, {"host": urlsplit(url).netloc}, "UNSIGNED-PAYLOAD")
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(request.encode()).hexdigest()])
+        query["X-Amz-Signature"] = self._signature(day, to_sign)
+        return f"{url}?{self._canonical_query(query)}"
+
+
+class S3Storage:
+    """``VideoStorage`` in an object store; part files in ``directory`` on local disk while downloading."""
+
+    def __init__(self, config: S3Config, directory: Path, *, timeout: float = 60.0) -> None:
+        self.config = config
+        self.signer = Signer(config)
+        self.local = LocalStorage(directory)
+        # Synchronous: every method here runs in a worker thread (asyncio.to_thread) or is pure computation.
+        self.http = httpx.Client(timeout=timeout)
+
+    # -- the part file: local, as with LocalStorage ------------------------------------------------------
+
+    def open_part(self, task_id: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        return self.local.open_part(task_id)
+
+    def discard(self, task_id: str) -> None:
+        self.local.discard(task_id)
+
+    def free_part(self, task_id: str, part: IO[bytes]) -> None:
+        self.local.free_part(task_id, part)
+
+    def disk_space(self) -> tuple[int, int]:
+        return self.local.disk_space()
+
+    # -- the object -------------------------------------------------------------------------------------
+
+    def location(self, task_id: str) -> str:
+        return f"s3://{self.config.bucket}/{self.config.key(task_id)}"
+
+    def _request(
+        self,
+        method: str,
+        task_id: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> httpx.Response:
+        url = self.config.url(self.config.key(task_id))
+        payload = hashlib.sha256(body).hexdigest()
+        signed = self.signer.headers(method, url, query=query, headers=headers, payload_sha256=payload)
+        try:
+            response = self.http.request(method, url, params=dict(query or {}), headers=signed, content=body)
+        except httpx.HTTPError as exc:
+            raise UploadFailed(f"object store {method}: {type(exc).__name__}") from None
+        if response.status_code >= 300 and not (method in ("HEAD", "DELETE") and response.status_code == 404):
+            code = re.search(r"<Code>([^<]*)</Code>", response.text)
+            raise UploadFailed(
+                f"object store {method} answered HTTP {response.status_code}" + (f" ({code[1]})" if code else "")
+            )
+        return response
+
+    def _head(self, task_id: str) -> httpx.Response | None:
+        response = self._request("HEAD", task_id)
+        return None if response.status_code == 404 else response
+
+    def stored_size(self, task_id: str) -> int | None:
+        head = self._head(task_id)
+        return int(head.headers["content-length"]) if head is not None else None
+
+    def sha256(self, task_id: str) -> str:
+        head = self._head(task_id)
+        return head.headers.get("x-amz-meta-sha256", "") if head is not None else ""
+
+    def publish(self, task_id: str, part: IO[bytes]) -> str:
+        size = os.fstat(part.fileno()).st_size
+        digest = sha256_prefix(part, size).hexdigest()
+        meta = {"content-type": "video/mp4", "x-amz-meta-sha256": digest}
+        if size <= MULTIPART_THRESHOLD:
+            part.seek(0)
+            self._request("PUT", task_id, headers=meta, body=part.read(size))
+        else:
+            self._multipart(task_id, part, size, meta)
+        head = self._head(task_id)
+        if (
+            head is None
+            or int(head.headers["content-length"]) != size
+            or head.headers.get("x-amz-meta-sha256") != digest
+        ):
+            raise UploadFailed(f"the stored object of task {task_id} does not match the downloaded video")
+        # Stored and checked: the local copy goes (its space was reserved for the download only).
+        self.local.discard(task_id)
+        return self.location(task_id)
+
+    def _multipart(self, task_id: str, part: IO[bytes], size: int, meta: Mapping[str, str]) -> None:
+        created = self._request("POST", task_id, query={"uploads": ""}, headers=meta)
+        found = re.search(r"<UploadId>([^<]+)</UploadId>", created.text)
+        if found is None:
+            raise UploadFailed("object store: no UploadId in the answer to CreateMultipartUpload")
+        upload = found[1]
+        try:
+            etags: list[str] = []
+            part.seek(0)
+            for number in range(1, (size + PART_SIZE - 1) // PART_SIZE + 1):
+                chunk = part.read(PART_SIZE)
+                answer = self._request(
+                    "PUT", task_id, query={"partNumber": str(number), "uploadId": upload}, body=chunk
+                )
+                etags.append(answer.headers.get("etag", ""))
+            body = "".join(
+                f"<Part><PartNumber>{n}</PartNumber><ETag>{tag}</ETag></Part>" for n, tag in enumerate(etags, 1)
+            )
+            document = f"<CompleteMultipartUpload>{body}</CompleteMultipartUpload>".encode()
+            done = self._request("POST", task_id, query={"uploadId": upload}, body=document)
+            if b"<Error>" in done.content:  # S3 may answer 200 and report the failure in the body
+                raise UploadFailed("object store: CompleteMultipartUpload failed")
+        except BaseException:
+            # The parts uploaded so far would be kept (and billed) until a lifecycle rule clears them.
+            with contextlib.suppress(UploadFailed):
+                self._request("DELETE", task_id, query={"uploadId": upload})
+            raise
+
+    def remove(self, task_id: str) -> bool:
+        self.local.remove(task_id)
+        existed = self._head(task_id) is not None
+        self._request("DELETE", task_id)
+        return existed
+
+    # -- serving ----------------------------------------------------------------------------------------
+
+    def presigned_url(self, task_id: str) -> str:
+        return self.signer.presign("GET", self.config.url(self.config.key(task_id)), self.config.presign_seconds)
+
+    def close(self) -> None:
+        self.http.close()
