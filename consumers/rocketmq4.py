@@ -40,6 +40,9 @@ log = logging.getLogger("wanhook.consumer")
 
 TRANSPORT = "rocketmq4"
 PROTOCOLS = ("5", "4")
+# The WANHOOK_ROCKETMQ_* settings only the 4.x path reads (it shares topic, group, keys, tag, deliveries and
+# shutdown time with the 5.x path).
+SETTINGS = ("protocol", "namesrv", "client4_dir")
 MODULE = "rocketmq4"
 DEFAULT_CLIENT_DIR = Path.home() / ".cache" / "wanhook" / "rocketmq4" / MODULE
 # librocketmq's CMessageTrace: OPEN = 0. With message trace closed (the consumer's default), the 2.1
