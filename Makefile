@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint bench clean rocketmq
+.PHONY: demo test test-fast lint bench clean rocketmq rocketmq4
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,3 +55,7 @@ lint: $(VENV)/.test $(VENV)/typecheck/wanhook
 
 clean:
 	rm -rf $(VENV) wanhook-data .pytest_cache .mypy_cache
+
+# The RocketMQ 4.x client (rocketmq-client-python 2.0.0 + librocketmq.so from PyPI sdists) into ~/.cache/wanhook.
+rocketmq4: $(VENV)/.test
+	$(BIN)/python -m tests.rocketmq4_client

@@ -9,6 +9,7 @@ import dataclasses
 import re
 from collections.abc import Iterator
 
+from wanhook.consumers import rocketmq4
 from wanhook.consumers.rocketmq import ConsumerSettings
 from wanhook.service.cli.main import parser
 
@@ -26,7 +27,8 @@ PREFIX = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_")
 NAMESPACES = ("WANHOOK_", "DASHSCOPE_", "ALIBABA_CLOUD_")
 # Variables read by prefix, and where their names are listed.
 FAMILIES = {
-    "WANHOOK_ROCKETMQ_": [f"WANHOOK_ROCKETMQ_{field.name.upper()}" for field in dataclasses.fields(ConsumerSettings)],
+    "WANHOOK_ROCKETMQ_": [f"WANHOOK_ROCKETMQ_{field.name.upper()}" for field in dataclasses.fields(ConsumerSettings)]
+    + [f"WANHOOK_ROCKETMQ_{name.upper()}" for name in rocketmq4.SETTINGS],
 }
 
 

@@ -88,6 +88,23 @@ MISCONFIGURED = [
     (("serve",), {**KEY, "WANHOOK_LOG_LEVEL": "loud"}, "WANHOOK_LOG_LEVEL"),
     (("consume",), {**ROCKETMQ, "WANHOOK_ROCKETMQ_ENDPOINTS": "localhost"}, "WANHOOK_ROCKETMQ_ENDPOINTS"),
     (("consume",), {**ROCKETMQ, "WANHOOK_ROCKETMQ_BATCH": "0"}, "WANHOOK_ROCKETMQ_BATCH"),
+    (("consume",), {**ROCKETMQ, "WANHOOK_ROCKETMQ_PROTOCOL": "3"}, "WANHOOK_ROCKETMQ_PROTOCOL"),
+    (("consume",), {**ROCKETMQ, "WANHOOK_ROCKETMQ_PROTOCOL": "4"}, "WANHOOK_ROCKETMQ_NAMESRV"),
+    (
+        ("consume",),
+        {**ROCKETMQ, "WANHOOK_ROCKETMQ_PROTOCOL": "4", "WANHOOK_ROCKETMQ_NAMESRV": "localhost"},
+        "WANHOOK_ROCKETMQ_NAMESRV",
+    ),
+    (
+        ("consume",),
+        {
+            **ROCKETMQ,
+            "WANHOOK_ROCKETMQ_NAMESRV": "127.0.0.1:9876",
+            "WANHOOK_ROCKETMQ_PROTOCOL": "4",
+            "WANHOOK_ROCKETMQ_CLIENT4_DIR": "/nonexistent",
+        },
+        "WANHOOK_ROCKETMQ_CLIENT4_DIR",
+    ),
     (("consume",), {**ROCKETMQ, "WANHOOK_MAX_VIDEO_BYTES": "4GB"}, "WANHOOK_MAX_VIDEO_BYTES"),
     (("worker",), {**KEY, "WANHOOK_DATA_DIR": "/dev/null"}, "WANHOOK_DATA_DIR"),
     (("serve", "--no-workers"), {"WANHOOK_DATA_DIR": "/dev/null/data"}, "WANHOOK_DATA_DIR"),

@@ -178,7 +178,7 @@ class EndpointsUnreachable(CommandError):
     """Something the command needs from its start did not answer (exit status 3)."""
 
 
-def check_endpoints_answer(endpoints: str, timeout: float = 5.0) -> None:
+def check_endpoints_answer(endpoints: str, setting: str = "WANHOOK_ROCKETMQ_ENDPOINTS", timeout: float = 5.0) -> None:
     """One of the RocketMQ endpoints accepts a connection. The client would otherwise retry for ever,
     with the cause written only to its own log file."""
     errors = []
@@ -189,13 +189,18 @@ def check_endpoints_answer(endpoints: str, timeout: float = 5.0) -> None:
             return
         except OSError as exc:
             errors.append(f"{item}: {exc.strerror or type(exc).__name__}")
-    raise EndpointsUnreachable(f"cannot reach the RocketMQ endpoint (WANHOOK_ROCKETMQ_ENDPOINTS): {'; '.join(errors)}")
+    raise EndpointsUnreachable(f"cannot reach the RocketMQ endpoint ({setting}): {'; '.join(errors)}")
 
 
 def consume(args: argparse.Namespace) -> int:
     from wanhook.consumers.rocketmq import BrokerGone, ConsumerSettings, run_consumer
 
     settings = Settings.from_env()
+    from wanhook.consumers.rocketmq4 import Consumer4Settings, protocol, run_consumer4
+
+    if protocol(settings.rocketmq) == "4":
+        check_endpoints_answer(Consumer4Settings.from_env(settings.rocketmq).namesrv, "WANHOOK_ROCKETMQ_NAMESRV")
+        return run_consumer4(settings)
     check_endpoints_answer(ConsumerSettings.from_env(settings.rocketmq).endpoints)
     try:
         return run_consumer(settings)
