@@ -7,14 +7,18 @@ any other queue, needs only those two steps.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import logging
+import signal
+from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from wanhook.service import keys
+from wanhook.service import keys, replication
+from wanhook.service.config import Settings
 from wanhook.service.errors import InvalidEvent
 from wanhook.service.ingress.receiver import receive
 from wanhook.service.ingress.webhook import EVENT_BODY_LIMIT
@@ -96,3 +100,28 @@ async def settle(
             return Decision.RETRY
         log.error("message %s parked after %d deliveries: %s", message_id, attempt, reason)
         return Decision.ACK
+
+
+def run_until_signal(settings: Settings, consume: Callable[[TaskStore, asyncio.Event], Awaitable[None]]) -> int:
+    """A ``wanhook consume`` process, whichever client: ``consume`` runs until SIGTERM or SIGINT sets its event."""
+    from wanhook.service.connection import connect
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        redis = await connect(settings)
+        store = TaskStore(redis)
+        # A message is acknowledged once its event is recorded: on as many replicas as asked, and on the
+        # current primary (a demoted one's connections are dropped).
+        store.require(settings.durability)
+        following = replication.start_following(redis)
+        try:
+            await consume(store, stop)
+        finally:
+            await replication.stop_following(following)
+            await redis.aclose()
+
+    asyncio.run(main())
+    return 0

@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from wanhook.service import replication
 from wanhook.service.config import Settings
 from wanhook.service.errors import ConfigError
 from wanhook.service.store import TaskStore
 
-from .delivery import Decision, settle
+from .delivery import Decision, run_until_signal, settle
 
 log = logging.getLogger("wanhook.consumer")
 
@@ -409,26 +407,5 @@ class Consumer:
 
 def run_consumer(settings: Settings) -> int:
     """The ``wanhook consume`` process: until SIGTERM or SIGINT."""
-    from wanhook.service.connection import connect
-
     consumer_settings = ConsumerSettings.from_env(settings.rocketmq)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        redis = await connect(settings)
-        store = TaskStore(redis)
-        # A message is acknowledged once its event is recorded: on as many replicas as asked, and on the
-        # current primary (a demoted one's connections are dropped).
-        store.require(settings.durability)
-        following = replication.start_following(redis)
-        try:
-            await Consumer(store, consumer_settings).run(stop)
-        finally:
-            await replication.stop_following(following)
-            await redis.aclose()
-
-    asyncio.run(main())
-    return 0
+    return run_until_signal(settings, lambda store, stop: Consumer(store, consumer_settings).run(stop))

@@ -18,7 +18,6 @@ import ctypes
 import importlib
 import importlib.util
 import logging
-import signal
 import sys
 import threading
 import time
@@ -28,12 +27,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from wanhook.service import replication
 from wanhook.service.config import Settings
 from wanhook.service.errors import ConfigError
 from wanhook.service.store import TaskStore
 
-from .delivery import Decision, settle
+from .delivery import Decision, run_until_signal, settle
 from .rocketmq import check_endpoints
 
 log = logging.getLogger("wanhook.consumer")
@@ -210,24 +208,5 @@ class Consumer4:
 
 def run_consumer4(settings: Settings) -> int:
     """The ``wanhook consume`` process with ``WANHOOK_ROCKETMQ_PROTOCOL=4``: until SIGTERM or SIGINT."""
-    from wanhook.service.connection import connect
-
     consumer_settings = Consumer4Settings.from_env(settings.rocketmq)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        redis = await connect(settings)
-        store = TaskStore(redis)
-        store.require(settings.durability)
-        following = replication.start_following(redis)
-        try:
-            await Consumer4(store, consumer_settings).run(stop)
-        finally:
-            await replication.stop_following(following)
-            await redis.aclose()
-
-    asyncio.run(main())
-    return 0
+    return run_until_signal(settings, lambda store, stop: Consumer4(store, consumer_settings).run(stop))
