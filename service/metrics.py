@@ -89,6 +89,7 @@ COUNTERS: dict[str, Counter] = {
     "download_bytes": Counter("Bytes of the videos downloaded and stored"),
     "download_transfers_completed": Counter("Whole videos fetched and put in place"),
     "download_retries": Counter("Download attempts that failed with a transient error and were tried again"),
+    "upload_retries": Counter("Uploads of a stored video to the object store that failed and were tried again"),
     "callback_attempts": Counter(
         "Callback deliveries by outcome (delivered, retried, gone: the receiver answered 410, dead: out of attempts)",
         ("outcome",),
