@@ -297,26 +297,9 @@ def _parameters(body: dict[str, Any], spec: Model | ImageModel) -> dict[str, Any
     size = params.get("size", spec.default_size)
     if size not in spec.sizes:
         raise invalid(f"parameters.size {size!r} is not supported by {spec.name}; allowed: {', '.join(spec.sizes)}")
-    duration = params.get("duration", spec.default_duration)
-    if not _is_int(duration) or duration not in spec.durations:
-        allowed = ", ".join(map(str, spec.durations))
-        raise invalid(f"parameters.duration {duration!r} is not supported by {spec.name}; allowed: {allowed}")
-    seed = params.get("seed")
-    if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):
-        raise invalid(f"parameters.seed must be an integer from 0 to {SEED_MAX}")
-    flags = {}
-    for name, default in (("prompt_extend", True), ("watermark", False)):
-        value = params.get(name, default)
-        if not isinstance(value, bool):
-            raise invalid(f"parameters.{name} must be true or false")
-        flags[name] = value
-    audio_url = given.get("audio_url")
-    if audio_url is not None and (
-        not isinstance(audio_url, str)
-        or urlsplit(audio_url).scheme not in rules.AUDIO_URL_SCHEMES
-        or not urlsplit(audio_url).hostname
-    ):
-        raise invalid("input.audio_url must be an http or https URL")
+    duration, seed = _duration_and_seed(params, spec)
+    flags = _flags(params, prompt_extend=True, watermark=False)
+    audio_url = _audio_url(given)
     shot_type = params.get("shot_type", rules.SHOT_TYPES[0])
     if shot_type not in rules.SHOT_TYPES:
         raise invalid(f"parameters.shot_type must be one of {', '.join(rules.SHOT_TYPES)}")
@@ -339,6 +322,39 @@ def _parameters(body: dict[str, Any], spec: Model | ImageModel) -> dict[str, Any
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _duration_and_seed(params: dict[str, Any], spec: Model | ImageModel) -> tuple[Any, Any]:
+    duration = params.get("duration", spec.default_duration)
+    if not _is_int(duration) or duration not in spec.durations:
+        allowed = ", ".join(map(str, spec.durations))
+        raise invalid(f"parameters.duration {duration!r} is not supported by {spec.name}; allowed: {allowed}")
+    seed = params.get("seed")
+    if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):
+        raise invalid(f"parameters.seed must be an integer from 0 to {SEED_MAX}")
+    return duration, seed
+
+
+def _flags(params: dict[str, Any], **defaults: bool) -> dict[str, bool]:
+    """The boolean parameters with their defaults; a given value must be a JSON boolean."""
+    flags = {}
+    for name, default in defaults.items():
+        value = params.get(name, default)
+        if not isinstance(value, bool):
+            raise invalid(f"parameters.{name} must be true or false")
+        flags[name] = value
+    return flags
+
+
+def _audio_url(given: dict[str, Any]) -> str | None:
+    audio_url = given.get("audio_url")
+    if audio_url is not None and (
+        not isinstance(audio_url, str)
+        or urlsplit(audio_url).scheme not in rules.AUDIO_URL_SCHEMES
+        or not urlsplit(audio_url).hostname
+    ):
+        raise invalid("input.audio_url must be an http or https URL")
+    return audio_url
 
 
 def _image_parameters(body: dict[str, Any], spec: ImageModel) -> dict[str, Any]:
@@ -366,26 +382,9 @@ def _image_parameters(body: dict[str, Any], spec: ImageModel) -> dict[str, Any]:
         raise invalid(
             f"parameters.resolution {resolution!r} is not supported by {spec.name}; allowed: {', '.join(spec.tiers)}"
         )
-    duration = params.get("duration", spec.default_duration)
-    if not _is_int(duration) or duration not in spec.durations:
-        allowed = ", ".join(map(str, spec.durations))
-        raise invalid(f"parameters.duration {duration!r} is not supported by {spec.name}; allowed: {allowed}")
-    seed = params.get("seed")
-    if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):
-        raise invalid(f"parameters.seed must be an integer from 0 to {SEED_MAX}")
-    flags = {}
-    for name, default in (("prompt_extend", True), ("watermark", False), ("audio", True)):
-        value = params.get(name, default)
-        if not isinstance(value, bool):
-            raise invalid(f"parameters.{name} must be true or false")
-        flags[name] = value
-    audio_url = given.get("audio_url")
-    if audio_url is not None and (
-        not isinstance(audio_url, str)
-        or urlsplit(audio_url).scheme not in rules.AUDIO_URL_SCHEMES
-        or not urlsplit(audio_url).hostname
-    ):
-        raise invalid("input.audio_url must be an http or https URL")
+    duration, seed = _duration_and_seed(params, spec)
+    flags = _flags(params, prompt_extend=True, watermark=False, audio=True)
+    audio_url = _audio_url(given)
     sound = None
     if spec.audio:
         sound = "audio_url" if audio_url is not None else ("dubbed" if flags["audio"] else None)
