@@ -92,17 +92,15 @@ def _drain(
         memory.flushall()
         topic = f"bench-{uuid.uuid4().hex[:8]}"
         broker.create((topic,), {GROUP: 16})
-        env = env_for(
-            store,
-            ctx.tmp,
-            WANHOOK_ROCKETMQ_ENDPOINTS=broker.endpoints,
-            WANHOOK_ROCKETMQ_TOPIC=topic,
-            WANHOOK_ROCKETMQ_GROUP=GROUP,
-            WANHOOK_ROCKETMQ_BATCH="32",
-            WANHOOK_ROCKETMQ_AWAIT_SECONDS="5",
-            WANHOOK_ROCKETMQ_INVISIBLE_SECONDS="30",
-            **protocol,
-        )
+        settings = {
+            "WANHOOK_ROCKETMQ_ENDPOINTS": broker.endpoints,
+            "WANHOOK_ROCKETMQ_TOPIC": topic,
+            "WANHOOK_ROCKETMQ_GROUP": GROUP,
+            "WANHOOK_ROCKETMQ_BATCH": "32",  # 5.x: messages received at once; 4.x: the library's consume threads
+            "WANHOOK_ROCKETMQ_AWAIT_SECONDS": "5",
+            "WANHOOK_ROCKETMQ_INVISIBLE_SECONDS": "30",
+        }
+        env = env_for(store, ctx.tmp, **(settings | protocol))
         warm = Wanhook(ctx.tmp, env, name="consume")
         warm.name = f"consume{label}-warm-{consumers}"
         processes.append(warm.launch())

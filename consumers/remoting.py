@@ -64,7 +64,9 @@ def route_masters(namesrv: str, topic: str, timeout: float) -> list[str]:
     answer = json.loads(frame[4 : 4 + header_length])
     body = frame[4 + header_length :]
     if answer.get("code") != SUCCESS:
-        raise LookupError(f"no route for topic {topic} (code {answer.get('code')}: {answer.get('remark') or ''})")
+        # The remark runs over lines (a link to the FAQ after the reason): its first line, for one log line.
+        remark = (str(answer.get("remark") or "").strip().splitlines() or [""])[0][:200]
+        raise LookupError(f"no route for topic {topic} (code {answer.get('code')}: {remark})")
     masters = [found.decode() for brokers in _BROKER_ADDRS.findall(body) for found in _MASTER.findall(brokers)]
     if not masters:
         raise LookupError(f"the route for topic {topic} names no master broker")

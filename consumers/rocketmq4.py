@@ -78,6 +78,10 @@ class Consumer4Settings:
     secret_key: str = ""
     tag: str = "*"
     max_deliveries: int = 16
+    # The library's consume threads: messages settled at once (each thread waits for its message to be
+    # recorded). Its own default is the number of cores, at most 8: on a small machine a distant Redis's round
+    # trips would come one or two at a time.
+    batch: int = 16
     shutdown_seconds: int = 10
     # No broker for the topic this long without a break: exit (status 3) so that the orchestrator restarts us.
     give_up_seconds: int = 300
@@ -98,7 +102,7 @@ class Consumer4Settings:
                 f"WANHOOK_ROCKETMQ_NAMESRV must be host:port, several separated by ';', got {values['namesrv']!r}"
             ) from None
         numbers = {}
-        for name in ("max_deliveries", "shutdown_seconds", "give_up_seconds"):
+        for name in ("max_deliveries", "batch", "shutdown_seconds", "give_up_seconds"):
             raw = values.get(name)
             if raw:
                 if not raw.strip().isdigit() or int(raw) < 1:
@@ -166,6 +170,7 @@ class Consumer4:
         trace = mq.dll.SetPushConsumerMessageTrace
         trace.argtypes, trace.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
         mq.ffi_check(trace(client._handle, MESSAGE_TRACE_OPEN))
+        client.set_thread_count(self.settings.batch)
         client.set_name_server_address(self.settings.namesrv)
         if self.settings.access_key:
             client.set_session_credentials(self.settings.access_key, self.settings.secret_key, "ALIYUN")
