@@ -37,7 +37,7 @@ from wanhook.service.store import TaskStore
 
 from . import remoting
 from .delivery import Decision, run_until_signal, settle
-from .rocketmq import BrokerGone, FailureLog, check_endpoints
+from .rocketmq import RETRY_SECONDS, BrokerGone, FailureLog, check_endpoints
 
 log = logging.getLogger("wanhook.consumer")
 
@@ -57,8 +57,9 @@ MESSAGE_TRACE_OPEN = 0
 # group's retryMaxTimes (DefaultMQPushConsumerImpl::getMaxReconsumeTimes returns 16 when unset; the C API has no
 # setter): a 17th delivery that fails sends the message to %DLQ%<group>, unseen. wanhook must park it by then.
 MAX_DELIVERIES = 17
-# How often the process checks that a broker serves the topic (a route query and a TCP connection).
-CHECK_SECONDS = 2.0
+# How often the process checks that a broker serves the topic (a route query and a TCP connection): as often
+# as the 5.x consumer tries a receive again, which its failure line says.
+CHECK_SECONDS = RETRY_SECONDS
 
 
 def protocol(values: Mapping[str, str]) -> str:

@@ -8,6 +8,7 @@ only the 4.x path has: its clean shutdown, and its own check that a broker is th
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,13 +71,17 @@ def test_a_broker_gone_for_good_ends_the_4x_consumer(quiet: Stack, real: Real4Ba
     real.publish(topic, b'{"just": "some json"}')  # parked once the consumer works
     wait_for(lambda: quiet.redis.xlen("{wanhook}:dead-letters") == 1, 90, what="the consumer working")
     real.stop_producers()
-    real.broker.stop_proxy()  # the broker unregisters from the NameServer, which stays
+    # Timed from the stop's start, the stop in a thread of its own: the broker unregisters from the NameServer
+    # (which stays) early in its shutdown, and its process may take longer to end than the consumer to give up.
+    stopping = threading.Thread(target=real.broker.stop_proxy)
     gone = time.monotonic()
+    stopping.start()
     try:
         assert consumer.proc is not None
         status = consumer.proc.wait(60)
         took = time.monotonic() - gone
     finally:
+        stopping.join()
         real.broker.start_proxy()  # for the tests after this one
     log = consumer.log()
     assert status == 3, log[-3000:]
