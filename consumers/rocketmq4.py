@@ -8,6 +8,10 @@ so it is loaded from a folder of its own (``WANHOOK_ROCKETMQ_CLIENT4_DIR``) unde
 The library calls back from its own threads, one message at a time; each call waits until the message is
 settled on the asyncio loop (``delivery.settle``) and answers ``CONSUME_SUCCESS`` only once it is recorded
 (or parked), ``RECONSUME_LATER`` otherwise: the broker then redelivers it through the group's retry topic.
+
+The library retries a NameServer or broker that is gone for ever and tells its caller nothing, so the
+process asks itself (``remoting.broker_unreachable``) and gives up as the 5.x consumer does: after
+``WANHOOK_ROCKETMQ_GIVE_UP_SECONDS`` without a broker it exits with status 3, for the orchestrator.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from wanhook.service.config import Settings
 from wanhook.service.errors import ConfigError
 from wanhook.service.store import TaskStore
 
+from . import remoting
 from .delivery import Decision, run_until_signal, settle
-from .rocketmq import check_endpoints
+from .rocketmq import RETRY_SECONDS, BrokerGone, FailureLog, check_endpoints
 
 log = logging.getLogger("wanhook.consumer")
 
@@ -48,6 +53,13 @@ DEFAULT_CLIENT_DIR = Path.home() / ".cache" / "wanhook" / "rocketmq4" / MODULE
 # (SIGSEGV in DefaultMQPushConsumerImpl::shutdownMessageTraceInnerProducer, seen against Apache RocketMQ
 # 5.5.0); opened, shutdown is clean. rocketmq-client-python 2.0.0 has no wrapper for this call.
 MESSAGE_TRACE_OPEN = 0
+# librocketmq gives a message back asking the broker for at most 16 retries, and the broker takes that over the
+# group's retryMaxTimes (DefaultMQPushConsumerImpl::getMaxReconsumeTimes returns 16 when unset; the C API has no
+# setter): a 17th delivery that fails sends the message to %DLQ%<group>, unseen. wanhook must park it by then.
+MAX_DELIVERIES = 17
+# How often the process checks that a broker serves the topic (a route query and a TCP connection): as often
+# as the 5.x consumer tries a receive again, which its failure line says.
+CHECK_SECONDS = RETRY_SECONDS
 
 
 def protocol(values: Mapping[str, str]) -> str:
@@ -67,7 +79,13 @@ class Consumer4Settings:
     secret_key: str = ""
     tag: str = "*"
     max_deliveries: int = 16
+    # The library's consume threads: messages settled at once (each thread waits for its message to be
+    # recorded). Its own default is the number of cores, at most 8: on a small machine a distant Redis's round
+    # trips would come one or two at a time.
+    batch: int = 16
     shutdown_seconds: int = 10
+    # No broker for the topic this long without a break: exit (status 3) so that the orchestrator restarts us.
+    give_up_seconds: int = 300
     client_dir: Path = DEFAULT_CLIENT_DIR
 
     @classmethod
@@ -85,12 +103,19 @@ class Consumer4Settings:
                 f"WANHOOK_ROCKETMQ_NAMESRV must be host:port, several separated by ';', got {values['namesrv']!r}"
             ) from None
         numbers = {}
-        for name in ("max_deliveries", "shutdown_seconds"):
+        for name in ("max_deliveries", "batch", "shutdown_seconds", "give_up_seconds"):
             raw = values.get(name)
             if raw:
                 if not raw.strip().isdigit() or int(raw) < 1:
                     raise ConfigError(f"WANHOOK_ROCKETMQ_{name.upper()} must be a whole number above 0, got {raw!r}")
                 numbers[name] = int(raw)
+        deliveries = numbers.get("max_deliveries", cls.max_deliveries)
+        if deliveries > MAX_DELIVERIES:
+            raise ConfigError(
+                f"with WANHOOK_ROCKETMQ_PROTOCOL=4, WANHOOK_ROCKETMQ_MAX_DELIVERIES must be at most {MAX_DELIVERIES}, "
+                f"got {deliveries}: the 4.x client asks the broker for 16 retries at most, whatever the group "
+                f"allows, and a message failing more often would go to %DLQ%<group> unseen"
+            )
         client_dir = Path(values.get("client4_dir") or DEFAULT_CLIENT_DIR)
         for needed in ("__init__.py", "client.py", "librocketmq.so"):
             if not (client_dir / needed).is_file():
@@ -146,6 +171,7 @@ class Consumer4:
         trace = mq.dll.SetPushConsumerMessageTrace
         trace.argtypes, trace.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
         mq.ffi_check(trace(client._handle, MESSAGE_TRACE_OPEN))
+        client.set_thread_count(self.settings.batch)
         client.set_name_server_address(self.settings.namesrv)
         if self.settings.access_key:
             client.set_session_credentials(self.settings.access_key, self.settings.secret_key, "ALIYUN")
@@ -197,13 +223,38 @@ class Consumer4:
             self.settings.namesrv,
         )
         try:
-            await stop.wait()
+            await self._watch(stop)
         finally:
             self._stopped_at = time.monotonic()
             self._stopping.set()
             # The loop keeps running meanwhile: callbacks in flight finish (or give up) on it.
             await asyncio.to_thread(client.shutdown)
             log.info("RocketMQ 4.x consumer stopped")
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: check that a broker serves the topic; raise BrokerGone after ``give_up_seconds``
+        of nothing but failed checks. The cause is logged at once, then at most every 30 s."""
+        what = f"the check for a broker of {self.settings.topic} through NameServer {self.settings.namesrv}"
+        failures = FailureLog(what)
+        failing_since: float | None = None
+        while not stop.is_set():
+            cause = await asyncio.to_thread(remoting.broker_unreachable, self.settings.namesrv, self.settings.topic)
+            if cause is None:
+                failures.succeeded()
+                failing_since = None
+            else:
+                failures.failed(cause)
+                failing_since = failing_since if failing_since is not None else time.monotonic()
+                if time.monotonic() - failing_since >= self.settings.give_up_seconds:
+                    raise BrokerGone(
+                        f"no RocketMQ broker for {self.settings.topic} through NameServer {self.settings.namesrv} "
+                        f"for {self.settings.give_up_seconds} s (WANHOOK_ROCKETMQ_GIVE_UP_SECONDS); last cause: "
+                        f"{cause}; exiting so that the process is restarted"
+                    )
+            try:
+                await asyncio.wait_for(stop.wait(), CHECK_SECONDS)
+            except TimeoutError:
+                pass
 
 
 def run_consumer4(settings: Settings) -> int:

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 # The RocketMQ suite's brokers (the double, a real RocketMQ 5.x), for any test module.
-from .rocketmq_backends import broker, real_broker  # noqa: F401
+from .rocketmq_backends import broker, client4_dir, real_broker  # noqa: F401
 from .support import Emulator, Process, RedisServer, Wanhook, free_port, sync_client, wait_for
 
 TOKEN = "eb-token-for-tests"

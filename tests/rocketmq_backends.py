@@ -25,8 +25,19 @@ MIN_AWAIT = 3  # the client's deadline is await + 3 s; the proxy polls at least 
 
 class Backend:
     kind = ""
+    protocol = "5"  # the protocol wanhook consume speaks to it: 5 (gRPC through the proxy) or 4 (remoting)
     endpoints = ""
     namespace = ""
+    group = "wanhook"  # the consumer group its tests use (Stack.consume's)
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.protocol == "5" else f"{self.kind}, 4.x"
+
+    def consumer_settings(self) -> dict[str, str]:
+        """The ``WANHOOK_ROCKETMQ_*`` settings (lower-case, no prefix) a consumer of this broker needs beyond
+        endpoints, topic and group."""
+        return {}
 
     def create(self, topics: tuple[str, ...] = (), groups: dict[str, int] | None = None) -> None:
         raise NotImplementedError
@@ -53,6 +64,9 @@ class Backend:
     def group_settled(self, topic: str, group: str) -> bool | None:
         """Whether the group has nothing left in ``topic``; None where the broker does not say cheaply."""
         return None
+
+    def stop(self) -> None:
+        pass
 
 
 class DoubleBackend(Backend):
@@ -151,6 +165,50 @@ class RealBackend(Backend):
         self.stop_producers()
 
 
+class Real4Backend(RealBackend):
+    """The same real broker, consumed over the 4.x remoting protocol through its NameServer
+    (``WANHOOK_ROCKETMQ_PROTOCOL=4``, rocketmq-client-python on librocketmq); published to as before."""
+
+    protocol = "4"
+
+    def __init__(self, broker: RealBroker, client4_dir: Path) -> None:
+        super().__init__(broker)
+        self.client4_dir = client4_dir
+        # A group of its own per test: a 4.x group's retry topic (%RETRY%<group>) is one for all its topics, and
+        # its consumers take what a test before left there (messages given back when it stopped them).
+        self.group = f"wanhook-{uuid.uuid4().hex[:8]}"
+
+    def consumer_settings(self) -> dict[str, str]:
+        return {
+            "protocol": "4",
+            "namesrv": self.broker.namesrv_addr,
+            "client4_dir": str(self.client4_dir),
+            "group": self.group,
+        }
+
+
+@pytest.fixture(scope="session")
+def client4_dir() -> Path:
+    """rocketmq-client-python's package with librocketmq.so beside it (tests/rocketmq4_client.py)."""
+    from .rocketmq4_client import obtain
+
+    try:
+        return obtain()
+    except Exception as exc:
+        pytest.skip(f"no RocketMQ 4.x client library: {exc}")
+
+
+def backend(request: pytest.FixtureRequest, kind: str) -> Backend:
+    """``double``, ``real`` (5.x gRPC) or ``real4`` (the real broker through 4.x remoting)."""
+    if kind == "double":
+        return DoubleBackend()
+    if kind == "real4":
+        # The library first: without it the case skips at once, before a broker is started for it.
+        library = request.getfixturevalue("client4_dir")
+        return Real4Backend(request.getfixturevalue("real_broker"), library)
+    return RealBackend(request.getfixturevalue("real_broker"))
+
+
 @pytest.fixture(scope="session")
 def real_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealBroker]:
     reason = missing()
@@ -164,11 +222,9 @@ def real_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealBroker
 
 @pytest.fixture(params=["double", "real"])
 def broker(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    backend: DoubleBackend | RealBackend = (
-        DoubleBackend() if request.param == "double" else RealBackend(request.getfixturevalue("real_broker"))
-    )
-    yield backend
-    backend.stop()
+    chosen = backend(request, request.param)
+    yield chosen
+    chosen.stop()
 
 
 def local_ports(pid: int) -> set[int]:

@@ -306,6 +306,12 @@ class RealBroker:
                 counts[topic] = int(count)
         return counts
 
+    def connections(self, group: str) -> int:
+        """How many clients of ``group`` the broker holds (4.x remoting consumers; not the proxy's gRPC ones)."""
+        output = self.admin("connections", group)
+        ((_, _, count),) = [line.split(" ") for line in output.splitlines() if line.startswith("connections ")]
+        return int(count)
+
     @staticmethod
     def _stop(process: subprocess.Popen | None, timeout: float = 30.0) -> None:
         if process is None or process.poll() is not None:

@@ -1,55 +1,42 @@
 """``wanhook consume`` over the RocketMQ 4.x remoting protocol (``WANHOOK_ROCKETMQ_PROTOCOL=4``, the
 design's ``rocketmq-client-python`` on ``librocketmq``) against the real Apache RocketMQ broker, whose
-NameServer and broker also speak 4.x remoting. Events are published with the real 5.x producer."""
+NameServer and broker also speak 4.x remoting. Events are published with the real 5.x producer.
+
+The consumer suite itself runs through 4.x in tests/test_rocketmq.py (its ``real4`` cases); here is what
+only the 4.x path has: its clean shutdown, and its own check that a broker is there."""
 
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from wanhook.consumers.remoting import broker_unreachable
+
 from . import test_rocketmq
 from .conftest import Stack
-from .rocketmq4_client import obtain
-from .rocketmq_backends import RealBackend
+from .rocketmq_backends import Real4Backend
 from .rocketmq_broker import RealBroker
-from .support import Wanhook, wait_for
-from .test_rocketmq import GROUP, cloud_event, outcomes, submitted
+from .support import wait_for
+from .test_rocketmq import cloud_event, consume, outcomes, submitted
 
 quiet = test_rocketmq.quiet  # the fixture: emulator and wanhook serve, events only from the topic
 
 
-@pytest.fixture(scope="session")
-def client4_dir() -> Path:
-    try:
-        return obtain()
-    except Exception as exc:
-        pytest.skip(f"no RocketMQ 4.x client library: {exc}")
-
-
 @pytest.fixture
-def real(real_broker: RealBroker) -> Iterator[RealBackend]:
-    backend = RealBackend(real_broker)
+def real(real_broker: RealBroker, client4_dir: Path) -> Iterator[Real4Backend]:
+    backend = Real4Backend(real_broker, client4_dir)
     yield backend
     backend.stop()
 
 
-def consume4(stack: Stack, real: RealBackend, topic: str, client4_dir: Path, **settings: str) -> Wanhook:
-    return stack.consume(
-        real.endpoints,
-        topic,
-        protocol="4",
-        namesrv=real.broker.namesrv_addr,
-        client4_dir=str(client4_dir),
-        **settings,
-    )
-
-
-def test_events_through_4x_recorded_once(quiet: Stack, real: RealBackend, client4_dir: Path) -> None:
-    topic = real.new_topic({GROUP: 16})
-    consumer = consume4(quiet, real, topic, client4_dir)
+def test_events_through_4x_recorded_once(quiet: Stack, real: Real4Backend) -> None:
+    topic = real.new_topic({real.group: 16})
+    consumer = consume(quiet, real, topic)
     # Two: the emulator runs two tasks at a time per key, as DashScope does; a third would wait queued.
     tasks = [submitted(quiet, f"4.x event {n}") for n in range(2)]
     for _, ds_id in tasks:
@@ -64,10 +51,61 @@ def test_events_through_4x_recorded_once(quiet: Stack, real: RealBackend, client
     assert consumer.proc.wait(30) == 0, consumer.log()
 
 
-def test_poison_message_dead_lettered_through_4x(quiet: Stack, real: RealBackend, client4_dir: Path) -> None:
-    topic = real.new_topic({GROUP: 16})
-    consume4(quiet, real, topic, client4_dir)
-    real.publish(topic, b"\x00not json at all")
-    wait_for(lambda: len(quiet.redis.xrange("{wanhook}:dead-letters")) == 1, 90, what="parked")
-    (parked,) = [entry for _, entry in quiet.redis.xrange("{wanhook}:dead-letters")]
-    assert parked["transport"] == "rocketmq4" and parked["reason"].startswith("malformed:")
+def test_the_broker_check_asks_the_nameserver_in_4x_remoting(real: Real4Backend) -> None:
+    """What the 4.x consumer checks, since librocketmq does not say: a route from the NameServer, a broker."""
+    topic = real.new_topic({real.group: 16})
+    namesrv = real.broker.namesrv_addr
+    assert broker_unreachable(namesrv, topic) is None
+    assert broker_unreachable(f"127.0.0.1:1;{namesrv}", topic) is None  # any NameServer that answers will do
+    unknown = broker_unreachable(namesrv, "no-such-topic")
+    assert unknown is not None and f"NameServer {namesrv}: no route for topic no-such-topic" in unknown, unknown
+    refused = broker_unreachable("127.0.0.1:1", topic)
+    assert refused == "NameServer 127.0.0.1:1: Connection refused", refused
+
+
+def test_a_broker_gone_for_good_ends_the_4x_consumer(quiet: Stack, real: Real4Backend) -> None:
+    """librocketmq retries for ever without a word; the process notices, names the cause, and exits 3 after
+    WANHOOK_ROCKETMQ_GIVE_UP_SECONDS, as the 5.x consumer does (tests/test_rocketmq_hostile.py)."""
+    topic = real.new_topic({real.group: 16})
+    consumer = consume(quiet, real, topic, give_up_seconds="5")
+    real.publish(topic, b'{"just": "some json"}')  # parked once the consumer works
+    wait_for(lambda: quiet.redis.xlen("{wanhook}:dead-letters") == 1, 90, what="the consumer working")
+    real.stop_producers()
+    # Timed from the stop's start, the stop in a thread of its own: the broker unregisters from the NameServer
+    # (which stays) early in its shutdown, and its process may take longer to end than the consumer to give up.
+    stopping = threading.Thread(target=real.broker.stop_proxy)
+    gone = time.monotonic()
+    stopping.start()
+    try:
+        assert consumer.proc is not None
+        status = consumer.proc.wait(60)
+        took = time.monotonic() - gone
+    finally:
+        stopping.join()
+        real.broker.start_proxy()  # for the tests after this one
+    log = consumer.log()
+    assert status == 3, log[-3000:]
+    last = log.strip().splitlines()[-1]
+    assert last.startswith(f"wanhook consume: no RocketMQ broker for {topic} through NameServer"), last
+    assert "WANHOOK_ROCKETMQ_GIVE_UP_SECONDS" in last and "no route for topic" in last, last
+    # The cause was logged once, when the checks began failing, not every check.
+    assert log.count(f"the check for a broker of {topic}") == 1, log[-3000:]
+    assert 4 <= took < 30, took
+    print(f"4.x consumer without a broker: exited 3 after {took:.1f}s (give-up 5 s)")
+
+
+def test_4x_retries_are_the_clients_not_the_groups(quiet: Stack, real: Real4Backend) -> None:
+    """A 4.x consumer sends its own maximum retries with each message it gives back, and the broker takes it over
+    the group's retryMaxTimes: librocketmq sends 16 (its default; its C API has no setter). So a group allowing
+    one retry still delivers a third time, and wanhook parks the message, where the 5.x path meets %DLQ%
+    (tests/test_rocketmq.py::test_group_retries_below_wanhooks_go_to_the_brokers_dlq)."""
+    topic = real.new_topic({real.group: 1})
+    consumer = consume(quiet, real, topic, max_deliveries="3")
+    quiet.redis.hset("{wanhook}:ds:poison", "not", "a string")  # recording any event for it fails (WRONGTYPE)
+    real.publish(topic, cloud_event("poison"), keys=["poison"])
+    # Deliveries 10 s and 30 s apart (the broker's delay levels for a first and second retry).
+    parked = wait_for(lambda: quiet.redis.xrange("{wanhook}:dead-letters"), 90, what="the message to be parked")
+    ((_, entry),) = parked
+    assert entry["transport"] == "rocketmq4" and entry["reason"].startswith("gave up after 3 deliveries")
+    assert consumer.log().count("it will be redelivered") == 2
+    assert real.stored(f"%DLQ%{real.group}") == 0

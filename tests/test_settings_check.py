@@ -105,6 +105,16 @@ MISCONFIGURED = [
         },
         "WANHOOK_ROCKETMQ_CLIENT4_DIR",
     ),
+    (
+        ("consume",),
+        {
+            **ROCKETMQ,
+            "WANHOOK_ROCKETMQ_NAMESRV": "127.0.0.1:9876",
+            "WANHOOK_ROCKETMQ_PROTOCOL": "4",
+            "WANHOOK_ROCKETMQ_MAX_DELIVERIES": "18",  # over what librocketmq lets the broker deliver
+        },
+        "WANHOOK_ROCKETMQ_MAX_DELIVERIES",
+    ),
     (("consume",), {**ROCKETMQ, "WANHOOK_MAX_VIDEO_BYTES": "4GB"}, "WANHOOK_MAX_VIDEO_BYTES"),
     (("worker",), {**KEY, "WANHOOK_DATA_DIR": "/dev/null"}, "WANHOOK_DATA_DIR"),
     (("serve", "--no-workers"), {"WANHOOK_DATA_DIR": "/dev/null/data"}, "WANHOOK_DATA_DIR"),

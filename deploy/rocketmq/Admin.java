@@ -1,6 +1,7 @@
 // Topics and consumer groups on a RocketMQ 5.x broker, through the admin client its own artifacts ship
 // (rocketmq-tools). Run with the single-file launcher, the resolved jars on the class path:
-//   java -cp 'lib/*' Admin.java NAMESRV BROKER topic NAME | group NAME MAX_RETRIES | offsets TOPIC ...
+//   java -cp 'lib/*' Admin.java NAMESRV BROKER topic NAME | group NAME MAX_RETRIES | offsets TOPIC
+//                                              | connections GROUP ...
 // One JVM for a list of commands: starting one costs seconds on a small machine.
 import java.util.HashMap;
 import java.util.Map;
@@ -12,7 +13,7 @@ import org.apache.rocketmq.tools.admin.DefaultMQAdminExt;
 public class Admin {
     public static void main(String[] args) throws Exception {
         if (args.length < 2) {
-            System.err.println("usage: Admin NAMESRV BROKER [topic NAME | group NAME MAX_RETRIES | offsets TOPIC | perm TOPIC PERM]...");
+            System.err.println("usage: Admin NAMESRV BROKER [topic NAME | group NAME MAX_RETRIES | offsets TOPIC | perm TOPIC PERM | connections GROUP]...");
             System.exit(2);
         }
         DefaultMQAdminExt admin = new DefaultMQAdminExt(5000);
@@ -74,6 +75,16 @@ public class Admin {
                         TopicConfig topic = new TopicConfig(name, 1, 1, perm);
                         admin.createAndUpdateTopicConfig(broker, topic);
                         System.out.println("perm " + name + " " + perm);
+                        break;
+                    }
+                    case "connections": {  // the clients of a consumer group the broker holds (4.x remoting)
+                        String group = args[++i];
+                        int clients = 0;
+                        try {
+                            clients = admin.examineConsumerConnectionInfo(group).getConnectionSet().size();
+                        } catch (Exception none) {  // CONSUMER_NOT_ONLINE: no client
+                        }
+                        System.out.println("connections " + group + " " + clients);
                         break;
                     }
                     default:

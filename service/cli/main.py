@@ -198,11 +198,11 @@ def consume(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     from wanhook.consumers.rocketmq4 import Consumer4Settings, protocol, run_consumer4
 
-    if protocol(settings.rocketmq) == "4":
-        check_endpoints_answer(Consumer4Settings.from_env(settings.rocketmq).namesrv, "WANHOOK_ROCKETMQ_NAMESRV")
-        return run_consumer4(settings)
-    check_endpoints_answer(ConsumerSettings.from_env(settings.rocketmq).endpoints)
     try:
+        if protocol(settings.rocketmq) == "4":
+            check_endpoints_answer(Consumer4Settings.from_env(settings.rocketmq).namesrv, "WANHOOK_ROCKETMQ_NAMESRV")
+            return run_consumer4(settings)
+        check_endpoints_answer(ConsumerSettings.from_env(settings.rocketmq).endpoints)
         return run_consumer(settings)
     except BrokerGone as exc:  # gone for longer than the consumer waits: exit 3, for a restart
         raise EndpointsUnreachable(str(exc)) from None
