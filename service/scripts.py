@@ -8,7 +8,7 @@ change stream, next job), or leaves everything as it was.
 import re
 
 from . import keys
-from .keys import EARLY_EVENT_ID_MAX, EVENT_LOG_FIELD_MAX, TASK_CHANGES_MAXLEN, TASK_CHANGES_TTL_MS
+from .keys import EARLY_EVENT_ID_MAX, EVENT_LOG_FIELD_MAX, EVENT_LOG_PREFIX, TASK_CHANGES_MAXLEN, TASK_CHANGES_TTL_MS
 
 
 def _lua_string(text: str) -> str:
@@ -100,6 +100,17 @@ local function release_slot(id, model)
   redis.call('ZREM', SWEEP, id)
 end
 
+-- Redis gives a stream's newest node room for stream-node-max-bytes (4 KiB by default) as soon as the
+-- node is made, so a task's change stream of a few entries costs some 4.7 KB, several times the task.
+-- Written back from its serialized form (DUMP, RESTORE: same entries, ids and TTL) the stream takes
+-- what its entries need, about 0.7 KB; later entries grow the node as they come. Followers blocked on
+-- the stream stay blocked until an entry newer than theirs arrives, as before.
+local function compact_stream(key)
+  local dumped = redis.call('DUMP', key)
+  if not dumped then return end
+  redis.call('RESTORE', key, math.max(redis.call('PTTL', key), 0), dumped, 'REPLACE')
+end
+
 local function transition(id, to, now, fields)
   local key = TASK .. id
   local current = redis.call('HGET', key, 'status')
@@ -124,8 +135,8 @@ local function transition(id, to, now, fields)
   local changes = TASK_CHANGES .. id
   redis.call('XADD', changes, 'MAXLEN', '~', CHANGES_MAXLEN, '*', 'status', to, 'at', now)
   if RANK[to] == 3 then
-    -- Ended: what only the way here needed goes, and the change stream (a stream costs some 4 KiB,
-    -- three times the task) stays only as long as a follower may still resume it.
+    -- Ended: what only the way here needed goes, and the change stream (compacted: see compact_stream)
+    -- stays only as long as a follower may still resume it.
     redis.call('HDEL', key, 'video_url', 'dl_etag', 'dl_total', 'dl_bytes', 'submit_attempt_at', 'awaiting_reason',
       'reason_reads')
     -- Rewritten whole: a hash that once held a long value (DashScope's signed video URL, hundreds of
@@ -134,6 +145,7 @@ local function transition(id, to, now, fields)
     local kept = redis.call('HGETALL', key)
     redis.call('DEL', key)
     redis.call('HSET', key, unpack(kept))
+    compact_stream(changes)
     local ttl = tonumber(redis.call('HGET', SETTINGS, 'changes_ttl_ms') or '')
     redis.call('PEXPIRE', changes, ttl or CHANGES_TTL_MS)
     -- Retention reads the oldest ended tasks (and stored videos) first, from these time-ordered indexes.
@@ -251,6 +263,8 @@ redis.call('ZADD', TASKS_BY_STATUS .. 'queued', 0, member)
 redis.call('ZADD', owner_index(owner), 0, member)
 redis.call('ZADD', owner_index(owner, 'queued'), 0, member)
 redis.call('XADD', TASK_CHANGES .. id, 'MAXLEN', '~', CHANGES_MAXLEN, '*', 'status', 'queued', 'at', now)
+-- A queued task may wait for hours: its stream holds one entry, not a node's worth of room.
+compact_stream(TASK_CHANGES .. id)
 local model = redis.call('HGET', TASK .. id, 'model')
 enqueue(id, model, owner, false)
 outbox(id, 'queued', now)
@@ -397,15 +411,17 @@ return result
 # Everything a stranger's event can leave behind is bounded (see keys.py): the audit entry, the
 # early record and the deduplication key.
 # ARGV: source, event id, DashScope task id, status, now, video url, code, message, foreign (0/1),
-#       seen ttl, early ttl, log maxlen, raw body ('' when over EVENT_LOG_BODY_MAX), the body's first bytes,
-#       its sha256 (hex), its size
+#       seen ttl, early ttl, log maxlen, the body as audit.py encodes it ('' when over EVENT_LOG_BODY_MAX),
+#       the body's first bytes, its sha256 (hex), its size, the field the encoded body goes under (audit.py)
 INGEST = (
     COMMON
     + """
-local FIELD_MAX, EARLY_ID_MAX = """
+local FIELD_MAX, EARLY_ID_MAX, PREFIX_MAX = """
     + str(EVENT_LOG_FIELD_MAX)
     + ", "
     + str(EARLY_EVENT_ID_MAX)
+    + ", "
+    + str(EVENT_LOG_PREFIX)
     + """
 local source, event_id, ds_id, status, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local video_url, code, message, foreign = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -451,9 +467,11 @@ end
 if outcome ~= 'duplicate' then redis.call('SET', seen_key, '1', 'EX', ARGV[10]) end
 local entry = {'source', clip(source, FIELD_MAX), 'id', clip(event_id, FIELD_MAX), 'ds_task_id', clip(ds_id, FIELD_MAX),
   'status', clip(status, 32), 'task', task_id, 'outcome', outcome, 'body_sha256', ARGV[15], 'body_bytes', ARGV[16]}
-if (outcome == 'applied' or outcome == 'stale') and ARGV[13] ~= '' then
-  -- An event of a task wanhook knows keeps its body whole, for audit and replay.
-  entry[#entry + 1] = 'body'
+if ARGV[13] ~= '' and (outcome == 'applied' or outcome == 'stale' or #ARGV[13] <= PREFIX_MAX) then
+  -- An event of a task wanhook knows keeps its body whole, for audit and replay (deflated: audit.py);
+  -- so does any other whose encoded body takes no more room than the prefix it would keep (one that
+  -- raced ahead of its create call's answer, a duplicate of DashScope's).
+  entry[#entry + 1] = ARGV[17]
   entry[#entry + 1] = ARGV[13]
 else
   entry[#entry + 1] = 'body_prefix'

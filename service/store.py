@@ -19,7 +19,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from . import keys, scripts
+from . import audit, keys, scripts
 from .errors import IdempotencyKeyReused, QueueFull
 from .ingress.events import CompletionEvent
 from .models import MODELS
@@ -267,6 +267,7 @@ class TaskStore:
         # What the event leaves on the task (or its early record) is bounded; a URL too long to be
         # DashScope's is dropped, and the download reads the task for the real one.
         video_url = event.video_url if event.video_url and len(event.video_url) <= keys.EVENT_URL_MAX else ""
+        whole = audit.encode_body(body) if len(body) <= keys.EVENT_LOG_BODY_MAX else (audit.RAW, b"")
         outcome, task_id = await self._ingest(
             keys=keys.ROUTE,
             args=[
@@ -283,10 +284,11 @@ class TaskStore:
                 keys.EARLY_EVENT_TTL_SECONDS,
                 keys.EVENT_LOG_MAXLEN,
                 # A large body is not even sent: the audit entry keeps its digest and first bytes only.
-                body if len(body) <= keys.EVENT_LOG_BODY_MAX else b"",
+                whole[1],
                 utf8_prefix(body, keys.EVENT_LOG_PREFIX),
                 hashlib.sha256(body).hexdigest(),
                 len(body),
+                whole[0],
             ],
         )
         return Outcome(as_text(outcome)), as_text(task_id) or None
