@@ -6,6 +6,9 @@ model's key): the body is kept deflated against a preset dictionary made of that
 base64-encoded so that the stream stays text for any client (``redis-cli``, a ``decode_responses``
 client). A DashScope event then takes about 210 bytes instead of 805. A body that would not shrink is
 kept as it was, under ``body``, as every entry written before this encoding was; both read back here.
+An entry that keeps the body whole no longer repeats what the body says (the event's source, id,
+DashScope task id, status and size): ``read_entry`` gives the entry back with them, whichever version
+wrote it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from __future__ import annotations
 import base64
 import zlib
 from collections.abc import Mapping
+
+from . import keys
+from .errors import InvalidEvent
+from .ingress.events import parse
 
 # Field names in an audit entry: the body as received, or deflated against DICTIONARY_1 (base64).
 RAW = "body"
@@ -56,3 +63,28 @@ def decode_body(entry: Mapping[str, str] | Mapping[bytes, bytes]) -> bytes | Non
 
 def _text(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode()
+
+
+def read_entry(entry: Mapping[str, str] | Mapping[bytes, bytes]) -> dict[str, str]:
+    """An audit entry with every field it had before this encoding (source, id, ds_task_id, status, task,
+    outcome, body_sha256, body_bytes, and body or body_prefix), the body as text."""
+    fields = {_text(name): _text(value) for name, value in entry.items()}
+    body = decode_body(entry)
+    if body is None:
+        return fields
+    fields.pop(DEFLATED_1, None)
+    fields["body"] = body.decode(errors="replace")
+    fields.setdefault("body_bytes", str(len(body)))
+    if "source" not in fields:
+        try:
+            event = parse(body)
+        except InvalidEvent:  # not written by wanhook: an entry with a whole body was parsed first
+            return fields
+        clip = keys.EVENT_LOG_FIELD_MAX
+        fields.update(
+            source=event.source[:clip],
+            id=event.id[:clip],
+            ds_task_id=event.task_id[:clip],
+            status=event.task_status[:32],
+        )
+    return fields

@@ -32,7 +32,7 @@ DASHSCOPE_TASK = PREFIX + ":ds:"
 EARLY_EVENT = PREFIX + ":early:"
 # string per CloudEvent ("<len(source)>:<source>:<id>"), with a TTL: at-least-once delivery made harmless.
 EVENT_SEEN = PREFIX + ":seen:"
-# stream: every completion event received, whatever its outcome (audit and replay).
+# stream: every completion event received, whatever its outcome (audit and replay); audit.py reads it.
 EVENT_LOG = PREFIX + ":events"
 # string: written after each write wanhook waits for replicas of (replication.py), so that WAIT waits for
 # everything the primary had then, even when the write itself changed nothing (a duplicate).
@@ -117,7 +117,8 @@ EVENT_LOG_MAXLEN = 100_000
 # nothing to apply rather than waiting as an early event): a day, EventBridge's longest retry horizon.
 DELETED_TTL_SECONDS = 24 * 3600
 # The audit stream is bounded by size as well as by count: an event of a task wanhook knows keeps its
-# body whole up to EVENT_LOG_BODY_MAX bytes (DashScope's are under 1 KB); any other event (a task
+# body whole up to EVENT_LOG_BODY_MAX bytes (DashScope's are under 1 KB; kept deflated, see audit.py,
+# as is any event's whose deflated body fits in EVENT_LOG_PREFIX bytes); any other event (a task
 # wanhook does not know, another product's, a duplicate) or a larger body keeps its sha256, its size
 # and its first EVENT_LOG_PREFIX bytes. Identifiers are clipped to EVENT_LOG_FIELD_MAX bytes. An
 # entry thus holds at most about 5 KiB (EVENT_LOG_ENTRY_MAX_BYTES), the stream at most

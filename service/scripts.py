@@ -465,17 +465,17 @@ else
   end
 end
 if outcome ~= 'duplicate' then redis.call('SET', seen_key, '1', 'EX', ARGV[10]) end
-local entry = {'source', clip(source, FIELD_MAX), 'id', clip(event_id, FIELD_MAX), 'ds_task_id', clip(ds_id, FIELD_MAX),
-  'status', clip(status, 32), 'task', task_id, 'outcome', outcome, 'body_sha256', ARGV[15], 'body_bytes', ARGV[16]}
+local entry
 if ARGV[13] ~= '' and (outcome == 'applied' or outcome == 'stale' or #ARGV[13] <= PREFIX_MAX) then
   -- An event of a task wanhook knows keeps its body whole, for audit and replay (deflated: audit.py);
   -- so does any other whose encoded body takes no more room than the prefix it would keep (one that
-  -- raced ahead of its create call's answer, a duplicate of DashScope's).
-  entry[#entry + 1] = ARGV[17]
-  entry[#entry + 1] = ARGV[13]
+  -- raced ahead of its create call's answer, a duplicate of DashScope's). Its source, id, DashScope
+  -- task id, status and size are the body's own: audit.read_entry gives them back from it.
+  entry = {'task', task_id, 'outcome', outcome, 'body_sha256', ARGV[15], ARGV[17], ARGV[13]}
 else
-  entry[#entry + 1] = 'body_prefix'
-  entry[#entry + 1] = ARGV[14]
+  entry = {'source', clip(source, FIELD_MAX), 'id', clip(event_id, FIELD_MAX), 'ds_task_id', clip(ds_id, FIELD_MAX),
+    'status', clip(status, 32), 'task', task_id, 'outcome', outcome, 'body_sha256', ARGV[15], 'body_bytes', ARGV[16],
+    'body_prefix', ARGV[14]}
 end
 redis.call('XADD', EVENT_LOG, 'MAXLEN', '~', ARGV[12], '*', unpack(entry))
 redis.call('HINCRBY', COUNTERS, 'events_' .. outcome, 1)
