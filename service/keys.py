@@ -91,9 +91,12 @@ DEAD_LETTERS = PREFIX + ":dead-letters"
 DISK_HELD = PREFIX + ":disk:held:"  # + videos directory
 DISK_WAITING = PREFIX + ":disk:waiting:"  # + videos directory
 # Deletion and retention (retention.py, DELETE /v1/tasks/{id}).
-# sorted set: ended task id -> when it ended (ms, Redis clock); the retention sweep reads the oldest first.
+# Two sorted sets of ended task id -> when it ended (ms, Redis clock), the retention sweep reading the
+# oldest first; each ended task is in one of them (an index entry costs some 130 bytes a task): the
+# ready tasks whose video is kept (stored when the task ended), and the others (failed, canceled,
+# expired, and ready tasks whose video was removed). Tasks stored by versions before this was so may be
+# in both, which changes nothing but their cost until they go.
 TASKS_ENDED = PREFIX + ":ended"
-# sorted set: ready task id -> when its video was stored (ms, Redis clock), while the video is kept.
 VIDEOS_KEPT = PREFIX + ":videos"
 # string: the retention indexes hold every ended task (tasks that ended before they existed were added once).
 RETENTION_INDEX_READY = PREFIX + ":retention-index-ready"

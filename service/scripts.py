@@ -148,11 +148,15 @@ local function transition(id, to, now, fields)
     compact_stream(changes)
     local ttl = tonumber(redis.call('HGET', SETTINGS, 'changes_ttl_ms') or '')
     redis.call('PEXPIRE', changes, ttl or CHANGES_TTL_MS)
-    -- Retention reads the oldest ended tasks (and stored videos) first, from these time-ordered indexes.
+    -- Retention reads the oldest ended tasks first, from two time-ordered indexes that each hold a task
+    -- once: those with a stored video, and the others (keys.py).
     local clock = redis.call('TIME')
     local ended_ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
-    redis.call('ZADD', TASKS_ENDED, ended_ms, id)
-    if to == 'ready' then redis.call('ZADD', VIDEOS_KEPT, ended_ms, id) end
+    if to == 'ready' then
+      redis.call('ZADD', VIDEOS_KEPT, ended_ms, id)
+    else
+      redis.call('ZADD', TASKS_ENDED, ended_ms, id)
+    end
   end
   outbox(id, to, now)
   return 'ok'
@@ -256,8 +260,9 @@ if idem_key ~= '' then
   fields[#fields + 1] = digest
 end
 local member = created_ms .. ':' .. id
-redis.call('HSET', TASK .. id, 'id', id, 'status', 'queued', 'created_ms', created_ms,
-  'created_at', now, 'updated_at', now, unpack(fields))
+-- created_at is not stored: it is created_ms written out (task.py reads it so).
+redis.call('HSET', TASK .. id, 'id', id, 'status', 'queued', 'created_ms', created_ms, 'updated_at', now,
+  unpack(fields))
 redis.call('ZADD', TASKS_ALL, 0, member)
 redis.call('ZADD', TASKS_BY_STATUS .. 'queued', 0, member)
 redis.call('ZADD', owner_index(owner), 0, member)
@@ -316,8 +321,11 @@ for _, member in ipairs(members) do
   local created, id = string.sub(member, 1, separator - 1), string.sub(member, separator + 1)
   local status, video, video_sha = unpack(redis.call('HMGET', TASK .. id, 'status', 'video', 'video_sha256'))
   if status and RANK[status] == 3 then
-    redis.call('ZADD', TASKS_ENDED, 'NX', tonumber(created), id)
-    if status == 'ready' and (video or video_sha) then redis.call('ZADD', VIDEOS_KEPT, 'NX', tonumber(created), id) end
+    if status == 'ready' and (video or video_sha) then
+      redis.call('ZADD', VIDEOS_KEPT, 'NX', tonumber(created), id)
+    elseif not redis.call('ZSCORE', VIDEOS_KEPT, id) then
+      redis.call('ZADD', TASKS_ENDED, 'NX', tonumber(created), id)
+    end
   end
 end
 local last = ''
@@ -545,14 +553,18 @@ return {'deleted', had_video, #webhook_ids, changes, indexed}
 )
 
 # A stored video removed by retention: the task stays, its video reads null with the reason why
-# (video_removed), and it leaves the index of kept videos. The caller removes the file the answer names.
+# (video_removed), and it moves from the index of kept videos to that of the other ended tasks. The
+# caller removes the file the answer names.
 # ARGV: id, reason JSON
 # Returns '1' when it had a video, '' when it has none (any more).
 DROP_VIDEO = (
     KEY_NAMES
     + """
 local key = TASK .. ARGV[1]
+-- The task moves from the index of stored videos to that of the other ended tasks, at the same time.
+local ended = redis.call('ZSCORE', VIDEOS_KEPT, ARGV[1])
 redis.call('ZREM', VIDEOS_KEPT, ARGV[1])
+if ended and redis.call('EXISTS', key) == 1 then redis.call('ZADD', TASKS_ENDED, 'NX', ended, ARGV[1]) end
 local video, video_sha = unpack(redis.call('HMGET', key, 'video', 'video_sha256'))
 if not (video or video_sha) then return '' end
 -- Both of task.py's encodings of a video (one JSON value, or its parts).
