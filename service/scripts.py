@@ -104,11 +104,13 @@ end
 -- node is made, so a task's change stream of a few entries costs some 4.7 KB, several times the task.
 -- Written back from its serialized form (DUMP, RESTORE: same entries, ids and TTL) the stream takes
 -- what its entries need, about 0.7 KB; later entries grow the node as they come. Followers blocked on
--- the stream stay blocked until an entry newer than theirs arrives, as before.
+-- the stream stay blocked until an entry newer than theirs arrives, as before. Where DUMP or RESTORE
+-- is not allowed (an ACL without @dangerous, a managed Redis that renamed them) the stream is left as
+-- it is: RESTORE either replaces the key whole or changes nothing.
 local function compact_stream(key)
-  local dumped = redis.call('DUMP', key)
-  if not dumped then return end
-  redis.call('RESTORE', key, math.max(redis.call('PTTL', key), 0), dumped, 'REPLACE')
+  local dumped = redis.pcall('DUMP', key)
+  if type(dumped) ~= 'string' then return end
+  redis.pcall('RESTORE', key, math.max(redis.call('PTTL', key), 0), dumped, 'REPLACE')
 end
 
 local function transition(id, to, now, fields)

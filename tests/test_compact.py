@@ -166,3 +166,22 @@ def test_created_at_reads_back_from_created_ms() -> None:
     assert new.public()["created_at"] == "2026-11-29T14:01:24.451Z" and new.public()["metadata"] == {}
     old = {"id": "abc", "status": "queued", "created_ms": "1795960884451", "created_at": "2026-11-29T14:01:24.452Z"}
     assert Task.from_hash(old).public()["created_at"] == "2026-11-29T14:01:24.452Z"
+
+
+def test_a_redis_that_refuses_restore_keeps_streams_as_they_are(
+    tmp_path: Path, redis_url: str, processes: list[Process]
+) -> None:
+    # An ACL (or a managed Redis) may deny RESTORE: the change stream then keeps Redis' own node, and
+    # nothing else changes.
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    admin.acl_setuser("no-restore", enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all", "-restore"])
+    try:
+        stack = Stack(tmp_path, redis_url.replace("redis://", "redis://no-restore:secret@"), processes)
+        stack.start()
+        task = stack.wait_status(stack.create("denied")["id"], "ready")
+        assert stack.redis.xlen(keys.TASK_CHANGES + task["id"]) >= 4  # queued, submitted, downloading, ready
+        assert admin.memory_usage(keys.TASK_CHANGES + task["id"], samples=0) > 4096
+        assert stack.task(task["id"])["video"] == task["video"]
+    finally:
+        admin.acl_deluser("no-restore")
+        admin.close()
