@@ -80,11 +80,15 @@ def read_entry(entry: Mapping[str, str] | Mapping[bytes, bytes]) -> dict[str, st
             event = parse(body)
         except InvalidEvent:  # not written by wanhook: an entry with a whole body was parsed first
             return fields
-        clip = keys.EVENT_LOG_FIELD_MAX
         fields.update(
-            source=event.source[:clip],
-            id=event.id[:clip],
-            ds_task_id=event.task_id[:clip],
-            status=event.task_status[:32],
+            source=_clip(event.source, keys.EVENT_LOG_FIELD_MAX),
+            id=_clip(event.id, keys.EVENT_LOG_FIELD_MAX),
+            ds_task_id=_clip(event.task_id, keys.EVENT_LOG_FIELD_MAX),
+            status=_clip(event.task_status, 32),
         )
     return fields
+
+
+def _clip(text: str, size: int) -> str:
+    # As the script clips what it records: at most ``size`` bytes, never half a character.
+    return text.encode()[:size].decode(errors="ignore")
