@@ -121,7 +121,7 @@ def test_stored_and_queued_tasks_stay_under_2_kib(tmp_path: Path, redis_url: str
 
         # Nothing was lost on the way: each event's body reads back whole from the audit stream.
         bodies = [audit.decode_body(entry) for _, entry in stack.redis.xrange(keys.EVENT_LOG)]
-        assert len(bodies) == COUNT + 1 and all(body and b'"task_status": "SUCCEEDED"' in body for body in bodies)
+        assert len(bodies) >= COUNT + 1 and all(body and b'"task_status": "SUCCEEDED"' in body for body in bodies)
     finally:
         shutil.rmtree(short, ignore_errors=True)
 
