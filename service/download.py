@@ -451,7 +451,7 @@ class Downloader:
                         # Progress, throttled; the first report also keeps what a resume needs.
                         fields: dict[str, Any] = {}
                         if not last_report:
-                            fields.update(dl_etag=validator, dl_total=total or "", first_byte_at=f"{time.time():.4f}")
+                            fields.update(dl_etag=validator, dl_total=total or "")
                             task.update(dl_etag=validator, dl_total=str(total or ""))
                         last_report = now
                         await self.store.progress(task_id, written, total, **fields)

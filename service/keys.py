@@ -32,7 +32,7 @@ DASHSCOPE_TASK = PREFIX + ":ds:"
 EARLY_EVENT = PREFIX + ":early:"
 # string per CloudEvent ("<len(source)>:<source>:<id>"), with a TTL: at-least-once delivery made harmless.
 EVENT_SEEN = PREFIX + ":seen:"
-# stream: every completion event received, whatever its outcome (audit and replay).
+# stream: every completion event received, whatever its outcome (audit and replay); audit.py reads it.
 EVENT_LOG = PREFIX + ":events"
 # string: written after each write wanhook waits for replicas of (replication.py), so that WAIT waits for
 # everything the primary had then, even when the write itself changed nothing (a duplicate).
@@ -91,9 +91,12 @@ DEAD_LETTERS = PREFIX + ":dead-letters"
 DISK_HELD = PREFIX + ":disk:held:"  # + videos directory
 DISK_WAITING = PREFIX + ":disk:waiting:"  # + videos directory
 # Deletion and retention (retention.py, DELETE /v1/tasks/{id}).
-# sorted set: ended task id -> when it ended (ms, Redis clock); the retention sweep reads the oldest first.
+# Two sorted sets of ended task id -> when it ended (ms, Redis clock), the retention sweep reading the
+# oldest first; each ended task is in one of them (an index entry costs some 130 bytes a task): the
+# ready tasks whose video is kept (stored when the task ended), and the others (failed, canceled,
+# expired, and ready tasks whose video was removed). Tasks stored by versions before this was so may be
+# in both, which changes nothing but their cost until they go.
 TASKS_ENDED = PREFIX + ":ended"
-# sorted set: ready task id -> when its video was stored (ms, Redis clock), while the video is kept.
 VIDEOS_KEPT = PREFIX + ":videos"
 # string: the retention indexes hold every ended task (tasks that ended before they existed were added once).
 RETENTION_INDEX_READY = PREFIX + ":retention-index-ready"
@@ -117,7 +120,8 @@ EVENT_LOG_MAXLEN = 100_000
 # nothing to apply rather than waiting as an early event): a day, EventBridge's longest retry horizon.
 DELETED_TTL_SECONDS = 24 * 3600
 # The audit stream is bounded by size as well as by count: an event of a task wanhook knows keeps its
-# body whole up to EVENT_LOG_BODY_MAX bytes (DashScope's are under 1 KB); any other event (a task
+# body whole up to EVENT_LOG_BODY_MAX bytes (DashScope's are under 1 KB; kept deflated, see audit.py,
+# as is any event's whose deflated body fits in EVENT_LOG_PREFIX bytes); any other event (a task
 # wanhook does not know, another product's, a duplicate) or a larger body keeps its sha256, its size
 # and its first EVENT_LOG_PREFIX bytes. Identifiers are clipped to EVENT_LOG_FIELD_MAX bytes. An
 # entry thus holds at most about 5 KiB (EVENT_LOG_ENTRY_MAX_BYTES), the stream at most

@@ -1,8 +1,9 @@
 """Retention: ended tasks and stored videos removed once past their time, oldest first.
 
 The elected sweeper (sweeper.py) applies it each round. It reads two time-ordered indexes that the
-scripts keep as tasks end (keys.TASKS_ENDED) and videos are stored (keys.VIDEOS_KEPT), never a scan
-of every key: a round costs what it removes. Each removal is its own atomic step (scripts.DELETE,
+scripts keep as tasks end, each holding an ended task once: ready tasks whose video is kept
+(keys.VIDEOS_KEPT) and the others (keys.TASKS_ENDED); never a scan of every key: a round costs what
+it removes. Each removal is its own atomic step (scripts.DELETE,
 scripts.DROP_VIDEO), the file after the record, so a process stopped half-way leaves at most a file
 no task names, never a task naming a file that is gone. A video past its time leaves its task behind
 with ``video: null`` and ``video_removed`` saying why; a task past its time goes with everything kept
@@ -20,6 +21,8 @@ from .store import TaskStore
 log = logging.getLogger("wanhook.retention")
 
 BATCH = 200
+# Every ended task is in one of these (keys.py), at the time it ended.
+ENDED = (keys.TASKS_ENDED, keys.VIDEOS_KEPT)
 # A round stops after this many removals, so that the sweeper's lease (and its own work) is not held
 # up behind a backlog: the next round goes on where this one stopped.
 ROUND_MAX = 2000
@@ -59,8 +62,8 @@ class Retention:
         """One round: what was removed (in a dry run, what would be), by kind ("task", "video")."""
         if self.dry_run:
             due = {
-                "video": await self.store.retention_count(keys.VIDEOS_KEPT, self.video_ms) if self.video_ms else 0,
-                "task": await self.store.retention_count(keys.TASKS_ENDED, self.task_ms) if self.task_ms else 0,
+                "video": await self.store.retention_count([keys.VIDEOS_KEPT], self.video_ms) if self.video_ms else 0,
+                "task": await self.store.retention_count(ENDED, self.task_ms) if self.task_ms else 0,
             }
             if any(due.values()):
                 log.info(
@@ -80,7 +83,7 @@ class Retention:
         reason = f"kept {_duration(self.video_seconds)} (WANHOOK_VIDEO_RETENTION_SECONDS), then removed"
         removed = 0
         while removed < ROUND_MAX:
-            due = await self.store.retention_due(keys.VIDEOS_KEPT, self.video_ms, self.batch)
+            due = await self.store.retention_due([keys.VIDEOS_KEPT], self.video_ms, self.batch)
             done = 0
             for task_id in due:
                 if await self.store.drop_video(task_id, "retention", reason):
@@ -96,7 +99,7 @@ class Retention:
     async def _tasks(self) -> int:
         removed = 0
         while removed < ROUND_MAX:
-            due = await self.store.retention_due(keys.TASKS_ENDED, self.task_ms, self.batch)
+            due = await self.store.retention_due(ENDED, self.task_ms, self.batch)
             done = 0
             for task_id in due:
                 if (await self.store.delete(task_id, tombstone=False)).outcome == "deleted":

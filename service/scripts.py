@@ -8,7 +8,7 @@ change stream, next job), or leaves everything as it was.
 import re
 
 from . import keys
-from .keys import EARLY_EVENT_ID_MAX, EVENT_LOG_FIELD_MAX, TASK_CHANGES_MAXLEN, TASK_CHANGES_TTL_MS
+from .keys import EARLY_EVENT_ID_MAX, EVENT_LOG_FIELD_MAX, EVENT_LOG_PREFIX, TASK_CHANGES_MAXLEN, TASK_CHANGES_TTL_MS
 
 
 def _lua_string(text: str) -> str:
@@ -100,6 +100,19 @@ local function release_slot(id, model)
   redis.call('ZREM', SWEEP, id)
 end
 
+-- Redis gives a stream's newest node room for stream-node-max-bytes (4 KiB by default) as soon as the
+-- node is made, so a task's change stream of a few entries costs some 4.7 KB, several times the task.
+-- Written back from its serialized form (DUMP, RESTORE: same entries, ids and TTL) the stream takes
+-- what its entries need, about 0.7 KB; later entries grow the node as they come. Followers blocked on
+-- the stream stay blocked until an entry newer than theirs arrives, as before. Where DUMP or RESTORE
+-- is not allowed (an ACL without @dangerous, a managed Redis that renamed them) the stream is left as
+-- it is: RESTORE either replaces the key whole or changes nothing.
+local function compact_stream(key)
+  local dumped = redis.pcall('DUMP', key)
+  if type(dumped) ~= 'string' then return end
+  redis.pcall('RESTORE', key, math.max(redis.call('PTTL', key), 0), dumped, 'REPLACE')
+end
+
 local function transition(id, to, now, fields)
   local key = TASK .. id
   local current = redis.call('HGET', key, 'status')
@@ -124,8 +137,8 @@ local function transition(id, to, now, fields)
   local changes = TASK_CHANGES .. id
   redis.call('XADD', changes, 'MAXLEN', '~', CHANGES_MAXLEN, '*', 'status', to, 'at', now)
   if RANK[to] == 3 then
-    -- Ended: what only the way here needed goes, and the change stream (a stream costs some 4 KiB,
-    -- three times the task) stays only as long as a follower may still resume it.
+    -- Ended: what only the way here needed goes, and the change stream (compacted: see compact_stream)
+    -- stays only as long as a follower may still resume it.
     redis.call('HDEL', key, 'video_url', 'dl_etag', 'dl_total', 'dl_bytes', 'submit_attempt_at', 'awaiting_reason',
       'reason_reads')
     -- Rewritten whole: a hash that once held a long value (DashScope's signed video URL, hundreds of
@@ -134,13 +147,18 @@ local function transition(id, to, now, fields)
     local kept = redis.call('HGETALL', key)
     redis.call('DEL', key)
     redis.call('HSET', key, unpack(kept))
+    compact_stream(changes)
     local ttl = tonumber(redis.call('HGET', SETTINGS, 'changes_ttl_ms') or '')
     redis.call('PEXPIRE', changes, ttl or CHANGES_TTL_MS)
-    -- Retention reads the oldest ended tasks (and stored videos) first, from these time-ordered indexes.
+    -- Retention reads the oldest ended tasks first, from two time-ordered indexes that each hold a task
+    -- once: those with a stored video, and the others (keys.py).
     local clock = redis.call('TIME')
     local ended_ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
-    redis.call('ZADD', TASKS_ENDED, ended_ms, id)
-    if to == 'ready' then redis.call('ZADD', VIDEOS_KEPT, ended_ms, id) end
+    if to == 'ready' then
+      redis.call('ZADD', VIDEOS_KEPT, ended_ms, id)
+    else
+      redis.call('ZADD', TASKS_ENDED, ended_ms, id)
+    end
   end
   outbox(id, to, now)
   return 'ok'
@@ -244,13 +262,16 @@ if idem_key ~= '' then
   fields[#fields + 1] = digest
 end
 local member = created_ms .. ':' .. id
-redis.call('HSET', TASK .. id, 'id', id, 'status', 'queued', 'created_ms', created_ms,
-  'created_at', now, 'updated_at', now, unpack(fields))
+-- created_at is not stored: it is created_ms written out (task.py reads it so).
+redis.call('HSET', TASK .. id, 'id', id, 'status', 'queued', 'created_ms', created_ms, 'updated_at', now,
+  unpack(fields))
 redis.call('ZADD', TASKS_ALL, 0, member)
 redis.call('ZADD', TASKS_BY_STATUS .. 'queued', 0, member)
 redis.call('ZADD', owner_index(owner), 0, member)
 redis.call('ZADD', owner_index(owner, 'queued'), 0, member)
 redis.call('XADD', TASK_CHANGES .. id, 'MAXLEN', '~', CHANGES_MAXLEN, '*', 'status', 'queued', 'at', now)
+-- A queued task may wait for hours: its stream holds one entry, not a node's worth of room.
+compact_stream(TASK_CHANGES .. id)
 local model = redis.call('HGET', TASK .. id, 'model')
 enqueue(id, model, owner, false)
 outbox(id, 'queued', now)
@@ -302,8 +323,11 @@ for _, member in ipairs(members) do
   local created, id = string.sub(member, 1, separator - 1), string.sub(member, separator + 1)
   local status, video, video_sha = unpack(redis.call('HMGET', TASK .. id, 'status', 'video', 'video_sha256'))
   if status and RANK[status] == 3 then
-    redis.call('ZADD', TASKS_ENDED, 'NX', tonumber(created), id)
-    if status == 'ready' and (video or video_sha) then redis.call('ZADD', VIDEOS_KEPT, 'NX', tonumber(created), id) end
+    if status == 'ready' and (video or video_sha) then
+      redis.call('ZADD', VIDEOS_KEPT, 'NX', tonumber(created), id)
+    elseif not redis.call('ZSCORE', VIDEOS_KEPT, id) then
+      redis.call('ZADD', TASKS_ENDED, 'NX', tonumber(created), id)
+    end
   end
 end
 local last = ''
@@ -397,15 +421,17 @@ return result
 # Everything a stranger's event can leave behind is bounded (see keys.py): the audit entry, the
 # early record and the deduplication key.
 # ARGV: source, event id, DashScope task id, status, now, video url, code, message, foreign (0/1),
-#       seen ttl, early ttl, log maxlen, raw body ('' when over EVENT_LOG_BODY_MAX), the body's first bytes,
-#       its sha256 (hex), its size
+#       seen ttl, early ttl, log maxlen, the body as audit.py encodes it ('' when over EVENT_LOG_BODY_MAX),
+#       the body's first bytes, its sha256 (hex), its size, the field the encoded body goes under (audit.py)
 INGEST = (
     COMMON
     + """
-local FIELD_MAX, EARLY_ID_MAX = """
+local FIELD_MAX, EARLY_ID_MAX, PREFIX_MAX = """
     + str(EVENT_LOG_FIELD_MAX)
     + ", "
     + str(EARLY_EVENT_ID_MAX)
+    + ", "
+    + str(EVENT_LOG_PREFIX)
     + """
 local source, event_id, ds_id, status, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local video_url, code, message, foreign = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -449,15 +475,17 @@ else
   end
 end
 if outcome ~= 'duplicate' then redis.call('SET', seen_key, '1', 'EX', ARGV[10]) end
-local entry = {'source', clip(source, FIELD_MAX), 'id', clip(event_id, FIELD_MAX), 'ds_task_id', clip(ds_id, FIELD_MAX),
-  'status', clip(status, 32), 'task', task_id, 'outcome', outcome, 'body_sha256', ARGV[15], 'body_bytes', ARGV[16]}
-if (outcome == 'applied' or outcome == 'stale') and ARGV[13] ~= '' then
-  -- An event of a task wanhook knows keeps its body whole, for audit and replay.
-  entry[#entry + 1] = 'body'
-  entry[#entry + 1] = ARGV[13]
+local entry
+if ARGV[13] ~= '' and (outcome == 'applied' or outcome == 'stale' or #ARGV[13] <= PREFIX_MAX) then
+  -- An event of a task wanhook knows keeps its body whole, for audit and replay (deflated: audit.py);
+  -- so does any other whose encoded body takes no more room than the prefix it would keep (one that
+  -- raced ahead of its create call's answer, a duplicate of DashScope's). Its source, id, DashScope
+  -- task id, status and size are the body's own: audit.read_entry gives them back from it.
+  entry = {'task', task_id, 'outcome', outcome, 'body_sha256', ARGV[15], ARGV[17], ARGV[13]}
 else
-  entry[#entry + 1] = 'body_prefix'
-  entry[#entry + 1] = ARGV[14]
+  entry = {'source', clip(source, FIELD_MAX), 'id', clip(event_id, FIELD_MAX), 'ds_task_id', clip(ds_id, FIELD_MAX),
+    'status', clip(status, 32), 'task', task_id, 'outcome', outcome, 'body_sha256', ARGV[15], 'body_bytes', ARGV[16],
+    'body_prefix', ARGV[14]}
 end
 redis.call('XADD', EVENT_LOG, 'MAXLEN', '~', ARGV[12], '*', unpack(entry))
 redis.call('HINCRBY', COUNTERS, 'events_' .. outcome, 1)
@@ -527,14 +555,18 @@ return {'deleted', had_video, #webhook_ids, changes, indexed}
 )
 
 # A stored video removed by retention: the task stays, its video reads null with the reason why
-# (video_removed), and it leaves the index of kept videos. The caller removes the file the answer names.
+# (video_removed), and it moves from the index of kept videos to that of the other ended tasks. The
+# caller removes the file the answer names.
 # ARGV: id, reason JSON
 # Returns '1' when it had a video, '' when it has none (any more).
 DROP_VIDEO = (
     KEY_NAMES
     + """
 local key = TASK .. ARGV[1]
+-- The task moves from the index of stored videos to that of the other ended tasks, at the same time.
+local ended = redis.call('ZSCORE', VIDEOS_KEPT, ARGV[1])
 redis.call('ZREM', VIDEOS_KEPT, ARGV[1])
+if ended and redis.call('EXISTS', key) == 1 then redis.call('ZADD', TASKS_ENDED, 'NX', ended, ARGV[1]) end
 local video, video_sha = unpack(redis.call('HMGET', key, 'video', 'video_sha256'))
 if not (video or video_sha) then return '' end
 -- Both of task.py's encodings of a video (one JSON value, or its parts).

@@ -19,12 +19,12 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from . import keys, scripts
+from . import audit, keys, scripts
 from .errors import IdempotencyKeyReused, QueueFull
 from .ingress.events import CompletionEvent
 from .models import MODELS
 from .replication import Durability, Replicated
-from .task import STATUSES, Outcome, Task, as_text, encode_video
+from .task import STATUSES, Outcome, Task, as_text, encode_video, iso_of_ms
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -111,17 +111,21 @@ class TaskStore:
         """
         task_id = uuid.uuid4().hex
         digest = request_digest(fields) if idempotency_key else ""
+        # One instant for both: created_at is read back from created_ms (task.py), updated_at is written.
+        created_ms = int(time.time() * 1000)
+        # No metadata is no field (read back as {}): a hash holds only what it has to.
+        stored = {name: value for name, value in fields.items() if not (name == "metadata" and not value)}
         args: list[str | int] = [
             task_id,
             idempotency_key or "",
             IDEMPOTENCY_TTL_SECONDS,
-            f"{int(time.time() * 1000):013d}",
-            now_iso(),
+            f"{created_ms:013d}",
+            iso_of_ms(created_ms),
             digest,
             -1 if max_queued is None else max_queued,
             len(MODELS),
             *MODELS,
-            *_flatten(fields),
+            *_flatten(stored),
         ]
         outcome, value = await self._create(keys=keys.ROUTE, args=args)
         outcome = as_text(outcome)
@@ -267,6 +271,7 @@ class TaskStore:
         # What the event leaves on the task (or its early record) is bounded; a URL too long to be
         # DashScope's is dropped, and the download reads the task for the real one.
         video_url = event.video_url if event.video_url and len(event.video_url) <= keys.EVENT_URL_MAX else ""
+        whole = audit.encode_body(body) if len(body) <= keys.EVENT_LOG_BODY_MAX else (audit.RAW, b"")
         outcome, task_id = await self._ingest(
             keys=keys.ROUTE,
             args=[
@@ -283,10 +288,11 @@ class TaskStore:
                 keys.EARLY_EVENT_TTL_SECONDS,
                 keys.EVENT_LOG_MAXLEN,
                 # A large body is not even sent: the audit entry keeps its digest and first bytes only.
-                body if len(body) <= keys.EVENT_LOG_BODY_MAX else b"",
+                whole[1],
                 utf8_prefix(body, keys.EVENT_LOG_PREFIX),
                 hashlib.sha256(body).hexdigest(),
                 len(body),
+                whole[0],
             ],
         )
         return Outcome(as_text(outcome)), as_text(task_id) or None
@@ -317,15 +323,24 @@ class TaskStore:
         removed = json.dumps({"reason": reason, "message": detail, "at": now_iso()}, separators=(",", ":"))
         return bool(as_text(await self._drop_video(keys=keys.ROUTE, args=[task_id, removed])))
 
-    async def retention_due(self, index: str, keep_ms: int, limit: int) -> builtins.list[str]:
-        """At most ``limit`` ids of the time-ordered ``index`` (keys.TASKS_ENDED, keys.VIDEOS_KEPT) older
+    async def retention_due(self, indexes: Iterable[str], keep_ms: int, limit: int) -> builtins.list[str]:
+        """At most ``limit`` ids of the time-ordered ``indexes`` (keys.TASKS_ENDED, keys.VIDEOS_KEPT) older
         than ``keep_ms``, on Redis' clock, oldest first."""
         cutoff = await self.clock_ms() - keep_ms
-        return [as_text(m) for m in await self.redis.zrangebyscore(index, "-inf", cutoff, start=0, num=limit)]
+        due: builtins.list[tuple[float, str]] = []
+        for index in indexes:
+            found = cast(
+                builtins.list[tuple[bytes, float]],
+                await self.redis.zrangebyscore(index, "-inf", cutoff, start=0, num=limit, withscores=True),
+            )
+            due.extend((float(score), as_text(member)) for member, score in found)
+        # An id in both (stored by an earlier version) once.
+        return builtins.list(dict.fromkeys(member for _, member in sorted(due)))[:limit]
 
-    async def retention_count(self, index: str, keep_ms: int) -> int:
-        """How many ids of ``index`` are older than ``keep_ms`` (what a dry run reports)."""
-        return int(await self.redis.zcount(index, "-inf", await self.clock_ms() - keep_ms))
+    async def retention_count(self, indexes: Iterable[str], keep_ms: int) -> int:
+        """How many ids of ``indexes`` are older than ``keep_ms`` (what a dry run reports)."""
+        cutoff = await self.clock_ms() - keep_ms
+        return sum([int(await self.redis.zcount(index, "-inf", cutoff)) for index in indexes])
 
     async def newest_change_id(self, task_id: str) -> str:
         """The id of the newest entry of the task's change stream, progress included ("0-0" when it has none)."""

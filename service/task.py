@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from .models import IMAGE_INPUTS, brief_image
@@ -49,6 +50,21 @@ class Outcome(enum.StrEnum):
 def as_text(value: Any) -> str:
     """A Redis reply (bytes, or str on a decoding connection) as text; nothing (None) as ""."""
     return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)
+
+
+def iso_of_ms(ms: int) -> str:
+    """A time in ms since the epoch as wanhook writes times: ``2026-11-25T01:45:16.969Z`` (UTC)."""
+    seconds, millis = divmod(ms, 1000)
+    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=millis * 1000)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _created_at(raw: Mapping[str, str]) -> str | None:
+    # Not stored since it is created_ms written out (some 40 bytes of each hash); tasks stored before
+    # keep their own field, which is read as it is.
+    if raw.get("created_at"):
+        return raw["created_at"]
+    return iso_of_ms(int(raw["created_ms"])) if raw.get("created_ms", "").isdigit() else None
 
 
 def _json(value: str | None, default: Any = None) -> Any:
@@ -137,7 +153,7 @@ class Task:
             ds_task_id=get("ds_task_id"),
             ds_status=get("ds_status"),
             ds_request_id=get("ds_request_id"),
-            created_at=get("created_at"),
+            created_at=_created_at(raw),
             updated_at=get("updated_at"),
             dl_bytes=get("dl_bytes"),
             dl_total=get("dl_total"),

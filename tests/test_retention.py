@@ -40,12 +40,17 @@ def test_video_then_task_go_past_their_time(tmp_path: Path, redis_url: str, proc
     task = stack.wait_status(stack.create("kept a little while")["id"], "ready")
     video = Path(task["video"]["path"])
     assert video.exists()
+    # In one retention index at a time: that of kept videos, then that of the other ended tasks.
+    ended = stack.redis.zscore("{wanhook}:videos", task["id"])
+    assert ended and stack.redis.zscore("{wanhook}:ended", task["id"]) is None
 
     gone = wait_for(
         lambda: (shown := stack.task(task["id"]))["video"] is None and shown, 20, what="the video to be removed"
     )
     assert gone["status"] == "ready" and gone["video_removed"]["reason"] == "retention"
     assert "WANHOOK_VIDEO_RETENTION_SECONDS" in gone["video_removed"]["message"]
+    assert stack.redis.zscore("{wanhook}:ended", task["id"]) == ended
+    assert stack.redis.zscore("{wanhook}:videos", task["id"]) is None
     assert not video.exists()
     answer = stack.http.get(f"/v1/tasks/{task['id']}/video")
     assert answer.status_code == 410 and answer.json()["error"]["code"] == "video_gone"

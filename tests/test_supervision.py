@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from wanhook.service import audit
 from wanhook.service.supervisor import Supervisor
 
 from .conftest import TOKEN, Stack
@@ -247,7 +248,7 @@ def test_killed_embedded_redis_is_restarted_and_loses_no_event(tmp_path: Path, p
         pusher.join(30)
 
     client = embedded_client(tmp_path)
-    recorded = {fields["id"] for _, fields in client.xrange("{wanhook}:events")}
+    recorded = {audit.read_entry(fields)["id"] for _, fields in client.xrange("{wanhook}:events")}
     lost = [event_id for event_id in acknowledged if event_id not in recorded]
     assert not lost, f"{len(lost)} acknowledged events lost: {lost[:5]}"
     assert all(client.exists(f"{{wanhook}}:early:ds-{event_id}") for event_id in acknowledged)
