@@ -1,10 +1,10 @@
 """Downloader: stores a finished task's video before its signed URL dies.
 
-The video streams into its part file (``storage.py``) while its sha256 is computed; a broken transfer
-resumes with ``Range``/``If-Range`` (from zero when the server ignores Range); the part is published
-(fsynced and renamed into place), and only then is the task ``ready`` and the job acknowledged. The
-part file is locked by the worker writing it, so a worker that takes over a job from a stalled one
-cannot write into it at the same time.
+The video streams into its part file (``storage.py``), written and hashed on a thread of its own while
+the next bytes arrive (``partwriter.py``); a broken transfer resumes with ``Range``/``If-Range`` (from
+zero when the server ignores Range); the part is published (fsynced and renamed into place), and only
+then is the task ``ready`` and the job acknowledged. The part file is locked by the worker writing it,
+so a worker that takes over a job from a stalled one cannot write into it at the same time.
 
 Disk space is reserved (``diskspace.py``) once the video host has said how large the video is, before
 its bytes are written. The part-file rule: a part file is kept only while its download holds a
@@ -39,6 +39,7 @@ from .dashscope import DashScopeClient
 from .diskspace import DiskSpace, check_floor, disk_full
 from .errors import DashScopeError, Interrupted, WanhookError
 from .jobs import Job, JobQueue, work
+from .partwriter import PartWriter
 from .quota import ReadLimiter
 from .redact import redact_url
 from .storage import LocalStorage, StorageBusy, UploadFailed, VideoStorage, sha256_prefix
@@ -410,6 +411,7 @@ class Downloader:
         else:
             offset = 0
             file.truncate(0)
+        writer: PartWriter | None = None
         try:
             async with self.http.stream("GET", url, headers=headers) as response:
                 if response.status_code in (403, 404, 410):
@@ -417,7 +419,7 @@ class Downloader:
                 if response.status_code == 416:
                     # Nothing left to send: a worker died after the last byte but before publishing.
                     if offset and _range_total(response) == offset:
-                        return sha256_prefix(file, offset).hexdigest()
+                        return (await asyncio.to_thread(sha256_prefix, file, offset)).hexdigest()
                     file.truncate(0)
                     raise TransientError("video host refused the range; starting over")
                 if response.status_code == 206:
@@ -432,20 +434,22 @@ class Downloader:
                     raise TransientError(f"video host answered HTTP {response.status_code}")
                 await self._reserve(task_id, total, offset)
                 size = total if total is not None else self.settings.max_video_bytes
+                # In a thread: the part file may hold most of a large video, to be read back and hashed.
+                digest = await asyncio.to_thread(sha256_prefix, file, offset) if offset else hashlib.sha256()
                 file.seek(offset)
-                digest = sha256_prefix(file, offset) if offset else hashlib.sha256()
                 validator = response.headers.get("etag") or response.headers.get("last-modified") or ""
-                written = offset
+                received = offset
                 last_report = 0.0
+                # The bytes are written and hashed on the writer's thread; this loop only receives them.
+                writer = PartWriter(file, digest, name=f"wanhook-part-{task_id}")
                 async for chunk in response.aiter_raw():
-                    _write_all(file, chunk)
-                    digest.update(chunk)
-                    written += len(chunk)
-                    if written > self.settings.max_video_bytes:
+                    received += len(chunk)
+                    if received > self.settings.max_video_bytes:
                         raise DownloadError(
                             "VideoTooLarge",
                             f"the video is over WANHOOK_MAX_VIDEO_BYTES ({self.settings.max_video_bytes} bytes)",
                         )
+                    await writer.write(chunk)
                     now = time.monotonic()
                     if now - last_report >= PROGRESS_INTERVAL:
                         # Progress, throttled; the first report also keeps what a resume needs.
@@ -454,18 +458,24 @@ class Downloader:
                             fields.update(dl_etag=validator, dl_total=total or "", first_byte_at=f"{time.time():.4f}")
                             task.update(dl_etag=validator, dl_total=str(total or ""))
                         last_report = now
+                        # What the writer has put in the file, not what was received: the ledger learns of
+                        # bytes once they are on the disk (no longer in the reservation), so it errs on the
+                        # safe side, and others may use the difference.
+                        written = writer.written
                         await self.store.progress(task_id, written, total, **fields)
-                        # What is written is on the disk now, no longer in the reservation: others may use
-                        # the difference. Told after the bytes landed, so the ledger errs on the safe side.
                         await self.space.renew(task_id, size - written)
+                sha256 = await writer.finish()
         except (httpx.TransportError, httpx.DecodingError) as exc:
-            file.flush()
+            if writer is not None:
+                await writer.finish()  # what did arrive is kept, for the resume
             raise TransientError(f"transfer broken: {type(exc).__name__}") from None
-        file.flush()
-        if total is not None and written != total:
-            raise TransientError(f"transfer ended at {written} of {total} bytes")
-        log.info("task %s: stored %d bytes from %s", task_id, written, redact_url(url))
-        return digest.hexdigest()
+        finally:
+            if writer is not None:
+                await writer.close()  # no write may outlive this call (nor reach a file given back)
+        if total is not None and received != total:
+            raise TransientError(f"transfer ended at {received} of {total} bytes")
+        log.info("task %s: stored %d bytes from %s", task_id, received, redact_url(url))
+        return sha256
 
 
 class InsufficientStorage(Interrupted):
@@ -505,14 +515,3 @@ def _range_start(response: httpx.Response) -> int | None:
 def _range_total(response: httpx.Response) -> int | None:
     total = response.headers.get("content-range", "").rpartition("/")[2]
     return int(total) if total.isdigit() else None
-
-
-def _write_all(file: IO[bytes], data: bytes) -> None:
-    """Write all of ``data`` to an unbuffered file: a short write (the disk filling up) is followed by
-    another, which then fails with ENOSPC instead of losing bytes silently."""
-    view = memoryview(data)
-    while view:
-        written = file.write(view)
-        if written is None:  # not for a regular file; stated for the type checker
-            raise BlockingIOError(errno.EAGAIN, "the part file would block")
-        view = view[written:]
