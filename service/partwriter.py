@@ -74,14 +74,18 @@ class PartWriter:
         if self._pending:
             await self._hand_over()
         self._stop(abort=False)
-        await _wait_out(self._exited)
+        await self._joined()
         self._raise()
         return self.digest.hexdigest()
 
     async def close(self) -> None:
         """Stop the thread without writing what is still queued, and wait for it (even when cancelled)."""
         self._stop(abort=True)
+        await self._joined()
+
+    async def _joined(self) -> None:
         await _wait_out(self._exited)
+        self._thread.join()  # done with the file already: what is left of it is returning
 
     async def _hand_over(self) -> None:
         while self._in_flight >= SLOTS and self._error is None:
