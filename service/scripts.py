@@ -522,11 +522,10 @@ end
 redis.call('DEL', key)
 if tombstone_ttl > 0 then redis.call('SET', DELETED .. id, owner, 'EX', tombstone_ttl) end
 local had_video = ''
-if video or video_sha then
-  had_video = '1'
-  -- In an object store: the removal of the object is owed until it is done (removals.py).
-  if owe_object then redis.call('ZADD', OBJECTS_TO_REMOVE, 0, id) end
-end
+if video or video_sha then had_video = '1' end
+-- In an object store: the removal of the task's object is owed until it is done (removals.py). Whether or
+-- not the task names a video: an upload that failed for good may have left an object all the same.
+if owe_object then redis.call('ZADD', OBJECTS_TO_REMOVE, 0, id) end
 return {'deleted', had_video, #webhook_ids, changes, indexed}
 """
 )
