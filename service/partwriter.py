@@ -26,10 +26,10 @@ import threading
 from collections.abc import Callable
 from typing import IO, Any
 
-# About 1 MiB per hand-over; 8 in flight: at most ~16 MiB held per download (a batch can exceed BATCH by
-# one chunk of up to 1 MiB, download.READ_SIZE).
+# About 1 MiB per hand-over; 4 in flight: at most ~8 MiB held per download (a batch can exceed BATCH by
+# one chunk of up to 1 MiB, download.READ_SIZE), a few milliseconds of a fast disk's writing.
 BATCH = 1 << 20
-SLOTS = 8
+SLOTS = 4
 # Every 8 MiB written: start the write-out of the last stretch, drop the one before (written out by now).
 WRITEBACK_STEP = 8 << 20
 _ADVISE = getattr(os, "posix_fadvise", None)  # not on macOS: the final fsync then does all the writing

@@ -18,8 +18,8 @@ from typing import Any, cast
 
 import httpcore
 
-HIGH_WATER = 4 << 20  # bytes received and not yet read before the transport stops reading
-LOW_WATER = 1 << 20  # ... and below which it reads again
+HIGH_WATER = 2 << 20  # bytes received and not yet read before the transport stops reading
+LOW_WATER = 512 << 10  # ... and below which it reads again
 
 
 class _Receiver(asyncio.Protocol):
