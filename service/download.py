@@ -55,8 +55,8 @@ T = TypeVar("T")
 PROGRESS_INTERVAL = 0.5
 UPLOAD_FAILED = "UploadFailed"  # the error of a task whose upload to the object store fails
 UPLOAD_LOG_INTERVAL = 60.0  # an upload that keeps failing is logged once a minute at most (the task shows each)
-# How much a read of a video asks the socket for: 1 MiB rather than httpcore's 64 KiB, which costs a
-# trip through httpcore and h11 per 64 KiB (outbound._ReadAhead).
+# How much a read of a video may hand over: up to 1 MiB rather than httpcore's 64 KiB, which costs a
+# trip through httpcore and h11 per 64 KiB (the downloads' backend, transportstream.py).
 READ_SIZE = 1 << 20
 
 

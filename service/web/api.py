@@ -32,7 +32,6 @@ from ..errors import (
 from ..feed import Ended, Subscription
 from ..models import IMAGE_MAX_BYTES
 from ..objectstore import S3Storage
-from ..removals import owes_removal
 from ..runtime import Runtime
 from ..task import STATUSES, Status, Task
 from ..validation import ALL_IMAGE_FIELDS, DATA_URL, check_image_bytes, check_task
@@ -299,7 +298,7 @@ async def delete_task(request: Request) -> Response:
         task, how = await cancel(rt, task)
         removed["from_queue"] = how == "queue"
         removed["canceled_at_dashscope"] = how == "dashscope"
-    result = await rt.store.delete(task_id, owe_object=owes_removal(rt.storage))
+    result = await rt.store.delete(task_id, owe_object=removals.owes_removal(rt.storage))
     if result.outcome == "active":
         raise TaskConflict(
             "too_late", f"the task is {result.detail}: it can be deleted once it has ended (its video is on its way)"
