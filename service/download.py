@@ -1,10 +1,10 @@
 """Downloader: stores a finished task's video before its signed URL dies.
 
-The video streams into its part file (``storage.py``) while its sha256 is computed; a broken transfer
-resumes with ``Range``/``If-Range`` (from zero when the server ignores Range); the part is published
-(fsynced and renamed into place), and only then is the task ``ready`` and the job acknowledged. The
-part file is locked by the worker writing it, so a worker that takes over a job from a stalled one
-cannot write into it at the same time.
+The video streams into its part file (``storage.py``), written and hashed on a thread of its own while
+the next bytes arrive (``partwriter.py``); a broken transfer resumes with ``Range``/``If-Range`` (from
+zero when the server ignores Range); the part is published (fsynced and renamed into place), and only
+then is the task ``ready`` and the job acknowledged. The part file is locked by the worker writing it,
+so a worker that takes over a job from a stalled one cannot write into it at the same time.
 
 Disk space is reserved (``diskspace.py``) once the video host has said how large the video is, before
 its bytes are written. The part-file rule: a part file is kept only while its download holds a
@@ -22,12 +22,14 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from fnmatch import fnmatch
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -39,6 +41,8 @@ from .dashscope import DashScopeClient
 from .diskspace import DiskSpace, check_floor, disk_full
 from .errors import DashScopeError, Interrupted, WanhookError
 from .jobs import Job, JobQueue, work
+from .objectstore import S3Storage
+from .partwriter import PartWriter
 from .quota import ReadLimiter
 from .redact import redact_url
 from .storage import LocalStorage, StorageBusy, UploadFailed, VideoStorage, sha256_prefix
@@ -46,21 +50,27 @@ from .store import TaskStore
 from .task import Status
 
 log = logging.getLogger("wanhook.download")
+T = TypeVar("T")
 
 PROGRESS_INTERVAL = 0.5
-# How much a read of a video asks the socket for: 1 MiB rather than httpcore's 64 KiB, which costs a
-# trip through httpcore and h11 per 64 KiB (outbound._ReadAhead).
+UPLOAD_FAILED = "UploadFailed"  # the error of a task whose upload to the object store fails
+UPLOAD_LOG_INTERVAL = 60.0  # an upload that keeps failing is logged once a minute at most (the task shows each)
+# How much a read of a video may hand over: up to 1 MiB rather than httpcore's 64 KiB, which costs a
+# trip through httpcore and h11 per 64 KiB (the downloads' backend, transportstream.py).
 READ_SIZE = 1 << 20
 
 
 class DownloadError(WanhookError):
     """A failure that ends the task; ``code`` and ``message`` become its error."""
 
-    def __init__(self, code: str, message: str, status: str = Status.FAILED) -> None:
+    def __init__(
+        self, code: str, message: str, status: str = Status.FAILED, *, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.details = details or {}  # more fields of the task's error (an upload's attempts)
 
 
 class TransientError(Interrupted):
@@ -105,6 +115,9 @@ class Downloader:
         self.reads = reads
         self.settings = settings
         self.storage: VideoStorage = storage if storage is not None else LocalStorage(settings.videos_dir)
+        self.upload_retry_seconds = (
+            self.storage.config.upload_retry_seconds if isinstance(self.storage, S3Storage) else 6 * 3600.0
+        )
         # Leases as long as a job's: a dead worker's space comes back by the time its job is taken over.
         self.space = DiskSpace(
             store.redis,
@@ -140,7 +153,8 @@ class Downloader:
         except DownloadError as exc:
             log.warning("task %s: %s: %s", job.task_id, exc.code, exc.message)
             self.storage.discard(job.task_id)  # the task is over: free the space
-            await self.store.transition(job.task_id, exc.status, error={"code": exc.code, "message": exc.message})
+            error = {"code": exc.code, "message": exc.message, **exc.details}
+            await self.store.transition(job.task_id, exc.status, error=error)
             await self.store.count(f"downloads_{exc.status}")
         except JobLost:
             log.info("task %s: another worker took the download over", job.task_id)
@@ -241,15 +255,16 @@ class Downloader:
     async def _fetch(self, task: dict[str, str], lost: asyncio.Event) -> dict[str, Any]:
         task_id = task["id"]
         expected = int(task.get("dl_total") or 0)
-        # In a thread: with an object store, these are requests.
-        if expected and await asyncio.to_thread(self.storage.stored_size, task_id) == expected:
+        # With an object store, these are requests: in a thread, and tried again as an upload is.
+        if expected and await self._store_call(task, lost, self.storage.stored_size, task_id) == expected:
             # Published by a worker that died before recording it.
-            return await asyncio.to_thread(self._video, task_id, await asyncio.to_thread(self.storage.sha256, task_id))
+            digest = await self._store_call(task, lost, self.storage.sha256, task_id)
+            return await self._store_call(task, lost, self._video, task_id, digest)
 
         with self._part(task_id, expected) as file:
             try:
                 digest = await self._fetch_into(task, file)
-                await self._publish(task_id, file, lost)
+                await self._store_call(task, lost, self.storage.publish, task_id, file)
             except InsufficientStorage:
                 await asyncio.to_thread(self.storage.free_part, task_id, file)
                 raise
@@ -263,23 +278,55 @@ class Downloader:
                     disk_full=True,
                 ) from None
         await self.store.count("download_transfers_completed")  # a whole video fetched and in place
-        return await asyncio.to_thread(self._video, task_id, digest)
+        return await self._store_call(task, lost, self._video, task_id, digest)
 
-    async def _publish(self, task_id: str, file: IO[bytes], lost: asyncio.Event) -> None:
-        """Publish the finished part file; an upload to an object store that fails is tried again (the
-        part file stays, so nothing is downloaded again) for as long as this worker holds the job."""
-        failures = 0
+    async def _store_call(self, task: dict[str, str], lost: asyncio.Event, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` in a thread; when the object store fails it (``UploadFailed``), it is tried again
+        with backoff (the part file stays, so nothing is downloaded again).
+
+        The failures show on the task meanwhile, as its ``error`` (``UploadFailed``, the last failure, the
+        attempts so far and since when), kept across workers; once ``WANHOOK_S3_UPLOAD_RETRY_SECONDS`` have
+        passed since the first, the task fails with that error and its part file goes. The log says so at
+        the first failure and then once a minute at most."""
+        task_id = task["id"]
+        logged = -UPLOAD_LOG_INTERVAL
         while True:
             try:
-                await asyncio.to_thread(self.storage.publish, task_id, file)
-                return
+                return await asyncio.to_thread(call, *args)
             except UploadFailed as exc:
                 if lost.is_set():
                     raise JobLost() from None
-                failures += 1
+                attempts, since = _upload_failures(task)
+                attempts += 1
+                now = time.time()
+                since = since if since is not None else now
+                until = since + self.upload_retry_seconds
+                details = {"attempts": attempts, "failing_since": _iso(since)}
+                if now >= until:
+                    raise DownloadError(
+                        UPLOAD_FAILED,
+                        f"the object store failed the upload {attempts} times in "
+                        f"{now - since:.0f} s (WANHOOK_S3_UPLOAD_RETRY_SECONDS): {exc}",
+                        details=details,
+                    ) from None
+                error = {
+                    "code": UPLOAD_FAILED,
+                    "message": f"{exc}; uploading again until {_iso(until)}",
+                    **details,
+                }
+                await self.store.set_fields(task_id, error=error)
+                task["error"] = json.dumps(error)  # cleared once published (process)
                 await self.store.count("upload_retries")
-                log.warning("task %s: %s; uploading again (attempt %d)", task_id, exc, failures + 1)
-                await asyncio.sleep(min(0.2 * 2**failures, 30.0))
+                if time.monotonic() - logged >= UPLOAD_LOG_INTERVAL:
+                    logged = time.monotonic()
+                    log.warning(
+                        "task %s: %s; uploading again (attempt %d, failing since %s; logged once a minute at most)",
+                        task_id,
+                        exc,
+                        attempts + 1,
+                        details["failing_since"],
+                    )
+                await asyncio.sleep(min(0.2 * 2 ** min(attempts, 8), 30.0, max(0.0, until - now)))
 
     async def _fetch_into(self, task: dict[str, str], file: IO[bytes]) -> str:
         """Read the video URL when needed and transfer the video into ``file``, retrying what is
@@ -410,6 +457,7 @@ class Downloader:
         else:
             offset = 0
             file.truncate(0)
+        writer: PartWriter | None = None
         try:
             async with self.http.stream("GET", url, headers=headers) as response:
                 if response.status_code in (403, 404, 410):
@@ -417,7 +465,7 @@ class Downloader:
                 if response.status_code == 416:
                     # Nothing left to send: a worker died after the last byte but before publishing.
                     if offset and _range_total(response) == offset:
-                        return sha256_prefix(file, offset).hexdigest()
+                        return (await asyncio.to_thread(sha256_prefix, file, offset)).hexdigest()
                     file.truncate(0)
                     raise TransientError("video host refused the range; starting over")
                 if response.status_code == 206:
@@ -432,20 +480,22 @@ class Downloader:
                     raise TransientError(f"video host answered HTTP {response.status_code}")
                 await self._reserve(task_id, total, offset)
                 size = total if total is not None else self.settings.max_video_bytes
+                # In a thread: the part file may hold most of a large video, to be read back and hashed.
+                digest = await asyncio.to_thread(sha256_prefix, file, offset) if offset else hashlib.sha256()
                 file.seek(offset)
-                digest = sha256_prefix(file, offset) if offset else hashlib.sha256()
                 validator = response.headers.get("etag") or response.headers.get("last-modified") or ""
-                written = offset
+                received = offset
                 last_report = 0.0
+                # The bytes are written and hashed on the writer's thread; this loop only receives them.
+                writer = PartWriter(file, digest, name=f"wanhook-part-{task_id}")
                 async for chunk in response.aiter_raw():
-                    _write_all(file, chunk)
-                    digest.update(chunk)
-                    written += len(chunk)
-                    if written > self.settings.max_video_bytes:
+                    received += len(chunk)
+                    if received > self.settings.max_video_bytes:
                         raise DownloadError(
                             "VideoTooLarge",
                             f"the video is over WANHOOK_MAX_VIDEO_BYTES ({self.settings.max_video_bytes} bytes)",
                         )
+                    await writer.write(chunk)
                     now = time.monotonic()
                     if now - last_report >= PROGRESS_INTERVAL:
                         # Progress, throttled; the first report also keeps what a resume needs.
@@ -454,18 +504,24 @@ class Downloader:
                             fields.update(dl_etag=validator, dl_total=total or "")
                             task.update(dl_etag=validator, dl_total=str(total or ""))
                         last_report = now
+                        # What the writer has put in the file, not what was received: the ledger learns of
+                        # bytes once they are on the disk (no longer in the reservation), so it errs on the
+                        # safe side, and others may use the difference.
+                        written = writer.written
                         await self.store.progress(task_id, written, total, **fields)
-                        # What is written is on the disk now, no longer in the reservation: others may use
-                        # the difference. Told after the bytes landed, so the ledger errs on the safe side.
                         await self.space.renew(task_id, size - written)
+                sha256 = await writer.finish()
         except (httpx.TransportError, httpx.DecodingError) as exc:
-            file.flush()
+            if writer is not None:
+                await writer.finish()  # what did arrive is kept, for the resume
             raise TransientError(f"transfer broken: {type(exc).__name__}") from None
-        file.flush()
-        if total is not None and written != total:
-            raise TransientError(f"transfer ended at {written} of {total} bytes")
-        log.info("task %s: stored %d bytes from %s", task_id, written, redact_url(url))
-        return digest.hexdigest()
+        finally:
+            if writer is not None:
+                await writer.close()  # no write may outlive this call (nor reach a file given back)
+        if total is not None and received != total:
+            raise TransientError(f"transfer ended at {received} of {total} bytes")
+        log.info("task %s: stored %d bytes from %s", task_id, received, redact_url(url))
+        return sha256
 
 
 class InsufficientStorage(Interrupted):
@@ -507,12 +563,18 @@ def _range_total(response: httpx.Response) -> int | None:
     return int(total) if total.isdigit() else None
 
 
-def _write_all(file: IO[bytes], data: bytes) -> None:
-    """Write all of ``data`` to an unbuffered file: a short write (the disk filling up) is followed by
-    another, which then fails with ENOSPC instead of losing bytes silently."""
-    view = memoryview(data)
-    while view:
-        written = file.write(view)
-        if written is None:  # not for a regular file; stated for the type checker
-            raise BlockingIOError(errno.EAGAIN, "the part file would block")
-        view = view[written:]
+def _upload_failures(task: dict[str, str]) -> tuple[int, float | None]:
+    """The failed attempts of the task's upload so far, and when the first was (epoch seconds), as its error
+    says (set by this worker, or by one before it that stopped or died): (0, None) when it has none."""
+    try:
+        error = json.loads(task.get("error") or "null")
+        if not isinstance(error, dict) or error.get("code") != UPLOAD_FAILED:
+            return 0, None
+        since = datetime.fromisoformat(str(error["failing_since"])).timestamp()
+        return int(error.get("attempts") or 0), since
+    except (ValueError, KeyError, TypeError):
+        return 0, None
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -103,6 +103,12 @@ RETENTION_INDEX_READY = PREFIX + ":retention-index-ready"
 # string per deleted task with a TTL (DELETED_TTL_SECONDS): its owner. A second DELETE is answered as
 # done, and a create whose answer lands after the deletion is canceled at DashScope, not left running.
 DELETED = PREFIX + ":deleted:"  # + task id
+# sorted set: task id -> when the removal of its video from the object store is next tried (ms, Redis
+# clock; 0: at once). With videos in an object store, the script that removes a task's records (or its
+# video, by retention) records the removal it owes here, in the same step; the entry goes once the object
+# is gone (removals.py). A store that is down when a task is deleted thus leaves no object behind for good:
+# the elected sweeper tries again each round until the store answers.
+OBJECTS_TO_REMOVE = PREFIX + ":objects:remove"
 # hash: counters (events by outcome, downloads, ...), read by /metrics.
 COUNTERS = PREFIX + ":counters"
 # string: the whsec_ secret that signs outgoing callbacks when none is configured.

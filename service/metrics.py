@@ -90,6 +90,12 @@ COUNTERS: dict[str, Counter] = {
     "download_transfers_completed": Counter("Whole videos fetched and put in place"),
     "download_retries": Counter("Download attempts that failed with a transient error and were tried again"),
     "upload_retries": Counter("Uploads of a stored video to the object store that failed and were tried again"),
+    "object_removals": Counter(
+        "Removals of a deleted task's video from the object store that failed at once and were left owed "
+        "(deferred), and owed ones done later by the sweeper (late)",
+        ("outcome",),
+        _one("deferred", "late"),
+    ),
     "callback_attempts": Counter(
         "Callback deliveries by outcome (delivered, retried, gone: the receiver answered 410, dead: out of attempts)",
         ("outcome",),

@@ -49,6 +49,8 @@ class S3Config:
     path_style: bool = False
     serve: str = "redirect"
     presign_seconds: int = 300
+    # How long an upload that keeps failing is tried again, from its first failure, before its task fails.
+    upload_retry_seconds: float = 6 * 3600.0
 
     def key(self, task_id: str) -> str:
         return f"{self.prefix}{task_id}.mp4"
@@ -98,6 +100,13 @@ def config_from_env(env: Mapping[str, str]) -> S3Config | None:
     # SigV4 presigned URLs live at most 7 days.
     if not raw_seconds.isdigit() or not 1 <= int(raw_seconds) <= 604800:
         raise ConfigError(f"WANHOOK_S3_PRESIGN_SECONDS must be a whole number from 1 to 604800, got {raw_seconds!r}")
+    raw_retry = env.get("WANHOOK_S3_UPLOAD_RETRY_SECONDS") or "21600"
+    try:
+        upload_retry = float(raw_retry)
+    except ValueError:
+        upload_retry = 0.0
+    if not 0 < upload_retry < float("inf"):
+        raise ConfigError(f"WANHOOK_S3_UPLOAD_RETRY_SECONDS must be a number of seconds above 0, got {raw_retry!r}")
     return S3Config(
         bucket=bucket,
         prefix=prefix,
@@ -109,6 +118,7 @@ def config_from_env(env: Mapping[str, str]) -> S3Config | None:
         path_style=addressing == "path",
         serve=serve,
         presign_seconds=int(raw_seconds),
+        upload_retry_seconds=upload_retry,
     )
 
 

@@ -24,6 +24,7 @@ import httpcore
 import httpx
 
 from .errors import WanhookError
+from .transportstream import TransportBackend
 
 # Per client: enough for every download and callback in flight, few kept idle.
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
@@ -97,7 +98,8 @@ async def public_addresses(host: str, port: int) -> list[str]:
 class PinnedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend, connecting only to addresses checked as the connection is made.
 
-    ``read_size``, when given, is how much each read asks the socket for (see ``_ReadAhead``)."""
+    ``read_size``, when given, is how much each read may hand over: on asyncio's transports
+    (``transportstream.TransportBackend``), or through ``_ReadAhead`` around a ``backend`` given."""
 
     def __init__(
         self,
@@ -109,8 +111,11 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
     ) -> None:
         self.explicit_hosts = _literal_hosts(explicit_hosts)
         self.allow_private = allow_private
-        self.backend = backend or httpcore.AnyIOBackend()
         self.read_size = read_size
+        if backend is None and read_size is not None:
+            # Downloads: asyncio's transports, reading ahead into a bounded buffer (transportstream.py).
+            backend, self.read_size = TransportBackend(read_size), None
+        self.backend = backend or httpcore.AnyIOBackend()
 
     async def connect_tcp(
         self,

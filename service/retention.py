@@ -5,17 +5,19 @@ scripts keep as tasks end, each holding an ended task once: ready tasks whose vi
 (keys.VIDEOS_KEPT) and the others (keys.TASKS_ENDED); never a scan of every key: a round costs what
 it removes. Each removal is its own atomic step (scripts.DELETE,
 scripts.DROP_VIDEO), the file after the record, so a process stopped half-way leaves at most a file
-no task names, never a task naming a file that is gone. A video past its time leaves its task behind
-with ``video: null`` and ``video_removed`` saying why; a task past its time goes with everything kept
-for it, as ``DELETE /v1/tasks/{id}`` does (but no tombstone: nobody deletes it twice).
+no task names, never a task naming a file that is gone; in an object store, the script records the
+object's removal as owed, so that even that object goes once the store answers (removals.py). A video
+past its time leaves its task behind with ``video: null`` and ``video_removed`` saying why; a task past
+its time goes with everything kept for it, as ``DELETE /v1/tasks/{id}`` does (but no tombstone: nobody
+deletes it twice).
 """
 
 from __future__ import annotations
 
 import logging
 
-from . import keys
-from .storage import VideoStorage, remove_video
+from . import keys, removals
+from .storage import VideoStorage
 from .store import TaskStore
 
 log = logging.getLogger("wanhook.retention")
@@ -48,6 +50,7 @@ class Retention:
     ) -> None:
         self.store = store
         self.storage = storage
+        self.owe_object = removals.owes_removal(storage)
         self.task_ms = int(task_seconds * 1000)
         self.video_ms = int(video_seconds * 1000)
         self.video_seconds = video_seconds
@@ -86,8 +89,8 @@ class Retention:
             due = await self.store.retention_due([keys.VIDEOS_KEPT], self.video_ms, self.batch)
             done = 0
             for task_id in due:
-                if await self.store.drop_video(task_id, "retention", reason):
-                    await remove_video(self.storage, task_id)
+                if await self.store.drop_video(task_id, "retention", reason, owe_object=self.owe_object):
+                    await removals.remove(self.store, self.storage, task_id)
                     done += 1
             removed += done
             if done:
@@ -102,8 +105,8 @@ class Retention:
             due = await self.store.retention_due(ENDED, self.task_ms, self.batch)
             done = 0
             for task_id in due:
-                if (await self.store.delete(task_id, tombstone=False)).outcome == "deleted":
-                    await remove_video(self.storage, task_id)
+                if (await self.store.delete(task_id, tombstone=False, owe_object=self.owe_object)).outcome == "deleted":
+                    await removals.remove(self.store, self.storage, task_id)
                     done += 1
             removed += done
             if done:

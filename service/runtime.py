@@ -22,6 +22,7 @@ from .failures import FailureReader
 from .feed import ChangeFeed
 from .jobs import JobQueue
 from .quota import Admission, RateLimiter, ReadLimiter, parse_limits
+from .removals import Removals
 from .retention import Retention
 from .storage import VideoStorage, make_storage
 from .store import TaskStore
@@ -165,6 +166,7 @@ class Runtime:
                 video_seconds=settings.video_retention_seconds,
                 dry_run=settings.retention_dry_run,
             ),
+            removals=Removals(self.store, self.storage, retry_seconds=settings.sweep_interval_seconds),
         )
         notifier = callbacks.Notifier(
             self.store,

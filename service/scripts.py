@@ -500,14 +500,15 @@ return {outcome, task_id}
 # task gone (stale) instead of being kept as an early event; so is a tombstone naming its owner. The
 # video file is the caller's to remove: the script answers where it was.
 # A task that has not ended is left alone: the caller cancels it first.
-# ARGV: id, tombstone ttl seconds (0: none)
+# ARGV: id, tombstone ttl seconds (0: none), '1' when the video is in an object store: the removal of the
+#   object is then recorded as owed (keys.OBJECTS_TO_REMOVE) in the same step, settled by the caller
 # Returns {'deleted', '1' if it had a video ('' if not), deliveries removed, change stream removed (0/1),
 #   index entries removed}, {'active', status}, {'gone', owner} (deleted before: its tombstone) or
 #   {'missing', ''}.
 DELETE = (
     COMMON
     + """
-local id, tombstone_ttl = ARGV[1], tonumber(ARGV[2])
+local id, tombstone_ttl, owe_object = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
 local key = TASK .. id
 local status, created, model, owner, ds_id, video, video_sha = unpack(redis.call('HMGET', key, 'status',
   'created_ms', 'model', 'owner', 'ds_task_id', 'video', 'video_sha256'))
@@ -550,6 +551,9 @@ redis.call('DEL', key)
 if tombstone_ttl > 0 then redis.call('SET', DELETED .. id, owner, 'EX', tombstone_ttl) end
 local had_video = ''
 if video or video_sha then had_video = '1' end
+-- In an object store: the removal of the task's object is owed until it is done (removals.py). Whether or
+-- not the task names a video: an upload that failed for good may have left an object all the same.
+if owe_object then redis.call('ZADD', OBJECTS_TO_REMOVE, 0, id) end
 return {'deleted', had_video, #webhook_ids, changes, indexed}
 """
 )
@@ -557,7 +561,7 @@ return {'deleted', had_video, #webhook_ids, changes, indexed}
 # A stored video removed by retention: the task stays, its video reads null with the reason why
 # (video_removed), and it moves from the index of kept videos to that of the other ended tasks. The
 # caller removes the file the answer names.
-# ARGV: id, reason JSON
+# ARGV: id, reason JSON, '1' when the video is in an object store (its removal is then owed, as in DELETE)
 # Returns '1' when it had a video, '' when it has none (any more).
 DROP_VIDEO = (
     KEY_NAMES
@@ -572,6 +576,7 @@ if not (video or video_sha) then return '' end
 -- Both of task.py's encodings of a video (one JSON value, or its parts).
 redis.call('HDEL', key, 'video', 'video_dir', 'video_bytes', 'video_sha256')
 redis.call('HSET', key, 'video_removed', ARGV[2])
+if ARGV[3] == '1' then redis.call('ZADD', OBJECTS_TO_REMOVE, 0, ARGV[1]) end
 return '1'
 """
 )

@@ -297,14 +297,16 @@ class TaskStore:
         )
         return Outcome(as_text(outcome)), as_text(task_id) or None
 
-    async def delete(self, task_id: str, *, tombstone: bool = True) -> Deleted:
+    async def delete(self, task_id: str, *, tombstone: bool = True, owe_object: bool = False) -> Deleted:
         """Remove an ended task and everything kept for it in Redis, atomically (scripts.DELETE).
 
         With ``tombstone``, a trace of it (its owner) stays for ``keys.DELETED_TTL_SECONDS``: a second
         DELETE is answered as done, and a create that lands after the deletion is canceled at DashScope.
+        With ``owe_object`` (videos in an object store), the removal of its object is recorded as owed
+        (``keys.OBJECTS_TO_REMOVE``) in the same step, for ``removals.py`` to settle.
         """
         ttl = keys.DELETED_TTL_SECONDS if tombstone else 0
-        result = await self._delete(keys=keys.ROUTE, args=[task_id, ttl])
+        result = await self._delete(keys=keys.ROUTE, args=[task_id, ttl, "1" if owe_object else "0"])
         outcome = as_text(result[0])
         if outcome == "deleted":
             video = as_text(result[1])
@@ -317,11 +319,32 @@ class TaskStore:
             )
         return Deleted(outcome, detail=as_text(result[1]))
 
-    async def drop_video(self, task_id: str, reason: str, detail: str) -> bool:
+    async def drop_video(self, task_id: str, reason: str, detail: str, *, owe_object: bool = False) -> bool:
         """The task's video no longer kept (retention): ``video`` reads null and ``video_removed`` says why.
-        Whether it had one (its file is the caller's to remove)."""
+        Whether it had one (its file is the caller's to remove; ``owe_object`` as in ``delete``)."""
         removed = json.dumps({"reason": reason, "message": detail, "at": now_iso()}, separators=(",", ":"))
-        return bool(as_text(await self._drop_video(keys=keys.ROUTE, args=[task_id, removed])))
+        args = [task_id, removed, "1" if owe_object else "0"]
+        return bool(as_text(await self._drop_video(keys=keys.ROUTE, args=args)))
+
+    # Object removals owed (removals.py): videos in an object store whose records are gone.
+
+    async def removals_due(self, limit: int) -> builtins.list[str]:
+        """At most ``limit`` task ids whose object's removal is due now (Redis' clock), the longest due first."""
+        now_ms = await self.clock_ms()
+        return [
+            as_text(m)
+            for m in await self.redis.zrangebyscore(keys.OBJECTS_TO_REMOVE, "-inf", now_ms, start=0, num=limit)
+        ]
+
+    async def removal_done(self, task_id: str) -> None:
+        await self.redis.zrem(keys.OBJECTS_TO_REMOVE, task_id)
+
+    async def removal_later(self, task_id: str, delay_ms: int) -> None:
+        """Try the removal again ``delay_ms`` from now (the entry stays owed; others go first meanwhile)."""
+        await self.redis.zadd(keys.OBJECTS_TO_REMOVE, {task_id: await self.clock_ms() + delay_ms}, xx=True)
+
+    async def removals_owed(self) -> int:
+        return int(await self.redis.zcard(keys.OBJECTS_TO_REMOVE))
 
     async def retention_due(self, indexes: Iterable[str], keep_ms: int, limit: int) -> builtins.list[str]:
         """At most ``limit`` ids of the time-ordered ``indexes`` (keys.TASKS_ENDED, keys.VIDEOS_KEPT) older

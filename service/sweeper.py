@@ -20,6 +20,7 @@ from .errors import DashScopeError
 from .ingress.events import SOURCE, TYPE, CompletionEvent
 from .quota import ReadLimiter
 from .redact import redact_url
+from .removals import Removals
 from .retention import Retention
 from .store import TaskStore
 from .task import Outcome, Status
@@ -42,6 +43,7 @@ class Sweeper:
         interval_seconds: float,
         slot_lease_seconds: float,
         retention: Retention | None = None,
+        removals: Removals | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -51,6 +53,7 @@ class Sweeper:
         self.interval = interval_seconds
         self.slot_lease_ms = int(slot_lease_seconds * 1000)
         self.retention = retention
+        self.removals = removals
 
     async def run(self, stop: asyncio.Event) -> None:
         await worker.run_forever(
@@ -62,6 +65,8 @@ class Sweeper:
             await self.sweep()
             if self.retention and self.retention.enabled:
                 await self.retention.apply()
+            if self.removals:
+                await self.removals.retry()  # objects a deletion could not remove from the store
 
     async def _lead(self) -> bool:
         return await self.store.lead_sweeper(self.consumer, int(self.interval * 3000))

@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from wanhook.service import outbound
 from wanhook.service.errors import InvalidField
+from wanhook.service.transportstream import TransportBackend
 from wanhook.service.validation import check_callback
 from wanhook.service.web.responses import status_of
 
@@ -213,12 +214,13 @@ def certificate(directory: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLCont
 
 
 class ToLoopback(httpcore.AsyncNetworkBackend):
-    """Stands in for the route to a public address: records it, and connects to the loopback server instead."""
+    """Stands in for the route to a public address: records it, and connects to the loopback server instead
+    (through httpcore's own backend, or the downloads' one on asyncio's transports)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, real: httpcore.AsyncNetworkBackend | None = None) -> None:
         self.port = port
         self.connected: list[str] = []
-        self.real = httpcore.AnyIOBackend()
+        self.real = real or httpcore.AnyIOBackend()
 
     async def connect_tcp(
         self,
@@ -252,8 +254,17 @@ async def serve_once(answer: bytes, context: ssl.SSLContext | None = None) -> tu
     return await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=context), heads
 
 
+# httpcore's backend (callbacks, DashScope), and the one on asyncio's transports that the downloads use.
+BACKENDS = pytest.mark.parametrize("downloads", [False, True], ids=["anyio", "transports"])
+
+
+def real_backend(downloads: bool) -> httpcore.AsyncNetworkBackend:
+    return TransportBackend(1 << 20) if downloads else httpcore.AnyIOBackend()
+
+
+@BACKENDS
 async def test_https_through_the_pinned_transport_verifies_the_urls_host(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, downloads: bool
 ) -> None:
     async def getaddrinfo(host: str, port: int, **_: Any) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
@@ -263,7 +274,7 @@ async def test_https_through_the_pinned_transport_verifies_the_urls_host(
     names: list[str | None] = []
     server_context.sni_callback = lambda _socket, name, _context: names.append(name)  # type: ignore[assignment]
     server, heads = await serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nvideo", server_context)
-    network = ToLoopback(server.sockets[0].getsockname()[1])
+    network = ToLoopback(server.sockets[0].getsockname()[1], real_backend(downloads))
     async with server:
         transport = outbound.PinnedTransport(ssl_context=trusted, backend=network)
         async with outbound.client(transport=transport, timeout=10) as client:
@@ -278,18 +289,23 @@ async def test_https_through_the_pinned_transport_verifies_the_urls_host(
         impostor, _ = await serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", other)
         async with impostor:
             transport = outbound.PinnedTransport(
-                ssl_context=trusted, backend=ToLoopback(impostor.sockets[0].getsockname()[1])
+                ssl_context=trusted, backend=ToLoopback(impostor.sockets[0].getsockname()[1], real_backend(downloads))
             )
             async with outbound.client(transport=transport, timeout=10) as client:
                 with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                     await client.get("https://videos.example/v.mp4")
 
 
-async def test_the_pinned_transport_raises_httpx_errors() -> None:
+@BACKENDS
+async def test_the_pinned_transport_raises_httpx_errors(downloads: bool) -> None:
+    def make(**options: Any) -> httpx.AsyncClient:
+        read_size = 1 << 20 if downloads else None  # as video_transport asks
+        return outbound.client(transport=outbound.PinnedTransport(allow_private=True, read_size=read_size), **options)
+
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]  # bound, not listening: refused
-        async with outbound.client(allow_private=True, timeout=10) as client:
+        async with make(timeout=10) as client:
             with pytest.raises(httpx.ConnectError):
                 await client.get(f"http://127.0.0.1:{port}/")
 
@@ -300,7 +316,7 @@ async def test_the_pinned_transport_raises_httpx_errors() -> None:
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     async with server:
-        async with outbound.client(allow_private=True, timeout=httpx.Timeout(10, read=0.2)) as client:
+        async with make(timeout=httpx.Timeout(10, read=0.2)) as client:
             with pytest.raises(httpx.ReadTimeout):
                 await client.get(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
         for writer in silent_writers:
@@ -337,3 +353,29 @@ async def test_a_client_with_a_mock_transport_still_follows_no_redirect() -> Non
     async with outbound.client(transport=httpx.MockTransport(handler), timeout=10) as client:
         assert (await client.get("https://videos.example/v.mp4")).status_code == 302
     assert seen == ["https://videos.example/v.mp4"]
+
+
+async def test_the_downloads_backend_stops_reading_at_its_high_water_mark() -> None:
+    """A reader slower than the network holds at most HIGH_WATER (and one read of the transport) in memory:
+    the transport stops reading, and TCP holds the sender back until the reader catches up."""
+    from wanhook.service import transportstream
+
+    body = bytes(range(256)) * 4096 * 32  # 32 MiB
+    server, _ = await serve_once(body)
+    async with server:
+        stream = await TransportBackend(1 << 20).connect_tcp("127.0.0.1", server.sockets[0].getsockname()[1], 10)
+        assert isinstance(stream, transportstream.TransportStream)
+        await stream.write(b"GET / HTTP/1.1\r\n\r\n", 10)
+        receiver = stream.receiver
+        for _ in range(1000):  # a deadline of 10 s: the sender fills the buffer far sooner
+            if receiver.paused:
+                break
+            await asyncio.sleep(0.01)
+        assert receiver.paused
+        assert receiver.buffered <= transportstream.HIGH_WATER + 256 * 1024
+        received = bytearray()
+        while chunk := await stream.read(65536, 10):
+            assert len(chunk) <= 1 << 20
+            received += chunk
+        await stream.aclose()
+    assert bytes(received) == body

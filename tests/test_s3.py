@@ -1,12 +1,15 @@
 """Videos in an S3-compatible object store, end to end against moto's S3 server (a real process, from PyPI):
 upload (single and multipart) checked by size and sha256, the presigned redirect, streaming with Range,
-an upload failed and retried, a restart between download and upload, deletion removing the object."""
+an upload failed and retried, a restart between download and upload, deletion removing the object, an
+upload failing for good (shown on the task, then the task failed), and a deletion while the store is down
+(the object removed once it is back)."""
 
 from __future__ import annotations
 
 import datetime
 import hashlib
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from wanhook.service import keys
 from wanhook.service.config import Settings
 from wanhook.service.objectstore import MULTIPART_THRESHOLD, S3Config, S3Storage, Signer
 
@@ -57,6 +61,25 @@ class Moto(Process):
         url = f"{self.endpoint}/{BUCKET}"
         response = httpx.put(url, headers=Signer(config).headers("PUT", url))
         assert response.status_code == 200, response.text
+
+
+class Relay(Process):
+    """``tests/tcp_relay.py`` in front of moto: stopped, the store is unreachable (connections refused) while
+    moto keeps what it holds; launched again on the same port, the store is back as it was."""
+
+    def __init__(self, log_dir: Path, target: Moto) -> None:
+        self.port = free_port()
+        args = [sys.executable, "-m", "tests.tcp_relay", str(self.port), str(target.port)]
+        super().__init__(f"relay-{self.port}", args, log_dir)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> Relay:
+        def accepts() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+
+        wait_for(accepts, 30, what="the relay")
+        return self
 
 
 @pytest.fixture
@@ -178,6 +201,7 @@ def test_failed_upload_is_retried_and_survives_a_restart(
     wait_for(lambda: "uploading again" in stack.server.log(), 60, what="a failed upload retried")
     task = stack.http.get(f"/v1/tasks/{created['id']}").json()
     assert task["status"] == "downloading"
+    assert task["error"]["code"] == "UploadFailed" and task["error"]["attempts"] >= 1  # the failure shows
     size = part.stat().st_size
     assert size > 0
 
@@ -189,6 +213,7 @@ def test_failed_upload_is_retried_and_survives_a_restart(
     stack.server = stack.serve(stack.port)
     task = stack.wait_status(created["id"], "ready", timeout=60)
     assert task["video"]["bytes"] == size
+    assert task["error"] is None  # the failures of the upload are over
     assert not part.exists()
     storage = moto.storage(tmp_path)
     assert storage.sha256(created["id"]) == task["video"]["sha256"]
@@ -217,6 +242,76 @@ def test_retention_removes_the_object(tmp_path: Path, redis_url: str, processes:
         lambda: (shown := stack.task(task["id"]))["video"] is None and shown, 20, what="the video to be removed"
     )
     assert gone["video_removed"]["reason"] == "retention"
-    assert storage.stored_size(task["id"]) is None
+    # The record goes first, then the object (in the same round, a moment later).
+    wait_for(lambda: storage.stored_size(task["id"]) is None, 10, what="the object removed")
+    wait_for(lambda: not stack.redis.zcard(keys.OBJECTS_TO_REMOVE), 10, what="nothing owed: removed at once")
     answer = stack.http.get(f"/v1/tasks/{task['id']}/video")
     assert answer.status_code == 410 and answer.json()["error"]["code"] == "video_gone"
+
+
+def test_an_upload_failing_for_good_shows_on_the_task_then_fails_it(
+    tmp_path: Path, redis_url: str, processes: list[Process], moto: Moto
+) -> None:
+    stack = s3_stack(tmp_path, redis_url, processes, moto, WANHOOK_S3_UPLOAD_RETRY_SECONDS="4")
+    moto.stop()  # down for longer than uploads are tried again
+    created = stack.create("a pier in the fog")
+    part = stack.data_dir / "videos" / f"{created['id']}.mp4.part"
+
+    # While it is tried again, the task says so: still downloading, the last failure and the attempts so far.
+    failing = wait_for(
+        lambda: (task := stack.task(created["id"]))["error"] and task, 60, what="the failing upload on the task"
+    )
+    assert failing["status"] == "downloading"
+    assert failing["error"]["code"] == "UploadFailed"
+    assert failing["error"]["attempts"] >= 1 and failing["error"]["failing_since"].endswith("Z")
+    assert "object store" in failing["error"]["message"] and "uploading again until" in failing["error"]["message"]
+    assert part.exists()
+
+    # Then, WANHOOK_S3_UPLOAD_RETRY_SECONDS after the first failure, the task fails with it; the part file goes.
+    failed = stack.wait_status(created["id"], "failed", "ready", timeout=60)
+    assert failed["status"] == "failed", failed
+    error = failed["error"]
+    assert error["code"] == "UploadFailed" and "WANHOOK_S3_UPLOAD_RETRY_SECONDS" in error["message"]
+    assert error["attempts"] >= 3 and error["failing_since"] == failing["error"]["failing_since"]
+    assert not part.exists()
+    metrics = stack.http.get("/metrics").text
+    # Every failure but the last was tried again; the log told of them once (at most one line a minute).
+    assert f"\nwanhook_upload_retries_total {float(error['attempts'] - 1)}\n" in metrics
+    assert stack.server.log().count("uploading again") == 1
+    assert SECRET not in stack.server.log()
+
+
+def test_a_deletion_while_the_store_is_down_removes_the_object_once_it_is_back(
+    tmp_path: Path, redis_url: str, processes: list[Process], moto: Moto
+) -> None:
+    relay = Relay(tmp_path, moto)
+    processes.append(relay.start())
+    stack = s3_stack(
+        tmp_path, redis_url, processes, moto, WANHOOK_S3_ENDPOINT=relay.endpoint, WANHOOK_SWEEP_INTERVAL_SECONDS="0.3"
+    )
+    task = stack.wait_status(stack.create("a lighthouse keeper's last night")["id"], "ready")
+    storage = moto.storage(tmp_path)  # moto itself, not through the relay
+    assert storage.stored_size(task["id"]) == task["video"]["bytes"]
+
+    relay.stop()  # the store is unreachable; moto keeps the object
+    answer = stack.http.delete(f"/v1/tasks/{task['id']}")
+    assert answer.status_code == 200, answer.text
+    removed = answer.json()["removed"]
+    assert removed["task"] is True and removed["video"] is False and removed["video_pending"] is True
+    assert stack.http.get(f"/v1/tasks/{task['id']}").status_code == 404
+    assert storage.stored_size(task["id"]) == task["video"]["bytes"]  # still there: the store was down
+    assert stack.redis.zscore(keys.OBJECTS_TO_REMOVE, task["id"]) is not None  # owed, durably
+
+    # Rounds of the sweeper pass while the store is down: the removal stays owed.
+    wait_for(lambda: "video removals from the object store are owed" in stack.server.log(), 30, what="a retry")
+    assert stack.redis.zscore(keys.OBJECTS_TO_REMOVE, task["id"]) is not None
+
+    relay.launch().wait_ready()  # the store is back
+    wait_for(lambda: storage.stored_size(task["id"]) is None, 30, what="the object removed once the store is back")
+    wait_for(lambda: stack.redis.zscore(keys.OBJECTS_TO_REMOVE, task["id"]) is None, 10, what="the removal settled")
+    metrics = stack.http.get("/metrics").text
+    assert '\nwanhook_object_removals_total{outcome="deferred"} 1.0\n' in metrics
+    assert '\nwanhook_object_removals_total{outcome="late"} 1.0\n' in metrics
+    # Deleting again is harmless.
+    again = stack.http.delete(f"/v1/tasks/{task['id']}")
+    assert again.status_code == 200 and again.json()["already_deleted"] is True

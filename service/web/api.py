@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from .. import callbacks
+from .. import callbacks, removals
 from ..errors import (
     DashScopeError,
     InvalidField,
@@ -33,7 +33,6 @@ from ..feed import Ended, Subscription
 from ..models import IMAGE_MAX_BYTES
 from ..objectstore import S3Storage
 from ..runtime import Runtime
-from ..storage import remove_video
 from ..task import STATUSES, Status, Task
 from ..validation import ALL_IMAGE_FIELDS, DATA_URL, check_image_bytes, check_task
 from .responses import ApiError, parse_json, read_body, require_json
@@ -299,7 +298,7 @@ async def delete_task(request: Request) -> Response:
         task, how = await cancel(rt, task)
         removed["from_queue"] = how == "queue"
         removed["canceled_at_dashscope"] = how == "dashscope"
-    result = await rt.store.delete(task_id)
+    result = await rt.store.delete(task_id, owe_object=removals.owes_removal(rt.storage))
     if result.outcome == "active":
         raise TaskConflict(
             "too_late", f"the task is {result.detail}: it can be deleted once it has ended (its video is on its way)"
@@ -307,14 +306,18 @@ async def delete_task(request: Request) -> Response:
     if result.outcome in ("missing", "gone"):
         # Deleted by another request (or retention) meanwhile.
         return JSONResponse({"id": task_id, "deleted": True, "already_deleted": True, "removed": removed})
-    # The records went first: a failure from here on leaves a file no task names, never a task without its file.
+    # The records went first: a failure from here on leaves a file no task names, never a task without its file;
+    # an object the store could not remove now stays owed, and is removed once the store answers (removals.py).
+    video = await removals.remove(rt.store, rt.storage, task_id)
     removed.update(
         task=True,
         index_entries=result.index_entries,
         change_stream=result.change_stream,
         callback_deliveries=result.deliveries,
-        video=await remove_video(rt.storage, task_id),
+        video=bool(video),
     )
+    if video is None:
+        removed["video_pending"] = True
     await rt.store.count("tasks_deleted")
     return JSONResponse({"id": task_id, "deleted": True, "already_deleted": False, "removed": removed})
 

@@ -541,6 +541,11 @@ DOCUMENT: dict[str, Any] = {
                             "change_stream": {"type": "boolean"},
                             "callback_deliveries": {"type": "integer", "minimum": 0},
                             "video": {"type": "boolean"},
+                            "video_pending": {
+                                "type": "boolean",
+                                "description": "present (true) when the object store could not remove the video "
+                                "now: its removal is recorded and tried again until the store answers",
+                            },
                         },
                     },
                 },
@@ -603,8 +608,22 @@ DOCUMENT: dict[str, Any] = {
                         "nullable": True,
                         "description": "Why the task failed or expired. For a task DashScope failed, DashScope's "
                         "own code and message (read from the task before it turned failed), or "
-                        "TaskFailed with a message saying why they could not be read.",
-                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        "TaskFailed with a message saying why they could not be read. Also set on a task still "
+                        "downloading that waits: InsufficientStorage (for disk space), or UploadFailed (its upload "
+                        "to the object store failing and tried again, with attempts and failing_since; the task "
+                        "fails with it after WANHOOK_S3_UPLOAD_RETRY_SECONDS).",
+                        "properties": {
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                            "attempts": {
+                                "type": "integer",
+                                "description": "UploadFailed: the failed attempts of the upload so far",
+                            },
+                            "failing_since": {
+                                "type": "string",
+                                "description": "UploadFailed: when the upload first failed (ISO 8601, UTC)",
+                            },
+                        },
                     },
                     "progress": {
                         "type": "object",
