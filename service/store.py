@@ -21,6 +21,7 @@ from redis.typing import EncodableT, FieldT
 
 from . import keys, scripts
 from .errors import IdempotencyKeyReused, QueueFull
+from .group_commit import GroupCommit
 from .ingress.events import CompletionEvent
 from .models import MODELS
 from .replication import Durability, Replicated
@@ -84,7 +85,8 @@ class TaskStore:
         self._create = redis.register_script(scripts.CREATE)
         self._transition = redis.register_script(scripts.TRANSITION)
         self._mark_submitted = redis.register_script(scripts.MARK_SUBMITTED)
-        self._ingest = redis.register_script(scripts.INGEST)
+        # Concurrent events share a round trip (group_commit.py); each is still answered for its own script.
+        self._ingest = GroupCommit(redis, redis.register_script(scripts.INGEST))
         self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
         self._delete = redis.register_script(scripts.DELETE)
         self._index_ended = redis.register_script(scripts.INDEX_ENDED)
@@ -93,9 +95,10 @@ class TaskStore:
     def require(self, durability: Durability) -> None:
         """Answer for the writes a sender is told are safe (a recorded event, a created task, the DashScope
         task id a create returned) only once ``durability`` holds: they raise ``NotReplicated`` otherwise."""
+        self._ingest = GroupCommit(self.redis, self._ingest.script, durability)
         if durability.off:
             return
-        for name in ("_create", "_mark_submitted", "_ingest"):
+        for name in ("_create", "_mark_submitted"):
             script = getattr(self, name)
             original = script.script if isinstance(script, Replicated) else script
             setattr(self, name, Replicated(self.redis, original, durability))
