@@ -399,9 +399,8 @@ return result
 # ARGV: source, event id, DashScope task id, status, now, video url, code, message, foreign (0/1),
 #       seen ttl, early ttl, log maxlen, raw body ('' when over EVENT_LOG_BODY_MAX), the body's first bytes,
 #       its sha256 (hex), its size
-INGEST = (
-    COMMON
-    + """
+INGEST_BODY = (
+    """
 local FIELD_MAX, EARLY_ID_MAX = """
     + str(EVENT_LOG_FIELD_MAX)
     + ", "
@@ -462,6 +461,34 @@ end
 redis.call('XADD', EVENT_LOG, 'MAXLEN', '~', ARGV[12], '*', unpack(entry))
 redis.call('HINCRBY', COUNTERS, 'events_' .. outcome, 1)
 return {outcome, task_id}
+"""
+)
+INGEST = COMMON + INGEST_BODY
+INGEST_ARGC = 16
+
+# Several events, each exactly as INGEST records it, in one call (group_commit.py): ARGV holds each
+# event's INGEST_ARGC arguments one after another. Each event runs in its own pcall, so one that fails
+# (a write refused) fails alone, with what it had written so far kept, as INGEST alone would; the
+# others still run. Returns, per event in order, INGEST's reply or the event's own error.
+INGEST_BATCH = (
+    COMMON
+    + "local function ingest(ARGV)\n"
+    + INGEST_BODY
+    + """end
+
+local replies = {}
+for first = 0, #ARGV - 1, """
+    + str(INGEST_ARGC)
+    + """ do
+  local argv = {}
+  for n = 1, """
+    + str(INGEST_ARGC)
+    + """ do argv[n] = ARGV[first + n] end
+  local ok, reply = pcall(ingest, argv)
+  if not ok and not (type(reply) == 'table' and reply.err) then reply = {err = tostring(reply)} end
+  replies[#replies + 1] = reply
+end
+return replies
 """
 )
 

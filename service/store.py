@@ -86,7 +86,9 @@ class TaskStore:
         self._transition = redis.register_script(scripts.TRANSITION)
         self._mark_submitted = redis.register_script(scripts.MARK_SUBMITTED)
         # Concurrent events share a round trip (group_commit.py); each is still answered for its own script.
-        self._ingest = GroupCommit(redis, redis.register_script(scripts.INGEST))
+        self._ingest = GroupCommit(
+            redis, redis.register_script(scripts.INGEST), redis.register_script(scripts.INGEST_BATCH), scripts.INGEST_ARGC
+        )
         self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
         self._delete = redis.register_script(scripts.DELETE)
         self._index_ended = redis.register_script(scripts.INDEX_ENDED)
@@ -95,7 +97,8 @@ class TaskStore:
     def require(self, durability: Durability) -> None:
         """Answer for the writes a sender is told are safe (a recorded event, a created task, the DashScope
         task id a create returned) only once ``durability`` holds: they raise ``NotReplicated`` otherwise."""
-        self._ingest = GroupCommit(self.redis, self._ingest.script, durability)
+        ingest = self._ingest
+        self._ingest = GroupCommit(self.redis, ingest.script, ingest.batch, ingest.argc, durability)
         if durability.off:
             return
         for name in ("_create", "_mark_submitted"):

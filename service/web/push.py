@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import uuid
+import os
 from collections.abc import Mapping
 
 from redis.exceptions import RedisError
@@ -82,7 +82,9 @@ async def read_body(headers: Mapping[str, str], receive: Receive, limit: int) ->
 def request_id(headers: Mapping[str, str]) -> str:
     """The caller's ``X-Request-ID`` when it is sane, else a new one (as ``app.RequestIds``)."""
     given = headers.get("x-request-id", "")
-    return given if 0 < len(given) <= REQUEST_ID_MAX and given.isprintable() and given.isascii() else uuid.uuid4().hex
+    if 0 < len(given) <= REQUEST_ID_MAX and given.isprintable() and given.isascii():
+        return given
+    return os.urandom(16).hex()  # 32 hex digits, as app.RequestIds' uuid4().hex, for a fraction of its cost
 
 
 class Endpoint:
