@@ -399,8 +399,9 @@ return result
 # ARGV: source, event id, DashScope task id, status, now, video url, code, message, foreign (0/1),
 #       seen ttl, early ttl, log maxlen, raw body ('' when over EVENT_LOG_BODY_MAX), the body's first bytes,
 #       its sha256 (hex), its size
-INGEST_BODY = (
-    """
+INGEST = (
+    COMMON
+    + """
 local FIELD_MAX, EARLY_ID_MAX = """
     + str(EVENT_LOG_FIELD_MAX)
     + ", "
@@ -463,7 +464,6 @@ redis.call('HINCRBY', COUNTERS, 'events_' .. outcome, 1)
 return {outcome, task_id}
 """
 )
-INGEST = COMMON + INGEST_BODY
 INGEST_ARGC = 16
 
 # Several events, each exactly as INGEST records it, in one call (group_commit.py): ARGV holds each
@@ -473,7 +473,7 @@ INGEST_ARGC = 16
 INGEST_BATCH = (
     COMMON
     + "local function ingest(ARGV)\n"
-    + INGEST_BODY
+    + INGEST.removeprefix(COMMON)
     + """end
 
 local replies = {}
