@@ -128,7 +128,8 @@ class GroupCommit:
 
     async def _pipeline(self, calls: list[Sequence[Any]]) -> list[Any]:
         keys = list(self.keys or ())
-        commands: list[tuple[Any, ...]] = [("EVALSHA", self.batch.sha, len(keys), *keys, *(a for c in calls for a in c))]
+        flat = [arg for args in calls for arg in args]
+        commands: list[tuple[Any, ...]] = [("EVALSHA", self.batch.sha, len(keys), *keys, *flat)]
         if not self.durability.off:
             add_waits(_Queue(commands), self.durability)
         self.pipelines += 1
@@ -149,12 +150,13 @@ class GroupCommit:
         (an error reply in place): what redis-py's pipeline does, without its per-command cost in Python
         (hiredis packs the commands), and with the client's own retries of a broken connection."""
         packed = [hiredis.pack_command(command) for command in commands]
-        pool = self.redis.connection_pool
+        pool: Any = self.redis.connection_pool
         connection = await pool.get_connection()
         try:
-            return await connection.retry.call_with_retry(
+            replies: list[Any] = await connection.retry.call_with_retry(
                 lambda: self._on(connection, packed), lambda _error: connection.disconnect()
             )
+            return replies
         finally:
             await pool.release(connection)
 

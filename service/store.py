@@ -87,7 +87,10 @@ class TaskStore:
         self._mark_submitted = redis.register_script(scripts.MARK_SUBMITTED)
         # Concurrent events share a round trip (group_commit.py); each is still answered for its own script.
         self._ingest = GroupCommit(
-            redis, redis.register_script(scripts.INGEST), redis.register_script(scripts.INGEST_BATCH), scripts.INGEST_ARGC
+            redis,
+            redis.register_script(scripts.INGEST),
+            redis.register_script(scripts.INGEST_BATCH),
+            scripts.INGEST_ARGC,
         )
         self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
         self._delete = redis.register_script(scripts.DELETE)

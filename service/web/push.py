@@ -129,7 +129,9 @@ async def receive_event(
     await send({"type": "http.response.body", "body": answer})
 
 
-async def _answer(runtime: Runtime, scope: Scope, headers: dict[str, str], receive: Receive) -> bytes | None | WanhookError:
+async def _answer(
+    runtime: Runtime, scope: Scope, headers: dict[str, str], receive: Receive
+) -> bytes | None | WanhookError:
     """The 200 answer's body, None when the client went away, or the error to answer with."""
     settings = runtime.settings
     try:
