@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def classify(stack: str) -> str:
 
 
 def summarise(raw: Path) -> list[tuple[str, float]]:
-    """py-spy's raw (collapsed) stacks, as the share of busy samples each part takes."""
+    """py-spy's raw (collapsed) stacks, as the share of the samples each part takes."""
     counts: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -68,6 +69,12 @@ def summarise(raw: Path) -> list[tuple[str, float]]:
         counts[classify(stack)] += int(count)
     total = sum(counts.values()) or 1
     return [(name, 100.0 * n / total) for name, n in counts.most_common()]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used (Linux): what a shared machine does not inflate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -86,7 +93,7 @@ def main() -> None:
         asyncio.run(seed_submitted(store.url, args.tasks))
         client = redis.Redis.from_url(store.url)
         server = Wanhook(tmp, env_for(store, tmp / "serve"), "--no-workers").start()
-        assert server.proc is not None
+        assert server.proc is not None and store.proc is not None
         client.config_resetstat()
         client.slowlog_reset()
         client.config_set("slowlog-log-slower-than", "0")
@@ -99,7 +106,10 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         time.sleep(1.0)  # py-spy attached
+        pids = [server.proc.pid, store.proc.pid]
+        before = [cpu_seconds(pid) for pid in pids]
         load = highest_rate(server.url, args.seconds - 1.5, 32, args.tasks)  # as the benchmark drives it
+        used = [(cpu_seconds(pid) - was) * 1e6 / max(1, load.answered) for pid, was in zip(pids, before, strict=True)]
         spy.wait()
         stats = client.info("commandstats")
         slow = client.slowlog_get(1000)
@@ -109,6 +119,7 @@ def main() -> None:
             server.stop()
         store.stop()
     print(f"load ({load.tool}): {load.rate:,.0f} events/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms")
+    print(f"CPU per event: wanhook serve {used[0]:.0f} µs, Redis {used[1]:.0f} µs; share of serve's busy samples:")
     for name, share in summarise(raw):
         print(f"  {share:5.1f}%  {name}")
     for command in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_hincrby", "cmdstat_set", "cmdstat_wait"):

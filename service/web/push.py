@@ -152,6 +152,8 @@ async def _answer(
     except RedisError as exc:
         log.warning("Redis unavailable: %s", type(exc).__name__)
         return REDIS_UNAVAILABLE
-    return json.dumps(
-        {"outcome": outcome.value, "event_id": event.id}, ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    # What JSONResponse({"outcome", "event_id"}) writes; an outcome is a plain word.
+    return b'{"outcome":"%s","event_id":%s}' % (
+        outcome.value.encode(),
+        json.dumps(event.id, ensure_ascii=False).encode(),
+    )
