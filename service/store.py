@@ -50,10 +50,11 @@ def now_iso() -> str:
     millisecond: events recorded together ask for it many times in one."""
     global _last_now
     ms = time.time_ns() // 1_000_000
-    if ms != _last_now[0]:
+    last = _last_now  # read once: a thread may replace it meanwhile
+    if ms != last[0]:
         seconds, milli = divmod(ms, 1000)
-        _last_now = (ms, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{milli:03d}Z")
-    return _last_now[1]
+        last = _last_now = (ms, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{milli:03d}Z")
+    return last[1]
 
 
 def utf8_prefix(data: bytes, size: int) -> bytes:
