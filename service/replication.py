@@ -90,16 +90,7 @@ class Replicated:
         return self._confirmed(replies)
 
     def _waits(self, pipe: Any, **options: Any) -> None:
-        # WAIT (and WAITAOF) count the replicas that have the replication offset of this connection's last
-        # command (on newer Redis versions, of its last write). A script that wrote nothing (an event already
-        # recorded, a create already answered) may repeat a write made on another connection, unreplicated:
-        # one write of our own makes the wait cover everything the primary had, whatever the version.
-        pipe.set(REPLICATION_BARRIER, "1")
-        wanted = self.durability
-        if wanted.replicas:
-            pipe.execute_command("WAIT", wanted.replicas, wanted.timeout_ms, **options)
-        if wanted.aofs:
-            pipe.execute_command("WAITAOF", 1, wanted.aofs - 1, wanted.timeout_ms, **options)
+        add_waits(pipe, self.durability, **options)
 
     async def _on_server(self, keys: Sequence[Any], args: Sequence[Any]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -121,27 +112,49 @@ class Replicated:
             return list(await pipe.execute(allow_redirections=False))
 
     def _confirmed(self, replies: list[Any]) -> Any:
-        wanted = self.durability
-        result, confirmations = replies[0], replies[2:]  # replies[1]: the barrier's SET
-        problem = None
-        if wanted.replicas:
-            replicas = int(confirmations.pop(0))
-            if replicas < wanted.replicas:
-                problem = (
-                    f"{replicas} of {wanted.replicas} replica(s) confirmed the write within "
-                    f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_REPLICAS)"
-                )
-        if wanted.aofs and problem is None:
-            local, remote = (int(n) for n in confirmations.pop(0))
-            if local + remote < wanted.aofs:
-                problem = (
-                    f"{local + remote} of {wanted.aofs} AOF(s) fsynced the write within "
-                    f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_AOF)"
-                )
-        if problem is not None:
-            log.warning("write not acknowledged: %s", problem)
-            raise NotReplicated(problem)
-        return result
+        confirm(self.durability, replies[1:])
+        return replies[0]
+
+
+def add_waits(pipe: Any, wanted: Durability, **options: Any) -> None:
+    """Queue on ``pipe``, after the writes it is to cover, the barrier and the waits ``wanted`` asks for
+    (their replies are what ``confirm`` reads)."""
+    # WAIT (and WAITAOF) count the replicas that have the replication offset of this connection's last
+    # command (on newer Redis versions, of its last write). A script that wrote nothing (an event already
+    # recorded, a create already answered) may repeat a write made on another connection, unreplicated:
+    # one write of our own makes the wait cover everything the primary had, whatever the version.
+    pipe.set(REPLICATION_BARRIER, "1")
+    if wanted.replicas:
+        pipe.execute_command("WAIT", wanted.replicas, wanted.timeout_ms, **options)
+    if wanted.aofs:
+        pipe.execute_command("WAITAOF", 1, wanted.aofs - 1, wanted.timeout_ms, **options)
+
+
+def confirm(wanted: Durability, replies: list[Any]) -> None:
+    """Raises ``NotReplicated`` unless the replies of ``add_waits``' commands (the barrier's first) show
+    ``wanted`` reached; a reply that is an error (from a pipeline run without raising) is raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    confirmations = replies[1:]  # replies[0]: the barrier's SET
+    problem = None
+    if wanted.replicas:
+        replicas = int(confirmations.pop(0))
+        if replicas < wanted.replicas:
+            problem = (
+                f"{replicas} of {wanted.replicas} replica(s) confirmed the write within "
+                f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_REPLICAS)"
+            )
+    if wanted.aofs and problem is None:
+        local, remote = (int(n) for n in confirmations.pop(0))
+        if local + remote < wanted.aofs:
+            problem = (
+                f"{local + remote} of {wanted.aofs} AOF(s) fsynced the write within "
+                f"{wanted.timeout_seconds:g}s (WANHOOK_REDIS_WAIT_AOF)"
+            )
+    if problem is not None:
+        log.warning("write not acknowledged: %s", problem)
+        raise NotReplicated(problem)
 
 
 def check_server(durability: Durability, version: tuple[int, ...]) -> str | None:

@@ -492,6 +492,33 @@ redis.call('HINCRBY', COUNTERS, 'events_' .. outcome, 1)
 return {outcome, task_id}
 """
 )
+INGEST_ARGC = 16
+
+# Several events, each exactly as INGEST records it, in one call (group_commit.py): ARGV holds each
+# event's INGEST_ARGC arguments one after another. Each event runs in its own pcall, so one that fails
+# (a write refused) fails alone, with what it had written so far kept, as INGEST alone would; the
+# others still run. Returns, per event in order, INGEST's reply or the event's own error.
+INGEST_BATCH = (
+    COMMON
+    + "local function ingest(ARGV)\n"
+    + INGEST.removeprefix(COMMON)
+    + """end
+
+local replies = {}
+for first = 0, #ARGV - 1, """
+    + str(INGEST_ARGC)
+    + """ do
+  local argv = {}
+  for n = 1, """
+    + str(INGEST_ARGC)
+    + """ do argv[n] = ARGV[first + n] end
+  local ok, reply = pcall(ingest, argv)
+  if not ok and not (type(reply) == 'table' and reply.err) then reply = {err = tostring(reply)} end
+  replies[#replies + 1] = reply
+end
+return replies
+"""
+)
 
 # An ended task and everything kept for it, removed in one step (DELETE /v1/tasks/{id}, retention): its
 # hash, its indexes (all, by status, its owner's, retention's), its change stream, its queue place, slot

@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -21,6 +20,7 @@ from redis.typing import EncodableT, FieldT
 
 from . import audit, keys, scripts
 from .errors import IdempotencyKeyReused, QueueFull
+from .group_commit import GroupCommit
 from .ingress.events import CompletionEvent
 from .models import MODELS
 from .replication import Durability, Replicated
@@ -42,8 +42,19 @@ def request_digest(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_last_now: tuple[int, str] = (-1, "")
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The time in ISO 8601, UTC, to the millisecond ("2026-11-29T14:00:00.123Z"). Formatted once per
+    millisecond: events recorded together ask for it many times in one."""
+    global _last_now
+    ms = time.time_ns() // 1_000_000
+    last = _last_now  # read once: a thread may replace it meanwhile
+    if ms != last[0]:
+        seconds, milli = divmod(ms, 1000)
+        last = _last_now = (ms, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{milli:03d}Z")
+    return last[1]
 
 
 def utf8_prefix(data: bytes, size: int) -> bytes:
@@ -84,7 +95,13 @@ class TaskStore:
         self._create = redis.register_script(scripts.CREATE)
         self._transition = redis.register_script(scripts.TRANSITION)
         self._mark_submitted = redis.register_script(scripts.MARK_SUBMITTED)
-        self._ingest = redis.register_script(scripts.INGEST)
+        # Concurrent events share a round trip (group_commit.py); each is still answered for its own script.
+        self._ingest = GroupCommit(
+            redis,
+            redis.register_script(scripts.INGEST),
+            redis.register_script(scripts.INGEST_BATCH),
+            scripts.INGEST_ARGC,
+        )
         self._index_owners = redis.register_script(scripts.INDEX_OWNERS)
         self._delete = redis.register_script(scripts.DELETE)
         self._index_ended = redis.register_script(scripts.INDEX_ENDED)
@@ -93,9 +110,11 @@ class TaskStore:
     def require(self, durability: Durability) -> None:
         """Answer for the writes a sender is told are safe (a recorded event, a created task, the DashScope
         task id a create returned) only once ``durability`` holds: they raise ``NotReplicated`` otherwise."""
+        ingest = self._ingest
+        self._ingest = GroupCommit(self.redis, ingest.script, ingest.batch, ingest.argc, durability)
         if durability.off:
             return
-        for name in ("_create", "_mark_submitted", "_ingest"):
+        for name in ("_create", "_mark_submitted"):
             script = getattr(self, name)
             original = script.script if isinstance(script, Replicated) else script
             setattr(self, name, Replicated(self.redis, original, durability))
