@@ -492,7 +492,8 @@ redis.call('HINCRBY', COUNTERS, 'events_' .. outcome, 1)
 return {outcome, task_id}
 """
 )
-INGEST_ARGC = 16
+# How many arguments INGEST reads: counted from the script itself, so the batch form cannot fall behind it.
+INGEST_ARGC = max(int(n) for n in re.findall(r"ARGV\[(\d+)\]", INGEST))
 
 # Several events, each exactly as INGEST records it, in one call (group_commit.py): ARGV holds each
 # event's INGEST_ARGC arguments one after another. Each event runs in its own pcall, so one that fails
