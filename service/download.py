@@ -257,8 +257,10 @@ class Downloader:
         expected = int(task.get("dl_total") or 0)
         # With an object store, these are requests: in a thread, and tried again as an upload is.
         if expected and await self._store_call(task, lost, self.storage.stored_size, task_id) == expected:
-            # Published by a worker that died before recording it.
+            # Published by a worker that died before recording it: with an object store, maybe before its
+            # part file went too (the object was checked before the part is removed), so it goes now.
             digest = await self._store_call(task, lost, self.storage.sha256, task_id)
+            await asyncio.to_thread(self.storage.discard, task_id)
             return await self._store_call(task, lost, self._video, task_id, digest)
 
         with self._part(task_id, expected) as file:

@@ -11,8 +11,11 @@ import httpx
 import pytest
 import redis
 
+from wanhook.service.objectstore import S3Storage
+
 from .conftest import Stack
 from .support import Process, RedisServer, free_port, wait_for
+from .test_s3 import Moto
 
 
 def own_redis(tmp_path: Path, processes: list[Process], port: int | None = None) -> RedisServer:
@@ -72,9 +75,11 @@ def test_redis_restarted_mid_run_loses_nothing(tmp_path: Path, processes: list[P
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [20261125, 7])
+# The videos on local disk, and in an S3 object store (moto's server), where a kill can also fall
+# between a download and its upload.
+@pytest.mark.parametrize(("seed", "store"), [(20261125, "disk"), (7, "disk"), (7, "s3")])
 def test_random_kills_lose_nothing_and_download_nothing_twice(
-    tmp_path: Path, processes: list[Process], seed: int
+    tmp_path: Path, processes: list[Process], seed: int, store: str
 ) -> None:
     count = 100
     rng = random.Random(seed)
@@ -88,6 +93,13 @@ def test_random_kills_lose_nothing_and_download_nothing_twice(
         WANHOOK_SWEEP_INTERVAL_SECONDS="2",
         WANHOOK_RESERVE_SECONDS="3",
     )
+    objects: S3Storage | None = None
+    if store == "s3":
+        moto = Moto(tmp_path)
+        processes.append(moto.launch())
+        moto.wait_ready().make_bucket()
+        stack.env.update(moto.storage_env())
+        objects = moto.storage(tmp_path)
     stack.start("--no-workers")
     stack.emulator.configure(
         render_seconds=1,
@@ -120,11 +132,20 @@ def test_random_kills_lose_nothing_and_download_nothing_twice(
 
     tasks = [stack.wait_status(task_id, "ready", timeout=120) for task_id in ids]
     for task in tasks:
-        assert task["video"]["sha256"] == hashlib.sha256(Path(task["video"]["path"]).read_bytes()).hexdigest()
+        if objects is None:
+            stored = Path(task["video"]["path"]).read_bytes()
+        else:
+            assert task["video"]["path"] == objects.location(task["id"])
+            assert objects.sha256(task["id"]) == task["video"]["sha256"]  # the object's own record
+            stored = httpx.get(objects.presigned_url(task["id"]), timeout=30).content
+        assert len(stored) == task["video"]["bytes"]
+        assert task["video"]["sha256"] == hashlib.sha256(stored).hexdigest()
     counters = redis_client.hgetall("{wanhook}:counters")
     transfers = int(counters.get("download_transfers_completed", 0))
     assert transfers <= count  # no video fetched whole twice
     assert not list((stack.data_dir / "videos").glob("*.part"))
+    if objects is not None:  # nothing of the videos stays on local disk
+        assert not [path for path in (stack.data_dir / "videos").iterdir() if path.is_file()]
     print(
         f"\n{count} tasks, kills {kills} ({sum(kills.values())} in all), tasks lost 0, whole transfers "
         f"{transfers}, duplicate downloads {max(0, transfers - count)}, sweeper recovered "
