@@ -236,7 +236,11 @@ class RealBroker:
                 str(self.directory / "namesrv.properties"),
             ),
         )
-        self.start_proxy(started)
+        try:
+            self.start_proxy(started)
+        except BaseException:
+            self.stop()  # a start that failed leaves no Java process behind: nobody else would stop it
+            raise
         return self
 
     def start_proxy(self, started: float | None = None) -> None:
