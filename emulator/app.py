@@ -95,13 +95,16 @@ async def create(request: Request) -> Response:
     api_key = _api_key(request)
     if request.headers.get("x-dashscope-async", "").lower() != "enable":
         raise error("AccessDenied")
+    # The whole request is read before any answer, an injected fault's too, as a server in front of
+    # DashScope reads it: the kept-alive connection then holds nothing of it for the next call.
+    raw = await request.body()
     fault = emulator.config.create_errors.pop(0) if emulator.config.create_errors else None
     if fault is not None and _faulty(fault) and not fault.get("land"):
         answer = await _injected(fault)  # nothing is created
         if answer is not None:
             return answer
     try:
-        body = json.loads(await request.body())
+        body = json.loads(raw)
     except ValueError:
         raise invalid("The request body is not valid JSON.") from None
     request_id = str(uuid.uuid4())
