@@ -263,6 +263,8 @@ def test_two_consumers_share_1000_events(quiet: Stack, broker: Backend) -> None:
         # what it took from a queue that then moves to the second comes again from the queue's committed offset
         # (delivered twice: the second copy is recorded as a duplicate and changes nothing). Sharing starts here.
         wait_for(lambda: broker.broker.connections(broker.group) == 2, 60, interval=1, what="both in the group")
+    # Both consuming before the first event: a lone early consumer can drain all 1,000 before the other starts.
+    wait_for(lambda: all("consuming" in process.log() for process in (first, second)), 60, what="both consuming")
     ids = [f"ds-{n}" for n in range(1000)]
     started = time.monotonic()
     for ds_id in ids:
