@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     log(text)
     log(f"\n{len(results)} figures in {elapsed:.0f} s")
     if output:
+        if args.only and output.exists():
+            # A partial run replaces its own figures and keeps the others of the last run.
+            results = {**json.loads(output.read_text()), **results}
         output.write_text(json.dumps(results, indent=2) + "\n")
         log(f"wrote {output}")
     if chart_path:
