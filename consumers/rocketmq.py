@@ -132,7 +132,8 @@ class ClientErrors(logging.Handler):
 class FailureLog:
     """Logs a recurring failure at once, then at most once per ``interval`` with the number of failures
     not logged meanwhile. The limit holds whatever the cause: a cause whose text changes from one failure
-    to the next must not bring back a line a second."""
+    to the next must not bring back a line a second. It also keeps the clock both consumers give up by:
+    ``failing_for``, the seconds since the first of the failures with no success between them."""
 
     def __init__(
         self, what: str, interval: float = FAILURE_LOG_SECONDS, clock: Callable[[], float] = time.monotonic
@@ -143,10 +144,13 @@ class FailureLog:
         self.logged_at: float | None = None
         self.unlogged = 0
         self.failures = 0
+        self.failing_since: float | None = None
 
     def failed(self, cause: str) -> None:
         now = self.clock()
         self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = now
         if self.logged_at is not None and now - self.logged_at < self.interval:
             self.unlogged += 1
             return
@@ -167,6 +171,11 @@ class FailureLog:
         # The time of the last failure line stays: the client sometimes answers a receive with nothing while
         # its endpoint is still down, and that must not let the next failure log a line of its own at once.
         self.failures = 0
+        self.failing_since = None
+
+    def failing_for(self) -> float:
+        """Seconds since the first failure of the current run of them; 0 after a success."""
+        return 0.0 if self.failing_since is None else self.clock() - self.failing_since
 
 
 class BrokerGone(Exception):
@@ -287,7 +296,6 @@ class Consumer:
         self._client = await asyncio.to_thread(self._start_client)
         log.info("consuming %s as group %s from %s", self.settings.topic, self.settings.group, self.settings.endpoints)
         failures = FailureLog(f"receive from {self.settings.endpoints}")
-        failing_since: float | None = None
         unknown = 0
         try:
             while not stop.is_set():
@@ -307,8 +315,7 @@ class Consumer:
                     if unknown >= SETTINGS_UNKNOWN_RESTART:
                         unknown = 0
                         await self._restart_client()
-                    failing_since = failing_since if failing_since is not None else time.monotonic()
-                    if time.monotonic() - failing_since >= self.settings.give_up_seconds:
+                    if failures.failing_for() >= self.settings.give_up_seconds:
                         raise BrokerGone(
                             f"no RocketMQ broker at {self.settings.endpoints} for "
                             f"{self.settings.give_up_seconds} s (WANHOOK_ROCKETMQ_GIVE_UP_SECONDS); last cause: "
@@ -317,7 +324,6 @@ class Consumer:
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
                 failures.succeeded()
-                failing_since = None
                 if messages:
                     await self._settle_within_shutdown(messages, stop)
         finally:

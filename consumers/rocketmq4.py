@@ -236,16 +236,13 @@ class Consumer4:
         of nothing but failed checks. The cause is logged at once, then at most every 30 s."""
         what = f"the check for a broker of {self.settings.topic} through NameServer {self.settings.namesrv}"
         failures = FailureLog(what)
-        failing_since: float | None = None
         while not stop.is_set():
             cause = await asyncio.to_thread(remoting.broker_unreachable, self.settings.namesrv, self.settings.topic)
             if cause is None:
                 failures.succeeded()
-                failing_since = None
             else:
                 failures.failed(cause)
-                failing_since = failing_since if failing_since is not None else time.monotonic()
-                if time.monotonic() - failing_since >= self.settings.give_up_seconds:
+                if failures.failing_for() >= self.settings.give_up_seconds:
                     raise BrokerGone(
                         f"no RocketMQ broker for {self.settings.topic} through NameServer {self.settings.namesrv} "
                         f"for {self.settings.give_up_seconds} s (WANHOOK_ROCKETMQ_GIVE_UP_SECONDS); last cause: "

@@ -122,6 +122,23 @@ def test_failure_log_counts_what_it_holds_back(caplog: pytest.LogCaptureFixture)
     assert "works again after 11 failures" in messages[2]
 
 
+def test_failure_log_keeps_the_give_up_clock() -> None:
+    """Both consumers give up after WANHOOK_ROCKETMQ_GIVE_UP_SECONDS of failures with no success between."""
+    clock = Clock()
+    failures = FailureLog("receive from here", clock=clock)
+    assert failures.failing_for() == 0
+    failures.failed("UNAVAILABLE")
+    clock.now += 7
+    failures.failed("UNAVAILABLE")
+    assert failures.failing_for() == 7
+    failures.succeeded()
+    assert failures.failing_for() == 0
+    clock.now += 100
+    failures.failed("UNAVAILABLE")  # a new run of failures starts its own clock
+    clock.now += 2
+    assert failures.failing_for() == 2
+
+
 def test_describe_unwraps_and_names_grpc_status() -> None:
     class RpcError(grpc.RpcError):
         def code(self) -> grpc.StatusCode:
