@@ -92,6 +92,25 @@ def test_every_error_has_its_place_in_the_drawn_tree() -> None:
         assert tree[cls.__name__] == parent.__name__, cls
 
 
+def test_every_exception_the_service_or_the_consumers_define_is_a_wanhook_error() -> None:
+    """No error outside the tree: a class of the service or the consumers that can be raised derives from
+    WanhookError (and so is drawn, by the test above)."""
+    outside = []
+    for package in (wanhook.service, importlib.import_module("wanhook.consumers")):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.name.endswith("__main__"):
+                continue
+            outside += [
+                f"{info.name}.{name}"
+                for name, value in vars(importlib.import_module(info.name)).items()
+                if inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+                and not issubclass(value, errors.WanhookError)
+            ]
+    assert not outside, f"exceptions outside errors.py's tree: {outside}"
+
+
 def test_every_error_carries_a_code_and_a_message() -> None:
     for cls in _service_errors():
         assert isinstance(cls.code, str) and cls.code, cls
