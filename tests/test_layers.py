@@ -48,6 +48,58 @@ def test_only_the_web_layer_imports_starlette_or_uvicorn() -> None:
     assert not offenders, f"starlette or uvicorn imported outside service/web/: {sorted(offenders)}"
 
 
+def _reads_a_status(node: ast.expr) -> bool:
+    """``x["status"]``, ``x.get("status")`` or ``x.status``: a task's status (or a change's)."""
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.slice, ast.Constant) and node.slice.value == "status"
+    if isinstance(node, ast.Call):
+        return (
+            isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and bool(node.args)
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value == "status"
+        )
+    return isinstance(node, ast.Attribute) and node.attr == "status"
+
+
+def _status_literals(node: ast.expr) -> list[str]:
+    """The statuses ``node`` spells as string literals (a constant, or a tuple, list or set of them)."""
+    values = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else [node]
+    return [value.value for value in values if isinstance(value, ast.Constant) and value.value in set(Status)]
+
+
+def test_statuses_are_compared_and_written_through_status() -> None:
+    """A task's status is never compared with, nor written as, a string literal: ``Status`` names them (the Lua
+    of scripts.py aside, which cannot import it)."""
+    sources = [
+        path
+        for folder in ("service", "consumers")
+        for path in (ROOT / folder).rglob("*.py")
+        if path.name not in ("task.py", "scripts.py")
+    ]
+    found = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if any(_reads_a_status(side) for side in sides):
+                    found += [
+                        f"{path.relative_to(ROOT)}:{node.lineno}: {s}" for side in sides for s in _status_literals(side)
+                    ]
+            elif isinstance(node, ast.Dict):
+                for key, value in zip(node.keys, node.values, strict=True):
+                    if isinstance(key, ast.Constant) and key.value == "status":
+                        found += [f"{path.relative_to(ROOT)}:{node.lineno}: {s}" for s in _status_literals(value)]
+            elif isinstance(node, ast.keyword) and node.arg == "status":
+                found += [f"{path.relative_to(ROOT)}:{node.value.lineno}: {s}" for s in _status_literals(node.value)]
+    # The readiness probe's answer ({"status": "ready"}) is the process's state, not a task's.
+    readiness = [place for place in found if place.startswith("service/web/app.py:") and place.endswith(": ready")]
+    assert len(readiness) == 1, found
+    found.remove(readiness[0])
+    assert not found, f"statuses spelled as literals instead of Status: {found}"
+
+
 def _service_errors() -> set[type[errors.WanhookError]]:
     """Every WanhookError class defined in a module of the service or the consumer."""
     found: set[type[errors.WanhookError]] = set()
