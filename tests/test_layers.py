@@ -1,5 +1,6 @@
 """The layers hold: only the web layer speaks HTTP, every error has its place in ``errors.py``'s tree, and a
-task reads from its stored hash into the contract's shape. In process, in well under a second."""
+task reads from its stored hash into the contract's shape. In process (one check in a fresh interpreter, which
+alone shows what an import loads), in a couple of seconds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import importlib
 import inspect
 import json
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +49,25 @@ def test_only_the_web_layer_imports_starlette_or_uvicorn() -> None:
         if module.split(".")[0] in WEB_ONLY
     }
     assert not offenders, f"starlette or uvicorn imported outside service/web/: {sorted(offenders)}"
+
+
+def test_the_core_the_ingress_and_the_consumers_load_no_web_framework() -> None:
+    """Not even through another module: every module outside web/ and cli/ imported in a fresh interpreter
+    leaves starlette and uvicorn unloaded."""
+    modules = [
+        "wanhook." + path.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+        for folder in ("service", "consumers")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path.parent.name not in ("web", "cli") and path.stem != "__main__"
+    ]
+    assert "wanhook.service.ingress.receiver" in modules and "wanhook.consumers.rocketmq4" in modules
+    code = (
+        f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'starlette', 'uvicorn'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
 
 
 def _reads_a_status(node: ast.expr) -> bool:
