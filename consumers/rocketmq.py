@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wanhook.service.config import Settings
-from wanhook.service.errors import ConfigError
+from wanhook.service.errors import ConfigError, Unavailable
 from wanhook.service.store import TaskStore
 
 from .delivery import Decision, run_until_signal, settle
@@ -178,8 +178,11 @@ class FailureLog:
         return 0.0 if self.failing_since is None else self.clock() - self.failing_since
 
 
-class BrokerGone(Exception):
+class BrokerGone(Unavailable):
     """Receiving failed for WANHOOK_ROCKETMQ_GIVE_UP_SECONDS without a break (``wanhook consume`` exits 3)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("rocketmq_unavailable", message)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ WanhookError                        code, message
 │   └── TooManyStreams              open event streams, of a token or of the process; ``per_token``
 ├── Unavailable                     something wanhook depends on does not answer now; ``retry_after``
 │   ├── CertificateUnavailable      EventBridge's signing certificate cannot be fetched
+│   ├── BrokerGone                  (consumers/rocketmq.py) no RocketMQ broker served for GIVE_UP_SECONDS
 │   └── NotReplicated               (replication.py; also redis' RedisError) too few replicas confirmed a write
 ├── ConfigError (also ValueError)   a setting has a value wanhook cannot use
 │   ├── EmbeddedRedisError          (embedded.py) the embedded Redis cannot be started or joined

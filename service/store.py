@@ -24,7 +24,7 @@ from .group_commit import GroupCommit
 from .ingress.events import CompletionEvent
 from .models import MODELS
 from .replication import Durability, Replicated
-from .task import STATUSES, Outcome, Task, as_text, encode_video, iso_of_ms
+from .task import STATUSES, Outcome, Status, Task, as_text, encode_video, iso_of_ms
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -279,7 +279,7 @@ class TaskStore:
             )
             pipe.xadd(
                 keys.TASK_CHANGES + task_id,
-                {"status": "downloading", "at": now_iso(), "bytes": written, "total": total or ""},
+                {"status": Status.DOWNLOADING.value, "at": now_iso(), "bytes": written, "total": total or ""},
                 maxlen=keys.TASK_CHANGES_MAXLEN,
                 approximate=True,
             )

@@ -1,5 +1,6 @@
 """The layers hold: only the web layer speaks HTTP, every error has its place in ``errors.py``'s tree, and a
-task reads from its stored hash into the contract's shape. In process, in well under a second."""
+task reads from its stored hash into the contract's shape. In process (one check in a fresh interpreter, which
+alone shows what an import loads), in a couple of seconds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import importlib
 import inspect
 import json
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +49,77 @@ def test_only_the_web_layer_imports_starlette_or_uvicorn() -> None:
         if module.split(".")[0] in WEB_ONLY
     }
     assert not offenders, f"starlette or uvicorn imported outside service/web/: {sorted(offenders)}"
+
+
+def test_the_core_the_ingress_and_the_consumers_load_no_web_framework() -> None:
+    """Not even through another module: every module outside web/ and cli/ imported in a fresh interpreter
+    leaves starlette and uvicorn unloaded."""
+    modules = [
+        "wanhook." + path.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+        for folder in ("service", "consumers")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path.parent.name not in ("web", "cli") and path.stem != "__main__"
+    ]
+    assert "wanhook.service.ingress.receiver" in modules and "wanhook.consumers.rocketmq4" in modules
+    code = (
+        f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'starlette', 'uvicorn'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def _reads_a_status(node: ast.expr) -> bool:
+    """``x["status"]``, ``x.get("status")`` or ``x.status``: a task's status (or a change's)."""
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.slice, ast.Constant) and node.slice.value == "status"
+    if isinstance(node, ast.Call):
+        return (
+            isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and bool(node.args)
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value == "status"
+        )
+    return isinstance(node, ast.Attribute) and node.attr == "status"
+
+
+def _status_literals(node: ast.expr) -> list[str]:
+    """The statuses ``node`` spells as string literals (a constant, or a tuple, list or set of them)."""
+    values = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else [node]
+    return [value.value for value in values if isinstance(value, ast.Constant) and value.value in set(Status)]
+
+
+def test_statuses_are_compared_and_written_through_status() -> None:
+    """A task's status is never compared with, nor written as, a string literal: ``Status`` names them (the Lua
+    of scripts.py aside, which cannot import it)."""
+    sources = [
+        path
+        for folder in ("service", "consumers")
+        for path in (ROOT / folder).rglob("*.py")
+        if path.name not in ("task.py", "scripts.py")
+    ]
+    found = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if any(_reads_a_status(side) for side in sides):
+                    found += [
+                        f"{path.relative_to(ROOT)}:{node.lineno}: {s}" for side in sides for s in _status_literals(side)
+                    ]
+            elif isinstance(node, ast.Dict):
+                for key, value in zip(node.keys, node.values, strict=True):
+                    if isinstance(key, ast.Constant) and key.value == "status":
+                        found += [f"{path.relative_to(ROOT)}:{node.lineno}: {s}" for s in _status_literals(value)]
+            elif isinstance(node, ast.keyword) and node.arg == "status":
+                found += [f"{path.relative_to(ROOT)}:{node.value.lineno}: {s}" for s in _status_literals(node.value)]
+    # The readiness probe's answer ({"status": "ready"}) is the process's state, not a task's.
+    readiness = [place for place in found if place.startswith("service/web/app.py:") and place.endswith(": ready")]
+    assert len(readiness) == 1, found
+    found.remove(readiness[0])
+    assert not found, f"statuses spelled as literals instead of Status: {found}"
 
 
 def _service_errors() -> set[type[errors.WanhookError]]:
@@ -90,6 +164,25 @@ def test_every_error_has_its_place_in_the_drawn_tree() -> None:
         # The tree drawn is the tree built: each class's nearest WanhookError base is its drawn parent.
         parent = next(base for base in cls.__mro__[1:] if issubclass(base, errors.WanhookError))
         assert tree[cls.__name__] == parent.__name__, cls
+
+
+def test_every_exception_the_service_or_the_consumers_define_is_a_wanhook_error() -> None:
+    """No error outside the tree: a class of the service or the consumers that can be raised derives from
+    WanhookError (and so is drawn, by the test above)."""
+    outside = []
+    for package in (wanhook.service, importlib.import_module("wanhook.consumers")):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.name.endswith("__main__"):
+                continue
+            outside += [
+                f"{info.name}.{name}"
+                for name, value in vars(importlib.import_module(info.name)).items()
+                if inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+                and not issubclass(value, errors.WanhookError)
+            ]
+    assert not outside, f"exceptions outside errors.py's tree: {outside}"
 
 
 def test_every_error_carries_a_code_and_a_message() -> None:

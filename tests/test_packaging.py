@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import tomllib
+import venv
 import zipfile
 from pathlib import Path
 
@@ -72,3 +75,64 @@ def test_the_console_script_and_python_dash_m_start_the_same_command_line(tmp_pa
         result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, (command, result.stderr)
         assert result.stdout.startswith("wanhook "), (command, result.stdout)
+
+
+def test_pip_install_into_a_fresh_venv_adds_no_generic_top_level_name(wheel: zipfile.ZipFile, tmp_path: Path) -> None:
+    """The issue's own check: what `pip install` puts into a new environment's site-packages, and that the
+    console script and `python -m` run from there (not from this checkout)."""
+    env = tmp_path / "venv"
+    venv.create(env, with_pip=False)
+    python = env / "bin" / "python"
+    site_packages = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+    )
+    before = set(os.listdir(site_packages))
+    # pip of the running environment installs into the new one: no index, no download, only the wheel.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index"]
+        + [wheel.filename or ""],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    added = set(os.listdir(site_packages)) - before
+    assert {name for name in added if not name.endswith(".dist-info")} == {"wanhook"}, sorted(added)
+    assert not {"service", "consumers", "emulator"} & set(os.listdir(site_packages))
+    assert sorted(os.listdir(site_packages / "wanhook")) == ["consumers", "emulator", "service"]
+    # The dependencies come from the running environment, appended after the new site-packages. A path a .pth
+    # names has no .pth files of its own read, so the editable install's hook (which maps wanhook.* onto this
+    # checkout) stays out, and so does this checkout.
+    (site_packages / "dependencies.pth").write_text(
+        next(path for path in sys.path if path.endswith("site-packages")) + "\n"
+    )
+    where = subprocess.run(
+        [python, "-c", "import wanhook.service as s, wanhook.consumers as c; print(s.__file__); print(c.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert where.returncode == 0, where.stderr
+    assert all(Path(line).is_relative_to(site_packages / "wanhook") for line in where.stdout.split()), where.stdout
+    for generic in ("service", "consumers", "emulator"):
+        result = subprocess.run([python, "-c", f"import {generic}"], cwd=tmp_path, capture_output=True, timeout=60)
+        assert result.returncode != 0, f"`import {generic}` resolves in the new environment"
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for command in (
+        [str(env / "bin" / "wanhook"), "--version"],
+        [str(python), "-m", "wanhook.service", "--version"],
+        [str(python), "-m", "wanhook.service.cli", "--version"],
+    ):
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (command, result.stderr)
+        assert result.stdout.strip() == f"wanhook {version}", (command, result.stdout)
+    helped = subprocess.run(
+        [python, "-m", "wanhook.service", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert helped.returncode == 0 and "serve" in helped.stdout and "consume" in helped.stdout, helped

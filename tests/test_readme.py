@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import inspect
 import re
 from collections.abc import Iterator
 
@@ -234,3 +235,48 @@ def test_the_package_layout_names_every_module_in_its_layer() -> None:
     assert sum(len(names) for names in drawn.values()) == len(
         [p for p in (ROOT / "service").rglob("*.py") if p.stem not in ("__init__", "__main__")]
     )
+
+
+# --- How an event travels -----------------------------------------------------------------------------------------
+
+
+def test_the_files_an_event_meets_exist_in_the_order_it_meets_them() -> None:
+    """ "The files, in the order an event meets them": every path named is a file of the checkout, and a reader
+    meets the layers as a task and its event do: the web layer's API, the submission to DashScope, the push and
+    the consumers, the ingress that records the event, the download, the callback."""
+    text = section("How an event travels")
+    files = text[text.index("### The files, in the order an event meets them") :]
+    named = re.findall(r"`((?:service|consumers)/[\w/]+\.py)`", files)
+    assert len(named) > 20, named
+    missing = [path for path in named if not (ROOT / path).is_file()]
+    assert not missing, f"README names files that are not in the checkout: {missing}"
+    first = {path: named.index(path) for path in reversed(named)}
+    order = [
+        "service/web/api.py",
+        "service/validation.py",
+        "service/store.py",
+        "service/submission.py",
+        "service/dashscope.py",
+        "service/web/push.py",
+        "service/ingress/webhook.py",
+        "consumers/rocketmq.py",
+        "consumers/rocketmq4.py",
+        "consumers/delivery.py",
+        "service/ingress/receiver.py",
+        "service/ingress/events.py",
+        "service/download.py",
+        "service/storage.py",
+        "service/callbacks.py",
+    ]
+    assert sorted(order, key=lambda path: first.get(path, len(named))) == order, [
+        (path, first.get(path)) for path in order
+    ]
+    # Every module of the ingress is met on the way.
+    for path in (ROOT / "service" / "ingress").glob("*.py"):
+        if path.stem != "__init__":
+            assert f"service/ingress/{path.name}" in named, path
+    # The picture's one function: both entries hand the raw body to it.
+    assert "receiver.receive()" in text and "wanhook.service.ingress.receiver.receive" in text
+    from wanhook.service.ingress import receiver
+
+    assert inspect.iscoroutinefunction(receiver.receive)
