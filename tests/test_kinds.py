@@ -404,6 +404,49 @@ def test_submit_image_done_when(stack: Stack, cat: Path) -> None:
     assert difference(first, cat.read_bytes()) < FRAME_TOLERANCE
 
 
+def test_submit_first_and_last_frame_from_a_file_and_a_url(
+    stack: Stack, cat: Path, dog: Path, image_server: str, tmp_path: Path
+) -> None:
+    """`wanhook submit --first-frame cat.jpg --last-frame <URL> ""`: the file goes as base64, the URL as given
+    (DashScope, here the emulator, downloads it); the stored video starts on the cat and ends on the dog."""
+    (tmp_path / "www" / dog.name).write_bytes(dog.read_bytes())
+    url = f"{image_server}/{dog.name}"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wanhook.service.cli",
+            "submit",
+            "--first-frame",
+            str(cat),
+            "--last-frame",
+            url,
+            "--resolution",
+            "480P",
+            "",
+            "--wait",
+            "--timeout",
+            "120",
+            "--server",
+            stack.url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    video = Path(result.stdout.strip().splitlines()[-1])
+    first, last, _ = frames(video)
+    assert difference(first, cat.read_bytes()) < FRAME_TOLERANCE
+    assert difference(last, dog.read_bytes()) < FRAME_TOLERANCE
+    [sent] = httpx.get(stack.emulator.url + "/_emulator/tasks").json()["tasks"]
+    assert sent["model"] == "wan2.2-kf2v-flash" and sent["kind"] == "kf2v" and sent["resolution"] == "480P"
+    [task_key] = stack.redis.keys("{wanhook}:task:*")
+    parameters = json.loads(stack.redis.hget(task_key, "parameters"))
+    assert parameters["last_frame_url"] == url and parameters["first_frame_url"].startswith("data:image/jpeg;base64,")
+
+
 def test_submit_refuses_a_bad_local_image(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "notes.jpg").write_text("not an image")
     result = subprocess.run(
