@@ -22,7 +22,16 @@ SHOT_TYPES = ("single", "multi")
 
 
 # The task kinds and where each is created. Sources:
-# - T2V: https://www.alibabacloud.com/help/en/model-studio/text-to-video-api-reference
+# - T2V: "通义万相-文生视频API参考", edition of 2025-12-26, https://help.aliyun.com/zh/model-studio/text-to-video-api-reference
+#   (international edition "Wan - text-to-video API reference (2.1-2.6)",
+#   https://www.alibabacloud.com/help/en/model-studio/legacy-wan-text-to-video-api-reference): 模型概览 (models,
+#   tiers, durations, sound), 请求体 (input.prompt and its length per model, parameters.size and its default per
+#   model, duration, shot_type); the May 2025 edition of
+#   https://www.alibabacloud.com/help/en/model-studio/text-to-video-api-reference (wan2.1 only: the Singapore
+#   names, "RPS 2", "concurrent tasks 2"); the "Text-to-video" guide of 2026-02-25,
+#   https://www.alibabacloud.com/help/en/model-studio/text-to-video-guide (wan2.6: "integer video durations (2-15
+#   seconds)"). Quotas (submit_rps, max_running): "限流", https://help.aliyun.com/zh/model-studio/rate-limit
+#   (https://www.alibabacloud.com/help/en/model-studio/rate-limit), 视频生成 / 万相系列.
 # - I2V: "Wan - image-to-video - first frame API reference (2.1-2.6)",
 #   https://www.alibabacloud.com/help/en/model-studio/legacy-image-to-video-api-reference (Chinese edition
 #   https://help.aliyun.com/zh/model-studio/image-to-video-api-reference): POST
@@ -115,13 +124,21 @@ class ModelRules:
 MODELS: dict[str, ModelRules] = {
     rules.name: rules
     for rules in (
+        # Text-to-video (T2V, 模型概览; size default, prompt length and duration from 请求体): wan2.2-t2v-plus
+        # 480P/1080P, 5 s, silent, 1920*1080 by default, prompt 800; quota 2 and 2 (rate-limit page).
         ModelRules("wan2.2-t2v-plus", "1920*1080", ("480P", "1080P"), (5,), 5, 800, 2, 2),
+        # wanx2.1-t2v-turbo 480P/720P, wanx2.1-t2v-plus 720P; 5 s, silent, 1280*720 by default, prompt 800; quota
+        # 2 and 2 (the May 2025 edition).
         ModelRules("wanx2.1-t2v-turbo", "1280*720", ("480P", "720P"), (5,), 5, 800, 2, 2),
         ModelRules("wanx2.1-t2v-plus", "1280*720", ("720P",), (5,), 5, 800, 2, 2),
-        # Singapore's names for the 2.1 models.
+        # Singapore's names for the 2.1 models (the May 2025 edition), with the same limits.
         ModelRules("wan2.1-t2v-turbo", "1280*720", ("480P", "720P"), (5,), 5, 800, 2, 2),
         ModelRules("wan2.1-t2v-plus", "1280*720", ("720P",), (5,), 5, 800, 2, 2),
+        # wan2.5-t2v-preview: 480P/720P/1080P, 5 or 10 s, with sound (input.audio_url), 1920*1080 by default,
+        # prompt 1500; quota 5 and 5 (rate-limit page).
         ModelRules("wan2.5-t2v-preview", "1920*1080", ("480P", "720P", "1080P"), (5, 10), 5, 1500, 5, 5, audio=True),
+        # wan2.6-t2v: 720P/1080P, 2 to 15 s (the guide; the reference says 5, 10 or 15), with sound, shot_type,
+        # 1920*1080 by default, prompt 1500; quota 5 and 5 (rate-limit page).
         ModelRules(
             "wan2.6-t2v", "1920*1080", ("720P", "1080P"), tuple(range(2, 16)), 5, 1500, 5, 5, audio=True, shot_type=True
         ),

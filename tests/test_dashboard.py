@@ -492,8 +492,8 @@ def test_form_per_kind(dash_stack: Stack, page: WebDriver, tmp_path: Path) -> No
         images[name] = tmp_path / f"{name}.jpg"
         Image.new("RGB", shape, colour).save(images[name], "JPEG")
     open_dashboard(page, stack.url)
-    kind, model, resolution, duration = (
-        Select(page.find_element(By.ID, name)) for name in ("kind", "model", "resolution", "duration")
+    kind, model, resolution, duration, size = (
+        Select(page.find_element(By.ID, name)) for name in ("kind", "model", "resolution", "duration", "size")
     )
 
     def shown(element_id: str) -> bool:
@@ -506,11 +506,25 @@ def test_form_per_kind(dash_stack: Stack, page: WebDriver, tmp_path: Path) -> No
             if page.execute_script("return !arguments[0].hidden", option)
         ]
 
+    # Each kind's own fields, and of the kinds' fields only those.
+    own = {"t2v": {"size"}, "i2v": {"image", "resolution"}, "kf2v": {"first-frame", "last-frame", "resolution"}}
+
+    def kind_fields_shown() -> set[str]:
+        return {field for field in set().union(*own.values()) if shown(field)}
+
     assert shown("size") and not shown("image") and not shown("first-frame") and not shown("resolution")
+    assert kind_fields_shown() == own["t2v"]
     assert models_offered() == [name for name, rules in MODELS.items() if rules.kind == "t2v"]
-    for chosen, fields in (("i2v", ("image",)), ("kf2v", ("first-frame", "last-frame"))):
+    for chosen, fields in (("i2v", ("image",)), ("kf2v", ("first-frame", "last-frame")), ("t2v", ())):
         kind.select_by_value(chosen)
         assert models_offered() == [name for name, rules in MODELS.items() if rules.kind == chosen]
+        assert kind_fields_shown() == own[chosen], chosen
+        if chosen == "t2v":  # back to text-to-video: one of its models, with its sizes again
+            rules = MODELS[model.first_selected_option.get_attribute("value") or ""]
+            assert rules.kind == "t2v" and [option.get_attribute("value") for option in size.options] == list(
+                rules.sizes
+            )
+            continue
         assert all(shown(field) for field in fields) and shown("resolution") and not shown("size")
         for name in models_offered():
             model.select_by_value(name)
@@ -519,6 +533,7 @@ def test_form_per_kind(dash_stack: Stack, page: WebDriver, tmp_path: Path) -> No
         shot(page, tmp_path, f"kind-{chosen}")
 
     # First and last frame: both files, no prompt.
+    kind.select_by_value("kf2v")
     model.select_by_value("wan2.2-kf2v-flash")
     resolution.select_by_value("480P")
     page.find_element(By.ID, "first-frame").send_keys(str(images["first"]))

@@ -370,6 +370,8 @@ def test_too_large_image_is_refused(stack: Stack) -> None:
     huge = "data:image/jpeg;base64," + "A" * (14 * 1024 * 1024)
     response = stack.http.post("/v1/tasks", json={"prompt": "p", "kind": "i2v", "img_url": huge})
     assert response.status_code == 422 and "10 MB" in response.json()["error"]["message"], response.text
+    assert response.json()["error"]["field"] == "img_url"
+    assert _task_state(stack) == [] and stack.emulator.stats()["creates"] == 0
     text_only = stack.http.post("/v1/tasks", json={"prompt": "p" * 70_000})
     assert text_only.status_code == 413  # text-to-video keeps its 64 KiB body
 
@@ -400,6 +402,49 @@ def test_submit_image_done_when(stack: Stack, cat: Path) -> None:
     video = Path(result.stdout.strip().splitlines()[-1])
     first, _, _ = frames(video)
     assert difference(first, cat.read_bytes()) < FRAME_TOLERANCE
+
+
+def test_submit_first_and_last_frame_from_a_file_and_a_url(
+    stack: Stack, cat: Path, dog: Path, image_server: str, tmp_path: Path
+) -> None:
+    """`wanhook submit --first-frame cat.jpg --last-frame <URL> ""`: the file goes as base64, the URL as given
+    (DashScope, here the emulator, downloads it); the stored video starts on the cat and ends on the dog."""
+    (tmp_path / "www" / dog.name).write_bytes(dog.read_bytes())
+    url = f"{image_server}/{dog.name}"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wanhook.service.cli",
+            "submit",
+            "--first-frame",
+            str(cat),
+            "--last-frame",
+            url,
+            "--resolution",
+            "480P",
+            "",
+            "--wait",
+            "--timeout",
+            "120",
+            "--server",
+            stack.url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    video = Path(result.stdout.strip().splitlines()[-1])
+    first, last, _ = frames(video)
+    assert difference(first, cat.read_bytes()) < FRAME_TOLERANCE
+    assert difference(last, dog.read_bytes()) < FRAME_TOLERANCE
+    [sent] = httpx.get(stack.emulator.url + "/_emulator/tasks").json()["tasks"]
+    assert sent["model"] == "wan2.2-kf2v-flash" and sent["kind"] == "kf2v" and sent["resolution"] == "480P"
+    [task_key] = stack.redis.keys("{wanhook}:task:*")
+    parameters = json.loads(stack.redis.hget(task_key, "parameters"))
+    assert parameters["last_frame_url"] == url and parameters["first_frame_url"].startswith("data:image/jpeg;base64,")
 
 
 def test_submit_refuses_a_bad_local_image(stack: Stack, tmp_path: Path) -> None:
@@ -442,6 +487,24 @@ def test_submit_refuses_a_bad_local_image(stack: Stack, tmp_path: Path) -> None:
         timeout=60,
     )
     assert missing.returncode == 2 and "none.jpg" in missing.stderr
+    assert _task_state(stack) == [] and stack.emulator.stats()["creates"] == 0
+
+
+def test_unreachable_image_url_fails_the_task_with_dashscopes_reason(stack: Stack) -> None:
+    """An image URL is passed on, not fetched by wanhook (README, HTTP API): one DashScope cannot download is
+    refused by its create (400 InvalidParameter.DataInspection), and the task fails with that code and
+    message. No DashScope task is made, nothing is downloaded or stored."""
+    task = stack.create(
+        "the cat turns its head", kind="i2v", img_url="http://127.0.0.1:9/cat.jpg", resolution="480P", size=None
+    )
+    assert task["parameters"]["img_url"] == "http://127.0.0.1:9/cat.jpg"  # as given
+    failed = stack.wait_status(task["id"], "failed", "ready", timeout=60)
+    assert failed["status"] == "failed", failed
+    assert failed["error"]["code"] == "InvalidParameter.DataInspection", failed
+    assert "download" in failed["error"]["message"], failed
+    assert failed.get("video") is None and failed["dashscope"].get("task_id") is None, failed
+    assert httpx.get(stack.emulator.url + "/_emulator/tasks").json() == {"tasks": []}
+    assert not list(stack.data_dir.rglob("*.mp4"))
 
 
 def test_image_kinds_by_rocketmq(
@@ -479,6 +542,55 @@ def test_image_kinds_by_rocketmq(
     outcomes = [entry["outcome"] for _, entry in stack.redis.xrange("{wanhook}:events")]
     assert outcomes == ["applied", "applied"]
     stack.http.close()
+
+
+@pytest.mark.parametrize("protocol", ["real", "real4"])
+def test_image_kinds_through_a_real_rocketmq(
+    request: pytest.FixtureRequest,
+    protocol: str,
+    tmp_path: Path,
+    redis_url: str,
+    processes: list[Process],
+    cat: Path,
+    dog: Path,
+) -> None:
+    """The same for a real Apache RocketMQ 5.x, read through 5.x gRPC and 4.x remoting: each kind's completion
+    published as EventBridge's RocketMQ target sends it (Body ORIGINAL, Keys, Tag), with the key its create
+    path gives it (image2video for first-and-last-frame)."""
+    from .rocketmq_backends import backend
+    from .test_rocketmq import cloud_event
+
+    broker = backend(request, protocol)
+    try:
+        stack = Stack(tmp_path, redis_url, processes).start()
+        stack.emulator.configure(drop_events=True)  # the events come only over the topic
+        topic = broker.new_topic({broker.group: 16})
+        stack.consume(broker.endpoints, topic, **broker.consumer_settings())
+        image = stack.create(
+            "over the topic", kind="i2v", img_url=data_url(cat.read_bytes()), resolution="480P", size=None
+        )
+        frames_task = stack.create(
+            "",
+            kind="kf2v",
+            first_frame_url=data_url(cat.read_bytes()),
+            last_frame_url=data_url(dog.read_bytes(), "image/png"),
+            resolution="480P",
+            size=None,
+        )
+        for task, path in ((image, "video-generation"), (frames_task, "image2video")):
+            ds_task_id = stack.wait_status(task["id"], "submitted")["dashscope"]["task_id"]
+            key = f"apikey:v1:aigc:{path}:video-synthesis:{task['model']}"
+            broker.publish(topic, cloud_event(ds_task_id, unique_key=key), keys=[ds_task_id], tag="AsyncTaskFinish")
+        first, _, _ = frames(_stored(stack, image["id"]))
+        assert difference(first, cat.read_bytes()) < FRAME_TOLERANCE
+        first, last, _ = frames(_stored(stack, frames_task["id"]))
+        assert difference(first, cat.read_bytes()) < FRAME_TOLERANCE
+        assert difference(last, dog.read_bytes()) < FRAME_TOLERANCE
+        outcomes = [entry["outcome"] for _, entry in stack.redis.xrange("{wanhook}:events")]
+        assert outcomes == ["applied", "applied"]
+        stack.http.close()
+    finally:
+        broker.stop()
 
 
 def test_events_of_other_dashscope_tasks_are_ignored(stack: Stack) -> None:

@@ -282,6 +282,10 @@ def test_every_model_fact_names_its_source() -> None:
     assert all(model.source for model in rules.IMAGE_MODELS.values())
     # Each kind's page is named, in the emulator's statement and, independently, in wanhook's table.
     for page in (
+        "text-to-video-api-reference",
+        "legacy-wan-text-to-video-api-reference",
+        "text-to-video-guide",
+        "rate-limit",
         "legacy-image-to-video-api-reference",
         "image-to-video-by-first-and-last-frame-api-reference",
         "get-temporary-file-url",
