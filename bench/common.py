@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
+import resource
 import statistics
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -178,3 +180,16 @@ def push(hook: httpx.Client, task: dict[str, Any]) -> None:
     }
     outcome = hook.post("/v1/events/dashscope", json=event).json()["outcome"]
     assert outcome == "applied", outcome
+
+
+def cpu_seconds(process: Process) -> float:
+    """User + system CPU seconds the process (all its threads) has spent, from /proc/<pid>/stat."""
+    assert process.proc is not None
+    fields = Path(f"/proc/{process.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's waited-for children (curl's, here)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

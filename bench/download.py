@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import resource
 import shutil
 import subprocess
 import time
@@ -35,7 +34,20 @@ from redis import Redis
 from tests.support import Emulator, RedisServer, Wanhook, wait_for
 from wanhook.service import keys
 
-from .common import SIZE, TOKEN, Context, Result, emulator_tasks, env_for, figure, iso_seconds, push, running
+from .common import (
+    SIZE,
+    TOKEN,
+    Context,
+    Result,
+    children_cpu_seconds,
+    cpu_seconds,
+    emulator_tasks,
+    env_for,
+    figure,
+    iso_seconds,
+    push,
+    running,
+)
 
 MB = 1_000_000
 MIB = 1 << 20
@@ -215,19 +227,6 @@ def fetch(url: str, target: Path) -> None:
         return
     with urllib.request.urlopen(url) as response, open(target, "wb") as file:
         shutil.copyfileobj(response, file, MIB)
-
-
-def cpu_seconds(process: Wanhook | Emulator) -> float:
-    """User + system CPU seconds the process (all its threads) has spent, from /proc/<pid>/stat."""
-    assert process.proc is not None
-    fields = Path(f"/proc/{process.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
-
-
-def children_cpu_seconds() -> float:
-    """CPU seconds of this process's waited-for children (curl's, here)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mib(process: Wanhook) -> float:

@@ -7,11 +7,17 @@ The baseline is bare Starlette reading the body and answering 200 on the same uv
 same tool in the same run. Two loads: wrk at its highest rate (throughput), and a paced open-loop
 generator at a fixed rate (latency). Every wanhook run starts from the same seeded Redis, restored
 from a snapshot, so no run sees another's events.
+
+During the wrk runs the CPU each process spends is read from /proc (user + system): per event, wanhook's
+serve and its Redis, against the bare app. Serve, Redis and wrk share the machine's cores, so these say
+which of them bounds the rate, and what share of the bare app's rate the cores leave room for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import shutil
 import sys
 import time
@@ -24,7 +30,17 @@ import redis
 
 from tests.support import Process, RedisServer, Wanhook, free_port, wait_for
 
-from .common import Context, Result, env_for, figure, running, seed_submitted, tasks_in
+from .common import (
+    Context,
+    Result,
+    children_cpu_seconds,
+    cpu_seconds,
+    env_for,
+    figure,
+    running,
+    seed_submitted,
+    tasks_in,
+)
 from .load import Load, at_rate, have_wrk, highest_rate
 
 RATE_GOAL_RATIO = 0.5
@@ -60,6 +76,19 @@ def bench_ingest(ctx: Context) -> Result:
         f"(sustained {paced.rate:,.0f}/s) p50 {paced.p50_ms:.2f} ms, p99 {paced.p99_ms:.2f} ms"
     )
     ctx.log(f"  wanhook, 2 workers: {two.rate:,.0f}/s ({two.rate / one.rate:.2f}x one worker)")
+    if one.cpu and bare_max.cpu:
+        serve_us, redis_us, one_tool_us = (one.cpu[k] / one.answered * 1e6 for k in ("serve", "redis", "tool"))
+        bare_us, bare_tool_us = (bare_max.cpu[k] / bare_max.answered * 1e6 for k in ("serve", "tool"))
+        cores = os.cpu_count() or 1
+        # The rate the cores allow each side: every process's CPU per event, spread over the cores, and no
+        # single-threaded process (serve, Redis, the bare app) past one core.
+        room = min(cores / (serve_us + redis_us + one_tool_us), 1 / serve_us, 1 / redis_us)
+        bare_room = min(cores / (bare_us + bare_tool_us), 1 / bare_us)
+        ctx.log(
+            f"  CPU per event at the highest rate: serve {serve_us:.0f} us, its Redis {redis_us:.0f} us, "
+            f"{one.tool} {one_tool_us:.0f} us; bare Starlette {bare_us:.0f} us, {one.tool} {bare_tool_us:.0f} us. "
+            f"On {cores} cores these allow at most {room / bare_room:.2f} of bare's rate"
+        )
     return {
         "ingest_events_per_s": figure(
             f"webhook ingest, events/s ({one.tool}, one uvicorn worker)",
@@ -127,6 +156,12 @@ def _rewriting(client: redis.Redis) -> bool:
     return bool(info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"])
 
 
+def tool_cpu_seconds() -> float:
+    """The load generator's CPU seconds: wrk's (a child), or this process's when the Python generator runs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return children_cpu_seconds() + usage.ru_utime + usage.ru_stime
+
+
 def _restored(tmp: Path, snapshot: Path, name: str) -> RedisServer:
     directory = tmp / f"redis-{name}"
     shutil.copytree(snapshot, directory, ignore=shutil.ignore_patterns("*.log"))
@@ -139,7 +174,10 @@ def _bare(tmp: Path, duration: float, connections: int, rate: float, seconds: fl
     url = f"http://127.0.0.1:{port}"
     with running(bare.start()):
         wait_for(lambda: httpx.post(url + "/v1/events/dashscope", content=b"{}").is_success, 30, what="the bare app")
-        return highest_rate(url, duration, connections, tasks), at_rate(url, rate, seconds, tasks, "bare")
+        before = cpu_seconds(bare), tool_cpu_seconds()
+        highest = highest_rate(url, duration, connections, tasks)
+        highest.cpu = {"serve": cpu_seconds(bare) - before[0], "tool": tool_cpu_seconds() - before[1]}
+        return highest, at_rate(url, rate, seconds, tasks, "bare")
 
 
 def _wanhook(
@@ -164,7 +202,16 @@ def _wanhook(
             )
             wait_for(lambda: httpx.get(url + "/readyz", timeout=2).is_success, 60, what="the receiver's workers")
             time.sleep(1.0)  # the first worker answers as soon as it is up; give the others time to join
+        before = {"redis": cpu_seconds(store), "tool": tool_cpu_seconds()}
+        if workers == 1:
+            before["serve"] = cpu_seconds(server)
         load = drive(url)
+        if workers == 1:
+            load.cpu = {
+                "redis": cpu_seconds(store) - before["redis"],
+                "tool": tool_cpu_seconds() - before["tool"],
+                "serve": cpu_seconds(server) - before["serve"],
+            }
         # An applied event moves its task to "downloading" (no worker takes it further here).
         applied = tasks_in(httpx.Client(base_url=url), "downloading")
     if load.errors:

@@ -36,6 +36,7 @@ class Load:
     latencies_ms: list[float] = field(default_factory=list)
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process during the load (ingest.py)
 
     def __post_init__(self) -> None:
         if self.latencies_ms:
