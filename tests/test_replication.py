@@ -406,6 +406,50 @@ def test_a_repeated_create_waits_for_the_write_it_repeats(tmp_path: Path, proces
     assert replica.client.exists("{wanhook}:task:" + task_id)
 
 
+def test_the_recorded_dashscope_task_id_waits_for_a_replica(tmp_path: Path, processes: list[Process]) -> None:
+    """The DashScope task id a create returned is recorded for good only once a replica has it: with the
+    replica frozen, recording it raises NotReplicated (the submitter tries again); recorded again once the
+    replica is back, it is on the replica."""
+    import signal
+
+    from redis.asyncio import Redis
+
+    from wanhook.service.replication import Durability, NotReplicated
+    from wanhook.service.store import TaskStore
+
+    primary = Node(tmp_path / "primary")
+    processes.append(primary.start())
+    replica = Node(tmp_path / "replica", primary.port)
+    processes.append(replica.start())
+    wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
+    fields = {"owner": "", "model": "wan2.2-t2v-plus", "prompt": "a fox", "status": "queued"}
+
+    async def scenario() -> str:
+        client = Redis.from_url(primary.url)
+        store = TaskStore(client)
+        store.require(Durability(replicas=1, timeout_seconds=0.3))
+        task_id = await store.create(fields, "recorded")
+
+        async def record() -> str:
+            return await store.mark_submitted(
+                task_id, "ds-recorded", "PENDING", None, slot_lease_ms=600_000, sweep_after_ms=600_000
+            )
+
+        assert replica.proc is not None
+        replica.proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(NotReplicated):
+                await record()
+        finally:
+            replica.proc.send_signal(signal.SIGCONT)
+        assert await record() == "same"  # written by the first call; answered now that a replica has it
+        await client.aclose()
+        return task_id
+
+    task_id = asyncio.run(scenario())
+    assert replica.client.hget("{wanhook}:task:" + task_id, "ds_task_id") == "ds-recorded"
+
+
 def test_the_cost_of_waiting_for_a_replica(tmp_path: Path, processes: list[Process]) -> None:
     """Webhook pushes per second, 8 at a time, with WANHOOK_REDIS_WAIT_REPLICAS 0 and 1 (one primary, one
     replica, loopback): the README's numbers."""
