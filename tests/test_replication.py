@@ -3,8 +3,9 @@ replicas and three Sentinels, each its own redis-server process.
 
 With ``WANHOOK_REDIS_WAIT_REPLICAS=1`` no event that wanhook answered 2xx is missing from the primary
 after a failover, whether the old primary was killed or cut off from its replicas and Sentinels (by
-Redis ACLs: the replicas' and Sentinels' users are switched off on it, while wanhook's still works).
-With it off, the test counts what the partition loses. The numbers printed (``-s``) are the README's.
+Redis ACLs: the replicas' and Sentinels' users are switched off on it, while wanhook's still works),
+or a Cluster's primary was killed; every task reaches ready through each. With it off, the tests count
+what each failover loses. The numbers printed (``-s``) are the README's.
 """
 
 from __future__ import annotations
@@ -448,6 +449,45 @@ def test_the_recorded_dashscope_task_id_waits_for_a_replica(tmp_path: Path, proc
 
     task_id = asyncio.run(scenario())
     assert replica.client.hget("{wanhook}:task:" + task_id, "ds_task_id") == "ds-recorded"
+
+
+def test_a_rocketmq_message_is_acknowledged_only_once_a_replica_has_its_event(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    """What ``wanhook consume`` decides for a message (consumers/delivery.py): with the replica frozen, its
+    event is not confirmed and the message is left for the queue to deliver again; delivered again once the
+    replica is back, it is acknowledged, and the event is on the replica."""
+    import signal
+
+    from redis.asyncio import Redis
+
+    from wanhook.consumers.delivery import Decision, settle
+    from wanhook.service.replication import Durability
+    from wanhook.service.store import TaskStore
+
+    primary = Node(tmp_path / "primary")
+    processes.append(primary.start())
+    replica = Node(tmp_path / "replica", primary.port)
+    processes.append(replica.start())
+    wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
+    body = json.dumps(event("queued")).encode()
+
+    async def scenario() -> tuple[Decision, Decision]:
+        client = Redis.from_url(primary.url)
+        store = TaskStore(client)
+        store.require(Durability(replicas=1, timeout_seconds=0.3))
+        assert replica.proc is not None
+        replica.proc.send_signal(signal.SIGSTOP)
+        try:
+            first = await settle(store, "rocketmq", "m1", body, attempt=1, max_deliveries=16)
+        finally:
+            replica.proc.send_signal(signal.SIGCONT)
+        again = await settle(store, "rocketmq", "m1", body, attempt=2, max_deliveries=16)
+        await client.aclose()
+        return first, again
+
+    assert asyncio.run(scenario()) == (Decision.RETRY, Decision.ACK)
+    assert replica.client.exists(seen_key("queued"))
 
 
 def test_the_cost_of_waiting_for_a_replica(tmp_path: Path, processes: list[Process]) -> None:
