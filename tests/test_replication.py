@@ -471,8 +471,9 @@ def test_a_rocketmq_message_is_acknowledged_only_once_a_replica_has_its_event(
     tmp_path: Path, processes: list[Process]
 ) -> None:
     """What ``wanhook consume`` decides for a message (consumers/delivery.py): with the replica frozen, its
-    event is not confirmed and the message is left for the queue to deliver again; delivered again once the
-    replica is back, it is acknowledged, and the event is on the replica."""
+    event is not confirmed and the message is left for the queue to deliver again; so is one that would be
+    parked (malformed, or at its last delivery), since the parked copy is not confirmed either. Delivered
+    again once the replica is back, each is acknowledged, its event or parked copy on the replica."""
     import signal
 
     from redis.asyncio import Redis
@@ -486,24 +487,39 @@ def test_a_rocketmq_message_is_acknowledged_only_once_a_replica_has_its_event(
     replica = Node(tmp_path / "replica", primary.port)
     processes.append(replica.start())
     wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
-    body = json.dumps(event("queued")).encode()
+    messages = {
+        "recorded": (json.dumps(event("queued")).encode(), 1),
+        "last delivery": (json.dumps(event("last")).encode(), 16),
+        "malformed": (b"not an event", 1),
+    }
 
-    async def scenario() -> tuple[Decision, Decision]:
+    async def scenario() -> tuple[dict[str, Decision], dict[str, Decision]]:
         client = Redis.from_url(primary.url)
         store = TaskStore(client)
         store.require(Durability(replicas=1, timeout_seconds=0.3))
+
+        async def deliver() -> dict[str, Decision]:
+            return {
+                name: await settle(store, "rocketmq", name, body, attempt=attempt, max_deliveries=16)
+                for name, (body, attempt) in messages.items()
+            }
+
         assert replica.proc is not None
         replica.proc.send_signal(signal.SIGSTOP)
         try:
-            first = await settle(store, "rocketmq", "m1", body, attempt=1, max_deliveries=16)
+            first = await deliver()
         finally:
             replica.proc.send_signal(signal.SIGCONT)
-        again = await settle(store, "rocketmq", "m1", body, attempt=2, max_deliveries=16)
+        again = await deliver()
         await client.aclose()
         return first, again
 
-    assert asyncio.run(scenario()) == (Decision.RETRY, Decision.ACK)
-    assert replica.client.exists(seen_key("queued"))
+    first, again = asyncio.run(scenario())
+    assert first == dict.fromkeys(messages, Decision.RETRY)
+    assert again == dict.fromkeys(messages, Decision.ACK)
+    assert replica.client.exists(seen_key("queued")) and replica.client.exists(seen_key("last"))
+    parked = [fields["message_id"] for _, fields in replica.client.xrange("{wanhook}:dead-letters")]
+    assert "malformed" in parked
 
 
 def test_the_cost_of_waiting_for_a_replica(tmp_path: Path, processes: list[Process]) -> None:
@@ -881,3 +897,32 @@ def test_tasks_reach_ready_when_a_cluster_primary_dies(tmp_path: Path, processes
     )
     new_primary = redis.Redis(port=new_port, decode_responses=True)
     assert all(new_primary.hget("{wanhook}:task:" + task_id, "status") == "ready" for task_id in ids)
+
+
+def test_a_parked_message_waits_for_a_replica_on_a_cluster(tmp_path: Path, processes: list[Process]) -> None:
+    """On a Cluster the wait for a parked message goes to the node serving wanhook's slot, with the write: the
+    entry is on a replica of it when ``dead_letter`` returns, and WAIT for more replicas than it has fails."""
+    from redis.asyncio.cluster import RedisCluster as AsyncCluster
+
+    from wanhook.service.replication import Durability, NotReplicated
+    from wanhook.service.store import TaskStore
+
+    cluster = ReplicatedCluster(tmp_path / "cluster", processes).start()
+    witness, serving = cluster.witness()
+
+    async def scenario() -> None:
+        client = AsyncCluster(host="127.0.0.1", port=witness.port)
+        store = TaskStore(client)  # type: ignore[arg-type]
+        store.require(Durability(replicas=2, timeout_seconds=0.3))
+        await store.dead_letter({"message_id": "parked"})
+        store.require(Durability(replicas=3, timeout_seconds=0.3))
+        with pytest.raises(NotReplicated):
+            await store.dead_letter({"message_id": "unconfirmed"})
+        await client.aclose()
+
+    asyncio.run(scenario())
+    primary = next(node for node in cluster.nodes if node.port == serving)
+    for _, port, _ in cluster.replicas_of(primary):
+        replica = redis.Redis(port=int(port), decode_responses=True)
+        replica.readonly()
+        assert "parked" in [fields["message_id"] for _, fields in replica.xrange("{wanhook}:dead-letters")]
