@@ -2,12 +2,13 @@
 
 With ``WANHOOK_REDIS_WAIT_REPLICAS`` (or ``WANHOOK_REDIS_WAIT_AOF``) set, the writes that a sender is
 told are safe — a completion event (EventBridge's 2xx, RocketMQ's acknowledgement), a created task (202),
-the DashScope task id a create returned — run as one pipeline of ``EVALSHA`` then ``WAIT`` (and
-``WAITAOF``) on one connection: WAIT counts the replicas that have this connection's last write, so it
-must follow the write on the connection that made it, and redis-py's pool hands out a connection per
-command. When too few replicas (or AOFs) confirm within ``WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS``,
-``NotReplicated`` is raised: the web layer answers 503 and the consumer does not acknowledge, so the
-sender retries; every one of these writes is idempotent, so the retry is harmless. On a Cluster the
+the DashScope task id a create returned, a message parked before it is acknowledged — run as one
+pipeline of ``EVALSHA`` (or the write) then ``WAIT`` (and ``WAITAOF``) on one connection: WAIT counts the
+replicas that have this connection's last write, so it must follow the write on the connection that made
+it, and redis-py's pool hands out a connection per command. When too few replicas (or AOFs) confirm
+within ``WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS``, ``NotReplicated`` is raised: the web layer answers 503 and
+the consumer does not acknowledge, so the sender retries; every one of these writes is idempotent, so the
+retry is harmless (a message parked again is listed twice among the dead letters). On a Cluster the
 waits go to the node serving wanhook's slot, in the same pipeline (see ``Replicated._on_cluster``).
 WAITAOF needs Redis 7.2: ``check_server`` refuses an older one at start (exit 2).
 
@@ -114,6 +115,24 @@ class Replicated:
     def _confirmed(self, replies: list[Any]) -> Any:
         confirm(self.durability, replies[1:])
         return replies[0]
+
+
+async def write_replicated(redis: Redis, durability: Durability, key: str, write: Callable[[Any], None]) -> None:
+    """The one command ``write`` queues on a pipeline (a write to ``key``), then the waits for ``durability``,
+    on one connection as for a script (see ``Replicated``): raises ``NotReplicated`` when too few replicas
+    confirm. For a plain write wanhook answers for, such as a message parked before it is acknowledged."""
+    if isinstance(redis, RedisCluster):
+        cluster: Any = redis
+        async with cluster.pipeline() as pipe:
+            write(pipe)
+            add_waits(pipe, durability, target_nodes=cluster.get_node_from_key(key))
+            replies = list(await pipe.execute(allow_redirections=False))
+    else:
+        async with redis.pipeline(transaction=False) as pipe:
+            write(pipe)
+            add_waits(pipe, durability)
+            replies = list(await pipe.execute())
+    confirm(durability, replies[1:])
 
 
 def add_waits(pipe: Any, wanted: Durability, **options: Any) -> None:

@@ -23,7 +23,7 @@ from .errors import IdempotencyKeyReused, QueueFull
 from .group_commit import GroupCommit
 from .ingress.events import CompletionEvent
 from .models import MODELS
-from .replication import Durability, Replicated
+from .replication import Durability, Replicated, write_replicated
 from .task import STATUSES, Outcome, Status, Task, as_text, encode_video, iso_of_ms
 
 JSON_FIELDS = ("parameters", "metadata", "callback", "video", "error")
@@ -92,6 +92,7 @@ def _flatten(fields: dict[str, Any]) -> list[str]:
 class TaskStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self.durability = Durability()
         self._create = redis.register_script(scripts.CREATE)
         self._transition = redis.register_script(scripts.TRANSITION)
         self._mark_submitted = redis.register_script(scripts.MARK_SUBMITTED)
@@ -110,6 +111,7 @@ class TaskStore:
     def require(self, durability: Durability) -> None:
         """Answer for the writes a sender is told are safe (a recorded event, a created task, the DashScope
         task id a create returned) only once ``durability`` holds: they raise ``NotReplicated`` otherwise."""
+        self.durability = durability
         ingest = self._ingest
         self._ingest = GroupCommit(self.redis, ingest.script, ingest.batch, ingest.argc, durability)
         if durability.off:
@@ -433,8 +435,17 @@ class TaskStore:
             await pipe.execute()
 
     async def dead_letter(self, entry: Mapping[FieldT, EncodableT]) -> None:
-        """Keep a message a transport gave up on, bounded in number as the audit stream is."""
-        await self.redis.xadd(keys.DEAD_LETTERS, dict(entry), maxlen=keys.EVENT_LOG_MAXLEN, approximate=True)
+        """Keep a message a transport gave up on, bounded in number as the audit stream is. The transport then
+        acknowledges it: with ``durability``, only once replicas have it (``NotReplicated`` otherwise)."""
+        fields = dict(entry)
+        if self.durability.off:
+            await self.redis.xadd(keys.DEAD_LETTERS, fields, maxlen=keys.EVENT_LOG_MAXLEN, approximate=True)
+            return
+
+        def write(pipe: Any) -> None:
+            pipe.xadd(keys.DEAD_LETTERS, fields, maxlen=keys.EVENT_LOG_MAXLEN, approximate=True)
+
+        await write_replicated(self.redis, self.durability, keys.DEAD_LETTERS, write)
 
     async def record_settings(self, changes_ttl_ms: int) -> None:
         """The settings every process applies alike inside the scripts (SETTINGS)."""
