@@ -266,7 +266,7 @@ class Downloader:
         with self._part(task_id, expected) as file:
             try:
                 digest = await self._fetch_into(task, file)
-                await self._store_call(task, lost, self.storage.publish, task_id, file)
+                await self._store_call(task, lost, self.storage.publish, task_id, file, digest)
             except InsufficientStorage:
                 await asyncio.to_thread(self.storage.free_part, task_id, file)
                 raise

@@ -4,8 +4,10 @@ A small AWS Signature V4 signer over httpx rather than an SDK: four calls are ne
 multipart calls, HEAD, DELETE) plus presigned GETs, and httpx is already a dependency.
 
 ``S3Storage`` keeps the part file on local disk exactly like ``LocalStorage`` (so resuming a broken
-download is unchanged); ``publish`` uploads it (multipart above ``MULTIPART_THRESHOLD``), then checks the
-stored object's size and its ``sha256`` metadata with a HEAD before the local file goes. The secret key is
+download is unchanged); ``publish`` uploads it (multipart above ``MULTIPART_THRESHOLD``), hashing what it
+reads as it goes, so the bytes sent are checked against the sha256 the download computed (a part file
+that no longer matches is not stored), then checks the stored object's size and its ``sha256`` metadata
+with a HEAD before the local file goes. The secret key is
 never logged, and never part of an error message: only the signature derived from it leaves this module.
 """
 
@@ -27,7 +29,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from .errors import ConfigError
-from .storage import LocalStorage, UploadFailed, sha256_prefix
+from .storage import LocalStorage, UploadFailed
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +243,10 @@ class S3Storage:
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
+        payload_sha256: str | None = None,
     ) -> httpx.Response:
         url = self.config.url(self.config.key(task_id))
-        payload = hashlib.sha256(body).hexdigest()
+        payload = payload_sha256 or hashlib.sha256(body).hexdigest()
         signed = self.signer.headers(method, url, query=query, headers=headers, payload_sha256=payload)
         try:
             response = self.http.request(method, url, params=dict(query or {}), headers=signed, content=body)
@@ -268,27 +271,30 @@ class S3Storage:
         head = self._head(task_id)
         return head.headers.get("x-amz-meta-sha256", "") if head is not None else ""
 
-    def publish(self, task_id: str, part: IO[bytes]) -> str:
+    def publish(self, task_id: str, part: IO[bytes], sha256: str) -> str:
         size = os.fstat(part.fileno()).st_size
-        digest = sha256_prefix(part, size).hexdigest()
-        meta = {"content-type": "video/mp4", "x-amz-meta-sha256": digest}
+        meta = {"content-type": "video/mp4", "x-amz-meta-sha256": sha256}
+        part.seek(0)
         if size <= MULTIPART_THRESHOLD:
-            part.seek(0)
-            self._request("PUT", task_id, headers=meta, body=part.read(size))
+            body = part.read(size)
+            # One hash serves twice: the request's signed payload hash is the whole file's sha256.
+            payload = hashlib.sha256(body).hexdigest()
+            _check_sha256(task_id, payload, sha256)
+            self._request("PUT", task_id, headers=meta, body=body, payload_sha256=payload)
         else:
-            self._multipart(task_id, part, size, meta)
+            self._multipart(task_id, part, size, meta, sha256)
         head = self._head(task_id)
         if (
             head is None
             or int(head.headers["content-length"]) != size
-            or head.headers.get("x-amz-meta-sha256") != digest
+            or head.headers.get("x-amz-meta-sha256") != sha256
         ):
             raise UploadFailed(f"the stored object of task {task_id} does not match the downloaded video")
         # Stored and checked: the local copy goes (its space was reserved for the download only).
         self.local.discard(task_id)
         return self.location(task_id)
 
-    def _multipart(self, task_id: str, part: IO[bytes], size: int, meta: Mapping[str, str]) -> None:
+    def _multipart(self, task_id: str, part: IO[bytes], size: int, meta: Mapping[str, str], sha256: str) -> None:
         created = self._request("POST", task_id, query={"uploads": ""}, headers=meta)
         found = re.search(r"<UploadId>([^<]+)</UploadId>", created.text)
         if found is None:
@@ -296,13 +302,16 @@ class S3Storage:
         upload = found[1]
         try:
             etags: list[str] = []
-            part.seek(0)
+            whole = hashlib.sha256()
             for number in range(1, (size + PART_SIZE - 1) // PART_SIZE + 1):
                 chunk = part.read(PART_SIZE)
+                whole.update(chunk)
                 answer = self._request(
                     "PUT", task_id, query={"partNumber": str(number), "uploadId": upload}, body=chunk
                 )
                 etags.append(answer.headers.get("etag", ""))
+            # Checked before the object exists: a part file that changed since its download is never stored.
+            _check_sha256(task_id, whole.hexdigest(), sha256)
             body = "".join(
                 f"<Part><PartNumber>{n}</PartNumber><ETag>{tag}</ETag></Part>" for n, tag in enumerate(etags, 1)
             )
@@ -329,3 +338,10 @@ class S3Storage:
 
     def close(self) -> None:
         self.http.close()
+
+
+def _check_sha256(task_id: str, read: str, downloaded: str) -> None:
+    if read != downloaded:
+        raise UploadFailed(
+            f"the part file of task {task_id} no longer matches the sha256 of its download; it is not stored"
+        )

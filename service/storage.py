@@ -38,8 +38,9 @@ class VideoStorage(Protocol):
         """The video's part file for appending (what it holds so far is resumable), locked while open."""
         ...
 
-    def publish(self, task_id: str, part: IO[bytes]) -> str:
-        """Make the finished part file the stored video, durably; returns where it is."""
+    def publish(self, task_id: str, part: IO[bytes], sha256: str) -> str:
+        """Make the finished part file the stored video, durably; returns where it is. ``sha256`` is what
+        the download computed of it (hex): a store that copies the file checks the copy against it."""
         ...
 
     def discard(self, task_id: str) -> None: ...
@@ -93,7 +94,8 @@ class LocalStorage:
                 raise StorageBusy(task_id) from None
             yield file
 
-    def publish(self, task_id: str, part: IO[bytes]) -> str:
+    def publish(self, task_id: str, part: IO[bytes], sha256: str) -> str:
+        # Renamed in place, not copied: the bytes are the ones the download hashed as it wrote them.
         part.flush()
         os.fsync(part.fileno())
         final = self._path(task_id)

@@ -194,7 +194,7 @@ def test_a_part_is_given_back_but_never_a_published_video(tmp_path: Path) -> Non
         assert not (tmp_path / "videos" / "kept.mp4.part").exists()
     with storage.open_part("published") as part:
         part.write(b"y" * 1000)
-        storage.publish("published", part)
+        storage.publish("published", part, hashlib.sha256(b"y" * 1000).hexdigest())
         storage.free_part("published", part)  # the rename happened (an fsync after it failed): keep it
     assert storage.stored_size("published") == 1000
 

@@ -20,6 +20,7 @@ import pytest
 from wanhook.service import keys
 from wanhook.service.config import Settings
 from wanhook.service.objectstore import MULTIPART_THRESHOLD, S3Config, S3Storage, Signer
+from wanhook.service.storage import UploadFailed
 
 from .conftest import Stack
 from .support import Process, free_port, http_ready, wait_for
@@ -105,7 +106,8 @@ def test_publish_multipart_presign_and_remove(tmp_path: Path, moto: Moto) -> Non
     data = os.urandom(MULTIPART_THRESHOLD + (3 << 20))  # three parts: 8 + 8 + 3 MiB
     with storage.open_part("t-big") as part:
         part.write(data)
-        assert storage.publish("t-big", part) == f"s3://{BUCKET}/wan/videos/t-big.mp4"
+        sha256 = hashlib.sha256(data).hexdigest()  # as the download computed it
+        assert storage.publish("t-big", part, sha256) == f"s3://{BUCKET}/wan/videos/t-big.mp4"
     assert not list((tmp_path / "parts").iterdir())  # uploaded and checked: the local copy is gone
     assert storage.stored_size("t-big") == len(data)
     assert storage.sha256("t-big") == hashlib.sha256(data).hexdigest()
@@ -116,6 +118,20 @@ def test_publish_multipart_presign_and_remove(tmp_path: Path, moto: Moto) -> Non
     assert storage.remove("t-big") is True
     assert storage.stored_size("t-big") is None
     assert storage.remove("t-big") is False  # twice is harmless
+
+
+@pytest.mark.parametrize("size", [1 << 20, MULTIPART_THRESHOLD + (1 << 20)], ids=["put", "multipart"])
+def test_a_part_file_that_changed_since_its_download_is_not_stored(tmp_path: Path, moto: Moto, size: int) -> None:
+    """The bytes uploaded are hashed as they are read and checked against the download's sha256: a part file
+    that no longer matches (changed on the disk) is refused before any object exists, and is kept."""
+    storage = moto.storage(tmp_path)
+    data = os.urandom(size)
+    with storage.open_part("t-changed") as part:
+        part.write(data)
+        with pytest.raises(UploadFailed, match="no longer matches the sha256 of its download"):
+            storage.publish("t-changed", part, hashlib.sha256(b"what was downloaded").hexdigest())
+    assert storage.stored_size("t-changed") is None  # no object, not even a multipart upload completed
+    assert (tmp_path / "parts" / "t-changed.mp4.part").read_bytes() == data  # the part file stays
 
 
 def test_signatures_match_the_aws_examples() -> None:
