@@ -81,7 +81,7 @@ class PartWriter:
             await self._hand_over()
 
     async def finish(self) -> str:
-        """Write everything queued, stop the thread; the whole file's sha256 (hex)."""
+        """Write and hash everything queued, stop the threads; the whole file's sha256 (hex)."""
         if self._pending:
             await self._hand_over()
         self._stop(abort=False)
