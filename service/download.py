@@ -1,6 +1,6 @@
 """Downloader: stores a finished task's video before its signed URL dies.
 
-The video streams into its part file (``storage.py``), written and hashed on a thread of its own while
+The video streams into its part file (``storage.py``), written and hashed on threads of their own while
 the next bytes arrive (``partwriter.py``); a broken transfer resumes with ``Range``/``If-Range`` (from
 zero when the server ignores Range); the part is published (fsynced and renamed into place), and only
 then is the task ``ready`` and the job acknowledged. The part file is locked by the worker writing it,
@@ -488,7 +488,7 @@ class Downloader:
                 validator = response.headers.get("etag") or response.headers.get("last-modified") or ""
                 received = offset
                 last_report = 0.0
-                # The bytes are written and hashed on the writer's thread; this loop only receives them.
+                # The bytes are written and hashed on the writer's threads; this loop only receives them.
                 writer = PartWriter(file, digest, name=f"wanhook-part-{task_id}")
                 async for chunk in response.aiter_raw():
                     received += len(chunk)

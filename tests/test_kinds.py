@@ -376,26 +376,25 @@ def test_too_large_image_is_refused(stack: Stack) -> None:
     assert text_only.status_code == 413  # text-to-video keeps its 64 KiB body
 
 
+def wanhook_cli(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``wanhook ARGS`` run as a user runs it, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "wanhook.service.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def test_submit_image_done_when(stack: Stack, cat: Path) -> None:
     """`wanhook submit --image cat.jpg "the cat turns its head"` stores an MP4 whose first frame is the cat."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wanhook.service.cli",
-            "submit",
-            "--image",
-            str(cat),
-            "the cat turns its head",
-            "--wait",
-            "--timeout",
-            "120",
-            "--server",
-            stack.url,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = wanhook_cli(
+        "submit",
+        "--image",
+        str(cat),
+        "the cat turns its head",
+        "--wait",
+        "--timeout",
+        "120",
+        "--server",
+        stack.url,
         timeout=180,
     )
     assert result.returncode == 0, result.stderr
@@ -411,28 +410,20 @@ def test_submit_first_and_last_frame_from_a_file_and_a_url(
     (DashScope, here the emulator, downloads it); the stored video starts on the cat and ends on the dog."""
     (tmp_path / "www" / dog.name).write_bytes(dog.read_bytes())
     url = f"{image_server}/{dog.name}"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wanhook.service.cli",
-            "submit",
-            "--first-frame",
-            str(cat),
-            "--last-frame",
-            url,
-            "--resolution",
-            "480P",
-            "",
-            "--wait",
-            "--timeout",
-            "120",
-            "--server",
-            stack.url,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = wanhook_cli(
+        "submit",
+        "--first-frame",
+        str(cat),
+        "--last-frame",
+        url,
+        "--resolution",
+        "480P",
+        "",
+        "--wait",
+        "--timeout",
+        "120",
+        "--server",
+        stack.url,
         timeout=180,
     )
     assert result.returncode == 0, result.stderr
@@ -449,41 +440,17 @@ def test_submit_first_and_last_frame_from_a_file_and_a_url(
 
 def test_submit_refuses_a_bad_local_image(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "notes.jpg").write_text("not an image")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wanhook.service.cli",
-            "submit",
-            "--image",
-            str(tmp_path / "notes.jpg"),
-            "x",
-            "--server",
-            stack.url,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = wanhook_cli("submit", "--image", str(tmp_path / "notes.jpg"), "x", "--server", stack.url, timeout=60)
     assert result.returncode == 2 and "not an image" in result.stderr
-    missing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wanhook.service.cli",
-            "submit",
-            "--first-frame",
-            str(tmp_path / "none.jpg"),
-            "--last-frame",
-            str(tmp_path / "none.jpg"),
-            "x",
-            "--server",
-            stack.url,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    missing = wanhook_cli(
+        "submit",
+        "--first-frame",
+        str(tmp_path / "none.jpg"),
+        "--last-frame",
+        str(tmp_path / "none.jpg"),
+        "x",
+        "--server",
+        stack.url,
         timeout=60,
     )
     assert missing.returncode == 2 and "none.jpg" in missing.stderr

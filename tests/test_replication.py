@@ -336,12 +336,18 @@ def test_waitaof_on_a_server_without_it_stops_the_command(tmp_path: Path, redis_
 # --- One primary, one replica -------------------------------------------------------------------------------------
 
 
-def test_an_event_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path, processes: list[Process]) -> None:
+def primary_and_replica(tmp_path: Path, processes: list[Process]) -> tuple[Node, Node]:
+    """A primary and one replica following it, both started and the replica online."""
     primary = Node(tmp_path / "primary")
     processes.append(primary.start())
     replica = Node(tmp_path / "replica", primary.port)
     processes.append(replica.start())
     wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
+    return primary, replica
+
+
+def test_an_event_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path, processes: list[Process]) -> None:
+    primary, replica = primary_and_replica(tmp_path, processes)
     server = serve(
         tmp_path, processes, primary.url, WANHOOK_REDIS_WAIT_REPLICAS="1", WANHOOK_REDIS_WAIT_TIMEOUT_SECONDS="0.3"
     )
@@ -392,11 +398,7 @@ def test_a_repeated_create_waits_for_the_write_it_repeats(tmp_path: Path, proces
     from wanhook.service.replication import Durability, NotReplicated
     from wanhook.service.store import TaskStore
 
-    primary = Node(tmp_path / "primary")
-    processes.append(primary.start())
-    replica = Node(tmp_path / "replica", primary.port)
-    processes.append(replica.start())
-    wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
+    primary, replica = primary_and_replica(tmp_path, processes)
     fields = {"owner": "", "model": "wan2.2-t2v-plus", "prompt": "a fox", "status": "queued"}
 
     async def scenario() -> str:
@@ -434,11 +436,7 @@ def test_the_recorded_dashscope_task_id_waits_for_a_replica(tmp_path: Path, proc
     from wanhook.service.replication import Durability, NotReplicated
     from wanhook.service.store import TaskStore
 
-    primary = Node(tmp_path / "primary")
-    processes.append(primary.start())
-    replica = Node(tmp_path / "replica", primary.port)
-    processes.append(replica.start())
-    wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
+    primary, replica = primary_and_replica(tmp_path, processes)
     fields = {"owner": "", "model": "wan2.2-t2v-plus", "prompt": "a fox", "status": "queued"}
 
     async def scenario() -> str:
@@ -482,11 +480,7 @@ def test_a_rocketmq_message_is_acknowledged_only_once_a_replica_has_its_event(
     from wanhook.service.replication import Durability
     from wanhook.service.store import TaskStore
 
-    primary = Node(tmp_path / "primary")
-    processes.append(primary.start())
-    replica = Node(tmp_path / "replica", primary.port)
-    processes.append(replica.start())
-    wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
+    primary, replica = primary_and_replica(tmp_path, processes)
     messages = {
         "recorded": (json.dumps(event("queued")).encode(), 1),
         "last delivery": (json.dumps(event("last")).encode(), 16),
@@ -525,11 +519,7 @@ def test_a_rocketmq_message_is_acknowledged_only_once_a_replica_has_its_event(
 def test_the_cost_of_waiting_for_a_replica(tmp_path: Path, processes: list[Process]) -> None:
     """Webhook pushes per second, 8 at a time, with WANHOOK_REDIS_WAIT_REPLICAS 0 and 1 (one primary, one
     replica, loopback): the README's numbers."""
-    primary = Node(tmp_path / "primary")
-    processes.append(primary.start())
-    replica = Node(tmp_path / "replica", primary.port)
-    processes.append(replica.start())
-    wait_for(lambda: primary.online_replicas() == 1, 30, what="the replica")
+    primary, replica = primary_and_replica(tmp_path, processes)
     rates = {}
     for wait in ("0", "1"):
         server = serve(tmp_path, processes, primary.url, WANHOOK_REDIS_WAIT_REPLICAS=wait)
