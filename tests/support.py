@@ -107,6 +107,10 @@ class Process:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            # Said, since a slow teardown is otherwise silent: the 15 s show only in --durations.
+            print(
+                f"tests: {self.name} did not stop within {timeout:g} s of SIGTERM; killed", file=sys.stderr, flush=True
+            )
             self.kill()
 
 
