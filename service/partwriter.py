@@ -1,12 +1,15 @@
-"""A download's writer: two threads, one writing the video's bytes into its part file and one hashing
-them, while the event loop receives the next ones.
+"""A download's two threads: one receives the video's body into a few reused buffers, the other hashes
+each buffer and writes it to the part file, while the event loop only watches.
 
-The loop hands the received chunks over in batches of about ``BATCH`` bytes, at most ``SLOTS`` batches
-in flight: memory stays flat however much faster the network is than the disk, since a loop that finds
-no free slot waits, stops reading the socket, and TCP's flow control slows the sender down. The writes
-and the sha256 both release the GIL, and each has its own thread: a batch is written and hashed at the
-same time (on a GiB, about 0.4 s of writing and 0.7 s of hashing here), so the download takes the longer
-of the two rather than their sum. A batch's slot is free once both threads are done with it.
+Each buffer is filled whole by one ``readinto`` (``videofetch.py``), then hashed (sha256) and written
+at once, while its bytes are still in the cache: on a GiB here, hashing bytes fresh from the socket
+took 0.56 s and writing them 0.25 s, against 0.95 s and more for the same bytes once fallen out of the
+cache (the larger the buffers in flight, the slower: 4 MiB buffers doubled the downloader's CPU time).
+Receiving the next buffer overlaps the hashing and writing of the last one.
+
+``BUFFERS`` buffers of ``BUFFER`` bytes are all a download holds, however much faster the network is
+than the disk: a receiver that finds no free buffer waits, stops reading the socket, and TCP's flow
+control slows the sender down.
 
 As the written bytes land, they are handed to the kernel's write-back (``posix_fadvise(DONTNEED)`` on
 Linux starts writing dirty pages out and drops the ones already written): the disk writes during the
@@ -14,7 +17,7 @@ download rather than all at once in the fsync that publishes it, and a large vid
 page cache (nor push out what else is cached).
 
 The threads are always waited for before the part file is closed (``close``, also on cancellation): no
-write can reach a file whose lock was given up.
+write can reach a file whose lock was given up, and no read a response that was closed.
 """
 
 from __future__ import annotations
@@ -26,104 +29,105 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-# About 1 MiB per hand-over; 4 in flight: at most ~8 MiB held per download (a batch can exceed BATCH by
-# one chunk of up to 1 MiB, download.READ_SIZE), a few milliseconds of a fast disk's writing.
-BATCH = 1 << 20
-SLOTS = 4
+from .errors import WanhookError
+
+BUFFER = 1 << 20  # what one read fills: 1 MiB; buffers of 4 MiB fell out of the cache between the threads
+BUFFERS = 3  # one being received, one being hashed and written, one ready: ~3 MiB held per download
 # Every 8 MiB written: start the write-out of the last stretch, drop the one before (written out by now).
 WRITEBACK_STEP = 8 << 20
 _ADVISE = getattr(os, "posix_fadvise", None)  # not on macOS: the final fsync then does all the writing
 
 
+class Body(Protocol):
+    """Where the bytes come from: an answer's body (``videofetch.VideoResponse``)."""
+
+    def readinto(self, buffer: memoryview) -> int:
+        """Fill ``buffer`` (blocking); 0 at the end. Raises what broke the transfer."""
+
+    def interrupt(self) -> None:
+        """Make a ``readinto`` blocked on another thread return (short, or failing)."""
+
+
+class TooLarge(WanhookError):
+    """The body went on past the limit it was given."""
+
+
 class PartWriter:
-    """Appends to ``file`` (unbuffered, positioned at its end) on one thread and updates ``digest`` on another.
+    """Receives ``body`` into ``file`` (unbuffered, positioned at its end), updating ``digest`` with every byte.
 
-    ``write`` and ``finish`` raise what a write raised (``OSError``, ``ENOSPC`` among them); ``close``
-    stops the threads (dropping what they were not yet given) and waits for them."""
+    ``finish`` raises what stopped it: a write's ``OSError`` (``ENOSPC`` among them), else what the body's
+    ``readinto`` raised, or ``TooLarge`` past ``limit`` bytes; ``close`` stops the threads and waits for them."""
 
-    def __init__(self, file: IO[bytes], digest: hashlib._Hash, *, name: str = "wanhook-part-writer") -> None:
+    def __init__(
+        self,
+        file: IO[bytes],
+        digest: hashlib._Hash,
+        body: Body,
+        *,
+        limit: int,
+        name: str = "wanhook-part",
+    ) -> None:
         self.file = file
         self.digest = digest
-        self.written = file.tell()  # bytes in the file: its size when this started, then what the thread wrote
+        self.body = body
+        self.limit = limit
+        self.received = 0  # bytes received by this writer
+        self.written = file.tell()  # bytes in the file: its size when this started, then what was written
         self._loop = asyncio.get_running_loop()
-        self._batches: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
-        self._to_hash: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._handed = 0  # batches handed over; and done by each thread:
-        self._done = {"write": 0, "hash": 0}
-        self._room = asyncio.Event()
-        self._error: BaseException | None = None
+        self._free: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
+        self._full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        for _ in range(BUFFERS):
+            self._free.put(bytearray(BUFFER))
+        self._receive_error: BaseException | None = None
+        self._write_error: BaseException | None = None
         self._abort = False
-        self._closing = False
         self._running = 2
         self._exited: asyncio.Future[None] = self._loop.create_future()
         self._advised = self._dropped = self.written
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._hasher = threading.Thread(target=self._hash, name=f"{name}-sha256", daemon=True)
-        self._thread.start()
-        self._hasher.start()
-
-    @property
-    def _in_flight(self) -> int:
-        return self._handed - min(self._done.values())
+        self._threads = [
+            threading.Thread(target=self._receive, name=f"{name}-receive", daemon=True),
+            threading.Thread(target=self._write, name=f"{name}-write", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # -- the event loop's side ------------------------------------------------------------------------------
 
-    async def write(self, chunk: bytes) -> None:
-        """Queue ``chunk``; waits only when ``SLOTS`` batches are in flight already."""
-        self._raise()
-        self._pending.append(chunk)
-        self._pending_bytes += len(chunk)
-        if self._pending_bytes >= BATCH:
-            await self._hand_over()
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the body to be received and written whole (or to fail):
+        whether it is over."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exited), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def finish(self) -> str:
-        """Write and hash everything queued, stop the threads; the whole file's sha256 (hex)."""
-        if self._pending:
-            await self._hand_over()
-        self._stop(abort=False)
+        """Wait for the whole body to be written; the whole file's sha256 (hex)."""
         await self._joined()
-        self._raise()
+        if self._write_error is not None:
+            raise self._write_error
+        if self._receive_error is not None:
+            raise self._receive_error
         return self.digest.hexdigest()
 
     async def close(self) -> None:
-        """Stop the threads without writing what is still queued, and wait for them (even when cancelled)."""
-        self._stop(abort=True)
+        """Stop both threads, writing nothing more, and wait for them (even when cancelled)."""
+        self._stop()
         await self._joined()
 
     async def _joined(self) -> None:
         await _wait_out(self._exited)
-        self._thread.join()  # done with the file already: what is left of them is returning
-        self._hasher.join()
+        for thread in self._threads:
+            thread.join()  # done with the file and the body already: what is left of them is returning
 
-    async def _hand_over(self) -> None:
-        while self._in_flight >= SLOTS and self._error is None:
-            self._room.clear()
-            await self._room.wait()
-        self._raise()
-        batch, self._pending, self._pending_bytes = self._pending, [], 0
-        self._handed += 1
-        self._to_hash.put(batch)
-        self._batches.put(batch)
-
-    def _stop(self, *, abort: bool) -> None:
-        if abort:
-            self._abort = True  # read by the thread between batches
-        if not self._closing:
-            self._closing = True
-            self._to_hash.put(None)
-            self._batches.put(None)
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def _one_done(self, side: str) -> None:
-        self._done[side] += 1
-        self._room.set()
+    def _stop(self) -> None:
+        if not self._abort:
+            self._abort = True  # read by both threads between buffers
+            self._free.put(None)  # a receiver waiting for a buffer stops
+            self.body.interrupt()  # ... and one blocked on the socket
 
     def _exit(self) -> None:
         self._running -= 1
@@ -132,33 +136,39 @@ class PartWriter:
 
     # -- the threads ---------------------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _receive(self) -> None:
         try:
-            while (batch := self._batches.get()) is not None:
-                if self._abort:
-                    continue  # drained without writing, up to the end marker
-                for chunk in batch:
-                    _write_all(self.file, chunk)
-                    self.written += len(chunk)
-                self._write_back()
-                self._call(self._one_done, "write")
-        except BaseException as exc:  # an OSError (ENOSPC) from a write, mostly: the loop raises it
-            self._error = exc
-            self._call(self._room.set)
+            while not self._abort and (buffer := self._free.get()) is not None:
+                count = self.body.readinto(memoryview(buffer))
+                if not count:
+                    break
+                self.received += count
+                if self.received > self.limit:
+                    raise TooLarge(f"the body is over {self.limit} bytes")
+                self._full.put((buffer, count))
+        except BaseException as exc:  # the transfer broke (or went on too long): written so far, it stays
+            self._receive_error = exc
         finally:
+            self._full.put(None)
             self._call(self._exit)
 
-    def _hash(self) -> None:
+    def _write(self) -> None:
         try:
-            while (batch := self._to_hash.get()) is not None:
-                if self._abort or self._error is not None:
-                    continue  # the digest is not wanted any more
-                for chunk in batch:
-                    self.digest.update(chunk)
-                self._call(self._one_done, "hash")
-        except BaseException as exc:  # MemoryError at worst; the download fails with it
-            self._error = exc
-            self._call(self._room.set)
+            while (item := self._full.get()) is not None:
+                if self._abort:
+                    continue  # drained without writing, up to the end marker
+                buffer, count = item
+                view = memoryview(buffer)[:count]
+                self.digest.update(view)
+                _write_all(self.file, view)
+                self.written += count
+                self._write_back()
+                self._free.put(buffer)
+        except BaseException as exc:  # an OSError (ENOSPC) from a write, mostly: the download stops
+            self._write_error = exc
+            self._stop()
+            while self._full.get() is not None:
+                pass  # up to the receiver's end marker
         finally:
             self._call(self._exit)
 
@@ -179,7 +189,7 @@ class PartWriter:
 
 
 async def _wait_out(future: asyncio.Future[None]) -> None:
-    """Wait for ``future`` even through a cancellation, which is raised again once it is done: the thread
+    """Wait for ``future`` even through a cancellation, which is raised again once it is done: the threads
     must be over before the caller goes on to close or give back the part file."""
     cancelled = False
     while not future.done():
@@ -191,12 +201,11 @@ async def _wait_out(future: asyncio.Future[None]) -> None:
         raise asyncio.CancelledError()
 
 
-def _write_all(file: IO[bytes], data: bytes) -> None:
+def _write_all(file: IO[bytes], data: memoryview) -> None:
     """Write all of ``data`` to an unbuffered file: a short write (the disk filling up) is followed by
     another, which then fails with ENOSPC instead of losing bytes silently."""
-    view = memoryview(data)
-    while view:
-        written = file.write(view)
+    while data:
+        written = file.write(data)
         if written is None:  # not for a regular file; stated for the type checker
             raise BlockingIOError(errno.EAGAIN, "the part file would block")
-        view = view[written:]
+        data = data[written:]

@@ -1,5 +1,7 @@
-"""The download's writer threads (service/partwriter.py), in this process against real files: what they write
-and hash, how much they hold at most, a full disk (/dev/full), and a cancellation that waits for them."""
+"""The download's two threads (service/partwriter.py), in this process against real files: what they receive,
+write and hash, how far they read ahead at most, a full disk (/dev/full), a broken or too long body, and a
+cancellation that waits for them. The body here is an in-memory stand-in for ``videofetch.VideoResponse``
+(its ``readinto`` and ``interrupt``); the real one is read in test_videofetch and the download tests."""
 
 from __future__ import annotations
 
@@ -13,95 +15,151 @@ from pathlib import Path
 import pytest
 
 from wanhook.service import partwriter
-from wanhook.service.partwriter import BATCH, SLOTS, PartWriter
+from wanhook.service.partwriter import BUFFER, BUFFERS, PartWriter, TooLarge
+
+MIB = 1 << 20
 
 
-def chunks(count: int, size: int) -> list[bytes]:
-    return [os.urandom(size) for _ in range(count)]
+class Body:
+    """A body of ``data``, handed over in pieces of at most ``piece`` bytes per ``readinto`` (as a socket would);
+    ``fail`` is raised once ``fail_at`` bytes were read; ``gate``, when given, holds every read until set."""
+
+    def __init__(
+        self,
+        data: bytes,
+        piece: int = BUFFER,
+        *,
+        fail_at: int | None = None,
+        gate: threading.Event | None = None,
+    ) -> None:
+        self.data = memoryview(data)
+        self.piece = piece
+        self.position = 0
+        self.fail_at = fail_at
+        self.gate = gate
+        self.interrupted = threading.Event()
+        self.reads = 0
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.interrupted.is_set():
+            raise ConnectionResetError("interrupted")
+        if self.fail_at is not None and self.position >= self.fail_at:
+            raise ConnectionResetError("the peer went away")
+        count = min(len(buffer), self.piece, len(self.data) - self.position)
+        buffer[:count] = self.data[self.position : self.position + count]
+        self.position += count
+        self.reads += 1
+        return count
+
+    def interrupt(self) -> None:
+        self.interrupted.set()
+
+
+async def finished(writer: PartWriter) -> None:
+    for _ in range(600):
+        if await writer.wait(0.05):
+            return
+    raise AssertionError("the writer did not finish in 30 s")
 
 
 async def test_it_appends_and_hashes_every_byte(tmp_path: Path) -> None:
     path = tmp_path / "v.mp4.part"
     path.write_bytes(b"resumed prefix")
-    data = chunks(200, 100_000) + [b"", b"x", os.urandom(3 << 20)]  # small, empty, odd and large chunks
-    with open(path, "ab+", buffering=0) as file:
-        digest = hashlib.sha256(b"resumed prefix")  # as a resume computes it (storage.sha256_prefix)
-        writer = PartWriter(file, digest)
-        assert writer.written == len(b"resumed prefix")
-        for chunk in data:
-            await writer.write(chunk)
-        sha256 = await writer.finish()
-        await writer.close()  # after finish: nothing left to do
-    whole = b"resumed prefix" + b"".join(data)
-    assert path.read_bytes() == whole
-    assert sha256 == hashlib.sha256(whole).hexdigest()
-    assert writer.written == len(whole)
+    data = os.urandom(5 * BUFFER + 12345)
+    for piece in (BUFFER, 100_000, 7):  # whole buffers, or whatever a read returns
+        path.write_bytes(b"resumed prefix")
+        with open(path, "ab+", buffering=0) as file:
+            digest = hashlib.sha256(b"resumed prefix")  # as a resume computes it (storage.sha256_prefix)
+            writer = PartWriter(file, digest, Body(data if piece > 7 else data[:50_000], piece), limit=len(data))
+            await finished(writer)
+            sha256 = await writer.finish()
+            await writer.close()  # after finish: nothing left to do
+        whole = b"resumed prefix" + (data if piece > 7 else data[:50_000])
+        assert path.read_bytes() == whole
+        assert sha256 == hashlib.sha256(whole).hexdigest()
+        assert writer.written == len(whole) and writer.received == len(whole) - len(b"resumed prefix")
 
 
-async def test_a_slow_disk_holds_the_reader_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """At most SLOTS batches are handed over and not yet written: the loop waits for room instead of piling up
-    what it receives (the memory a download holds stays flat however slow the disk)."""
+async def test_a_slow_disk_holds_the_receiver_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most BUFFERS buffers are received and not yet written: the receiver stops reading the body (and TCP
+    then holds the sender back) instead of piling up what arrives; the memory a download holds stays flat."""
     gate = threading.Event()
     original = partwriter._write_all
 
-    def stalled(file: object, data: bytes) -> None:
+    def stalled(file: object, data: memoryview) -> None:
         gate.wait(10)  # the disk does not move until the test says so
         original(file, data)  # type: ignore[arg-type]
 
     monkeypatch.setattr(partwriter, "_write_all", stalled)
+    body = Body(os.urandom(4 * BUFFERS * BUFFER))
     with open(tmp_path / "v.mp4.part", "ab+", buffering=0) as file:
-        writer = PartWriter(file, hashlib.sha256())
-        sent = 0
-
-        async def feed() -> None:
-            nonlocal sent
-            for chunk in chunks(4 * SLOTS, BATCH):
-                await writer.write(chunk)
-                sent += 1
-
-        feeding = asyncio.create_task(feed())
-        # It stops at the slots (the thread holds one batch while blocked, SLOTS wait in line), plus the one
-        # batch it is filling.
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-        assert not feeding.done()
-        assert sent <= SLOTS + 2
+        writer = PartWriter(file, hashlib.sha256(), body, limit=1 << 40)
+        assert not await writer.wait(0.3)
+        assert body.reads == BUFFERS  # every buffer filled, none free: no read more
         gate.set()
-        await asyncio.wait_for(feeding, 30)
+        await finished(writer)
         await writer.finish()
-    assert (tmp_path / "v.mp4.part").stat().st_size == 4 * SLOTS * BATCH
+    assert (tmp_path / "v.mp4.part").stat().st_size == 4 * BUFFERS * BUFFER
 
 
-async def test_a_full_disk_is_raised_in_the_loop() -> None:
+async def test_a_full_disk_stops_the_receiver_and_is_raised() -> None:
+    body = Body(os.urandom(4 * BUFFERS * BUFFER))
     with open("/dev/full", "ab", buffering=0) as file:
-        writer = PartWriter(file, hashlib.sha256())
+        writer = PartWriter(file, hashlib.sha256(), body, limit=1 << 40)
+        await finished(writer)
         with pytest.raises(OSError) as raised:
-            for chunk in chunks(4 * SLOTS, BATCH):  # the thread fails on the first batch; a later write says so
-                await writer.write(chunk)
             await writer.finish()
         assert raised.value.errno == errno.ENOSPC
+        assert body.interrupted.is_set()  # a receiver blocked on the socket is woken to stop
+        assert body.position < len(body.data)
         await writer.close()
 
 
-async def test_a_cancelled_download_waits_for_the_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The part file is closed (and its lock given up) only once the thread is done with it."""
+async def test_a_broken_body_is_raised_after_what_arrived_is_written(tmp_path: Path) -> None:
+    """What came before the break is in the file (a resume continues from it), then the break is raised."""
+    data = os.urandom(3 * BUFFER)
+    with open(tmp_path / "v.mp4.part", "ab+", buffering=0) as file:
+        writer = PartWriter(file, hashlib.sha256(), Body(data, fail_at=2 * BUFFER), limit=len(data))
+        await finished(writer)
+        with pytest.raises(ConnectionResetError, match="went away"):
+            await writer.finish()
+        await writer.close()
+    assert (tmp_path / "v.mp4.part").read_bytes() == data[: 2 * BUFFER]
+
+
+async def test_a_body_past_its_limit_stops(tmp_path: Path) -> None:
+    data = os.urandom(4 * BUFFER)
+    with open(tmp_path / "v.mp4.part", "ab+", buffering=0) as file:
+        writer = PartWriter(file, hashlib.sha256(), Body(data), limit=2 * BUFFER + 1)
+        await finished(writer)
+        with pytest.raises(TooLarge):
+            await writer.finish()
+        await writer.close()
+        assert writer.received == 3 * BUFFER  # it stops at the first buffer past the limit
+
+
+async def test_a_cancelled_download_waits_for_the_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The part file is closed (and its lock given up) only once both threads are done with it."""
     gate = threading.Event()
     writing = threading.Event()
     original = partwriter._write_all
 
-    def stalled(file: object, data: bytes) -> None:
+    def stalled(file: object, data: memoryview) -> None:
         writing.set()
         gate.wait(10)
         original(file, data)  # type: ignore[arg-type]
 
     monkeypatch.setattr(partwriter, "_write_all", stalled)
+    body = Body(os.urandom(4 * BUFFERS * BUFFER))
     with open(tmp_path / "v.mp4.part", "ab+", buffering=0) as file:
-        writer = PartWriter(file, hashlib.sha256())
+        writer = PartWriter(file, hashlib.sha256(), body, limit=1 << 40)
 
         async def download() -> None:
             try:
-                for chunk in chunks(4 * SLOTS, BATCH):
-                    await writer.write(chunk)
+                while not await writer.wait(0.05):
+                    pass
             finally:
                 await writer.close()
 
@@ -110,10 +168,11 @@ async def test_a_cancelled_download_waits_for_the_thread(tmp_path: Path, monkeyp
         running.cancel()
         for _ in range(20):
             await asyncio.sleep(0.01)
-        assert not running.done()  # still waiting for the thread, cancelled or not
+        assert not running.done()  # still waiting for the threads, cancelled or not
+        assert body.interrupted.is_set()
         gate.set()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(running, 30)
-        # The thread wrote the batch it was in and dropped the rest.
-        assert not writer._thread.is_alive() and not writer._hasher.is_alive()
-    assert (tmp_path / "v.mp4.part").stat().st_size == BATCH
+        # The writer wrote the buffer it was in and dropped the rest.
+        assert not any(thread.is_alive() for thread in writer._threads)
+    assert (tmp_path / "v.mp4.part").stat().st_size == BUFFER
