@@ -1,20 +1,22 @@
-"""A download's three threads: one receives the video's body into a few reused buffers, one hashes each
-buffer (sha256), one writes it to the part file, while the event loop only watches.
+"""A download's two threads: one receives the video's body into a few reused buffers and hashes each
+(sha256) as soon as it is filled, the other writes them to the part file, while the event loop only
+watches.
 
-Each buffer is filled whole by one ``readinto`` (``videofetch.py``) and hashed at once, while its bytes
-are still in the cache: on a GiB here, hashing bytes fresh from the socket took 0.56 s, against 0.95 s
-for the same bytes once fallen out of the cache (the larger the buffers in flight, the slower: 4 MiB
-buffers doubled the downloader's CPU time). The three stages overlap: while one buffer is written, the
-next is hashed and a third received.
+Each buffer is filled whole by one ``readinto`` (``videofetch.py``) and hashed by the same thread at
+once, while its bytes are still in that core's cache (the kernel keeps receiving into the socket's
+buffer meanwhile): on a GiB here, hashing bytes fresh from the socket took 0.56 s, against 0.7-0.9 s
+on another thread and 0.95 s once fallen out of the cache (the larger the buffers, the slower: 4 MiB
+buffers doubled the downloader's CPU time). The writes overlap the next buffers' receiving.
 
 The writes go around the page cache (``O_DIRECT`` on Linux, from page-aligned buffers, at aligned
-offsets): the disk takes the bytes from the buffer itself, so a GiB costs about 0.05 CPU seconds of
-writing instead of 0.25 s of copying into the page cache plus the write-back's work later, a large
-video does not fill the page cache (nor push out what else is cached), and the fsync that publishes it
-has nothing left to write. Where the file system refuses direct writes, or a write would not be aligned
-(a resume at an odd offset, the video's last bytes), it is written the ordinary way, handed to the
-kernel's write-back as it lands (``posix_fadvise(DONTNEED)``) so that the disk writes during the
-download rather than all at once in the fsync.
+offsets, up to ``WRITE_BATCH`` buffers in one ``writev``): the disk takes the bytes from the buffers
+themselves, so a GiB costs about 0.1 CPU seconds of writing instead of 0.25-0.35 s of copying into the
+page cache plus the write-back's work later, a large video does not fill the page cache (nor push out
+what else is cached), and the fsync that publishes it has nothing left to write. Where the file system
+refuses direct writes, or a write would not be aligned (a resume at an odd offset, the video's last
+bytes), it is written the ordinary way and handed to the kernel's write-back as it lands
+(``posix_fadvise(DONTNEED)``), so that the disk writes during the download rather than all at once in
+the fsync.
 
 ``BUFFERS`` buffers of ``BUFFER`` bytes are all a download holds, however much faster the network is
 than the disk: a receiver that finds no free buffer waits, stops reading the socket, and TCP's flow
@@ -39,7 +41,7 @@ from typing import IO, Any, Protocol
 from .errors import WanhookError
 
 BUFFER = 1 << 20  # what one read fills: 1 MiB; buffers of 4 MiB fell out of the cache between the threads
-BUFFERS = 8  # ~8 MiB held per download: one being received, one hashed, up to WRITE_BATCH written at once
+BUFFERS = 8  # ~8 MiB held per download: one being received, up to WRITE_BATCH written at once, the rest ready
 WRITE_BATCH = 4  # buffers in one write: the disk here took 1 GiB in 0.75 s by 1 MiB, in 0.61 s by 4 MiB
 ALIGN = 4096  # direct writes: the buffer's address, the file offset and the length, multiples of this
 # Written the ordinary way: every 8 MiB, start the write-out of the last stretch, drop the one before.
@@ -95,7 +97,6 @@ class PartWriter:
         self.direct_bytes = 0  # of those written here, how many around the page cache
         self._loop = asyncio.get_running_loop()
         self._free: queue.SimpleQueue[mmap.mmap | None] = queue.SimpleQueue()
-        self._to_hash: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._to_write: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         for _ in range(BUFFERS):
             self._free.put(mmap.mmap(-1, BUFFER))  # anonymous maps: page-aligned, as direct writes need
@@ -105,12 +106,11 @@ class PartWriter:
         self._receive_error: BaseException | None = None
         self._write_error: BaseException | None = None
         self._abort = False
-        self._running = 3
+        self._running = 2
         self._exited: asyncio.Future[None] = self._loop.create_future()
         self._advised = self._dropped = self.written
         self._threads = [
             threading.Thread(target=self._receive, name=f"{name}-receive", daemon=True),
-            threading.Thread(target=self._hash, name=f"{name}-sha256", daemon=True),
             threading.Thread(target=self._write, name=f"{name}-write", daemon=True),
         ]
         for thread in self._threads:
@@ -157,7 +157,7 @@ class PartWriter:
         if not self._running and not self._exited.done():
             self._exited.set_result(None)
 
-    # -- the threads: receive -> hash -> write, each buffer back to the receiver once written ---------------
+    # -- the threads: receive and hash -> write, each buffer back to the receiver once written -------------
 
     def _receive(self) -> None:
         try:
@@ -168,23 +168,10 @@ class PartWriter:
                 self.received += count
                 if self.received > self.limit:
                     raise TooLarge(f"the body is over {self.limit} bytes")
-                self._to_hash.put((buffer, count))
+                self.digest.update(memoryview(buffer)[:count])
+                self._to_write.put((buffer, count))
         except BaseException as exc:  # the transfer broke (or went on too long): what came before is written
             self._receive_error = exc
-        finally:
-            self._to_hash.put(None)
-            self._call(self._exit)
-
-    def _hash(self) -> None:
-        try:
-            while (item := self._to_hash.get()) is not None:
-                if not self._abort:
-                    buffer, count = item
-                    self.digest.update(memoryview(buffer)[:count])
-                self._to_write.put(item)
-        except BaseException as exc:  # MemoryError at worst: the download fails with it
-            self._write_error = exc
-            self._stop()
         finally:
             self._to_write.put(None)
             self._call(self._exit)
@@ -225,14 +212,13 @@ class PartWriter:
 
     def _write_views(self, fd: int, views: list[memoryview]) -> bool:
         """Append ``views`` to the file, directly where it can; whether some went through the page cache."""
-        if (
-            self._direct
-            and not self.written % ALIGN
-            and not any(len(view) % ALIGN for view in views)
-            and self._set_direct(fd, True)
-        ):
+        aligned = 0  # the views that can go directly: the leading ones of whole blocks, at an aligned offset
+        if self._direct and not self.written % ALIGN:
+            while aligned < len(views) and not len(views[aligned]) % ALIGN:
+                aligned += 1
+        if aligned and self._set_direct(fd, True):
             try:
-                written = os.writev(fd, views)
+                written = os.writev(fd, views[:aligned])
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import hashlib
 import os
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from wanhook.service import partwriter
 from wanhook.service.partwriter import BUFFER, BUFFERS, WRITE_BATCH, PartWriter, TooLarge
 
 MIB = 1 << 20
@@ -176,3 +178,57 @@ async def test_a_cancelled_download_waits_for_the_threads(tmp_path: Path, monkey
         assert not any(thread.is_alive() for thread in writer._threads)
     size = (tmp_path / "v.mp4.part").stat().st_size
     assert size % BUFFER == 0 and BUFFER <= size <= WRITE_BATCH * BUFFER
+
+
+def direct_on(fd: int) -> bool:
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="direct writes are Linux's")
+async def test_whole_buffers_go_around_the_page_cache_and_the_rest_through_it(tmp_path: Path) -> None:
+    """A fresh download's whole buffers are written directly, its last bytes the ordinary way; the file is left
+    without O_DIRECT for what reads it next. A resume at an offset that is not aligned writes the ordinary way."""
+    data = os.urandom(6 * BUFFER + 1000)
+    path = tmp_path / "v.mp4.part"
+    with open(path, "ab+", buffering=0) as file:
+        writer = PartWriter(file, hashlib.sha256(), Body(data), limit=len(data))
+        await finished(writer)
+        assert await writer.finish() == hashlib.sha256(data).hexdigest()
+        await writer.close()
+        assert writer.direct_bytes == 6 * BUFFER  # not 0: the test's file system (ext4 here) takes direct writes
+        assert not direct_on(file.fileno())
+        file.seek(0)
+        assert file.read() == data  # read back through the same descriptor
+
+    path.write_bytes(b"odd prefix")
+    with open(path, "ab+", buffering=0) as file:
+        writer = PartWriter(file, hashlib.sha256(b"odd prefix"), Body(data), limit=len(data))
+        await finished(writer)
+        await writer.finish()
+        assert writer.direct_bytes == 0 and not direct_on(file.fileno())
+    assert path.read_bytes() == b"odd prefix" + data
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="direct writes are Linux's")
+async def test_a_file_system_refusing_direct_writes_gets_ordinary_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EINVAL from a direct write (a file system that takes the flag but not the write): that buffer and all
+    after it are written the ordinary way, nothing lost."""
+    refused = []
+    writev = os.writev
+
+    def refusing(fd: int, views: list[memoryview]) -> int:
+        if direct_on(fd):
+            refused.append(len(views))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return writev(fd, views)
+
+    monkeypatch.setattr(partwriter.os, "writev", refusing)
+    data = os.urandom(5 * BUFFER)
+    with open(tmp_path / "v.mp4.part", "ab+", buffering=0) as file:
+        writer = PartWriter(file, hashlib.sha256(), Body(data), limit=len(data))
+        await finished(writer)
+        assert await writer.finish() == hashlib.sha256(data).hexdigest()
+        assert len(refused) == 1 and writer.direct_bytes == 0 and not direct_on(file.fileno())
+    assert (tmp_path / "v.mp4.part").read_bytes() == data
