@@ -1,15 +1,15 @@
 """4. Download: a 1 GiB video from the emulator over loopback, stored by wanhook against ``curl -o``.
 
-Workload: the emulator pads one rendered video to 1 GiB (an MP4 "free" box) and streams it from disk.
-A task is created, rendered, and its completion event pushed; a separate ``wanhook worker`` process
-(the server runs with --no-workers) receives the video on a thread that hashes it (sha256) as it
-arrives, another writes it into its part file, then it is fsynced and renamed into place. Its rate is
-the size over the time from the push to the task being ``ready``. Two baselines from the same run, each against the same object:
-``curl -s -o`` (no hash, no fsync: the goal is 0.7 of it), and curl followed by sha256 and fsync of
-its file (the same work as wanhook's, one step after the other). Without curl, a plain blocking copy
-stands in. Both sides run three times, alternately, each after a ``sync`` so that neither pays for
-the write-back of what came before it (the padded video, the other side's file); each side's best
-run counts. The worker's peak RSS (VmHWM) is read after a 64 MiB download and again after the 1 GiB
+Workload: the emulator pads one rendered video to 1 GiB (an MP4 "free" box) and streams it from disk. A
+task is created, rendered, and its completion event pushed; a separate ``wanhook worker`` process (the
+server runs with --no-workers) receives the video on a thread that hashes it (sha256) as it arrives,
+another writes it into its part file, then it is fsynced and renamed into place. Its rate is the size
+over the time from the push to the task being ``ready``. Two baselines from the same run, each against
+the same object: ``curl -s -o`` (no hash, no fsync: the goal is 0.7 of it), and curl followed by sha256
+and fsync of its file (the same work as wanhook's, one step after the other). Without curl, a plain
+blocking copy stands in. Both sides run three times, alternately, each after a ``sync`` so that neither
+pays for the write-back of what came before it (the padded video, the other side's file); each side's
+best run counts. The worker's peak RSS (VmHWM) is read after a 64 MiB download and again after the 1 GiB
 ones: it must not grow with the file.
 
 The CPU each side spends is read too (user + system seconds, from /proc for the worker and the emulator,
