@@ -4,19 +4,21 @@ watches.
 
 Each buffer is filled whole by one ``readinto`` (``videofetch.py``) and hashed by the same thread at
 once, while its bytes are still in that core's cache (the kernel keeps receiving into the socket's
-buffer meanwhile): on a GiB here, hashing bytes fresh from the socket took 0.56 s, against 0.7-0.9 s
-on another thread and 0.95 s once fallen out of the cache (the larger the buffers, the slower: 4 MiB
-buffers doubled the downloader's CPU time). The writes overlap the next buffers' receiving.
+buffer meanwhile). On a GiB here, the sha256 took 0.56 s over one buffer kept in the cache, 0.7-0.9 s
+on a thread of its own (the bytes had to come over from the receiving core) and 0.95 s from memory;
+on the receiving thread, 0.61-0.65 s with buffers of 2 MiB, 0.72 s with 1 MiB and 0.86-1.0 s with
+256 KiB (fewer hand-overs between the threads, fewer interruptions). The writes overlap the next
+buffers' receiving.
 
 The writes go around the page cache (``O_DIRECT`` on Linux, from page-aligned buffers, at aligned
-offsets, up to ``WRITE_BATCH`` buffers in one ``writev``): the disk takes the bytes from the buffers
-themselves, so a GiB costs about 0.1 CPU seconds of writing instead of 0.25-0.35 s of copying into the
-page cache plus the write-back's work later, a large video does not fill the page cache (nor push out
-what else is cached), and the fsync that publishes it has nothing left to write. Where the file system
-refuses direct writes, or a write would not be aligned (a resume at an odd offset, the video's last
-bytes), it is written the ordinary way and handed to the kernel's write-back as it lands
-(``posix_fadvise(DONTNEED)``), so that the disk writes during the download rather than all at once in
-the fsync.
+offsets, up to ``WRITE_BATCH`` buffers in one ``writev`` when the writer is behind): the disk takes the
+bytes from the buffers themselves, so a GiB costs about 0.1 CPU seconds of writing instead of 0.25-0.35
+s of copying into the page cache plus the write-back's work later, a large video does not fill the page
+cache (nor push out what else is cached), and the fsync that publishes it has nothing left to write.
+Where the file system refuses direct writes, or a write would not be aligned (a resume at an odd offset,
+the video's last bytes), it is written the ordinary way and handed to the kernel's write-back as it
+lands (``posix_fadvise(DONTNEED)``), so that the disk writes during the download rather than all at once
+in the fsync.
 
 ``BUFFERS`` buffers of ``BUFFER`` bytes are all a download holds, however much faster the network is
 than the disk: a receiver that finds no free buffer waits, stops reading the socket, and TCP's flow
@@ -40,9 +42,9 @@ from typing import IO, Any, Protocol
 
 from .errors import WanhookError
 
-BUFFER = 1 << 20  # what one read fills: 1 MiB; buffers of 4 MiB fell out of the cache between the threads
-BUFFERS = 8  # ~8 MiB held per download: one being received, up to WRITE_BATCH written at once, the rest ready
-WRITE_BATCH = 4  # buffers in one write: the disk here took 1 GiB in 0.75 s by 1 MiB, in 0.61 s by 4 MiB
+BUFFER = 2 << 20  # what one read fills and one update hashes (see above)
+BUFFERS = 4  # 8 MiB held per download: one being received, one or two being written, the rest ready
+WRITE_BATCH = 2  # buffers in one write at most: the disk here took 1 GiB in 0.75 s by 1 MiB, 0.61 s by 4 MiB
 ALIGN = 4096  # direct writes: the buffer's address, the file offset and the length, multiples of this
 # Written the ordinary way: every 8 MiB, start the write-out of the last stretch, drop the one before.
 WRITEBACK_STEP = 8 << 20
