@@ -2,13 +2,13 @@
 (sha256) as soon as it is filled, the other writes them to the part file, while the event loop only
 watches.
 
-Each buffer is filled whole by one ``readinto`` (``videofetch.py``) and hashed by the same thread at
-once, while its bytes are still in that core's cache (the kernel keeps receiving into the socket's
-buffer meanwhile). On a GiB here, the sha256 took 0.56 s over one buffer kept in the cache, 0.7-0.9 s
-on a thread of its own (the bytes had to come over from the receiving core) and 0.95 s from memory;
-on the receiving thread, 0.61-0.65 s with buffers of 2 MiB, 0.72 s with 1 MiB and 0.86-1.0 s with
-256 KiB (fewer hand-overs between the threads, fewer interruptions). The writes overlap the next
-buffers' receiving.
+Each buffer is filled by one ``readinto`` (``videofetch.py``; whole once the bytes come quickly) and
+hashed by the same thread at once, while its bytes are still in that core's cache (the kernel keeps
+receiving into the socket's buffer meanwhile). On a GiB here, the sha256 took 0.56 s over one buffer
+kept in the cache, 0.7-0.9 s on a thread of its own (the bytes had to come over from the receiving core)
+and 0.95 s from memory; on the receiving thread, 0.61-0.65 s with buffers of 2 MiB, 0.72 s with 1 MiB
+and 0.86-1.0 s with 256 KiB (fewer hand-overs between the threads, fewer interruptions). The writes
+overlap the next buffers' receiving.
 
 The writes go around the page cache (``O_DIRECT`` on Linux, from page-aligned buffers, at aligned
 offsets, up to ``WRITE_BATCH`` buffers in one ``writev`` when the writer is behind): the disk takes the
@@ -37,6 +37,7 @@ import mmap
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 
@@ -44,6 +45,11 @@ from .errors import WanhookError
 
 BUFFER = 2 << 20  # what one read fills and one update hashes (see above)
 BUFFERS = 4  # 8 MiB held per download: one being received, one or two being written, the rest ready
+# A read waits until it has filled what it asks for: it asks for FIRST_READ, then twice as much after each
+# read done within QUICK_READ seconds, half as much after a slower one. A fast transfer soon reads whole
+# buffers; a slow one still reaches the disk (and the task's progress) a little at a time.
+FIRST_READ = 64 << 10
+QUICK_READ = 0.1
 WRITE_BATCH = 2  # buffers in one write at most: the disk here took 1 GiB in 0.75 s by 1 MiB, 0.61 s by 4 MiB
 ALIGN = 4096  # direct writes: the buffer's address, the file offset and the length, multiples of this
 # Written the ordinary way: every 8 MiB, start the write-out of the last stretch, drop the one before.
@@ -162,11 +168,16 @@ class PartWriter:
     # -- the threads: receive and hash -> write, each buffer back to the receiver once written -------------
 
     def _receive(self) -> None:
+        size = FIRST_READ
         try:
             while not self._abort and (buffer := self._free.get()) is not None:
-                count = self.body.readinto(memoryview(buffer))
+                started = time.monotonic()
+                count = self.body.readinto(memoryview(buffer)[:size])
                 if not count:
                     break
+                if count == size:  # the next read: larger while the bytes come quickly, smaller when they trickle
+                    quick = time.monotonic() - started < QUICK_READ
+                    size = min(BUFFER, size * 2) if quick else max(FIRST_READ, size // 2)
                 self.received += count
                 if self.received > self.limit:
                     raise TooLarge(f"the body is over {self.limit} bytes")
