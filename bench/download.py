@@ -1,16 +1,17 @@
 """4. Download: a 1 GiB video from the emulator over loopback, stored by wanhook against ``curl -o``.
 
-Workload: the emulator pads one rendered video to 1 GiB (an MP4 "free" box) and streams it from disk.
-A task is created, rendered, and its completion event pushed; a separate ``wanhook worker`` process
-(the server runs with --no-workers) receives the video into its part file, written and hashed (sha256)
-on a thread meanwhile, fsyncs it and renames it into place. Its rate is the size over the time from
-the push to the task being ``ready``. Two baselines from the same run, each against the same object:
-``curl -s -o`` (no hash, no fsync: the goal is 0.7 of it), and curl followed by sha256 and fsync of
-its file (the same work as wanhook's, one step after the other). Without curl, a plain blocking copy
-stands in. Both sides run three times, alternately, each after a ``sync`` so that neither pays for
-the write-back of what came before it (the padded video, the other side's file); each side's best
-run counts. The worker's peak RSS (VmHWM) is read after a 64 MiB download and again after the 1 GiB
-ones: it must not grow with the file.
+Workload: the emulator pads one rendered video to 1 GiB (an MP4 "free" box) and streams it from disk. A
+task is created, rendered, and its completion event pushed; a separate ``wanhook worker`` process (the
+server runs with --no-workers) receives the video on a thread that hashes it (sha256) as it arrives,
+another writes it into its part file, then it is fsynced and renamed into place. Its rate is the size
+over the time from the push to the task being ``ready``. Two baselines from the same run, each against
+the same object: ``curl -s -o`` (no hash, no fsync: the goal is 0.7 of it), and curl followed by sha256
+and fsync of its file (the same work as wanhook's, one step after the other). Without curl, a plain
+blocking copy stands in. Both sides run five times, alternately, each after a ``sync`` so that neither
+pays for the write-back of what came before it (the padded video, the other side's file); each side's
+best run counts (a single run of either spreads by a fifth on a quiet machine: five make each side's
+best steadier than three did). The worker's peak RSS (VmHWM) is read after a 64 MiB download and again
+after the 1 GiB ones: it must not grow with the file.
 
 The CPU each side spends is read too (user + system seconds, from /proc for the worker and the emulator,
 from the rusage of curl): on a machine whose cores the emulator shares, a side's wall time can be no
@@ -56,7 +57,7 @@ RSS_GOAL_MIB = 100.0
 
 
 def bench_download(ctx: Context) -> Result:
-    small, big, rounds = (2 * MIB, 16 * MIB, 1) if ctx.smoke else (64 * MIB, 1024 * MIB, 3)
+    small, big, rounds = (2 * MIB, 16 * MIB, 1) if ctx.smoke else (64 * MIB, 1024 * MIB, 5)
     ctx.log(
         f"download: {big // MIB} MiB from the emulator over loopback, wanhook worker vs {baseline_tool()}, best of "
         f"{rounds}; the worker's peak RSS after {small // MIB} MiB and after {big // MIB} MiB"

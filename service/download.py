@@ -1,10 +1,11 @@
 """Downloader: stores a finished task's video before its signed URL dies.
 
-The video streams into its part file (``storage.py``), written and hashed on threads of their own while
-the next bytes arrive (``partwriter.py``); a broken transfer resumes with ``Range``/``If-Range`` (from
-zero when the server ignores Range); the part is published (fsynced and renamed into place), and only
-then is the task ``ready`` and the job acknowledged. The part file is locked by the worker writing it,
-so a worker that takes over a job from a stalled one cannot write into it at the same time.
+The video streams into its part file (``storage.py``): received on a thread of its own, hashed and
+written on another while the next bytes arrive (``videofetch.py``, ``partwriter.py``); a broken
+transfer resumes with ``Range``/``If-Range`` (from zero when the server ignores Range); the part is
+published (fsynced and renamed into place), and only then is the task ``ready`` and the job
+acknowledged. The part file is locked by the worker writing it, so a worker that takes over a job
+from a stalled one cannot write into it at the same time.
 
 Disk space is reserved (``diskspace.py``) once the video host has said how large the video is, before
 its bytes are written. The part-file rule: a part file is kept only while its download holds a
@@ -28,21 +29,21 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
+from email.message import Message
 from fnmatch import fnmatch
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
 from redis.exceptions import RedisError
 
-from . import metrics, outbound
+from . import metrics, outbound, videofetch
 from .config import Settings
 from .dashscope import DashScopeClient
 from .diskspace import DiskSpace, check_floor, disk_full
 from .errors import DashScopeError, Interrupted, WanhookError
 from .jobs import Job, JobQueue, work
 from .objectstore import S3Storage
-from .partwriter import PartWriter
+from .partwriter import PartWriter, TooLarge
 from .quota import ReadLimiter
 from .redact import redact_url
 from .storage import LocalStorage, StorageBusy, UploadFailed, VideoStorage, sha256_prefix
@@ -55,9 +56,6 @@ T = TypeVar("T")
 PROGRESS_INTERVAL = 0.5
 UPLOAD_FAILED = "UploadFailed"  # the error of a task whose upload to the object store fails
 UPLOAD_LOG_INTERVAL = 60.0  # an upload that keeps failing is logged once a minute at most (the task shows each)
-# How much a read of a video may hand over: up to 1 MiB rather than httpcore's 64 KiB, which costs a
-# trip through httpcore and h11 per 64 KiB (the downloads' backend, transportstream.py).
-READ_SIZE = 1 << 20
 
 
 class DownloadError(WanhookError):
@@ -89,11 +87,6 @@ def host_allowed(url: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch(host, pattern.lower()) for pattern in patterns)
 
 
-def video_transport(settings: Settings) -> outbound.PinnedTransport:
-    """What fetches videos: public addresses only, or a host named literally in WANHOOK_VIDEO_HOSTS."""
-    return outbound.PinnedTransport(explicit_hosts=settings.video_hosts, read_size=READ_SIZE)
-
-
 class Downloader:
     def __init__(
         self,
@@ -104,11 +97,10 @@ class Downloader:
         settings: Settings,
         *,
         storage: VideoStorage | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        """``storage`` keeps the videos (``LocalStorage`` in the data directory unless given); ``transport``
-        fetches them (unless given, ``video_transport``: only public addresses, or the hosts named in
-        ``WANHOOK_VIDEO_HOSTS``)."""
+        """``storage`` keeps the videos (``LocalStorage`` in the data directory unless given). Videos are
+        fetched from public addresses only, or from the hosts named in ``WANHOOK_VIDEO_HOSTS``
+        (``videofetch.py``)."""
         self.store = store
         self.client = client
         self.queue = queue
@@ -129,13 +121,6 @@ class Downloader:
         )
         self.stopping = asyncio.Event()  # set with the worker's stop: downloads waiting for room give up
         check_floor(settings)
-        self.http = outbound.client(
-            transport=transport if transport is not None else video_transport(settings),
-            timeout=httpx.Timeout(30.0, connect=10.0),
-        )
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     async def run(self, stop: asyncio.Event, concurrency: int = 4) -> None:
         self.stopping = stop
@@ -459,67 +444,68 @@ class Downloader:
         else:
             offset = 0
             file.truncate(0)
+        try:
+            response = await videofetch.open_video(url, headers, explicit_hosts=self.settings.video_hosts)
+        except videofetch.FetchFailed as exc:
+            raise TransientError(str(exc)) from None
         writer: PartWriter | None = None
         try:
-            async with self.http.stream("GET", url, headers=headers) as response:
-                if response.status_code in (403, 404, 410):
-                    raise URLExpired()
-                if response.status_code == 416:
-                    # Nothing left to send: a worker died after the last byte but before publishing.
-                    if offset and _range_total(response) == offset:
-                        return (await asyncio.to_thread(sha256_prefix, file, offset)).hexdigest()
+            if response.status_code in (403, 404, 410):
+                raise URLExpired()
+            if response.status_code == 416:
+                # Nothing left to send: a worker died after the last byte but before publishing.
+                if offset and _range_total(response.headers) == offset:
+                    return (await asyncio.to_thread(sha256_prefix, file, offset)).hexdigest()
+                file.truncate(0)
+                raise TransientError("video host refused the range; starting over")
+            if response.status_code == 206:
+                if _range_start(response.headers) != offset:
                     file.truncate(0)
-                    raise TransientError("video host refused the range; starting over")
-                if response.status_code == 206:
-                    if _range_start(response) != offset:
-                        file.truncate(0)
-                        raise TransientError("video host answered a range that does not continue the file")
-                    total = _range_total(response)
-                elif response.status_code == 200:
-                    offset, total = 0, _content_length(response)
-                    file.truncate(0)
-                else:
-                    raise TransientError(f"video host answered HTTP {response.status_code}")
-                await self._reserve(task_id, total, offset)
-                size = total if total is not None else self.settings.max_video_bytes
-                # In a thread: the part file may hold most of a large video, to be read back and hashed.
-                digest = await asyncio.to_thread(sha256_prefix, file, offset) if offset else hashlib.sha256()
-                file.seek(offset)
-                validator = response.headers.get("etag") or response.headers.get("last-modified") or ""
-                received = offset
-                last_report = 0.0
-                # The bytes are written and hashed on the writer's threads; this loop only receives them.
-                writer = PartWriter(file, digest, name=f"wanhook-part-{task_id}")
-                async for chunk in response.aiter_raw():
-                    received += len(chunk)
-                    if received > self.settings.max_video_bytes:
-                        raise DownloadError(
-                            "VideoTooLarge",
-                            f"the video is over WANHOOK_MAX_VIDEO_BYTES ({self.settings.max_video_bytes} bytes)",
-                        )
-                    await writer.write(chunk)
-                    now = time.monotonic()
-                    if now - last_report >= PROGRESS_INTERVAL:
-                        # Progress, throttled; the first report also keeps what a resume needs.
-                        fields: dict[str, Any] = {}
-                        if not last_report:
-                            fields.update(dl_etag=validator, dl_total=total or "")
-                            task.update(dl_etag=validator, dl_total=str(total or ""))
-                        last_report = now
-                        # What the writer has put in the file, not what was received: the ledger learns of
-                        # bytes once they are on the disk (no longer in the reservation), so it errs on the
-                        # safe side, and others may use the difference.
-                        written = writer.written
-                        await self.store.progress(task_id, written, total, **fields)
-                        await self.space.renew(task_id, size - written)
+                    raise TransientError("video host answered a range that does not continue the file")
+                total = _range_total(response.headers)
+            elif response.status_code == 200:
+                offset, total = 0, _content_length(response.headers)
+                file.truncate(0)
+            else:
+                raise TransientError(f"video host answered HTTP {response.status_code}")
+            await self._reserve(task_id, total, offset)
+            size = total if total is not None else self.settings.max_video_bytes
+            # In a thread: the part file may hold most of a large video, to be read back and hashed.
+            digest = await asyncio.to_thread(sha256_prefix, file, offset) if offset else hashlib.sha256()
+            file.seek(offset)
+            validator = response.headers.get("etag") or response.headers.get("last-modified") or ""
+            # The body is received, hashed and written on the writer's threads; this loop only reports.
+            writer = PartWriter(
+                file, digest, response, limit=self.settings.max_video_bytes - offset, name=f"wanhook-part-{task_id}"
+            )
+            first = True
+            while True:
+                # Progress, throttled; the first report also keeps what a resume needs. What the writer has
+                # put in the file, not what was received: the ledger learns of bytes once they are on the disk
+                # (no longer in the reservation), so it errs on the safe side, and others may use the difference.
+                fields: dict[str, Any] = {}
+                if first:
+                    fields.update(dl_etag=validator, dl_total=total or "")
+                    task.update(dl_etag=validator, dl_total=str(total or ""))
+                    first = False
+                written = writer.written
+                await self.store.progress(task_id, written, total, **fields)
+                await self.space.renew(task_id, size - written)
+                if await writer.wait(PROGRESS_INTERVAL):
+                    break
+            try:
                 sha256 = await writer.finish()
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            if writer is not None:
-                await writer.finish()  # what did arrive is kept, for the resume
-            raise TransientError(f"transfer broken: {type(exc).__name__}") from None
+            except TooLarge:
+                limit = self.settings.max_video_bytes
+                message = f"the video is over WANHOOK_MAX_VIDEO_BYTES ({limit} bytes)"
+                raise DownloadError("VideoTooLarge", message) from None
+            except videofetch.FetchFailed as exc:
+                raise TransientError(str(exc)) from None  # what did arrive is written: kept, for the resume
+            received = offset + writer.received
         finally:
             if writer is not None:
                 await writer.close()  # no write may outlive this call (nor reach a file given back)
+            response.close()
         if total is not None and received != total:
             raise TransientError(f"transfer ended at {received} of {total} bytes")
         log.info("task %s: stored %d bytes from %s", task_id, received, redact_url(url))
@@ -547,21 +533,21 @@ class JobLost(Interrupted):
     """Another worker holds the job (it took it over, or holds the part file's lock)."""
 
 
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length")
+def _content_length(headers: Message) -> int | None:
+    value = headers.get("content-length")
     return int(value) if value and value.isdigit() else None
 
 
-def _range_start(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-range", "")  # bytes 100-199/1000
+def _range_start(headers: Message) -> int | None:
+    value = headers.get("content-range", "")  # bytes 100-199/1000
     try:
         return int(value.split(" ", 1)[1].split("-", 1)[0])
     except (IndexError, ValueError):
         return None
 
 
-def _range_total(response: httpx.Response) -> int | None:
-    total = response.headers.get("content-range", "").rpartition("/")[2]
+def _range_total(headers: Message) -> int | None:
+    total = headers.get("content-range", "").rpartition("/")[2]
     return int(total) if total.isdigit() else None
 
 

@@ -37,8 +37,10 @@ WanhookError                        code, message
 │   └── Unreachable                 no usable answer; whether a create took effect is unknown (retryable)
 ├── DestinationRefused              (outbound.py) a URL that points where wanhook must not send requests
 ├── DownloadError                   (download.py) a download failure that ends the task; ``status``
+├── TooLarge                        (partwriter.py) a video's body went on past its limit (ends as VideoTooLarge)
 ├── Interrupted                     work stopped short without failing: it is retried, waits or is left
 │   ├── TransientError              (download.py) worth another attempt (connection broken, 5xx, timeout)
+│   ├── FetchFailed                 (videofetch.py) the video host unreachable, or its answer broken off
 │   ├── URLExpired                  (download.py) the signed video URL was refused: read a fresh one
 │   ├── InsufficientStorage         (download.py) the disk is too full for the video now: wait for room
 │   ├── WaitAbandoned               (download.py) the worker stops while the download waits for room

@@ -24,7 +24,6 @@ import httpcore
 import httpx
 
 from .errors import WanhookError
-from .transportstream import TransportBackend
 
 # Per client: enough for every download and callback in flight, few kept idle.
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
@@ -78,7 +77,7 @@ def not_public(address: str) -> bool:
     return any(not candidate.is_global or candidate.is_multicast for candidate in candidates)
 
 
-def _literal_hosts(names: Iterable[str]) -> frozenset[str]:
+def literal_hosts(names: Iterable[str]) -> frozenset[str]:
     return frozenset(name.lower() for name in names if "*" not in name)
 
 
@@ -96,10 +95,7 @@ async def public_addresses(host: str, port: int) -> list[str]:
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, connecting only to addresses checked as the connection is made.
-
-    ``read_size``, when given, is how much each read may hand over: on asyncio's transports
-    (``transportstream.TransportBackend``), or through ``_ReadAhead`` around a ``backend`` given."""
+    """httpcore's network backend, connecting only to addresses checked as the connection is made."""
 
     def __init__(
         self,
@@ -107,14 +103,9 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         explicit_hosts: Iterable[str] = (),
         allow_private: bool = False,
         backend: httpcore.AsyncNetworkBackend | None = None,
-        read_size: int | None = None,
     ) -> None:
-        self.explicit_hosts = _literal_hosts(explicit_hosts)
+        self.explicit_hosts = literal_hosts(explicit_hosts)
         self.allow_private = allow_private
-        self.read_size = read_size
-        if backend is None and read_size is not None:
-            # Downloads: asyncio's transports, reading ahead into a bounded buffer (transportstream.py).
-            backend, self.read_size = TransportBackend(read_size), None
         self.backend = backend or httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -136,7 +127,7 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
                 continue
-            return stream if self.read_size is None else _ReadAhead(stream, self.read_size)
+            return stream
         assert failure is not None
         raise failure
 
@@ -147,39 +138,6 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self.backend.sleep(seconds)
-
-
-class _ReadAhead(httpcore.AsyncNetworkStream):
-    """A connection that asks the socket for up to ``read_size`` bytes whenever httpcore reads.
-
-    httpcore asks for 64 KiB at a time, and each read costs a trip through httpcore and h11 (and one
-    chunk through the caller's loop); for a video, asking for up to 1 MiB took about 30% off the
-    downloader's CPU time per GiB stored (2.5 s -> 1.75 s) and raised its rate as much. httpcore hands
-    whatever a read returns to h11, which takes data of any size. (This once set httpcore's class
-    constant ``READ_NUM_BYTES`` for every client of the process; the stream is the public way, and it
-    applies to the downloads alone.) ``test_outbound`` checks that the chunks do arrive larger.
-    """
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream, read_size: int) -> None:
-        self.stream = stream
-        self.read_size = read_size
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self.stream.read(max(max_bytes, self.read_size), timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self.stream.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        return _ReadAhead(await self.stream.start_tls(ssl_context, server_hostname, timeout), self.read_size)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self.stream.get_extra_info(info)
 
 
 # httpcore's errors as httpx raises them, the most specific first: what a caller of an httpx client catches.
@@ -245,12 +203,9 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         allow_private: bool = False,
         limits: httpx.Limits = LIMITS,
         ssl_context: ssl.SSLContext | None = None,
-        read_size: int | None = None,
         backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
-        self.backend = PinnedBackend(
-            explicit_hosts=explicit_hosts, allow_private=allow_private, backend=backend, read_size=read_size
-        )
+        self.backend = PinnedBackend(explicit_hosts=explicit_hosts, allow_private=allow_private, backend=backend)
         self.pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context or httpx.create_ssl_context(),
             max_connections=limits.max_connections,

@@ -17,7 +17,7 @@ from . import callbacks, keys, outbound, replication
 from .config import Settings
 from .connection import connect
 from .dashscope import DashScopeClient
-from .download import Downloader, video_transport
+from .download import Downloader
 from .failures import FailureReader
 from .feed import ChangeFeed
 from .jobs import JobQueue
@@ -142,7 +142,6 @@ class Runtime:
             self.reads,
             settings,
             storage=self.storage,
-            transport=video_transport(settings),
         )
         failures = FailureReader(
             self.store,
@@ -191,5 +190,4 @@ class Runtime:
                 stop,
             )
         finally:
-            await downloader.aclose()
             await notifier.aclose()

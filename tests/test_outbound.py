@@ -20,7 +20,6 @@ from cryptography.x509.oid import NameOID
 
 from wanhook.service import outbound
 from wanhook.service.errors import InvalidField
-from wanhook.service.transportstream import TransportBackend
 from wanhook.service.validation import check_callback
 from wanhook.service.web.responses import status_of
 
@@ -214,13 +213,12 @@ def certificate(directory: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLCont
 
 
 class ToLoopback(httpcore.AsyncNetworkBackend):
-    """Stands in for the route to a public address: records it, and connects to the loopback server instead
-    (through httpcore's own backend, or the downloads' one on asyncio's transports)."""
+    """Stands in for the route to a public address: records it, and connects to the loopback server instead."""
 
-    def __init__(self, port: int, real: httpcore.AsyncNetworkBackend | None = None) -> None:
+    def __init__(self, port: int) -> None:
         self.port = port
         self.connected: list[str] = []
-        self.real = real or httpcore.AnyIOBackend()
+        self.real = httpcore.AnyIOBackend()
 
     async def connect_tcp(
         self,
@@ -254,17 +252,8 @@ async def serve_once(answer: bytes, context: ssl.SSLContext | None = None) -> tu
     return await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=context), heads
 
 
-# httpcore's backend (callbacks, DashScope), and the one on asyncio's transports that the downloads use.
-BACKENDS = pytest.mark.parametrize("downloads", [False, True], ids=["anyio", "transports"])
-
-
-def real_backend(downloads: bool) -> httpcore.AsyncNetworkBackend:
-    return TransportBackend(1 << 20) if downloads else httpcore.AnyIOBackend()
-
-
-@BACKENDS
 async def test_https_through_the_pinned_transport_verifies_the_urls_host(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, downloads: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def getaddrinfo(host: str, port: int, **_: Any) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
@@ -274,7 +263,7 @@ async def test_https_through_the_pinned_transport_verifies_the_urls_host(
     names: list[str | None] = []
     server_context.sni_callback = lambda _socket, name, _context: names.append(name)  # type: ignore[assignment]
     server, heads = await serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nvideo", server_context)
-    network = ToLoopback(server.sockets[0].getsockname()[1], real_backend(downloads))
+    network = ToLoopback(server.sockets[0].getsockname()[1])
     async with server:
         transport = outbound.PinnedTransport(ssl_context=trusted, backend=network)
         async with outbound.client(transport=transport, timeout=10) as client:
@@ -289,18 +278,16 @@ async def test_https_through_the_pinned_transport_verifies_the_urls_host(
         impostor, _ = await serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", other)
         async with impostor:
             transport = outbound.PinnedTransport(
-                ssl_context=trusted, backend=ToLoopback(impostor.sockets[0].getsockname()[1], real_backend(downloads))
+                ssl_context=trusted, backend=ToLoopback(impostor.sockets[0].getsockname()[1])
             )
             async with outbound.client(transport=transport, timeout=10) as client:
                 with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                     await client.get("https://videos.example/v.mp4")
 
 
-@BACKENDS
-async def test_the_pinned_transport_raises_httpx_errors(downloads: bool) -> None:
+async def test_the_pinned_transport_raises_httpx_errors() -> None:
     def make(**options: Any) -> httpx.AsyncClient:
-        read_size = 1 << 20 if downloads else None  # as video_transport asks
-        return outbound.client(transport=outbound.PinnedTransport(allow_private=True, read_size=read_size), **options)
+        return outbound.client(transport=outbound.PinnedTransport(allow_private=True), **options)
 
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
@@ -323,26 +310,6 @@ async def test_the_pinned_transport_raises_httpx_errors(downloads: bool) -> None
             writer.close()
 
 
-async def test_a_download_reads_the_socket_in_larger_chunks() -> None:
-    body = bytes(range(256)) * 4096 * 4  # 4 MiB
-    server, _ = await serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-
-    async def chunks(read_size: int | None) -> list[int]:
-        transport = outbound.PinnedTransport(allow_private=True, read_size=read_size)
-        async with outbound.client(transport=transport, timeout=10) as client, client.stream("GET", url) as answer:
-            sizes, received = [], b""
-            async for chunk in answer.aiter_raw():
-                sizes.append(len(chunk))
-                received += chunk
-        assert received == body
-        return sizes
-
-    async with server:
-        assert max(await chunks(None)) <= 64 * 1024  # httpcore's own reads
-        assert max(await chunks(1 << 20)) > 64 * 1024  # what the downloader asks for: fewer, larger reads
-
-
 async def test_a_client_with_a_mock_transport_still_follows_no_redirect() -> None:
     seen: list[str] = []
 
@@ -353,29 +320,3 @@ async def test_a_client_with_a_mock_transport_still_follows_no_redirect() -> Non
     async with outbound.client(transport=httpx.MockTransport(handler), timeout=10) as client:
         assert (await client.get("https://videos.example/v.mp4")).status_code == 302
     assert seen == ["https://videos.example/v.mp4"]
-
-
-async def test_the_downloads_backend_stops_reading_at_its_high_water_mark() -> None:
-    """A reader slower than the network holds at most HIGH_WATER (and one read of the transport) in memory:
-    the transport stops reading, and TCP holds the sender back until the reader catches up."""
-    from wanhook.service import transportstream
-
-    body = bytes(range(256)) * 4096 * 32  # 32 MiB
-    server, _ = await serve_once(body)
-    async with server:
-        stream = await TransportBackend(1 << 20).connect_tcp("127.0.0.1", server.sockets[0].getsockname()[1], 10)
-        assert isinstance(stream, transportstream.TransportStream)
-        await stream.write(b"GET / HTTP/1.1\r\n\r\n", 10)
-        receiver = stream.receiver
-        for _ in range(1000):  # a deadline of 10 s: the sender fills the buffer far sooner
-            if receiver.paused:
-                break
-            await asyncio.sleep(0.01)
-        assert receiver.paused
-        assert receiver.buffered <= transportstream.HIGH_WATER + 256 * 1024
-        received = bytearray()
-        while chunk := await stream.read(65536, 10):
-            assert len(chunk) <= 1 << 20
-            received += chunk
-        await stream.aclose()
-    assert bytes(received) == body
