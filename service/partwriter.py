@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import hashlib
 import mmap
 import os
@@ -56,11 +57,6 @@ ALIGN = 4096  # direct writes: the buffer's address, the file offset and the len
 WRITEBACK_STEP = 8 << 20
 _ADVISE = getattr(os, "posix_fadvise", None)  # not on macOS: the final fsync then does all the writing
 _DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere every write is an ordinary one
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
 
 _Item = tuple[mmap.mmap, int]
 
@@ -108,8 +104,8 @@ class PartWriter:
         self._to_write: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         for _ in range(BUFFERS):
             self._free.put(mmap.mmap(-1, BUFFER))  # anonymous maps: page-aligned, as direct writes need
-        self._flags = fcntl.fcntl(file.fileno(), fcntl.F_GETFL) if fcntl is not None else 0
-        self._direct = direct and bool(_DIRECT) and fcntl is not None
+        self._flags = fcntl.fcntl(file.fileno(), fcntl.F_GETFL)
+        self._direct = direct and bool(_DIRECT)
         self._direct_on = False  # whether the file's descriptor has O_DIRECT set now
         self._receive_error: BaseException | None = None
         self._write_error: BaseException | None = None
