@@ -1,6 +1,6 @@
 """Downloader: stores a finished task's video before its signed URL dies.
 
-The video streams into its part file (``storage.py``): received on a thread of its own, hashed and
+The video streams into its part file (``storage.py``): received and hashed on a thread of its own,
 written on another while the next bytes arrive (``videofetch.py``, ``partwriter.py``); a broken
 transfer resumes with ``Range``/``If-Range`` (from zero when the server ignores Range); the part is
 published (fsynced and renamed into place), and only then is the task ``ready`` and the job

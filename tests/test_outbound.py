@@ -252,9 +252,13 @@ async def serve_once(answer: bytes, context: ssl.SSLContext | None = None) -> tu
     return await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=context), heads
 
 
-async def test_https_through_the_pinned_transport_verifies_the_urls_host(
+async def videos_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[asyncio.Server, list[bytes], ssl.SSLContext, list[str | None]]:
+    """A TLS server for videos.example on loopback, answering "video"; the name resolves to a public address
+    (93.184.216.34). Returns the server, the request heads it got, a client context trusting it, and the
+    server names (SNI) clients asked for."""
+
     async def getaddrinfo(host: str, port: int, **_: Any) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
 
@@ -263,6 +267,13 @@ async def test_https_through_the_pinned_transport_verifies_the_urls_host(
     names: list[str | None] = []
     server_context.sni_callback = lambda _socket, name, _context: names.append(name)  # type: ignore[assignment]
     server, heads = await serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nvideo", server_context)
+    return server, heads, trusted, names
+
+
+async def test_https_through_the_pinned_transport_verifies_the_urls_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, heads, trusted, names = await videos_example(tmp_path, monkeypatch)
     network = ToLoopback(server.sockets[0].getsockname()[1])
     async with server:
         transport = outbound.PinnedTransport(ssl_context=trusted, backend=network)

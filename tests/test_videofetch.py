@@ -14,7 +14,7 @@ import pytest
 from wanhook.service import outbound, videofetch
 from wanhook.service.videofetch import FetchFailed, open_video
 
-from .test_outbound import certificate, serve_once
+from .test_outbound import certificate, serve_once, videos_example
 
 MIB = 1 << 20
 
@@ -53,14 +53,7 @@ async def read_all(response: videofetch.VideoResponse, size: int = MIB) -> tuple
 async def test_https_goes_to_the_checked_address_and_verifies_the_urls_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def getaddrinfo(host: str, port: int, **_: Any) -> list[Any]:
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
-
-    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
-    server_context, trusted = certificate(tmp_path, "videos.example")
-    names: list[str | None] = []
-    server_context.sni_callback = lambda _socket, name, _context: names.append(name)  # type: ignore[assignment]
-    server, heads = await serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nvideo", server_context)
+    server, heads, trusted, names = await videos_example(tmp_path, monkeypatch)
     connected: list[str] = []
     async with server:
         response = await open_video(
