@@ -136,7 +136,7 @@ async def seed_submitted(redis_url: str, count: int, start: int = 0) -> None:
     """``count`` tasks already at DashScope as ds-<start> .. ds-<start+count-1>, as after their create calls."""
     from redis.asyncio import Redis
 
-    from wanhook.service.store import TaskStore
+    from wanhook.service.persistence.store import TaskStore
 
     redis = Redis.from_url(redis_url)
     store = TaskStore(redis)

@@ -33,7 +33,7 @@ import httpx
 from redis import Redis
 
 from tests.support import Emulator, RedisServer, Wanhook, wait_for
-from wanhook.service import keys
+from wanhook.service.persistence import keys
 
 from .common import (
     SIZE,

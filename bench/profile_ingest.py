@@ -32,11 +32,11 @@ from .load import highest_rate
 # frame that names a part (so time in redis-py under the push route is redis-py's, not the route's).
 PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("Lua script call (redis-py: packing, sending, parsing the reply)", ("redis/", "hiredis")),
-    ("group commit (batching the script calls)", ("service/group_commit.py",)),
+    ("group commit (batching the script calls)", ("service/persistence/group_commit.py",)),
     ("JSON parsing and validation (events.parse)", ("ingress/events.py", "json/")),
-    ("logging", ("logging/", "service/logs.py")),
+    ("logging", ("logging/", "service/observability/logs.py")),
     ("signature / token check", ("ingress/signature.py", "check_token", "hmac")),
-    ("store.ingest (arguments, digest)", ("service/store.py",)),
+    ("store.ingest (arguments, digest)", ("service/persistence/store.py",)),
     ("request body read", ("read_body", "starlette/requests.py")),
     ("JSON answer", ("starlette/responses.py", "error_response")),
     ("routing and middleware (Starlette)", ("starlette/", "RequestIds")),

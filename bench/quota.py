@@ -19,8 +19,8 @@ import httpx
 from redis import Redis
 
 from tests.support import Emulator, RedisServer, Wanhook, wait_for
-from wanhook.service import keys
-from wanhook.service.models import MODELS
+from wanhook.service.domain.models import MODELS
+from wanhook.service.persistence import keys
 
 from .common import (
     MODEL,

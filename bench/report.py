@@ -1,4 +1,4 @@
-"""The results as a Markdown table (printed, and kept in the README), and the latency chart."""
+"""The results as a Markdown table (printed, and kept in docs/benchmarks.md), and the latency chart."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ in the same group) consumers drain them. The rate is taken from the audit stream
 to last of the N, so process start-up and publishing are not counted. The baseline of two consumers is one;
 that of one 4.x consumer is one 5.x consumer.
 Skipped, with a line saying so, where Java or Maven is missing, and in --smoke runs (the broker takes ~10 s to start;
-tests/test_rocketmq.py runs the consumer against it).
+tests/system/test_rocketmq.py runs the consumer against it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import redis
 
 from tests.rocketmq_broker import RealBroker, missing
 from tests.support import Process, RedisServer, Wanhook, wait_for
-from wanhook.service import keys
+from wanhook.service.persistence import keys
 
 from .common import Context, Result, env_for, figure, running
 
@@ -145,7 +145,9 @@ def bench_rocketmq(ctx: Context) -> Result:
         ctx.log(f"rocketmq: skipped: {reason}")
         return {}
     if ctx.smoke:
-        ctx.log("rocketmq: skipped in --smoke (tests/test_rocketmq.py runs the consumer against the real broker)")
+        ctx.log(
+            "rocketmq: skipped in --smoke (tests/system/test_rocketmq.py runs the consumer against the real broker)"
+        )
         return {}
     count = 2000
     ctx.log(f"rocketmq: {count} events through 1 and 2 consumers against a real RocketMQ, 5.x gRPC and 4.x remoting")

@@ -1,9 +1,9 @@
 """wanhook's benchmarks: each figure against its baseline, measured in the same run.
 
-    python -m bench.run [--smoke] [--only NAME ...] [--output PATH] [--chart PATH] [--readme PATH]
+    python -m bench.run [--smoke] [--only NAME ...] [--output PATH] [--chart PATH] [--page PATH]
 
 Prints a table and writes bench/results.json ({"name": {"value", "unit", "baseline", "ratio", ...}}),
-the latency chart bench/latency.png, and the table into README.md between its bench markers.
+the latency chart bench/latency.png, and the table into docs/benchmarks.md between its bench markers.
 --smoke runs every benchmark at tiny sizes and writes only where told to (the test suite runs it,
 so the benchmarks cannot rot).
 """
@@ -49,12 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run only these")
     parser.add_argument("--output", type=Path, help="results JSON (default: bench/results.json, not with --smoke)")
     parser.add_argument("--chart", type=Path, help="latency chart PNG (default: bench/latency.png, not with --smoke)")
-    parser.add_argument("--readme", type=Path, help="README to put the table in (default: README.md for a full run)")
+    parser.add_argument(
+        "--page",
+        "--readme",
+        dest="page",
+        type=Path,
+        help="page to put the table in, between its bench markers (default: docs/benchmarks.md for a full run)",
+    )
     args = parser.parse_args(argv)
     full = not args.smoke and not args.only
     output = args.output or (None if args.smoke else HERE / "results.json")
     chart_path = args.chart or (None if args.smoke else HERE / "latency.png")
-    readme = args.readme or (HERE.parent / "README.md" if full else None)
+    readme = args.page or (HERE.parent / "docs" / "benchmarks.md" if full else None)
 
     def log(line: str) -> None:
         print(line, flush=True)

@@ -21,7 +21,7 @@ import httpx
 import redis
 
 from tests.support import Emulator, RedisServer, Wanhook, wait_for
-from wanhook.service import keys
+from wanhook.service.persistence import keys
 
 from .common import MODEL, SIZE, Context, Result, env_for, figure, prerender, running, tasks_in, webhook_target
 

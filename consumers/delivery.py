@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from wanhook.service import keys, replication
 from wanhook.service.config import Settings
-from wanhook.service.errors import InvalidEvent
+from wanhook.service.core.errors import InvalidEvent
 from wanhook.service.ingress.receiver import receive
 from wanhook.service.ingress.webhook import EVENT_BODY_LIMIT
-from wanhook.service.store import TaskStore, utf8_prefix
+from wanhook.service.persistence import keys, replication
+from wanhook.service.persistence.store import TaskStore, utf8_prefix
 
 log = logging.getLogger("wanhook.consumer")
 
@@ -56,8 +56,17 @@ async def park(store: TaskStore, transport: str, message_id: str, attempt: int, 
 
 
 async def settle(
-    store: TaskStore, transport: str, message_id: str, body: bytes, attempt: int, max_deliveries: int
+    store: TaskStore,
+    transport: str,
+    message_id: str,
+    body: bytes,
+    attempt: int,
+    max_deliveries: int,
+    *,
+    data_form_trusted: bool = False,
 ) -> Decision:
+    """``data_form_trusted``: a message without a CloudEvent envelope is DashScope's (the operator says the
+    EventBridge target's Body is ``$.data``); otherwise anyone who can publish to the topic could send one."""
     if len(body) > EVENT_BODY_LIMIT:
         # As the webhook refuses it: nothing larger is an event EventBridge sends (its own limit, 256 KiB).
         # Parked with its digest, size and first bytes (see park), never parsed or kept whole.
@@ -76,7 +85,7 @@ async def settle(
         log.warning("message %s is %d bytes, over %d; parked", message_id, len(body), EVENT_BODY_LIMIT)
         return Decision.ACK
     try:
-        outcome, event = await receive(store, body)
+        outcome, event = await receive(store, body, data_form_trusted=data_form_trusted)
         return Decision.ACK
     except InvalidEvent as exc:
         # Redelivering a malformed body would fail the same way forever: record it and let it go.
@@ -104,7 +113,7 @@ async def settle(
 
 def run_until_signal(settings: Settings, consume: Callable[[TaskStore, asyncio.Event], Awaitable[None]]) -> int:
     """A ``wanhook consume`` process, whichever client: ``consume`` runs until SIGTERM or SIGINT sets its event."""
-    from wanhook.service.connection import connect
+    from wanhook.service.persistence.connection import connect
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -116,6 +125,7 @@ def run_until_signal(settings: Settings, consume: Callable[[TaskStore, asyncio.E
         # A message is acknowledged once its event is recorded: on as many replicas as asked, and on the
         # current primary (a demoted one's connections are dropped).
         store.require(settings.durability)
+        await replication.warn_if_short(redis, settings.durability)
         following = replication.start_following(redis)
         try:
             await consume(store, stop)

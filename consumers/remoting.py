@@ -18,8 +18,12 @@ import socket
 import struct
 from itertools import count
 
+from wanhook.service.core import documents
+
 GET_ROUTEINFO_BY_TOPIC = 105
 SUCCESS = 0
+# A route answer names a few brokers: a frame past this is not one, whatever length the peer declares.
+MAX_FRAME = 4 << 20
 # A route's master brokers: ``"brokerAddrs":{0:"host:port",1:...}`` (id 0 is the master; the key is
 # unquoted in the NameServer's fastjson output for older clients, quoted for newer).
 _BROKER_ADDRS = re.compile(rb'"brokerAddrs":\{([^}]*)\}')
@@ -59,9 +63,13 @@ def route_masters(namesrv: str, topic: str, timeout: float) -> list[str]:
         sock.settimeout(timeout)
         sock.sendall(struct.pack(">II", 4 + len(header), len(header)) + header)
         (length,) = struct.unpack(">I", _read(sock, 4))
+        if not 4 <= length <= MAX_FRAME:
+            raise LookupError(f"the name server's answer declares {length} bytes (at most {MAX_FRAME} taken)")
         frame = _read(sock, length)
     header_length = struct.unpack(">I", frame[:4])[0] & 0xFFFFFF
-    answer = json.loads(frame[4 : 4 + header_length])
+    answer = documents.load(frame[4 : 4 + header_length], lambda code, message: LookupError(message))
+    if not isinstance(answer, dict):
+        raise LookupError("the name server's answer has no header object")
     body = frame[4 + header_length :]
     if answer.get("code") != SUCCESS:
         # The remark runs over lines (a link to the FAQ after the reason): its first line, for one log line.

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from wanhook.service.config import Settings
-from wanhook.service.errors import ConfigError, Unavailable
-from wanhook.service.store import TaskStore
+from wanhook.service.core import pools
+from wanhook.service.core.errors import ConfigError, Unavailable
+from wanhook.service.persistence.store import TaskStore
 
 from .delivery import Decision, run_until_signal, settle
 
@@ -203,6 +204,9 @@ class ConsumerSettings:
     # On SIGTERM, the batch in hand gets this long to be recorded (Redis may hang); what is not recorded
     # by then is not acknowledged, and comes back after its invisible duration.
     shutdown_seconds: int = 10
+    # A message without a CloudEvent envelope is DashScope's only when the operator says the EventBridge
+    # target's Body is $.data (WANHOOK_ROCKETMQ_TRUST_DATA_FORM=1): anyone who can publish could send one.
+    trust_data_form: bool = False
 
     @classmethod
     def from_env(cls, values: Mapping[str, str]) -> ConsumerSettings:
@@ -247,11 +251,20 @@ class ConsumerSettings:
             secret_key=values.get("secret_key", ""),
             namespace=values.get("namespace", ""),
             tag=values.get("tag", "*"),
+            trust_data_form=trust_data_form(values),
             **numbers,
         )
 
     def __repr__(self) -> str:  # never the secret key
         return f"ConsumerSettings(endpoints={self.endpoints!r}, topic={self.topic!r}, group={self.group!r})"
+
+
+def trust_data_form(values: Mapping[str, str]) -> bool:
+    """WANHOOK_ROCKETMQ_TRUST_DATA_FORM: ``1`` or ``0`` (unset or empty: 0), anything else refused."""
+    raw = values.get("trust_data_form") or "0"
+    if raw not in ("0", "1"):
+        raise ConfigError(f"WANHOOK_ROCKETMQ_TRUST_DATA_FORM must be 0 or 1, got {raw!r}")
+    return raw == "1"
 
 
 def check_endpoints(endpoints: str) -> None:
@@ -296,7 +309,7 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand is settled before returning."""
-        self._client = await asyncio.to_thread(self._start_client)
+        self._client = await pools.BROKER.run(self._start_client)
         log.info("consuming %s as group %s from %s", self.settings.topic, self.settings.group, self.settings.endpoints)
         failures = FailureLog(f"receive from {self.settings.endpoints}")
         unknown = 0
@@ -304,7 +317,7 @@ class Consumer:
             while not stop.is_set():
                 self._client_errors.clear()
                 receiving = asyncio.ensure_future(
-                    asyncio.to_thread(self._client.receive, self.settings.batch, self.settings.invisible_seconds)
+                    pools.BROKER.run(self._client.receive, self.settings.batch, self.settings.invisible_seconds)
                 )
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -330,18 +343,18 @@ class Consumer:
                 if messages:
                     await self._settle_within_shutdown(messages, stop)
         finally:
-            await asyncio.to_thread(self._client.shutdown)
+            await pools.BROKER.run(self._client.shutdown)
             logging.getLogger(CLIENT_LOGGER).removeHandler(self._client_errors)
 
     async def _restart_client(self) -> None:
         log.warning("the broker does not know this client's settings (it restarted?); starting a new client")
         old, self._client = self._client, None
         try:
-            await asyncio.to_thread(old.shutdown)
+            await pools.BROKER.run(old.shutdown)
         except Exception as exc:
             log.warning("shutdown of the old client failed: %s", describe(exc))
         try:
-            self._client = await asyncio.to_thread(self._start_client)
+            self._client = await pools.BROKER.run(self._start_client)
         except Exception as exc:
             log.warning("a new client did not start: %s", describe(exc))
             self._client = old  # its receives fail, and a new client is tried again after as many failures
@@ -392,11 +405,12 @@ class Consumer:
             bytes(message.body or b""),
             int(message.delivery_attempt or 1),
             self.settings.max_deliveries,
+            data_form_trusted=self.settings.trust_data_form,
         )
         pending.pop(id(message), None)
         if decision is Decision.ACK:
             try:
-                await asyncio.to_thread(self._client.ack, message)
+                await pools.BROKER.run(self._client.ack, message)
             except Exception as exc:
                 # Redelivered later; settling it again is harmless (the event is deduplicated).
                 log.warning("ack of message %s failed: %s", message.message_id, describe(exc))
@@ -407,7 +421,7 @@ class Consumer:
             await asyncio.sleep(self.settings.invisible_seconds / 2)
             for message in list(pending.values()):
                 try:
-                    await asyncio.to_thread(
+                    await pools.BROKER.run(
                         self._client.change_invisible_duration, message, self.settings.invisible_seconds
                     )
                 except Exception as exc:

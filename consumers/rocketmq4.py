@@ -32,12 +32,13 @@ from types import ModuleType
 from typing import Any
 
 from wanhook.service.config import Settings
-from wanhook.service.errors import ConfigError
-from wanhook.service.store import TaskStore
+from wanhook.service.core import pools
+from wanhook.service.core.errors import ConfigError
+from wanhook.service.persistence.store import TaskStore
 
 from . import remoting
 from .delivery import Decision, run_until_signal, settle
-from .rocketmq import RETRY_SECONDS, BrokerGone, FailureLog, check_endpoints
+from .rocketmq import RETRY_SECONDS, BrokerGone, FailureLog, check_endpoints, trust_data_form
 
 log = logging.getLogger("wanhook.consumer")
 
@@ -87,6 +88,7 @@ class Consumer4Settings:
     # No broker for the topic this long without a break: exit (status 3) so that the orchestrator restarts us.
     give_up_seconds: int = 300
     client_dir: Path = DEFAULT_CLIENT_DIR
+    trust_data_form: bool = False  # as ConsumerSettings.trust_data_form
 
     @classmethod
     def from_env(cls, values: Mapping[str, str]) -> Consumer4Settings:
@@ -131,6 +133,7 @@ class Consumer4Settings:
             secret_key=values.get("secret_key", ""),
             tag=values.get("tag", "*"),
             client_dir=client_dir,
+            trust_data_form=trust_data_form(values),
             **numbers,
         )
 
@@ -199,6 +202,7 @@ class Consumer4:
                 bytes(message.body or b""),
                 int(message.reconsume_times) + 1,
                 self.settings.max_deliveries,
+                data_form_trusted=self.settings.trust_data_form,
             ),
             self._loop,
         )
@@ -215,7 +219,7 @@ class Consumer4:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
-        client = await asyncio.to_thread(self._start_client)
+        client = await pools.BROKER.run(self._start_client)
         log.info(
             "consuming %s as group %s from NameServer %s (RocketMQ 4.x remoting)",
             self.settings.topic,
@@ -228,7 +232,7 @@ class Consumer4:
             self._stopped_at = time.monotonic()
             self._stopping.set()
             # The loop keeps running meanwhile: callbacks in flight finish (or give up) on it.
-            await asyncio.to_thread(client.shutdown)
+            await pools.BROKER.run(client.shutdown)
             log.info("RocketMQ 4.x consumer stopped")
 
     async def _watch(self, stop: asyncio.Event) -> None:
@@ -237,7 +241,7 @@ class Consumer4:
         what = f"the check for a broker of {self.settings.topic} through NameServer {self.settings.namesrv}"
         failures = FailureLog(what)
         while not stop.is_set():
-            cause = await asyncio.to_thread(remoting.broker_unreachable, self.settings.namesrv, self.settings.topic)
+            cause = await pools.BROKER.run(remoting.broker_unreachable, self.settings.namesrv, self.settings.topic)
             if cause is None:
                 failures.succeeded()
             else:

@@ -55,6 +55,7 @@ def build_app(emulator: Emulator) -> Starlette:
             Route("/api/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
             Route("/oss/{name}", video),
             Route(CERT_PATH, certificate),
+            Route(CERT_PATH.rsplit("/", 1)[0] + "/{name:path}", certificate),
             Route("/_emulator/config", config, methods=["GET", "POST"]),
             Route("/_emulator/stats", stats),
             Route("/_emulator/reset", reset, methods=["POST"]),
@@ -147,6 +148,7 @@ async def upload_policy(request: Request) -> Response:
     """GET /api/v1/uploads?action=getPolicy&model=...: a form-upload policy (rules, UPLOAD)."""
     emulator = _emulator(request)
     api_key = _api_key(request)
+    emulator.stats.upload_policies += 1
     params = request.query_params
     if params.get("action") != "getPolicy":
         raise invalid("action must be getPolicy")
@@ -361,8 +363,13 @@ async def video(request: Request) -> Response:
 
 
 async def certificate(request: Request) -> Response:
-    """The certificate of the key that signs the HTTP pushes, as EventBridge serves its own from OSS."""
-    return Response(_emulator(request).bus.signer.certificate_pem, media_type="application/x-pem-file")
+    """The certificate of the key that signs the HTTP pushes, as EventBridge serves its own from OSS; any other
+    name beside it is 404 (counted too: tests see which fetches wanhook made)."""
+    emulator = _emulator(request)
+    emulator.stats.certificate_requests += 1
+    if request.url.path != CERT_PATH:
+        return Response(status_code=404)
+    return Response(emulator.bus.signer.certificate_pem, media_type="application/x-pem-file")
 
 
 async def config(request: Request) -> Response:

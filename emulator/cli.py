@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shlex
 import signal
 import sys
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +23,8 @@ from .eventbridge import RocketMQTarget
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/v1/events/dashscope"
 # Any key does for the emulator; serve needs one set all the same.
 LOCAL_API_KEY = "sk-local"
+# The push token's variable: serve's own name for it, so that one export gives both sides the same token.
+TOKEN_VARIABLE = "WANHOOK_EVENTBRIDGE_TOKEN"
 
 
 def port_number(text: str) -> int:
@@ -40,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--list-time-zone",
         type=float,
         default=8.0,
-        help="offset from UTC, in hours, in which the task list reads start_time/end_time (default: %(default)s)",
+        help="offset from UTC, in hours, in which the task list reads start_time/end_time (DashScope's documentation "
+        "names no zone; default: %(default)s)",
     )
     # One HTTP target or none, as an EventBridge rule has it here.
     pushes = parser.add_mutually_exclusive_group()
@@ -53,7 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-webhook", action="store_true", help="push no events over HTTP (they are still readable as tasks)"
     )
     parser.add_argument(
-        "--webhook-token", help="sent as the x-eventbridge-signature-token header (serve's WANHOOK_EVENTBRIDGE_TOKEN)"
+        "--webhook-token",
+        default=None,
+        help="sent as the x-eventbridge-signature-token header on every push, as the rule's token; serve checks it "
+        f"against its WANHOOK_EVENTBRIDGE_TOKEN (default: ${TOKEN_VARIABLE}, the same variable, which keeps the token "
+        "out of the process list; never printed)",
     )
     parser.add_argument(
         "--webhook-body",
@@ -93,18 +102,24 @@ def webhook_url(args: argparse.Namespace) -> str | None:
     return None if args.rocketmq else DEFAULT_WEBHOOK_URL
 
 
+def push_token(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> str | None:
+    """The token every push carries: --webhook-token, else $WANHOOK_EVENTBRIDGE_TOKEN, else none."""
+    env = os.environ if env is None else env
+    return args.webhook_token or env.get(TOKEN_VARIABLE) or None
+
+
 def serve_env(api_base_url: str, webhook: str | None, token: str | None) -> str:
     """The lines a `wanhook serve` next to this emulator needs: its environment, and its address when not the
-    default one."""
+    default one. The token is named, never printed: these lines end up in terminals' scrollback and logs."""
     env = {
         "DASHSCOPE_HTTP_BASE_URL": api_base_url,
         "DASHSCOPE_API_KEY": LOCAL_API_KEY,
         # serve downloads videos only from hosts it is told to trust; the emulator's is loopback.
         "WANHOOK_VIDEO_HOSTS": urlsplit(api_base_url).hostname or "127.0.0.1",
     }
-    if token:
-        env["WANHOOK_EVENTBRIDGE_TOKEN"] = token
     lines = ["  export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())]
+    if token:
+        lines.append(f"  # and {TOKEN_VARIABLE} set to the emulator's push token (not printed)")
     command = "  wanhook serve"
     if webhook:
         parts = urlsplit(webhook)
@@ -143,7 +158,8 @@ async def _watch_target(url: str) -> None:
 
 async def _serve(args: argparse.Namespace) -> int:
     url = webhook_url(args)
-    targets = [{"url": url, "token": args.webhook_token, "body": args.webhook_body}] if url else []
+    token = push_token(args)
+    targets = [{"url": url, "token": token, "body": args.webhook_body}] if url else []
     config = EmulatorConfig(render_seconds=args.render_seconds, webhook_targets=targets)
     config.update({"list_time_zone": args.list_time_zone})  # checked as the knob is
     from .server import Emulator  # needs the `emulator` extra (PyAV)
@@ -171,9 +187,9 @@ async def _serve(args: argparse.Namespace) -> int:
             where += f"; RocketMQ {args.host}:{double.port}, topic {args.rocketmq_topic}"
         print(where + ")", flush=True)
         if url:
-            print(f"completion events go to {url}", flush=True)
+            print(f"completion events go to {url}" + (", with the push token" if token else ""), flush=True)
         print(
-            "for wanhook serve, in another terminal:\n" + serve_env(emulator.api_base_url, url, args.webhook_token),
+            "for wanhook serve, in another terminal:\n" + serve_env(emulator.api_base_url, url, token),
             flush=True,
         )
         if double is not None:

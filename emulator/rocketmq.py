@@ -38,7 +38,7 @@ MAX_BODY_SIZE = 4 * 1024 * 1024
 RECEIVE_BATCH_SIZE = 32
 # The bounds below are Apache RocketMQ 5.5.0's, its proxy and broker defaults (ProxyConfig, BrokerConfig,
 # SubscriptionGroupConfig), each observed on the real broker by the same tests that run against this double
-# (tests/test_rocketmq_double.py, parametrized over both).
+# (tests/system/test_rocketmq_double.py, parametrized over both).
 # A ReceiveMessage asking for less is refused: 40011 ILLEGAL_INVISIBLE_TIME "the invisibleTime is too small.
 # min is 10000" (proxy minInvisibleTimeMillsForRecv). ChangeInvisibleDuration has no such minimum.
 MIN_INVISIBLE_FOR_RECEIVE = 10.0

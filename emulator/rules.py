@@ -1,8 +1,8 @@
 """DashScope's rules for Wan text-to-video, as Alibaba Cloud's public documentation states them.
 
 The emulator answers from this statement and from nothing else: it imports no part of wanhook, so a
-mistake in wanhook's own model table (``service/models.py``) is not repeated here, and
-``tests/test_model_tables.py`` compares the two and names every difference.
+mistake in wanhook's own model table (``service/domain/models.py``) is not repeated here, and
+``tests/integration/test_model_tables.py`` compares the two and names every difference.
 
 Each fact carries its source. The pages, by the short names used below:
 

@@ -13,22 +13,25 @@ import weakref
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import callbacks, keys, outbound, replication
-from .config import Settings
-from .connection import connect
-from .dashscope import DashScopeClient
-from .download import Downloader
-from .failures import FailureReader
-from .feed import ChangeFeed
-from .jobs import JobQueue
-from .quota import Admission, RateLimiter, ReadLimiter, parse_limits
-from .removals import Removals
-from .retention import Retention
-from .storage import VideoStorage, make_storage
-from .store import TaskStore
-from .submission import Dispatcher, Submitter
-from .supervisor import Supervisor
-from .sweeper import Sweeper
+from .config import Settings, parse_limits, parse_schedule
+from .core import pools
+from .flows import callbacks
+from .flows.download import Downloader
+from .flows.failures import FailureReader
+from .flows.feed import ChangeFeed
+from .flows.quota import Admission, RateLimiter, ReadLimiter
+from .flows.removals import Removals
+from .flows.retention import Retention
+from .flows.submission import Dispatcher, Submitter
+from .flows.sweeper import Sweeper
+from .jobs.queue import JobQueue
+from .jobs.supervisor import Supervisor
+from .outbound import egress
+from .outbound.dashscope import DashScopeClient
+from .outbound.storage import VideoStorage, make_storage
+from .persistence import installation, keys, replication
+from .persistence.connection import connect
+from .persistence.store import TaskStore
 
 log = logging.getLogger("wanhook.runtime")
 
@@ -82,7 +85,14 @@ class Runtime:
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
-        runtime = cls(settings, await connect(settings))
+        pools.configure(settings)
+        redis = await connect(settings)
+        try:
+            await installation.check(redis, settings)
+        except BaseException:
+            await redis.aclose()
+            raise
+        runtime = cls(settings, redis)
         runtime.following = replication.start_following(runtime.redis, lambda: list(runtime.feed_clients))
         await replication.warn_if_short(runtime.redis, settings.durability)
         try:
@@ -120,7 +130,14 @@ class Runtime:
             close()
 
     def queue(self, stream: str, group: str) -> JobQueue:
-        return JobQueue(self.redis, stream, group, self.consumer, claim_idle=self.settings.claim_idle_seconds)
+        return JobQueue(
+            self.redis,
+            stream,
+            group,
+            self.consumer,
+            claim_idle=self.settings.claim_idle_seconds,
+            max_attempts=self.settings.job_max_attempts,
+        )
 
     async def run_workers(self, stop: asyncio.Event) -> None:
         """Submission, download, failure-reason, sweeper and callback loops until ``stop`` is set, each supervised: one
@@ -166,16 +183,19 @@ class Runtime:
                 dry_run=settings.retention_dry_run,
             ),
             removals=Removals(self.store, self.storage, retry_seconds=settings.sweep_interval_seconds),
+            stuck_after_seconds=settings.claim_idle_seconds,
+            max_requeues=settings.job_max_attempts,
         )
         notifier = callbacks.Notifier(
             self.store,
             await callbacks.secret(self.redis, settings.callback_secret),
-            callbacks.parse_schedule(settings.callback_schedule),
+            parse_schedule(settings.callback_schedule),
             concurrency=settings.callback_concurrency,
             allow_private=settings.callback_allow_private,
             per_destination=settings.callback_per_destination,
             deadline=settings.callback_timeout,
-            transport=outbound.PinnedTransport(allow_private=settings.callback_allow_private),
+            transport=egress.PinnedTransport(allow_private=settings.callback_allow_private),
+            max_errors=settings.job_max_attempts,
         )
         dispatcher = Dispatcher(self.redis, admission, submitter)
         try:

@@ -11,8 +11,8 @@ from typing import Any
 
 import redis
 
-from wanhook.service.scripts import KEY_NAMES
-from wanhook.service.task import STATUSES, Outcome
+from wanhook.service.domain.task import STATUSES, Outcome
+from wanhook.service.persistence.scripts import KEY_NAMES
 
 # Everything the checks need, read in one step. Task hashes carry user text (prompts), so only the
 # fields that matter leave Redis; the event log's bodies stay there too.

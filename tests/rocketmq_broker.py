@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Self
 
+from .support import free_port as _free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 # The newest 5.x whose NameServer, Proxy and tools all resolve from Maven Central and run on Java 17
 # (5.5.1 exists only for some modules: rocketmq-proxy 5.5.1 is not published).
@@ -112,12 +114,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _broker_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -19,10 +20,35 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
+# Ports handed to the servers the tests start come from below Linux's ephemeral range (32768-60999 by default,
+# /proc/sys/net/ipv4/ip_local_port_range), one band per test worker (pytest-xdist's PYTEST_XDIST_WORKER): between
+# the check and the server's bind, no client connection of any worker can be given the port as its own, and no
+# other worker hands it out.
+PORT_BAND = 1000
+# Ports handed out one after another are PORT_STRIDE apart: a server that binds ports beside its own (the RocketMQ
+# broker takes P-2 and P+1 as well) never finds them handed to the next server. 1000 and 11 share no factor, so
+# the walk visits every port of the band.
+PORT_STRIDE = 11
+_next_port = itertools.count(os.getpid() % PORT_BAND)
+
+
+def _band() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    start = 20000 + (int(worker) % 12 if worker.isdigit() else 0) * PORT_BAND
+    return range(start, start + PORT_BAND)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    band = _band()
+    for _ in range(PORT_BAND):
+        port = band[next(_next_port) * PORT_STRIDE % PORT_BAND]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or lingering after a test (TIME_WAIT): the next one
+            return port
+    raise RuntimeError(f"no free port in {band}")
 
 
 def wait_for(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> T:
@@ -225,11 +251,12 @@ def free_cluster_port() -> int:
 
 
 class RedisCluster:
-    """Three masters (no replicas), each its own redis-server process, joined with redis-cli."""
+    """Three masters with one replica each, each its own redis-server process, joined with redis-cli: wanhook
+    waits for a replica by default on a Cluster, as a deployment that keeps its writes has them."""
 
     def __init__(self, directory: Path) -> None:
         self.nodes = []
-        for _ in range(3):
+        for _ in range(6):
             port = free_cluster_port()
             node_dir = directory / f"node-{port}"
             node = RedisServer(node_dir, port)
@@ -256,7 +283,7 @@ class RedisCluster:
                 "create",
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
                 "--cluster-replicas",
-                "0",
+                "1",
                 "--cluster-yes",
             ],
             check=True,
@@ -270,7 +297,14 @@ class RedisCluster:
             text = info.decode() if isinstance(info, bytes) else str(info)
             return "cluster_state:ok" in text
 
+        def replicated() -> bool:
+            # Every primary has its replica linked, so the first write's WAIT can be confirmed.
+            roles = [redis.Redis(port=node.port).info("replication") for node in self.nodes]
+            primaries = [role for role in roles if role["role"] == "master"]
+            return len(primaries) == 3 and all(role.get("slave0", {}).get("state") == "online" for role in primaries)
+
         wait_for(ready, 30, what="the cluster")
+        wait_for(replicated, 60, what="the cluster's replicas")
         return self
 
     def stop(self) -> None:
@@ -279,10 +313,12 @@ class RedisCluster:
 
 
 class RedisSentinel(Process):
-    """A master and one sentinel watching it as "wanhook"."""
+    """A master, its replica, and one sentinel watching them as "wanhook"."""
 
     def __init__(self, directory: Path) -> None:
         self.master = RedisServer(directory / "master")
+        self.replica = RedisServer(directory / "replica")
+        self.replica.args += ["--replicaof", "127.0.0.1", str(self.master.port)]
         self.port = free_port()
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "sentinel.conf"
@@ -294,9 +330,16 @@ class RedisSentinel(Process):
         self.url = f"redis+sentinel://127.0.0.1:{self.port}/wanhook"
 
     def start(self) -> RedisSentinel:
-        self.master.start()
-        super().start()
         import redis
+
+        self.master.start()
+        self.replica.start()
+        wait_for(
+            lambda: redis.Redis(port=self.master.port).info("replication").get("slave0", {}).get("state") == "online",
+            60,
+            what="the replica to link",
+        )
+        super().start()
 
         wait_for(
             lambda: redis.Redis(port=self.port).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "wanhook"),
@@ -307,6 +350,7 @@ class RedisSentinel(Process):
 
     def stop(self, timeout: float = 15.0) -> None:
         super().stop(timeout)
+        self.replica.stop(timeout)
         self.master.stop(timeout)
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import IO, Any
+from urllib.parse import quote
 
 import httpx
 from rich.console import Console
@@ -16,8 +17,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import CommandError
-from ..task import TERMINAL, Status
+from ..core.errors import CommandError
+from ..domain.task import TERMINAL, Status
 
 STYLES = {
     Status.QUEUED: "yellow",
@@ -50,9 +51,9 @@ def image_value(given: str) -> str:
     import base64
     from pathlib import Path
 
-    from ..errors import InvalidField
-    from ..models import IMAGE_MAX_BYTES
-    from ..validation import check_image_bytes
+    from ..core.errors import InvalidField
+    from ..domain.models import IMAGE_MAX_BYTES
+    from ..domain.validation import check_image_bytes
 
     if given.split("://", 1)[0] in ("http", "https", "oss"):
         return given
@@ -102,6 +103,22 @@ def submit(server: str, body: dict[str, Any], token: str | None = None) -> dict[
 def get(server: str, task_id: str, token: str | None = None) -> dict[str, Any]:
     try:
         return _check(httpx.get(f"{server}/v1/tasks/{task_id}", headers=_headers(token), timeout=30))
+    except httpx.HTTPError as exc:
+        raise ClientError(f"cannot reach {server}: {exc}") from None
+
+
+def dead_letters(server: str, token: str | None, kind: str | None = None, limit: int = 100) -> dict[str, Any]:
+    params: dict[str, str | int] = {"limit": limit, **({"kind": kind} if kind else {})}
+    try:
+        return _check(httpx.get(f"{server}/v1/dead-letters", params=params, headers=_headers(token), timeout=30))
+    except httpx.HTTPError as exc:
+        raise ClientError(f"cannot reach {server}: {exc}") from None
+
+
+def replay_dead_letter(server: str, letter: str, token: str | None) -> dict[str, Any]:
+    try:
+        url = f"{server}/v1/dead-letters/{quote(letter, safe=':-')}/replay"
+        return _check(httpx.post(url, headers=_headers(token), timeout=30))
     except httpx.HTTPError as exc:
         raise ClientError(f"cannot reach {server}: {exc}") from None
 

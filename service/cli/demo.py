@@ -22,9 +22,9 @@ from typing import Any
 from rich.console import Console
 
 from ..config import Settings
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..domain.task import Status
 from ..runtime import Runtime
-from ..task import Status
 from ..web import server as http_server
 from ..web.app import create_app
 
@@ -74,7 +74,7 @@ async def _local(
 ) -> AsyncIterator[_Local]:
     """The emulator and the service with its workers in this process, wired to each other: the service takes
     DashScope's address, a key and the emulator's video host, the emulator pushes its events to the service's
-    webhook (or RocketMQ stand-in) with a token of the moment. Yields once both serve."""
+    webhook (or RocketMQ stand-in) with the webhook's token. Yields once both serve."""
     from wanhook.emulator import Emulator, EmulatorConfig, HttpTarget, RocketMQTarget
 
     sock = _listening_socket(port)  # first: a port in use ends it before anything has started
@@ -85,9 +85,13 @@ async def _local(
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on 127.0.0.1:{emulator_port}: {exc.strerror or exc}") from None
-    token = secrets.token_urlsafe(16)
+    base = Settings.from_env()
+    # The webhook always checks a token, so that nothing else that reaches the port (another local process, a
+    # page's request without a browser's headers) can record an event: WANHOOK_EVENTBRIDGE_TOKEN when set, else
+    # one of this run, which only the emulator in this process is given. Never printed.
+    token = base.eventbridge_token or secrets.token_urlsafe(32)
     settings = dataclasses.replace(
-        Settings.from_env(),
+        base,
         api_key="sk-demo",
         dashscope_base_url=emulator.api_base_url,
         eventbridge_token=token,
@@ -97,7 +101,8 @@ async def _local(
     console.print(
         f"[bold]{what}[/]  data in {settings.data_dir.resolve()}, "
         f"{'embedded Redis' if not settings.redis_url else 'Redis at WANHOOK_REDIS_URL'}, "
-        f"events via {via}"
+        f"events via {via}, the webhook's token "
+        f"{'from WANHOOK_EVENTBRIDGE_TOKEN' if base.eventbridge_token else 'made for this run'}"
     )
     stop = asyncio.Event()
     background: list[asyncio.Task] = []

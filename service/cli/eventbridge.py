@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 from urllib.parse import urlsplit
 
-from ..errors import CommandError, ConfigError
+from ..core.errors import CommandError, ConfigError
 from . import eventbridge_limits as limits
 
 REDACTED = "<redacted>"
@@ -267,7 +267,10 @@ def _sdk() -> Any:
     try:
         from alibabacloud_eventbridge20200401 import models
     except ImportError:
-        raise ConfigError("the Alibaba Cloud EventBridge SDK is missing: pip install 'wanhook[eventbridge]'") from None
+        raise ConfigError(
+            "the Alibaba Cloud EventBridge SDK is missing: install the eventbridge extra "
+            "(from a checkout: pip install '.[eventbridge]')"
+        ) from None
     return models
 
 
@@ -417,7 +420,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder with rule.json and the target files (default: deploy/eventbridge)",
     )
     parser.add_argument("--endpoint", help="EventBridge API endpoint, when not the region's public one")
-    parser.add_argument("--dry-run", action="store_true", help="print the calls and their bodies; send nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the calls and their bodies (the token redacted); send nothing"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ and its page, instead of as an error code from CreateRule or PutTargets (or, wor
 and then never delivers).
 
 Nothing here is guessed. Where the documentation is silent (the size of a pattern, the characters of a target id),
-there is no check, and the README says so.
+there is no check, and docs/deploying.md says so.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 LIMITS_PAGE = "https://www.alibabacloud.com/help/en/eventbridge/product-overview/limits"
 PATTERNS_PAGE = "https://www.alibabacloud.com/help/en/eventbridge/user-guide/event-patterns"

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from ..config import Settings
-from ..errors import CommandError, ConfigError
-from ..task import Status
+from ..core.errors import CommandError, ConfigError
+from ..domain.task import Status
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -45,7 +45,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-# Exit statuses, the same for every command (README, "Exit statuses").
+# Exit statuses, the same for every command (docs/reference/cli.md, "Exit statuses").
 EXIT_DONE = 0
 EXIT_FAILED = 1  # the task ended badly (submit --wait), or there is no such task (status)
 EXIT_USAGE = 2  # a wrong argument or setting: nothing was started
@@ -55,7 +55,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def setup_logging() -> None:
-    from ..logs import setup
+    from ..observability.logs import setup
 
     level = os.environ.get("WANHOOK_LOG_LEVEL") or "INFO"
     if level.lower() not in LOG_LEVELS:
@@ -98,10 +98,14 @@ def check_videos_dir(settings: Settings) -> None:
 async def check_redis(settings: Settings) -> None:
     """Connect once and let go: serve's own connection is made by uvicorn's lifespan, where a failure
     would be a traceback in the log rather than one line and exit status 3."""
-    from ..connection import connect
+    from ..persistence import installation
+    from ..persistence.connection import connect
 
     redis = await connect(settings)
-    await redis.aclose()
+    try:
+        await installation.check(redis, settings)
+    finally:
+        await redis.aclose()
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -144,6 +148,8 @@ def serve(args: argparse.Namespace) -> int:
         log_config=None,
         header_timeout=settings.header_timeout_seconds,
         max_connections=settings.max_connections,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
     )
     return 0
 
@@ -171,6 +177,29 @@ def worker(args: argparse.Namespace) -> int:
             await runtime.close()
 
     asyncio.run(_until_signalled(run))
+    return 0
+
+
+def installation_command(args: argparse.Namespace) -> int:
+    """``installation show`` prints the recorded shared settings; ``installation record`` replaces them with
+    this environment's (the way to change one on purpose, with every process stopped)."""
+    from ..persistence import installation
+    from ..persistence.connection import connect
+
+    settings = Settings.from_env()
+
+    async def run() -> dict[str, str]:
+        redis = await connect(settings)
+        try:
+            if args.action == "record":
+                previous = await installation.record(redis, settings)
+                if previous:
+                    print(f"replaced: {json.dumps(previous, sort_keys=True)}")
+            return await installation.show(redis)
+        finally:
+            await redis.aclose()
+
+    print(json.dumps(asyncio.run(run()), indent=2, sort_keys=True))
     return 0
 
 
@@ -281,6 +310,27 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def dead_letters(args: argparse.Namespace) -> int:
+    """``wanhook dead-letters list|replay``: through the API, with the operator token."""
+    from . import client
+
+    token = os.environ.get("WANHOOK_OPERATOR_TOKEN")
+    if args.action == "list":
+        answer = client.dead_letters(args.server, token, args.kind, args.limit)
+        if args.json:
+            print(json.dumps(answer, indent=2))
+        for letter in [] if args.json else answer["dead_letters"]:
+            print(
+                f"{letter['id']}  task {letter['task_id']}  {letter['attempts']} attempts  {letter['at']}  "
+                f"{letter['cause']}"
+            )
+        return 0
+    for letter in args.ids:
+        replayed = client.replay_dead_letter(args.server, letter, token)
+        print(json.dumps(replayed) if args.json else f"{letter}: replayed (job {replayed['job']})")
+    return 0
+
+
 def delete(args: argparse.Namespace) -> int:
     from . import client
 
@@ -313,19 +363,19 @@ def dev(args: argparse.Namespace) -> int:
     return run_dev(args.port, args.emulator_port, args.render_seconds)
 
 
-def _add_server(command: argparse.ArgumentParser) -> None:
-    """The client commands' --server: where wanhook's HTTP API answers."""
+def _add_server(command: argparse.ArgumentParser, token: str = "WANHOOK_API_TOKEN") -> None:
+    """The client commands' --server: where wanhook's HTTP API answers (and the variable of the token sent)."""
     command.add_argument(
         "--server",
         default=os.environ.get("WANHOOK_SERVER", DEFAULT_SERVER),
-        help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER})",
+        help=f"wanhook's URL (default: $WANHOOK_SERVER or {DEFAULT_SERVER}); the bearer token comes from {token}",
     )
 
 
 def parser() -> argparse.ArgumentParser:
     from importlib.metadata import PackageNotFoundError, version
 
-    from ..models import DEFAULT_MODEL, DEFAULT_MODELS
+    from ..domain.models import DEFAULT_MODEL, DEFAULT_MODELS
 
     try:
         installed = version("wanhook")
@@ -335,20 +385,43 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=f"%(prog)s {installed}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    command = commands.add_parser("serve", help="HTTP API and EventBridge webhook receiver (and the workers)")
+    command = commands.add_parser(
+        "serve",
+        help="HTTP API and EventBridge webhook receiver (and the workers)",
+        description="The HTTP API, the EventBridge webhook, the dashboard, and (unless --no-workers) the workers, in "
+        "one process.",
+    )
     command.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (default: %(default)s; any other needs WANHOOK_API_TOKENS)",
+        help="address to listen on (default: %(default)s); any address other than loopback needs WANHOOK_API_TOKENS "
+        "and an authenticated webhook (see Security and limits)",
     )
     command.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     command.add_argument("--no-workers", action="store_true", help="run the workers apart (wanhook worker)")
     command.set_defaults(handler=serve)
 
-    command = commands.add_parser("worker", help="submission and download workers only")
+    command = commands.add_parser(
+        "worker",
+        help="submission and download workers only",
+        description="The workers alone: submission, download, callbacks and the sweeper, each restarted if it "
+        "crashes. Run as many as needed on one Redis and one data directory.",
+    )
     command.set_defaults(handler=worker)
 
-    command = commands.add_parser("consume", help="RocketMQ 5.x consumer of completion events")
+    command = commands.add_parser(
+        "consume",
+        help="RocketMQ 5.x consumer of completion events",
+        description="The RocketMQ consumer of completion events, configured by the WANHOOK_ROCKETMQ_* variables: "
+        "5.x gRPC, or 4.x remoting with WANHOOK_ROCKETMQ_PROTOCOL=4 (which gives up the same way, counting failed "
+        "checks for a broker; see RocketMQ 4.x). A receive that fails is tried again every second; its cause (the "
+        "gRPC status and details, e.g. UNAVAILABLE: ... Connection refused) is logged at once, then at most every "
+        "30 s with the number of failures in between, and a line says when receiving works again. After "
+        "WANHOOK_ROCKETMQ_GIVE_UP_SECONDS (300) of nothing but failures it exits with status 3 and one line naming "
+        "the last cause, so that the orchestrator restarts it; an invisible duration or await time the proxy would "
+        "refuse is refused at start (status 2). On SIGTERM it exits within WANHOOK_ROCKETMQ_SHUTDOWN_SECONDS (10) "
+        "plus the client's own shutdown, even while Redis hangs.",
+    )
     command.set_defaults(handler=consume)
 
     command = commands.add_parser("submit", help="submit a task (and follow it with --wait)")
@@ -361,34 +434,42 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument(
         "--image",
         metavar="PATH_OR_URL",
-        help="image-to-video: the first frame, a local file (sent as base64) or an http(s) URL",
+        help="image-to-video: the first frame, a local file (checked, then sent as base64) or an http(s) URL "
+        "(passed on)",
     )
     command.add_argument(
         "--first-frame",
         dest="first_frame",
         metavar="PATH_OR_URL",
-        help="first-and-last-frame video: the first frame (with --last-frame)",
+        help="first-and-last-frame video: the first frame, a file or a URL (with --last-frame)",
     )
     command.add_argument(
         "--last-frame",
         dest="last_frame",
         metavar="PATH_OR_URL",
-        help="first-and-last-frame video: the last frame (with --first-frame)",
+        help="first-and-last-frame video: the last frame, a file or a URL (with --first-frame)",
     )
-    command.add_argument("--resolution", help="480P, 720P or 1080P: the image kinds' tier (default: the model's)")
+    command.add_argument(
+        "--resolution", help="480P, 720P or 1080P: the image kinds' tier, which take no --size (default: the model's)"
+    )
     command.add_argument("--size", help="W*H, e.g. 832*480 (default: the model's)")
     command.add_argument("--negative-prompt", dest="negative_prompt", help="what the video should not show")
     command.add_argument("--seed", type=int, help="DashScope's random seed, for a repeatable video")
     command.add_argument("--duration", type=int, help="seconds of video (default: the model's)")
     command.add_argument("--audio-url", dest="audio_url", help="a wav or mp3 track the video follows (wan2.5, wan2.6)")
     command.add_argument(
-        "--shot-type", dest="shot_type", choices=("single", "multi"), help="one shot or a multi-shot narrative (wan2.6)"
+        "--shot-type",
+        dest="shot_type",
+        choices=("single", "multi"),
+        help="single or multi: one shot or a multi-shot narrative (wan2.6; default: DashScope's, single)",
     )
-    command.add_argument("--callback-url", help="POST the task's terminal states to this URL (signed)")
+    command.add_argument(
+        "--callback-url", help="POST the task's terminal states to this URL, signed (see Telling the submitter)"
+    )
     command.add_argument(
         "--wait",
         action="store_true",
-        help="follow the task until it ends: the task id at once, then a live line on a terminal, or one line per "
+        help="follow the task live until it ends: the task id at once, then a live line on a terminal, or one line per "
         "state change (elapsed seconds, state, bytes while downloading) otherwise; the video's path last. "
         "Exit 0 ready, 1 failed/canceled/expired",
     )
@@ -403,19 +484,75 @@ def parser() -> argparse.ArgumentParser:
 
     command = commands.add_parser("status", help="print a task")
     command.add_argument("id", help="the task's id")
-    command.add_argument("--json", action="store_true", help="the task as JSON")
+    command.add_argument("--json", action="store_true", help="the task as JSON rather than a table")
     _add_server(command)
     command.set_defaults(handler=status)
 
-    command = commands.add_parser("delete", help="delete a task, its records and its video (canceling it first)")
+    command = commands.add_parser(
+        "delete",
+        help="delete a task, its records and its video (canceling it first)",
+        description="Deletes a task with everything kept for it (see DELETE /v1/tasks/{id} in the HTTP API), and "
+        "prints what was removed. Exit 1 when there is no such task (or it is another token's).",
+    )
     command.add_argument("id", help="the task's id")
     command.add_argument("--json", action="store_true", help="the answer as JSON")
     _add_server(command)
     command.set_defaults(handler=delete)
 
+    command = commands.add_parser(
+        "dead-letters", help="list or replay the jobs given up after their attempts ($WANHOOK_OPERATOR_TOKEN)"
+    )
+    letters = command.add_subparsers(dest="action", required=True, metavar="ACTION")
+    action = letters.add_parser(
+        "list",
+        help="the dead letters, newest first",
+        description="Lists the jobs given up after their attempts, newest first (see No job is tried for ever), "
+        "through GET /v1/dead-letters with the bearer token of WANHOOK_OPERATOR_TOKEN.",
+    )
+    action.add_argument("--kind", choices=("download", "failure", "callback"), help="of one job kind only")
+    action.add_argument("--limit", type=int, default=100, help="at most this many (1-1000, default 100)")
+    action.add_argument("--json", action="store_true", help="the answer as JSON")
+    _add_server(action, "WANHOOK_OPERATOR_TOKEN")
+    action.set_defaults(handler=dead_letters)
+    action = letters.add_parser(
+        "replay",
+        help="queue dead letters' jobs again (their tasks opened again)",
+        description="Queues dead letters' jobs again (POST /v1/dead-letters/{id}/replay); a task a dead letter "
+        "ended is opened again. A task ended otherwise since, or deleted, is not replayed (409).",
+    )
+    action.add_argument("ids", nargs="+", help="dead letter ids (<kind>:<entry id>, as listed)")
+    action.add_argument("--json", action="store_true", help="each answer as JSON")
+    _add_server(action, "WANHOOK_OPERATOR_TOKEN")
+    action.set_defaults(handler=dead_letters)
+
+    command = commands.add_parser(
+        "installation", help="the settings every process on this Redis must share (storage, retention, data dir)"
+    )
+    actions = command.add_subparsers(dest="action", required=True, metavar="ACTION")
+    action = actions.add_parser(
+        "show",
+        help="what Redis records",
+        description="Prints the settings every process on this Redis must share, as recorded by the first process "
+        "to start (see Settings every process must share).",
+    )
+    action.set_defaults(handler=installation_command)
+    action = actions.add_parser(
+        "record",
+        help="replace the record with this environment's settings (every process stopped first)",
+        description="Replaces that record with this environment's settings: the way to change the storage, "
+        "retention or the data directory on purpose, with every process stopped. Prints the record it replaced "
+        "and the new one.",
+    )
+    action.set_defaults(handler=installation_command)
+
     from wanhook.emulator.cli import add_arguments
 
-    command = commands.add_parser("emulator", help="local stand-in for DashScope, EventBridge and OSS")
+    command = commands.add_parser(
+        "emulator",
+        help="local stand-in for DashScope, EventBridge and OSS",
+        description="The local DashScope, EventBridge and OSS (see The emulator); python -m emulator takes the "
+        "same options.",
+    )
     add_arguments(command)
     command.set_defaults(handler=emulator)
 
@@ -430,7 +567,8 @@ def parser() -> argparse.ArgumentParser:
         "--via",
         choices=["webhook", "rocketmq"],
         default="webhook",
-        help="how the completion event travels: EventBridge's HTTP push or a RocketMQ topic (default: %(default)s)",
+        help="how the completion event travels: EventBridge's HTTP push, or a RocketMQ topic read by the consumer "
+        "(default: %(default)s)",
     )
     command.add_argument(
         "--serve", action="store_true", help="print the dashboard's URL and keep serving until interrupted"
@@ -442,7 +580,14 @@ def parser() -> argparse.ArgumentParser:
         help="the emulator and serve wired to each other in one process, until interrupted",
         description="Local development in one step: the emulator (DashScope, EventBridge, OSS) and wanhook serve with "
         "its workers, wired to each other, on their usual addresses; submit tasks from another terminal "
-        "with `wanhook submit PROMPT --wait`.",
+        "with `wanhook submit PROMPT --wait`.\n\n"
+        "The webhook's token: dev and demo always check the push token, the one in WANHOOK_EVENTBRIDGE_TOKEN when "
+        "it is set, else a random one made for the run (secrets.token_urlsafe), which only the emulator in the same "
+        "process is given and sends on every push. So nothing else that can reach the port (another local "
+        "program, a page's request sent without a browser's headers) can record an event: a push without the "
+        "token is answered 401 invalid_token and changes nothing. The start line says where the token comes from, "
+        "never what it is; to push by hand, set WANHOOK_EVENTBRIDGE_TOKEN and send it as "
+        "x-eventbridge-signature-token.",
     )
     command.add_argument("--port", type=_port_number, default=8000, help="wanhook's port (default: %(default)s)")
     command.add_argument(
@@ -463,7 +608,13 @@ def parser() -> argparse.ArgumentParser:
 
     command = commands.add_parser("eventbridge", help="Alibaba Cloud EventBridge set-up")
     actions = command.add_subparsers(dest="action", required=True, metavar="ACTION")
-    action = actions.add_parser("setup", help="create or update the rule and target of deploy/eventbridge/")
+    action = actions.add_parser(
+        "setup",
+        help="create or update the rule and target of deploy/eventbridge/",
+        description="Creates or updates the rule and one target of deploy/eventbridge/ (see Deploying). Credentials "
+        "come from ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET and, for temporary (STS) "
+        "credentials, ALIBABA_CLOUD_SECURITY_TOKEN.",
+    )
     eventbridge.add_arguments(action)
     action.set_defaults(handler=eventbridge.run)
     return root
@@ -471,7 +622,7 @@ def parser() -> argparse.ArgumentParser:
 
 def exit_status(exc: Exception, command: str) -> int | None:
     """The exit status for an error a user can cause (told in one line), None for a bug (a traceback)."""
-    from ..connection import RedisUnreachable
+    from ..persistence.connection import RedisUnreachable
     from .client import ClientError
 
     if isinstance(exc, ConfigError):
@@ -508,7 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = exit_status(exc, args.command)
         if status is None:
             raise
-        from ..logs import redact
+        from ..observability.logs import redact
 
         print(f"wanhook {args.command}: {redact(str(exc))}", file=sys.stderr)
         return status

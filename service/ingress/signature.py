@@ -15,8 +15,8 @@ trusted for where it comes from (an https URL on ``<region>-eventbridge.oss-acce
 Alibaba's own SDK trusts it, not for its chain or its dates.
 
 Receivers in the wild, Alibaba's own among them, disagree on three details, so every reading of each is accepted
-(``signed_forms``; tests/test_signature_oracle.py checks them against Alibaba's code and against a push Alibaba's key
-signed):
+(``signed_forms``; tests/integration/test_signature_oracle.py checks them against Alibaba's code and against a push
+Alibaba's key signed):
 - a newline after the body: every piece of Alibaba's code that builds the string appends one (the EventBridge SDK's
   signature util, Alibaba's reference HTTP target aliyuneventbridge/eb-http-target; so does the push signer proposed
   to Apache RocketMQ Connect), and a push signed with Alibaba's key (the SDK's test vector) verifies only with it;
@@ -38,6 +38,7 @@ import binascii
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -48,10 +49,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PublicKeyTypes
 
-from .. import outbound
 from ..config import Settings
-from ..errors import CertificateUnavailable, InvalidSignature
-from ..redact import redact_url
+from ..core.errors import CertificateUnavailable, InvalidSignature
+from ..core.redact import redact_url
+from ..outbound import egress
 
 log = logging.getLogger("wanhook.signature")
 
@@ -70,12 +71,30 @@ WINDOW_SECONDS = 60.0
 MILLIS_ABOVE = 10**11
 CERT_MAX_BYTES = 64 * 1024
 CERT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+# The whole fetch, however slowly a host sends its bytes (CERT_TIMEOUT bounds each read, not their sum).
+CERT_DEADLINE_SECONDS = 10.0
 # Certificates are few (one per region and rotation); the bound keeps forged URLs from filling memory.
 CACHE_SIZE = 16
+# A certificate URL that failed is not fetched again for a while: its pushes are answered as the failure
+# was, so a stranger repeating one makes one fetch. A minute when the URL names no certificate (refused,
+# not a certificate); as long as the 503's Retry-After when it could not be reached, so that EventBridge's
+# own next try (10 to 20 s later) fetches again.
+REFUSED_FOR_SECONDS = 60.0
+UNAVAILABLE_FOR_SECONDS = 5.0
+# Fetches of certificates not yet known, per process, in a sliding minute: a stranger naming new URLs on
+# a trusted host makes at most this many; past it a push whose certificate is not known gets 503
+# (EventBridge pushes again later), while known certificates keep verifying.
+FETCHES_PER_MINUTE = 10
+# An RSA signature is as long as its key's modulus: 1024 to 8192 bits. Checked before any fetch.
+SIGNATURE_MIN_BYTES, SIGNATURE_MAX_BYTES = 128, 1024
 CERT_HOST_LABEL = "[a-z0-9-]+"
 
 _keys: dict[str, rsa.RSAPublicKey] = {}
 _loading: dict[str, asyncio.Future[rsa.RSAPublicKey]] = {}
+# URL -> (monotonic time until which it is not fetched, the refusal's message or None: unavailable), at
+# most CACHE_SIZE of them. A new error each time: one raised again would grow its traceback.
+_failed: dict[str, tuple[float, str | None]] = {}
+_fetched_at: deque[float] = deque()
 
 
 def refuse(message: str) -> InvalidSignature:
@@ -171,8 +190,26 @@ def load_public_key(pem: bytes) -> rsa.RSAPublicKey:
 
 async def _fetch(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
     try:
+        key = await _fetch_once(url, hosts)
+    except (InvalidSignature, CertificateUnavailable) as exc:
+        while len(_failed) >= CACHE_SIZE:
+            del _failed[next(iter(_failed))]
+        if isinstance(exc, InvalidSignature):
+            _failed[url] = (time.monotonic() + REFUSED_FOR_SECONDS, exc.message)
+        else:
+            _failed[url] = (time.monotonic() + UNAVAILABLE_FOR_SECONDS, None)
+        raise
+    while len(_keys) >= CACHE_SIZE:
+        del _keys[next(iter(_keys))]
+    _keys[url] = key
+    return key
+
+
+async def _fetch_once(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
+    try:
         async with (
-            outbound.client(explicit_hosts=hosts, timeout=CERT_TIMEOUT) as client,
+            asyncio.timeout(CERT_DEADLINE_SECONDS),
+            egress.client(explicit_hosts=hosts, timeout=CERT_TIMEOUT) as client,
             client.stream("GET", url) as response,
         ):
             if response.status_code != 200:
@@ -183,17 +220,13 @@ async def _fetch(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
                 pem += chunk
                 if len(pem) > CERT_MAX_BYTES:
                     raise refuse(f"the certificate at x-eventbridge-signature-url is over {CERT_MAX_BYTES} bytes")
-    except outbound.DestinationRefused as exc:  # the host resolved inwards as it was connected
+    except egress.DestinationRefused as exc:  # the host resolved inwards as it was connected
         raise refuse(f"the certificate URL (x-eventbridge-signature-url) is refused: {exc}") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, TimeoutError) as exc:
         # Not the sender's fault: 503 makes EventBridge push again later.
         log.warning("cannot fetch the EventBridge certificate %s: %r", redact_url(url), exc)
         raise CertificateUnavailable() from None
-    key = load_public_key(bytes(pem))
-    while len(_keys) >= CACHE_SIZE:
-        del _keys[next(iter(_keys))]
-    _keys[url] = key
-    return key
+    return load_public_key(bytes(pem))
 
 
 def _fetched(url: str, done: asyncio.Future[rsa.RSAPublicKey]) -> None:
@@ -207,8 +240,23 @@ async def public_key(url: str, hosts: tuple[str, ...]) -> rsa.RSAPublicKey:
     key = _keys.get(url)
     if key is not None:
         return key
+    now = time.monotonic()
+    failed = _failed.get(url)
+    if failed is not None:
+        until, message = failed
+        if now < until:
+            raise CertificateUnavailable() if message is None else refuse(message)
+        del _failed[url]
     loading = _loading.get(url)
     if loading is None:
+        while _fetched_at and now - _fetched_at[0] > 60.0:
+            _fetched_at.popleft()
+        if len(_fetched_at) >= FETCHES_PER_MINUTE:
+            log.warning(
+                "EventBridge certificate %s not fetched: %d fetches this minute", redact_url(url), len(_fetched_at)
+            )
+            raise CertificateUnavailable()
+        _fetched_at.append(now)
         loading = _loading[url] = asyncio.ensure_future(_fetch(url, hosts))
         loading.add_done_callback(lambda done: _fetched(url, done))
     # Shielded: a push whose connection drops must not cancel the fetch the others wait for.
@@ -264,6 +312,11 @@ async def _verify(received_url: str, headers: Mapping[str, str], body: bytes, se
         signature = base64.b64decode(headers[SIGNATURE], validate=True)
     except (binascii.Error, ValueError):
         raise refuse(f"{SIGNATURE} is not base64") from None
+    if not SIGNATURE_MIN_BYTES <= len(signature) <= SIGNATURE_MAX_BYTES:
+        raise refuse(
+            f"{SIGNATURE} is {len(signature)} bytes, not an RSA signature "
+            f"({SIGNATURE_MIN_BYTES} to {SIGNATURE_MAX_BYTES} bytes)"
+        )
     cert_url = headers[CERT_URL]
     check_certificate_url(cert_url, settings.eventbridge_cert_hosts)
     key = await public_key(cert_url, settings.eventbridge_cert_hosts)

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import email.policy
+import functools
 import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
-from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
 import httpx
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from .. import callbacks, removals
-from ..errors import (
+from ..core.errors import (
     DashScopeError,
     InvalidField,
     InvalidInput,
@@ -29,22 +26,20 @@ from ..errors import (
     Unavailable,
     VideoGone,
 )
-from ..feed import Ended, Subscription
-from ..models import IMAGE_MAX_BYTES
-from ..objectstore import S3Storage
+from ..domain.models import IMAGE_MAX_BYTES
+from ..domain.task import STATUSES, Status, Task
+from ..flows import callbacks, removals
+from ..flows.feed import Ended, Subscription
+from ..jobs import deadletters
+from ..jobs.queue import KINDS
+from ..outbound.objectstore import S3Storage
 from ..runtime import Runtime
-from ..task import STATUSES, Status, Task
-from ..validation import ALL_IMAGE_FIELDS, DATA_URL, check_image_bytes, check_task
-from .responses import ApiError, parse_json, read_body, require_json
+from . import bodies, creates
+from .responses import ApiError, refuse_cross_site, require_json
 
-TASK_BODY_LIMIT = 64 * 1024
 # A task with images may carry them as base64 data URLs: two (first and last frame) of at most 10 MB each,
 # base64 adding a third. Other tasks keep TASK_BODY_LIMIT.
 IMAGE_TASK_BODY_LIMIT = 2 * ((IMAGE_MAX_BYTES + 2) // 3 * 4) + 64 * 1024
-# Images up to this many bytes are stored with the task and sent to DashScope as base64; larger ones are put
-# in DashScope's temporary storage when the task is created, and only their oss:// URL is stored (Redis
-# keeps tasks small, and a create carries no more than this inline).
-INLINE_IMAGE_MAX = 1024 * 1024
 KEEPALIVE_SECONDS = 15.0
 
 
@@ -78,6 +73,7 @@ def owner(request: Request) -> str:
 
 async def authorize(request: Request) -> str:
     """The caller (``owner``), within its request rate: ``WANHOOK_RATE_LIMIT`` requests a second."""
+    refuse_cross_site(request.headers, request.method, own_host=request.headers.get("host"))
     caller = owner(request)
     rt = runtime(request)
     wait_ms = await rt.request_limiter.take_request(caller, rt.settings.rate_limit)
@@ -99,97 +95,60 @@ async def load_task(request: Request) -> Task:
 async def create_task(request: Request) -> Response:
     caller = await authorize(request)
     rt = runtime(request)
-    content_type = (request.headers.get("content-type") or "").lower()
-    if content_type.startswith("multipart/form-data") and "boundary=" in content_type:
-        document: Any = await read_form(request)  # its files are its images, whatever the body's size
-    else:
-        require_json(request)  # a multipart type without a boundary cannot be a form: 415 as before
-        body = await read_body(request, IMAGE_TASK_BODY_LIMIT)
-        too_large = ApiError(413, "body_too_large", f"the body is over the limit of {TASK_BODY_LIMIT} bytes")
-        # Only a task with images may be larger: first by its text (before parsing), then by its fields.
-        if len(body) > TASK_BODY_LIMIT and not any(f'"{name}"'.encode() in body for name in ALL_IMAGE_FIELDS):
-            raise too_large
-        document = parse_json(body)
-        images = isinstance(document, dict) and any(isinstance(document.get(name), str) for name in ALL_IMAGE_FIELDS)
-        if len(body) > TASK_BODY_LIMIT and not images:
-            raise too_large
-    fields = check_task(document, allow_private_callbacks=rt.settings.callback_allow_private)
-    await _store_large_images(rt, fields)
-    fields["owner"] = caller
+    content_type = request.headers.get("content-type") or ""
+    if not creates.is_form(content_type):
+        require_json(request.headers)  # a multipart type without a boundary cannot be a form: 415 as before
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 200:
         raise InvalidInput("invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters")
     scoped_key = f"{caller}:{key}" if key else None
+    prepare = functools.partial(
+        creates.prepare, owner=caller, allow_private=rt.settings.callback_allow_private, digest=scoped_key is not None
+    )
+    if not bodies.is_large(request.headers):
+        prepared = prepare(await _read(request, IMAGE_TASK_BODY_LIMIT), content_type)
+        return await _create(rt, prepared, scoped_key)
+    # A large body (images): read under one of the slots that bound them, parsed and checked off the loop, and
+    # the slot kept until the task is stored, as long as its images (decoded, for the upload) are held.
+    large_bodies: bodies.LargeBodies = request.app.state.large_bodies
+    async with large_bodies.slot(caller):
+        body = await _read(request, IMAGE_TASK_BODY_LIMIT)
+        if len(body) <= bodies.INLINE_MAX:
+            prepared = prepare(body, content_type)
+        else:
+            prepared = await large_bodies.run(prepare, body, content_type)
+        del body  # the fields hold what is kept of it
+        return await _create(rt, prepared, scoped_key)
+
+
+async def _create(rt: Runtime, prepared: creates.Prepared, scoped_key: str | None) -> Response:
+    fields, digest = prepared.fields, prepared.digest
+    max_queued = rt.settings.max_queued_per_token
+    if prepared.uploads:
+        # Validation, the Idempotency-Key and admission before any upload: a faithful retry answers its first
+        # task and a create the queue refuses costs DashScope nothing. (Decided again with the write below.)
+        first = await rt.store.admissible(fields, scoped_key, max_queued=max_queued, digest=digest)
+        if first is not None:
+            return JSONResponse(await rt.store.get(first), status_code=202, headers={"Location": f"/v1/tasks/{first}"})
+        await _store_large_images(rt, fields, prepared.uploads)
+        prepared.uploads.clear()
     # QueueFull and IdempotencyKeyReused, decided with the write, are answered as they come.
-    task_id = await rt.store.create(fields, scoped_key, max_queued=rt.settings.max_queued_per_token)
+    task_id = await rt.store.create(fields, scoped_key, max_queued=max_queued, digest=digest)
     task = await rt.store.get(task_id)
     return JSONResponse(task, status_code=202, headers={"Location": f"/v1/tasks/{task_id}"})
 
 
-# multipart/form-data: the task's fields as form fields, images as files (or as URLs in the same fields).
-FORM_INTEGERS = ("duration", "seed")
-FORM_BOOLEANS = ("prompt_extend", "watermark", "audio")
-FORM_JSON = ("callback", "metadata")
-FORM_FILE_MAX = IMAGE_MAX_BYTES
+async def _read(request: Request, limit: int) -> bytes:
+    body = await bodies.read(request.receive, request.headers, limit, runtime(request).settings)
+    if body is None:
+        raise ClientDisconnect()
+    return body
 
 
-async def read_form(request: Request) -> dict[str, Any]:
-    """A ``POST /v1/tasks`` form as the JSON body it stands for: each image file becomes a base64 data URL,
-    checked afterwards like any other (``check_task``)."""
-    body = await read_body(request, IMAGE_TASK_BODY_LIMIT)
-    head = b"Content-Type: " + request.headers["content-type"].encode("latin-1") + b"\r\n\r\n"
-    message = BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart() or message.defects:
-        raise ApiError(400, "invalid_form", "the body is not a valid multipart/form-data form")
-    document: dict[str, Any] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
-        if not isinstance(name, str) or not name or not isinstance(payload, bytes):
-            raise ApiError(400, "invalid_form", "every part of the form needs a name and a body")
-        if name in document:
-            raise InvalidField(name, "is given more than once")
-        if part.get_filename() is not None:  # a file: only the image fields take one
-            if name not in ALL_IMAGE_FIELDS:
-                raise InvalidField(name, f"takes no file; files go in {', '.join(ALL_IMAGE_FIELDS)}")
-            check_image_bytes(name, payload)
-            kind = part.get_content_type() if part.get_content_type().startswith("image/") else "image/jpeg"
-            document[name] = f"data:{kind};base64,{base64.b64encode(payload).decode()}"
-            continue
-        try:
-            value = payload.decode()
-        except UnicodeDecodeError:
-            raise InvalidField(name, "is not UTF-8 text") from None
-        document[name] = _form_value(name, value)
-    return document
-
-
-def _form_value(name: str, value: str) -> Any:
-    if name in FORM_INTEGERS:
-        if len(value) > 20 or not value.strip().lstrip("-").isdigit():
-            raise InvalidField(name, "must be an integer")
-        return int(value)
-    if name in FORM_BOOLEANS:
-        if value not in ("true", "false"):
-            raise InvalidField(name, "must be true or false")
-        return value == "true"
-    if name in FORM_JSON:
-        try:
-            return json.loads(value)
-        except (ValueError, RecursionError):
-            raise InvalidField(name, "must be JSON in a form") from None
-    return value
-
-
-async def _store_large_images(rt: Runtime, fields: dict[str, Any]) -> None:
+async def _store_large_images(rt: Runtime, fields: dict[str, Any], uploads: dict[str, tuple[str, bytes]]) -> None:
     """Images over INLINE_IMAGE_MAX go to DashScope's temporary storage now; the task keeps their URL."""
     parameters = fields["parameters"]
-    for name in ALL_IMAGE_FIELDS:
-        match = DATA_URL.fullmatch(parameters.get(name) or "")
-        if match is None or len(match.group(2)) * 3 // 4 <= INLINE_IMAGE_MAX:
-            continue
-        content_type = match.group(1)
-        data = base64.b64decode(match.group(2))
+    for name, (content_type, data) in uploads.items():
         extension = content_type.rsplit("/", 1)[-1].replace("jpeg", "jpg")
         filename = f"{hashlib.sha256(data).hexdigest()[:32]}.{extension}"
         try:
@@ -330,10 +289,19 @@ async def get_video(request: Request) -> Response:
         )
     if task.status != Status.READY or not task.video:
         raise TaskConflict("not_ready", f"the task is {task.status}: no video yet")
-    storage = runtime(request).storage
-    if isinstance(storage, S3Storage):
-        return await object_video(request, storage, task)
-    path = Path(task.video["path"])
+    # Where the task records its video decides, not this process's own storage setting: a task stored in
+    # an object store is served from there, one stored on disk from the file.
+    location = str(task.video["path"])
+    if location.startswith("s3://"):
+        storage = runtime(request).storage
+        if not isinstance(storage, S3Storage) or not storage.holds(location):
+            raise Unavailable(
+                "object_store_not_configured",
+                f"the video is in the object store {location.rpartition('/')[0]}/, which this process is not "
+                "set up to read (WANHOOK_STORAGE_URL)",
+            )
+        return await object_video(request, storage, task, location)
+    path = Path(location)
     if not path.exists():
         raise VideoGone("the stored video file is missing from the data directory")
     return FileResponse(path, media_type="video/mp4", filename=f"{task.id}.mp4", content_disposition_type="inline")
@@ -343,13 +311,14 @@ async def get_video(request: Request) -> Response:
 PASSED_HEADERS = ("content-length", "content-range", "accept-ranges", "etag", "last-modified")
 
 
-async def object_video(request: Request, storage: S3Storage, task: Task) -> Response:
+async def object_video(request: Request, storage: S3Storage, task: Task, location: str) -> Response:
     """A short-lived presigned URL to the object (302), or, with WANHOOK_S3_SERVE=stream, the object relayed
     through wanhook with the client's Range."""
-    url = storage.presigned_url(task.id)
+    url = storage.presigned_location(location)
     if storage.config.serve == "redirect":
         return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
-    client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+    # A client waits: the store's answer within the request deadline (and each read of the body then too).
+    client = httpx.AsyncClient(timeout=httpx.Timeout(storage.config.request_timeout))
     headers = {"Range": request.headers["range"]} if "range" in request.headers else {}
     try:
         upstream = await client.send(client.build_request("GET", url, headers=headers), stream=True)
@@ -487,3 +456,47 @@ def _stream_id(value: str) -> bool:
 def _sse(entry_id: str, task: dict[str, Any] | None, event: str | None = None) -> str:
     event = event or f"task.{(task or {}).get('status')}"
     return f"id: {entry_id}\nevent: {event}\ndata: {json.dumps(task)}\n\n"
+
+
+def operator(request: Request) -> None:
+    """The operator's routes (dead letters) take ``Authorization: Bearer <WANHOOK_OPERATOR_TOKEN>``, never a
+    submitter's token: a dead letter names any submitter's task."""
+    configured = runtime(request).settings.operator_token
+    if configured is None:
+        raise ApiError(403, "operator_disabled", "the operator's routes are off: WANHOOK_OPERATOR_TOKEN is not set")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), configured.encode()):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid 'Authorization: Bearer <operator token>' header is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+async def list_dead_letters(request: Request) -> Response:
+    """The jobs given up after their attempts, newest first."""
+    operator(request)
+    kind = request.query_params.get("kind") or None
+    if kind is not None and kind not in KINDS:
+        raise InvalidField("kind", f"expected one of {', '.join(KINDS)}")
+    raw_limit = request.query_params.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise InvalidField("limit", "must be an integer from 1 to 1000")
+    letters = await deadletters.listing(runtime(request).redis, kind, int(raw_limit))
+    return JSONResponse({"dead_letters": letters})
+
+
+async def replay_dead_letter(request: Request) -> Response:
+    """Queue a dead letter's job again (its task opened again if the dead letter ended it)."""
+    operator(request)
+    letter = request.path_params["letter_id"]
+    answer = await deadletters.replay(runtime(request).redis, letter)
+    result = answer["result"]
+    if result == "missing":
+        raise ApiError(404, "dead_letter_not_found", f"no dead letter {letter!r}")
+    if result == "gone":
+        raise TaskConflict("task_gone", f"the task of dead letter {letter!r} has been deleted")
+    if result == "ended":
+        raise TaskConflict("task_ended", f"the task of dead letter {letter!r} has since ended {answer['status']}")
+    return JSONResponse({"id": letter, "replayed": True, "job": answer["job"]})

@@ -20,11 +20,13 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import embedded, logs, metrics
 from ..config import Settings
-from ..errors import WanhookError
+from ..core import pools
+from ..core.errors import WanhookError
+from ..observability import logs, metrics
+from ..persistence import embedded
 from ..runtime import Runtime
-from . import api, dashboard, push
+from . import api, bodies, dashboard, push
 from .openapi import DOCUMENT
 from .responses import STATUS, ApiError, error_response
 
@@ -139,6 +141,8 @@ ROUTES = [
     Route("/v1/tasks/{task_id}/callbacks/replay", api.replay_callbacks, methods=["POST"]),
     Route("/v1/tasks/{task_id}/video", api.get_video, methods=["GET", "HEAD"]),
     Route("/v1/tasks/{task_id}/events", api.task_events, methods=["GET"]),
+    Route("/v1/dead-letters", api.list_dead_letters, methods=["GET"]),
+    Route("/v1/dead-letters/{letter_id}/replay", api.replay_dead_letter, methods=["POST"]),
     # Served by App past the middleware; the route answers other methods (405 with Allow) as every route does.
     Route(push.PATH, push.Endpoint(), methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
@@ -200,6 +204,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True, runtim
         own = runtime is None
         rt = runtime or await Runtime.open(settings or Settings.from_env())
         app.state.runtime = rt
+        app.state.large_bodies = large_bodies = bodies.LargeBodies.from_settings(rt.settings)
         stop = asyncio.Event()
         worker = asyncio.create_task(rt.run_workers(stop)) if workers else None
         try:
@@ -208,11 +213,12 @@ def create_app(settings: Settings | None = None, *, workers: bool = True, runtim
             stop.set()
             if worker is not None:
                 await worker
+            large_bodies.close()
             if own:
                 await rt.close()
                 # The embedded Redis (if this process runs it) stops with the server: uvicorn ends the
                 # process by the signal it received, and exit handlers do not run then.
-                await asyncio.to_thread(embedded.stop_all)
+                await pools.FILES.run(embedded.stop_all)
 
     return App(
         routes=ROUTES,

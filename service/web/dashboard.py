@@ -23,10 +23,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import InvalidField
-from ..feed import Ended
-from ..models import DEFAULT_MODEL, DEFAULT_MODELS, MODELS, T2V, TIERS
-from ..task import Status
+from ..core.errors import InvalidField
+from ..domain.models import DEFAULT_MODEL, DEFAULT_MODELS, MODELS, T2V, TIERS
+from ..domain.task import Status
+from ..flows.feed import Ended
 from . import api
 
 STATIC = Path(__file__).parent / "static"
@@ -135,7 +135,7 @@ def _task_item(task: dict[str, Any]) -> str:
 
 async def stats(request: Request) -> Response:
     """Tasks per state (the whole account, as in /metrics) and DashScope slots in use per model."""
-    api.owner(request)
+    await api.authorize(request)  # within the caller's request rate, as every route
     rt = api.runtime(request)
     counts = await rt.store.status_counts()
     running = await rt.store.slots_in_use(rt.limits)
@@ -151,7 +151,7 @@ async def stream(request: Request) -> Response:
     ``/v1/tasks/{id}/events`` sends them. Tasks unknown to the caller are left out; the stream ends with
     an ``end`` event once every task it follows has reached a terminal state. A reconnection starts again
     from the current states, so it needs no Last-Event-ID."""
-    caller = api.owner(request)
+    caller = await api.authorize(request)
     ids = list(dict.fromkeys(part for part in request.query_params.get("tasks", "").split(",") if part))
     if not ids or len(ids) > STREAM_MAX_TASKS or any(len(task_id) > 64 for task_id in ids):
         raise InvalidField("tasks", f"1 to {STREAM_MAX_TASKS} comma-separated task ids")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import (
+from ..domain.models import (
     DEFAULT_MODELS,
     KIND_NAMES,
     KINDS,
@@ -21,8 +21,8 @@ from ..models import (
     SIZES_720P,
     SIZES_1080P,
 )
-from ..task import CALLBACK_EVENTS, STATUSES, Outcome
-from ..validation import AUDIO_URL_MAX_LENGTH, METADATA_MAX_KEYS
+from ..domain.task import CALLBACK_EVENTS, STATUSES, Outcome
+from ..domain.validation import AUDIO_URL_MAX_LENGTH, METADATA_MAX_KEYS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 TASK = {"$ref": "#/components/schemas/Task"}
@@ -215,6 +215,61 @@ DOCUMENT: dict[str, Any] = {
                         "how many deliveries were replayed, and all of them",
                     ),
                     **_client(404, 409),
+                },
+            }
+        },
+        "/v1/dead-letters": {
+            "get": {
+                "operationId": "listDeadLetters",
+                "summary": "Jobs given up after their attempts, newest first (operator token)",
+                "parameters": [
+                    {
+                        "name": "kind",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["download", "failure", "callback"]},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["dead_letters"],
+                            "properties": {
+                                "dead_letters": {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetter"}}
+                            },
+                        },
+                        "the dead letters",
+                    ),
+                    **_errors(401, 403, 422, 503),
+                },
+            }
+        },
+        "/v1/dead-letters/{letter_id}/replay": {
+            "post": {
+                "operationId": "replayDeadLetter",
+                "summary": "Queue a dead letter's job again, its task opened again if the dead letter ended it",
+                "parameters": [{"name": "letter_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["id", "replayed", "job"],
+                            "properties": {
+                                "id": {"type": "string"},
+                                "replayed": {"type": "boolean"},
+                                "job": {"type": "string"},
+                            },
+                        },
+                        "the job queued again",
+                    ),
+                    **_errors(401, 403, 404, 409, 503),
                 },
             }
         },
@@ -548,6 +603,19 @@ DOCUMENT: dict[str, Any] = {
                             },
                         },
                     },
+                },
+            },
+            "DeadLetter": {
+                "type": "object",
+                "required": ["id", "kind", "task_id", "job", "attempts", "cause", "at"],
+                "properties": {
+                    "id": {"type": "string", "description": "<kind>:<entry id>, what the replay takes"},
+                    "kind": {"type": "string", "enum": ["download", "failure", "callback"]},
+                    "task_id": {"type": "string"},
+                    "job": {"type": "string", "description": "the job's entry id, or the callback's webhook id"},
+                    "attempts": {"type": "integer", "minimum": 0},
+                    "cause": {"type": "string", "description": "the last failure, Type: message (redacted)"},
+                    "at": {"type": "string", "format": "date-time"},
                 },
             },
             "Delivery": {

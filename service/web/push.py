@@ -24,11 +24,12 @@ from redis.exceptions import RedisError
 from starlette.datastructures import URL
 from starlette.types import Receive, Scope, Send
 
-from .. import logs
-from ..errors import WanhookError
+from ..core.errors import WanhookError
 from ..ingress import signature, webhook
+from ..observability import logs
 from ..runtime import Runtime
-from .responses import STATUS, ApiError, error_response
+from . import bodies
+from .responses import STATUS, ApiError, error_response, refuse_cross_site, require_json
 
 log = logging.getLogger("wanhook.app")
 
@@ -47,36 +48,6 @@ def check_token(headers: Mapping[str, str], expected: str | None) -> None:
     given = headers.get(signature.TOKEN, "")
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise ApiError(401, "invalid_token", f"missing or wrong {signature.TOKEN} header")
-
-
-def require_json(headers: Mapping[str, str]) -> None:
-    content_type = headers.get("content-type")
-    if content_type is not None and "json" not in content_type.lower():
-        raise ApiError(415, "unsupported_media_type", f"expected a JSON body, got Content-Type {content_type!r}")
-
-
-def too_large(limit: int) -> ApiError:
-    return ApiError(413, "body_too_large", f"the body is over the limit of {limit} bytes")
-
-
-async def read_body(headers: Mapping[str, str], receive: Receive, limit: int) -> bytes | None:
-    """The whole body, refusing (413) anything over ``limit`` bytes before reading it all; None when the
-    client went away before sending it."""
-    declared = headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        if chunk:
-            body += chunk
-            if len(body) > limit:
-                raise too_large(limit)
-        if not message.get("more_body", False):
-            return body
 
 
 def request_id(headers: Mapping[str, str]) -> str:
@@ -135,9 +106,11 @@ async def _answer(
     """The 200 answer's body, None when the client went away, or the error to answer with."""
     settings = runtime.settings
     try:
+        # No web page may push: with the local set-up's webhook open on loopback, a page could forge events.
+        refuse_cross_site(headers, "POST", own_host=None)
         check_token(headers, settings.eventbridge_token)
-        require_json(headers)
-        body = await read_body(headers, receive, webhook.EVENT_BODY_LIMIT)
+        require_json(headers, required=False)  # EventBridge's pushes declare JSON; a bare body is read as JSON
+        body = await bodies.read(receive, headers, webhook.EVENT_BODY_LIMIT, settings)
         if body is None:
             return None
         # The URL as this process received it (scheme, Host header, path and query): what the signature

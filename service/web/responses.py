@@ -6,14 +6,14 @@ that says which status answers each, and ``error_response`` the one place that w
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..errors import (
+from ..core import documents
+from ..core.errors import (
     CertificateUnavailable,
     IdempotencyKeyReused,
     InvalidEvent,
@@ -95,39 +95,46 @@ def error_response(exc: WanhookError) -> JSONResponse:
     return JSONResponse({"error": error}, status_code=status_of(exc), headers=headers_of(exc))
 
 
-def require_json(request: Request) -> None:
-    content_type = request.headers.get("content-type")
-    if content_type is not None and "json" not in content_type.lower():
-        raise ApiError(415, "unsupported_media_type", f"expected a JSON body, got Content-Type {content_type!r}")
+def require_json(headers: Mapping[str, str], *, required: bool = True) -> None:
+    """The body is declared JSON: ``application/json`` or a ``+json`` type (RFC 6839), parameters aside. A
+    type a browser may send to another origin without asking first (``text/plain``, a form, none at all
+    when ``required``) is refused, 415: a web page cannot make a JSON request elsewhere without a CORS
+    preflight, which wanhook never grants."""
+    content_type = headers.get("content-type")
+    if content_type is None and not required:
+        return
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        got = f"Content-Type {content_type!r}" if content_type is not None else "no Content-Type"
+        raise ApiError(415, "unsupported_media_type", f"expected a JSON body (application/json), got {got}")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over ``limit`` bytes before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"the body is over the limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, "body_too_large", f"the body is over the limit of {limit} bytes")
-    return bytes(body)
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    require_json(request)
-    return parse_json(await read_body(request, limit))
+def refuse_cross_site(headers: Mapping[str, str], method: str, *, own_host: str | None) -> None:
+    """403 for a write a web page on another origin sent: a browser names the page's origin (``Origin``) and
+    the relation (``Sec-Fetch-Site``) on such requests, and neither EventBridge, RocketMQ's bridge, the CLI
+    nor the client library sends a foreign one. Reads are left to CORS (a page cannot read the answer).
+    ``own_host`` is the Host the request came to (its own origin's), ``None`` where no page may write at
+    all (the webhook)."""
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return
+    site = (headers.get("sec-fetch-site") or "").lower()
+    origin = headers.get("origin")
+    foreign = site in ("cross-site", "same-site")  # same-site: another port of localhost is another origin
+    if origin is not None:
+        host = urlsplit(origin).netloc.lower() if origin != "null" else ""
+        foreign = foreign or own_host is None or host != own_host.lower()
+    elif own_host is None and site not in ("", "none"):
+        foreign = True
+    if foreign:
+        raise ApiError(
+            403,
+            "cross_site_request",
+            f"refused a {method} sent by a web page of another origin ({origin or site}); wanhook's API takes "
+            "requests from programs, and from its own dashboard",
+        )
 
 
 def parse_json(body: bytes) -> Any:
-    """The JSON document of a body already read; 400 ``invalid_json`` if it is none."""
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
-    try:
-        # JSON can escape a lone surrogate (\ud800); UTF-8, and so Redis, cannot hold one.
-        json.dumps(document, ensure_ascii=False).encode()
-    except (UnicodeEncodeError, RecursionError):
-        raise ApiError(400, "invalid_json", "the body's text is not valid Unicode (a lone surrogate)") from None
-    return document
+    """The JSON document of a body already read, within ``documents``' bounds; 400 ``invalid_json`` if it is
+    none."""
+    return documents.load(body, InvalidInput)
